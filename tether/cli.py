@@ -1,0 +1,399 @@
+"""`tether ...` commands.
+
+Errors are one clear line on stderr and a non-zero exit code, never a traceback (set
+TETHER_DEBUG=1 to see one). `tether check` exits 0 on allow, 3 on deny and 4 when approval is
+required, so scripts can branch on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
+from tether.errors import InvalidInput, TetherError
+from tether.model import Effect
+from tether.policy import compile_bundle, read_policy_dir
+from tether.policy.fmt import format_files
+from tether.policy.testing import (
+    TEST_FILE,
+    CaseResult,
+    case_file_catalogue,
+    fixture_agents,
+    load_test_file,
+    run_cases,
+)
+from tether.sdk import Guard
+
+app = typer.Typer(
+    help="Tether: runtime authorization for AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+policy_app = typer.Typer(
+    help="Validate, test, format and activate Cedar policy bundles.", no_args_is_help=True
+)
+workspace_app = typer.Typer(help="Workspaces: the tenancy boundary.", no_args_is_help=True)
+agent_app = typer.Typer(help="Agents: registered non-human identities.", no_args_is_help=True)
+tool_app = typer.Typer(help="The tool catalogue of a workspace.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(workspace_app, name="workspace")
+app.add_typer(agent_app, name="agent")
+app.add_typer(tool_app, name="tool")
+
+out = Console(soft_wrap=True)
+EXIT_BY_EFFECT = {Effect.ALLOW: 0, Effect.DENY: 3, Effect.APPROVAL_REQUIRED: 4}
+STARTER = Path(__file__).parent / "starter"
+
+HomeOption = Annotated[
+    Path,
+    typer.Option("--home", envvar="TETHER_HOME", help="Tether's home folder (store and files)."),
+]
+
+
+class _State:
+    home: Path = Path(".tether")
+
+
+state = _State()
+
+
+@app.callback()
+def _main(home: HomeOption = Path(".tether")) -> None:
+    state.home = home
+
+
+@contextmanager
+def _guard() -> Iterator[Guard]:
+    guard = Guard.embedded(home=state.home)
+    try:
+        yield guard
+    finally:
+        guard.close()
+
+
+# -- getting started -----------------------------------------------------------------------------
+
+
+@app.command()
+def init() -> None:
+    """Create a starter home: workspace 'acme' with agents, catalogue, policies and policy tests."""
+    target = state.home / "workspaces" / "acme"
+    if target.exists():
+        raise InvalidInput(f"{target} already exists; remove it or use another --home")
+    shutil.copytree(STARTER / "acme", target)
+    with _guard() as guard:
+        guard.apply_directory(target)
+    out.print(f"[green]Created[/] {state.home} with workspace [bold]acme[/] from {target}")
+    out.print(f"  policies:     {target / 'policies'}")
+    out.print(f"  policy tests: tether --home {state.home} policy test {target / 'policies'}")
+    out.print(
+        f"  one decision: tether --home {state.home} check acme coder send_email "
+        '--args \'{"to": "bob@acme.com", "subject": "hi"}\''
+    )
+
+
+@app.command()
+def demo(
+    home: Annotated[
+        Path | None,
+        typer.Option(help="Where to keep the demo's store (default: a new temp folder)."),
+    ] = None,
+) -> None:
+    """Play a scripted task: three agents share a workspace under different runtime policies."""
+    from tether.demo import run_demo  # noqa: PLC0415 - the demo is not needed by other commands
+
+    run_demo(home, out)
+
+
+@app.command()
+def check(
+    workspace: str,
+    agent: str,
+    tool: str,
+    args: Annotated[str, typer.Option(help="The call's arguments as a JSON object.")] = "{}",
+    user: Annotated[str, typer.Option(help="The user the agent acts for.")] = "cli",
+    request: Annotated[str, typer.Option(help="The user's request (the task's intent).")] = "",
+    tools: Annotated[
+        list[str] | None,
+        typer.Option("--tool-granted", help="Tools the task grants (default: TOOL)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+) -> None:
+    """Decide one call, in a one-off task, and record it like any other decision."""
+    try:
+        arguments = json.loads(args)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"--args is not valid JSON: {exc}") from exc
+    with (
+        _guard() as guard,
+        guard.task(
+            workspace=workspace, agent=agent, user=user, request=request, tools=tools or [tool]
+        ) as task,
+    ):
+        decision = task.authorize(tool, arguments)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(decision).decode() + "\n")
+    else:
+        colour = {"allow": "green", "deny": "red", "approval_required": "yellow"}[
+            decision.effect.value
+        ]
+        out.print(f"[bold {colour}]{decision.effect.value}[/] {tool} for {agent} in {workspace}")
+        for reason in decision.reasons:
+            policy = f" [dim]({reason.policy})[/]" if reason.policy else ""
+            out.print(f"  {reason.stage.value}: {reason.text}{policy}")
+        out.print(f"  [dim]decision {decision.decision_id}, policy {decision.policy_version}[/]")
+    raise typer.Exit(EXIT_BY_EFFECT[decision.effect])
+
+
+@app.command()
+def apply(path: Path) -> None:
+    """Create or update a workspace from a folder (workspace.yaml, catalogue.yaml, policies/)."""
+    with _guard() as guard:
+        name = guard.apply_directory(path)
+    out.print(f"[green]Applied[/] {path} to workspace [bold]{name}[/]")
+
+
+# -- policies ------------------------------------------------------------------------------------
+
+
+def _catalogue(workspace: str | None, catalogue_file: Path | None) -> Catalogue:
+    if catalogue_file is not None:
+        tools = load_catalogue_file(catalogue_file, workspace or "test")
+    elif workspace is not None:
+        with _guard() as guard:
+            tools = guard.store.tools(workspace)
+    else:
+        raise InvalidInput("say which catalogue to check against: --workspace or --catalogue")
+    return Catalogue({t.name: compile_tool(t) for t in tools})
+
+
+WorkspaceOption = Annotated[
+    str | None, typer.Option("--workspace", "-w", help="Use this workspace's catalogue and agents.")
+]
+CatalogueOption = Annotated[
+    Path | None, typer.Option("--catalogue", help="Use this catalogue file instead.")
+]
+
+
+@policy_app.command("validate")
+def policy_validate(
+    path: Path, workspace: WorkspaceOption = None, catalogue: CatalogueOption = None
+) -> None:
+    """Parse and validate a policy folder against a catalogue; list every problem with its line."""
+    bundle = compile_bundle(read_policy_dir(path), _catalogue(workspace, catalogue).cedar_schema())
+    out.print(f"[green]valid[/]: {len(bundle.policies)} policies, version {bundle.version}")
+
+
+@policy_app.command("test")
+def policy_test(
+    path: Path, workspace: WorkspaceOption = None, catalogue: CatalogueOption = None
+) -> None:
+    """Run the test cases in PATH/tests.yaml against the policies in PATH."""
+    test_path = path / TEST_FILE if path.is_dir() else path
+    policy_dir = test_path.parent
+    tests = load_test_file(test_path)
+    catalogue_file = catalogue or case_file_catalogue(tests, test_path)
+    cat = _catalogue(workspace, catalogue_file)
+    bundle = compile_bundle(read_policy_dir(policy_dir), cat.cedar_schema())
+    if tests.agents is not None:
+        agents = fixture_agents(tests.agents)
+    elif workspace is not None:
+        with _guard() as guard:
+            agents = guard.store.agents(workspace)
+    else:
+        raise InvalidInput(f"{test_path} lists no agents; add `agents:` or pass --workspace")
+    results = run_cases(bundle, cat, agents, tests.tests)
+    _print_results(results)
+    if not all(r.passed for r in results):
+        raise typer.Exit(1)
+
+
+def _print_results(results: list[CaseResult]) -> None:
+    table = Table("", "test", "expected", "got", "because")
+    for r in results:
+        mark = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+        expected = r.case.expect.value + (
+            f" {r.case.reasons}" if r.case.reasons is not None else ""
+        )
+        got = r.effect.value + (f" {list(r.determining)}" if r.determining else "")
+        table.add_row(mark, r.case.name, expected, got, r.detail)
+    out.print(table)
+    failed = sum(not r.passed for r in results)
+    summary = f"{len(results) - failed} passed, {failed} failed"
+    out.print(f"[red]{summary}[/]" if failed else f"[green]{summary}[/]")
+
+
+@policy_app.command("fmt")
+def policy_fmt(
+    path: Path,
+    check_only: Annotated[
+        bool, typer.Option("--check", help="Only report unformatted files.")
+    ] = False,
+) -> None:
+    """Format .cedar files in Cedar's canonical layout (comments kept)."""
+    changed = format_files(path, check=check_only)
+    verb = "would reformat" if check_only else "reformatted"
+    for file in changed:
+        out.print(f"{verb} {file}")
+    if not changed:
+        out.print("all policy files are formatted")
+    if check_only and changed:
+        raise typer.Exit(1)
+
+
+@policy_app.command("activate")
+def policy_activate(
+    path: Path, workspace: Annotated[str, typer.Option("--workspace", "-w")]
+) -> None:
+    """Validate a policy folder against the workspace's catalogue and enforce it."""
+    with _guard() as guard:
+        version = guard.activate_policies(workspace, path)
+    out.print(f"[green]active[/] in {workspace}: {version}")
+
+
+# -- workspaces, agents, tools -------------------------------------------------------------------
+
+
+@workspace_app.command("add")
+def workspace_add(
+    name: str,
+    tenant: Annotated[str, typer.Option()] = "default",
+    trust_domain: Annotated[str, typer.Option()] = "tether.local",
+) -> None:
+    with _guard() as guard:
+        guard.add_workspace(name, tenant=tenant, trust_domain=trust_domain)
+    out.print(f"[green]added[/] workspace {name}")
+
+
+@workspace_app.command("list")
+def workspace_list() -> None:
+    with _guard() as guard:
+        workspaces = guard.store.workspaces()
+    table = Table("workspace", "tenant", "trust domain", "policy version", "revision")
+    for ws in workspaces:
+        table.add_row(
+            ws.name, ws.tenant, ws.trust_domain, ws.active_policy_version or "-", str(ws.revision)
+        )
+    out.print(table)
+
+
+@agent_app.command("add")
+def agent_add(
+    workspace: str,
+    name: str,
+    kind: Annotated[str, typer.Option(help="planner, coder, monitor, ...")],
+    owner: Annotated[str, typer.Option(help="The accountable human.")],
+) -> None:
+    with _guard() as guard:
+        agent = guard.register_agent(workspace, name, kind=kind, owner=owner)
+    out.print(f"[green]registered[/] {agent.spiffe_id}")
+
+
+@agent_app.command("list")
+def agent_list(workspace: str) -> None:
+    with _guard() as guard:
+        agents = guard.store.agents(workspace)
+    table = Table("agent", "kind", "owner", "status", "SPIFFE id")
+    for a in agents:
+        status = a.status.value if a.status.value == "active" else f"[red]{a.status.value}[/]"
+        table.add_row(a.name, a.kind, a.owner, status, a.spiffe_id)
+    out.print(table)
+
+
+@agent_app.command("suspend")
+def agent_suspend(workspace: str, name: str) -> None:
+    """The kill switch: every later call of the agent is denied, in every process."""
+    with _guard() as guard:
+        guard.suspend_agent(workspace, name)
+    out.print(f"[red]suspended[/] {name} in {workspace}")
+
+
+@agent_app.command("resume")
+def agent_resume(workspace: str, name: str) -> None:
+    with _guard() as guard:
+        guard.resume_agent(workspace, name)
+    out.print(f"[green]resumed[/] {name} in {workspace}")
+
+
+@tool_app.command("add")
+def tool_add(
+    workspace: str,
+    name: str,
+    effect: Annotated[
+        list[str], typer.Option("--effect", help="read, write, external, ... (repeat)")
+    ],
+    sink: Annotated[
+        list[str] | None, typer.Option("--sink", help="A sink argument (repeat).")
+    ] = None,
+    schema: Annotated[
+        str | None, typer.Option(help="Argument JSON Schema: inline JSON or @file.json.")
+    ] = None,
+    output: Annotated[str, typer.Option(help="trusted or untrusted")] = "trusted",
+    description: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Add or replace a catalogue entry (use `tether apply` for a whole catalogue file)."""
+    with _guard() as guard:
+        guard.register_tool(
+            workspace,
+            name,
+            effects=effect,
+            sinks=sink or (),
+            args_schema=_json_argument(schema) if schema else None,
+            output=output,
+            description=description,
+        )
+    out.print(f"[green]registered[/] tool {name} in {workspace}")
+
+
+def _json_argument(value: str) -> Any:
+    try:
+        text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+        return json.loads(text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"--schema: {exc}") from exc
+
+
+@tool_app.command("list")
+def tool_list(workspace: str) -> None:
+    with _guard() as guard:
+        tools = guard.store.tools(workspace)
+    table = Table("tool", "effects", "sinks", "output", "arguments")
+    for t in tools:
+        arguments = ", ".join(t.args_schema.get("properties", {}))
+        table.add_row(t.name, ", ".join(t.effects), ", ".join(t.sinks), t.output.value, arguments)
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point: run the app and turn every error into one line and an exit code."""
+    try:
+        app()
+    except TetherError as exc:
+        _fail(str(exc), 1)
+    except (KeyboardInterrupt, BrokenPipeError):
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("TETHER_DEBUG"):
+            raise
+        _fail(f"internal error ({type(exc).__name__}: {exc}); set TETHER_DEBUG=1 for details", 70)
+
+
+def _fail(message: str, code: int) -> None:
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False
+    )
+    sys.exit(code)

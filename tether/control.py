@@ -1,0 +1,224 @@
+"""The control plane: checked changes to workspaces, agents, users, tools and policies.
+
+Every change is validated first (names, schemas, policies compile against the catalogue they
+will run with) and then written in one store transaction that bumps the workspace revision. A
+change computed from what was read (a bundle recompiled for a new catalogue) is written only if
+the workspace did not change meanwhile, and retried otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import msgspec
+
+from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
+from tether.errors import Conflict, InvalidInput, NotFound, PolicyError
+from tether.identity import agent_spiffe_id, check_trust_domain
+from tether.model import Agent, AgentStatus, PolicyBundleRecord, Tool, User, Workspace
+from tether.names import check_effect, check_segment
+from tether.policy import Bundle, compile_bundle, read_policy_dir
+from tether.store import Changes, StaleRevision, Store, WorkspaceSnapshot
+from tether.workspace import Views
+
+RETRIES = 5
+
+
+class Control:
+    def __init__(self, store: Store, views: Views, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._views = views
+        self._clock = clock
+
+    def add_workspace(
+        self, name: str, *, tenant: str = "default", trust_domain: str = "tether.local"
+    ) -> Workspace:
+        workspace = Workspace(
+            name=check_segment("workspace", name),
+            tenant=check_segment("tenant", tenant),
+            trust_domain=check_trust_domain(trust_domain),
+            created_at=self._clock(),
+        )
+        self._store.create_workspace(workspace)
+        return workspace
+
+    def register_agent(self, workspace: str, name: str, *, kind: str, owner: str) -> Agent:
+        ws = self._workspace(workspace)
+        if not owner.strip():
+            raise InvalidInput("every agent needs an accountable human owner")
+        agent = Agent(
+            workspace=workspace,
+            name=check_segment("agent", name),
+            kind=check_segment("agent kind", kind),
+            owner=owner.strip(),
+            spiffe_id=agent_spiffe_id(ws.trust_domain, workspace, name),
+            created_at=self._clock(),
+        )
+        self._write(workspace, lambda c: c.put_agent(agent))
+        return agent
+
+    def set_agent_status(self, workspace: str, name: str, status: AgentStatus) -> None:
+        self._write(workspace, lambda c: c.set_agent_status(name, status))
+
+    def add_user(self, workspace: str, name: str, roles: Iterable[str] = ()) -> User:
+        if not name.strip():
+            raise InvalidInput("a user needs a name")
+        user = User(
+            workspace=workspace, name=name.strip(), roles=tuple(check_effect(r) for r in roles)
+        )
+        self._write(workspace, lambda c: c.put_user(user))
+        return user
+
+    def register_tools(self, workspace: str, tools: Iterable[Tool]) -> None:
+        """Add or replace catalogue entries; active policies are revalidated against the result."""
+        new = {tool.name: tool for tool in tools}
+        for tool in new.values():
+            if tool.workspace != workspace:
+                raise InvalidInput(f"tool {tool.name!r} belongs to workspace {tool.workspace!r}")
+
+        def attempt(snapshot: WorkspaceSnapshot) -> Callable[[Changes], None] | None:
+            current = {tool.name: tool for tool in snapshot.tools}
+            if all(current.get(name) == tool for name, tool in new.items()):
+                return None  # already registered exactly so: no new revision
+            merged = {**current, **new}
+            bundle = None
+            if snapshot.bundle is not None:
+                bundle = self._compile(snapshot, merged.values(), snapshot.bundle.files, new)
+
+            def write(changes: Changes) -> None:
+                for tool in new.values():
+                    changes.put_tool(tool)
+                if bundle is not None:
+                    changes.activate_bundle(self._record(workspace, bundle))
+
+            return write
+
+        self._compare_and_set(workspace, attempt)
+
+    def check_policies(self, workspace: str, files: Mapping[str, str] | str | Path) -> Bundle:
+        """Compile a bundle against the workspace's catalogue without activating it."""
+        snapshot = self._snapshot(workspace)
+        return self._compile(snapshot, snapshot.tools, _files(files), {})
+
+    def activate_policies(self, workspace: str, files: Mapping[str, str] | str | Path) -> Bundle:
+        """Validate a bundle against the catalogue and make it the enforced one, atomically."""
+        sources = _files(files)
+        activated: Bundle | None = None
+
+        def attempt(snapshot: WorkspaceSnapshot) -> Callable[[Changes], None]:
+            nonlocal activated
+            bundle = activated = self._compile(snapshot, snapshot.tools, sources, {})
+            return lambda changes: changes.activate_bundle(self._record(workspace, bundle))
+
+        self._compare_and_set(workspace, attempt)
+        assert activated is not None
+        return activated
+
+    def apply_directory(self, path: str | Path) -> str:
+        """Create or update a workspace from a folder: workspace.yaml, catalogue.yaml, policies/."""
+        root = Path(path)
+        try:
+            spec = msgspec.yaml.decode((root / "workspace.yaml").read_bytes(), type=_WorkspaceFile)
+        except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidInput(f"{root / 'workspace.yaml'}: {exc}") from exc
+        if self._store.workspace(spec.name) is None:
+            self.add_workspace(spec.name, tenant=spec.tenant, trust_domain=spec.trust_domain)
+        for agent in spec.agents:
+            self.register_agent(spec.name, agent.name, kind=agent.kind, owner=agent.owner)
+        for user in spec.users:
+            self.add_user(spec.name, user.name, user.roles)
+        if (root / "catalogue.yaml").exists():
+            self.register_tools(spec.name, load_catalogue_file(root / "catalogue.yaml", spec.name))
+        if (root / "policies").is_dir():
+            self.activate_policies(spec.name, root / "policies")
+        return spec.name
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _workspace(self, name: str) -> Workspace:
+        workspace = self._store.workspace(name)
+        if workspace is None:
+            raise NotFound(f"workspace {name!r} does not exist")
+        return workspace
+
+    def _snapshot(self, name: str) -> WorkspaceSnapshot:
+        snapshot = self._store.snapshot(name)
+        if snapshot is None:
+            raise NotFound(f"workspace {name!r} does not exist")
+        return snapshot
+
+    def _write(self, workspace: str, change: Callable[[Changes], None]) -> None:
+        with self._store.change(workspace) as changes:
+            change(changes)
+        self._views.refresh(workspace)
+
+    def _compare_and_set(
+        self,
+        workspace: str,
+        attempt: Callable[[WorkspaceSnapshot], Callable[[Changes], None] | None],
+    ) -> None:
+        for _ in range(RETRIES):
+            snapshot = self._snapshot(workspace)
+            write = attempt(snapshot)
+            if write is None:
+                return
+            try:
+                with self._store.change(
+                    workspace, expected_revision=snapshot.workspace.revision
+                ) as c:
+                    write(c)
+            except StaleRevision:
+                continue
+            self._views.refresh(workspace)
+            return
+        raise Conflict(f"workspace {workspace!r} kept changing; try again")
+
+    def _compile(
+        self,
+        snapshot: WorkspaceSnapshot,
+        tools: Iterable[Tool],
+        files: Mapping[str, str],
+        changed: Mapping[str, Tool],
+    ) -> Bundle:
+        catalogue = Catalogue({tool.name: compile_tool(tool) for tool in tools})
+        try:
+            return compile_bundle(files, catalogue.cedar_schema())
+        except PolicyError as exc:
+            if changed:
+                names = ", ".join(sorted(changed))
+                exc.args = (f"changing tool(s) {names} would break the active policies:\n{exc}",)
+            raise
+
+    def _record(self, workspace: str, bundle: Bundle) -> PolicyBundleRecord:
+        return PolicyBundleRecord(
+            workspace=workspace,
+            version=bundle.version,
+            files=dict(bundle.files),
+            cedar_schema=dict(bundle.cedar_schema),
+            created_at=self._clock(),
+        )
+
+
+def _files(source: Mapping[str, str] | str | Path) -> Mapping[str, str]:
+    return source if isinstance(source, Mapping) else read_policy_dir(source)
+
+
+class _AgentEntry(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    kind: str
+    owner: str
+
+
+class _UserEntry(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    roles: list[str] = msgspec.field(default_factory=list)
+
+
+class _WorkspaceFile(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    tenant: str = "default"
+    trust_domain: str = "tether.local"
+    agents: list[_AgentEntry] = msgspec.field(default_factory=list)
+    users: list[_UserEntry] = msgspec.field(default_factory=list)

@@ -1,0 +1,55 @@
+"""The exceptions Tether raises at its edges.
+
+Every error a person or a program can act on is a `TetherError` with a message written for them;
+interfaces (CLI, SDK, server) turn it into one clear line or a 4xx, never a stack trace. Anything
+else that escapes is a bug, and the decision pipeline turns even those into a deny.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TetherError(Exception):
+    """Base of every error Tether reports to its callers."""
+
+
+class NotFound(TetherError):
+    """A workspace, agent, tool, task or bundle that does not exist."""
+
+
+class Conflict(TetherError):
+    """The change contradicts what is already there (a duplicate name, a used id)."""
+
+
+class InvalidInput(TetherError):
+    """Input that is malformed or breaks a rule; the message says which rule."""
+
+
+class CatalogueError(InvalidInput):
+    """A tool that cannot be registered, most often because its argument schema cannot be typed."""
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One thing wrong with a policy bundle, located for its author."""
+
+    file: str
+    line: int
+    policy_id: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}"
+        policy = f" [{self.policy_id}]" if self.policy_id else ""
+        return f"{where}{policy}: {self.message}"
+
+
+class PolicyError(InvalidInput):
+    """A policy bundle that failed to parse or validate; `problems` lists every finding."""
+
+    def __init__(self, problems: list[PolicyProblem]) -> None:
+        self.problems = problems
+        count = len(problems)
+        header = f"{count} problem{'s' if count != 1 else ''} in the policy bundle"
+        super().__init__("\n".join([header, *(f"  {p}" for p in problems)]))

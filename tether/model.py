@@ -1,0 +1,190 @@
+"""The nouns of Tether (DESIGN.md section 1) as plain typed records.
+
+These are values: they cross module boundaries, go into the store and out through interfaces.
+Behaviour lives in the module that owns each concept; compiled, fast-path forms (parsed policies,
+schema validators) live beside the code that uses them, never here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+
+class Effect(StrEnum):
+    """What a decision says about a call."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    APPROVAL_REQUIRED = "approval_required"
+
+
+class Stage(StrEnum):
+    """The pipeline stages (DESIGN.md section 2), named in every deny a stage produces."""
+
+    AUTHENTICATE = "authenticate"
+    WORKSPACE = "workspace"
+    TASK = "task"
+    CONTEXT = "context"
+    POLICY = "policy"
+    RECORD = "record"
+
+
+class AgentStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class TaskStatus(StrEnum):
+    OPEN = "open"
+    ENDED = "ended"
+    REVOKED = "revoked"
+
+
+class OutputTrust(StrEnum):
+    """Whether a tool's output is content the user vouches for, or third-party content."""
+
+    TRUSTED = "trusted"
+    UNTRUSTED = "untrusted"
+
+
+class Tenant(msgspec.Struct, frozen=True):
+    name: str
+    created_at: float
+
+
+class Workspace(msgspec.Struct, frozen=True):
+    name: str
+    tenant: str
+    trust_domain: str
+    created_at: float
+    revision: int = 0
+    active_policy_version: str | None = None
+
+
+class Agent(msgspec.Struct, frozen=True):
+    workspace: str
+    name: str
+    kind: str
+    owner: str
+    spiffe_id: str
+    status: AgentStatus = AgentStatus.ACTIVE
+    created_at: float = 0.0
+
+
+class User(msgspec.Struct, frozen=True):
+    workspace: str
+    name: str
+    roles: tuple[str, ...] = ()
+
+
+class Tool(msgspec.Struct, frozen=True):
+    """One entry of a workspace's tool catalogue."""
+
+    workspace: str
+    name: str
+    args_schema: dict[str, Any]
+    effects: tuple[str, ...]
+    sinks: tuple[str, ...] = ()
+    output: OutputTrust = OutputTrust.TRUSTED
+    labels: tuple[str, ...] = ()
+    risk_tier: str = "low"
+    description: str = ""
+
+
+class Task(msgspec.Struct, frozen=True):
+    """One unit of delegated work: who acts, for whom, asked what, with which tools, until when."""
+
+    id: str
+    workspace: str
+    agent: str
+    user: str
+    request: str
+    tools: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    status: TaskStatus = TaskStatus.OPEN
+
+
+class PolicyBundleRecord(msgspec.Struct, frozen=True):
+    """A stored policy bundle: its files, the Cedar schema it was validated against, its version."""
+
+    workspace: str
+    version: str
+    files: dict[str, str]
+    cedar_schema: dict[str, Any]
+    created_at: float
+
+
+class Reason(msgspec.Struct, frozen=True):
+    """Why a decision came out as it did: the stage that decided and, for policies, which one."""
+
+    stage: Stage
+    text: str
+    policy: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Decision(msgspec.Struct, frozen=True):
+    """The answer to one call. `reasons` explain it; `decision_id` finds its record."""
+
+    decision_id: str
+    effect: Effect
+    reasons: tuple[Reason, ...]
+    policy_version: str | None
+    workspace: str | None
+    agent: str | None
+    task_id: str | None
+    tool: str
+    approval_id: str | None = None
+    approver_roles: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect is Effect.ALLOW
+
+    @property
+    def reason(self) -> str:
+        """All reasons as one line, for logs and error messages."""
+        return "; ".join(r.text for r in self.reasons)
+
+
+def new_id(prefix: str) -> str:
+    """A time-ordered, collision-resistant id: 48-bit millisecond time then 80 random bits, in hex.
+
+    Time order keeps the store's unique indexes append-mostly, which keeps the decision insert
+    cheap; the prefix tells a person what kind of thing an id names.
+    """
+    return f"{prefix}{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+
+class DecisionRecord(msgspec.Struct, frozen=True):
+    """What the store keeps of one decision: enough to explain it and to replay it.
+
+    `context` is the exact JSON the policies saw, so a backtest can re-decide the call against
+    another bundle; `args_digest` lets a record be kept even where the arguments are redacted.
+    """
+
+    id: str
+    ts: float
+    tenant: str | None
+    workspace: str | None
+    agent: str | None
+    user: str | None
+    task_id: str | None
+    tool: str
+    args_digest: str
+    args: str  # JSON
+    effect: Effect
+    stage: Stage
+    reasons: str  # JSON list of Reason
+    policy_version: str | None
+    context: str | None  # JSON, the context the policies saw
+    shadow: str | None  # JSON of the shadow outcome, when shadow policies applied
+    approval_id: str | None = None

@@ -1,0 +1,278 @@
+"""The decision pipeline (DESIGN.md section 2), and the only place that orders its stages:
+
+    authenticate -> workspace gate -> task gate -> context -> policy -> record -> answer
+
+Each stage is a small function that reads the `Call`, may add to it, and returns None to go on or
+a `Reason` to deny. The pipeline runs every stage under a guard: an exception, or missing data,
+is a deny whose reason names the stage. Every decision, denies included, is recorded and
+committed before it is answered; if it cannot be recorded, the answer is a deny.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from tether.catalogue import ArgumentError, CompiledTool, decision_context
+from tether.errors import TetherError
+from tether.model import (
+    Agent,
+    AgentStatus,
+    Decision,
+    DecisionRecord,
+    Effect,
+    Reason,
+    Stage,
+    TaskStatus,
+    new_id,
+)
+from tether.policy import Verdict, evaluate
+from tether.session import TaskState
+from tether.store import Store
+from tether.workspace import Views, WorkspaceView
+
+log = logging.getLogger("tether.pdp")
+
+MAX_ARGS_BYTES = 1024 * 1024
+_encode = msgspec.json.Encoder().encode
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+
+
+class AuthorizeRequest(msgspec.Struct, frozen=True):
+    """A call an agent wants to make. `workspace` is where the caller means it to happen;
+    it defaults to the task's, and a call aimed anywhere else is denied."""
+
+    tool: str
+    args: Any
+    task_id: str | None = None
+    workspace: str | None = None
+
+
+@dataclass
+class Call:
+    """One call on its way through the pipeline; each stage fills in what it establishes."""
+
+    request: AuthorizeRequest
+    now: float
+    task: TaskState | None = None
+    view: WorkspaceView | None = None
+    agent: Agent | None = None
+    tool: CompiledTool | None = None
+    args_json: bytes | None = None
+    context: dict[str, Any] | None = None
+    verdict: Verdict | None = None
+
+
+def authenticate(call: Call, tasks: Mapping[str, TaskState]) -> Reason | None:
+    """Who is calling: in embedded mode, the holder of an open task handle."""
+    task_id = call.request.task_id
+    if task_id is None:
+        return Reason(Stage.AUTHENTICATE, "no task: tool calls are authorized only inside a task")
+    call.task = tasks.get(task_id)
+    if call.task is None:
+        return Reason(Stage.AUTHENTICATE, f"unknown task {task_id}")
+    return None
+
+
+def workspace_gate(call: Call, views: Views) -> Reason | None:
+    """The coarse boundary: the workspace exists, the agent is registered and active in it, and
+    the tool is in its catalogue."""
+    assert call.task is not None
+    task = call.task.task
+    target = call.request.workspace or task.workspace
+    if target != task.workspace:
+        return Reason(
+            Stage.WORKSPACE,
+            f"task {task.id} belongs to workspace {task.workspace}; it cannot act in {target}",
+        )
+    call.view = views.get(target)
+    if call.view is None:
+        return Reason(Stage.WORKSPACE, f"workspace {target} does not exist")
+    call.agent = call.view.agents.get(task.agent)
+    if call.agent is None:
+        return Reason(
+            Stage.WORKSPACE, f"agent {task.agent} is not registered in workspace {target}"
+        )
+    if call.agent.status is not AgentStatus.ACTIVE:
+        return Reason(Stage.WORKSPACE, f"agent {task.agent} is {call.agent.status.value}")
+    call.tool = call.view.catalogue.get(call.request.tool)
+    if call.tool is None:
+        return Reason(
+            Stage.WORKSPACE,
+            f"tool {call.request.tool} is not in the catalogue of workspace {target}",
+        )
+    return None
+
+
+def task_gate(call: Call) -> Reason | None:
+    """The fine boundary: the task is open, unexpired, and was granted this tool."""
+    assert call.task is not None
+    state = call.task
+    if state.status is not TaskStatus.OPEN:
+        return Reason(Stage.TASK, f"task {state.id} is {state.status.value}")
+    if call.now >= state.task.expires_at:
+        return Reason(Stage.TASK, f"task {state.id} expired")
+    if call.request.tool not in state.granted:
+        granted = ", ".join(sorted(state.granted)) or "none"
+        return Reason(
+            Stage.TASK,
+            f"tool {call.request.tool} is outside this task's scope (granted: {granted})",
+        )
+    return None
+
+
+def build_context(call: Call) -> Reason | None:
+    """Everything the policies may look at, typed as the workspace's Cedar schema says."""
+    assert call.task is not None and call.tool is not None
+    call.args_json = _encode_sorted(call.request.args)
+    if len(call.args_json) > MAX_ARGS_BYTES:
+        return Reason(Stage.CONTEXT, f"arguments are larger than {MAX_ARGS_BYTES} bytes")
+    try:
+        args = call.tool.cedar_args(call.request.args)
+    except ArgumentError as exc:
+        return Reason(
+            Stage.CONTEXT, f"arguments do not match the schema of {call.tool.name}: {exc}"
+        )
+    call.context = decision_context(args, call.task.context(), call.now)
+    return None
+
+
+def apply_policy(call: Call) -> Reason | None:
+    """Cedar on the tool's slice of the workspace's active bundle."""
+    assert call.view is not None and call.agent is not None and call.context is not None
+    bundle = call.view.bundle
+    if bundle is None:
+        return Reason(
+            Stage.POLICY, f"no policies are active in workspace {call.view.workspace.name}"
+        )
+    call.verdict = evaluate(
+        bundle,
+        call.view.entities,
+        workspace=call.view.workspace.name,
+        agent=call.agent.name,
+        tool=call.request.tool,
+        context=call.context,
+    )
+    return None
+
+
+def record(call: Call, store: Store, decision: Decision) -> None:
+    """Commit the decision's record (before it is answered)."""
+    args_json = (
+        call.args_json if call.args_json is not None else _args_for_record(call.request.args)
+    )
+    task = call.task.task if call.task is not None else None
+    verdict = call.verdict
+    store.record_decision(
+        DecisionRecord(
+            id=decision.decision_id,
+            ts=call.now,
+            tenant=call.view.workspace.tenant if call.view is not None else None,
+            workspace=decision.workspace,
+            agent=decision.agent,
+            user=task.user if task is not None else None,
+            task_id=decision.task_id,
+            tool=decision.tool,
+            args_digest=hashlib.sha256(args_json).hexdigest(),
+            args=args_json.decode() if len(args_json) <= MAX_ARGS_BYTES else '{"truncated":true}',
+            effect=decision.effect,
+            stage=decision.reasons[0].stage if decision.reasons else Stage.POLICY,
+            reasons=_encode(decision.reasons).decode(),
+            policy_version=decision.policy_version,
+            context=verdict.context_json.decode() if verdict is not None else None,
+            shadow=_encode(verdict.shadow).decode() if verdict and verdict.shadow else None,
+        )
+    )
+
+
+def _args_for_record(args: Any) -> bytes:
+    try:
+        return _encode_sorted(args)
+    except (TypeError, ValueError, OverflowError):
+        return _encode({"unencodable": type(args).__name__})
+
+
+class PDP:
+    """Runs the pipeline. `tasks` are the open tasks this decision point serves."""
+
+    def __init__(
+        self,
+        store: Store,
+        views: Views,
+        tasks: Mapping[str, TaskState],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._views = views
+        self._tasks = tasks
+        self._clock = clock
+
+    def decide(self, request: AuthorizeRequest) -> Decision:
+        call = Call(request, self._clock())
+        denial = (
+            _guarded(Stage.AUTHENTICATE, authenticate, call, self._tasks)
+            or _guarded(Stage.WORKSPACE, workspace_gate, call, self._views)
+            or _guarded(Stage.TASK, task_gate, call)
+            or _guarded(Stage.CONTEXT, build_context, call)
+            or _guarded(Stage.POLICY, apply_policy, call)
+        )
+        decision = _answer(call, denial)
+        try:
+            record(call, self._store, decision)
+        except Exception as exc:
+            log.exception("decision %s could not be recorded", decision.decision_id)
+            text = f"the decision could not be recorded, so the call is denied: {_describe(exc)}"
+            return msgspec.structs.replace(
+                decision,
+                effect=Effect.DENY,
+                reasons=(Reason(Stage.RECORD, text),),
+                approver_roles=(),
+            )
+        if call.task is not None:
+            call.task.note_decision(request.tool)
+        return decision
+
+
+def _guarded(
+    stage: Stage, fn: Callable[..., Reason | None], call: Call, *args: Any
+) -> Reason | None:
+    try:
+        return fn(call, *args)
+    except Exception as exc:
+        log.warning("stage %s failed", stage.value, exc_info=True)
+        return Reason(stage, f"{stage.value} stage failed, so the call is denied: {_describe(exc)}")
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, TetherError) else f"{type(exc).__name__}: {exc}"
+
+
+def _answer(call: Call, denial: Reason | None) -> Decision:
+    task = call.task.task if call.task is not None else None
+    bundle = call.view.bundle if call.view is not None else None
+    effect = Effect.DENY
+    reasons: tuple[Reason, ...] = (denial,) if denial else ()
+    roles: tuple[str, ...] = ()
+    if denial is None:
+        if call.verdict is None:
+            reasons = (Reason(Stage.POLICY, "no verdict was reached"),)
+        else:
+            outcome = call.verdict.outcome
+            effect, reasons, roles = outcome.effect, outcome.reasons, outcome.approver_roles
+    return Decision(
+        decision_id=new_id("dec_"),
+        effect=effect,
+        reasons=reasons,
+        policy_version=bundle.version if bundle is not None else None,
+        workspace=call.request.workspace or (task.workspace if task is not None else None),
+        agent=task.agent if task is not None else None,
+        task_id=task.id if task is not None else None,
+        tool=call.request.tool,
+        approver_roles=roles,
+    )

@@ -1,0 +1,265 @@
+"""A policy bundle: parsed, validated against the workspace's Cedar schema, versioned, sliced.
+
+Compiling is the slow, careful step done once per change; what it produces is immutable and
+swapped in whole, so a decision never sees half a bundle. Each tool gets its *slice*: the
+policies whose action scope can match it (scoped to the tool, to one of its effect groups, or not
+scoped at all). Cedar evaluates a policy's scope before its conditions, so a policy outside the
+slice can neither decide nor error for that tool: the slice decides exactly as the whole set
+does (tests/test_slicing.py holds this over generated policies), at a cost that does not grow
+with unrelated policies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cedarpy
+from cedarpy import pst
+
+from tether.errors import PolicyError, PolicyProblem
+from tether.policy.annotations import Annotations, read_annotations
+from tether.policy.source import Statement, split_statements
+
+
+@dataclass(frozen=True)
+class Policy:
+    id: str
+    file: str
+    line: int
+    effect: str  # "permit" | "forbid"
+    annotations: Annotations
+    actions: frozenset[str] | None  # action ids in its scope; None when unscoped
+    template: pst.Template
+
+    @property
+    def reason(self) -> str:
+        return self.annotations.reason or f"policy {self.id}"
+
+    def applies_to(self, tool: str, groups: frozenset[str]) -> bool:
+        return self.actions is None or tool in self.actions or not self.actions.isdisjoint(groups)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """The policies that can apply to one tool, parsed and ready for Cedar."""
+
+    enforced: Any  # cedarpy.PolicySet
+    with_shadow: Any | None  # enforced + shadow policies; None when no shadow policy applies
+
+
+@dataclass(frozen=True)
+class Bundle:
+    version: str
+    files: Mapping[str, str]
+    cedar_schema: Mapping[str, Any]
+    schema: Any  # cedarpy.Schema
+    policies: Mapping[str, Policy]
+    groups: Mapping[str, frozenset[str]]  # tool -> its effect groups
+    slices: Mapping[str, Slice]
+
+    def whole(self, *, shadow: bool = False) -> Any:
+        """Every enforced policy (and the shadow ones if asked) as one PolicySet, unsliced."""
+        return _policy_set(p for p in self.policies.values() if shadow or not p.annotations.shadow)
+
+
+def parse_schema(cedar_schema: Mapping[str, Any]) -> Any:
+    """A parsed `cedarpy.Schema` from its JSON form."""
+    return cedarpy.Schema.from_json_str(json.dumps(cedar_schema))
+
+
+def compile_bundle(files: Mapping[str, str], cedar_schema: Mapping[str, Any]) -> Bundle:
+    """Parse, check and validate every policy; raise PolicyError listing every problem found."""
+    schema = parse_schema(cedar_schema)
+    problems: list[PolicyProblem] = []
+    policies: dict[str, Policy] = {}
+    for file in sorted(files):
+        for statement in split_statements(file, files[file]):
+            policy = _compile_statement(statement, schema, cedar_schema, problems)
+            if policy is None:
+                continue
+            if policy.id in policies:
+                first = policies[policy.id]
+                problems.append(
+                    PolicyProblem(
+                        file,
+                        statement.line_of("id"),
+                        policy.id,
+                        f"duplicate @id; first used at {first.file}:{first.line}",
+                    )
+                )
+                continue
+            policies[policy.id] = policy
+    if problems:
+        raise PolicyError(problems)
+
+    groups = _action_groups(cedar_schema)
+    slices = {
+        tool: _slice(policies.values(), tool, tool_groups) for tool, tool_groups in groups.items()
+    }
+    return Bundle(
+        version=bundle_version(files, cedar_schema),
+        files=dict(files),
+        cedar_schema=cedar_schema,
+        schema=schema,
+        policies=policies,
+        groups=groups,
+        slices=slices,
+    )
+
+
+def bundle_version(files: Mapping[str, str], cedar_schema: Mapping[str, Any]) -> str:
+    """The content hash that names a bundle: same files and schema, same version."""
+    canonical = json.dumps(
+        {"files": dict(sorted(files.items())), "schema": cedar_schema},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _compile_statement(
+    statement: Statement,
+    schema: Any,
+    cedar_schema: Mapping[str, Any],
+    problems: list[PolicyProblem],
+) -> Policy | None:
+    declared_id = _declared_id(statement.text)
+
+    def problem(message: str, term: str | None = None) -> None:
+        line = statement.line_of(term) if term else statement.line
+        problems.append(PolicyProblem(statement.file, line, declared_id, message))
+
+    try:
+        parsed = cedarpy.policies_to_pst(statement.text)
+    except ValueError as exc:
+        problem(f"syntax error: {exc}")
+        return None
+    if parsed.templates:
+        problem("templates (?principal / ?resource slots) are not supported in bundles")
+        return None
+    (template,) = parsed.static_policies.values()
+    annotations, annotation_problems = read_annotations(template)
+    for term, message in annotation_problems:
+        problem(message, term)
+
+    result = cedarpy.validate_policies(statement.text, schema)
+    unknown_action = any(_ACTION.search(e.error) for e in result.errors)
+    for error in result.errors:
+        if unknown_action and "unable to find an applicable action" in error.error:
+            continue  # Cedar's echo of the unknown action already reported
+        problem(*_explain(error.error, cedar_schema))
+    if annotation_problems or not result.validation_passed:
+        return None
+
+    policy_id = annotations.id or f"{statement.file}:{statement.line}"
+    return Policy(
+        id=policy_id,
+        file=statement.file,
+        line=statement.line,
+        effect=template.effect,
+        annotations=annotations,
+        actions=_scoped_actions(template.action),
+        template=dataclasses.replace(template, id=policy_id),
+    )
+
+
+_ID = re.compile(r'@id\s*\(\s*"((?:[^"\\]|\\.)*)"\s*\)')
+
+
+def _declared_id(text: str) -> str | None:
+    match = _ID.search(text)
+    return match.group(1) if match else None
+
+
+_PREFIX = re.compile(r"^for policy `[^`]*`, ")
+_ATTRIBUTE = re.compile(
+    r"attribute `([^`]+)` (?:in context for|on entity type) ?(?:Action::\"([^\"]+)\")?"
+)
+_ACTION = re.compile(r'unrecognized action `Action::"([^"]+)"`')
+_ENTITY_TYPE = re.compile(r"unrecognized entity type `([^`]+)`")
+
+
+def _explain(error: str, cedar_schema: Mapping[str, Any]) -> tuple[str, str | None]:
+    """Cedar's validation message, reworded where it helps, with a term to locate and hints."""
+    message = _PREFIX.sub("", error)
+    namespace = cedar_schema.get("", {})
+    actions = namespace.get("actions", {})
+
+    match = _ACTION.search(message)
+    if match:
+        hint = _did_you_mean(match.group(1), [a for a in actions if "appliesTo" in actions[a]])
+        return f"{message}: no tool of that name in the catalogue{hint}", match.group(1)
+
+    match = _ENTITY_TYPE.search(message)
+    if match:
+        hint = _did_you_mean(match.group(1), list(namespace.get("entityTypes", {})))
+        return message + hint, match.group(1).split("::")[-1]
+
+    match = _ATTRIBUTE.search(message)
+    if match:
+        path = match.group(1).split(".")
+        known = _context_attributes(actions.get(match.group(2) or "", {}), path[:-1])
+        hint = _did_you_mean(path[-1], known)
+        return message + hint, path[-1]
+    return message, None
+
+
+def _context_attributes(action: Mapping[str, Any], parent: list[str]) -> list[str]:
+    """Attribute names at `parent` inside an action's context record (for did-you-mean hints)."""
+    node: Any = action.get("appliesTo", {}).get("context", {})
+    for name in parent:
+        node = node.get("attributes", {}).get(name, {})
+    return list(node.get("attributes", {}))
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
+
+
+def _scoped_actions(constraint: Any) -> frozenset[str] | None:
+    if isinstance(constraint, pst.ActionEq):
+        return frozenset({constraint.entity.id})
+    if isinstance(constraint, pst.ActionIn):
+        return frozenset(e.id for e in constraint.entities)
+    return None
+
+
+def _action_groups(cedar_schema: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """Each tool (an action that applies to requests) with the groups it is a member of."""
+    actions = cedar_schema.get("", {}).get("actions", {})
+    return {
+        name: frozenset(m["id"] for m in spec.get("memberOf", ()))
+        for name, spec in actions.items()
+        if "appliesTo" in spec
+    }
+
+
+def _slice(policies: Iterable[Policy], tool: str, groups: frozenset[str]) -> Slice:
+    applicable = [p for p in policies if p.applies_to(tool, groups)]
+    enforced = [p for p in applicable if not p.annotations.shadow]
+    has_shadow = len(enforced) != len(applicable)
+    return Slice(
+        enforced=_policy_set(enforced),
+        with_shadow=_policy_set(applicable) if has_shadow else None,
+    )
+
+
+def _policy_set(policies: Iterable[Policy]) -> Any:
+    return cedarpy.PolicySet.from_pst(
+        pst.PolicySet(
+            templates={},
+            static_policies={p.id: p.template for p in policies},
+            template_links=(),
+        )
+    )

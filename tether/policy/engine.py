@@ -1,0 +1,117 @@
+"""Evaluating one call against a bundle, and turning Cedar's answer into Tether's.
+
+Cedar answers Allow or Deny with the determining policies and any evaluation errors. Tether adds:
+- fail closed: Cedar skips a policy whose evaluation errors, so an erroring *forbid* would let a
+  call through; here it denies, naming the policy and the error;
+- step-up: a deny determined only by `@approval` forbids becomes `approval_required`, but only if
+  the same call, approved, would be allowed (otherwise an approval could never help);
+- shadow: `@mode("shadow")` policies are evaluated beside the enforced ones, the outcome kept for
+  the record, never returned as the effect.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cedarpy
+import msgspec
+
+from tether.model import Effect, Reason, Stage
+from tether.policy.bundle import Bundle, Policy
+
+_encode = msgspec.json.Encoder().encode
+_ERROR_POLICY = re.compile(r"policy `([^`]*)`")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    effect: Effect
+    reasons: tuple[Reason, ...]
+    determining: tuple[str, ...]
+    approver_roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An enforced outcome, the shadow outcome if shadow policies applied, and the context used."""
+
+    outcome: Outcome
+    shadow: Outcome | None
+    context_json: bytes
+
+
+def evaluate(
+    bundle: Bundle,
+    entities: Any,
+    *,
+    workspace: str,
+    agent: str,
+    tool: str,
+    context: dict[str, Any],
+) -> Verdict:
+    """Decide one call. `context` must match the tool's context type in the bundle's schema."""
+    policy_slice = bundle.slices[tool]
+    context_json = _encode(context)
+    request = {
+        "principal": {"type": "Agent", "id": agent},
+        "action": {"type": "Action", "id": tool},
+        "resource": {"type": "Workspace", "id": workspace},
+        "context": context_json.decode(),
+    }
+
+    def decide(policy_set: Any) -> Outcome:
+        outcome = _interpret(
+            cedarpy.is_authorized(request, policy_set, entities), bundle.policies, tool, agent
+        )
+        if outcome.effect is Effect.DENY and _only_approval(outcome, bundle.policies):
+            approved = dict(request, context=_encode({**context, "approved": True}).decode())
+            retry = _interpret(
+                cedarpy.is_authorized(approved, policy_set, entities), bundle.policies, tool, agent
+            )
+            if retry.effect is Effect.ALLOW:
+                roles = tuple(
+                    sorted(
+                        {bundle.policies[p].annotations.approval or "" for p in outcome.determining}
+                    )
+                )
+                return Outcome(
+                    Effect.APPROVAL_REQUIRED, outcome.reasons, outcome.determining, roles
+                )
+            return retry
+        return outcome
+
+    enforced = decide(policy_slice.enforced)
+    shadow = decide(policy_slice.with_shadow) if policy_slice.with_shadow is not None else None
+    return Verdict(outcome=enforced, shadow=shadow, context_json=context_json)
+
+
+def _only_approval(outcome: Outcome, policies: Mapping[str, Policy]) -> bool:
+    return bool(outcome.determining) and all(
+        policies[p].annotations.approval for p in outcome.determining
+    )
+
+
+def _interpret(result: Any, policies: Mapping[str, Policy], tool: str, agent: str) -> Outcome:
+    diagnostics = result.diagnostics
+    failed_forbids = []
+    for error in diagnostics.errors:
+        match = _ERROR_POLICY.search(error)
+        policy = policies.get(match.group(1)) if match else None
+        if policy is None or policy.effect == "forbid":
+            failed_forbids.append(error)
+    if failed_forbids or result.decision is cedarpy.Decision.NoDecision:
+        errors = failed_forbids or list(diagnostics.errors) or ["no decision"]
+        text = "policy could not be evaluated, so the call is denied: " + "; ".join(errors)
+        return Outcome(Effect.DENY, (Reason(Stage.POLICY, text),), ())
+
+    determining = tuple(diagnostics.reasons)
+    reasons = tuple(Reason(Stage.POLICY, policies[p].reason, p) for p in determining)
+    if result.decision is cedarpy.Decision.Allow:
+        return Outcome(Effect.ALLOW, reasons, determining)
+    if not determining:
+        text = f"no policy permits {tool} for agent {agent}"
+        return Outcome(Effect.DENY, (Reason(Stage.POLICY, text),), ())
+    return Outcome(Effect.DENY, reasons, determining)

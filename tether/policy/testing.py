@@ -1,0 +1,166 @@
+"""Policy tests: cases in a YAML file beside the policies, run against a bundle.
+
+    catalogue: ../catalogue.yaml      # optional; else the workspace's catalogue in the store
+    agents:                           # optional; else the workspace's agents in the store
+      - {name: coder, kind: coder, owner: alice@acme.com}
+    tests:
+      - name: coders may e-mail colleagues
+        agent: coder
+        tool: send_email
+        args: {to: bob@acme.com, subject: hi, body: hello}
+        expect: allow
+        reasons: [coder-emails-team]  # optional: exactly the policies that decided
+      - name: deleting a branch needs approval
+        agent: coder
+        tool: delete_branch
+        args: {branch: old}
+        expect: approval_required
+        approved: false               # optional; true evaluates as if a person approved
+        task: {user: alice, request: "...", calls: 3}   # optional context.task fields
+        time: 1767225600              # optional epoch seconds for context.time
+
+Arguments go through the same schema check and conversion as a live call, so a case can also
+pin that a malformed call is denied before any policy sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tether.catalogue import ArgumentError, Catalogue, decision_context
+from tether.errors import InvalidInput
+from tether.model import Agent, Effect, Workspace
+from tether.policy.bundle import Bundle
+from tether.policy.engine import evaluate
+from tether.policy.entities import workspace_entities
+
+TEST_FILE = "tests.yaml"
+WORKSPACE = "test"  # the workspace entity cases run in; policies rarely name their own
+FIXTURE_TIME = 1767225600.0  # 2026-01-01T00:00:00Z, so results do not depend on the clock
+
+
+class AgentFixture(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    kind: str
+    owner: str = "tests@example.com"
+
+
+class TaskFixture(msgspec.Struct, forbid_unknown_fields=True):
+    id: str = "task_test"
+    user: str = "tester"
+    request: str = ""
+    tools: list[str] | None = None
+    calls: int = 0
+
+
+class Case(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    agent: str
+    tool: str
+    expect: Effect
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    reasons: list[str] | None = None
+    approved: bool = False
+    task: TaskFixture = msgspec.field(default_factory=TaskFixture)
+    time: float = FIXTURE_TIME
+
+
+class TestFile(msgspec.Struct, forbid_unknown_fields=True):
+    tests: list[Case]
+    catalogue: str | None = None
+    agents: list[AgentFixture] | None = None
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: Case
+    effect: Effect
+    determining: tuple[str, ...]
+    detail: str
+
+    @property
+    def passed(self) -> bool:
+        if self.effect is not self.case.expect:
+            return False
+        return self.case.reasons is None or sorted(self.case.reasons) == sorted(self.determining)
+
+
+def load_test_file(path: str | Path) -> TestFile:
+    path = Path(path)
+    try:
+        return msgspec.yaml.decode(path.read_bytes(), type=TestFile)
+    except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidInput(f"{path}: {exc}") from exc
+
+
+def run_cases(
+    bundle: Bundle,
+    catalogue: Catalogue,
+    agents: list[Agent],
+    cases: list[Case],
+) -> list[CaseResult]:
+    """Run each case; a case naming an unknown agent or tool fails with that as its detail."""
+    ws = Workspace(name=WORKSPACE, tenant="default", trust_domain="tether.local", created_at=0.0)
+    entities = workspace_entities(ws, agents, bundle.schema)
+    known_agents = {a.name for a in agents}
+    return [
+        _run(case, bundle=bundle, catalogue=catalogue, entities=entities, agents=known_agents)
+        for case in cases
+    ]
+
+
+def fixture_agents(fixtures: list[AgentFixture]) -> list[Agent]:
+    return [
+        Agent(
+            workspace=WORKSPACE,
+            name=f.name,
+            kind=f.kind,
+            owner=f.owner,
+            spiffe_id=f"spiffe://tether.local/ws/{WORKSPACE}/agent/{f.name}",
+        )
+        for f in fixtures
+    ]
+
+
+def _run(
+    case: Case, *, bundle: Bundle, catalogue: Catalogue, entities: Any, agents: set[str]
+) -> CaseResult:
+    tool = catalogue.get(case.tool)
+    if case.agent not in agents:
+        return CaseResult(case, Effect.DENY, (), f"unknown agent {case.agent!r}")
+    if tool is None:
+        return CaseResult(case, Effect.DENY, (), f"tool {case.tool!r} is not in the catalogue")
+    try:
+        args = tool.cedar_args(case.args)
+    except ArgumentError as exc:
+        return CaseResult(case, Effect.DENY, (), f"arguments refused: {exc}")
+    task = msgspec.structs.asdict(case.task)
+    if task["tools"] is None:
+        task["tools"] = [case.tool]
+    context = decision_context(args, task, case.time, approved=case.approved)
+    verdict = evaluate(
+        bundle, entities, workspace=WORKSPACE, agent=case.agent, tool=case.tool, context=context
+    )
+    outcome = verdict.outcome
+    return CaseResult(
+        case, outcome.effect, outcome.determining, "; ".join(r.text for r in outcome.reasons)
+    )
+
+
+def case_file_catalogue(test_file: TestFile, path: Path) -> Path | None:
+    """The catalogue file a test file names, resolved against the test file's folder."""
+    return (path.parent / test_file.catalogue).resolve() if test_file.catalogue else None
+
+
+__all__ = [
+    "Case",
+    "CaseResult",
+    "TestFile",
+    "fixture_agents",
+    "load_test_file",
+    "run_cases",
+]

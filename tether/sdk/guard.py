@@ -1,0 +1,328 @@
+"""The Guard: Tether's Python API for agents and the people who run them.
+
+`Guard.embedded(home)` runs the whole decision point in-process on the home folder's store;
+the remote mode (the HTTP issue) will offer exactly these methods over the API.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from tether.control import Control
+from tether.errors import InvalidInput, NotFound
+from tether.model import (
+    Agent,
+    AgentStatus,
+    Decision,
+    Effect,
+    OutputTrust,
+    Task,
+    TaskStatus,
+    Tool,
+    User,
+    Workspace,
+    new_id,
+)
+from tether.pdp import PDP, AuthorizeRequest
+from tether.policy import Bundle
+from tether.sdk.errors import ApprovalRequired, Denied
+from tether.sdk.signature import args_schema_of
+from tether.session import TaskState
+from tether.store import Store
+from tether.workspace import Views
+
+DEFAULT_TASK_TTL = 15 * 60.0
+MAX_TASK_TTL = 24 * 3600.0
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_current_task: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar(
+    "tether_task", default=None
+)
+
+
+def current_task() -> TaskHandle | None:
+    """The task the calling code runs in (set by `with guard.task(...)`), if any."""
+    return _current_task.get()
+
+
+class Guard:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._clock = clock
+        self._views = Views(store)
+        self._control = Control(store, self._views, clock)
+        self._tasks: dict[str, TaskState] = {}
+        self._pdp = PDP(store, self._views, self._tasks, clock)
+
+    @classmethod
+    def embedded(cls, home: str | Path = ".tether", *, db: str | None = None) -> Guard:
+        """A Guard deciding in this process, on `home`'s SQLite store (or the `db` URL)."""
+        return cls(Store(db) if db else Store.at_home(home))
+
+    def close(self) -> None:
+        for state in list(self._tasks.values()):
+            self._end(state, TaskStatus.ENDED)
+        self.store.close()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- administration ----------------------------------------------------------------------
+
+    def add_workspace(
+        self, name: str, *, tenant: str = "default", trust_domain: str = "tether.local"
+    ) -> Workspace:
+        return self._control.add_workspace(name, tenant=tenant, trust_domain=trust_domain)
+
+    def register_agent(self, workspace: str, name: str, *, kind: str, owner: str) -> Agent:
+        return self._control.register_agent(workspace, name, kind=kind, owner=owner)
+
+    def suspend_agent(self, workspace: str, name: str) -> None:
+        """The kill switch: the agent's next call, in any process on this store, is denied."""
+        self._control.set_agent_status(workspace, name, AgentStatus.SUSPENDED)
+
+    def resume_agent(self, workspace: str, name: str) -> None:
+        self._control.set_agent_status(workspace, name, AgentStatus.ACTIVE)
+
+    def add_user(self, workspace: str, name: str, roles: Iterable[str] = ()) -> User:
+        return self._control.add_user(workspace, name, roles)
+
+    def register_tool(
+        self,
+        workspace: str,
+        name: str,
+        *,
+        effects: Iterable[str],
+        args_schema: Mapping[str, Any] | None = None,
+        sinks: Iterable[str] = (),
+        output: str = "trusted",
+        labels: Iterable[str] = (),
+        risk_tier: str = "low",
+        description: str = "",
+    ) -> Tool:
+        """Add or replace a catalogue entry. Raises CatalogueError if its schema cannot be typed,
+        or PolicyError if the change would break the active policies."""
+        try:
+            trust = OutputTrust(output)
+        except ValueError as exc:
+            raise InvalidInput("output must be 'trusted' or 'untrusted'") from exc
+        tool = Tool(
+            workspace=workspace,
+            name=name,
+            args_schema=dict(args_schema or {"type": "object", "properties": {}}),
+            effects=tuple(effects),
+            sinks=tuple(sinks),
+            output=trust,
+            labels=tuple(labels),
+            risk_tier=risk_tier,
+            description=description,
+        )
+        self._control.register_tools(workspace, [tool])
+        return tool
+
+    def activate_policies(self, workspace: str, policies: str | Path | Mapping[str, str]) -> str:
+        """Validate a folder of .cedar files (or {name: text}) and enforce it; returns its version.
+        Raises PolicyError, listing each problem with file, line and policy id."""
+        return self._control.activate_policies(workspace, policies).version
+
+    def check_policies(self, workspace: str, policies: str | Path | Mapping[str, str]) -> Bundle:
+        return self._control.check_policies(workspace, policies)
+
+    def apply_directory(self, path: str | Path) -> str:
+        """Create or update a workspace from workspace.yaml, catalogue.yaml and policies/."""
+        return self._control.apply_directory(path)
+
+    # -- runtime -------------------------------------------------------------------------------
+
+    def task(
+        self,
+        *,
+        workspace: str,
+        agent: str,
+        user: str,
+        request: str,
+        tools: Iterable[str],
+        ttl: float = DEFAULT_TASK_TTL,
+    ) -> TaskHandle:
+        """Start a task: `agent` works for `user` on `request`, with just `tools`, for `ttl` s."""
+        granted = tuple(sorted(set(tools)))
+        view = self._views.get(workspace)
+        if view is None:
+            raise NotFound(f"workspace {workspace!r} does not exist")
+        registered = view.agents.get(agent)
+        if registered is None:
+            raise NotFound(f"agent {agent!r} is not registered in workspace {workspace!r}")
+        if registered.status is not AgentStatus.ACTIVE:
+            raise InvalidInput(f"agent {agent!r} is {registered.status.value}")
+        unknown = [t for t in granted if view.catalogue.get(t) is None]
+        if unknown:
+            raise NotFound(f"tools {unknown} are not in the catalogue of workspace {workspace!r}")
+        if not user.strip():
+            raise InvalidInput("a task acts for a user; name them")
+        if not 0 < ttl <= MAX_TASK_TTL:
+            raise InvalidInput(f"task ttl must be between 0 and {MAX_TASK_TTL:.0f} seconds")
+        now = self._clock()
+        record = Task(
+            id=new_id("task_"),
+            workspace=workspace,
+            agent=agent,
+            user=user,
+            request=request,
+            tools=granted,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+        self.store.insert_task(record)
+        state = TaskState(record)
+        self._tasks[record.id] = state
+        return TaskHandle(self, state)
+
+    def authorize(
+        self, task_id: str | None, tool: str, args: Any, *, workspace: str | None = None
+    ) -> Decision:
+        """Decide one call. Never raises for a bad request: that is a recorded deny."""
+        return self._pdp.decide(
+            AuthorizeRequest(tool=tool, args=args, task_id=task_id, workspace=workspace)
+        )
+
+    def tool(
+        self,
+        *,
+        workspace: str,
+        effects: Iterable[str],
+        name: str | None = None,
+        sinks: Iterable[str] = (),
+        output: str = "trusted",
+        labels: Iterable[str] = (),
+        risk_tier: str = "low",
+        args_schema: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Register a function as a tool and enforce every call of it.
+
+        Inside `with guard.task(...)` a call authorizes itself, runs only when allowed, and
+        reports its result to the task; otherwise it raises Denied or ApprovalRequired. Outside
+        a task it is denied. The argument schema comes from the type hints unless given.
+        """
+        effects, sinks, labels = tuple(effects), tuple(sinks), tuple(labels)
+
+        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            tool_name = name or fn.__name__
+            self.register_tool(
+                workspace,
+                tool_name,
+                effects=effects,
+                args_schema=args_schema or args_schema_of(fn),
+                sinks=sinks,
+                output=output,
+                labels=labels,
+                risk_tier=risk_tier,
+                description=description if description is not None else inspect.getdoc(fn) or "",
+            )
+            signature = inspect.signature(fn)
+
+            def authorize(
+                args: tuple[Any, ...], kwargs: dict[str, Any]
+            ) -> tuple[TaskHandle, Decision]:
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                handle = current_task()
+                task_id = handle.id if handle is not None else None
+                decision = self.authorize(
+                    task_id, tool_name, dict(bound.arguments), workspace=workspace
+                )
+                _raise_unless_allowed(decision)
+                assert handle is not None  # an allowed call always has a task
+                return handle, decision
+
+            if inspect.iscoroutinefunction(fn):
+
+                @functools.wraps(fn)
+                async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    handle, decision = authorize(args, kwargs)
+                    result = await fn(*args, **kwargs)
+                    handle.report(decision, result)
+                    return result
+
+                return guarded_async  # type: ignore[return-value]
+
+            @functools.wraps(fn)
+            def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+                handle, decision = authorize(args, kwargs)
+                result = fn(*args, **kwargs)
+                handle.report(decision, result)
+                return result
+
+            return guarded
+
+        return decorate
+
+    def _end(self, state: TaskState, status: TaskStatus) -> None:
+        if state.status is TaskStatus.OPEN:
+            state.status = status
+            self.store.finish_task(state.id, status, self._clock())
+        self._tasks.pop(state.id, None)
+
+
+def _raise_unless_allowed(decision: Decision) -> None:
+    if decision.effect is Effect.APPROVAL_REQUIRED:
+        raise ApprovalRequired(decision)
+    if decision.effect is not Effect.ALLOW:
+        raise Denied(decision)
+
+
+class TaskHandle:
+    """An open task. Use it as a context manager so guarded tools find it and it ends on exit."""
+
+    def __init__(self, guard: Guard, state: TaskState) -> None:
+        self._guard = guard
+        self._state = state
+        self._tokens: list[contextvars.Token[TaskHandle | None]] = []
+
+    @property
+    def id(self) -> str:
+        return self._state.id
+
+    @property
+    def state(self) -> TaskState:
+        return self._state
+
+    def authorize(self, tool: str, args: Mapping[str, Any] | None = None) -> Decision:
+        """Decide one call of `tool` with `args` in this task."""
+        return self._guard.authorize(self.id, tool, {} if args is None else args)
+
+    def report(self, decision: Decision, output: Any) -> None:
+        """Tell the task what an allowed call returned (feeds its state: labels, provenance)."""
+        if decision.task_id != self.id:
+            raise InvalidInput(f"decision {decision.decision_id} belongs to another task")
+        if decision.effect is not Effect.ALLOW:
+            raise InvalidInput(f"decision {decision.decision_id} did not allow the call")
+        self._state.note_result(decision.tool, output)
+
+    def end(self) -> None:
+        self._guard._end(self._state, TaskStatus.ENDED)
+
+    def __enter__(self) -> TaskHandle:
+        self._tokens.append(_current_task.set(self))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _current_task.reset(self._tokens.pop())
+        self.end()

@@ -1,0 +1,8 @@
+"""Persistence behind one interface: `Store` (SQLAlchemy Core; SQLite by default).
+
+Public names: `Store`, `StaleRevision`, `WorkspaceSnapshot`, `Changes`, `sqlite_url`, `DB_FILE`.
+"""
+
+from tether.store.store import DB_FILE, Changes, StaleRevision, Store, WorkspaceSnapshot, sqlite_url
+
+__all__ = ["DB_FILE", "Changes", "StaleRevision", "Store", "WorkspaceSnapshot", "sqlite_url"]

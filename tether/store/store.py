@@ -1,0 +1,334 @@
+"""The store: every durable thing Tether keeps, behind one class, on SQLite or (later) PostgreSQL.
+
+Configuration changes go through `change(workspace)`, one transaction that also bumps the
+workspace's revision, so no writer can forget to tell other processes their view is stale. The
+decision insert is the hot path: it runs a statement compiled once from the Core table straight
+on the driver connection, since SQLAlchemy's per-execute overhead (about 120 us here) would be
+larger than everything else a decision costs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from tether.errors import Conflict, NotFound
+from tether.model import (
+    Agent,
+    AgentStatus,
+    DecisionRecord,
+    PolicyBundleRecord,
+    Task,
+    TaskStatus,
+    Tool,
+    User,
+    Workspace,
+)
+from tether.store import tables as t
+
+DB_FILE = "tether.db"
+
+
+class StaleRevision(Conflict):
+    """A compare-and-set change lost a race with another change to the same workspace."""
+
+
+T = TypeVar("T")
+
+
+def sqlite_url(home: str | Path) -> str:
+    return f"sqlite:///{Path(home).resolve() / DB_FILE}"
+
+
+def _engine(url: str) -> sa.Engine:
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL + synchronous=NORMAL: a commit survives the process being killed (the `commit`
+        # durability level); readers never block the writer.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def _alembic_config(connection: sa.Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the database to the newest schema (a no-op when it already is)."""
+    with engine.begin() as connection:
+        config = _alembic_config(connection)
+        head = ScriptDirectory.from_config(config).get_current_head()
+        if MigrationContext.configure(connection).get_current_revision() != head:
+            command.upgrade(config, "head")
+
+
+def _row(model: type[T], row: Any) -> T:
+    return msgspec.convert({str(k): v for k, v in row._mapping.items()}, model)
+
+
+@dataclass(frozen=True)
+class WorkspaceSnapshot:
+    """Everything a decision needs from the store about one workspace, read consistently."""
+
+    workspace: Workspace
+    agents: list[Agent]
+    tools: list[Tool]
+    bundle: PolicyBundleRecord | None
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+        migrate(self.engine)
+        self._writer = self.engine.raw_connection()
+        self._write_lock = threading.Lock()
+        compiled = t.decisions.insert().compile(
+            dialect=self.engine.dialect,
+            column_keys=[c.name for c in t.decisions.columns if c.name != "seq"],
+        )
+        self._insert_sql = str(compiled)
+        self._insert_order = list(compiled.positiontup or ()) if compiled.positional else None
+
+    @classmethod
+    def at_home(cls, home: str | Path) -> Store:
+        Path(home).mkdir(parents=True, exist_ok=True)
+        return cls(sqlite_url(home))
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+        self.engine.dispose()
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def create_workspace(self, workspace: Workspace) -> None:
+        with self.engine.begin() as db:
+            if db.execute(
+                sa.select(t.workspaces.c.name).where(t.workspaces.c.name == workspace.name)
+            ).first():
+                raise Conflict(f"workspace {workspace.name!r} already exists")
+            if not db.execute(
+                sa.select(t.tenants.c.name).where(t.tenants.c.name == workspace.tenant)
+            ).first():
+                db.execute(
+                    t.tenants.insert().values(
+                        name=workspace.tenant, created_at=workspace.created_at
+                    )
+                )
+            db.execute(
+                t.workspaces.insert().values(
+                    name=workspace.name,
+                    tenant=workspace.tenant,
+                    trust_domain=workspace.trust_domain,
+                    created_at=workspace.created_at,
+                )
+            )
+
+    @contextmanager
+    def change(self, workspace: str, *, expected_revision: int | None = None) -> Iterator[Changes]:
+        """One transaction of configuration changes to a workspace; bumps its revision.
+
+        With `expected_revision`, the change applies only if nobody changed the workspace since
+        that revision was read (else StaleRevision): changes computed from a snapshot, such as a
+        bundle recompiled for a new catalogue, cannot overwrite a concurrent change.
+        """
+        with self.engine.begin() as db:
+            query = t.workspaces.update().where(t.workspaces.c.name == workspace)
+            if expected_revision is not None:
+                query = query.where(t.workspaces.c.revision == expected_revision)
+            bumped = db.execute(query.values(revision=t.workspaces.c.revision + 1))
+            if bumped.rowcount != 1:
+                if expected_revision is not None and self.workspace(workspace) is not None:
+                    raise StaleRevision(f"workspace {workspace!r} changed meanwhile")
+                raise NotFound(f"workspace {workspace!r} does not exist")
+            yield Changes(db, workspace)
+
+    def workspace(self, name: str) -> Workspace | None:
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(t.workspaces).where(t.workspaces.c.name == name)).first()
+        return _row(Workspace, row) if row else None
+
+    def workspaces(self) -> list[Workspace]:
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(t.workspaces).order_by(t.workspaces.c.name)).all()
+        return [_row(Workspace, r) for r in rows]
+
+    def revisions(self) -> dict[str, int]:
+        """Each workspace's revision: the cheap question every process asks to stay current."""
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(t.workspaces.c.name, t.workspaces.c.revision)).all()
+        return {name: revision for name, revision in rows}  # noqa: C416 - rows are Row objects
+
+    def snapshot(self, name: str) -> WorkspaceSnapshot | None:
+        with self.engine.begin() as db:  # one transaction: a consistent view of the workspace
+            row = db.execute(sa.select(t.workspaces).where(t.workspaces.c.name == name)).first()
+            if row is None:
+                return None
+            workspace = _row(Workspace, row)
+            agents = [
+                _row(Agent, r)
+                for r in db.execute(
+                    sa.select(t.agents)
+                    .where(t.agents.c.workspace == name)
+                    .order_by(t.agents.c.name)
+                )
+            ]
+            tools = [
+                _row(Tool, r)
+                for r in db.execute(
+                    sa.select(t.tools).where(t.tools.c.workspace == name).order_by(t.tools.c.name)
+                )
+            ]
+            bundle = None
+            if workspace.active_policy_version:
+                bundle = _bundle(db, name, workspace.active_policy_version)
+        return WorkspaceSnapshot(workspace, agents, tools, bundle)
+
+    def agents(self, workspace: str) -> list[Agent]:
+        snapshot = self.snapshot(workspace)
+        if snapshot is None:
+            raise NotFound(f"workspace {workspace!r} does not exist")
+        return snapshot.agents
+
+    def tools(self, workspace: str) -> list[Tool]:
+        snapshot = self.snapshot(workspace)
+        if snapshot is None:
+            raise NotFound(f"workspace {workspace!r} does not exist")
+        return snapshot.tools
+
+    def users(self, workspace: str) -> list[User]:
+        with self.engine.connect() as db:
+            rows = db.execute(sa.select(t.users).where(t.users.c.workspace == workspace)).all()
+        return [_row(User, r) for r in rows]
+
+    def bundle(self, workspace: str, version: str) -> PolicyBundleRecord | None:
+        with self.engine.connect() as db:
+            return _bundle(db, workspace, version)
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def insert_task(self, task: Task) -> None:
+        with self.engine.begin() as db:
+            db.execute(t.tasks.insert().values(**msgspec.to_builtins(task)))
+
+    def finish_task(self, task_id: str, status: TaskStatus, at: float) -> None:
+        with self.engine.begin() as db:
+            db.execute(
+                t.tasks.update()
+                .where(t.tasks.c.id == task_id, t.tasks.c.status == TaskStatus.OPEN.value)
+                .values(status=status.value, ended_at=at)
+            )
+
+    def task(self, task_id: str) -> Task | None:
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(t.tasks).where(t.tasks.c.id == task_id)).first()
+        return _row(Task, row) if row else None
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def record_decision(self, record: DecisionRecord) -> None:
+        """Insert one decision and commit it before returning (the `commit` durability level)."""
+        values = msgspec.structs.asdict(record)
+        params: Any = (
+            [values[k] for k in self._insert_order] if self._insert_order is not None else values
+        )
+        with self._write_lock:
+            cursor = self._writer.cursor()
+            try:
+                cursor.execute(self._insert_sql, params)
+                self._writer.commit()
+            except BaseException:
+                self._writer.rollback()
+                raise
+            finally:
+                cursor.close()
+
+    def decisions(
+        self, *, workspace: str | None = None, task_id: str | None = None, limit: int = 100
+    ) -> list[DecisionRecord]:
+        """The newest decisions first."""
+        query = sa.select(*[c for c in t.decisions.columns if c.name != "seq"])
+        if workspace is not None:
+            query = query.where(t.decisions.c.workspace == workspace)
+        if task_id is not None:
+            query = query.where(t.decisions.c.task_id == task_id)
+        query = query.order_by(t.decisions.c.seq.desc()).limit(limit)
+        with self.engine.connect() as db:
+            return [_row(DecisionRecord, r) for r in db.execute(query)]
+
+
+def _bundle(db: sa.Connection, workspace: str, version: str) -> PolicyBundleRecord | None:
+    row = db.execute(
+        sa.select(t.policy_bundles).where(
+            t.policy_bundles.c.workspace == workspace, t.policy_bundles.c.version == version
+        )
+    ).first()
+    return _row(PolicyBundleRecord, row) if row else None
+
+
+class Changes:
+    """The write operations allowed inside `Store.change`."""
+
+    def __init__(self, db: sa.Connection, workspace: str) -> None:
+        self._db = db
+        self.workspace = workspace
+
+    def put_agent(self, agent: Agent) -> None:
+        """Register an agent, or update its kind and owner (its status is left as it is)."""
+        key = (t.agents.c.workspace == agent.workspace) & (t.agents.c.name == agent.name)
+        if self._db.execute(sa.select(t.agents.c.name).where(key)).first():
+            self._db.execute(
+                t.agents.update().where(key).values(kind=agent.kind, owner=agent.owner)
+            )
+        else:
+            self._db.execute(t.agents.insert().values(**msgspec.to_builtins(agent)))
+
+    def set_agent_status(self, name: str, status: AgentStatus) -> None:
+        key = (t.agents.c.workspace == self.workspace) & (t.agents.c.name == name)
+        if self._db.execute(t.agents.update().where(key).values(status=status.value)).rowcount != 1:
+            raise NotFound(f"agent {name!r} is not registered in workspace {self.workspace!r}")
+
+    def put_user(self, user: User) -> None:
+        key = (t.users.c.workspace == user.workspace) & (t.users.c.name == user.name)
+        self._db.execute(t.users.delete().where(key))
+        self._db.execute(t.users.insert().values(**msgspec.to_builtins(user)))
+
+    def put_tool(self, tool: Tool) -> None:
+        key = (t.tools.c.workspace == tool.workspace) & (t.tools.c.name == tool.name)
+        self._db.execute(t.tools.delete().where(key))
+        self._db.execute(t.tools.insert().values(**msgspec.to_builtins(tool)))
+
+    def activate_bundle(self, record: PolicyBundleRecord) -> None:
+        """Keep the bundle (once per version) and make it the workspace's enforced one."""
+        if _bundle(self._db, record.workspace, record.version) is None:
+            self._db.execute(t.policy_bundles.insert().values(**msgspec.to_builtins(record)))
+        self._db.execute(
+            t.workspaces.update()
+            .where(t.workspaces.c.name == self.workspace)
+            .values(active_policy_version=record.version)
+        )

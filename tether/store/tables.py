@@ -1,0 +1,124 @@
+"""The store's tables, in SQLAlchemy Core: the one description both engines and Alembic share.
+
+Portable types only (no SQLite-only or PostgreSQL-only constructs). Times are epoch seconds as
+floats; JSON that is only ever read back whole is Text, JSON the store filters on is JSON.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+NAME = 64
+ID = 40
+VERSION = 80
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("name", sa.String(NAME), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+workspaces = sa.Table(
+    "workspaces",
+    metadata,
+    sa.Column("name", sa.String(NAME), primary_key=True),
+    sa.Column("tenant", sa.String(NAME), sa.ForeignKey("tenants.name"), nullable=False),
+    sa.Column("trust_domain", sa.String(255), nullable=False),
+    # Bumped by every change to the workspace's agents, tools or policies, so that every
+    # process and replica can tell cheaply that its compiled view is stale.
+    sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("active_policy_version", sa.String(VERSION), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("workspace", sa.String(NAME), sa.ForeignKey("workspaces.name"), primary_key=True),
+    sa.Column("name", sa.String(NAME), primary_key=True),
+    sa.Column("kind", sa.String(NAME), nullable=False),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("spiffe_id", sa.String(512), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("workspace", sa.String(NAME), sa.ForeignKey("workspaces.name"), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("roles", sa.JSON, nullable=False),
+)
+
+tools = sa.Table(
+    "tools",
+    metadata,
+    sa.Column("workspace", sa.String(NAME), sa.ForeignKey("workspaces.name"), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("args_schema", sa.JSON, nullable=False),
+    sa.Column("effects", sa.JSON, nullable=False),
+    sa.Column("sinks", sa.JSON, nullable=False),
+    sa.Column("output", sa.String(16), nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("risk_tier", sa.String(16), nullable=False),
+)
+
+policy_bundles = sa.Table(
+    "policy_bundles",
+    metadata,
+    sa.Column("workspace", sa.String(NAME), sa.ForeignKey("workspaces.name"), primary_key=True),
+    sa.Column("version", sa.String(VERSION), primary_key=True),
+    sa.Column("files", sa.JSON, nullable=False),
+    sa.Column("cedar_schema", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.String(ID), primary_key=True),
+    sa.Column("workspace", sa.String(NAME), sa.ForeignKey("workspaces.name"), nullable=False),
+    sa.Column("agent", sa.String(NAME), nullable=False),
+    sa.Column("user", sa.String(255), nullable=False),
+    sa.Column("request", sa.Text, nullable=False),
+    sa.Column("tools", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=True),
+)
+
+# One row per decision, inserted on the hot path. `seq` gives the total order a hash chain
+# will follow (the audit issue); the row is self-contained so it can be verified and replayed.
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("id", sa.String(ID), nullable=False, unique=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("tenant", sa.String(NAME), nullable=True),
+    sa.Column("workspace", sa.String(NAME), nullable=True),
+    sa.Column("agent", sa.String(NAME), nullable=True),
+    sa.Column("user", sa.String(255), nullable=True),
+    sa.Column("task_id", sa.String(ID), nullable=True, index=True),
+    sa.Column("tool", sa.String(128), nullable=False),
+    sa.Column("args_digest", sa.String(64), nullable=False),
+    sa.Column("args", sa.Text, nullable=False),
+    sa.Column("effect", sa.String(24), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False),
+    sa.Column("policy_version", sa.String(VERSION), nullable=True),
+    sa.Column("context", sa.Text, nullable=True),
+    sa.Column("shadow", sa.Text, nullable=True),
+    sa.Column("approval_id", sa.String(ID), nullable=True),
+)

@@ -1,0 +1,113 @@
+"""The compiled view of one workspace that decisions read, and the cache that keeps it current.
+
+A view is built from one consistent store snapshot (agents, catalogue, active bundle, entities)
+and never changes; a change anywhere in the workspace produces a new view that replaces the old
+one in a single reference swap. Other processes and replicas change the store too, so the cache
+asks the store for workspace revisions at most every `poll_interval` seconds: a suspension made
+elsewhere is enforced here within that interval (DESIGN.md section 6 asks for one second).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tether.catalogue import Catalogue, compile_tool
+from tether.errors import TetherError
+from tether.model import Agent, Workspace
+from tether.policy import Bundle, compile_bundle, parse_schema, workspace_entities
+from tether.store import Store, WorkspaceSnapshot
+
+POLL_INTERVAL = 0.25
+
+
+@dataclass(frozen=True)
+class WorkspaceView:
+    workspace: Workspace
+    agents: Mapping[str, Agent]
+    catalogue: Catalogue
+    bundle: Bundle | None  # None until policies are activated: every call is then denied
+    entities: Any  # cedarpy.Entities
+
+    @property
+    def revision(self) -> int:
+        return self.workspace.revision
+
+
+def build_view(snapshot: WorkspaceSnapshot) -> WorkspaceView:
+    """Compile a snapshot. Raises TetherError if the stored state does not compile."""
+    catalogue = Catalogue({tool.name: compile_tool(tool) for tool in snapshot.tools})
+    schema = catalogue.cedar_schema()
+    bundle = compile_bundle(snapshot.bundle.files, schema) if snapshot.bundle else None
+    parsed_schema = bundle.schema if bundle is not None else parse_schema(schema)
+    return WorkspaceView(
+        workspace=snapshot.workspace,
+        agents={agent.name: agent for agent in snapshot.agents},
+        catalogue=catalogue,
+        bundle=bundle,
+        entities=workspace_entities(snapshot.workspace, snapshot.agents, parsed_schema),
+    )
+
+
+class BrokenWorkspace(TetherError):
+    """The stored state of a workspace does not compile; its calls are denied until it does."""
+
+    def __init__(self, message: str, revision: int) -> None:
+        super().__init__(message)
+        self.revision = revision
+
+
+class Views:
+    """The current view of every workspace this process has used."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        poll_interval: float = POLL_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._views: dict[str, WorkspaceView | BrokenWorkspace] = {}
+        self._lock = threading.Lock()
+        self._poll_interval = poll_interval
+        self._clock = clock
+        self._polled_at = clock()
+
+    def get(self, name: str) -> WorkspaceView | None:
+        """The workspace's current view; None if it does not exist. Raises BrokenWorkspace."""
+        if self._clock() - self._polled_at >= self._poll_interval:
+            self.poll()
+        view = self._views.get(name)
+        if view is None:
+            view = self.refresh(name)
+        if isinstance(view, BrokenWorkspace):
+            raise view
+        return view
+
+    def refresh(self, name: str) -> WorkspaceView | BrokenWorkspace | None:
+        """Rebuild one workspace's view from the store now."""
+        with self._lock:
+            snapshot = self._store.snapshot(name)
+            if snapshot is None:
+                self._views.pop(name, None)
+                return None
+            try:
+                view: WorkspaceView | BrokenWorkspace = build_view(snapshot)
+            except TetherError as exc:
+                view = BrokenWorkspace(
+                    f"workspace {name!r} cannot be loaded: {exc}", snapshot.workspace.revision
+                )
+            self._views[name] = view
+            return view
+
+    def poll(self) -> None:
+        """Reload every cached view whose workspace changed in the store since it was built."""
+        self._polled_at = self._clock()
+        revisions = self._store.revisions()
+        for name, view in list(self._views.items()):
+            if revisions.get(name) != view.revision:
+                self.refresh(name)
