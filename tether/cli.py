@@ -397,3 +397,7 @@ def _fail(message: str, code: int) -> None:
         f"[bold red]error:[/] {escape(message)}", highlight=False
     )
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

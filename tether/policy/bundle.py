@@ -180,9 +180,8 @@ def _declared_id(text: str) -> str | None:
 
 
 _PREFIX = re.compile(r"^for policy `[^`]*`, ")
-_ATTRIBUTE = re.compile(
-    r"attribute `([^`]+)` (?:in context for|on entity type) ?(?:Action::\"([^\"]+)\")?"
-)
+_CONTEXT_ATTRIBUTE = re.compile(r'attribute `([^`]+)` in context for Action::"([^"]+)"')
+_ENTITY_ATTRIBUTE = re.compile(r"attribute `([^`]+)` on entity type `([^`]+)`")
 _ACTION = re.compile(r'unrecognized action `Action::"([^"]+)"`')
 _ENTITY_TYPE = re.compile(r"unrecognized entity type `([^`]+)`")
 
@@ -203,18 +202,22 @@ def _explain(error: str, cedar_schema: Mapping[str, Any]) -> tuple[str, str | No
         hint = _did_you_mean(match.group(1), list(namespace.get("entityTypes", {})))
         return message + hint, match.group(1).split("::")[-1]
 
-    match = _ATTRIBUTE.search(message)
+    match = _CONTEXT_ATTRIBUTE.search(message)
     if match:
         path = match.group(1).split(".")
-        known = _context_attributes(actions.get(match.group(2) or "", {}), path[:-1])
-        hint = _did_you_mean(path[-1], known)
-        return message + hint, path[-1]
+        context = actions.get(match.group(2), {}).get("appliesTo", {}).get("context", {})
+        return message + _did_you_mean(path[-1], _attributes(context, path[:-1])), path[-1]
+
+    match = _ENTITY_ATTRIBUTE.search(message)
+    if match:
+        shape = namespace.get("entityTypes", {}).get(match.group(2), {}).get("shape", {})
+        return message + _did_you_mean(match.group(1), _attributes(shape, [])), match.group(1)
     return message, None
 
 
-def _context_attributes(action: Mapping[str, Any], parent: list[str]) -> list[str]:
-    """Attribute names at `parent` inside an action's context record (for did-you-mean hints)."""
-    node: Any = action.get("appliesTo", {}).get("context", {})
+def _attributes(record: Mapping[str, Any], parent: list[str]) -> list[str]:
+    """Attribute names at `parent` inside a schema record type (for did-you-mean hints)."""
+    node: Any = record
     for name in parent:
         node = node.get("attributes", {}).get(name, {})
     return list(node.get("attributes", {}))

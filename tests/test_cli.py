@@ -1,0 +1,209 @@
+"""The `tether` command, run as a real process: exit codes, output, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import STARTER
+
+from tether import cli
+
+
+def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tether.cli", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def initialised(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("cli") / "home"
+    result = run_cli(home, "init")
+    assert result.returncode == 0, result.stderr
+    assert "workspace acme" in result.stdout
+    return home
+
+
+def test_init_twice_is_a_clear_error(initialised: Path) -> None:
+    assert "already exists" in one_line_error(run_cli(initialised, "init"))
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "code", "effect"),
+    [
+        ("send_email", {"to": "bob@acme.com", "subject": "hi"}, 0, "allow"),
+        ("send_email", {"to": "eve@evil.io", "subject": "hi"}, 3, "deny"),
+        ("delete_branch", {"branch": "old"}, 4, "approval_required"),
+    ],
+)
+def test_check_decides_records_and_exits_by_effect(
+    initialised: Path, tool: str, args: dict[str, str], code: int, effect: str
+) -> None:
+    result = run_cli(
+        initialised, "check", "acme", "coder", tool, "--args", json.dumps(args), "--json"
+    )
+    assert result.returncode == code, result.stderr
+    decision = json.loads(result.stdout)
+    assert decision["effect"] == effect and decision["tool"] == tool
+    assert decision["decision_id"].startswith("dec_")
+
+
+def test_check_explains_in_words(initialised: Path) -> None:
+    result = run_cli(
+        initialised, "check", "acme", "coder", "read_file", "--args", '{"path": "/etc/passwd"}'
+    )
+    assert result.returncode == 3
+    assert "deny read_file for coder in acme" in result.stdout
+    assert "files outside /repo are off limits (repo-paths-only)" in result.stdout
+
+
+def test_check_with_bad_input_is_one_line(initialised: Path) -> None:
+    assert "--args is not valid JSON" in one_line_error(
+        run_cli(initialised, "check", "acme", "coder", "read_file", "--args", "{nope")
+    )
+    assert "agent 'ghost' is not registered" in one_line_error(
+        run_cli(initialised, "check", "acme", "ghost", "read_file")
+    )
+
+
+def test_policy_validate_reports_file_line_and_id(initialised: Path, tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "bad.cedar").write_text(
+        '\n@id("typo")\npermit (principal, action == Action::"read_file", resource)\n'
+        'when { context.args.pth == "/repo" };\n'
+    )
+    result = run_cli(initialised, "policy", "validate", str(policies), "--workspace", "acme")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "bad.cedar:4 [typo]: attribute `args.pth`" in result.stderr
+    assert "did you mean `path`?" in result.stderr
+    ok = run_cli(initialised, "policy", "validate", str(STARTER / "policies"), "-w", "acme")
+    assert ok.returncode == 0 and "valid: 9 policies" in ok.stdout
+
+
+def test_policy_test_passes_and_fails(initialised: Path, tmp_path: Path) -> None:
+    passing = run_cli(initialised, "policy", "test", str(STARTER / "policies"))
+    assert passing.returncode == 0, passing.stdout + passing.stderr
+    assert "11 passed, 0 failed" in passing.stdout
+
+    copy = tmp_path / "acme"
+    shutil.copytree(STARTER, copy)
+    tests = copy / "policies" / "tests.yaml"
+    tests.write_text(tests.read_text().replace("expect: approval_required", "expect: allow"))
+    failing = run_cli(initialised, "policy", "test", str(copy / "policies"))
+    assert failing.returncode == 1
+    assert "FAIL" in failing.stdout and "1 failed" in failing.stdout
+
+
+def test_policy_fmt(initialised: Path, tmp_path: Path) -> None:
+    file = tmp_path / "p.cedar"
+    file.write_text("// keep me\npermit(principal,action,resource) when {context.args.x==1};")
+    assert run_cli(initialised, "policy", "fmt", str(file), "--check").returncode == 1
+    assert file.read_text().startswith("// keep me\npermit(principal")  # --check writes nothing
+    assert run_cli(initialised, "policy", "fmt", str(file)).returncode == 0
+    assert (
+        "permit (principal, action, resource)" in file.read_text()
+        and "// keep me" in file.read_text()
+    )
+    assert run_cli(initialised, "policy", "fmt", str(file), "--check").returncode == 0
+    assert (
+        run_cli(initialised, "policy", "fmt", str(STARTER / "policies"), "--check").returncode == 0
+    )
+
+
+def test_administration_commands(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert run_cli(home, "workspace", "add", "beta").returncode == 0
+    added = run_cli(
+        home, "agent", "add", "beta", "bot", "--kind", "coder", "--owner", "ops@beta.io"
+    )
+    assert "spiffe://tether.local/ws/beta/agent/bot" in added.stdout
+    schema = '{"type":"object","properties":{"q":{"type":"string"}},"required":["q"]}'
+    assert (
+        run_cli(
+            home, "tool", "add", "beta", "search", "--effect", "read", "--schema", schema
+        ).returncode
+        == 0
+    )
+    assert "search" in run_cli(home, "tool", "list", "beta").stdout
+    assert "bot" in run_cli(home, "agent", "list", "beta").stdout
+    assert "beta" in run_cli(home, "workspace", "list").stdout
+    policies = tmp_path / "p"
+    policies.mkdir()
+    (policies / "p.cedar").write_text("permit (principal, action, resource);")
+    assert run_cli(home, "policy", "activate", str(policies), "-w", "beta").returncode == 0
+    assert run_cli(home, "check", "beta", "bot", "search", "--args", '{"q": "x"}').returncode == 0
+    assert run_cli(home, "agent", "suspend", "beta", "bot").returncode == 0
+    assert "suspended" in one_line_error(
+        run_cli(home, "check", "beta", "bot", "search", "--args", '{"q": "x"}')
+    )
+    assert run_cli(home, "agent", "resume", "beta", "bot").returncode == 0
+    bad = run_cli(
+        home,
+        "tool",
+        "add",
+        "beta",
+        "blob",
+        "--effect",
+        "write",
+        "--schema",
+        '{"type":"object","properties":{"m":{"type":"object"}}}',
+    )
+    assert "cannot be typed" in one_line_error(bad)
+
+
+def test_unexpected_errors_are_one_line_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cli, "app", broken)
+    monkeypatch.delenv("TETHER_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 70
+    err = capsys.readouterr().err
+    assert "internal error (RuntimeError: disk on fire)" in err and "Traceback" not in err
+
+
+def test_demo_plays_the_story(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "demo", "--home", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "220"},
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for expected in (
+        "policy planner-reads-and-plans",
+        "tool write_file is outside this task's scope",
+        "policy repo-paths-only",
+        "policy email-stays-inside",
+        "approval required (admin)",
+        "policy monitor-never-writes",
+        "agent coder is suspended",
+        "15 decisions recorded",
+    ):
+        assert expected in out, expected

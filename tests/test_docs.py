@@ -1,0 +1,59 @@
+"""Documentation that runs: Cedar examples validate, Python examples execute, examples/ run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import STARTER
+
+from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
+from tether.policy import compile_bundle
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def blocks(language: str) -> list[tuple[str, str]]:
+    found = []
+    for doc in DOCS:
+        for i, match in enumerate(
+            m for m in FENCE.finditer(doc.read_text()) if m.group(1) == language
+        ):
+            found.append((f"{doc.name}#{i}", match.group(2)))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("where", "text"), blocks("cedar"), ids=lambda v: v if "#" in str(v) else ""
+)
+def test_cedar_examples_validate_against_the_starter_catalogue(where: str, text: str) -> None:
+    tools = load_catalogue_file(STARTER / "catalogue.yaml", "acme")
+    schema = Catalogue({t.name: compile_tool(t) for t in tools}).cedar_schema()
+    bundle = compile_bundle({where: text}, schema)
+    assert bundle.policies
+
+
+@pytest.mark.parametrize(
+    ("where", "code"), blocks("python"), ids=lambda v: v if "#" in str(v) else ""
+)
+def test_python_examples_run(where: str, code: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, where, "exec"), {"__name__": "__doc_example__"})
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_examples_run(example: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout
+
+
+def test_there_are_examples_to_check() -> None:
+    assert len(blocks("cedar")) >= 6 and blocks("python")

@@ -1,0 +1,145 @@
+"""Turning Cedar's answer into Tether's: reasons, approval, fail-closed errors, shadow mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tether import Guard
+from tether.catalogue import decision_context
+from tether.model import Effect, Stage
+from tether.policy import Verdict, evaluate
+from tether.workspace import WorkspaceView
+
+AMOUNT_SCHEMA = {
+    "type": "object",
+    "properties": {"to": {"type": "string"}, "n": {"type": "integer"}},
+    "required": ["to"],
+}
+
+
+def view(guard: Guard) -> WorkspaceView:
+    v = guard._views.get("acme")
+    assert v is not None
+    return v
+
+
+def decide(guard: Guard, tool: str, args: dict[str, Any], *, approved: bool = False) -> Verdict:
+    v = view(guard)
+    compiled = v.catalogue.get(tool)
+    assert compiled is not None and v.bundle is not None
+    context = decision_context(
+        compiled.cedar_args(args),
+        {"id": "t", "user": "alice", "request": "", "tools": [tool], "calls": 0},
+        0.0,
+        approved=approved,
+    )
+    return evaluate(
+        v.bundle, v.entities, workspace="acme", agent="coder", tool=tool, context=context
+    )
+
+
+def test_allow_carries_the_permitting_policy_and_its_reason(guard: Guard) -> None:
+    outcome = decide(guard, "send_email", {"to": "bob@acme.com"}).outcome
+    assert outcome.effect is Effect.ALLOW
+    assert outcome.determining == ("mail-inside",)
+    assert [r.text for r in outcome.reasons] == ["mail inside acme is fine"]
+
+
+def test_default_deny_says_nothing_permits(guard: Guard) -> None:
+    outcome = decide(guard, "send_email", {"to": "eve@evil.io"}).outcome
+    assert outcome.effect is Effect.DENY
+    assert outcome.reasons[0].text == "no policy permits send_email for agent coder"
+
+
+def test_approval_forbid_becomes_approval_required_with_roles(guard: Guard) -> None:
+    outcome = decide(guard, "send_email", {"to": "ceo@acme.com"}).outcome
+    assert outcome.effect is Effect.APPROVAL_REQUIRED
+    assert outcome.approver_roles == ("admin",)
+    assert outcome.determining == ("ceo-needs-approval",)
+    assert (
+        decide(guard, "send_email", {"to": "ceo@acme.com"}, approved=True).outcome.effect
+        is Effect.ALLOW
+    )
+
+
+def test_approval_is_not_offered_when_approval_could_not_help(guard: Guard) -> None:
+    guard.activate_policies(
+        "acme",
+        {
+            "p.cedar": """
+@id("gate") @approval("admin")
+forbid (principal, action == Action::"send_email", resource) unless { context.approved };
+"""
+        },
+    )
+    outcome = decide(guard, "send_email", {"to": "bob@acme.com"}).outcome
+    assert outcome.effect is Effect.DENY  # nothing permits it even when approved
+    assert "no policy permits" in outcome.reasons[0].text
+
+
+def test_a_plain_forbid_beside_an_approval_forbid_is_a_deny(guard: Guard) -> None:
+    guard.activate_policies(
+        "acme",
+        {
+            "p.cedar": """
+@id("ok") permit (principal, action, resource);
+@id("gate") @approval("admin")
+forbid (principal, action == Action::"send_email", resource) unless { context.approved };
+@id("never") @reason("never to evil.io")
+forbid (principal, action == Action::"send_email", resource)
+when { context.args.to like "*@evil.io" };
+"""
+        },
+    )
+    outcome = decide(guard, "send_email", {"to": "eve@evil.io"}).outcome
+    assert outcome.effect is Effect.DENY
+    assert set(outcome.determining) == {"gate", "never"}
+
+
+def test_a_forbid_that_errors_denies_instead_of_being_skipped(guard: Guard) -> None:
+    """Raw Cedar skips a policy whose evaluation errors, so this call would be *allowed* there."""
+    guard.register_tool("acme", "count", effects=["write"], args_schema=AMOUNT_SCHEMA)
+    guard.activate_policies(
+        "acme",
+        {
+            "p.cedar": """
+@id("ok") permit (principal, action, resource);
+@id("cap") forbid (principal, action == Action::"count", resource)
+when { context.args has n && context.args.n + 1 > 10 };
+"""
+        },
+    )
+    assert decide(guard, "count", {"to": "x", "n": 3}).outcome.effect is Effect.ALLOW
+    overflow = decide(guard, "count", {"to": "x", "n": 2**63 - 1}).outcome
+    assert overflow.effect is Effect.DENY
+    assert overflow.reasons[0].stage is Stage.POLICY
+    assert (
+        "could not be evaluated" in overflow.reasons[0].text and "cap" in overflow.reasons[0].text
+    )
+
+
+def test_shadow_policies_are_evaluated_but_never_enforced(guard: Guard) -> None:
+    guard.activate_policies(
+        "acme",
+        {
+            "p.cedar": """
+@id("ok") permit (principal, action, resource);
+@id("trial") @mode("shadow") @reason("would block external mail")
+forbid (principal, action in Action::"external", resource);
+"""
+        },
+    )
+    verdict = decide(guard, "send_email", {"to": "bob@acme.com"})
+    assert verdict.outcome.effect is Effect.ALLOW
+    assert verdict.shadow is not None and verdict.shadow.effect is Effect.DENY
+    assert verdict.shadow.determining == ("trial",)
+    assert decide(guard, "read_file", {"path": "/x"}).shadow is None  # no shadow policy applies
+
+
+@pytest.mark.parametrize("tool", ["send_email", "read_file"])
+def test_context_json_is_what_the_policies_saw(guard: Guard, tool: str) -> None:
+    args = {"to": "bob@acme.com"} if tool == "send_email" else {"path": "/repo/a"}
+    verdict = decide(guard, tool, args)
+    assert b'"args":' in verdict.context_json and b'"approved":false' in verdict.context_json

@@ -1,0 +1,264 @@
+"""The public Guard contract (issue #2's example), the decorator, and the control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from tether import ApprovalRequired, Conflict, Denied, Guard, NotFound, PolicyError
+from tether.errors import CatalogueError, InvalidInput
+from tether.model import Effect
+
+
+def test_the_documented_contract(home: Path) -> None:
+    guard = Guard.embedded(home=home)
+    guard.add_workspace("acme")
+    guard.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
+    guard.register_tool(
+        "acme",
+        "send_email",
+        effects=["external"],
+        sinks=["to"],
+        output="trusted",
+        args_schema={
+            "type": "object",
+            "properties": {"to": {"type": "string"}},
+            "required": ["to"],
+        },
+    )
+    policies = home.parent / "policies" / "acme"
+    policies.mkdir(parents=True)
+    (policies / "mail.cedar").write_text(
+        '@id("inside") @reason("inside acme")\n'
+        'permit (principal, action == Action::"send_email", resource)\n'
+        'when { context.args.to like "*@acme.com" };\n'
+    )
+    version = guard.activate_policies("acme", policies)
+    with guard.task(
+        workspace="acme",
+        agent="coder",
+        user="alice",
+        request="Email the report to bob@acme.com",
+        tools=["send_email"],
+    ) as task:
+        d = task.authorize("send_email", {"to": "bob@acme.com"})
+        assert d.effect == "allow" and d.allowed
+        assert [r.text for r in d.reasons] == ["inside acme"]
+        assert d.decision_id.startswith("dec_") and d.policy_version == version
+        assert d.approval_id is None
+        task.report(d, "sent")
+        assert task.state.executed == 1
+        refused = task.authorize("send_email", {"to": "eve@evil.io"})
+        assert refused.effect == "deny"
+        with pytest.raises(InvalidInput, match="did not allow"):
+            task.report(refused, "sent anyway")
+    guard.close()
+
+
+def test_decorated_tool_runs_only_when_allowed(guard: Guard) -> None:
+    sent: list[str] = []
+
+    @guard.tool(workspace="acme", effects=["external"], sinks=["to"])
+    def send_email(to: str, subject: str = "") -> str:
+        sent.append(to)
+        return f"sent to {to}"
+
+    with guard.task(
+        workspace="acme", agent="coder", user="alice", request="", tools=["send_email"]
+    ) as task:
+        assert send_email("bob@acme.com", subject="hi") == "sent to bob@acme.com"
+        with pytest.raises(Denied) as denied:
+            send_email("eve@evil.io")
+        with pytest.raises(ApprovalRequired) as approval:
+            send_email(to="ceo@acme.com")
+        assert task.state.executed == 1
+    assert sent == ["bob@acme.com"]
+    assert denied.value.decision.effect is Effect.DENY
+    assert approval.value.decision.approver_roles == ("admin",)
+    assert isinstance(approval.value, Denied)  # code that only knows Denied still stops
+    assert "needs approval by admin" in str(approval.value)
+
+
+def test_decorated_tool_is_denied_outside_a_task(guard: Guard) -> None:
+    @guard.tool(workspace="acme", effects=["read"], name="read_file")
+    def read(path: str) -> str:
+        raise AssertionError("must not run")
+
+    with pytest.raises(Denied, match="no task"):
+        read("/etc/passwd")
+    assert guard.store.decisions(limit=1)[0].stage == "authenticate"
+
+
+def test_decorated_tool_registers_its_signature_as_schema(guard: Guard) -> None:
+    @guard.tool(workspace="acme", effects=["write"])
+    def file_ticket(
+        title: str,
+        priority: Literal["low", "high"] = "low",
+        tags: list[str] | None = None,
+        hours: float = 1.0,
+    ) -> None:
+        """File a ticket."""
+
+    (tool,) = [t for t in guard.store.tools("acme") if t.name == "file_ticket"]
+    assert tool.description == "File a ticket."
+    props = tool.args_schema["properties"]
+    assert tool.args_schema["required"] == ["title"]
+    assert (
+        sorted(props["priority"]["enum"]) == ["high", "low"] and props["hours"]["type"] == "number"
+    )
+    schema = guard.check_policies("acme", {}).cedar_schema
+    args = schema[""]["actions"]["file_ticket"]["appliesTo"]["context"]["attributes"]["args"]
+    assert args["attributes"]["tags"] == {
+        "type": "Set",
+        "element": {"type": "String"},
+        "required": False,
+    }
+
+
+def test_untyped_parameters_are_refused_at_registration(guard: Guard) -> None:
+    with pytest.raises(CatalogueError, match="argument `payload`"):
+
+        @guard.tool(workspace="acme", effects=["write"])
+        def store(payload):  # type: ignore[no-untyped-def]
+            pass
+
+    with pytest.raises(CatalogueError, match=r"\*args"):
+
+        @guard.tool(workspace="acme", effects=["write"])
+        def spread(*items: str) -> None:
+            pass
+
+
+def test_async_tools_are_guarded(guard: Guard) -> None:
+    @guard.tool(workspace="acme", effects=["read"], name="read_file")
+    async def read(path: str) -> str:
+        await asyncio.sleep(0)
+        return f"contents of {path}"
+
+    async def agent() -> str:
+        return await read("/repo/a.py")
+
+    with guard.task(workspace="acme", agent="coder", user="alice", request="", tools=["read_file"]):
+        assert asyncio.run(agent()) == "contents of /repo/a.py"
+    with pytest.raises(Denied):
+        asyncio.run(agent())
+
+
+def test_task_start_refuses_what_cannot_work(guard: Guard) -> None:
+    base = {
+        "workspace": "acme",
+        "agent": "coder",
+        "user": "alice",
+        "request": "",
+        "tools": ["send_email"],
+    }
+    with pytest.raises(NotFound, match="workspace 'nowhere'"):
+        guard.task(**{**base, "workspace": "nowhere"})
+    with pytest.raises(NotFound, match="agent 'ghost'"):
+        guard.task(**{**base, "agent": "ghost"})
+    with pytest.raises(NotFound, match="wire_money"):
+        guard.task(**{**base, "tools": ["wire_money"]})
+    with pytest.raises(InvalidInput, match="ttl"):
+        guard.task(**base, ttl=0)
+    guard.suspend_agent("acme", "coder")
+    with pytest.raises(InvalidInput, match="suspended"):
+        guard.task(**base)
+
+
+def test_task_ends_when_its_block_exits(guard: Guard) -> None:
+    with guard.task(
+        workspace="acme", agent="coder", user="alice", request="", tools=["read_file"]
+    ) as task:
+        pass
+    stored = guard.store.task(task.id)
+    assert stored is not None and stored.status == "ended"
+    assert not task.authorize("read_file", {"path": "/x"}).allowed
+
+
+def test_changing_a_tool_that_breaks_active_policies_is_refused(guard: Guard) -> None:
+    before = guard.store.workspace("acme")
+    with pytest.raises(PolicyError, match="changing tool\\(s\\) send_email would break"):
+        guard.register_tool(
+            "acme",
+            "send_email",
+            effects=["external"],
+            args_schema={"type": "object", "properties": {}},
+        )
+    after = guard.store.workspace("acme")
+    assert before == after  # nothing written, not even a revision
+
+
+def test_registering_a_tool_revalidates_and_reactivates_the_bundle(guard: Guard) -> None:
+    before = guard.store.workspace("acme")
+    guard.register_tool("acme", "list_files", effects=["read"])
+    after = guard.store.workspace("acme")
+    assert before is not None and after is not None
+    assert after.active_policy_version != before.active_policy_version  # schema is in the version
+    with guard.task(
+        workspace="acme", agent="coder", user="a", request="", tools=["list_files"]
+    ) as task:
+        assert task.authorize("list_files").allowed  # the existing group-scoped permit covers it
+
+
+def test_re_registering_the_same_tool_changes_nothing(guard: Guard) -> None:
+    before = guard.store.workspace("acme")
+    guard.register_tool(
+        "acme",
+        "read_file",
+        effects=["read"],
+        args_schema={"type": "object", "properties": {"path": {"type": "string"}}},
+    )
+    assert guard.store.workspace("acme") == before
+
+
+def test_concurrent_catalogue_changes_all_land(guard: Guard) -> None:
+    errors: list[BaseException] = []
+
+    def register(i: int) -> None:
+        try:
+            guard.register_tool("acme", f"tool_{i}", effects=["read"])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    names = {t.name for t in guard.store.tools("acme")}
+    assert {f"tool_{i}" for i in range(4)} <= names
+    bundle = guard.check_policies("acme", {})
+    assert {f"tool_{i}" for i in range(4)} <= set(bundle.groups)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "fragment"),
+    [
+        (lambda g: g.add_workspace("Acme Corp"), InvalidInput, "workspace name"),
+        (lambda g: g.add_workspace("acme"), Conflict, "already exists"),
+        (lambda g: g.register_agent("acme", "x", kind="coder", owner=" "), InvalidInput, "owner"),
+        (
+            lambda g: g.register_agent("nowhere", "x", kind="c", owner="o"),
+            NotFound,
+            "does not exist",
+        ),
+        (
+            lambda g: g.register_tool("acme", "t", effects=["read"], output="maybe"),
+            InvalidInput,
+            "trusted",
+        ),
+        (lambda g: g.suspend_agent("acme", "ghost"), NotFound, "not registered"),
+    ],
+)
+def test_bad_administration_is_a_clear_error(
+    guard: Guard, call: Callable[[Guard], object], error: type[Exception], fragment: str
+) -> None:
+    with pytest.raises(error) as info:
+        call(guard)
+    assert fragment in str(info.value)

@@ -1,0 +1,246 @@
+"""The decision pipeline: every gate, every stage failing closed, every decision recorded."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether import Guard
+from tether.model import Effect, Stage, Task
+from tether.session import TaskState
+from tether.store import Store
+
+MAIL = {"to": "bob@acme.com", "subject": "hi"}
+
+
+def open_task(guard: Guard, tools: tuple[str, ...] = ("send_email", "read_file")) -> Any:
+    return guard.task(
+        workspace="acme", agent="coder", user="alice", request="mail bob", tools=tools
+    )
+
+
+def test_allowed_call_is_recorded_with_its_context(guard: Guard, home: Path) -> None:
+    with open_task(guard) as task:
+        d = task.authorize("send_email", MAIL)
+        # Committed before the answer: another connection sees the row at once.
+        row = (
+            sqlite3.connect(home / "tether.db")
+            .execute(
+                "select effect, agent, user, tool, task_id, policy_version, context, reasons "
+                "from decisions where id = ?",
+                (d.decision_id,),
+            )
+            .fetchone()
+        )
+    assert d.effect is Effect.ALLOW
+    effect, agent, user, tool, task_id, version, context, reasons = row
+    assert (effect, agent, user, tool, task_id) == (
+        "allow",
+        "coder",
+        "alice",
+        "send_email",
+        task.id,
+    )
+    assert version == d.policy_version and version.startswith("sha256:")
+    assert json.loads(context)["args"] == {"to": "bob@acme.com", "subject": "hi"}
+    assert json.loads(reasons)[0]["policy"] == "mail-inside"
+
+
+def deny_stage(d: Any) -> tuple[Effect, Stage, str]:
+    return d.effect, d.reasons[0].stage, d.reasons[0].text
+
+
+def test_unknown_tool_is_denied_at_the_workspace_gate(guard: Guard) -> None:
+    with open_task(guard) as task:
+        effect, stage, text = deny_stage(task.authorize("wire_money", {}))
+    assert (effect, stage) == (Effect.DENY, Stage.WORKSPACE)
+    assert "wire_money is not in the catalogue" in text
+
+
+def test_tool_outside_the_task_scope_is_denied_at_the_task_gate(guard: Guard) -> None:
+    with open_task(guard, tools=("read_file",)) as task:
+        effect, stage, text = deny_stage(task.authorize("send_email", MAIL))
+    assert (effect, stage) == (Effect.DENY, Stage.TASK)
+    assert "outside this task's scope (granted: read_file)" in text
+
+
+def test_arguments_that_break_the_schema_are_denied_before_policy(guard: Guard) -> None:
+    with open_task(guard) as task:
+        effect, stage, text = deny_stage(task.authorize("send_email", {"to": 42}))
+        assert "is not of type" in text
+        assert deny_stage(task.authorize("send_email", {"to": "a@acme.com", "bcc": "eve"}))[
+            2
+        ].endswith("argument `bcc`: not declared in the tool's argument schema")
+        assert deny_stage(task.authorize("send_email", "not an object"))[1] is Stage.CONTEXT
+    assert (effect, stage) == (Effect.DENY, Stage.CONTEXT)
+
+
+def test_huge_arguments_are_denied_and_not_stored_whole(guard: Guard) -> None:
+    with open_task(guard) as task:
+        d = task.authorize("send_email", {"to": "a@acme.com", "subject": "x" * 2_000_000})
+    assert deny_stage(d)[:2] == (Effect.DENY, Stage.CONTEXT)
+    (record,) = [r for r in guard.store.decisions(limit=5) if r.id == d.decision_id]
+    assert record.args == '{"truncated":true}' and len(record.args_digest) == 64
+
+
+def test_suspended_agent_is_denied_mid_task(guard: Guard) -> None:
+    with open_task(guard) as task:
+        assert task.authorize("send_email", MAIL).allowed
+        guard.suspend_agent("acme", "coder")
+        effect, stage, text = deny_stage(task.authorize("send_email", MAIL))
+        guard.resume_agent("acme", "coder")
+        assert task.authorize("send_email", MAIL).allowed
+    assert (effect, stage, text) == (Effect.DENY, Stage.WORKSPACE, "agent coder is suspended")
+
+
+def test_a_task_cannot_act_in_another_workspace(guard: Guard) -> None:
+    guard.add_workspace("beta")
+    with open_task(guard) as task:
+        d = guard.authorize(task.id, "send_email", MAIL, workspace="beta")
+    assert deny_stage(d)[:2] == (Effect.DENY, Stage.WORKSPACE)
+    assert "belongs to workspace acme; it cannot act in beta" in d.reason
+
+
+def inject_task(guard: Guard, **overrides: Any) -> TaskState:
+    fields = {
+        "id": "task_injected",
+        "workspace": "acme",
+        "agent": "coder",
+        "user": "alice",
+        "request": "",
+        "tools": ("send_email",),
+        "created_at": 0.0,
+        "expires_at": 1e12,
+    } | overrides
+    state = TaskState(Task(**fields))
+    guard._tasks[state.id] = state
+    return state
+
+
+@pytest.mark.parametrize(
+    ("overrides", "stage", "text"),
+    [
+        ({"agent": "ghost"}, Stage.WORKSPACE, "agent ghost is not registered in workspace acme"),
+        ({"workspace": "nowhere"}, Stage.WORKSPACE, "workspace nowhere does not exist"),
+        ({"expires_at": 1.0}, Stage.TASK, "task task_injected expired"),
+    ],
+)
+def test_gates_deny_missing_or_stale_things(
+    guard: Guard, overrides: dict[str, Any], stage: Stage, text: str
+) -> None:
+    state = inject_task(guard, **overrides)
+    assert deny_stage(guard.authorize(state.id, "send_email", MAIL)) == (Effect.DENY, stage, text)
+
+
+def test_calls_outside_any_task_or_in_unknown_tasks_are_denied_and_recorded(guard: Guard) -> None:
+    no_task = guard.authorize(None, "send_email", MAIL, workspace="acme")
+    unknown = guard.authorize("task_forged", "send_email", MAIL)
+    assert deny_stage(no_task)[:2] == (Effect.DENY, Stage.AUTHENTICATE)
+    assert deny_stage(unknown) == (Effect.DENY, Stage.AUTHENTICATE, "unknown task task_forged")
+    recorded = {r.id: r for r in guard.store.decisions(limit=10)}
+    assert recorded[no_task.decision_id].stage is Stage.AUTHENTICATE
+    assert recorded[unknown.decision_id].effect is Effect.DENY
+
+
+def test_ended_task_can_no_longer_act(guard: Guard) -> None:
+    task = open_task(guard)
+    task.end()
+    assert deny_stage(task.authorize("send_email", MAIL))[:2] == (Effect.DENY, Stage.AUTHENTICATE)
+
+
+def test_no_active_policies_means_deny(home: Path) -> None:
+    with Guard.embedded(home=home) as g:
+        g.add_workspace("acme")
+        g.register_agent("acme", "coder", kind="coder", owner="o")
+        g.register_tool("acme", "ping", effects=["read"])
+        with g.task(workspace="acme", agent="coder", user="u", request="", tools=["ping"]) as task:
+            d = task.authorize("ping")
+    assert deny_stage(d) == (Effect.DENY, Stage.POLICY, "no policies are active in workspace acme")
+
+
+STAGE_FUNCTIONS = [
+    ("authenticate", Stage.AUTHENTICATE),
+    ("workspace_gate", Stage.WORKSPACE),
+    ("task_gate", Stage.TASK),
+    ("build_context", Stage.CONTEXT),
+    ("apply_policy", Stage.POLICY),
+]
+
+
+@pytest.mark.parametrize(("function", "stage"), STAGE_FUNCTIONS)
+def test_every_stage_that_raises_yields_a_deny_naming_it(
+    guard: Guard, monkeypatch: pytest.MonkeyPatch, function: str, stage: Stage
+) -> None:
+    def boom(*_: Any) -> None:
+        raise RuntimeError("injected fault")
+
+    with open_task(guard) as task:
+        assert task.authorize("send_email", MAIL).allowed
+        monkeypatch.setattr(f"tether.pdp.{function}", boom)
+        d = task.authorize("send_email", MAIL)
+    assert d.effect is Effect.DENY
+    assert d.reasons[0].stage is stage
+    assert (
+        d.reasons[0].text
+        == f"{stage.value} stage failed, so the call is denied: RuntimeError: injected fault"
+    )
+    assert any(r.id == d.decision_id for r in guard.store.decisions(limit=3))
+
+
+def test_a_decision_that_cannot_be_recorded_is_a_deny(
+    guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(_: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with open_task(guard) as task:
+        monkeypatch.setattr(guard.store, "record_decision", full_disk)
+        d = task.authorize("send_email", MAIL)
+        calls = task.state.calls
+    assert deny_stage(d) == (
+        Effect.DENY,
+        Stage.RECORD,
+        "the decision could not be recorded, so the call is denied: "
+        "OperationalError: database or disk is full",
+    )
+    assert calls == 0  # an unrecorded decision does not count in the task
+
+
+def test_a_workspace_whose_stored_state_does_not_compile_denies(guard: Guard, home: Path) -> None:
+    with open_task(guard) as task:
+        db = sqlite3.connect(home / "tether.db")
+        with db:
+            db.execute(
+                "update tools set args_schema = '{\"type\": \"string\"}' where name = 'send_email'"
+            )
+            db.execute("update workspaces set revision = revision + 1")
+        guard._views.poll()
+        effect, stage, text = deny_stage(task.authorize("send_email", MAIL))
+    assert (effect, stage) == (Effect.DENY, Stage.WORKSPACE)
+    assert "workspace 'acme' cannot be loaded" in text and "must describe an object" in text
+
+
+def test_task_counts_its_decisions(guard: Guard) -> None:
+    with open_task(guard) as task:
+        task.authorize("send_email", MAIL)
+        task.authorize("read_file", {"path": "/x"})
+        task.authorize("send_email", {"to": "eve@evil.io"})
+        assert task.state.calls == 3
+        assert task.state.calls_by_tool == {"send_email": 2, "read_file": 1}
+        d = task.authorize("send_email", MAIL)
+    record = next(r for r in guard.store.decisions(limit=1) if r.id == d.decision_id)
+    assert record.context is not None and json.loads(record.context)["task"]["calls"] == 3
+
+
+def test_store_reopens_with_every_decision(guard: Guard, home: Path) -> None:
+    with open_task(guard) as task:
+        ids = {task.authorize("send_email", MAIL).decision_id for _ in range(20)}
+    store = Store.at_home(home)
+    try:
+        assert ids <= {r.id for r in store.decisions(limit=100)}
+    finally:
+        store.close()

@@ -1,0 +1,151 @@
+"""Bundle validation: every problem is found, located (file, line, policy id) and explained."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether import Guard, PolicyError
+from tether.errors import PolicyProblem
+from tether.policy import compile_bundle
+from tether.policy.source import split_statements
+
+
+def problems(guard: Guard, files: dict[str, str]) -> list[PolicyProblem]:
+    with pytest.raises(PolicyError) as info:
+        guard.activate_policies("acme", files)
+    return info.value.problems
+
+
+def only(found: list[PolicyProblem]) -> PolicyProblem:
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_misspelt_argument_fails_validation_with_position_and_hint(guard: Guard) -> None:
+    text = """// mail rules
+
+@id("mail-team")
+permit (principal, action == Action::"send_email", resource)
+when {
+  context.args.subjetc == "hi"
+};
+"""
+    problem = only(problems(guard, {"mail.cedar": text}))
+    assert (problem.file, problem.line, problem.policy_id) == ("mail.cedar", 6, "mail-team")
+    assert "args.subjetc" in problem.message
+    assert "did you mean `subject`?" in problem.message
+    assert str(problem).startswith("mail.cedar:6 [mail-team]: ")
+
+
+def test_unknown_action_names_the_closest_tool(guard: Guard) -> None:
+    text = 'permit (principal, action == Action::"send_emial", resource);'
+    problem = only(problems(guard, {"p.cedar": text}))
+    assert problem.line == 1
+    assert 'Action::"send_emial"' in problem.message
+    assert "did you mean `send_email`?" in problem.message
+
+
+def test_type_error_is_reported(guard: Guard) -> None:
+    text = (
+        '\n\npermit (principal, action == Action::"send_email", resource)\n'
+        "when { context.args.to > 3 };"
+    )
+    problem = only(problems(guard, {"p.cedar": text}))
+    assert problem.line == 3
+    assert "expected Long but saw String" in problem.message
+
+
+def test_syntax_error_names_the_statement(guard: Guard) -> None:
+    text = """@id("ok") permit (principal, action, resource);
+
+@id("broken")
+permit (principal, action, resource) when { context.args. };
+"""
+    problem = only(problems(guard, {"p.cedar": text}))
+    assert (problem.line, problem.policy_id) == (3, "broken")
+    assert problem.message.startswith("syntax error:")
+
+
+def test_every_problem_in_every_file_is_listed(guard: Guard) -> None:
+    found = problems(
+        guard,
+        {
+            "a.cedar": 'permit (principal, action == Action::"nope", resource);',
+            "b/c.cedar": '\n@id("x") permit (principal, action, resource)'
+            ' when { principal.knd == "a" };',
+        },
+    )
+    assert [(p.file, p.line) for p in found] == [("a.cedar", 1), ("b/c.cedar", 2)]
+    assert "did you mean `kind`?" in found[1].message
+
+
+def test_duplicate_ids_are_refused(guard: Guard) -> None:
+    text = (
+        '@id("same") permit (principal, action, resource);\n'
+        '@id("same") forbid (principal, action, resource);'
+    )
+    problem = only(problems(guard, {"p.cedar": text}))
+    assert (
+        problem.line == 2 and "duplicate @id" in problem.message and "p.cedar:1" in problem.message
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('@approval("admin") permit (principal, action, resource);', "belongs on a forbid"),
+        ('@approval("admin") forbid (principal, action, resource);', "unless { context.approved }"),
+        (
+            '@approval("") forbid (principal, action, resource) unless { context.approved };',
+            "needs the approver role",
+        ),
+        ('@aproval("admin") forbid (principal, action, resource);', "did you mean @approval?"),
+        ('@mode("off") permit (principal, action, resource);', '"enforce" or "shadow"'),
+        ('@reason("") permit (principal, action, resource);', "@reason is empty"),
+        ("permit (principal == ?principal, action, resource);", "templates"),
+    ],
+)
+def test_annotation_and_shape_rules(guard: Guard, text: str, fragment: str) -> None:
+    assert fragment in only(problems(guard, {"p.cedar": text})).message
+
+
+def test_other_annotations_are_allowed(guard: Guard) -> None:
+    version = guard.activate_policies(
+        "acme", {"p.cedar": '@owner("sec") permit (principal, action, resource);'}
+    )
+    assert version.startswith("sha256:")
+
+
+def test_refused_bundle_leaves_the_active_one_in_force(guard: Guard) -> None:
+    before = guard.store.workspace("acme")
+    problems(guard, {"p.cedar": "permit (principal, action, resource) when { nope };"})
+    after = guard.store.workspace("acme")
+    assert before is not None and after is not None
+    assert after.active_policy_version == before.active_policy_version
+
+
+def test_version_is_a_content_hash(guard: Guard) -> None:
+    files = {"p.cedar": "permit (principal, action, resource);"}
+    first = guard.activate_policies("acme", files)
+    assert guard.activate_policies("acme", dict(files)) == first
+    assert (
+        guard.activate_policies("acme", {"p.cedar": "permit (principal, action, resource);\n"})
+        != first
+    )
+
+
+def test_statements_keep_their_lines_across_strings_and_comments() -> None:
+    text = (
+        'permit (principal, action, resource) when { "a;b//c" like "*" }; // x;\n'
+        "\n"
+        "// y;\n"
+        "forbid (principal, action, resource);"
+    )
+    statements = split_statements("f.cedar", text)
+    assert [s.line for s in statements] == [1, 4]
+    assert statements[0].text.endswith('"*" };')
+
+
+def test_empty_bundle_is_valid_and_denies_everything(guard: Guard) -> None:
+    bundle = compile_bundle({}, guard.check_policies("acme", {}).cedar_schema)
+    assert not bundle.policies

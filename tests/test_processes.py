@@ -1,0 +1,94 @@
+"""Invariants that only hold if they hold across processes: durability and the kill switch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from conftest import STARTER
+
+from tether import Guard
+from tether.store import Store
+
+DECIDER = textwrap.dedent(
+    """
+    import sys
+    from tether import Guard
+    guard = Guard.embedded(home=sys.argv[1])
+    with guard.task(workspace="acme", agent="coder", user="alice", request="load",
+                    tools=["read_file", "send_email"]) as task:
+        for i in range(100_000):
+            tool, args = (("read_file", {"path": f"/repo/{i}.py"}) if i % 2
+                          else ("send_email", {"to": "eve@evil.io", "subject": str(i)}))
+            d = task.authorize(tool, args)
+            print(d.decision_id, d.effect.value, flush=True)
+    """
+)
+
+
+def test_a_killed_process_loses_no_decision_it_answered(home: Path, tmp_path: Path) -> None:
+    with Guard.embedded(home=home) as g:
+        g.apply_directory(STARTER)
+    script = tmp_path / "decider.py"
+    script.write_text(DECIDER)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(home)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    answered: list[str] = []
+    deadline = time.monotonic() + 60
+    while len(answered) < 300 and time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if not line:
+            break
+        answered.append(line.split()[0])
+    os.kill(child.pid, signal.SIGKILL)
+    answered.extend(line.split()[0] for line in child.stdout.read().splitlines())
+    child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+    assert len(answered) >= 300
+
+    store = Store.at_home(home)
+    try:
+        recorded = {r.id for r in store.decisions(limit=len(answered) + 1000)}
+    finally:
+        store.close()
+    missing = [d for d in answered if d not in recorded]
+    assert not missing, f"{len(missing)} answered decisions were lost"
+
+
+def test_suspension_from_another_process_stops_calls_within_a_second(home: Path) -> None:
+    with Guard.embedded(home=home) as guard:
+        guard.apply_directory(STARTER)
+        with guard.task(
+            workspace="acme", agent="coder", user="alice", request="", tools=["read_file"]
+        ) as task:
+            assert task.authorize("read_file", {"path": "/repo/a.py"}).allowed
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "tether.cli",
+                    "--home",
+                    str(home),
+                    "agent",
+                    "suspend",
+                    "acme",
+                    "coder",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            suspended_at = time.monotonic()
+            while True:
+                d = task.authorize("read_file", {"path": "/repo/a.py"})
+                if not d.allowed or time.monotonic() - suspended_at > 1.0:
+                    break
+                time.sleep(0.01)
+    assert not d.allowed, "a suspension made by another process was not enforced within a second"
+    assert d.reason == "agent coder is suspended"

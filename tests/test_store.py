@@ -1,0 +1,72 @@
+"""The store: migrations match the tables, revisions guard concurrent changes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from tether.errors import NotFound
+from tether.model import AgentStatus, Workspace
+from tether.store import StaleRevision, Store
+from tether.store.tables import metadata
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.at_home(tmp_path)
+    s.create_workspace(Workspace("acme", "default", "tether.local", time.time()))
+    return s
+
+
+def test_migrations_build_exactly_the_declared_tables(store: Store) -> None:
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert differences == []
+
+
+def test_sqlite_runs_in_wal_mode(store: Store) -> None:
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_every_change_bumps_the_revision(store: Store) -> None:
+    assert store.revisions() == {"acme": 0}
+    with store.change("acme"):
+        pass
+    assert store.revisions() == {"acme": 1}
+
+
+def test_a_change_from_a_stale_read_is_refused(store: Store) -> None:
+    with store.change("acme", expected_revision=0):
+        pass
+    with pytest.raises(StaleRevision), store.change("acme", expected_revision=0):
+        pass
+    assert store.revisions() == {"acme": 1}
+
+
+def test_a_failed_change_writes_nothing(store: Store) -> None:
+    with pytest.raises(NotFound), store.change("acme") as changes:
+        changes.set_agent_status("ghost", AgentStatus.SUSPENDED)
+    assert store.revisions() == {"acme": 0}
+
+
+def test_change_to_a_missing_workspace(store: Store) -> None:
+    with pytest.raises(NotFound), store.change("nowhere"):
+        pass
+
+
+def test_opening_an_up_to_date_store_does_not_migrate_again(tmp_path: Path) -> None:
+    Store.at_home(tmp_path).close()
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'tether.db'}")
+    with engine.connect() as connection:
+        before = connection.exec_driver_sql("select version_num from alembic_version").scalar()
+    Store.at_home(tmp_path).close()
+    with engine.connect() as connection:
+        assert (
+            connection.exec_driver_sql("select version_num from alembic_version").scalar() == before
+        )
