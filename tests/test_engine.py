@@ -36,7 +36,7 @@ def decide(guard: Guard, tool: str, args: dict[str, Any], *, approved: bool = Fa
         approved=approved,
     )
     return evaluate(
-        v.bundle, v.entities, workspace="acme", agent="coder", tool=tool, context=context
+        v.bundle, v.entities, workspace="acme", agent=v.agents["coder"], tool=tool, context=context
     )
 
 

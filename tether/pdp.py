@@ -155,7 +155,7 @@ def apply_policy(call: Call) -> Reason | None:
         bundle,
         call.view.entities,
         workspace=call.view.workspace.name,
-        agent=call.agent.name,
+        agent=call.agent,
         tool=call.request.tool,
         context=call.context,
     )

@@ -4,9 +4,10 @@ Compiling is the slow, careful step done once per change; what it produces is im
 swapped in whole, so a decision never sees half a bundle. Each tool gets its *slice*: the
 policies whose action scope can match it (scoped to the tool, to one of its effect groups, or not
 scoped at all). Cedar evaluates a policy's scope before its conditions, so a policy outside the
-slice can neither decide nor error for that tool: the slice decides exactly as the whole set
-does (tests/test_slicing.py holds this over generated policies), at a cost that does not grow
-with unrelated policies.
+slice can neither decide nor error for that tool. A slice is narrowed further per calling agent,
+and the context pruned to what the remaining policies read (policy/analysis.py). The result
+decides exactly as the whole set on the full context does (tests/test_slicing_property.py holds
+this over generated policies), at a cost that does not grow with unrelated policies.
 """
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cedarpy
 from cedarpy import pst
 
 from tether.errors import PolicyError, PolicyProblem
+from tether.model import Agent
+from tether.policy.analysis import Paths, can_apply_to, context_paths, merge
 from tether.policy.annotations import Annotations, read_annotations
 from tether.policy.source import Statement, split_statements
+
+MAX_CACHED_SELECTIONS = 16_384
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class Policy:
     annotations: Annotations
     actions: frozenset[str] | None  # action ids in its scope; None when unscoped
     template: pst.Template
+    paths: Paths  # the context paths it reads
 
     @property
     def reason(self) -> str:
@@ -47,11 +53,12 @@ class Policy:
 
 
 @dataclass(frozen=True)
-class Slice:
-    """The policies that can apply to one tool, parsed and ready for Cedar."""
+class Selection:
+    """What Cedar evaluates for one tool called by one agent."""
 
     enforced: Any  # cedarpy.PolicySet
     with_shadow: Any | None  # enforced + shadow policies; None when no shadow policy applies
+    paths: Paths  # the context paths the selected policies read
 
 
 @dataclass(frozen=True)
@@ -62,11 +69,43 @@ class Bundle:
     schema: Any  # cedarpy.Schema
     policies: Mapping[str, Policy]
     groups: Mapping[str, frozenset[str]]  # tool -> its effect groups
-    slices: Mapping[str, Slice]
+    slices: Mapping[str, tuple[Policy, ...]]  # tool -> the policies whose scope can match it
+    _selections: dict[tuple[str, Agent], Selection] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _sets: dict[tuple[str, ...], Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def select(self, tool: str, agent: Agent) -> Selection:
+        """The policies of `tool`'s slice that can matter for `agent` (built once, then cached)."""
+        key = (tool, agent)
+        selection = self._selections.get(key)
+        if selection is None:
+            selection = self._select(tool, agent)
+            if len(self._selections) >= MAX_CACHED_SELECTIONS:
+                self._selections.clear()
+            self._selections[key] = selection
+        return selection
 
     def whole(self, *, shadow: bool = False) -> Any:
         """Every enforced policy (and the shadow ones if asked) as one PolicySet, unsliced."""
         return _policy_set(p for p in self.policies.values() if shadow or not p.annotations.shadow)
+
+    def _select(self, tool: str, agent: Agent) -> Selection:
+        applicable = [p for p in self.slices[tool] if can_apply_to(p.template, agent)]
+        enforced = [p for p in applicable if not p.annotations.shadow]
+        return Selection(
+            enforced=self._shared_set(enforced),
+            with_shadow=self._shared_set(applicable) if len(applicable) > len(enforced) else None,
+            paths=merge(p.paths for p in applicable),
+        )
+
+    def _shared_set(self, policies: list[Policy]) -> Any:
+        """One PolicySet per distinct list of policies, shared by every agent that selects it."""
+        key = tuple(p.id for p in policies)
+        policy_set = self._sets.get(key)
+        if policy_set is None:
+            policy_set = self._sets[key] = _policy_set(policies)
+        return policy_set
 
 
 def parse_schema(cedar_schema: Mapping[str, Any]) -> Any:
@@ -101,7 +140,8 @@ def compile_bundle(files: Mapping[str, str], cedar_schema: Mapping[str, Any]) ->
 
     groups = _action_groups(cedar_schema)
     slices = {
-        tool: _slice(policies.values(), tool, tool_groups) for tool, tool_groups in groups.items()
+        tool: tuple(p for p in policies.values() if p.applies_to(tool, tool_groups))
+        for tool, tool_groups in groups.items()
     }
     return Bundle(
         version=bundle_version(files, cedar_schema),
@@ -168,6 +208,7 @@ def _compile_statement(
         annotations=annotations,
         actions=_scoped_actions(template.action),
         template=dataclasses.replace(template, id=policy_id),
+        paths=context_paths(template),
     )
 
 
@@ -246,16 +287,6 @@ def _action_groups(cedar_schema: Mapping[str, Any]) -> dict[str, frozenset[str]]
         for name, spec in actions.items()
         if "appliesTo" in spec
     }
-
-
-def _slice(policies: Iterable[Policy], tool: str, groups: frozenset[str]) -> Slice:
-    applicable = [p for p in policies if p.applies_to(tool, groups)]
-    enforced = [p for p in applicable if not p.annotations.shadow]
-    has_shadow = len(enforced) != len(applicable)
-    return Slice(
-        enforced=_policy_set(enforced),
-        with_shadow=_policy_set(applicable) if has_shadow else None,
-    )
 
 
 def _policy_set(policies: Iterable[Policy]) -> Any:

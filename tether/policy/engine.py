@@ -19,7 +19,8 @@ from typing import Any
 import cedarpy
 import msgspec
 
-from tether.model import Effect, Reason, Stage
+from tether.model import Agent, Effect, Reason, Stage
+from tether.policy.analysis import prune
 from tether.policy.bundle import Bundle, Policy
 
 _encode = msgspec.json.Encoder().encode
@@ -48,28 +49,33 @@ def evaluate(
     entities: Any,
     *,
     workspace: str,
-    agent: str,
+    agent: Agent,
     tool: str,
     context: dict[str, Any],
 ) -> Verdict:
-    """Decide one call. `context` must match the tool's context type in the bundle's schema."""
-    policy_slice = bundle.slices[tool]
-    context_json = _encode(context)
+    """Decide one call. `context` must match the tool's context type in the bundle's schema.
+
+    Cedar sees only the policies that can matter for this tool and agent, and only the parts of
+    the context they read; the verdict keeps the full context for the record.
+    """
+    selection = bundle.select(tool, agent)
+    seen = prune(context, selection.paths)
     request = {
-        "principal": {"type": "Agent", "id": agent},
+        "principal": {"type": "Agent", "id": agent.name},
         "action": {"type": "Action", "id": tool},
         "resource": {"type": "Workspace", "id": workspace},
-        "context": context_json.decode(),
+        "context": _encode(seen).decode(),
     }
+    name = agent.name
 
     def decide(policy_set: Any) -> Outcome:
         outcome = _interpret(
-            cedarpy.is_authorized(request, policy_set, entities), bundle.policies, tool, agent
+            cedarpy.is_authorized(request, policy_set, entities), bundle.policies, tool, name
         )
         if outcome.effect is Effect.DENY and _only_approval(outcome, bundle.policies):
-            approved = dict(request, context=_encode({**context, "approved": True}).decode())
+            approved = dict(request, context=_encode({**seen, "approved": True}).decode())
             retry = _interpret(
-                cedarpy.is_authorized(approved, policy_set, entities), bundle.policies, tool, agent
+                cedarpy.is_authorized(approved, policy_set, entities), bundle.policies, tool, name
             )
             if retry.effect is Effect.ALLOW:
                 roles = tuple(
@@ -83,9 +89,9 @@ def evaluate(
             return retry
         return outcome
 
-    enforced = decide(policy_slice.enforced)
-    shadow = decide(policy_slice.with_shadow) if policy_slice.with_shadow is not None else None
-    return Verdict(outcome=enforced, shadow=shadow, context_json=context_json)
+    enforced = decide(selection.enforced)
+    shadow = decide(selection.with_shadow) if selection.with_shadow is not None else None
+    return Verdict(outcome=enforced, shadow=shadow, context_json=_encode(context))
 
 
 def _only_approval(outcome: Outcome, policies: Mapping[str, Policy]) -> bool:

@@ -106,9 +106,9 @@ def run_cases(
     """Run each case; a case naming an unknown agent or tool fails with that as its detail."""
     ws = Workspace(name=WORKSPACE, tenant="default", trust_domain="tether.local", created_at=0.0)
     entities = workspace_entities(ws, agents, bundle.schema)
-    known_agents = {a.name for a in agents}
+    by_name = {a.name: a for a in agents}
     return [
-        _run(case, bundle=bundle, catalogue=catalogue, entities=entities, agents=known_agents)
+        _run(case, bundle=bundle, catalogue=catalogue, entities=entities, agents=by_name)
         for case in cases
     ]
 
@@ -127,10 +127,11 @@ def fixture_agents(fixtures: list[AgentFixture]) -> list[Agent]:
 
 
 def _run(
-    case: Case, *, bundle: Bundle, catalogue: Catalogue, entities: Any, agents: set[str]
+    case: Case, *, bundle: Bundle, catalogue: Catalogue, entities: Any, agents: dict[str, Agent]
 ) -> CaseResult:
     tool = catalogue.get(case.tool)
-    if case.agent not in agents:
+    agent = agents.get(case.agent)
+    if agent is None:
         return CaseResult(case, Effect.DENY, (), f"unknown agent {case.agent!r}")
     if tool is None:
         return CaseResult(case, Effect.DENY, (), f"tool {case.tool!r} is not in the catalogue")
@@ -143,7 +144,7 @@ def _run(
         task["tools"] = [case.tool]
     context = decision_context(args, task, case.time, approved=case.approved)
     verdict = evaluate(
-        bundle, entities, workspace=WORKSPACE, agent=case.agent, tool=case.tool, context=context
+        bundle, entities, workspace=WORKSPACE, agent=agent, tool=case.tool, context=context
     )
     outcome = verdict.outcome
     return CaseResult(
