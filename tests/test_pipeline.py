@@ -244,3 +244,19 @@ def test_store_reopens_with_every_decision(guard: Guard, home: Path) -> None:
         assert ids <= {r.id for r in store.decisions(limit=100)}
     finally:
         store.close()
+
+
+def test_a_failure_outside_every_stage_is_still_a_deny(
+    guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any) -> None:
+        raise MemoryError("no room to answer")
+
+    with open_task(guard) as task:
+        monkeypatch.setattr("tether.pdp._answer", broken)
+        d = task.authorize("send_email", MAIL)
+    assert deny_stage(d) == (
+        Effect.DENY,
+        Stage.ANSWER,
+        "the decision failed, so the call is denied: MemoryError: no room to answer",
+    )

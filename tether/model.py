@@ -32,6 +32,7 @@ class Stage(StrEnum):
     CONTEXT = "context"
     POLICY = "policy"
     RECORD = "record"
+    ANSWER = "answer"
 
 
 class AgentStatus(StrEnum):

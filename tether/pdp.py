@@ -214,6 +214,23 @@ class PDP:
         self._clock = clock
 
     def decide(self, request: AuthorizeRequest) -> Decision:
+        try:
+            return self._decide(request)
+        except Exception as exc:  # the last line of defence: never an exception, never an allow
+            log.exception("decision failed")
+            text = f"the decision failed, so the call is denied: {_describe(exc)}"
+            return Decision(
+                decision_id=new_id("dec_"),
+                effect=Effect.DENY,
+                reasons=(Reason(Stage.ANSWER, text),),
+                policy_version=None,
+                workspace=request.workspace,
+                agent=None,
+                task_id=request.task_id,
+                tool=request.tool,
+            )
+
+    def _decide(self, request: AuthorizeRequest) -> Decision:
         call = Call(request, self._clock())
         denial = (
             _guarded(Stage.AUTHENTICATE, authenticate, call, self._tasks)

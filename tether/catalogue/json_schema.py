@@ -218,8 +218,33 @@ def _union_branches(
         t, nullable = _type(sub, path)
         if nullable:
             merged["null"] = None
-        merged[_json_name(t, path)] = t
+        name = _json_name(t, path)
+        earlier = merged.get(name)
+        merged[name] = t if earlier is None else _merge_alternatives(earlier, t, path)
     return merged
+
+
+def _merge_alternatives(a: CedarType, b: CedarType, path: str) -> CedarType:
+    """One type for two alternatives of the same JSON type (`anyOf: [{required: [a]},
+    {required: [b]}]`): records merge, an attribute required only if both require it."""
+    if a == b:
+        return a
+    if a.kind != "Record" or b.kind != "Record":
+        raise _fail(path, "alternatives of the same type with different shapes cannot be typed")
+    attributes: dict[str, tuple[CedarType, bool]] = {}
+    for name in [*a.attributes, *(n for n in b.attributes if n not in a.attributes)]:
+        in_a, in_b = a.attributes.get(name), b.attributes.get(name)
+        if in_a is not None and in_b is not None:
+            sub_path = f"{path}.{name}" if path else name
+            attributes[name] = (
+                _merge_alternatives(in_a[0], in_b[0], sub_path),
+                in_a[1] and in_b[1],
+            )
+        else:
+            only = in_a if in_a is not None else in_b
+            assert only is not None
+            attributes[name] = (only[0], False)
+    return CedarType("Record", attributes=attributes)
 
 
 def _declared_type(name: str, schema: dict[str, Any], path: str) -> CedarType | None:
@@ -330,6 +355,8 @@ def _string(t: CedarType, value: Any, path: str) -> str:
 
 
 def _long(t: CedarType, value: Any, path: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema counts 5.0 as an integer
     if isinstance(value, bool) or not isinstance(value, int):
         raise ArgumentError(path, "expected an integer")
     if not LONG_MIN <= value <= LONG_MAX:
@@ -356,9 +383,16 @@ def _set(t: CedarType, value: Any, path: str) -> list[Any]:
 
 def _union_value(t: CedarType, value: Any, path: str) -> dict[str, Any]:
     name = _json_type(value)
+    if name not in t.members:
+        # JSON Schema's numbers include its integers, and a whole float is an integer.
+        if name == "integer":
+            name = "number"
+        elif name == "number" and isinstance(value, float) and value.is_integer():
+            name = "integer"
     member = t.members.get(name)
     if member is None:
-        raise ArgumentError(path, f"a {name} is not one of the allowed types")
+        allowed = ", ".join(sorted(t.members))
+        raise ArgumentError(path, f"{name} is not one of the allowed types ({allowed})")
     return {name: to_cedar(member, value, path)}
 
 

@@ -35,7 +35,8 @@ MAX_CACHED_SELECTIONS = 16_384
 
 @dataclass(frozen=True)
 class Policy:
-    id: str
+    id: str  # the author's @id (or file:line): what reasons and records show
+    key: str  # the id Cedar knows it by, `p<n>`: never parsed back out of free text
     file: str
     line: int
     effect: str  # "permit" | "forbid"
@@ -67,7 +68,8 @@ class Bundle:
     files: Mapping[str, str]
     cedar_schema: Mapping[str, Any]
     schema: Any  # cedarpy.Schema
-    policies: Mapping[str, Policy]
+    policies: Mapping[str, Policy]  # by @id
+    by_key: Mapping[str, Policy]  # by the id Cedar reports
     groups: Mapping[str, frozenset[str]]  # tool -> its effect groups
     slices: Mapping[str, tuple[Policy, ...]]  # tool -> the policies whose scope can match it
     _selections: dict[tuple[str, Agent], Selection] = field(
@@ -101,7 +103,7 @@ class Bundle:
 
     def _shared_set(self, policies: list[Policy]) -> Any:
         """One PolicySet per distinct list of policies, shared by every agent that selects it."""
-        key = tuple(p.id for p in policies)
+        key = tuple(p.key for p in policies)
         policy_set = self._sets.get(key)
         if policy_set is None:
             policy_set = self._sets[key] = _policy_set(policies)
@@ -120,7 +122,8 @@ def compile_bundle(files: Mapping[str, str], cedar_schema: Mapping[str, Any]) ->
     policies: dict[str, Policy] = {}
     for file in sorted(files):
         for statement in split_statements(file, files[file]):
-            policy = _compile_statement(statement, schema, cedar_schema, problems)
+            key = f"p{len(policies)}"
+            policy = _compile_statement(statement, key, schema, cedar_schema, problems)
             if policy is None:
                 continue
             if policy.id in policies:
@@ -149,6 +152,7 @@ def compile_bundle(files: Mapping[str, str], cedar_schema: Mapping[str, Any]) ->
         cedar_schema=cedar_schema,
         schema=schema,
         policies=policies,
+        by_key={p.key: p for p in policies.values()},
         groups=groups,
         slices=slices,
     )
@@ -167,6 +171,7 @@ def bundle_version(files: Mapping[str, str], cedar_schema: Mapping[str, Any]) ->
 
 def _compile_statement(
     statement: Statement,
+    key: str,
     schema: Any,
     cedar_schema: Mapping[str, Any],
     problems: list[PolicyProblem],
@@ -202,12 +207,13 @@ def _compile_statement(
     policy_id = annotations.id or f"{statement.file}:{statement.line}"
     return Policy(
         id=policy_id,
+        key=key,
         file=statement.file,
         line=statement.line,
         effect=template.effect,
         annotations=annotations,
         actions=_scoped_actions(template.action),
-        template=dataclasses.replace(template, id=policy_id),
+        template=dataclasses.replace(template, id=key),
         paths=context_paths(template),
     )
 
@@ -293,7 +299,7 @@ def _policy_set(policies: Iterable[Policy]) -> Any:
     return cedarpy.PolicySet.from_pst(
         pst.PolicySet(
             templates={},
-            static_policies={p.id: p.template for p in policies},
+            static_policies={p.key: p.template for p in policies},
             template_links=(),
         )
     )

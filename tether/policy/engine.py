@@ -24,7 +24,9 @@ from tether.policy.analysis import prune
 from tether.policy.bundle import Bundle, Policy
 
 _encode = msgspec.json.Encoder().encode
-_ERROR_POLICY = re.compile(r"policy `([^`]*)`")
+# Cedar names a policy that failed as `p<n>`, the key the bundle gave it (never an author's @id,
+# which may contain anything, backticks included).
+_ERROR = re.compile(r"^error while evaluating policy `(p\d+)`: ")
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,12 @@ def evaluate(
 
     def decide(policy_set: Any) -> Outcome:
         outcome = _interpret(
-            cedarpy.is_authorized(request, policy_set, entities), bundle.policies, tool, name
+            cedarpy.is_authorized(request, policy_set, entities), bundle.by_key, tool, name
         )
         if outcome.effect is Effect.DENY and _only_approval(outcome, bundle.policies):
             approved = dict(request, context=_encode({**seen, "approved": True}).decode())
             retry = _interpret(
-                cedarpy.is_authorized(approved, policy_set, entities), bundle.policies, tool, name
+                cedarpy.is_authorized(approved, policy_set, entities), bundle.by_key, tool, name
             )
             if retry.effect is Effect.ALLOW:
                 roles = tuple(
@@ -100,21 +102,24 @@ def _only_approval(outcome: Outcome, policies: Mapping[str, Policy]) -> bool:
     )
 
 
-def _interpret(result: Any, policies: Mapping[str, Policy], tool: str, agent: str) -> Outcome:
+def _interpret(result: Any, by_key: Mapping[str, Policy], tool: str, agent: str) -> Outcome:
     diagnostics = result.diagnostics
     failed_forbids = []
     for error in diagnostics.errors:
-        match = _ERROR_POLICY.search(error)
-        policy = policies.get(match.group(1)) if match else None
-        if policy is None or policy.effect == "forbid":
-            failed_forbids.append(error)
+        match = _ERROR.match(error)
+        policy = by_key.get(match.group(1)) if match else None
+        if policy is None:
+            failed_forbids.append(error)  # not attributable to a permit: count it against the call
+        elif policy.effect == "forbid":
+            failed_forbids.append(f"policy {policy.id}: {error[match.end() :]}" if match else error)
     if failed_forbids or result.decision is cedarpy.Decision.NoDecision:
         errors = failed_forbids or list(diagnostics.errors) or ["no decision"]
         text = "policy could not be evaluated, so the call is denied: " + "; ".join(errors)
         return Outcome(Effect.DENY, (Reason(Stage.POLICY, text),), ())
 
-    determining = tuple(diagnostics.reasons)
-    reasons = tuple(Reason(Stage.POLICY, policies[p].reason, p) for p in determining)
+    policies = [by_key[key] for key in diagnostics.reasons]
+    determining = tuple(p.id for p in policies)
+    reasons = tuple(Reason(Stage.POLICY, p.reason, p.id) for p in policies)
     if result.decision is cedarpy.Decision.Allow:
         return Outcome(Effect.ALLOW, reasons, determining)
     if not determining:
