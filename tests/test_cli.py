@@ -207,3 +207,21 @@ def test_demo_plays_the_story(tmp_path: Path) -> None:
         "15 decisions recorded",
     ):
         assert expected in out, expected
+
+
+def test_policy_test_against_a_workspace_uses_its_agents_and_name(
+    initialised: Path, tmp_path: Path
+) -> None:
+    policies = tmp_path / "ws-policies"
+    policies.mkdir()
+    (policies / "p.cedar").write_text(
+        '@id("in-acme") permit (principal in Workspace::"acme", action == Action::"read_file", resource);\n'
+    )
+    (policies / "tests.yaml").write_text(
+        "tests:\n"
+        "  - {name: acme agents read, agent: planner, tool: read_file, args: {path: /x},"
+        " expect: allow, reasons: [in-acme]}\n"
+    )
+    result = run_cli(initialised, "policy", "test", str(policies), "--workspace", "acme")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed, 0 failed" in result.stdout

@@ -262,3 +262,31 @@ def test_bad_administration_is_a_clear_error(
     with pytest.raises(error) as info:
         call(guard)
     assert fragment in str(info.value)
+
+
+def test_many_threads_deciding_in_one_task(guard: Guard) -> None:
+    """The embedded Guard is shared by an agent's threads: every decision is recorded, counted
+    and answered correctly."""
+    results: list[tuple[str, Effect]] = []
+    lock = threading.Lock()
+
+    def work(task_handle: object, n: int) -> None:
+        for i in range(n):
+            to = "bob@acme.com" if i % 2 else "eve@evil.io"
+            d = task_handle.authorize("send_email", {"to": to})  # type: ignore[attr-defined]
+            with lock:
+                results.append((to, d.effect))
+
+    with guard.task(
+        workspace="acme", agent="coder", user="a", request="", tools=["send_email"]
+    ) as task:
+        threads = [threading.Thread(target=work, args=(task, 50)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert task.state.calls == 200
+    assert len(results) == 200
+    assert all((effect is Effect.ALLOW) == (to == "bob@acme.com") for to, effect in results)
+    recorded = [r for r in guard.store.decisions(limit=500) if r.task_id == task.id]
+    assert len(recorded) == 200

@@ -29,6 +29,7 @@ from tether.policy import compile_bundle, read_policy_dir
 from tether.policy.fmt import format_files
 from tether.policy.testing import (
     TEST_FILE,
+    WORKSPACE,
     CaseResult,
     case_file_catalogue,
     fixture_agents,
@@ -210,13 +211,13 @@ def policy_test(
     cat = _catalogue(workspace, catalogue_file)
     bundle = compile_bundle(read_policy_dir(policy_dir), cat.cedar_schema())
     if tests.agents is not None:
-        agents = fixture_agents(tests.agents)
+        agents = fixture_agents(tests.agents, workspace or WORKSPACE)
     elif workspace is not None:
         with _guard() as guard:
             agents = guard.store.agents(workspace)
     else:
         raise InvalidInput(f"{test_path} lists no agents; add `agents:` or pass --workspace")
-    results = run_cases(bundle, cat, agents, tests.tests)
+    results = run_cases(bundle, cat, agents, tests.tests, workspace or WORKSPACE)
     _print_results(results)
     if not all(r.passed for r in results):
         raise typer.Exit(1)

@@ -18,7 +18,7 @@ from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
 from tether.errors import Conflict, InvalidInput, NotFound, PolicyError
 from tether.identity import agent_spiffe_id, check_trust_domain
 from tether.model import Agent, AgentStatus, PolicyBundleRecord, Tool, User, Workspace
-from tether.names import check_effect, check_segment
+from tether.names import check_identifier, check_segment
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.store import Changes, StaleRevision, Store, WorkspaceSnapshot
 from tether.workspace import Views
@@ -66,7 +66,9 @@ class Control:
         if not name.strip():
             raise InvalidInput("a user needs a name")
         user = User(
-            workspace=workspace, name=name.strip(), roles=tuple(check_effect(r) for r in roles)
+            workspace=workspace,
+            name=name.strip(),
+            roles=tuple(check_identifier("role", r) for r in roles),
         )
         self._write(workspace, lambda c: c.put_user(user))
         return user

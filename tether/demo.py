@@ -6,6 +6,8 @@ what Tether decided and why.
 
 from __future__ import annotations
 
+import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,11 +132,12 @@ def run_demo(home: Path | None, console: Console) -> None:
         f"\n{recorded} decisions recorded in [bold]{home / 'tether.db'}[/] "
         f"(policies: {STARTER / 'policies'})"
     )
+    tether = "tether" if shutil.which("tether") else str(Path(sys.executable).parent / "tether")
     console.print("Next:")
-    console.print(f"  tether --home {home} agent list acme")
+    console.print(f"  {tether} --home {home} agent list acme")
     example = '{"path": "/repo/README.md"}'
-    console.print(f"  tether --home {home} check acme planner read_file --args '{example}'")
-    console.print(f"  tether policy test {STARTER / 'policies'}")
+    console.print(f"  {tether} --home {home} check acme planner read_file --args '{example}'")
+    console.print(f"  {tether} policy test {STARTER / 'policies'}")
 
 
 def _call(tool: str, args: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from tether.errors import InvalidInput
 
 _SEGMENT = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 _TOOL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}")
-_EFFECT = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_IDENTIFIER = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 
 
 def check_segment(kind: str, name: str) -> str:
@@ -36,9 +36,10 @@ def check_tool_name(name: str) -> str:
     return name
 
 
-def check_effect(name: str) -> str:
-    if not isinstance(name, str) or not _EFFECT.fullmatch(name):
+def check_identifier(kind: str, name: str) -> str:
+    """An effect or a role: a lowercase identifier (`external`, `policy-author`)."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise InvalidInput(
-            f"effect {name!r} is not allowed: use a lowercase identifier such as 'external'"
+            f"{kind} {name!r} is not allowed: use a lowercase identifier such as 'external'"
         )
     return name

@@ -12,7 +12,7 @@ from tether.catalogue.cedar_schema import cedar_schema
 from tether.catalogue.json_schema import ArgumentError, CedarType, args_type, resolve, to_cedar
 from tether.errors import CatalogueError, InvalidInput
 from tether.model import OutputTrust, Tool
-from tether.names import check_effect, check_tool_name
+from tether.names import check_identifier, check_tool_name
 
 MAX_REPORTED_ERRORS = 3
 
@@ -59,7 +59,7 @@ def compile_tool(tool: Tool) -> CompiledTool:
             "financial, destructive, secret_access, ...)"
         )
     for effect in tool.effects:
-        check_effect(effect)
+        check_identifier("effect", effect)
     if tool.output not in tuple(OutputTrust):
         raise InvalidInput(f"tool {tool.name!r}: output must be 'trusted' or 'untrusted'")
     try:

@@ -102,9 +102,11 @@ def run_cases(
     catalogue: Catalogue,
     agents: list[Agent],
     cases: list[Case],
+    workspace: str = WORKSPACE,
 ) -> list[CaseResult]:
-    """Run each case; a case naming an unknown agent or tool fails with that as its detail."""
-    ws = Workspace(name=WORKSPACE, tenant="default", trust_domain="tether.local", created_at=0.0)
+    """Run each case in `workspace` (where `agents` live); a case naming an unknown agent or tool
+    fails with that as its detail."""
+    ws = Workspace(name=workspace, tenant="default", trust_domain="tether.local", created_at=0.0)
     entities = workspace_entities(ws, agents, bundle.schema)
     by_name = {a.name: a for a in agents}
     return [
@@ -113,14 +115,14 @@ def run_cases(
     ]
 
 
-def fixture_agents(fixtures: list[AgentFixture]) -> list[Agent]:
+def fixture_agents(fixtures: list[AgentFixture], workspace: str = WORKSPACE) -> list[Agent]:
     return [
         Agent(
-            workspace=WORKSPACE,
+            workspace=workspace,
             name=f.name,
             kind=f.kind,
             owner=f.owner,
-            spiffe_id=f"spiffe://tether.local/ws/{WORKSPACE}/agent/{f.name}",
+            spiffe_id=f"spiffe://tether.local/ws/{workspace}/agent/{f.name}",
         )
         for f in fixtures
     ]
@@ -144,7 +146,7 @@ def _run(
         task["tools"] = [case.tool]
     context = decision_context(args, task, case.time, approved=case.approved)
     verdict = evaluate(
-        bundle, entities, workspace=WORKSPACE, agent=agent, tool=case.tool, context=context
+        bundle, entities, workspace=agent.workspace, agent=agent, tool=case.tool, context=context
     )
     outcome = verdict.outcome
     return CaseResult(

@@ -6,6 +6,7 @@ costs what its first did.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ class TaskState:
     def __post_init__(self) -> None:
         self.granted = frozenset(self.task.tools)
         self._granted_list = sorted(self.granted)
+        self._lock = threading.Lock()  # an agent may call tools from several threads
 
     @property
     def id(self) -> str:
@@ -41,12 +43,14 @@ class TaskState:
 
     def note_decision(self, tool: str) -> None:
         """Count a recorded decision (called once it is committed)."""
-        self.calls += 1
-        self.calls_by_tool[tool] += 1
+        with self._lock:
+            self.calls += 1
+            self.calls_by_tool[tool] += 1
 
     def note_result(self, tool: str, output: Any) -> None:
         """A call this task was allowed to make has run; `output` is what it returned.
 
         The chained-actions issue feeds labels and provenance from here.
         """
-        self.executed += 1
+        with self._lock:
+            self.executed += 1
