@@ -29,8 +29,18 @@ Each configuration generates a catalogue of 50 tools in five effect groups (read
 external, destructive, financial) with typed arguments (strings, an integer, a number), three
 agents (kinds planner, coder, monitor) and N validated policies drawn deterministically from a
 seeded `random.Random`: mostly per-tool permits and forbids with conditions on `principal.kind` and
-`context.args`, about 10% scoped to an effect group, about 2% unscoped, about 20% forbids, a few
-of them `@approval("admin")` step-ups. Requests go only to tools that have policies of their own
+`context.args`, about 20% forbids, a few of them `@approval("admin")` step-ups. Two workloads
+differ only in their cross-cutting rules, which every call of a group or of any tool must evaluate:
+
+- **proportional**: about 10% of the policies are scoped to an effect group and about 2% are
+  unscoped, at every size (120 cross-cutting rules at 1,000 policies);
+- **bounded**: the cross-cutting rules stop growing at 20 group-scoped and 5 unscoped ones (a
+  policy base that grows by adding tools and per-tool rules), the rest being per-tool.
+
+What a decision costs depends on how many policies can apply to the calling tool and agent, not on
+the bundle's size; the two workloads show both sides of that.
+
+Requests go only to tools that have policies of their own
 and that the requesting task was granted, so every timed decision reaches the policy stage.
 
 Timing is `time.perf_counter_ns()` around each single call, after a warm-up pass; the variants
@@ -81,6 +91,7 @@ GROUPS = ("read", "write", "external", "destructive", "financial")
 TOOLS_PER_GROUP = 10
 AGENTS = ("planner", "coder", "monitor")  # each agent's kind is its name
 POLICY_COUNTS = (10, 100, 1000)
+WORKLOADS = ("proportional", "bounded")
 SEED = 20240601
 DISTINCT_REQUESTS = 250
 TASK_TTL = 24 * 3600.0
@@ -166,13 +177,16 @@ def kind_condition(rng: random.Random) -> str:
     return f'principal.kind {"==" if rng.random() < 0.8 else "!="} "{kind}"'
 
 
-def generate_policies(n: int, seed: int) -> str:
+def generate_policies(n: int, seed: int, workload: str) -> str:
     """`n` policies over the catalogue; every one validates against its schema."""
     rng = random.Random(seed)
     tools = tool_names()
     out: list[str] = []
+    unscoped, grouped = min(5, round(0.02 * n)), min(20, round(0.10 * n))
     for i in range(n):
         scope_roll, effect_roll = rng.random(), rng.random()
+        if workload == "bounded":  # the first policies are the cross-cutting ones
+            scope_roll = 0.0 if i < unscoped else 0.05 if i < unscoped + grouped else 0.5
         if scope_roll < 0.02:
             scope, extra, label = "action", None, "any"
         elif scope_roll < 0.12:
@@ -259,14 +273,14 @@ class Request:
     expected: bool  # raw cedarpy on the whole set: Allow?
 
 
-def setup(guard: Guard, n_policies: int, seed: int) -> tuple[Any, list[str]]:
+def setup(guard: Guard, n_policies: int, seed: int, workload: str) -> tuple[Any, list[str]]:
     guard.add_workspace(WORKSPACE)
     for agent in AGENTS:
         guard.register_agent(WORKSPACE, agent, kind=agent, owner="bench@example.com")
     guard.add_user(WORKSPACE, "alice", ["admin"])
     for tool, group in tool_names():
         guard.register_tool(WORKSPACE, tool, effects=[group], args_schema=args_schema(group))
-    guard.activate_policies(WORKSPACE, {"gen.cedar": generate_policies(n_policies, seed)})
+    guard.activate_policies(WORKSPACE, {"gen.cedar": generate_policies(n_policies, seed, workload)})
     view = guard._views.get(WORKSPACE)
     assert view is not None and view.bundle is not None
     assert len(view.bundle.policies) == n_policies
@@ -340,12 +354,14 @@ def prepared_call(guard: Guard, handle: TaskHandle, tool: str, args: dict[str, A
     return call
 
 
-def run_config(n_policies: int, seed: int, rounds: int, console: Console) -> dict[str, Any]:
+def run_config(
+    workload: str, n_policies: int, seed: int, rounds: int, console: Console
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as home:
         guard = Guard.embedded(home=Path(home))
         try:
             started = time.perf_counter()
-            view, tools = setup(guard, n_policies, seed)
+            view, tools = setup(guard, n_policies, seed, workload)
             setup_s = time.perf_counter() - started
             requests = make_requests(guard, view, tools, seed)
             result = measure(guard, view, requests, rounds)
@@ -358,6 +374,7 @@ def run_config(n_policies: int, seed: int, rounds: int, console: Console) -> dic
         for r in requests
     ]
     result.update(
+        workload=workload,
         policies=n_policies,
         setup_seconds=round(setup_s, 2),
         tools_with_policies=len(tools),
@@ -367,7 +384,8 @@ def run_config(n_policies: int, seed: int, rounds: int, console: Console) -> dic
         slice_policies_max=max(slice_sizes),
     )
     console.print(
-        f"  {n_policies:>5} policies: setup {setup_s:.1f} s, {len(tools)} tools with policies, "
+        f"  {workload:>12} {n_policies:>5} policies: setup {setup_s:.1f} s, "
+        f"{len(tools)} tools with policies, "
         f"{result['tasks']} tasks, {result['timed_per_variant']} timed decisions per variant"
     )
     return result
@@ -719,6 +737,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write all figures here")
     parser.add_argument("--seed", type=int, default=SEED, help="policy and request seed")
     parser.add_argument(
+        "--workload",
+        nargs="+",
+        choices=WORKLOADS,
+        default=list(WORKLOADS),
+        help="policy workloads to run (default: both)",
+    )
+    parser.add_argument(
         "--policies",
         type=int,
         nargs="+",
@@ -736,10 +761,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{env['cpus']} CPUs, {env['platform']}; timer overhead {env['timer_overhead_ns']:.0f} ns"
         + (" [quick]" if options.quick else "")
     )
-    results = [run_config(n, options.seed, rounds, console) for n in sorted(set(options.policies))]
-    checks = targets(results)
-    console.print()
-    report(console, results, checks)
+    results = [
+        run_config(workload, n, options.seed, rounds, console)
+        for workload in options.workload
+        for n in sorted(set(options.policies))
+    ]
+    checks = []
+    for workload in options.workload:
+        of_workload = [r for r in results if r["workload"] == workload]
+        workload_checks = [dict(c, workload=workload) for c in targets(of_workload)]
+        checks.extend(workload_checks)
+        console.print()
+        console.rule(f"workload: {workload}")
+        report(console, of_workload, workload_checks)
 
     if options.json:
         payload = {
