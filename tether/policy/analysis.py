@@ -120,6 +120,22 @@ def can_apply_to(template: pst.Template, agent: Agent) -> bool:
     return True
 
 
+def principal_scope(template: pst.Template, agent: Agent) -> bool | None:
+    """Whether the policy's principal scope holds for `agent`; None when it cannot be told."""
+    return _scope(template.principal, agent)
+
+
+def action_scope(template: pst.Template, tool: str, groups: frozenset[str]) -> bool:
+    """Whether the policy's action scope holds for `tool` (a member of `groups`), exactly."""
+    constraint = template.action
+    if isinstance(constraint, pst.ActionEq):
+        return constraint.entity.id == tool
+    if isinstance(constraint, pst.ActionIn):
+        ids = {e.id for e in constraint.entities}
+        return tool in ids or not ids.isdisjoint(groups)
+    return True
+
+
 def _scope(constraint: Any, agent: Agent) -> bool | None:
     if isinstance(constraint, pst.ScopeAny):
         return True

@@ -26,8 +26,16 @@ from cedarpy import pst
 
 from tether.errors import PolicyError, PolicyProblem
 from tether.model import Agent
-from tether.policy.analysis import Paths, can_apply_to, context_paths, merge
+from tether.policy.analysis import (
+    Paths,
+    action_scope,
+    can_apply_to,
+    context_paths,
+    merge,
+    principal_scope,
+)
 from tether.policy.annotations import Annotations, read_annotations
+from tether.policy.fastpath import Condition, Unsupported, compile_condition
 from tether.policy.source import Statement, split_statements
 
 MAX_CACHED_SELECTIONS = 16_384
@@ -44,6 +52,7 @@ class Policy:
     actions: frozenset[str] | None  # action ids in its scope; None when unscoped
     template: pst.Template
     paths: Paths  # the context paths it reads
+    condition: Condition | None  # its clauses, natively; None when outside the fast fragment
 
     @property
     def reason(self) -> str:
@@ -54,12 +63,31 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class FastPlan:
+    """The policies of a selection for the native evaluator, split by effect."""
+
+    forbids: tuple[tuple[Policy, Condition], ...]
+    permits: tuple[tuple[Policy, Condition], ...]
+
+    @classmethod
+    def of(cls, steps: Iterable[tuple[Policy, Condition]]) -> FastPlan:
+        steps = tuple(steps)
+        return cls(
+            forbids=tuple(s for s in steps if s[0].effect == "forbid"),
+            permits=tuple(s for s in steps if s[0].effect == "permit"),
+        )
+
+
+@dataclass(frozen=True)
 class Selection:
-    """What Cedar evaluates for one tool called by one agent."""
+    """What is evaluated for one tool called by one agent."""
 
     enforced: Any  # cedarpy.PolicySet
     with_shadow: Any | None  # enforced + shadow policies; None when no shadow policy applies
     paths: Paths  # the context paths the selected policies read
+    # The same policies for the native evaluator (policy/fastpath.py), when every one of them is
+    # in its fragment: (enforced, enforced + shadow).
+    fast: tuple[FastPlan, FastPlan | None] | None
 
 
 @dataclass(frozen=True)
@@ -95,10 +123,17 @@ class Bundle:
     def _select(self, tool: str, agent: Agent) -> Selection:
         applicable = [p for p in self.slices[tool] if can_apply_to(p.template, agent)]
         enforced = [p for p in applicable if not p.annotations.shadow]
+        has_shadow = len(applicable) > len(enforced)
+        steps = _fast_steps(applicable, tool, self.groups[tool], agent)
+        fast = None
+        if steps is not None:
+            enforced_plan = FastPlan.of(s for s in steps if not s[0].annotations.shadow)
+            fast = (enforced_plan, FastPlan.of(steps) if has_shadow else None)
         return Selection(
             enforced=self._shared_set(enforced),
-            with_shadow=self._shared_set(applicable) if len(applicable) > len(enforced) else None,
+            with_shadow=self._shared_set(applicable) if has_shadow else None,
             paths=merge(p.paths for p in applicable),
+            fast=fast,
         )
 
     def _shared_set(self, policies: list[Policy]) -> Any:
@@ -215,6 +250,7 @@ def _compile_statement(
         actions=_scoped_actions(template.action),
         template=dataclasses.replace(template, id=key),
         paths=context_paths(template),
+        condition=_native(template),
     )
 
 
@@ -293,6 +329,32 @@ def _action_groups(cedar_schema: Mapping[str, Any]) -> dict[str, frozenset[str]]
         for name, spec in actions.items()
         if "appliesTo" in spec
     }
+
+
+def _fast_steps(
+    policies: list[Policy], tool: str, groups: frozenset[str], agent: Agent
+) -> list[tuple[Policy, Condition]] | None:
+    """The policies that apply to this tool and agent with their native conditions, or None
+    when one of them needs Cedar (a condition outside the fragment, or a scope only Cedar can
+    decide)."""
+    plan = []
+    for policy in policies:
+        template = policy.template
+        if policy.condition is None or not isinstance(template.resource, pst.ScopeAny):
+            return None
+        principal = principal_scope(template, agent)
+        if principal is None:
+            return None
+        if principal and action_scope(template, tool, groups):
+            plan.append((policy, policy.condition))
+    return plan
+
+
+def _native(template: pst.Template) -> Condition | None:
+    try:
+        return compile_condition(template)
+    except Unsupported:
+        return None
 
 
 def _policy_set(policies: Iterable[Policy]) -> Any:

@@ -7,12 +7,15 @@ Cedar answers Allow or Deny with the determining policies and any evaluation err
   the same call, approved, would be allowed (otherwise an approval could never help);
 - shadow: `@mode("shadow")` policies are evaluated beside the enforced ones, the outcome kept for
   the record, never returned as the effect.
+
+A selection whose every policy is in the native fragment (policy/fastpath.py) is decided in
+Python with the same semantics; anything the fragment cannot decide exactly goes to Cedar.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +24,8 @@ import msgspec
 
 from tether.model import Agent, Effect, Reason, Stage
 from tether.policy.analysis import prune
-from tether.policy.bundle import Bundle, Policy
+from tether.policy.bundle import Bundle, FastPlan, Policy
+from tether.policy.fastpath import Fallback
 
 _encode = msgspec.json.Encoder().encode
 # Cedar names a policy that failed as `p<n>`, the key the bundle gave it (never an author's @id,
@@ -57,10 +61,26 @@ def evaluate(
 ) -> Verdict:
     """Decide one call. `context` must match the tool's context type in the bundle's schema.
 
-    Cedar sees only the policies that can matter for this tool and agent, and only the parts of
-    the context they read; the verdict keeps the full context for the record.
+    Only the policies that can matter for this tool and agent are evaluated; Cedar is given only
+    the parts of the context they read. The verdict keeps the full context for the record.
     """
     selection = bundle.select(tool, agent)
+    context_json = _encode(context)  # first: a context that cannot be encoded decides nothing
+    if selection.fast is not None:
+        enforced_plan, shadow_plan = selection.fast
+        try:
+            return Verdict(
+                outcome=_decide(_native(enforced_plan, agent, tool, context), bundle.policies),
+                shadow=(
+                    _decide(_native(shadow_plan, agent, tool, context), bundle.policies)
+                    if shadow_plan is not None
+                    else None
+                ),
+                context_json=context_json,
+            )
+        except Fallback:
+            pass  # something the native fragment cannot decide exactly: Cedar decides
+
     seen = prune(context, selection.paths)
     request = {
         "principal": {"type": "Agent", "id": agent.name},
@@ -68,38 +88,72 @@ def evaluate(
         "resource": {"type": "Workspace", "id": workspace},
         "context": _encode(seen).decode(),
     }
-    name = agent.name
 
-    def decide(policy_set: Any) -> Outcome:
-        outcome = _interpret(
-            cedarpy.is_authorized(request, policy_set, entities), bundle.by_key, tool, name
-        )
-        if outcome.effect is Effect.DENY and _only_approval(outcome, bundle.policies):
-            approved = dict(request, context=_encode({**seen, "approved": True}).decode())
-            retry = _interpret(
-                cedarpy.is_authorized(approved, policy_set, entities), bundle.by_key, tool, name
-            )
-            if retry.effect is Effect.ALLOW:
-                roles = tuple(
-                    sorted(
-                        {bundle.policies[p].annotations.approval or "" for p in outcome.determining}
-                    )
-                )
-                return Outcome(
-                    Effect.APPROVAL_REQUIRED, outcome.reasons, outcome.determining, roles
-                )
-            return retry
-        return outcome
+    def cedar(policy_set: Any) -> Callable[[bool], Outcome]:
+        def once(approved: bool) -> Outcome:
+            call = request if not approved else dict(request, context=_approved(seen))
+            result = cedarpy.is_authorized(call, policy_set, entities)
+            return _interpret(result, bundle.by_key, tool, agent.name)
 
-    enforced = decide(selection.enforced)
-    shadow = decide(selection.with_shadow) if selection.with_shadow is not None else None
-    return Verdict(outcome=enforced, shadow=shadow, context_json=_encode(context))
+        return once
+
+    return Verdict(
+        outcome=_decide(cedar(selection.enforced), bundle.policies),
+        shadow=(
+            _decide(cedar(selection.with_shadow), bundle.policies)
+            if selection.with_shadow is not None
+            else None
+        ),
+        context_json=context_json,
+    )
 
 
-def _only_approval(outcome: Outcome, policies: Mapping[str, Policy]) -> bool:
-    return bool(outcome.determining) and all(
+def _approved(context: Mapping[str, Any]) -> str:
+    return _encode({**context, "approved": True}).decode()
+
+
+def _decide(once: Callable[[bool], Outcome], policies: Mapping[str, Policy]) -> Outcome:
+    """One evaluation, and the step-up rule on top of it."""
+    outcome = once(False)
+    only_approval = bool(outcome.determining) and all(
         policies[p].annotations.approval for p in outcome.determining
     )
+    if outcome.effect is not Effect.DENY or not only_approval:
+        return outcome
+    retry = once(True)
+    if retry.effect is not Effect.ALLOW:
+        return retry
+    roles = tuple(sorted({policies[p].annotations.approval or "" for p in outcome.determining}))
+    return Outcome(Effect.APPROVAL_REQUIRED, outcome.reasons, outcome.determining, roles)
+
+
+def _native(
+    plan: FastPlan, agent: Agent, tool: str, context: Mapping[str, Any]
+) -> Callable[[bool], Outcome]:
+    """Cedar's semantics over the plan: any satisfied forbid denies, else any satisfied permit
+    allows, else deny. Every forbid is evaluated, so one that would error is never skipped."""
+
+    def once(approved: bool) -> Outcome:
+        ctx = context if not approved else {**context, "approved": True}
+        forbids = [p for p, condition in plan.forbids if condition(agent, ctx)]
+        if forbids:
+            return _outcome(Effect.DENY, forbids)
+        permits = [p for p, condition in plan.permits if condition(agent, ctx)]
+        if permits:
+            return _outcome(Effect.ALLOW, permits)
+        return _nothing_permits(tool, agent.name)
+
+    return once
+
+
+def _outcome(effect: Effect, policies: list[Policy]) -> Outcome:
+    reasons = tuple(Reason(Stage.POLICY, p.reason, p.id) for p in policies)
+    return Outcome(effect, reasons, tuple(p.id for p in policies))
+
+
+def _nothing_permits(tool: str, agent: str) -> Outcome:
+    text = f"no policy permits {tool} for agent {agent}"
+    return Outcome(Effect.DENY, (Reason(Stage.POLICY, text),), ())
 
 
 def _interpret(result: Any, by_key: Mapping[str, Policy], tool: str, agent: str) -> Outcome:
@@ -118,11 +172,8 @@ def _interpret(result: Any, by_key: Mapping[str, Policy], tool: str, agent: str)
         return Outcome(Effect.DENY, (Reason(Stage.POLICY, text),), ())
 
     policies = [by_key[key] for key in diagnostics.reasons]
-    determining = tuple(p.id for p in policies)
-    reasons = tuple(Reason(Stage.POLICY, p.reason, p.id) for p in policies)
     if result.decision is cedarpy.Decision.Allow:
-        return Outcome(Effect.ALLOW, reasons, determining)
-    if not determining:
-        text = f"no policy permits {tool} for agent {agent}"
-        return Outcome(Effect.DENY, (Reason(Stage.POLICY, text),), ())
-    return Outcome(Effect.DENY, reasons, determining)
+        return _outcome(Effect.ALLOW, policies)
+    if not policies:
+        return _nothing_permits(tool, agent)
+    return _outcome(Effect.DENY, policies)
