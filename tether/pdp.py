@@ -42,6 +42,7 @@ log = logging.getLogger("tether.pdp")
 MAX_ARGS_BYTES = 1024 * 1024
 _encode = msgspec.json.Encoder().encode
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
+_decode = msgspec.json.Decoder().decode
 
 
 class AuthorizeRequest(msgspec.Struct, frozen=True):
@@ -134,7 +135,9 @@ def build_context(call: Call) -> Reason | None:
     if len(call.args_json) > MAX_ARGS_BYTES:
         return Reason(Stage.CONTEXT, f"arguments are larger than {MAX_ARGS_BYTES} bytes")
     try:
-        args = call.tool.cedar_args(call.request.args)
+        # Policies see the arguments as JSON, exactly as recorded: no Python subclass (an enum
+        # member that is a str, say) can compare differently from the value the tool gets.
+        args = call.tool.cedar_args(_decode(call.args_json))
     except ArgumentError as exc:
         return Reason(
             Stage.CONTEXT, f"arguments do not match the schema of {call.tool.name}: {exc}"
@@ -194,7 +197,7 @@ def record(call: Call, store: Store, decision: Decision) -> None:
 def _args_for_record(args: Any) -> bytes:
     try:
         return _encode_sorted(args)
-    except (TypeError, ValueError, OverflowError):
+    except Exception:  # too deep, not JSON, ...: the decision is still recorded
         return _encode({"unencodable": type(args).__name__})
 
 
@@ -232,13 +235,22 @@ class PDP:
 
     def _decide(self, request: AuthorizeRequest) -> Decision:
         call = Call(request, self._clock())
-        denial = (
-            _guarded(Stage.AUTHENTICATE, authenticate, call, self._tasks)
-            or _guarded(Stage.WORKSPACE, workspace_gate, call, self._views)
-            or _guarded(Stage.TASK, task_gate, call)
-            or _guarded(Stage.CONTEXT, build_context, call)
-            or _guarded(Stage.POLICY, apply_policy, call)
-        )
+        denial = _guarded(Stage.AUTHENTICATE, authenticate, call, self._tasks)
+        if call.task is None:
+            return self._conclude(call, denial)
+        # One decision at a time per task: each sees the task state the one before it left
+        # (its call counts), even when an agent calls from several threads at once.
+        with call.task.lock:
+            denial = denial or (
+                _guarded(Stage.WORKSPACE, workspace_gate, call, self._views)
+                or _guarded(Stage.TASK, task_gate, call)
+                or _guarded(Stage.CONTEXT, build_context, call)
+                or _guarded(Stage.POLICY, apply_policy, call)
+            )
+            return self._conclude(call, denial)
+
+    def _conclude(self, call: Call, denial: Reason | None) -> Decision:
+        """Answer, record, and count the decision in its task, in that order."""
         decision = _answer(call, denial)
         try:
             record(call, self._store, decision)
@@ -252,7 +264,7 @@ class PDP:
                 approver_roles=(),
             )
         if call.task is not None:
-            call.task.note_decision(request.tool)
+            call.task.note_decision(call.request.tool)
         return decision
 
 

@@ -383,12 +383,12 @@ def _set(t: CedarType, value: Any, path: str) -> list[Any]:
 
 def _union_value(t: CedarType, value: Any, path: str) -> dict[str, Any]:
     name = _json_type(value)
-    if name not in t.members:
-        # JSON Schema's numbers include its integers, and a whole float is an integer.
-        if name == "integer":
-            name = "number"
-        elif name == "number" and isinstance(value, float) and value.is_integer():
-            name = "integer"
+    # 5 and 5.0 are one JSON number, and JSON Schema calls it an integer: it goes to the same
+    # member either way, so a policy on `integer` cannot be sidestepped by writing 5.0.
+    if name == "number" and isinstance(value, float) and value.is_integer():
+        name = "integer" if "integer" in t.members else "number"
+    elif name == "integer" and name not in t.members:
+        name = "number"
     member = t.members.get(name)
     if member is None:
         allowed = ", ".join(sorted(t.members))

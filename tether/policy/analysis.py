@@ -20,7 +20,7 @@ tests/test_slicing_property.py holds both against evaluating every policy on the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -63,15 +63,25 @@ def prune(value: Any, paths: Paths) -> Any:
 
 def _collect(node: Any, found: list[tuple[str, ...] | None]) -> None:
     """Append every context path read under `node` (None: the whole context is used)."""
-    stack = [node]
-    while stack:
-        value = stack.pop()
+    for value in walk(node, stop=lambda n: _context_chain(n) is not None):
         path = _context_chain(value)
         if path is not None:
             found.append(path or None)
+
+
+def walk(root: Any, stop: Callable[[Any], bool] = lambda _: False) -> Iterator[Any]:
+    """Every node under `root` (policy ASTs from cedarpy.pst), not descending below a node for
+    which `stop` is true. Record literals are mappings: their values are walked too."""
+    stack = [root]
+    while stack:
+        value = stack.pop()
+        yield value
+        if stop(value):
             continue
         if isinstance(value, tuple):
             stack.extend(value)
+        elif isinstance(value, Mapping):
+            stack.extend(value.values())
         elif is_dataclass(value) and not isinstance(value, type):
             stack.extend(getattr(value, f.name) for f in fields(value))
 

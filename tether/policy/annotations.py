@@ -12,10 +12,12 @@ misspelt `@aproval` would silently turn a step-up into a hard deny.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from cedarpy import pst
+
+from tether.policy.analysis import walk
 
 KNOWN = ("id", "reason", "approval", "mode")
 MODES = ("enforce", "shadow")
@@ -81,18 +83,10 @@ def _unless_mentions_approved(template: pst.Template) -> bool:
 
 
 def _mentions_approved(node: Any) -> bool:
-    stack = [node]
-    while stack:
-        value = stack.pop()
-        if (
-            isinstance(value, pst.GetAttr)
-            and value.attr == "approved"
-            and isinstance(value.base, pst.Var)
-            and value.base.name == "context"
-        ):
-            return True
-        if isinstance(value, tuple):
-            stack.extend(value)
-        elif is_dataclass(value) and not isinstance(value, type):
-            stack.extend(getattr(value, f.name) for f in fields(value))
-    return False
+    return any(
+        isinstance(value, pst.GetAttr)
+        and value.attr == "approved"
+        and isinstance(value.base, pst.Var)
+        and value.base.name == "context"
+        for value in walk(node)
+    )

@@ -275,10 +275,20 @@ def _equal(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         if isinstance(a, dict | list) or isinstance(b, dict | list):
             raise Fallback  # records, sets and extension values: leave to Cedar
+        if _kind(a) == _kind(b):
+            raise Fallback  # a subclass of str or int: not a plain JSON value, leave to Cedar
         return False
     if isinstance(a, str | int):  # bool is an int subclass; the type check above separates them
         return bool(a == b)
     raise Fallback
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    return "str" if isinstance(value, str) else type(value).__name__
 
 
 def _long(value: Any) -> int:
@@ -306,15 +316,41 @@ def _contains(collection: Any, element: Any) -> bool:
 
 def _like(node: pst.Like) -> Condition:
     base = _expr(node.base)
-    pattern = re.compile(
-        "".join(".*" if isinstance(p, pst.Wildcard) else re.escape(p.value) for p in node.pattern),
-        re.DOTALL,
-    )
+    # The literal runs between wildcards: `*@acme.com` is ["", "@acme.com"].
+    segments = [""]
+    for element in node.pattern:
+        if isinstance(element, pst.Wildcard):
+            segments.append("")
+        else:
+            segments[-1] += element.value
 
     def like(agent: Agent, context: Mapping[str, Any]) -> bool:
         value = base(agent, context)
         if not isinstance(value, str):
             raise Fallback
-        return pattern.fullmatch(value) is not None
+        return glob_match(segments, value)
 
     return like
+
+
+def glob_match(segments: list[str], value: str) -> bool:
+    """Whether `value` matches literal `segments` joined by `*` wildcards, in linear time.
+
+    The first segment must be a prefix and the last a suffix; each one between is found left to
+    right. Taking the leftmost occurrence never loses a match when `*` is the only wildcard, and
+    unlike a backtracking regex it cannot be made to take quadratic time by a crafted argument.
+    """
+    if len(segments) == 1:
+        return value == segments[0]
+    first, *middle, last = segments
+    if len(value) < len(first) + len(last) or not value.startswith(first):
+        return False
+    if not value.endswith(last):
+        return False
+    position, end = len(first), len(value) - len(last)
+    for segment in middle:
+        found = value.find(segment, position, end)
+        if found < 0:
+            return False
+        position = found + len(segment)
+    return True

@@ -157,7 +157,12 @@ class Guard:
         ttl: float = DEFAULT_TASK_TTL,
     ) -> TaskHandle:
         """Start a task: `agent` works for `user` on `request`, with just `tools`, for `ttl` s."""
-        granted = tuple(sorted(set(tools)))
+        tools = tuple(tools)
+        if not all(isinstance(v, str) for v in (workspace, agent, user, request, *tools)):
+            raise InvalidInput("workspace, agent, user, request and tools must be strings")
+        # Plain strings: what policies compare must be exactly what is recorded.
+        user, request = str.__str__(user), str.__str__(request)
+        granted = tuple(sorted({str.__str__(t) for t in tools}))
         view = self._views.get(workspace)
         if view is None:
             raise NotFound(f"workspace {workspace!r} does not exist")

@@ -25,7 +25,9 @@ class TaskState:
     def __post_init__(self) -> None:
         self.granted = frozenset(self.task.tools)
         self._granted_list = sorted(self.granted)
-        self._lock = threading.Lock()  # an agent may call tools from several threads
+        # Held by the decision pipeline from the gates to the count, so that decisions in one
+        # task happen one at a time; re-entrant, since the counting below takes it too.
+        self.lock = threading.RLock()
 
     @property
     def id(self) -> str:
@@ -43,7 +45,7 @@ class TaskState:
 
     def note_decision(self, tool: str) -> None:
         """Count a recorded decision (called once it is committed)."""
-        with self._lock:
+        with self.lock:
             self.calls += 1
             self.calls_by_tool[tool] += 1
 
@@ -52,5 +54,5 @@ class TaskState:
 
         The chained-actions issue feeds labels and provenance from here.
         """
-        with self._lock:
+        with self.lock:
             self.executed += 1
