@@ -84,14 +84,15 @@ def representable(value: Any, types: frozenset[str]) -> bool:
     """Whether a scalar `value` of a node allowing the JSON `types` can be given to Cedar.
 
     Per the documented mapping: `integer` alone (or mixed with non-number types) is a Long;
-    `number`, and `integer` mixed only with `number`, are decimals.
+    `number`, and `integer` mixed only with `number`, are decimals. A whole float is the same
+    JSON number as the integer, so it is held wherever the integer would be.
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return True
-    if isinstance(value, float):
-        return fits_decimal(value)
     as_decimal = "integer" not in types or types == {"integer", "number"}
-    return fits_decimal(value) if as_decimal else fits_long(value)
+    if isinstance(value, float) and not (value.is_integer() and not as_decimal):
+        return fits_decimal(value)
+    return fits_decimal(value) if as_decimal else fits_long(int(value))
 
 
 # ---------------------------------------------------------------------------------------------
