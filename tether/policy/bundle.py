@@ -141,6 +141,8 @@ class Bundle:
         key = tuple(p.key for p in policies)
         policy_set = self._sets.get(key)
         if policy_set is None:
+            if len(self._sets) >= MAX_CACHED_SELECTIONS:
+                self._sets.clear()
             policy_set = self._sets[key] = _policy_set(policies)
         return policy_set
 
