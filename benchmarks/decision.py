@@ -13,12 +13,9 @@ What is measured, per policy count (one configuration each, in a fresh temporary
 - **cedarpy (selection)**: the fastest call style on only the policies Tether selects for the
   tool and the calling agent (`bundle.select(tool, agent).enforced`), with the full context, to
   show what slicing alone buys.
-- **stages, isolated**: each stage function of `tether.pdp` (authenticate, workspace_gate,
-  task_gate, build_context, apply_policy, record, plus `_answer`) run alone in its own loop on
-  prepared inputs (a `Call` already carried through the stages before it); median over all runs.
-- **stages, in pipeline**: the same functions timed one after another inside each decision, in
-  the order `PDP.decide` runs them (mirrored here), so they add up to about one `task.authorize`.
-  They cost more than in isolation: a stage alone in a tight loop runs with hot caches.
+- **stages**: the time of each pipeline stage inside real decisions, as the pipeline itself
+  reports it (`PDP.stage_timer`), in a separate pass so the latency figures carry no timing
+  overhead.
 
 All four variants decide the same requests on the same policies, with the same `Entities` handle
 and the same context Tether builds (args, task, approved, time), pre-built once per request for
@@ -78,11 +75,9 @@ from pathlib import Path
 from typing import Any
 
 import cedarpy
-import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from tether import pdp
 from tether.model import Effect, Stage
 from tether.sdk import Guard, TaskHandle
 
@@ -100,7 +95,14 @@ TASK_TTL = 24 * 3600.0
 TARGET_RATIO_AT_10 = 1.5
 TARGET_MEDIAN_US_AT_1000 = 100.0
 
-STAGES = ("authenticate", "workspace_gate", "task_gate", "build_context", "apply_policy", "record")
+STAGES = (
+    Stage.AUTHENTICATE,
+    Stage.WORKSPACE,
+    Stage.TASK,
+    Stage.CONTEXT,
+    Stage.POLICY,
+    Stage.RECORD,
+)
 
 # Each group's tools take a group-specific string argument besides the common ones.
 EXTRA_ARG = {
@@ -316,42 +318,31 @@ def make_requests(guard: Guard, view: Any, tools: Sequence[str], seed: int) -> l
     requests = []
     for agent, tool, args in drawn:
         handle = handles[(agent, groups[tool])]
-        call = prepared_call(guard, handle, tool, args)
-        assert call.context is not None
+        # The full context Tether built for this call is in its record: the raw baselines
+        # decide the very same request.
+        decision = handle.authorize(tool, args)
+        if decision.reasons and decision.reasons[0].stage is not Stage.POLICY:
+            raise RuntimeError(f"benchmark request stopped before the policy stage: {decision}")
+        (stored,) = [d for d in guard.store.decisions(limit=1) if d.id == decision.decision_id]
+        assert stored.context is not None
+        context = json.loads(stored.context)
         fast = {
             "principal": {"type": "Agent", "id": agent},
             "action": {"type": "Action", "id": tool},
             "resource": {"type": "Workspace", "id": WORKSPACE},
-            "context": msgspec.json.encode(call.context).decode(),
+            "context": stored.context,
         }
         docs = {
             "principal": f'Agent::"{agent}"',
             "action": f'Action::"{tool}"',
             "resource": f'Workspace::"{WORKSPACE}"',
-            "context": call.context,
+            "context": context,
         }
         result = cedarpy.is_authorized(fast, whole, view.entities)
         assert not result.diagnostics.errors, result.diagnostics.errors
         expected = result.decision is cedarpy.Decision.Allow
         requests.append(Request(handle, agent, tool, args, docs, fast, expected))
     return requests
-
-
-def prepared_call(guard: Guard, handle: TaskHandle, tool: str, args: dict[str, Any]) -> pdp.Call:
-    """A Call carried through every stage up to (and including) the policy stage."""
-    call = pdp.Call(
-        pdp.AuthorizeRequest(tool=tool, args=args, task_id=handle.id), guard._pdp._clock()
-    )
-    denial = (
-        pdp.authenticate(call, guard._tasks)
-        or pdp.workspace_gate(call, guard._views)
-        or pdp.task_gate(call)
-        or pdp.build_context(call)
-        or pdp.apply_policy(call)
-    )
-    if denial is not None:
-        raise RuntimeError(f"benchmark request stopped before the policy stage: {denial}")
-    return call
 
 
 def run_config(
@@ -456,7 +447,6 @@ def measure(guard: Guard, view: Any, requests: list[Request], rounds: int) -> di
             run(True)
 
     stages = measure_stages(guard, requests, rounds)
-    inline = measure_inline(guard, requests, rounds)
     figures = {name: s.summary() for name, s in samples.items()}
     return {
         "timed_per_variant": len(samples["tether"].ns),
@@ -466,120 +456,27 @@ def measure(guard: Guard, view: Any, requests: list[Request], rounds: int) -> di
             for base in ("docs", "fast", "slice")
         },
         "stages": stages,
-        "stages_in_pipeline": inline,
         "effects": dict(effects),
         "disagreements": disagree,
     }
 
 
 def measure_stages(guard: Guard, requests: list[Request], rounds: int) -> dict[str, Any]:
-    """Each stage function alone, in its own loop, on Calls prepared by the stages before it."""
-    clock = time.perf_counter_ns
-    calls = [prepared_call(guard, r.handle, r.tool, r.args) for r in requests]
-    table: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = [
-        ("authenticate", pdp.authenticate, (guard._tasks,)),
-        ("workspace_gate", pdp.workspace_gate, (guard._views,)),
-        ("task_gate", pdp.task_gate, ()),
-        ("build_context", pdp.build_context, ()),
-        ("apply_policy", pdp.apply_policy, ()),
-    ]
-    out: dict[str, Any] = {}
-    for name, fn, extra in table:
-        samples = Samples()
-        for call in calls:  # warm-up
-            if fn(call, *extra) is not None:
-                raise RuntimeError(f"{name} denied a prepared call")
+    """Each stage's time inside real decisions, as the pipeline reports it (PDP.stage_timer)."""
+    samples = {stage.value: Samples() for stage in STAGES}
+
+    def collect(stage: Stage, ns: int) -> None:
+        samples[stage.value].ns.append(ns)
+
+    guard._pdp.stage_timer = collect
+    try:
         for _ in range(rounds):
-            if extra:
-                (arg,) = extra
-                for call in calls:
-                    t0 = clock()
-                    fn(call, arg)
-                    samples.ns.append(clock() - t0)
-            else:
-                for call in calls:
-                    t0 = clock()
-                    fn(call)
-                    samples.ns.append(clock() - t0)
-        out[name] = samples.summary()
+            for r in requests:
+                r.handle.authorize(r.tool, r.args)
+    finally:
+        guard._pdp.stage_timer = None
+    return {stage: s.summary() for stage, s in samples.items()}
 
-    answer, record, store = Samples(), Samples(), guard.store
-    for round_ in range(rounds + 1):  # the first round warms up
-        decisions = []
-        for call in calls:
-            t0 = clock()
-            decision = pdp._answer(call, None)
-            t1 = clock()
-            decisions.append(decision)
-            if round_:
-                answer.ns.append(t1 - t0)
-        for call, decision in zip(calls, decisions, strict=True):  # fresh decision ids
-            t0 = clock()
-            pdp.record(call, store, decision)
-            t1 = clock()
-            if round_:
-                record.ns.append(t1 - t0)
-    out["answer"] = answer.summary()
-    out["record"] = record.summary()
-    return out
-
-
-INLINE_STEPS = (
-    "request",
-    "authenticate",
-    "workspace_gate",
-    "task_gate",
-    "build_context",
-    "apply_policy",
-    "answer",
-    "record",
-    "note_decision",
-)
-
-
-def measure_inline(guard: Guard, requests: list[Request], rounds: int) -> dict[str, Any]:
-    """The same stages timed one after another inside each decision, in the order PDP.decide
-    runs them (mirrored here, with its `_guarded` wrapper), so that their medians add up to about
-    one whole decision. `request` is building the AuthorizeRequest and Call; `answer` is
-    pdp._answer; `note_decision` is the task's counter update."""
-    clock = time.perf_counter_ns
-    engine = guard._pdp
-    tasks, views, store, now = engine._tasks, engine._views, engine._store, engine._clock
-    guarded = pdp._guarded
-    samples = {step: Samples() for step in INLINE_STEPS}
-    for round_ in range(rounds + 1):  # the first round warms up
-        for r in requests:
-            t0 = clock()
-            call = pdp.Call(
-                pdp.AuthorizeRequest(tool=r.tool, args=r.args, task_id=r.handle.id), now()
-            )
-            t1 = clock()
-            denial = guarded(Stage.AUTHENTICATE, pdp.authenticate, call, tasks)
-            t2 = clock()
-            denial = denial or guarded(Stage.WORKSPACE, pdp.workspace_gate, call, views)
-            t3 = clock()
-            denial = denial or guarded(Stage.TASK, pdp.task_gate, call)
-            t4 = clock()
-            denial = denial or guarded(Stage.CONTEXT, pdp.build_context, call)
-            t5 = clock()
-            denial = denial or guarded(Stage.POLICY, pdp.apply_policy, call)
-            t6 = clock()
-            decision = pdp._answer(call, denial)
-            t7 = clock()
-            pdp.record(call, store, decision)
-            t8 = clock()
-            r.handle.state.note_decision(r.tool)
-            t9 = clock()
-            if denial is not None:
-                raise RuntimeError(f"benchmark request stopped before the policy stage: {denial}")
-            if round_:
-                marks = (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9)
-                for i, step in enumerate(INLINE_STEPS):
-                    samples[step].ns.append(marks[i + 1] - marks[i])
-    return {step: s.summary() for step, s in samples.items()}
-
-
-# -- report ------------------------------------------------------------------------------------
 
 VARIANTS = (
     ("tether", "tether task.authorize (full pipeline, committed)"),
@@ -644,28 +541,29 @@ def report(console: Console, results: list[dict[str, Any]], checks: list[dict[st
     console.print(ratios)
 
     stages = Table(
-        title="Stage medians, microseconds (isolated / in pipeline)",
+        title="Stage medians / p99, microseconds, timed inside real decisions",
         title_justify="left",
-        caption="isolated: each stage function alone in its own loop, on prepared Calls; "
-        "in pipeline: the same functions timed one after another inside each decision",
+        caption="record includes answering, the commit and updating the task's state",
         caption_justify="left",
     )
     stages.add_column("stage")
     for n in counts:
         stages.add_column(f"{n:,} policies", justify="right")
-
-    def stage_cell(r: dict[str, Any], steps: Sequence[str], isolated: bool = True) -> str:
-        alone = [r["stages"][s]["median_us"] for s in steps if s in r["stages"]]
-        inside = sum(r["stages_in_pipeline"][s]["median_us"] for s in steps)
-        left = f"{sum(alone):.1f}" if isolated and len(alone) == len(steps) else "-"
-        return f"{left:>6} / {inside:6.1f}"
-
-    for step in INLINE_STEPS:
-        stages.add_row(step, *(stage_cell(r, [step]) for r in results))
-    stages.add_row("sum of the six stages", *(stage_cell(r, STAGES) for r in results))
-    stages.add_row("sum of every step", *(stage_cell(r, INLINE_STEPS, False) for r in results))
+    for stage in STAGES:
+        stages.add_row(
+            stage.value,
+            *(
+                f"{r['stages'][stage.value]['median_us']:6.1f} / "
+                f"{r['stages'][stage.value]['p99_us']:6.1f}"
+                for r in results
+            ),
+        )
     stages.add_row(
-        "task.authorize",
+        "sum of stage medians",
+        *(f"{sum(r['stages'][s.value]['median_us'] for s in STAGES):6.1f}" for r in results),
+    )
+    stages.add_row(
+        "task.authorize median",
         *(f"{r['latency']['tether']['median_us']:6.1f}" for r in results),
     )
     console.print(stages)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tether import Guard
+from tether.catalogue import Catalogue, CompiledTool, decision_context
 
 STARTER = Path(__file__).resolve().parent.parent / "tether" / "starter" / "acme"
 
@@ -71,3 +73,43 @@ def starter(home: Path) -> Iterator[Guard]:
     with Guard.embedded(home=home) as g:
         g.apply_directory(STARTER)
         yield g
+
+
+def sample_context(
+    tool: CompiledTool,
+    catalogue: Catalogue,
+    args: dict[str, Any],
+    *,
+    calls: int = 0,
+    now: float = 0.0,
+    approved: bool = False,
+    labels: tuple[str, ...] = (),
+    provenance: dict[str, str] | None = None,
+    risk: dict[str, Any] | None = None,
+    converted: bool = False,
+) -> dict[str, Any]:
+    """A complete decision context for `tool`, as the pipeline would build it for a fresh task
+    (sink arguments typed by the user unless `provenance` says otherwise). `converted`: `args`
+    already are Cedar values."""
+    task = {
+        "id": "task-1",
+        "user": "ann",
+        "request": "r",
+        "tools": sorted(catalogue.tools),
+        "calls": calls,
+        "allowed": calls,
+        "denied": 0,
+        "tool_calls": 0,
+        "effect_calls": dict.fromkeys(catalogue.effects, 0),
+        "labels": sorted(labels),
+    }
+    sources = {s: "user" for s in tool.spec.sinks if s in args} | (provenance or {})
+    return decision_context(
+        args=args if converted else tool.cedar_args(args),
+        task=task,
+        tool=tool.context,
+        provenance=sources,
+        risk=risk or {"score": 0, "level": "low", "signals": []},
+        now=now,
+        approved=approved,
+    )

@@ -27,6 +27,7 @@ from typing import Any
 import cedarpy
 import jsonschema_rs
 import pytest
+from conftest import sample_context
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -35,7 +36,6 @@ from tether.catalogue import (
     Catalogue,
     CompiledTool,
     compile_tool,
-    decision_context,
 )
 from tether.catalogue.json_schema import RESERVED_KEYS
 from tether.errors import CatalogueError
@@ -382,12 +382,12 @@ def cedar_check(tool: CompiledTool, args: Any, now: float = 1_700_000_000.0) -> 
     """Cedar's answer, with the catalogue's schema, to a request carrying these arguments."""
     schema = parse_schema(Catalogue({tool.name: tool}).cedar_schema())
     entities = workspace_entities(WORKSPACE, [AGENT], schema)
-    task = {"id": "task-1", "user": "ann", "request": "r", "tools": [tool.name], "calls": 3}
+    catalogue = Catalogue({tool.name: tool})
     request = {
         "principal": {"type": "Agent", "id": AGENT.name},
         "action": {"type": "Action", "id": tool.name},
         "resource": {"type": "Workspace", "id": WORKSPACE.name},
-        "context": decision_context(args, task, now),
+        "context": sample_context(tool, catalogue, args, calls=3, now=now, converted=True),
     }
     return cedarpy.is_authorized(request, PERMIT_ALL, entities, schema)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import sample_context
 
 from tether import Guard
-from tether.catalogue import decision_context
 from tether.model import Effect, Stage
 from tether.policy import Verdict, evaluate
 from tether.workspace import WorkspaceView
@@ -29,12 +29,7 @@ def decide(guard: Guard, tool: str, args: dict[str, Any], *, approved: bool = Fa
     v = view(guard)
     compiled = v.catalogue.get(tool)
     assert compiled is not None and v.bundle is not None
-    context = decision_context(
-        compiled.cedar_args(args),
-        {"id": "t", "user": "alice", "request": "", "tools": [tool], "calls": 0},
-        0.0,
-        approved=approved,
-    )
+    context = sample_context(compiled, v.catalogue, args, approved=approved)
     return evaluate(
         v.bundle, v.entities, workspace="acme", agent=v.agents["coder"], tool=tool, context=context
     )

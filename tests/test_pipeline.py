@@ -194,7 +194,7 @@ def test_every_stage_that_raises_yields_a_deny_naming_it(
 def test_a_decision_that_cannot_be_recorded_is_a_deny(
     guard: Guard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full_disk(_: Any) -> None:
+    def full_disk(*_: Any, **__: Any) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
     with open_task(guard) as task:
@@ -230,7 +230,9 @@ def test_task_counts_its_decisions(guard: Guard) -> None:
         task.authorize("read_file", {"path": "/x"})
         task.authorize("send_email", {"to": "eve@evil.io"})
         assert task.state.calls == 3
-        assert task.state.calls_by_tool == {"send_email": 2, "read_file": 1}
+        assert (task.state.allowed, task.state.denied) == (2, 1)
+        assert task.state.calls_by_tool == {"send_email": 1, "read_file": 1}  # allowed calls
+        assert task.state.calls_by_effect == {"external": 1, "read": 1}
         d = task.authorize("send_email", MAIL)
     record = next(r for r in guard.store.decisions(limit=1) if r.id == d.decision_id)
     assert record.context is not None and json.loads(record.context)["task"]["calls"] == 3

@@ -27,10 +27,11 @@ from typing import Any
 
 import cedarpy
 from cedarpy import pst
+from conftest import sample_context
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from tether.catalogue import Catalogue, compile_tool, decision_context
+from tether.catalogue import Catalogue, compile_tool
 from tether.model import Agent, Effect, Tool, Workspace
 from tether.policy import Bundle, Outcome, Verdict, compile_bundle, evaluate, workspace_entities
 from tether.policy.analysis import prune
@@ -227,7 +228,7 @@ CONTEXT_CONDITIONS = (
     "context.task.calls > 1",
     "context.task.calls == 0",
     "context.time.hour < 12",
-    'context.task == {id: "task-1", user: "ann", request: "r", tools: ["send_email"], calls: 0}',
+    "context.time == {unix: 0, hour: 0, weekday: 3}",
     'resource == Workspace::"w"',
 )
 # Conditions that raise an evaluation error (integer overflow) for some requests.
@@ -438,14 +439,7 @@ def build(scenario: Scenario) -> World:
 
 def context_of(world: World, request: Request) -> dict[str, Any]:
     tool = world.catalogue.tools[request.tool]
-    task = {
-        "id": "task-1",
-        "user": "ann",
-        "request": "r",
-        "tools": sorted(t.name for t in world.scenario.tools),
-        "calls": request.calls,
-    }
-    return decision_context(tool.cedar_args(request.args), task, request.now)
+    return sample_context(tool, world.catalogue, request.args, calls=request.calls, now=request.now)
 
 
 def cedar_request(request: Request, context: Mapping[str, Any]) -> dict[str, Any]:

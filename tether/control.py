@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -20,6 +21,7 @@ from tether.identity import agent_spiffe_id, check_trust_domain
 from tether.model import Agent, AgentStatus, PolicyBundleRecord, Tool, User, Workspace
 from tether.names import check_identifier, check_segment
 from tether.policy import Bundle, compile_bundle, read_policy_dir
+from tether.session.risk import WorkingHours
 from tether.store import Changes, StaleRevision, Store, WorkspaceSnapshot
 from tether.workspace import Views
 
@@ -33,16 +35,26 @@ class Control:
         self._clock = clock
 
     def add_workspace(
-        self, name: str, *, tenant: str = "default", trust_domain: str = "tether.local"
+        self,
+        name: str,
+        *,
+        tenant: str = "default",
+        trust_domain: str = "tether.local",
+        settings: Mapping[str, Any] | None = None,
     ) -> Workspace:
         workspace = Workspace(
             name=check_segment("workspace", name),
             tenant=check_segment("tenant", tenant),
             trust_domain=check_trust_domain(trust_domain),
             created_at=self._clock(),
+            settings=_checked_settings(settings or {}),
         )
         self._store.create_workspace(workspace)
         return workspace
+
+    def set_settings(self, workspace: str, settings: Mapping[str, Any]) -> None:
+        checked = _checked_settings(settings)
+        self._write(workspace, lambda c: c.set_settings(checked))
 
     def register_agent(self, workspace: str, name: str, *, kind: str, owner: str) -> Agent:
         ws = self._workspace(workspace)
@@ -126,7 +138,14 @@ class Control:
         except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise InvalidInput(f"{root / 'workspace.yaml'}: {exc}") from exc
         if self._store.workspace(spec.name) is None:
-            self.add_workspace(spec.name, tenant=spec.tenant, trust_domain=spec.trust_domain)
+            self.add_workspace(
+                spec.name,
+                tenant=spec.tenant,
+                trust_domain=spec.trust_domain,
+                settings=spec.settings,
+            )
+        else:
+            self.set_settings(spec.name, spec.settings)
         for agent in spec.agents:
             self.register_agent(spec.name, agent.name, kind=agent.kind, owner=agent.owner)
         for user in spec.users:
@@ -203,6 +222,17 @@ class Control:
         )
 
 
+SETTINGS = ("working_hours",)
+
+
+def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise InvalidInput(f"unknown workspace settings {unknown}; known: {list(SETTINGS)}")
+    WorkingHours.from_settings(settings)  # raises InvalidInput with what is wrong
+    return dict(settings)
+
+
 def _files(source: Mapping[str, str] | str | Path) -> Mapping[str, str]:
     return source if isinstance(source, Mapping) else read_policy_dir(source)
 
@@ -224,3 +254,4 @@ class _WorkspaceFile(msgspec.Struct, forbid_unknown_fields=True):
     trust_domain: str = "tether.local"
     agents: list[_AgentEntry] = msgspec.field(default_factory=list)
     users: list[_UserEntry] = msgspec.field(default_factory=list)
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)

@@ -65,6 +65,7 @@ class Workspace(msgspec.Struct, frozen=True):
     created_at: float
     revision: int = 0
     active_policy_version: str | None = None
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)  # e.g. working_hours
 
 
 class Agent(msgspec.Struct, frozen=True):

@@ -34,6 +34,7 @@ from tether.model import (
 )
 from tether.policy import Verdict, evaluate
 from tether.session import TaskState
+from tether.session.risk import Activity, AgentActivity, assess
 from tether.store import Store
 from tether.workspace import Views, WorkspaceView
 
@@ -66,6 +67,7 @@ class Call:
     agent: Agent | None = None
     tool: CompiledTool | None = None
     args_json: bytes | None = None
+    activity: AgentActivity | None = None
     context: dict[str, Any] | None = None
     verdict: Verdict | None = None
 
@@ -88,6 +90,7 @@ def workspace_gate(call: Call, views: Views) -> Reason | None:
     task = call.task.task
     target = call.request.workspace or task.workspace
     if target != task.workspace:
+        call.task.note_outside_workspace()  # a risk signal for the rest of the task
         return Reason(
             Stage.WORKSPACE,
             f"task {task.id} belongs to workspace {task.workspace}; it cannot act in {target}",
@@ -128,21 +131,35 @@ def task_gate(call: Call) -> Reason | None:
     return None
 
 
-def build_context(call: Call) -> Reason | None:
-    """Everything the policies may look at, typed as the workspace's Cedar schema says."""
-    assert call.task is not None and call.tool is not None
+def build_context(call: Call, activity: Activity) -> Reason | None:
+    """Everything the policies may look at, typed as the workspace's Cedar schema says: the
+    arguments, the task's state, where each sink argument's value came from, and the risk."""
+    assert call.task is not None and call.tool is not None and call.view is not None
     call.args_json = _encode_sorted(call.request.args)
     if len(call.args_json) > MAX_ARGS_BYTES:
         return Reason(Stage.CONTEXT, f"arguments are larger than {MAX_ARGS_BYTES} bytes")
+    # Policies see the arguments as JSON, exactly as recorded: no Python subclass (an enum
+    # member that is a str, say) can compare differently from the value the tool gets.
+    plain = _decode(call.args_json)
     try:
-        # Policies see the arguments as JSON, exactly as recorded: no Python subclass (an enum
-        # member that is a str, say) can compare differently from the value the tool gets.
-        args = call.tool.cedar_args(_decode(call.args_json))
+        args = call.tool.cedar_args(plain)
     except ArgumentError as exc:
         return Reason(
             Stage.CONTEXT, f"arguments do not match the schema of {call.tool.name}: {exc}"
         )
-    call.context = decision_context(args, call.task.context(), call.now)
+    task = call.task
+    call.activity = activity.of(task.task.workspace, task.task.agent, call.now)
+    risk = assess(
+        task=task, activity=call.activity, tool=call.tool.name, now=call.now, hours=call.view.hours
+    )
+    call.context = decision_context(
+        args=args,
+        task=task.context(call.tool.name, call.view.catalogue.effects),
+        tool=call.tool.context,
+        provenance=task.sources(plain, call.tool.spec.sinks),
+        risk=risk.context(),
+        now=call.now,
+    )
     return None
 
 
@@ -166,7 +183,8 @@ def apply_policy(call: Call) -> Reason | None:
 
 
 def record(call: Call, store: Store, decision: Decision) -> None:
-    """Commit the decision's record (before it is answered)."""
+    """Commit the decision's record (before it is answered), with the agent's first use of
+    the tool when it is one."""
     args_json = (
         call.args_json if call.args_json is not None else _args_for_record(call.request.args)
     )
@@ -190,7 +208,12 @@ def record(call: Call, store: Store, decision: Decision) -> None:
             policy_version=decision.policy_version,
             context=verdict.context_json.decode() if verdict is not None else None,
             shadow=_encode(verdict.shadow).decode() if verdict and verdict.shadow else None,
-        )
+        ),
+        first_use=(
+            decision.effect is Effect.ALLOW
+            and call.activity is not None
+            and decision.tool not in call.activity.tools_used
+        ),
     )
 
 
@@ -201,8 +224,17 @@ def _args_for_record(args: Any) -> bytes:
         return _encode({"unencodable": type(args).__name__})
 
 
+StageTimer = Callable[[Stage, int], None]
+
+
 class PDP:
-    """Runs the pipeline. `tasks` are the open tasks this decision point serves."""
+    """Runs the pipeline. `tasks` are the open tasks this decision point serves.
+
+    `stage_timer`, when set, is told how many nanoseconds each stage of each decision took (for
+    benchmarks and metrics); unset, the pipeline does not read the clock for it.
+    """
+
+    stage_timer: StageTimer | None = None
 
     def __init__(
         self,
@@ -215,6 +247,7 @@ class PDP:
         self._views = views
         self._tasks = tasks
         self._clock = clock
+        self._activity = Activity(store.tools_used)
 
     def decide(self, request: AuthorizeRequest) -> Decision:
         try:
@@ -235,23 +268,37 @@ class PDP:
 
     def _decide(self, request: AuthorizeRequest) -> Decision:
         call = Call(request, self._clock())
-        denial = _guarded(Stage.AUTHENTICATE, authenticate, call, self._tasks)
+        stage = self._stage
+        denial = stage(Stage.AUTHENTICATE, authenticate, call, self._tasks)
         if call.task is None:
             return self._conclude(call, denial)
         # One decision at a time per task: each sees the task state the one before it left
         # (its call counts), even when an agent calls from several threads at once.
         with call.task.lock:
             denial = denial or (
-                _guarded(Stage.WORKSPACE, workspace_gate, call, self._views)
-                or _guarded(Stage.TASK, task_gate, call)
-                or _guarded(Stage.CONTEXT, build_context, call)
-                or _guarded(Stage.POLICY, apply_policy, call)
+                stage(Stage.WORKSPACE, workspace_gate, call, self._views)
+                or stage(Stage.TASK, task_gate, call)
+                or stage(Stage.CONTEXT, build_context, call, self._activity)
+                or stage(Stage.POLICY, apply_policy, call)
             )
             return self._conclude(call, denial)
+
+    def _stage(
+        self, stage: Stage, fn: Callable[..., Reason | None], call: Call, *args: Any
+    ) -> Reason | None:
+        timer = self.stage_timer
+        if timer is None:
+            return _guarded(stage, fn, call, *args)
+        started = time.perf_counter_ns()
+        try:
+            return _guarded(stage, fn, call, *args)
+        finally:
+            timer(stage, time.perf_counter_ns() - started)
 
     def _conclude(self, call: Call, denial: Reason | None) -> Decision:
         """Answer, record, and count the decision in its task, in that order."""
         decision = _answer(call, denial)
+        started = time.perf_counter_ns() if self.stage_timer is not None else 0
         try:
             record(call, self._store, decision)
         except Exception as exc:
@@ -263,8 +310,15 @@ class PDP:
                 reasons=(Reason(Stage.RECORD, text),),
                 approver_roles=(),
             )
+        effects = call.tool.spec.effects if call.tool is not None else ()
         if call.task is not None:
-            call.task.note_decision(call.request.tool)
+            call.task.note_decision(
+                decision.decision_id, call.request.tool, effects, decision.effect, call.now
+            )
+        if call.activity is not None:
+            call.activity.note(call.request.tool, decision.effect is Effect.ALLOW, call.now)
+        if self.stage_timer is not None:
+            self.stage_timer(Stage.RECORD, time.perf_counter_ns() - started)
         return decision
 
 

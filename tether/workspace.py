@@ -19,6 +19,7 @@ from tether.catalogue import Catalogue, compile_tool
 from tether.errors import TetherError
 from tether.model import Agent, Workspace
 from tether.policy import Bundle, compile_bundle, parse_schema, workspace_entities
+from tether.session.risk import WorkingHours
 from tether.store import Store, WorkspaceSnapshot
 
 POLL_INTERVAL = 0.25
@@ -31,6 +32,7 @@ class WorkspaceView:
     catalogue: Catalogue
     bundle: Bundle | None  # None until policies are activated: every call is then denied
     entities: Any  # cedarpy.Entities
+    hours: WorkingHours | None  # when its agents are expected to work (a risk signal)
 
     @property
     def revision(self) -> int:
@@ -49,6 +51,7 @@ def build_view(snapshot: WorkspaceSnapshot) -> WorkspaceView:
         catalogue=catalogue,
         bundle=bundle,
         entities=workspace_entities(snapshot.workspace, snapshot.agents, parsed_schema),
+        hours=WorkingHours.from_settings(snapshot.workspace.settings),
     )
 
 

@@ -1,16 +1,25 @@
 """The tool catalogue: what each tool of a workspace is, does, and takes.
 
 Public names: `CompiledTool`, `Catalogue`, `compile_tool`, `ArgumentError`, `CedarType`,
-`args_type`, `cedar_schema`, `decision_context`, `load_catalogue_file`.
+`args_type`, `cedar_schema`, `context_fields`, `decision_context`, `tool_context`,
+`load_catalogue_file`, `WELL_KNOWN_EFFECTS`, `PROVENANCES`.
 """
 
-from tether.catalogue.cedar_schema import CONTEXT_FIELDS, cedar_schema, decision_context
+from tether.catalogue.cedar_schema import (
+    PROVENANCES,
+    WELL_KNOWN_EFFECTS,
+    cedar_schema,
+    context_fields,
+    decision_context,
+    tool_context,
+)
 from tether.catalogue.compiled import Catalogue, CompiledTool, compile_tool
 from tether.catalogue.files import load_catalogue_file
 from tether.catalogue.json_schema import ArgumentError, CedarType, args_type
 
 __all__ = [
-    "CONTEXT_FIELDS",
+    "PROVENANCES",
+    "WELL_KNOWN_EFFECTS",
     "ArgumentError",
     "Catalogue",
     "CedarType",
@@ -18,6 +27,8 @@ __all__ = [
     "args_type",
     "cedar_schema",
     "compile_tool",
+    "context_fields",
     "decision_context",
     "load_catalogue_file",
+    "tool_context",
 ]

@@ -6,8 +6,12 @@ The mapping follows DESIGN.md "Mapping onto Cedar":
 - action: one per tool (`Action::"send_email"`), member of one group per effect
   (`Action::"external"`), so a policy can say `action in Action::"external"`;
 - resource: the `Workspace`;
-- context: `args` typed per tool from its JSON Schema, plus the fields every decision has
-  (`CONTEXT_FIELDS`). The decision pipeline builds exactly this shape; a test holds it to that.
+- context: `args` and `provenance` typed per tool, plus the fields every decision has (below).
+  `decision_context` builds exactly this shape; tests hold the two together.
+
+The well-known effect groups always exist, even empty, so a shipped policy pack that names
+`Action::"financial"` parses against a catalogue without a financial tool; a policy that then
+applies to no tool is inert (policy/bundle.py).
 """
 
 from __future__ import annotations
@@ -18,41 +22,93 @@ from typing import Any
 
 from tether.catalogue.json_schema import CedarType
 
+WELL_KNOWN_EFFECTS = (
+    "read",
+    "write",
+    "execute",
+    "external",
+    "financial",
+    "destructive",
+    "secret_access",
+)
+PROVENANCES = ("user", "trusted", "untrusted", "unseen")
+
 _STRING = {"type": "String"}
 _LONG = {"type": "Long"}
+_BOOL = {"type": "Boolean"}
+_STRINGS = {"type": "Set", "element": _STRING}
 
 
 def _record(**attributes: dict[str, Any]) -> dict[str, Any]:
     return {"type": "Record", "attributes": attributes}
 
 
-# Context fields shared by every tool. Keep docs/policy-guide.md ("The context") in step.
-CONTEXT_FIELDS: dict[str, dict[str, Any]] = {
-    "task": _record(
-        id=_STRING,
-        user=_STRING,
-        request=_STRING,
-        tools={"type": "Set", "element": _STRING},
-        calls=_LONG,
-    ),
-    "approved": {"type": "Boolean"},
-    "time": _record(unix=_LONG, hour=_LONG, weekday=_LONG),
-}
+def context_fields(effects: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The context fields every tool has. Keep docs/policy-guide.md ("What a policy can see")
+    in step."""
+    return {
+        "task": _record(
+            id=_STRING,
+            user=_STRING,
+            request=_STRING,
+            tools=_STRINGS,
+            calls=_LONG,
+            allowed=_LONG,
+            denied=_LONG,
+            tool_calls=_LONG,
+            effect_calls={
+                "type": "Record",
+                "attributes": dict.fromkeys(sorted(effects), _LONG),
+            },
+            labels=_STRINGS,
+        ),
+        "tool": _record(name=_STRING, effects=_STRINGS, risk_tier=_STRING, read_only=_BOOL),
+        "sinks": _record(**dict.fromkeys(PROVENANCES, _STRINGS)),
+        "risk": _record(score=_LONG, level=_STRING, signals=_STRINGS),
+        "approved": _BOOL,
+        "time": _record(unix=_LONG, hour=_LONG, weekday=_LONG),
+    }
 
 
 def decision_context(
-    args: Any, task: Mapping[str, Any], now: float, *, approved: bool = False
+    *,
+    args: Any,
+    task: Mapping[str, Any],
+    tool: Mapping[str, Any],
+    provenance: Mapping[str, str],
+    risk: Mapping[str, Any],
+    now: float,
+    approved: bool = False,
 ) -> dict[str, Any]:
-    """The context of one decision, in exactly the shape CONTEXT_FIELDS declares.
+    """The context of one decision, in exactly the shape `cedar_schema` declares.
 
-    `args` are the tool's arguments already converted to Cedar values; `task` is `context.task`.
+    `args` are the tool's arguments already converted to Cedar values; `provenance` maps each
+    sink argument present to where its value came from.
     """
     moment = time.gmtime(now)
+    sinks: dict[str, list[str]] = {name: [] for name in PROVENANCES}
+    for arg, source in provenance.items():
+        sinks[source].append(arg)
     return {
         "args": args,
+        "provenance": dict(provenance),
         "task": task,
+        "tool": tool,
+        "sinks": sinks,
+        "risk": risk,
         "approved": approved,
         "time": {"unix": int(now), "hour": moment.tm_hour, "weekday": moment.tm_wday},
+    }
+
+
+def tool_context(name: str, effects: Iterable[str], risk_tier: str) -> dict[str, Any]:
+    """`context.tool`: what the catalogue says of the tool being called."""
+    effect_list = sorted(set(effects))
+    return {
+        "name": name,
+        "effects": effect_list,
+        "risk_tier": risk_tier,
+        "read_only": effect_list == ["read"],
     }
 
 
@@ -66,21 +122,40 @@ ENTITY_TYPES: dict[str, Any] = {
 }
 
 
-def cedar_schema(tools: Iterable[tuple[str, Iterable[str], CedarType]]) -> dict[str, Any]:
-    """The Cedar JSON schema for tools given as (name, effects, argument type)."""
+def provenance_type(args: CedarType, sinks: Iterable[str]) -> dict[str, Any]:
+    """`context.provenance` of a tool: one String per sink, required when the argument is."""
+    return {
+        "type": "Record",
+        "attributes": {
+            sink: {**_STRING, "required": args.attributes[sink][1]} for sink in sorted(sinks)
+        },
+    }
+
+
+def cedar_schema(
+    tools: Iterable[tuple[str, Iterable[str], Iterable[str], CedarType]],
+) -> dict[str, Any]:
+    """The Cedar JSON schema for tools given as (name, effects, sinks, argument type)."""
+    entries = [
+        (name, sorted(set(effects)), list(sinks), args) for name, effects, sinks, args in tools
+    ]
+    groups = set(WELL_KNOWN_EFFECTS) | {e for _, effects, _, _ in entries for e in effects}
+    common = context_fields(groups)
+
     actions: dict[str, Any] = {}
-    groups: set[str] = set()
-    for name, effects, args in tools:
-        effect_list = sorted(set(effects))
-        groups.update(effect_list)
+    for name, effects, sinks, args in entries:
         actions[name] = {
-            "memberOf": [{"id": effect} for effect in effect_list],
+            "memberOf": [{"id": effect} for effect in effects],
             "appliesTo": {
                 "principalTypes": ["Agent"],
                 "resourceTypes": ["Workspace"],
                 "context": {
                     "type": "Record",
-                    "attributes": {"args": args.to_schema(), **CONTEXT_FIELDS},
+                    "attributes": {
+                        "args": args.to_schema(),
+                        "provenance": provenance_type(args, sinks),
+                        **common,
+                    },
                 },
             },
         }

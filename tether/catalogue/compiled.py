@@ -8,7 +8,7 @@ from typing import Any
 
 import jsonschema_rs
 
-from tether.catalogue.cedar_schema import cedar_schema
+from tether.catalogue.cedar_schema import WELL_KNOWN_EFFECTS, cedar_schema, tool_context
 from tether.catalogue.json_schema import ArgumentError, CedarType, args_type, resolve, to_cedar
 from tether.errors import CatalogueError, InvalidInput
 from tether.model import OutputTrust, Tool
@@ -22,6 +22,7 @@ class CompiledTool:
     spec: Tool
     args_type: CedarType
     validator: Any  # jsonschema_rs validator; the extension ships no type information
+    context: dict[str, Any]  # `context.tool`
 
     @property
     def name(self) -> str:
@@ -73,7 +74,12 @@ def compile_tool(tool: Tool) -> CompiledTool:
             f"tool {tool.name!r}: sink arguments {unknown_sinks} are not declared in its schema"
         )
     validator = jsonschema_rs.validator_for(schema, offline=True)
-    return CompiledTool(spec=tool, args_type=typed, validator=validator)
+    return CompiledTool(
+        spec=tool,
+        args_type=typed,
+        validator=validator,
+        context=tool_context(tool.name, tool.effects, tool.risk_tier),
+    )
 
 
 @dataclass(frozen=True)
@@ -94,9 +100,16 @@ class Catalogue:
     def get(self, name: str) -> CompiledTool | None:
         return self.tools.get(name)
 
+    @property
+    def effects(self) -> list[str]:
+        """Every effect a policy may count (`context.task.effect_calls`)."""
+        used = {e for tool in self.tools.values() for e in tool.spec.effects}
+        return sorted(used | set(WELL_KNOWN_EFFECTS))
+
     def cedar_schema(self) -> dict[str, Any]:
         return cedar_schema(
-            (name, tool.spec.effects, tool.args_type) for name, tool in sorted(self.tools.items())
+            (name, tool.spec.effects, tool.spec.sinks, tool.args_type)
+            for name, tool in sorted(self.tools.items())
         )
 
 

@@ -53,12 +53,15 @@ class Policy:
     template: pst.Template
     paths: Paths  # the context paths it reads
     condition: Condition | None  # its clauses, natively; None when outside the fast fragment
+    inert: bool = False  # its scope matches no tool of the catalogue (an empty effect group)
 
     @property
     def reason(self) -> str:
         return self.annotations.reason or f"policy {self.id}"
 
     def applies_to(self, tool: str, groups: frozenset[str]) -> bool:
+        if self.inert:
+            return False
         return self.actions is None or tool in self.actions or not self.actions.isdisjoint(groups)
 
 
@@ -233,12 +236,17 @@ def _compile_statement(
         problem(message, term)
 
     result = cedarpy.validate_policies(statement.text, schema)
+    no_action = [e for e in result.errors if _NO_ACTION in e.error]
+    inert = bool(no_action) and len(no_action) == len(result.errors)
+    # An inert policy's scope names only effect groups no tool of this catalogue has: it can
+    # never apply. It is kept (and validated in full once such a tool is registered), and
+    # evaluated for nothing.
     unknown_action = any(_ACTION.search(e.error) for e in result.errors)
-    for error in result.errors:
-        if unknown_action and "unable to find an applicable action" in error.error:
+    for error in [] if inert else result.errors:
+        if unknown_action and _NO_ACTION in error.error:
             continue  # Cedar's echo of the unknown action already reported
         problem(*_explain(error.error, cedar_schema))
-    if annotation_problems or not result.validation_passed:
+    if annotation_problems or not (result.validation_passed or inert):
         return None
 
     policy_id = annotations.id or f"{statement.file}:{statement.line}"
@@ -253,6 +261,7 @@ def _compile_statement(
         template=dataclasses.replace(template, id=key),
         paths=context_paths(template),
         condition=_native(template),
+        inert=inert,
     )
 
 
@@ -264,6 +273,7 @@ def _declared_id(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+_NO_ACTION = "unable to find an applicable action"
 _PREFIX = re.compile(r"^for policy `[^`]*`, ")
 _CONTEXT_ATTRIBUTE = re.compile(r'attribute `([^`]+)` in context for Action::"([^"]+)"')
 _ENTITY_ATTRIBUTE = re.compile(r"attribute `([^`]+)` on entity type `([^`]+)`")

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
-from tether.catalogue import ArgumentError, Catalogue, decision_context
+from tether.catalogue import PROVENANCES, ArgumentError, Catalogue, decision_context
 from tether.errors import InvalidInput
 from tether.model import Agent, Effect, Workspace
 from tether.policy.bundle import Bundle
@@ -55,6 +55,17 @@ class TaskFixture(msgspec.Struct, forbid_unknown_fields=True):
     request: str = ""
     tools: list[str] | None = None
     calls: int = 0
+    allowed: int = 0
+    denied: int = 0
+    tool_calls: int = 0
+    effect_calls: dict[str, int] = msgspec.field(default_factory=dict)
+    labels: list[str] = msgspec.field(default_factory=list)
+
+
+class RiskFixture(msgspec.Struct, forbid_unknown_fields=True):
+    level: Literal["low", "medium", "high"] = "low"
+    score: int = 0
+    signals: list[str] = msgspec.field(default_factory=list)
 
 
 class Case(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,6 +77,11 @@ class Case(msgspec.Struct, forbid_unknown_fields=True):
     reasons: list[str] | None = None
     approved: bool = False
     task: TaskFixture = msgspec.field(default_factory=TaskFixture)
+    # Where each sink argument's value came from; a sink not named here counts as `user`.
+    provenance: dict[str, Literal["user", "trusted", "untrusted", "unseen"]] = msgspec.field(
+        default_factory=dict
+    )
+    risk: RiskFixture = msgspec.field(default_factory=RiskFixture)
     time: float = FIXTURE_TIME
 
 
@@ -144,7 +160,24 @@ def _run(
     task = msgspec.structs.asdict(case.task)
     if task["tools"] is None:
         task["tools"] = [case.tool]
-    context = decision_context(args, task, case.time, approved=case.approved)
+    task["effect_calls"] = {e: case.task.effect_calls.get(e, 0) for e in catalogue.effects}
+    unknown = sorted(set(case.provenance) - set(tool.spec.sinks))
+    if unknown:
+        return CaseResult(case, Effect.DENY, (), f"provenance names non-sink arguments {unknown}")
+    provenance = {
+        sink: case.provenance.get(sink, PROVENANCES[0])
+        for sink in tool.spec.sinks
+        if sink in case.args
+    }
+    context = decision_context(
+        args=args,
+        task=task,
+        tool=tool.context,
+        provenance=provenance,
+        risk=msgspec.structs.asdict(case.risk),
+        now=case.time,
+        approved=case.approved,
+    )
     verdict = evaluate(
         bundle, entities, workspace=agent.workspace, agent=agent, tool=case.tool, context=context
     )

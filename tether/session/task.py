@@ -1,17 +1,32 @@
 """The live state of one task, as the decision pipeline reads and updates it.
 
-Updates are O(1) per call (counters, never a rescan of history), so a task's thousandth call
-costs what its first did.
+Every update is O(1) in the task's length (counters, sets, a bounded history), never a rescan of
+history, so a task's thousandth call costs what its first did. Labels only ever grow.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.model import Task, TaskStatus
+from tether.model import Effect, OutputTrust, Task, TaskStatus, Tool
+from tether.session.content import text_of
+from tether.session.detectors import detect
+from tether.session.provenance import USER, Provenance
+
+HISTORY = 1000  # decisions kept per task for inspection; counters cover the rest
+UNTRUSTED = "untrusted"  # the label of a task that has read third-party content
+UNSCANNED = "unscanned"  # the label of a task whose outputs were too large to read whole
+
+
+@dataclass(frozen=True)
+class Step:
+    decision_id: str
+    tool: str
+    effect: Effect
+    at: float
 
 
 @dataclass
@@ -19,12 +34,19 @@ class TaskState:
     task: Task
     status: TaskStatus = TaskStatus.OPEN
     calls: int = 0  # decisions made in this task so far
-    calls_by_tool: Counter[str] = field(default_factory=Counter)
+    allowed: int = 0
+    denied: int = 0
+    outside_workspace: int = 0  # calls aimed at another workspace
     executed: int = 0  # allowed calls whose result was reported
+    calls_by_tool: Counter[str] = field(default_factory=Counter)  # allowed calls
+    calls_by_effect: Counter[str] = field(default_factory=Counter)  # allowed calls
+    labels: set[str] = field(default_factory=set)
+    history: deque[Step] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
     def __post_init__(self) -> None:
         self.granted = frozenset(self.task.tools)
         self._granted_list = sorted(self.granted)
+        self.provenance = Provenance(self.task.request)
         # Held by the decision pipeline from the gates to the count, so that decisions in one
         # task happen one at a time; re-entrant, since the counting below takes it too.
         self.lock = threading.RLock()
@@ -33,26 +55,59 @@ class TaskState:
     def id(self) -> str:
         return self.task.id
 
-    def context(self) -> dict[str, Any]:
-        """`context.task` as policies see it (shape: catalogue.CONTEXT_FIELDS["task"])."""
+    def context(self, tool: str, effects: list[str]) -> dict[str, Any]:
+        """`context.task` as policies see it, for a call of `tool`; `effects` are every effect
+        of the workspace's catalogue (each gets a count, zero if unused)."""
         return {
             "id": self.task.id,
             "user": self.task.user,
             "request": self.task.request,
             "tools": self._granted_list,
             "calls": self.calls,
+            "allowed": self.allowed,
+            "denied": self.denied,
+            "tool_calls": self.calls_by_tool[tool],
+            "effect_calls": {effect: self.calls_by_effect[effect] for effect in effects},
+            "labels": sorted(self.labels),
         }
 
-    def note_decision(self, tool: str) -> None:
+    def sources(self, args: dict[str, Any], sinks: tuple[str, ...]) -> dict[str, str]:
+        """The provenance of each sink argument present in `args`."""
+        return {sink: self.provenance.of(args[sink]) for sink in sinks if sink in args}
+
+    def note_decision(
+        self, decision_id: str, tool: str, effects: tuple[str, ...], effect: Effect, at: float
+    ) -> None:
         """Count a recorded decision (called once it is committed)."""
         with self.lock:
             self.calls += 1
-            self.calls_by_tool[tool] += 1
+            self.history.append(Step(decision_id, tool, effect, at))
+            if effect is Effect.ALLOW:
+                self.allowed += 1
+                self.calls_by_tool[tool] += 1
+                self.calls_by_effect.update(effects)
+            elif effect is Effect.DENY:
+                self.denied += 1
 
-    def note_result(self, tool: str, output: Any) -> None:
-        """A call this task was allowed to make has run; `output` is what it returned.
+    def note_outside_workspace(self) -> None:
+        with self.lock:
+            self.outside_workspace += 1
 
-        The chained-actions issue feeds labels and provenance from here.
-        """
+    def note_result(self, tool: Tool, output: Any) -> set[str]:
+        """An allowed call of `tool` returned `output`: label the task and remember the values
+        it saw. Never raises on odd output; returns the labels this output added."""
+        text = text_of(output)
+        found = set(tool.labels) | set(detect(text.pieces).values())
+        if tool.output is OutputTrust.UNTRUSTED:
+            found.add(UNTRUSTED)
+        if text.truncated:
+            found.add(UNSCANNED)
         with self.lock:
             self.executed += 1
+            added = found - self.labels
+            self.labels |= found
+            self.provenance.saw(text.pieces, trusted=tool.output is OutputTrust.TRUSTED)
+        return added
+
+
+__all__ = ["UNSCANNED", "UNTRUSTED", "USER", "Step", "TaskState"]

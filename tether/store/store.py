@@ -22,6 +22,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tether.errors import Conflict, NotFound
 from tether.model import (
@@ -107,12 +109,20 @@ class Store:
         migrate(self.engine)
         self._writer = self.engine.raw_connection()
         self._write_lock = threading.Lock()
-        compiled = t.decisions.insert().compile(
-            dialect=self.engine.dialect,
-            column_keys=[c.name for c in t.decisions.columns if c.name != "seq"],
+        self._insert_decision = _Prepared(
+            t.decisions.insert(),
+            [c.name for c in t.decisions.columns if c.name != "seq"],
+            self.engine.dialect,
         )
-        self._insert_sql = str(compiled)
-        self._insert_order = list(compiled.positiontup or ()) if compiled.positional else None
+        # Two tasks of one agent may both see a first use: the second insert must be a no-op.
+        insert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[
+            self.engine.dialect.name
+        ]
+        self._insert_tool_use = _Prepared(
+            insert(t.agent_tools).on_conflict_do_nothing(),
+            ["workspace", "agent", "tool", "first_used"],
+            self.engine.dialect,
+        )
 
     @classmethod
     def at_home(cls, home: str | Path) -> Store:
@@ -146,6 +156,7 @@ class Store:
                     tenant=workspace.tenant,
                     trust_domain=workspace.trust_domain,
                     created_at=workspace.created_at,
+                    settings=workspace.settings,
                 )
             )
 
@@ -251,22 +262,37 @@ class Store:
 
     # -- decisions -----------------------------------------------------------------------------
 
-    def record_decision(self, record: DecisionRecord) -> None:
-        """Insert one decision and commit it before returning (the `commit` durability level)."""
-        values = msgspec.structs.asdict(record)
-        params: Any = (
-            [values[k] for k in self._insert_order] if self._insert_order is not None else values
-        )
+    def record_decision(self, record: DecisionRecord, *, first_use: bool = False) -> None:
+        """Insert one decision and commit it before returning (the `commit` durability level).
+
+        `first_use`: the decision is the agent's first allowed call of the tool; remembered in
+        the same transaction."""
         with self._write_lock:
             cursor = self._writer.cursor()
             try:
-                cursor.execute(self._insert_sql, params)
+                cursor.execute(*self._insert_decision.bind(msgspec.structs.asdict(record)))
+                if first_use:
+                    use = {
+                        "workspace": record.workspace,
+                        "agent": record.agent,
+                        "tool": record.tool,
+                        "first_used": record.ts,
+                    }
+                    cursor.execute(*self._insert_tool_use.bind(use))
                 self._writer.commit()
             except BaseException:
                 self._writer.rollback()
                 raise
             finally:
                 cursor.close()
+
+    def tools_used(self, workspace: str, agent: str) -> set[str]:
+        """The tools `agent` has ever been allowed to use."""
+        query = sa.select(t.agent_tools.c.tool).where(
+            t.agent_tools.c.workspace == workspace, t.agent_tools.c.agent == agent
+        )
+        with self.engine.connect() as db:
+            return set(db.execute(query).scalars())
 
     def decisions(
         self, *, workspace: str | None = None, task_id: str | None = None, limit: int = 100
@@ -280,6 +306,19 @@ class Store:
         query = query.order_by(t.decisions.c.seq.desc()).limit(limit)
         with self.engine.connect() as db:
             return [_row(DecisionRecord, r) for r in db.execute(query)]
+
+
+class _Prepared:
+    """An INSERT compiled once for the driver, so the hot path skips SQLAlchemy's execute."""
+
+    def __init__(self, statement: Any, keys: list[str], dialect: sa.Dialect) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=keys)
+        self.sql = str(compiled)
+        self.order = list(compiled.positiontup or ()) if compiled.positional else None
+
+    def bind(self, values: dict[str, Any]) -> tuple[str, Any]:
+        params = [values[k] for k in self.order] if self.order is not None else values
+        return self.sql, params
 
 
 def _bundle(db: sa.Connection, workspace: str, version: str) -> PolicyBundleRecord | None:
@@ -322,6 +361,13 @@ class Changes:
         key = (t.tools.c.workspace == tool.workspace) & (t.tools.c.name == tool.name)
         self._db.execute(t.tools.delete().where(key))
         self._db.execute(t.tools.insert().values(**msgspec.to_builtins(tool)))
+
+    def set_settings(self, settings: dict[str, Any]) -> None:
+        self._db.execute(
+            t.workspaces.update()
+            .where(t.workspaces.c.name == self.workspace)
+            .values(settings=settings)
+        )
 
     def activate_bundle(self, record: PolicyBundleRecord) -> None:
         """Keep the bundle (once per version) and make it the workspace's enforced one."""

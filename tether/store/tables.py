@@ -32,6 +32,7 @@ workspaces = sa.Table(
     sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
     sa.Column("active_policy_version", sa.String(VERSION), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False, server_default="{}"),
 )
 
 agents = sa.Table(
@@ -44,6 +45,17 @@ agents = sa.Table(
     sa.Column("spiffe_id", sa.String(512), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# The tools each agent has been allowed to use, written on the first allowed call: the `first_use`
+# risk signal without scanning the decisions.
+agent_tools = sa.Table(
+    "agent_tools",
+    metadata,
+    sa.Column("workspace", sa.String(NAME), primary_key=True),
+    sa.Column("agent", sa.String(NAME), primary_key=True),
+    sa.Column("tool", sa.String(128), primary_key=True),
+    sa.Column("first_used", sa.Float, nullable=False),
 )
 
 users = sa.Table(

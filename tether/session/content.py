@@ -1,0 +1,76 @@
+"""The text inside a tool's output, found within a fixed budget whatever the output is.
+
+Outputs come from tools, and tools can return anything: megabytes of text, bytes, structures
+nested thousands deep, objects that are not JSON. Reporting an output must never fail a task and
+never take unbounded memory or time, so this walks the output iteratively, takes at most
+`MAX_TEXT` characters, and says whether it had to stop early (the unread rest is then unknown,
+which the caller records as a label rather than pretending it was clean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MAX_TEXT = 32 * 1024 * 1024  # characters read from one output
+MAX_NODES = 1_000_000  # values visited in one structured output
+MAX_SCALAR = 64  # characters kept of a value that is neither text nor a container
+
+
+@dataclass(frozen=True)
+class Text:
+    """The pieces of text found in an output, and whether some of it was left unread."""
+
+    pieces: tuple[str, ...]
+    truncated: bool
+
+
+def text_of(output: Any) -> Text:
+    pieces: list[str] = []
+    budget = MAX_TEXT
+    truncated = False
+    for piece in _strings(output):
+        if piece is None:
+            truncated = True
+            break
+        if len(piece) > budget:
+            pieces.append(piece[:budget])
+            truncated = True
+            break
+        pieces.append(piece)
+        budget -= len(piece)
+    return Text(tuple(pieces), truncated)
+
+
+def _strings(output: Any) -> Iterator[str | None]:
+    """Every string in `output`, depth-first without recursion; None when the node budget ends."""
+    stack = [output]
+    visited = 0
+    while stack:
+        visited += 1
+        if visited > MAX_NODES:
+            yield None
+            return
+        value = stack.pop()
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, bytes | bytearray | memoryview):
+            yield bytes(value[:MAX_TEXT]).decode("utf-8", errors="replace")
+        elif isinstance(value, Mapping):
+            for key, item in reversed(list(value.items())):
+                stack.append(item)
+                stack.append(key)
+        elif isinstance(value, list | tuple | set | frozenset):
+            stack.extend(reversed(list(value)))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            yield str(value)  # a card or account number may come as a number
+        elif value is not None and not isinstance(value, bool):
+            yield _describe(value)
+
+
+def _describe(value: Any) -> str:
+    try:
+        return str(value)[: MAX_TEXT // 4]
+    except Exception:  # an object whose __str__ fails is still reported, as its type
+        return type(value).__name__[:MAX_SCALAR]

@@ -1,0 +1,156 @@
+"""Detectors that label what a tool returned: `secret` for credentials, `pii` for personal data.
+
+Each detector is a linear-time regular expression, run only when a cheap literal hint is present
+in the text (so a 20 KB page without an `@` costs the e-mail detector one substring search), plus,
+where a format has one, its checksum: card numbers must pass Luhn and IBANs the ISO 7064 mod-97
+check, so random digit runs do not label a task. Labels only ever add to a task, so a false
+positive makes policies stricter, never looser.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+SECRET = "secret"  # noqa: S105 - a label's name, not a password
+PII = "pii"
+
+
+@dataclass(frozen=True)
+class Detector:
+    name: str
+    label: str
+    hints: tuple[str, ...]  # the regex runs only if one of these is in the text ("" = always)
+    find: Callable[[str], Iterable[str]]  # candidate matches in the text
+    valid: Callable[[str], bool] = lambda _: True
+    case_insensitive_hints: bool = False
+    min_digits: int = 0  # skip texts with fewer digits than a match needs
+
+
+def luhn(candidate: str) -> bool:
+    digits = [int(c) for c in candidate if c.isdigit()]
+    if not 13 <= len(digits) <= 19:
+        return False
+    total = 0
+    for i, digit in enumerate(reversed(digits)):
+        doubled = digit * 2 if i % 2 else digit
+        total += doubled - 9 if doubled > 9 else doubled
+    return total % 10 == 0
+
+
+def iban_checksum(candidate: str) -> bool:
+    compact = re.sub(r"\s", "", candidate).upper()
+    if not 15 <= len(compact) <= 34 or not compact[:2].isalpha() or not compact[2:4].isdigit():
+        return False
+    rearranged = compact[4:] + compact[:4]
+    try:
+        number = "".join(str(int(c, 36)) for c in rearranged)
+    except ValueError:
+        return False
+    return int(number) % 97 == 1
+
+
+# A run of 13-19 digits with single spaces or dashes between groups; boundaries are checked in
+# `card_number`, not by lookarounds, to keep the scan a simple character-class loop.
+_DIGIT_RUN = re.compile(r"\d[\d -]{11,40}\d")
+IBAN = re.compile(r"[A-Z]{2}\d{2}(?: ?[0-9A-Z]{4}){2,7}(?: ?[0-9A-Z]{1,4})?")
+_LOCAL_PART = re.compile(r"[A-Za-z0-9._%+\-]{1,64}\Z")
+_AT_DOMAIN = re.compile(r"@([A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})+)")
+MIN_CARD_DIGITS = 13
+MIN_IBAN_DIGITS = 11
+
+
+def emails(text: str) -> Iterator[str]:
+    """Every e-mail address in `text`, found from its `@` outwards (linear in the text)."""
+    for domain in _AT_DOMAIN.finditer(text):
+        at = domain.start()
+        local = _LOCAL_PART.search(text, max(0, at - 64), at)
+        if local:
+            yield local.group(0) + domain.group(0)
+
+
+def _digits(text: str) -> int:
+    return sum(text.count(d) for d in "0123456789")
+
+
+def _finder(pattern: re.Pattern[str] | str) -> Callable[[str], Iterable[str]]:
+    compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
+    return lambda text: (m.group(0) for m in compiled.finditer(text))
+
+
+def card_number(candidate: str) -> bool:
+    return luhn(candidate.replace(" ", "").replace("-", ""))
+
+
+DETECTORS = (
+    Detector(
+        "private key",
+        SECRET,
+        ("PRIVATE KEY-----",),
+        _finder(r"-----BEGIN (?:[A-Z0-9]+ )?PRIVATE KEY-----"),
+    ),
+    Detector("AWS access key", SECRET, ("AKIA", "ASIA"), _finder(r"(?:AKIA|ASIA)[0-9A-Z]{16}")),
+    Detector(
+        "AWS secret key",
+        SECRET,
+        ("secret",),
+        _finder(r"(?i)aws_?secret_?access_?key\W{0,4}[0-9A-Za-z/+]{40}"),
+        case_insensitive_hints=True,
+    ),
+    Detector("Google API key", SECRET, ("AIza",), _finder(r"AIza[0-9A-Za-z_\-]{35}")),
+    Detector(
+        "GitHub token",
+        SECRET,
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        _finder(r"gh[pousr]_[0-9A-Za-z]{36,}|github_pat_\w{22,}"),
+    ),
+    Detector("Slack token", SECRET, ("xox",), _finder(r"xox[abposr]-[0-9A-Za-z-]{10,}")),
+    Detector("Stripe key", SECRET, ("_live_",), _finder(r"[rs]k_live_[0-9A-Za-z]{16,}")),
+    Detector(
+        "OpenAI or Anthropic key",
+        SECRET,
+        ("sk-",),
+        _finder(r"sk-(?:ant-|proj-)?[0-9A-Za-z_\-]{20,}"),
+    ),
+    Detector(
+        "JSON Web Token",
+        SECRET,
+        ("eyJ",),
+        _finder(r"eyJ[0-9A-Za-z_\-]{8,}\.eyJ[0-9A-Za-z_\-]{8,}\.[0-9A-Za-z_\-]{8,}"),
+    ),
+    Detector(
+        "payment card number",
+        PII,
+        ("",),
+        _finder(_DIGIT_RUN),
+        card_number,
+        min_digits=MIN_CARD_DIGITS,
+    ),
+    Detector("IBAN", PII, ("",), _finder(IBAN), iban_checksum, min_digits=MIN_IBAN_DIGITS),
+    Detector("e-mail address", PII, ("@",), emails),
+)
+
+
+def detect(pieces: Iterable[str]) -> dict[str, str]:
+    """{detector name: label} for every detector that found a valid match in the text."""
+    found: dict[str, str] = {}
+    for piece in pieces:
+        lowered: str | None = None
+        digits: int | None = None
+        for detector in DETECTORS:
+            if detector.name in found:
+                continue
+            haystack = piece
+            if detector.case_insensitive_hints:
+                lowered = piece.lower() if lowered is None else lowered
+                haystack = lowered
+            if not any(hint in haystack for hint in detector.hints):
+                continue
+            if detector.min_digits:
+                digits = _digits(piece) if digits is None else digits
+                if digits < detector.min_digits:
+                    continue
+            if any(detector.valid(candidate) for candidate in detector.find(piece)):
+                found[detector.name] = detector.label
+    return found

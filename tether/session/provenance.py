@@ -1,0 +1,193 @@
+"""Where a sink argument's value came from: the user, trusted content, untrusted content, nowhere.
+
+A prompt-injected agent pays the IBAN it read in an attacker's e-mail; the user never typed it
+and no trusted tool returned it. So a task remembers, per kind of content, the values it has seen
+there, and every sink argument of a call gets a provenance:
+
+- `user`      the value is in the user's request (even if untrusted content repeats it);
+- `trusted`   a trusted tool returned it;
+- `untrusted` only third-party content (e-mails, web pages, files, messages) contained it;
+- `unseen`    it appeared nowhere the task knows of (made up, or assembled from pieces).
+
+Values are matched whole, never as substrings (`bob@acme.com` is not `bob@acme.com.evil.io`),
+after normalisation: case for e-mail addresses and host names, trailing punctuation, IBAN and
+phone spacing, URL forms (scheme and host case, default ports, dot segments, fragments) and file
+paths (`/repo/../etc` is `/etc`). Indexing happens once per reported output, into sets, so a
+decision looks a value up in constant time however long the task has run.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+from tether.catalogue.cedar_schema import PROVENANCES
+from tether.session.detectors import IBAN, emails, iban_checksum
+
+USER, TRUSTED, UNTRUSTED, UNSEEN = PROVENANCES
+# For a list of values (several recipients), the least vouched-for element decides.
+LEAST_VOUCHED_FIRST = (UNTRUSTED, UNSEEN, TRUSTED, USER)
+MAX_VALUES = 250_000  # per set; past it nothing more is remembered, so values count as unseen
+
+_STOP = "\\s\"'<>()\\[\\]{},;`"
+_TOKEN = re.compile(f"[^{_STOP}]*[^{_STOP}.:!?]")
+_URL = re.compile(f"[A-Za-z][A-Za-z0-9+.\\-]*://[^{_STOP}]*[^{_STOP}.:!?]")
+_PHONE = re.compile(r"[+\d][\d ().\-]{5,22}\d")  # starts with a character set: a fast scan
+_PATH = re.compile(f"(?<![\\w/.])(?:~|\\.{{1,2}})?/[^{_STOP}]*[^{_STOP}.:!?]")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})+")
+_HOST = re.compile(r"(?:[A-Za-z0-9\-]{1,63}\.)+[A-Za-z]{2,63}\.?")
+_TRAILING = ".,;:!?"
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
+_MIN_PHONE_DIGITS = 7
+
+
+def normalize_url(text: str) -> str | None:
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower().rstrip(".")
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    if parts.username is not None:
+        host = f"{parts.username}@{host}"
+    path = posixpath.normpath(parts.path) if parts.path else "/"
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    return urlunsplit((scheme, host, path, parts.query, ""))
+
+
+def normalize_phone(text: str) -> str | None:
+    digits = "".join(c for c in text if c.isdigit())
+    if len(digits) < _MIN_PHONE_DIGITS:
+        return None
+    return ("+" if text.strip().startswith("+") else "") + digits
+
+
+def normalize_path(text: str) -> str:
+    return posixpath.normpath(text)
+
+
+class Seen:
+    """The values found in one kind of content: whole tokens (as written, and case-folded) and
+    normalised forms of URLs, IBANs, phone numbers and paths."""
+
+    def __init__(self) -> None:
+        self.tokens: set[str] = set()
+        self.folded: set[str] = set()
+        self.forms: set[str] = set()
+
+    @property
+    def full(self) -> bool:
+        return max(len(self.tokens), len(self.folded), len(self.forms)) >= MAX_VALUES
+
+    def add(self, text: str) -> None:
+        if self.full or not text:
+            return
+        tokens = _TOKEN.findall(text)
+        self.tokens.update(tokens)
+        self.folded.update(map(str.lower, tokens))
+        self.folded.update(address.lower() for address in emails(text))
+        self.forms.update(_forms(text))
+
+    def has(self, key: tuple[str, str]) -> bool:
+        kind, value = key
+        return value in getattr(self, kind)
+
+
+def _forms(text: str) -> Iterable[str]:
+    if "://" in text:
+        for url in _URL.findall(text):
+            normal = normalize_url(url)
+            if normal:
+                yield "url:" + normal
+    if "/" in text:
+        for path in _PATH.findall(text):
+            yield "path:" + normalize_path(path)
+    if sum(text.count(d) for d in "0123456789") >= _MIN_PHONE_DIGITS:
+        if text.lower() != text:  # an IBAN starts with two capital letters
+            for candidate in IBAN.findall(text):
+                if iban_checksum(candidate):
+                    yield "iban:" + candidate.replace(" ", "")
+        for candidate in _PHONE.findall(text):
+            phone = normalize_phone(candidate)
+            if phone:
+                yield "phone:" + phone
+
+
+def keys_of(value: str) -> list[tuple[str, str]]:
+    """How to look a sink value up: (set, normalised value) pairs, any of which counts."""
+    text = value.strip().rstrip(_TRAILING)
+    keys: list[tuple[str, str]] = []
+    if "://" in text:
+        url = normalize_url(text)
+        if url:
+            keys.append(("forms", "url:" + url))
+    compact = re.sub(r"\s", "", text)
+    if IBAN.fullmatch(compact.upper()) and iban_checksum(compact):
+        keys.append(("forms", "iban:" + compact.upper()))
+    if _PHONE.fullmatch(text):
+        phone = normalize_phone(text)
+        if phone:
+            keys.append(("forms", "phone:" + phone))
+    if text.startswith(("/", "~/", "./", "../")):
+        keys.append(("forms", "path:" + normalize_path(text)))
+    if _EMAIL.fullmatch(text) or _HOST.fullmatch(text):
+        keys.append(("folded", text.lower().rstrip(".")))
+    if not any(c.isspace() for c in text):
+        keys.append(("tokens", text))
+    return keys
+
+
+class Provenance:
+    """What one task has seen, by kind of content."""
+
+    def __init__(self, request: str) -> None:
+        self.request = " ".join(request.split())
+        self.user = Seen()
+        self.user.add(request)
+        self.trusted = Seen()
+        self.untrusted = Seen()
+
+    def saw(self, texts: Iterable[str], *, trusted: bool) -> None:
+        into = self.trusted if trusted else self.untrusted
+        for text in texts:
+            into.add(text)
+
+    def of(self, value: object) -> str:
+        """The provenance of a sink argument's value (a list: its least vouched-for element)."""
+        if isinstance(value, list | tuple):
+            found = {self.of(item) for item in value}
+            return next((p for p in LEAST_VOUCHED_FIRST if p in found), USER)
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            return UNSEEN
+        text = str(value)
+        keys = keys_of(text)
+        if any(self.user.has(key) for key in keys) or self._in_request(text):
+            return USER
+        if any(self.trusted.has(key) for key in keys):
+            return TRUSTED
+        if any(self.untrusted.has(key) for key in keys):
+            return UNTRUSTED
+        return UNSEEN
+
+    def _in_request(self, text: str) -> bool:
+        """A phrase (a value with spaces) the user wrote, as a whole phrase of the request."""
+        phrase = " ".join(text.split())
+        if " " not in phrase:
+            return False
+        start = self.request.find(phrase)
+        while start >= 0:
+            end = start + len(phrase)
+            before = self.request[start - 1] if start else " "
+            after = self.request[end] if end < len(self.request) else " "
+            if not (before.isalnum() or after.isalnum()):
+                return True
+            start = self.request.find(phrase, start + 1)
+        return False
