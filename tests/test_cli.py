@@ -13,6 +13,8 @@ from conftest import STARTER
 
 from tether import cli
 
+ROOT = STARTER.parent.parent.parent
+
 
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -95,22 +97,28 @@ def test_policy_validate_reports_file_line_and_id(initialised: Path, tmp_path: P
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "bad.cedar:4 [typo]: attribute `args.pth`" in result.stderr
     assert "did you mean `path`?" in result.stderr
-    ok = run_cli(initialised, "policy", "validate", str(STARTER / "policies"), "-w", "acme")
-    assert ok.returncode == 0 and "valid: 9 policies" in ok.stdout
+    installed = initialised / "workspaces" / "acme" / "policies"
+    ok = run_cli(initialised, "policy", "validate", str(installed), "-w", "acme")
+    assert ok.returncode == 0 and "valid: 17 policies" in ok.stdout  # 9 of acme's, 8 baseline
 
 
 def test_policy_test_passes_and_fails(initialised: Path, tmp_path: Path) -> None:
-    passing = run_cli(initialised, "policy", "test", str(STARTER / "policies"))
+    installed = initialised / "workspaces" / "acme"
+    passing = run_cli(initialised, "policy", "test", str(installed / "policies"))
     assert passing.returncode == 0, passing.stdout + passing.stderr
-    assert "11 passed, 0 failed" in passing.stdout
+    assert "14 passed, 0 failed" in passing.stdout
+
+    pack = run_cli(initialised, "policy", "test", str(ROOT / "policies" / "baseline"))
+    assert pack.returncode == 0, pack.stdout + pack.stderr
+    assert "15 passed, 0 failed" in pack.stdout
 
     copy = tmp_path / "acme"
-    shutil.copytree(STARTER, copy)
+    shutil.copytree(installed, copy)
     tests = copy / "policies" / "tests.yaml"
     tests.write_text(tests.read_text().replace("expect: approval_required", "expect: allow"))
     failing = run_cli(initialised, "policy", "test", str(copy / "policies"))
     assert failing.returncode == 1
-    assert "FAIL" in failing.stdout and "1 failed" in failing.stdout
+    assert "FAIL" in failing.stdout and "2 failed" in failing.stdout  # both step-up cases
 
 
 def test_policy_fmt(initialised: Path, tmp_path: Path) -> None:
@@ -127,6 +135,7 @@ def test_policy_fmt(initialised: Path, tmp_path: Path) -> None:
     assert (
         run_cli(initialised, "policy", "fmt", str(STARTER / "policies"), "--check").returncode == 0
     )
+    assert run_cli(initialised, "policy", "fmt", str(ROOT / "policies"), "--check").returncode == 0
 
 
 def test_administration_commands(tmp_path: Path) -> None:
@@ -204,7 +213,10 @@ def test_demo_plays_the_story(tmp_path: Path) -> None:
         "approval required (admin)",
         "policy monitor-never-writes",
         "agent coder is suspended",
-        "15 decisions recorded",
+        "policy baseline-sink-provenance",
+        "(to=untrusted)",
+        "policy baseline-lethal-trifecta",
+        "20 decisions recorded",
     ):
         assert expected in out, expected
 

@@ -78,8 +78,8 @@ def test_native_and_cedar_decide_alike_on_generated_bundles() -> None:
 
     check()
     # The property means something only if each path was taken often.
-    assert paths["native"] >= 100, paths
-    assert paths["cedar: outside the fragment"] >= 20, paths
+    assert paths["native"] >= 40, paths  # observed 91-209 over 30 seeds
+    assert paths["cedar: outside the fragment"] >= 40, paths  # observed 107-244
 
 
 def test_a_call_the_fragment_cannot_decide_goes_to_cedar(guard: Guard) -> None:
@@ -173,6 +173,12 @@ def native_says(condition: str, context: dict[str, Any]) -> bool | None:
         'context.args.amount.greaterThanOrEqual(decimal("100.0001"))',
         'context.args.tags.contains("y")',
         'context.args.tags.contains("z")',
+        'context.args.tags.containsAny(["z", "x"])',
+        'context.args.tags.containsAny(["z"])',
+        'context.args.tags.containsAll(["x", "y"])',
+        'context.args.tags.containsAll(["x", 1])',
+        "context.args.tags.isEmpty()",
+        "[].isEmpty()",
         '["x", 1, true].contains(context.args.n)',
         "context has task && context.task.calls > 2",
         "context.args has missing",
@@ -217,7 +223,6 @@ def test_bool_and_long_are_never_equal() -> None:
         "context.args.n + 1 > 0",  # arithmetic can overflow: Cedar's
         'action == Action::"t"',
         'principal in Workspace::"w"',
-        'context.args.tags.containsAny(["x"])',
         "context == {}",
         'resource.name == "w"',
         'context.args.amount.lessThan(decimal("1.00001"))',  # not a valid decimal literal

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,7 +56,6 @@ app.add_typer(tool_app, name="tool")
 
 out = Console(soft_wrap=True)
 EXIT_BY_EFFECT = {Effect.ALLOW: 0, Effect.DENY: 3, Effect.APPROVAL_REQUIRED: 4}
-STARTER = Path(__file__).parent / "starter"
 
 HomeOption = Annotated[
     Path,
@@ -91,11 +89,14 @@ def _guard() -> Iterator[Guard]:
 
 @app.command()
 def init() -> None:
-    """Create a starter home: workspace 'acme' with agents, catalogue, policies and policy tests."""
+    """Create a starter home: workspace 'acme' with agents, catalogue, policies (the baseline pack
+    included, in policies/baseline) and policy tests."""
+    from tether.demo import install_starter  # noqa: PLC0415 - only init and demo need it
+
     target = state.home / "workspaces" / "acme"
     if target.exists():
         raise InvalidInput(f"{target} already exists; remove it or use another --home")
-    shutil.copytree(STARTER / "acme", target)
+    install_starter(target)
     with _guard() as guard:
         guard.apply_directory(target)
     out.print(f"[green]Created[/] {state.home} with workspace [bold]acme[/] from {target}")
@@ -209,7 +210,8 @@ def policy_test(
     tests = load_test_file(test_path)
     catalogue_file = catalogue or case_file_catalogue(tests, test_path)
     cat = _catalogue(workspace, catalogue_file)
-    bundle = compile_bundle(read_policy_dir(policy_dir), cat.cedar_schema())
+    files = {**read_policy_dir(policy_dir), **tests.with_policies}
+    bundle = compile_bundle(files, cat.cedar_schema())
     if tests.agents is not None:
         agents = fixture_agents(tests.agents, workspace or WORKSPACE)
     elif workspace is not None:

@@ -36,6 +36,7 @@ from tether.policy.analysis import (
 )
 from tether.policy.annotations import Annotations, read_annotations
 from tether.policy.fastpath import Condition, Unsupported, compile_condition
+from tether.policy.reasons import ReasonTemplate, compile_reason
 from tether.policy.source import Statement, split_statements
 
 MAX_CACHED_SELECTIONS = 16_384
@@ -53,11 +54,8 @@ class Policy:
     template: pst.Template
     paths: Paths  # the context paths it reads
     condition: Condition | None  # its clauses, natively; None when outside the fast fragment
+    reason: ReasonTemplate  # @reason, or the policy's name
     inert: bool = False  # its scope matches no tool of the catalogue (an empty effect group)
-
-    @property
-    def reason(self) -> str:
-        return self.annotations.reason or f"policy {self.id}"
 
     def applies_to(self, tool: str, groups: frozenset[str]) -> bool:
         if self.inert:
@@ -232,6 +230,11 @@ def _compile_statement(
         return None
     (template,) = parsed.static_policies.values()
     annotations, annotation_problems = read_annotations(template)
+    policy_id = annotations.id or f"{statement.file}:{statement.line}"
+    reason, unknown = compile_reason(annotations.reason or f"policy {policy_id}")
+    annotation_problems += [
+        ("reason", f"@reason refers to {{{name}}}, which is not in the context") for name in unknown
+    ]
     for term, message in annotation_problems:
         problem(message, term)
 
@@ -249,7 +252,6 @@ def _compile_statement(
     if annotation_problems or not (result.validation_passed or inert):
         return None
 
-    policy_id = annotations.id or f"{statement.file}:{statement.line}"
     return Policy(
         id=policy_id,
         key=key,
@@ -261,6 +263,7 @@ def _compile_statement(
         template=dataclasses.replace(template, id=key),
         paths=context_paths(template),
         condition=_native(template),
+        reason=reason,
         inert=inert,
     )
 

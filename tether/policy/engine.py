@@ -93,7 +93,7 @@ def evaluate(
         def once(approved: bool) -> Outcome:
             call = request if not approved else dict(request, context=_approved(seen))
             result = cedarpy.is_authorized(call, policy_set, entities)
-            return _interpret(result, bundle.by_key, tool, agent.name)
+            return _interpret(result, bundle.by_key, tool, agent.name, context)
 
         return once
 
@@ -137,17 +137,17 @@ def _native(
         ctx = context if not approved else {**context, "approved": True}
         forbids = [p for p, condition in plan.forbids if condition(agent, ctx)]
         if forbids:
-            return _outcome(Effect.DENY, forbids)
+            return _outcome(Effect.DENY, forbids, context)
         permits = [p for p, condition in plan.permits if condition(agent, ctx)]
         if permits:
-            return _outcome(Effect.ALLOW, permits)
+            return _outcome(Effect.ALLOW, permits, context)
         return _nothing_permits(tool, agent.name)
 
     return once
 
 
-def _outcome(effect: Effect, policies: list[Policy]) -> Outcome:
-    reasons = tuple(Reason(Stage.POLICY, p.reason, p.id) for p in policies)
+def _outcome(effect: Effect, policies: list[Policy], context: Mapping[str, Any]) -> Outcome:
+    reasons = tuple(Reason(Stage.POLICY, p.reason.render(context), p.id) for p in policies)
     return Outcome(effect, reasons, tuple(p.id for p in policies))
 
 
@@ -156,7 +156,13 @@ def _nothing_permits(tool: str, agent: str) -> Outcome:
     return Outcome(Effect.DENY, (Reason(Stage.POLICY, text),), ())
 
 
-def _interpret(result: Any, by_key: Mapping[str, Policy], tool: str, agent: str) -> Outcome:
+def _interpret(
+    result: Any,
+    by_key: Mapping[str, Policy],
+    tool: str,
+    agent: str,
+    context: Mapping[str, Any],
+) -> Outcome:
     diagnostics = result.diagnostics
     failed_forbids = []
     for error in diagnostics.errors:
@@ -173,7 +179,7 @@ def _interpret(result: Any, by_key: Mapping[str, Policy], tool: str, agent: str)
 
     policies = [by_key[key] for key in diagnostics.reasons]
     if result.decision is cedarpy.Decision.Allow:
-        return _outcome(Effect.ALLOW, policies)
+        return _outcome(Effect.ALLOW, policies, context)
     if not policies:
         return _nothing_permits(tool, agent)
-    return _outcome(Effect.DENY, policies)
+    return _outcome(Effect.DENY, policies, context)

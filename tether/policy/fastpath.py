@@ -14,7 +14,8 @@ The fragment: scopes already decided for the selection (any principal, action an
 constraint that the selection resolved exactly); conditions built from boolean, integer and
 string literals, `principal.<name|kind|owner|spiffe_id>`, `principal == Agent::"x"`, attribute
 chains on `context`, `has`, `==`, `!=`, `<`, `<=`, `>`, `>=`, `like`, `.contains(...)`, the four
-decimal comparisons against `decimal("...")` literals, `&&`, `||`, `!` and `if-then-else`. None
+decimal comparisons against `decimal("...")` literals, `.containsAny`, `.containsAll`,
+`.isEmpty()`, `&&`, `||`, `!` and `if-then-else`. None
 of these can error in Cedar on a context of the schema's shape, except a lookup of an absent
 attribute, which is a `Fallback` here. tests/test_slicing_property.py and tests/test_fastpath.py
 check decisions against Cedar's.
@@ -176,6 +177,9 @@ def _unary(node: pst.UnaryOp) -> Condition:
     if node.op == "not":
         arg = _expr(node.arg)
         return lambda a, c: not _boolean(arg(a, c))
+    if node.op == "is_empty":
+        arg = _expr(node.arg)
+        return lambda a, c: len(_set(arg(a, c))) == 0
     if node.op == "decimal" and isinstance(node.arg, pst.StringLit):
         value = _decimal_literal(node.arg.value)
         return lambda _agent, _context: value
@@ -205,7 +209,7 @@ _DECIMAL_COMPARISONS = {
 }
 
 
-def _binary(node: pst.BinaryOp) -> Condition:
+def _binary(node: pst.BinaryOp) -> Condition:  # noqa: PLR0911 - one case per operator
     op = node.op
     if op in ("eq", "not_eq") and _is_principal(node.left) != _is_principal(node.right):
         return _principal_equals(node, negate=op == "not_eq")
@@ -222,6 +226,10 @@ def _binary(node: pst.BinaryOp) -> Condition:
         return lambda a, c: compare(_decimal(left(a, c)), _decimal(right(a, c)))
     if op == "contains":
         return lambda a, c: _contains(left(a, c), right(a, c))
+    if op == "contains_any":
+        return lambda a, c: any(_contains(left(a, c), x) for x in _set(right(a, c)))
+    if op == "contains_all":
+        return lambda a, c: all(_contains(left(a, c), x) for x in _set(right(a, c)))
     raise Unsupported(op)
 
 
@@ -308,10 +316,14 @@ def _decimal(value: Any) -> Decimal:
     raise Fallback
 
 
-def _contains(collection: Any, element: Any) -> bool:
-    if not isinstance(collection, list):
+def _set(value: Any) -> list[Any]:
+    if not isinstance(value, list):
         raise Fallback
-    return any(_equal(member, element) for member in collection)
+    return value
+
+
+def _contains(collection: Any, element: Any) -> bool:
+    return any(_equal(member, element) for member in _set(collection))
 
 
 def _like(node: pst.Like) -> Condition:

@@ -3,6 +3,8 @@
     catalogue: ../catalogue.yaml      # optional; else the workspace's catalogue in the store
     agents:                           # optional; else the workspace's agents in the store
       - {name: coder, kind: coder, owner: alice@acme.com}
+    with_policies:                    # optional; added to the bundle for these tests only
+      permit-all.cedar: "permit (principal, action, resource);"
     tests:
       - name: coders may e-mail colleagues
         agent: coder
@@ -16,7 +18,9 @@
         args: {branch: old}
         expect: approval_required
         approved: false               # optional; true evaluates as if a person approved
-        task: {user: alice, request: "...", calls: 3}   # optional context.task fields
+        task: {user: alice, request: "...", calls: 3, labels: [untrusted]}  # context.task
+        provenance: {to: untrusted}   # optional; a sink not named is `user`
+        risk: {level: high, signals: [denials]}               # optional context.risk
         time: 1767225600              # optional epoch seconds for context.time
 
 Arguments go through the same schema check and conversion as a live call, so a case can also
@@ -89,6 +93,9 @@ class TestFile(msgspec.Struct, forbid_unknown_fields=True):
     tests: list[Case]
     catalogue: str | None = None
     agents: list[AgentFixture] | None = None
+    # Policies added to the bundle for these tests only ({file name: Cedar text}): how a pack of
+    # forbids is tested under the permits a workspace would have.
+    with_policies: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
