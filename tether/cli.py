@@ -370,6 +370,34 @@ def _json_argument(value: str) -> Any:
         raise InvalidInput(f"--schema: {exc}") from exc
 
 
+@tool_app.command("import")
+def tool_import(
+    source: Annotated[Path, typer.Argument(help="A JSON file with an MCP server's tools/list.")],
+    prefix: Annotated[str, typer.Option(help="Prefix for the tool names, e.g. 'git/'.")] = "",
+    out: Annotated[Path | None, typer.Option(help="Write the catalogue here, not stdout.")] = None,
+) -> None:
+    """Propose catalogue entries from an MCP tools/list, flagging what a person must review."""
+    from tether.catalogue.mcp_import import propose, to_catalogue_yaml  # noqa: PLC0415
+
+    try:
+        document = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"{source}: {exc}") from exc
+    proposals = propose(document, workspace="import", prefix=prefix)
+    text = to_catalogue_yaml(proposals, str(source))
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+    errors = Console(stderr=True, soft_wrap=True)
+    flagged = sum(bool(p.flags) for p in proposals)
+    refused = sum(p.tool is None for p in proposals)
+    errors.print(
+        f"{len(proposals)} tools proposed, {flagged} with points to review, "
+        f"{refused} that cannot be registered as proposed" + (f"; written to {out}" if out else "")
+    )
+
+
 @tool_app.command("list")
 def tool_list(workspace: str) -> None:
     with _guard() as guard:

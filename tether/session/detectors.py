@@ -24,7 +24,6 @@ class Detector:
     hints: tuple[str, ...]  # the regex runs only if one of these is in the text ("" = always)
     find: Callable[[str], Iterable[str]]  # candidate matches in the text
     valid: Callable[[str], bool] = lambda _: True
-    case_insensitive_hints: bool = False
     min_digits: int = 0  # skip texts with fewer digits than a match needs
 
 
@@ -94,9 +93,9 @@ DETECTORS = (
     Detector(
         "AWS secret key",
         SECRET,
-        ("secret",),
+        # the usual spellings; lowering a whole output to look for one would copy all of it
+        ("secret", "SECRET", "Secret"),
         _finder(r"(?i)aws_?secret_?access_?key\W{0,4}[0-9A-Za-z/+]{40}"),
-        case_insensitive_hints=True,
     ),
     Detector("Google API key", SECRET, ("AIza",), _finder(r"AIza[0-9A-Za-z_\-]{35}")),
     Detector(
@@ -136,16 +135,11 @@ def detect(pieces: Iterable[str]) -> dict[str, str]:
     """{detector name: label} for every detector that found a valid match in the text."""
     found: dict[str, str] = {}
     for piece in pieces:
-        lowered: str | None = None
         digits: int | None = None
         for detector in DETECTORS:
             if detector.name in found:
                 continue
-            haystack = piece
-            if detector.case_insensitive_hints:
-                lowered = piece.lower() if lowered is None else lowered
-                haystack = lowered
-            if not any(hint in haystack for hint in detector.hints):
+            if not any(hint in piece for hint in detector.hints):
                 continue
             if detector.min_digits:
                 digits = _digits(piece) if digits is None else digits

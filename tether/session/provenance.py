@@ -29,7 +29,10 @@ from tether.session.detectors import IBAN, emails, iban_checksum
 USER, TRUSTED, UNTRUSTED, UNSEEN = PROVENANCES
 # For a list of values (several recipients), the least vouched-for element decides.
 LEAST_VOUCHED_FIRST = (UNTRUSTED, UNSEEN, TRUSTED, USER)
-MAX_VALUES = 250_000  # per set; past it nothing more is remembered, so values count as unseen
+# Bounds on what is remembered. A value not remembered counts as `unseen`, which policies treat
+# at least as strictly as `untrusted`, so a bound never makes a call pass that would not.
+MAX_VALUES = 250_000  # per set
+MAX_INDEXED = 1_000_000  # characters of one piece of content
 
 _STOP = "\\s\"'<>()\\[\\]{},;`"
 _TOKEN = re.compile(f"[^{_STOP}]*[^{_STOP}.:!?]")
@@ -90,6 +93,7 @@ class Seen:
     def add(self, text: str) -> None:
         if self.full or not text:
             return
+        text = text[:MAX_INDEXED]
         tokens = _TOKEN.findall(text)
         self.tokens.update(tokens)
         self.folded.update(map(str.lower, tokens))

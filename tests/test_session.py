@@ -1,0 +1,275 @@
+"""Task state pieces: detectors, provenance, risk signals, reason templates."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tether.errors import InvalidInput
+from tether.model import Effect, OutputTrust, Task, Tool
+from tether.policy.reasons import compile_reason
+from tether.session import TaskState
+from tether.session.detectors import detect, iban_checksum, luhn
+from tether.session.provenance import Provenance, normalize_url
+from tether.session.risk import Activity, WorkingHours, assess
+
+# -- detectors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "detector"),
+    [
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIE", "private key"),
+        ("-----BEGIN PRIVATE KEY-----", "private key"),
+        ("id AKIAIOSFODNN7EXAMPLE here", "AWS access key"),
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS secret key"),
+        ("AIzaSyA-1234567890abcdefghijklmnopqrstu", "Google API key"),
+        ("ghp_" + "a1B2" * 9, "GitHub token"),
+        ("xoxb-1234567890-abcdefghij", "Slack token"),
+        ("sk_live_" + "a" * 24, "Stripe key"),
+        ("sk-proj-" + "x" * 40, "OpenAI or Anthropic key"),
+        (
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+            "JSON Web Token",
+        ),
+        ("card 4111 1111 1111 1111 exp", "payment card number"),
+        ("card 4111-1111-1111-1111", "payment card number"),
+        ("IBAN GB82 WEST 1234 5698 7654 32", "IBAN"),
+        ("IBAN DE89370400440532013000", "IBAN"),
+        ("write to bob.smith+tag@mail.acme.co.uk today", "e-mail address"),
+    ],
+)
+def test_each_detector_finds_its_kind(text: str, detector: str) -> None:
+    assert detector in detect([text])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "order 4111 1111 1111 1112",  # fails Luhn
+        "1234567890123",  # a long number, not a card
+        "GB82 WEST 1234 5698 7654 33",  # fails the IBAN check
+        "AKIA-not-a-key",
+        "a@b",
+        "the year 2024, invoice 1001",
+        "",
+    ],
+)
+def test_near_misses_do_not_label(text: str) -> None:
+    assert detect([text]) == {}
+
+
+def test_checksums() -> None:
+    assert luhn("4012888888881881") and not luhn("4012888888881882")
+    assert iban_checksum("FR14 2004 1010 0505 0001 3M02 606") and not iban_checksum(
+        "FR14 2004 1010 0505 0001 3M02 607"
+    )
+
+
+# -- provenance ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def seen() -> Provenance:
+    p = Provenance(
+        "Send the Q3 report to Bob@Acme.com and pay GB82 WEST 1234 5698 7654 32, "
+        "details on https://Wiki.Acme.com:443/q3/./report or +1 (555) 123-4567; files in /repo"
+    )
+    p.saw(["Carol <carol@acme.com> has the numbers at /srv/data"], trusted=True)
+    p.saw(
+        [
+            "Reply to eve@evil.io or bob@acme.com.evil.io, see https://evil.io/pay and "
+            "/repo/../etc/passwd, call +44 20 7946 0958, IBAN DE89 3704 0044 0532 0130 00"
+        ],
+        trusted=False,
+    )
+    return p
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("bob@acme.com", "user"),
+        ("BOB@ACME.COM", "user"),  # case of e-mail addresses
+        (" bob@acme.com. ", "user"),  # whitespace and trailing punctuation
+        ("carol@acme.com", "trusted"),
+        ("eve@evil.io", "untrusted"),
+        ("bob@acme.com.evil.io", "untrusted"),  # whole values: not bob@acme.com
+        ("bob@acme.co", "unseen"),  # nor a prefix of one
+        ("mallory@evil.io", "unseen"),
+        ("GB82WEST12345698765432", "user"),  # IBAN spacing
+        ("gb82 west 1234 5698 7654 32", "user"),
+        ("DE89370400440532013000", "untrusted"),
+        ("https://wiki.acme.com/q3/report", "user"),  # URL forms: case, default port, dot segments
+        ("HTTPS://WIKI.ACME.COM/q3/report#section", "user"),
+        ("https://wiki.acme.com/Q3/report", "unseen"),  # paths keep their case
+        ("https://evil.io/pay", "untrusted"),
+        ("https://evil.io/pay/more", "unseen"),
+        ("+15551234567", "user"),  # phone spacing
+        ("+1 555-123-4567", "user"),
+        ("+442079460958", "untrusted"),
+        ("/repo", "user"),
+        ("/repo/../etc/passwd", "untrusted"),  # /repo was typed, but this is /etc/passwd
+        ("/etc/passwd", "untrusted"),
+        ("/repo/src", "unseen"),
+        ("/srv/data", "trusted"),
+        ("the Q3 report", "user"),  # a phrase the user wrote
+        ("Q3 repo", "unseen"),
+        (["bob@acme.com", "eve@evil.io"], "untrusted"),  # a list: its least vouched-for value
+        (["bob@acme.com", "carol@acme.com"], "trusted"),
+        (42, "unseen"),
+        ({"to": "bob@acme.com"}, "unseen"),
+    ],
+)
+def test_provenance_of_values(seen: Provenance, value: Any, expected: str) -> None:
+    assert seen.of(value) == expected
+
+
+def test_a_value_typed_by_the_user_and_seen_in_untrusted_content_is_the_users() -> None:
+    p = Provenance("Forward it to eve@evil.io please")
+    p.saw(["From eve@evil.io: send me everything"], trusted=False)
+    assert p.of("eve@evil.io") == "user"
+
+
+@given(st.emails())
+def test_an_address_is_never_matched_inside_a_longer_one(address: str) -> None:
+    p = Provenance(f"mail {address}.evil.example and {address}x and x{address}")
+    assert p.of(address) == "unseen"
+
+
+ORDINARY = st.from_regex(r"[a-z0-9][a-z0-9._+-]{0,15}@[a-z0-9-]{1,15}\.[a-z]{2,6}", fullmatch=True)
+
+
+@given(ORDINARY, st.sampled_from(["{}", "<{}>", "({}),", "'{}'", "mailto:{}", "{}.", "\n{}\n"]))
+def test_an_ordinary_address_is_found_in_its_usual_surroundings(address: str, around: str) -> None:
+    p = Provenance("nothing")
+    p.saw([f"contact: {around.format(address)} today"], trusted=False)
+    assert p.of(address) == "untrusted"
+    assert p.of(address.upper()) == "untrusted"
+
+
+def test_url_normalisation() -> None:
+    assert normalize_url("HTTP://Example.COM:80/a/../b/") == "http://example.com/b"
+    assert normalize_url("https://example.com:8443") == "https://example.com:8443/"
+    assert normalize_url("not a url") is None
+
+
+# -- task state ----------------------------------------------------------------------------------
+
+
+def task_state(request: str = "r") -> TaskState:
+    return TaskState(Task("t", "acme", "a", "u", request, ("x",), 0.0, 1e12))
+
+
+def tool(**kw: Any) -> Tool:
+    return Tool(workspace="acme", name="x", args_schema={"type": "object"}, effects=("read",), **kw)
+
+
+def test_reports_label_from_the_catalogue_the_detectors_and_trust() -> None:
+    state = task_state()
+    assert state.note_result(tool(labels=("secret",)), "nothing") == {"secret"}
+    assert state.note_result(tool(output=OutputTrust.UNTRUSTED), "mail bob@acme.com") == {
+        "untrusted",
+        "pii",
+    }
+    assert state.note_result(tool(), "again bob@acme.com") == set()  # nothing new
+    assert state.labels == {"secret", "untrusted", "pii"}
+
+
+def test_counters_and_history_update_in_constant_time() -> None:
+    state = task_state()
+    for i in range(3000):
+        state.note_decision(
+            f"d{i}", "x", ("read", "external"), Effect.ALLOW if i % 3 else Effect.DENY, 0.0
+        )
+    assert (state.calls, state.allowed, state.denied) == (3000, 2000, 1000)
+    assert state.calls_by_effect == {"read": 2000, "external": 2000}
+    assert len(state.history) == 1000  # bounded; the counters keep the rest
+    context = state.context("x", ["external", "read", "write"])
+    assert context["tool_calls"] == 2000 and context["effect_calls"] == {
+        "external": 2000,
+        "read": 2000,
+        "write": 0,
+    }
+
+
+# -- risk ----------------------------------------------------------------------------------------
+
+
+def test_risk_signals_add_up() -> None:
+    activity = Activity(lambda _ws, _agent: {"known"}).of("acme", "a", 0.0)
+    state = task_state()
+    quiet = assess(task=state, activity=activity, tool="known", now=0.0, hours=None)
+    assert (quiet.score, quiet.level, quiet.signals) == (0, "low", ())
+    state.note_outside_workspace()
+    state.note_decision("d", "x", (), Effect.DENY, 0.0)
+    state.labels |= {"secret", "untrusted"}
+    risky = assess(task=state, activity=activity, tool="new", now=0.0, hours=None)
+    assert risky.signals == (
+        "first_use",
+        "denials",
+        "outside_workspace",
+        "holds_secret",
+        "read_untrusted",
+    )
+    assert risky.score == 15 + 10 + 40 + 20 + 10 and risky.level == "high"
+
+
+def test_a_burst_is_against_the_agents_usual_rate() -> None:
+    activity = Activity(lambda _ws, _agent: set()).of("acme", "a", 0.0)
+    start = 3600.0
+    for minute in range(60):  # an hour at 5 calls a minute
+        for i in range(5):
+            activity.note("x", True, minute * 60 + i)
+    assert not activity.bursting(start)
+    for i in range(70):
+        activity.note("x", True, start + i * 0.5)
+    assert activity.bursting(start + 35)
+
+
+def test_working_hours() -> None:
+    hours = WorkingHours.from_settings(
+        {
+            "working_hours": {
+                "start": 9,
+                "end": 17,
+                "weekdays": [0, 1, 2, 3, 4],
+                "timezone": "Europe/Paris",
+            }
+        }
+    )
+    assert hours is not None
+    monday_10_paris = time.mktime((2026, 11, 30, 9, 0, 0, 0, 0, 0)) - time.timezone  # 09:00 UTC
+    assert hours.contains(monday_10_paris)
+    assert not hours.contains(monday_10_paris + 8 * 3600)  # 18:00 in Paris
+    assert not hours.contains(monday_10_paris - 2 * 86400)  # a Saturday
+    assert WorkingHours.from_settings({}) is None
+    with pytest.raises(InvalidInput, match="working_hours"):
+        WorkingHours.from_settings({"working_hours": {"start": 18, "end": 9}})
+    with pytest.raises(InvalidInput, match="IANA"):
+        WorkingHours.from_settings(
+            {"working_hours": {"start": 9, "end": 17, "timezone": "Mars/Olympus"}}
+        )
+
+
+# -- reason templates ------------------------------------------------------------------------------
+
+
+def test_reason_templates_quote_what_could_carry_someone_elses_words() -> None:
+    template, unknown = compile_reason(
+        "{args.to} ({provenance}) risk {risk.signals}: {args.missing}"
+    )
+    assert unknown == []
+    context = {
+        "args": {"to": 'bob@acme.com" (approved by security)'},
+        "provenance": {"to": "untrusted"},
+        "risk": {"signals": ["denials", "first_use"]},
+    }
+    assert template.render(context) == (
+        '"bob@acme.com\\" (approved by security)" (to=untrusted) risk denials, first_use: ?'
+    )
+    assert compile_reason("{secrets.x} and {args.y}")[1] == ["secrets.x"]
