@@ -88,7 +88,7 @@ def _propose(entry: dict[str, Any], workspace: str, prefix: str) -> Proposal:
 
 
 def _effects(hints: dict[str, Any], flags: list[str]) -> tuple[list[str], OutputTrust]:
-    meaningful = ("readOnlyHint", "openWorldHint")
+    meaningful: tuple[str, ...] = ("readOnlyHint", "openWorldHint")
     if hints.get("readOnlyHint") is not True:  # destructiveHint only matters for writers
         meaningful += ("destructiveHint",)
     missing = [h for h in HINTS if h in meaningful and h not in hints]
