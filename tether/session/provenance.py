@@ -36,9 +36,11 @@ MAX_INDEXED = 1_000_000  # characters of one piece of content
 
 _STOP = "\\s\"'<>()\\[\\]{},;`"
 _TOKEN = re.compile(f"[^{_STOP}]*[^{_STOP}.:!?]")
-_URL = re.compile(f"[A-Za-z][A-Za-z0-9+.\\-]*://[^{_STOP}]*[^{_STOP}.:!?]")
+# URLs and paths are whole tokens: found by an anchored match on each token, not by a scan of
+# the text trying every position.
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_PATH_START = re.compile(r"(?:~|\.{1,2})?/(?!/)")
 _PHONE = re.compile(r"[+\d][\d ().\-]{5,22}\d")  # starts with a character set: a fast scan
-_PATH = re.compile(f"(?<![\\w/.])(?:~|\\.{{1,2}})?/[^{_STOP}]*[^{_STOP}.:!?]")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})+")
 _HOST = re.compile(r"(?:[A-Za-z0-9\-]{1,63}\.)+[A-Za-z]{2,63}\.?")
 _TRAILING = ".,;:!?"
@@ -98,28 +100,28 @@ class Seen:
         self.tokens.update(tokens)
         self.folded.update(map(str.lower, tokens))
         self.folded.update(address.lower() for address in emails(text))
-        self.forms.update(_forms(text))
+        self.forms.update(_forms(text, tokens))
 
     def has(self, key: tuple[str, str]) -> bool:
         kind, value = key
         return value in getattr(self, kind)
 
 
-def _forms(text: str) -> Iterable[str]:
+def _forms(text: str, tokens: list[str]) -> Iterable[str]:
     if "://" in text:
-        for url in _URL.findall(text):
+        for url in set(filter(_URL_START.match, tokens)):
             normal = normalize_url(url)
             if normal:
                 yield "url:" + normal
     if "/" in text:
-        for path in _PATH.findall(text):
+        for path in set(filter(_PATH_START.match, tokens)):
             yield "path:" + normalize_path(path)
     if sum(text.count(d) for d in "0123456789") >= _MIN_PHONE_DIGITS:
         if text.lower() != text:  # an IBAN starts with two capital letters
             for candidate in IBAN.findall(text):
                 if iban_checksum(candidate):
                     yield "iban:" + candidate.replace(" ", "")
-        for candidate in _PHONE.findall(text):
+        for candidate in set(_PHONE.findall(text)):
             phone = normalize_phone(candidate)
             if phone:
                 yield "phone:" + phone
