@@ -38,6 +38,17 @@ def test_cedar_examples_validate_against_the_starter_catalogue(where: str, text:
     assert bundle.policies
 
 
+CATALOGUES = [(where, text) for where, text in blocks("yaml") if "\ntools:" in "\n" + text]
+
+
+@pytest.mark.parametrize(("where", "text"), CATALOGUES, ids=lambda v: v if "#" in str(v) else "")
+def test_catalogue_examples_load(where: str, text: str, tmp_path: Path) -> None:
+    file = tmp_path / "catalogue.yaml"
+    file.write_text(text)
+    tools = load_catalogue_file(file, "acme")
+    assert tools and Catalogue({t.name: compile_tool(t) for t in tools}).cedar_schema()
+
+
 @pytest.mark.parametrize(
     ("where", "code"), blocks("python"), ids=lambda v: v if "#" in str(v) else ""
 )
@@ -56,4 +67,4 @@ def test_examples_run(example: Path) -> None:
 
 
 def test_there_are_examples_to_check() -> None:
-    assert len(blocks("cedar")) >= 6 and blocks("python")
+    assert len(blocks("cedar")) >= 6 and blocks("python") and CATALOGUES

@@ -149,3 +149,32 @@ def test_statements_keep_their_lines_across_strings_and_comments() -> None:
 def test_empty_bundle_is_valid_and_denies_everything(guard: Guard) -> None:
     bundle = compile_bundle({}, guard.check_policies("acme", {}).cedar_schema)
     assert not bundle.policies
+
+
+def test_a_policy_for_an_effect_no_tool_has_is_inert_until_one_does(guard: Guard) -> None:
+    money = (
+        '@id("cap") @reason("small payments only") forbid (principal, action in Action::"financial", resource)\n'
+        'when { context.args.amount.greaterThan(decimal("10.0")) };'
+    )
+    guard.activate_policies(
+        "acme", {"money.cedar": money, "ok.cedar": "permit (principal, action, resource);"}
+    )
+    bundle = guard.check_policies("acme", {"money.cedar": money})
+    assert bundle.policies["cap"].inert
+    assert all(not any(p.id == "cap" for p in policies) for policies in bundle.slices.values())
+    # A financial tool without `amount` would break the policy: refused, nothing written.
+    with pytest.raises(PolicyError, match=r"args\.amount"):
+        guard.register_tool("acme", "pay", effects=["financial"], args_schema={"type": "object"})
+    guard.register_tool(
+        "acme",
+        "pay",
+        effects=["financial"],
+        args_schema={
+            "type": "object",
+            "properties": {"amount": {"type": "number"}},
+            "required": ["amount"],
+        },
+    )
+    with guard.task(workspace="acme", agent="coder", user="a", request="", tools=["pay"]) as task:
+        assert task.authorize("pay", {"amount": 5}).allowed
+        assert task.authorize("pay", {"amount": 50}).reasons[0].policy == "cap"

@@ -24,7 +24,7 @@ from rich.table import Table
 from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
 from tether.errors import InvalidInput, TetherError
 from tether.model import Effect
-from tether.policy import compile_bundle, read_policy_dir
+from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.policy.fmt import format_files
 from tether.policy.testing import (
     TEST_FILE,
@@ -198,6 +198,17 @@ def policy_validate(
     """Parse and validate a policy folder against a catalogue; list every problem with its line."""
     bundle = compile_bundle(read_policy_dir(path), _catalogue(workspace, catalogue).cedar_schema())
     out.print(f"[green]valid[/]: {len(bundle.policies)} policies, version {bundle.version}")
+    _print_inert(bundle)
+
+
+def _print_inert(bundle: Bundle) -> None:
+    for policy in bundle.policies.values():
+        if policy.inert:
+            where = escape(f"{policy.file}:{policy.line} [{policy.id}]")
+            out.print(
+                f"  [dim]note: {where} applies to no tool of this catalogue "
+                "(an effect group no tool has): it is inert[/]"
+            )
 
 
 @policy_app.command("test")
@@ -265,7 +276,9 @@ def policy_activate(
     """Validate a policy folder against the workspace's catalogue and enforce it."""
     with _guard() as guard:
         version = guard.activate_policies(workspace, path)
+        bundle = guard.check_policies(workspace, path)
     out.print(f"[green]active[/] in {workspace}: {version}")
+    _print_inert(bundle)
 
 
 # -- workspaces, agents, tools -------------------------------------------------------------------
