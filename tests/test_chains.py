@@ -238,3 +238,22 @@ def test_an_output_too_large_to_read_whole_is_labelled(
         d = t.authorize("read_file", {"path": "/x"})
         t.report(d, "y" * 5000)
     assert "unscanned" in t.state.labels
+
+
+def test_first_use_is_remembered_across_restarts(home: Path) -> None:
+    def risk_signals(guard: Guard) -> list[str]:
+        with task(guard, "Read the notes") as t:
+            t.authorize("read_file", {"path": "/notes"})
+        record = guard.store.decisions(limit=1)[0]
+        return list(json.loads(record.context or "{}")["risk"]["signals"])
+
+    with Guard.embedded(home=home) as guard:
+        guard.add_workspace("acme")
+        guard.register_agent("acme", "assistant", kind="assistant", owner="alice@acme.com")
+        for name, spec in TOOLS.items():
+            guard.register_tool("acme", name, **spec)
+        guard.activate_policies("acme", {**BASELINE, **PERMIT})
+        assert risk_signals(guard) == ["first_use"]
+        assert risk_signals(guard) == []
+    with Guard.embedded(home=home) as guard:  # a new process on the same store
+        assert risk_signals(guard) == []
