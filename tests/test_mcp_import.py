@@ -50,7 +50,7 @@ def test_silence_means_the_worst_and_is_flagged(proposals: dict[str, object]) ->
 def test_contradictions_take_the_stricter_reading(proposals: dict[str, object]) -> None:
     wipe = proposals["wipe_cache"]
     assert wipe.tool.effects == ("write", "destructive")  # type: ignore[attr-defined]
-    assert "unmapped hints: costHint" in wipe.flags  # type: ignore[attr-defined]
+    assert 'unmapped hints: "costHint"' in wipe.flags  # type: ignore[attr-defined]
     assert any("contradict" in f for f in wipe.flags)  # type: ignore[attr-defined]
 
 

@@ -43,6 +43,7 @@ class AgentStatus(StrEnum):
 class TaskStatus(StrEnum):
     OPEN = "open"
     ENDED = "ended"
+    EXPIRED = "expired"
     REVOKED = "revoked"
 
 

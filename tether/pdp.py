@@ -160,6 +160,7 @@ def build_context(call: Call, activity: Activity) -> Reason | None:
         risk=risk.context(),
         now=call.now,
     )
+    task.note_arguments(plain)  # after the sources: a value does not vouch for itself
     return None
 
 

@@ -90,7 +90,7 @@ class Catalogue:
 
     def __post_init__(self) -> None:
         effects = {e for tool in self.tools.values() for e in tool.spec.effects}
-        clashes = sorted(effects & set(self.tools))
+        clashes = sorted((effects | set(WELL_KNOWN_EFFECTS)) & set(self.tools))
         if clashes:
             raise CatalogueError(
                 f"tool names {clashes} are also effect names; Cedar would not tell the tool from "

@@ -49,6 +49,10 @@ def load_catalogue_file(path: str | Path, workspace: str) -> list[Tool]:
         parsed = msgspec.yaml.decode(path.read_bytes(), type=_File)
     except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise InvalidInput(f"{path}: {exc}") from exc
+    names = [e.name for e in parsed.tools]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidInput(f"{path}: tools named more than once: {twice}")
     return [
         Tool(
             workspace=workspace,

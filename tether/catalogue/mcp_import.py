@@ -18,6 +18,7 @@ stricter `write, destructive`. Sink arguments are guessed from argument names an
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -94,9 +95,9 @@ def _effects(hints: dict[str, Any], flags: list[str]) -> tuple[list[str], Output
     missing = [h for h in HINTS if h in meaningful and h not in hints]
     if missing:
         flags.append(f"hints not given, MCP defaults assumed: {', '.join(missing)}")
-    unmapped = sorted(set(hints) - {*HINTS, "title"})
+    unmapped = sorted(str(h) for h in set(hints) - {*HINTS, "title"})
     if unmapped:
-        flags.append(f"unmapped hints: {', '.join(unmapped)}")
+        flags.append(f"unmapped hints: {', '.join(json.dumps(h) for h in unmapped)}")
     if "idempotentHint" in hints:
         flags.append("idempotentHint is not mapped to an effect")
 
@@ -130,12 +131,18 @@ def to_catalogue_yaml(proposals: list[Proposal], source: str) -> str:
     ]
     for proposal in proposals:
         lines.append("")
-        lines.extend(f"  # REVIEW: {flag}" for flag in proposal.flags)
+        lines.extend(f"  # REVIEW: {_one_line(flag)}" for flag in proposal.flags)
         entry = _entry(proposal) if proposal.tool is not None else {"name": proposal.name}
         text = yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, width=100)
         prefix = "  " if proposal.tool is not None else "  # "
         lines.extend(prefix + line for line in text.rstrip("\n").splitlines())
     return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str) -> str:
+    """A comment line that stays a comment: the server chose some of this text (hint names,
+    property names in error messages), and a newline in it would start real YAML."""
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
 
 
 def _entry(proposal: Proposal) -> dict[str, Any]:

@@ -240,10 +240,15 @@ def _compile_statement(
 
     result = cedarpy.validate_policies(statement.text, schema)
     no_action = [e for e in result.errors if _NO_ACTION in e.error]
-    inert = bool(no_action) and len(no_action) == len(result.errors)
-    # An inert policy's scope names only effect groups no tool of this catalogue has: it can
-    # never apply. It is kept (and validated in full once such a tool is registered), and
-    # evaluated for nothing.
+    inert = (
+        bool(no_action)
+        and len(no_action) == len(result.errors)
+        and isinstance(template.action, pst.ActionIn)
+        and all(e.id in _empty_groups(cedar_schema) for e in template.action.entities)
+    )
+    # An inert policy's scope is `action in` effect groups no tool of this catalogue has: it
+    # can never apply. It is kept (and validated in full once such a tool is registered), and
+    # evaluated for nothing. Any other policy that applies to no action is a mistake, reported.
     unknown_action = any(_ACTION.search(e.error) for e in result.errors)
     for error in [] if inert else result.errors:
         if unknown_action and _NO_ACTION in error.error:
@@ -334,6 +339,13 @@ def _scoped_actions(constraint: Any) -> frozenset[str] | None:
     if isinstance(constraint, pst.ActionIn):
         return frozenset(e.id for e in constraint.entities)
     return None
+
+
+def _empty_groups(cedar_schema: Mapping[str, Any]) -> frozenset[str]:
+    """Effect groups that no tool is a member of."""
+    actions = cedar_schema.get("", {}).get("actions", {})
+    used = {m["id"] for spec in actions.values() for m in spec.get("memberOf", ())}
+    return frozenset(name for name, spec in actions.items() if "appliesTo" not in spec) - used
 
 
 def _action_groups(cedar_schema: Mapping[str, Any]) -> dict[str, frozenset[str]]:

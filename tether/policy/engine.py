@@ -147,6 +147,8 @@ def _native(
 
 
 def _outcome(effect: Effect, policies: list[Policy], context: Mapping[str, Any]) -> Outcome:
+    # In bundle order, whichever evaluator decided: the first reason is the same either way.
+    policies = sorted(policies, key=lambda p: int(p.key[1:]))
     reasons = tuple(Reason(Stage.POLICY, p.reason.render(context), p.id) for p in policies)
     return Outcome(effect, reasons, tuple(p.id for p in policies))
 

@@ -20,7 +20,7 @@ from typing import Any
 ROOTS = ("args", "provenance", "task", "tool", "sinks", "risk", "approved", "time")
 MAX_VALUE = 80
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
-_PLAIN = re.compile(r"[\w.@:/+\-]{1,64}")
+_PLAIN = re.compile(r"[\w.@:/+\-]{1,64}", re.ASCII)  # anything else is quoted, escaped
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,7 @@ class Guard:
         if not 0 < ttl <= MAX_TASK_TTL:
             raise InvalidInput(f"task ttl must be between 0 and {MAX_TASK_TTL:.0f} seconds")
         now = self._clock()
+        self._forget_expired(now)
         record = Task(
             id=new_id("task_"),
             workspace=workspace,
@@ -257,7 +258,11 @@ class Guard:
                 @functools.wraps(fn)
                 async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                     handle, decision = authorize(args, kwargs)
-                    result = await fn(*args, **kwargs)
+                    try:
+                        result = await fn(*args, **kwargs)
+                    except Exception as exc:
+                        handle.report(decision, _failure(exc))
+                        raise
                     handle.report(decision, result)
                     return result
 
@@ -266,7 +271,11 @@ class Guard:
             @functools.wraps(fn)
             def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
                 handle, decision = authorize(args, kwargs)
-                result = fn(*args, **kwargs)
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    handle.report(decision, _failure(exc))
+                    raise
                 handle.report(decision, result)
                 return result
 
@@ -274,11 +283,25 @@ class Guard:
 
         return decorate
 
+    def _forget_expired(self, now: float) -> None:
+        """Expired tasks can no longer act (the task gate sees to that); this frees their state."""
+        for state in [s for s in self._tasks.values() if s.task.expires_at <= now]:
+            self._end(state, TaskStatus.EXPIRED)
+
     def _end(self, state: TaskState, status: TaskStatus) -> None:
         if state.status is TaskStatus.OPEN:
             state.status = status
             self.store.finish_task(state.id, status, self._clock())
         self._tasks.pop(state.id, None)
+
+
+def _failure(exc: Exception) -> str:
+    """What a failed tool call told the agent: its error text is content the task has read
+    (an HTTP error page can carry an attacker's instructions as well as any page)."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return type(exc).__name__
 
 
 def _raise_unless_allowed(decision: Decision) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from io import IOBase
 from typing import Any
 
 MAX_TEXT = 32 * 1024 * 1024  # characters read from one output
@@ -43,8 +44,9 @@ def text_of(output: Any) -> Text:
     return Text(tuple(pieces), truncated)
 
 
-def _strings(output: Any) -> Iterator[str | None]:
-    """Every string in `output`, depth-first without recursion; None when the node budget ends."""
+def _strings(output: Any) -> Iterator[str | None]:  # noqa: PLR0912 - a branch per kind of value
+    """Every string in `output`, depth-first without recursion; None wherever something was left
+    unread (the node budget ran out, a value was cut short, or could not be read at all)."""
     stack = [output]
     visited = 0
     while stack:
@@ -57,20 +59,31 @@ def _strings(output: Any) -> Iterator[str | None]:
             yield value
         elif isinstance(value, bytes | bytearray | memoryview):
             yield bytes(value[:MAX_TEXT]).decode("utf-8", errors="replace")
+            if len(value) > MAX_TEXT:
+                yield None
         elif isinstance(value, Mapping):
             for key, item in reversed(list(value.items())):
-                stack.append(item)
-                stack.append(key)
+                if isinstance(key, str) and isinstance(item, str):
+                    # together, so `{"aws_secret_access_key": K}` reads like the text it is
+                    stack.append(f"{key}: {item}")
+                else:
+                    stack.append(item)
+                    stack.append(key)
         elif isinstance(value, list | tuple | set | frozenset):
             stack.extend(reversed(list(value)))
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            yield str(value)  # a card or account number may come as a number
+            yield _describe(value)  # a card or account number may come as a number
+        elif isinstance(value, Iterator | IOBase):
+            yield None  # a stream: reading it here would consume it; what it holds is unknown
         elif value is not None and not isinstance(value, bool):
             yield _describe(value)
 
 
-def _describe(value: Any) -> str:
+def _describe(value: Any) -> str | None:
+    """The text of a value that is neither text nor a container; None if it cannot be read
+    (an int too long for str(), a __str__ that raises)."""
     try:
-        return str(value)[: MAX_TEXT // 4]
-    except Exception:  # an object whose __str__ fails is still reported, as its type
-        return type(value).__name__[:MAX_SCALAR]
+        text = str(value)
+    except Exception:
+        return None
+    return text if len(text) <= MAX_TEXT // 4 else None

@@ -9,6 +9,11 @@ there, and every sink argument of a call gets a provenance:
 - `untrusted` only third-party content (e-mails, web pages, files, messages) contained it;
 - `unseen`    it appeared nowhere the task knows of (made up, or assembled from pieces).
 
+A trusted tool vouches only for what it reveals: a value the agent itself had already put in
+the arguments of a call is not promoted by a trusted output that repeats it (a "not found: X"
+echo, or a note the agent wrote and read back), since an injected agent could launder any value
+that way.
+
 Values are matched whole, never as substrings (`bob@acme.com` is not `bob@acme.com.evil.io`),
 after normalisation: case for e-mail addresses and host names, trailing punctuation, IBAN and
 phone spacing, URL forms (scheme and host case, default ports, dot segments, fragments) and file
@@ -32,10 +37,13 @@ LEAST_VOUCHED_FIRST = (UNTRUSTED, UNSEEN, TRUSTED, USER)
 # Bounds on what is remembered. A value not remembered counts as `unseen`, which policies treat
 # at least as strictly as `untrusted`, so a bound never makes a call pass that would not.
 MAX_VALUES = 250_000  # per set
-MAX_INDEXED = 1_000_000  # characters of one piece of content
+MAX_INDEXED = 1_000_000  # characters indexed of one output
+MAX_CHARS = 16_000_000  # characters remembered per kind of content, over the whole task
 
 _STOP = "\\s\"'<>()\\[\\]{},;`"
-_TOKEN = re.compile(f"[^{_STOP}]*[^{_STOP}.:!?]")
+# A token: text between stop characters, without trailing `.:!?`. Written so that a long run of
+# punctuation cannot make the engine backtrack (possessive quantifiers: linear time).
+_TOKEN = re.compile(f"[^{_STOP}.:!?]++(?:[.:!?]++[^{_STOP}.:!?]++)*+")
 # URLs and paths are whole tokens: found by an anchored match on each token, not by a scan of
 # the text trying every position.
 _URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -87,20 +95,29 @@ class Seen:
         self.tokens: set[str] = set()
         self.folded: set[str] = set()
         self.forms: set[str] = set()
+        self.chars = 0  # characters remembered, against MAX_CHARS
 
     @property
     def full(self) -> bool:
-        return max(len(self.tokens), len(self.folded), len(self.forms)) >= MAX_VALUES
+        most = max(len(self.tokens), len(self.folded), len(self.forms))
+        return most >= MAX_VALUES or self.chars >= MAX_CHARS
 
-    def add(self, text: str) -> None:
+    def add(self, text: str, *, except_in: Seen | None = None) -> None:
+        """Remember the values in `text`, but for those already in `except_in`."""
         if self.full or not text:
             return
-        text = text[:MAX_INDEXED]
         tokens = _TOKEN.findall(text)
-        self.tokens.update(tokens)
-        self.folded.update(map(str.lower, tokens))
-        self.folded.update(address.lower() for address in emails(text))
-        self.forms.update(_forms(text, tokens))
+        found = Seen()
+        found.tokens.update(tokens)
+        found.folded.update(map(str.lower, tokens))
+        found.folded.update(address.lower() for address in emails(text))
+        found.forms.update(_forms(text, tokens))
+        for kind in ("tokens", "folded", "forms"):
+            values: set[str] = getattr(found, kind)
+            if except_in is not None:
+                values -= getattr(except_in, kind)
+            getattr(self, kind).update(values)
+            self.chars += sum(map(len, values))
 
     def has(self, key: tuple[str, str]) -> bool:
         kind, value = key
@@ -129,10 +146,12 @@ def _forms(text: str, tokens: list[str]) -> Iterable[str]:
 
 def keys_of(value: str) -> list[tuple[str, str]]:
     """How to look a sink value up: (set, normalised value) pairs, any of which counts."""
-    text = value.strip().rstrip(_TRAILING)
+    whole = value.strip()
+    text = whole.rstrip(_TRAILING)
     keys: list[tuple[str, str]] = []
-    if "://" in text:
-        url = normalize_url(text)
+    if "://" in whole:
+        # Not stripped: `https://host/in/..` is the parent of /in, not /in.
+        url = normalize_url(whole)
         if url:
             keys.append(("forms", "url:" + url))
     compact = re.sub(r"\s", "", text)
@@ -142,11 +161,11 @@ def keys_of(value: str) -> list[tuple[str, str]]:
         phone = normalize_phone(text)
         if phone:
             keys.append(("forms", "phone:" + phone))
-    if text.startswith(("/", "~/", "./", "../")):
-        keys.append(("forms", "path:" + normalize_path(text)))
+    if whole.startswith(("/", "~/", "./", "../")):
+        keys.append(("forms", "path:" + normalize_path(whole)))  # `/a/b/..` is /a
     if _EMAIL.fullmatch(text) or _HOST.fullmatch(text):
         keys.append(("folded", text.lower().rstrip(".")))
-    if not any(c.isspace() for c in text):
+    if not any(c.isspace() for c in text) and not whole.startswith(("/", "~/", "./", "../")):
         keys.append(("tokens", text))
     return keys
 
@@ -155,16 +174,36 @@ class Provenance:
     """What one task has seen, by kind of content."""
 
     def __init__(self, request: str) -> None:
-        self.request = " ".join(request.split())
+        request = request[:MAX_INDEXED]
+        self.request_tokens = _TOKEN.findall(request)
         self.user = Seen()
         self.user.add(request)
         self.trusted = Seen()
         self.untrusted = Seen()
+        self.agent = Seen()  # values the agent put in arguments: never vouched for by an echo
 
     def saw(self, texts: Iterable[str], *, trusted: bool) -> None:
-        into = self.trusted if trusted else self.untrusted
+        """Remember the values in one output (its first MAX_INDEXED characters)."""
+        budget = MAX_INDEXED
         for text in texts:
-            into.add(text)
+            if budget <= 0:
+                break
+            piece = text[:budget]
+            budget -= len(piece)
+            if trusted:
+                self.trusted.add(piece, except_in=self.agent)
+            else:
+                self.untrusted.add(piece)
+
+    def said(self, texts: Iterable[str]) -> None:
+        """The agent put these values in a call's arguments."""
+        budget = MAX_INDEXED
+        for text in texts:
+            if budget <= 0:
+                break
+            piece = text[:budget]
+            budget -= len(piece)
+            self.agent.add(piece)
 
     def of(self, value: object) -> str:
         """The provenance of a sink argument's value (a list: its least vouched-for element)."""
@@ -184,16 +223,11 @@ class Provenance:
         return UNSEEN
 
     def _in_request(self, text: str) -> bool:
-        """A phrase (a value with spaces) the user wrote, as a whole phrase of the request."""
-        phrase = " ".join(text.split())
-        if " " not in phrase:
+        """A phrase (a value with spaces) the user wrote: the same whole tokens, in a row."""
+        if not any(c.isspace() for c in text.strip()):
             return False
-        start = self.request.find(phrase)
-        while start >= 0:
-            end = start + len(phrase)
-            before = self.request[start - 1] if start else " "
-            after = self.request[end] if end < len(self.request) else " "
-            if not (before.isalnum() or after.isalnum()):
-                return True
-            start = self.request.find(phrase, start + 1)
-        return False
+        phrase = _TOKEN.findall(text)
+        if not phrase or len(" ".join(phrase)) != len(" ".join(text.split()).rstrip(_TRAILING)):
+            return False  # stop characters inside the phrase (quotes, commas): no shortcut
+        words, n = self.request_tokens, len(phrase)
+        return any(words[i : i + n] == phrase for i in range(len(words) - n + 1))

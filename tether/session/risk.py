@@ -6,7 +6,7 @@ policies usually test (`context.risk.level == "high"`), and the signals are name
 | signal | fires when | weight |
 |---|---|---|
 | `first_use` | this agent has never been allowed this tool before | 15 |
-| `burst` | more calls in the last minute than 3x the agent's usual rate, and at least 60 | 30 |
+| `burst` | at least 60 calls in the last minute, and 3x the agent's rate before it | 30 |
 | `denials` | calls were denied earlier in this task | 10 each, at most 30 |
 | `outside_workspace` | the task tried to act in another workspace | 40 |
 | `holds_secret` | the task holds the `secret` label | 20 |
@@ -114,11 +114,13 @@ class AgentActivity:
             return False
 
     def bursting(self, now: float) -> bool:
+        """More calls in the last window than the floor, and than 3x the agent's rate before
+        it (an agent with less than a minute of history is held to the floor alone)."""
         with self.lock:
             while self.recent and self.recent[0] < now - BURST_WINDOW:
                 self.recent.popleft()
-            minutes = max(1.0, (now - self.first_seen) / 60.0)
-            usual = self.total / minutes
+            before = (now - BURST_WINDOW - self.first_seen) / 60.0
+            usual = (self.total - len(self.recent)) / before if before >= 1.0 else 0.0
             return len(self.recent) >= max(BURST_FLOOR, BURST_FACTOR * usual)
 
 

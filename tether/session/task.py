@@ -17,6 +17,7 @@ from tether.session.detectors import detect
 from tether.session.provenance import USER, Provenance
 
 HISTORY = 1000  # decisions kept per task for inspection; counters cover the rest
+MAX_PENDING = 4_000_000  # characters of arguments queued before they are indexed
 UNTRUSTED = "untrusted"  # the label of a task that has read third-party content
 UNSCANNED = "unscanned"  # the label of a task whose outputs were too large to read whole
 
@@ -47,6 +48,8 @@ class TaskState:
         self.granted = frozenset(self.task.tools)
         self._granted_list = sorted(self.granted)
         self.provenance = Provenance(self.task.request)
+        self._said: list[str] = []  # argument text not yet indexed (done when it matters)
+        self._said_chars = 0
         # Held by the decision pipeline from the gates to the count, so that decisions in one
         # task happen one at a time; re-entrant, since the counting below takes it too.
         self.lock = threading.RLock()
@@ -75,6 +78,19 @@ class TaskState:
         """The provenance of each sink argument present in `args`."""
         return {sink: self.provenance.of(args[sink]) for sink in sinks if sink in args}
 
+    def note_arguments(self, args: Any) -> None:
+        """The agent put these values in a call: a trusted output that merely repeats them will
+        not vouch for them. Queued here, indexed when a trusted output is reported."""
+        pieces = text_of(args).pieces
+        self._said.extend(pieces)
+        self._said_chars += sum(map(len, pieces))
+        if self._said_chars > MAX_PENDING:
+            self._index_said()
+
+    def _index_said(self) -> None:
+        self.provenance.said(self._said)
+        self._said, self._said_chars = [], 0
+
     def note_decision(
         self, decision_id: str, tool: str, effects: tuple[str, ...], effect: Effect, at: float
     ) -> None:
@@ -95,19 +111,29 @@ class TaskState:
 
     def note_result(self, tool: Tool, output: Any) -> set[str]:
         """An allowed call of `tool` returned `output`: label the task and remember the values
-        it saw. Never raises on odd output; returns the labels this output added."""
-        text = text_of(output)
-        found = set(tool.labels) | set(detect(text.pieces).values())
-        if tool.output is OutputTrust.UNTRUSTED:
-            found.add(UNTRUSTED)
-        if text.truncated:
-            found.add(UNSCANNED)
+        it saw. Never raises; returns the labels this output added.
+
+        The catalogue's labels and the trust of the output are applied first: whatever goes
+        wrong reading the output (it is someone else's data) cannot take them away, and is
+        itself recorded, as the `unscanned` label."""
+        trusted = tool.output is OutputTrust.TRUSTED
+        found = set(tool.labels) | ({UNTRUSTED} if not trusted else set())
         with self.lock:
             self.executed += 1
-            added = found - self.labels
+            before = set(self.labels)
             self.labels |= found
-            self.provenance.saw(text.pieces, trusted=tool.output is OutputTrust.TRUSTED)
-        return added
+            try:
+                text = text_of(output)
+                found |= set(detect(text.pieces).values())
+                if text.truncated:
+                    found.add(UNSCANNED)
+                if trusted:
+                    self._index_said()
+                self.provenance.saw(text.pieces, trusted=trusted)
+            except Exception:  # a value that will not read: what it hid is unknown
+                found.add(UNSCANNED)
+            self.labels |= found
+            return self.labels - before
 
 
 __all__ = ["UNSCANNED", "UNTRUSTED", "USER", "Step", "TaskState"]
