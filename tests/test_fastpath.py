@@ -191,6 +191,12 @@ def native_says(condition: str, context: dict[str, Any]) -> bool | None:
         'principal == Workspace::"w"',
         "false && context.args.missing == 1",  # short-circuit: no error
         "true || context.args.missing == 1",
+        # Literals never become code: the generated source names them, it does not spell them.
+        'context.args.s == "\\") or True or (\\""',
+        'context.args.s != "\\") or True or (\\""',
+        "context.args.s like \"*__import__('os')*\"",
+        "context.args has \"x') or True or ('\"",
+        'context.args["s"] == "a*b/é✓"',
     ],
 )
 def test_conditions_agree_with_cedar(condition: str) -> None:

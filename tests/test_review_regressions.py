@@ -8,6 +8,7 @@ import re
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +16,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether import Denied, Guard
-from tether.catalogue import compile_tool
+from tether.catalogue import compile_tool, load_catalogue_file
+from tether.catalogue.mcp_import import propose, to_catalogue_yaml
+from tether.errors import CatalogueError, InvalidInput, PolicyError
 from tether.model import Effect, Task, Tool
+from tether.policy import read_policy_dir
 from tether.policy.fastpath import glob_match
+from tether.session import TaskState, provenance
+from tether.session.content import text_of
+from tether.session.detectors import detect
+from tether.session.provenance import MAX_CHARS, MAX_INDEXED, Provenance
+from tether.session.risk import Activity
+from tether.store import Store
 
 
 class Recipient(enum.StrEnum):
@@ -187,18 +197,6 @@ def test_a_whole_float_is_the_same_union_member_as_the_integer() -> None:
 
 # -- second review: chained actions ---------------------------------------------------------------
 
-from pathlib import Path  # noqa: E402 - this part of the file grew with the second review
-
-from tether.catalogue import load_catalogue_file  # noqa: E402
-from tether.catalogue.mcp_import import propose, to_catalogue_yaml  # noqa: E402
-from tether.errors import CatalogueError, InvalidInput, PolicyError  # noqa: E402
-from tether.policy import read_policy_dir  # noqa: E402
-from tether.session import TaskState  # noqa: E402
-from tether.session.content import text_of  # noqa: E402
-from tether.session.detectors import detect  # noqa: E402
-from tether.session.provenance import MAX_CHARS, MAX_INDEXED, Provenance  # noqa: E402
-from tether.session.risk import Activity  # noqa: E402
-from tether.store import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 S = {"type": "string"}
@@ -284,6 +282,21 @@ def test_a_trusted_tool_echoing_the_agents_own_value_does_not_vouch_for_it(
     assert mail.effect is Effect.APPROVAL_REQUIRED and "to=untrusted" in mail.reason
     assert pay.effect is Effect.APPROVAL_REQUIRED and "iban=untrusted" in pay.reason
     assert revealed.allowed  # a value the trusted tool revealed itself is still vouched for
+
+
+def test_once_the_agents_values_are_past_remembering_trusted_echoes_vouch_for_nothing(
+    chain_guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provenance, "MAX_VALUES", 50)
+    with chain_task(chain_guard) as t:
+        read_injection(t)
+        filler = " ".join(f"word{i}" for i in range(60))  # fills the agent's set
+        t.report(t.authorize("notes", {"text": filler}), "saved")
+        echo = t.authorize("get_config", {"name": "eve@evil.example"})
+        t.report(echo, "no config entry named eve@evil.example")
+        mail = t.authorize("send_email", {"to": "eve@evil.example"})
+    assert t.state.provenance.agent.full
+    assert mail.effect is Effect.APPROVAL_REQUIRED and "to=untrusted" in mail.reason
 
 
 def test_parent_paths_and_cut_phrases_are_not_the_users(chain_guard: Guard) -> None:

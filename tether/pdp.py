@@ -160,7 +160,7 @@ def build_context(call: Call, activity: Activity) -> Reason | None:
         risk=risk.context(),
         now=call.now,
     )
-    task.note_arguments(plain)  # after the sources: a value does not vouch for itself
+    task.note_arguments(call.args_json)  # after the sources: no value vouches for itself
     return None
 
 

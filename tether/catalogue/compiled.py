@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import jsonschema_rs
@@ -100,9 +101,10 @@ class Catalogue:
     def get(self, name: str) -> CompiledTool | None:
         return self.tools.get(name)
 
-    @property
+    @cached_property
     def effects(self) -> list[str]:
-        """Every effect a policy may count (`context.task.effect_calls`)."""
+        """Every effect a policy may count (`context.task.effect_calls`). Read by every
+        decision, so computed once."""
         used = {e for tool in self.tools.values() for e in tool.spec.effects}
         return sorted(used | set(WELL_KNOWN_EFFECTS))
 

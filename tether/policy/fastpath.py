@@ -3,7 +3,8 @@
 Why: through cedarpy, a decision costs about 20 us before the first policy (reading the request
 and answering in JSON) and 2-3 us per policy on varied traffic; most agent policies are simple
 comparisons of the agent's attributes and the call's arguments, which Python decides in well under
-a microsecond each. Cedar stays the language, the validator and the authority:
+a microsecond each when each policy is one generated expression (`compile_condition`). Cedar stays
+the language, the validator and the authority:
 
 - a policy is compiled here only if every part of it is in the fragment below; a tool-and-agent
   selection with any other policy is decided by Cedar;
@@ -32,7 +33,7 @@ from cedarpy import pst
 
 from tether.model import Agent
 
-Condition = Callable[[Agent, Mapping[str, Any]], Any]
+Condition = Callable[[Agent, Mapping[str, Any]], bool]
 _AGENT_ATTRIBUTES = ("name", "kind", "owner", "spiffe_id")
 _DECIMAL_LITERAL = re.compile(r"-?[0-9]+\.[0-9]{1,4}")
 _DECIMAL_LIMIT = Decimal("922337203685477.5807")
@@ -47,65 +48,170 @@ class Fallback(Exception):
 
 
 def compile_condition(template: pst.Template) -> Condition:
-    """The policy's `when`/`unless` clauses as one function of (agent, full context).
+    """The policy's `when`/`unless` clauses as one Python function of (agent, full context).
 
     Raises Unsupported if any part is outside the fragment. The scopes are not part of it: the
     selection only admits policies whose scopes it decided to be true for the tool and agent.
+
+    The function is generated as Python source, one expression per policy, because a decision
+    evaluates dozens of policies and a call per node of each (the obvious closures) costs more
+    than the comparisons themselves. The source holds only operators, names of this module's
+    helpers and generated names (`k0`, `v1`); every literal of the policy (strings, attribute
+    names, numbers) is a bound constant, so no text from a policy is ever compiled as code.
     """
-    parts = [(_expr(clause.expr), isinstance(clause, pst.Unless)) for clause in template.clauses]
-    if not parts:
-        return lambda _agent, _context: True
-    if len(parts) == 1 and not parts[0][1]:
-        return _as_boolean(parts[0][0])
-
-    def condition(agent: Agent, context: Mapping[str, Any]) -> bool:
-        # In order, stopping at the first false clause, as Cedar does (a plain loop: cheaper
-        # than all() over a generator, and this runs for every policy of every call).
-        for part, negated in parts:  # noqa: SIM110
-            if _boolean(part(agent, context)) is negated:
-                return False
-        return True
-
+    writer = _Writer()
+    clauses = []
+    for clause in template.clauses:
+        test = writer.boolean(clause.expr)
+        clauses.append(f"not {test}" if isinstance(clause, pst.Unless) else test)
+    # Clauses in order, stopping at the first false one, as Cedar does. A missing key, a value
+    # of another type on the way (Cedar errors on both): the fragment cannot decide exactly.
+    source = (
+        "def condition(agent, context):\n"
+        "    try:\n"
+        f"        return {' and '.join(clauses) or 'True'}\n"
+        "    except (KeyError, TypeError) as exc:\n"
+        "        raise Fallback from exc\n"
+    )
+    namespace = {**_HELPERS, **writer.constants}
+    exec(compile(source, "<policy condition>", "exec"), namespace)  # noqa: S102 - see above
+    condition: Condition = namespace["condition"]
     return condition
 
 
-def _as_boolean(part: Condition) -> Condition:
-    def condition(agent: Agent, context: Mapping[str, Any]) -> bool:
-        value = part(agent, context)
-        if value is True or value is False:
-            return value
-        raise Fallback
+class _Writer:
+    """Writes a policy expression as a Python expression. Each `expr` returns the code and what
+    it is known to evaluate to (`bool`, `int`, `str`, `set`, `decimal`), or `any` when only the
+    context can tell; a value of a known kind needs no check at run time."""
 
-    return condition
+    def __init__(self) -> None:
+        self.constants: dict[str, Any] = {}
+        self._temporaries = 0
+
+    def constant(self, value: Any) -> str:
+        name = f"k{len(self.constants)}"
+        self.constants[name] = value
+        return name
+
+    def temporary(self) -> str:
+        self._temporaries += 1
+        return f"v{self._temporaries}"
+
+    def boolean(self, node: Any) -> str:
+        """Code that is exactly True or False, or raises Fallback (Cedar: a type error)."""
+        code, kind = self.expr(node)
+        return code if kind == "bool" else f"_boolean({code})"
+
+    def expr(self, node: Any) -> tuple[str, str]:  # noqa: PLR0911 - one case per node type
+        if isinstance(node, pst.BoolLit):
+            return ("True" if node.value else "False"), "bool"
+        if isinstance(node, pst.LongLit | pst.StringLit):
+            kind = "int" if isinstance(node, pst.LongLit) else "str"
+            return self.constant(node.value), kind
+        if isinstance(node, pst.Set):
+            return f"[{', '.join(self.expr(e)[0] for e in node.elements)}]", "set"
+        if isinstance(node, pst.GetAttr):
+            return self.get_attr(node)
+        if isinstance(node, pst.HasAttr):
+            return self.has_attr(node), "bool"
+        if isinstance(node, pst.UnaryOp):
+            return self.unary(node)
+        if isinstance(node, pst.BinaryOp):
+            return self.binary(node)
+        if isinstance(node, pst.Like):
+            code, _ = self.expr(node.base)
+            return f"_like({code}, {self.constant(_segments(node))})", "bool"
+        if isinstance(node, pst.IfThenElse):
+            test = self.boolean(node.cond)
+            (then, a), (otherwise, b) = self.expr(node.then_expr), self.expr(node.else_expr)
+            return f"({then} if {test} else {otherwise})", a if a == b else "any"
+        raise Unsupported(type(node).__name__)
+
+    def get_attr(self, node: pst.GetAttr) -> tuple[str, str]:
+        if isinstance(node.base, pst.Var) and node.base.name == "principal":
+            if node.attr not in _AGENT_ATTRIBUTES:
+                raise Unsupported(f"principal.{node.attr}")
+            return f"agent.{node.attr}", "str"
+        path = _context_path(node)
+        if path is None:
+            raise Unsupported("attribute of a computed value")
+        # Subscripts: a missing key, or a string or list on the way, raises KeyError/TypeError,
+        # which the condition turns into Fallback. An extension value cannot be on the way: no
+        # argument may be named `__extn`, so looking into one is a KeyError too.
+        return "context" + "".join(f"[{self.constant(name)}]" for name in path), "any"
+
+    def has_attr(self, node: pst.HasAttr) -> str:
+        path = _context_path(node.base)
+        if path is None:
+            raise Unsupported("has on a computed value")
+        chain = self.constant((*path, *node.attrs))
+        return f"_has(context, {chain}, {len(path)})"
+
+    def unary(self, node: pst.UnaryOp) -> tuple[str, str]:
+        if node.op == "not":
+            return f"(not {self.boolean(node.arg)})", "bool"
+        if node.op == "is_empty":
+            return f"(len(_set({self.expr(node.arg)[0]})) == 0)", "bool"
+        if node.op == "decimal" and isinstance(node.arg, pst.StringLit):
+            return self.constant(_decimal_literal(node.arg.value)), "decimal"
+        raise Unsupported(node.op)
+
+    def binary(self, node: pst.BinaryOp) -> tuple[str, str]:
+        op = node.op
+        if op in ("eq", "not_eq") and _is_principal(node.left) != _is_principal(node.right):
+            return self.principal_equals(node), "bool"
+        if op in ("and", "or"):
+            joined = f" {op} ".join(self.boolean(operand) for operand in _operands(node, op))
+            return f"({joined})", "bool"  # Python's and/or: in order, short-circuit, as Cedar's
+        (left, left_kind), (right, right_kind) = self.expr(node.left), self.expr(node.right)
+        if op in ("eq", "not_eq"):
+            return self.equality(left, left_kind, right, right_kind, op == "not_eq"), "bool"
+        if op in _COMPARISONS:
+            left = left if left_kind == "int" else f"_long({left})"
+            right = right if right_kind == "int" else f"_long({right})"
+            return f"({left} {_COMPARISONS[op]} {right})", "bool"
+        if op in _DECIMAL_COMPARISONS:
+            left = left if left_kind == "decimal" else f"_decimal({left})"
+            right = right if right_kind == "decimal" else f"_decimal({right})"
+            return f"({left} {_DECIMAL_COMPARISONS[op]} {right})", "bool"
+        if op in ("contains", "contains_any", "contains_all"):
+            return f"_{op}({left}, {right})", "bool"
+        raise Unsupported(op)
+
+    def equality(self, left: str, left_kind: str, right: str, right_kind: str, negate: bool) -> str:
+        if left_kind == right_kind and right_kind in ("str", "int"):
+            test = f"({left} == {right})"
+        elif right_kind in ("str", "int"):  # `x == "literal"`: compared directly if types match
+            value = self.temporary()
+            test = f"({value} == {right} if type({value} := {left}) is {right_kind} else "
+            test += f"_equal({value}, {right}))"
+        else:
+            test = f"_equal({left}, {right})"
+        return f"(not {test})" if negate else test
+
+    def principal_equals(self, node: pst.BinaryOp) -> str:
+        other = node.right if _is_principal(node.left) else node.left
+        if not isinstance(other, pst.EntityLit):
+            raise Unsupported("principal compared with a computed value")
+        uid = other.value
+        name = uid.id if uid.type.basename == "Agent" and not uid.type.namespace else None
+        return f"(agent.name {'==' if node.op == 'eq' else '!='} {self.constant(name)})"
 
 
-def _boolean(value: Any) -> bool:
-    if value is True or value is False:
-        return value
-    raise Fallback
+_COMPARISONS = {"less": "<", "less_eq": "<=", "greater": ">", "greater_eq": ">="}
+_DECIMAL_COMPARISONS = {
+    "decimal_less_than": "<",
+    "decimal_less_eq": "<=",
+    "decimal_greater": ">",
+    "decimal_greater_eq": ">=",
+}
 
 
-def _expr(node: Any) -> Condition:  # noqa: PLR0911 - one case per node type
-    if isinstance(node, pst.BoolLit | pst.LongLit | pst.StringLit):
-        value = node.value
-        return lambda _agent, _context: value
-    if isinstance(node, pst.Set):
-        elements = [_expr(e) for e in node.elements]
-        return lambda agent, context: [e(agent, context) for e in elements]
-    if isinstance(node, pst.GetAttr):
-        return _get_attr(node)
-    if isinstance(node, pst.HasAttr):
-        return _has_attr(node)
-    if isinstance(node, pst.UnaryOp):
-        return _unary(node)
-    if isinstance(node, pst.BinaryOp):
-        return _binary(node)
-    if isinstance(node, pst.Like):
-        return _like(node)
-    if isinstance(node, pst.IfThenElse):
-        test, then, otherwise = _expr(node.cond), _expr(node.then_expr), _expr(node.else_expr)
-        return lambda a, c: then(a, c) if _boolean(test(a, c)) else otherwise(a, c)
-    raise Unsupported(type(node).__name__)
+def _operands(node: Any, op: str) -> list[Any]:
+    """`a && b && c` as [a, b, c]."""
+    if isinstance(node, pst.BinaryOp) and node.op == op:
+        return [*_operands(node.left, op), *_operands(node.right, op)]
+    return [node]
 
 
 def _context_path(node: Any) -> list[str] | None:
@@ -118,72 +224,15 @@ def _context_path(node: Any) -> list[str] | None:
     return None
 
 
-def _get_attr(node: pst.GetAttr) -> Condition:
-    if isinstance(node.base, pst.Var) and node.base.name == "principal":
-        if node.attr not in _AGENT_ATTRIBUTES:
-            raise Unsupported(f"principal.{node.attr}")
-        attr = node.attr
-        return lambda agent, _context: getattr(agent, attr)
-    path = _context_path(node)
-    if path is None:
-        raise Unsupported("attribute of a computed value")
-    if len(path) == 2:  # context.args.x, context.task.calls: the common case, kept cheap
-        first, second = path
-
-        def lookup2(_agent: Agent, context: Mapping[str, Any]) -> Any:
-            try:
-                # A missing key, or a string or list on the way, is an error in Cedar. An
-                # extension value cannot be on the way: no argument may be named `__extn`.
-                return context[first][second]
-            except (KeyError, TypeError) as exc:
-                raise Fallback from exc
-
-        return lookup2
-
-    def lookup(_agent: Agent, context: Mapping[str, Any]) -> Any:
-        value: Any = context
-        for name in path:
-            if not isinstance(value, dict) or "__extn" in value or name not in value:
-                raise Fallback  # Cedar would error (or the shape is not the schema's)
-            value = value[name]
-        return value
-
-    return lookup
-
-
-def _has_attr(node: pst.HasAttr) -> Condition:
-    path = _context_path(node.base)
-    if path is None:
-        raise Unsupported("has on a computed value")
-    chain = [*path, *node.attrs]
-    known = len(path)
-
-    def has(_agent: Agent, context: Mapping[str, Any]) -> bool:
-        value: Any = context
-        for i, name in enumerate(chain):
-            if not isinstance(value, dict) or "__extn" in value:
-                raise Fallback
-            if name not in value:
-                if i < known:
-                    raise Fallback  # the base itself is absent: an error in Cedar
-                return False
-            value = value[name]
-        return True
-
-    return has
-
-
-def _unary(node: pst.UnaryOp) -> Condition:
-    if node.op == "not":
-        arg = _expr(node.arg)
-        return lambda a, c: not _boolean(arg(a, c))
-    if node.op == "is_empty":
-        arg = _expr(node.arg)
-        return lambda a, c: len(_set(arg(a, c))) == 0
-    if node.op == "decimal" and isinstance(node.arg, pst.StringLit):
-        value = _decimal_literal(node.arg.value)
-        return lambda _agent, _context: value
-    raise Unsupported(node.op)
+def _segments(node: pst.Like) -> list[str]:
+    """The literal runs between wildcards: `*@acme.com` is ["", "@acme.com"]."""
+    segments = [""]
+    for element in node.pattern:
+        if isinstance(element, pst.Wildcard):
+            segments.append("")
+        else:
+            segments[-1] += element.value
+    return segments
 
 
 def _decimal_literal(text: str) -> Decimal:
@@ -195,87 +244,30 @@ def _decimal_literal(text: str) -> Decimal:
     return value
 
 
-_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
-    "less": lambda a, b: a < b,
-    "less_eq": lambda a, b: a <= b,
-    "greater": lambda a, b: a > b,
-    "greater_eq": lambda a, b: a >= b,
-}
-_DECIMAL_COMPARISONS = {
-    "decimal_less_than": "less",
-    "decimal_less_eq": "less_eq",
-    "decimal_greater": "greater",
-    "decimal_greater_eq": "greater_eq",
-}
-
-
-def _binary(node: pst.BinaryOp) -> Condition:  # noqa: PLR0911 - one case per operator
-    op = node.op
-    if op in ("eq", "not_eq") and _is_principal(node.left) != _is_principal(node.right):
-        return _principal_equals(node, negate=op == "not_eq")
-    left, right = _expr(node.left), _expr(node.right)
-    if op in ("and", "or"):
-        return _logical(left, right, stop_at=op == "or")
-    if op in ("eq", "not_eq"):
-        return _equality(node, left, right, negate=op == "not_eq")
-    if op in _COMPARISONS:
-        compare = _COMPARISONS[op]
-        return lambda a, c: compare(_long(left(a, c)), _long(right(a, c)))
-    if op in _DECIMAL_COMPARISONS:
-        compare = _COMPARISONS[_DECIMAL_COMPARISONS[op]]
-        return lambda a, c: compare(_decimal(left(a, c)), _decimal(right(a, c)))
-    if op == "contains":
-        return lambda a, c: _contains(left(a, c), right(a, c))
-    if op == "contains_any":
-        return lambda a, c: any(_contains(left(a, c), x) for x in _set(right(a, c)))
-    if op == "contains_all":
-        return lambda a, c: all(_contains(left(a, c), x) for x in _set(right(a, c)))
-    raise Unsupported(op)
-
-
-def _logical(left: Condition, right: Condition, *, stop_at: bool) -> Condition:
-    """`&&` (stops at false) and `||` (stops at true), short-circuit as in Cedar."""
-    go_on = not stop_at
-
-    def logical(agent: Agent, context: Mapping[str, Any]) -> bool:
-        value = left(agent, context)
-        if value is stop_at:
-            return value
-        if value is not go_on:
-            raise Fallback
-        value = right(agent, context)
-        if value is True or value is False:
-            return value
-        raise Fallback
-
-    return logical
-
-
-def _equality(node: pst.BinaryOp, left: Condition, right: Condition, *, negate: bool) -> Condition:
-    literal = node.right if isinstance(node.right, pst.StringLit | pst.LongLit) else None
-    if literal is None:
-        return lambda a, c: _equal(left(a, c), right(a, c)) is not negate
-    constant, kind = literal.value, type(literal.value)
-
-    def against_literal(agent: Agent, context: Mapping[str, Any]) -> bool:
-        value = left(agent, context)  # `x == "literal"`: compared directly when the types match
-        equal = value == constant if type(value) is kind else _equal(value, constant)
-        return bool(equal) is not negate
-
-    return against_literal
-
-
 def _is_principal(node: Any) -> bool:
     return isinstance(node, pst.Var) and node.name == "principal"
 
 
-def _principal_equals(node: pst.BinaryOp, *, negate: bool) -> Condition:
-    other = node.right if _is_principal(node.left) else node.left
-    if not isinstance(other, pst.EntityLit):
-        raise Unsupported("principal compared with a computed value")
-    uid = other.value
-    name = uid.id if uid.type.basename == "Agent" and not uid.type.namespace else None
-    return lambda agent, _context: (agent.name == name) is not negate
+# -- run time: the checks Cedar makes, where a policy's code cannot tell in advance ----------------
+
+
+def _boolean(value: Any) -> bool:
+    if value is True or value is False:
+        return value
+    raise Fallback
+
+
+def _has(context: Mapping[str, Any], chain: tuple[str, ...], known: int) -> bool:
+    value: Any = context
+    for i, name in enumerate(chain):
+        if not isinstance(value, dict) or "__extn" in value:
+            raise Fallback
+        if name not in value:
+            if i < known:
+                raise Fallback  # the base itself is absent: an error in Cedar
+            return False
+        value = value[name]
+    return True
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -326,23 +318,18 @@ def _contains(collection: Any, element: Any) -> bool:
     return any(_equal(member, element) for member in _set(collection))
 
 
-def _like(node: pst.Like) -> Condition:
-    base = _expr(node.base)
-    # The literal runs between wildcards: `*@acme.com` is ["", "@acme.com"].
-    segments = [""]
-    for element in node.pattern:
-        if isinstance(element, pst.Wildcard):
-            segments.append("")
-        else:
-            segments[-1] += element.value
+def _contains_any(collection: Any, elements: Any) -> bool:
+    return any(_contains(collection, element) for element in _set(elements))
 
-    def like(agent: Agent, context: Mapping[str, Any]) -> bool:
-        value = base(agent, context)
-        if not isinstance(value, str):
-            raise Fallback
-        return glob_match(segments, value)
 
-    return like
+def _contains_all(collection: Any, elements: Any) -> bool:
+    return all(_contains(collection, element) for element in _set(elements))
+
+
+def _like(value: Any, segments: list[str]) -> bool:
+    if not isinstance(value, str):
+        raise Fallback
+    return glob_match(segments, value)
 
 
 def glob_match(segments: list[str], value: str) -> bool:
@@ -366,3 +353,27 @@ def glob_match(segments: list[str], value: str) -> bool:
             return False
         position = found + len(segment)
     return True
+
+
+_HELPERS: dict[str, Any] = {
+    "Fallback": Fallback,
+    "_boolean": _boolean,
+    "_contains": _contains,
+    "_contains_all": _contains_all,
+    "_contains_any": _contains_any,
+    "_decimal": _decimal,
+    "_equal": _equal,
+    "_has": _has,
+    "_like": _like,
+    "_long": _long,
+    "_set": _set,
+    # All the built-ins a condition uses: nothing else is in reach of the generated code.
+    "__builtins__": {
+        "len": len,
+        "type": type,
+        "str": str,
+        "int": int,
+        "KeyError": KeyError,
+        "TypeError": TypeError,
+    },
+}

@@ -183,7 +183,11 @@ class Provenance:
         self.agent = Seen()  # values the agent put in arguments: never vouched for by an echo
 
     def saw(self, texts: Iterable[str], *, trusted: bool) -> None:
-        """Remember the values in one output (its first MAX_INDEXED characters)."""
+        """Remember the values in one output (its first MAX_INDEXED characters). Once the
+        agent's own values are past remembering, a trusted output vouches for nothing more: it
+        might be echoing one of them."""
+        if trusted and self.agent.full:
+            return
         budget = MAX_INDEXED
         for text in texts:
             if budget <= 0:

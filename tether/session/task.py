@@ -11,13 +11,17 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from tether.model import Effect, OutputTrust, Task, TaskStatus, Tool
 from tether.session.content import text_of
 from tether.session.detectors import detect
 from tether.session.provenance import USER, Provenance
 
+_decode = msgspec.json.Decoder().decode
+
 HISTORY = 1000  # decisions kept per task for inspection; counters cover the rest
-MAX_PENDING = 4_000_000  # characters of arguments queued before they are indexed
+MAX_PENDING = 4_000_000  # bytes of arguments queued before they are indexed
 UNTRUSTED = "untrusted"  # the label of a task that has read third-party content
 UNSCANNED = "unscanned"  # the label of a task whose outputs were too large to read whole
 
@@ -48,8 +52,8 @@ class TaskState:
         self.granted = frozenset(self.task.tools)
         self._granted_list = sorted(self.granted)
         self.provenance = Provenance(self.task.request)
-        self._said: list[str] = []  # argument text not yet indexed (done when it matters)
-        self._said_chars = 0
+        self._said: list[bytes] = []  # arguments (as JSON) not yet indexed: done when it matters
+        self._said_bytes = 0
         # Held by the decision pipeline from the gates to the count, so that decisions in one
         # task happen one at a time; re-entrant, since the counting below takes it too.
         self.lock = threading.RLock()
@@ -78,18 +82,19 @@ class TaskState:
         """The provenance of each sink argument present in `args`."""
         return {sink: self.provenance.of(args[sink]) for sink in sinks if sink in args}
 
-    def note_arguments(self, args: Any) -> None:
-        """The agent put these values in a call: a trusted output that merely repeats them will
-        not vouch for them. Queued here, indexed when a trusted output is reported."""
-        pieces = text_of(args).pieces
-        self._said.extend(pieces)
-        self._said_chars += sum(map(len, pieces))
-        if self._said_chars > MAX_PENDING:
+    def note_arguments(self, args_json: bytes) -> None:
+        """The agent put these values (JSON) in a call: a trusted output that merely repeats
+        them will not vouch for them. Only queued here, so that the decision pays nothing for
+        it; read when a trusted output is reported, the one time it matters."""
+        self._said.append(args_json)
+        self._said_bytes += len(args_json)
+        if self._said_bytes > MAX_PENDING:
             self._index_said()
 
     def _index_said(self) -> None:
-        self.provenance.said(self._said)
-        self._said, self._said_chars = [], 0
+        said, self._said, self._said_bytes = self._said, [], 0
+        for args_json in said:
+            self.provenance.said(text_of(_decode(args_json)).pieces)
 
     def note_decision(
         self, decision_id: str, tool: str, effects: tuple[str, ...], effect: Effect, at: float
