@@ -204,3 +204,29 @@ def test_tool_needs_an_effect_and_a_plain_name() -> None:
 def test_tool_named_like_an_effect_group_is_refused() -> None:
     with pytest.raises(CatalogueError, match="also effect names"):
         Catalogue({"read": compile_tool(tool("read")), "x": compile_tool(tool("x"))})
+
+
+def nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = obj({"x": schema})
+    return schema
+
+
+def test_deeply_nested_arguments_type_and_too_deep_schemas_are_refused() -> None:
+    assert compile_tool(tool(schema=obj({"x": nested(20)})))
+    for depth in (40, 3000):  # Cedar reads its schema on a bounded stack; 3000 breaks Python's
+        with pytest.raises(CatalogueError, match="nests deeper than 64 levels"):
+            compile_tool(tool(schema=obj({"x": nested(depth)})))
+
+
+def test_a_schema_that_inlines_exponentially_is_refused_at_once() -> None:
+    # Each definition refers to the next twice: inlined, 2**40 copies of the last.
+    defs = {
+        f"d{i}": obj({"a": {"$ref": f"#/$defs/d{i + 1}"}, "b": {"$ref": f"#/$defs/d{i + 1}"}})
+        for i in range(40)
+    }
+    defs["d40"] = {"type": "string"}
+    schema = {**obj({"x": {"$ref": "#/$defs/d0"}}), "$defs": defs}
+    with pytest.raises(CatalogueError, match="too large"):
+        compile_tool(tool(schema=schema))

@@ -120,6 +120,26 @@ def test_decorated_tool_registers_its_signature_as_schema(guard: Guard) -> None:
     }
 
 
+def test_a_tool_that_cannot_be_typed_is_refused_before_any_policy_is_active(home: Path) -> None:
+    with Guard.embedded(home=home) as g:
+        g.add_workspace("acme")
+        g.register_agent("acme", "coder", kind="coder", owner="o")
+        with pytest.raises(CatalogueError, match="argument `meta`"):
+            g.register_tool(
+                "acme",
+                "t",
+                effects=["read"],
+                args_schema={"type": "object", "properties": {"meta": {"type": "object"}}},
+            )
+        with pytest.raises(CatalogueError, match="also effect names"):
+            g.register_tool("acme", "read", effects=["read"])
+        # Nothing was stored: the workspace still takes policies and decides calls.
+        g.register_tool("acme", "ok", effects=["read"])
+        g.activate_policies("acme", {"p.cedar": "permit (principal, action, resource);"})
+        with g.task(workspace="acme", agent="coder", user="u", request="r", tools=["ok"]) as t:
+            assert t.authorize("ok", {}).allowed
+
+
 def test_untyped_parameters_are_refused_at_registration(guard: Guard) -> None:
     with pytest.raises(CatalogueError, match="argument `payload`"):
 

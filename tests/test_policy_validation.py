@@ -178,3 +178,41 @@ def test_a_policy_for_an_effect_no_tool_has_is_inert_until_one_does(guard: Guard
     with guard.task(workspace="acme", agent="coder", user="a", request="", tools=["pay"]) as task:
         assert task.authorize("pay", {"amount": 5}).allowed
         assert task.authorize("pay", {"amount": 50}).reasons[0].policy == "cap"
+
+
+# Cedar's parser is recursive: past some 600 nested brackets it overflows the stack and the whole
+# process dies. Each shape here, at that size, would crash the test run if it reached Cedar.
+DEEP = {
+    "brackets": "(" * 700 + "context.approved" + ")" * 700,
+    "sets": "[" * 700 + "1" + "]" * 700 + " == [1]",
+    "records": "{a: " * 700 + "1" + "}" * 700 + " == {a: 1}",
+    "a chain of &&": " && ".join(["context.approved"] * 1400),
+    "nested if": "if context.approved then " * 1400 + "true" + " else false" * 1400,
+    "a chain of lookups": "context" + '["a"]' * 1400 + " == 1",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(DEEP))
+def test_statements_too_deep_for_cedar_are_refused_before_it_parses_them(
+    guard: Guard, shape: str
+) -> None:
+    text = f'@id("deep")\npermit (principal, action, resource) when {{ {DEEP[shape]} }};'
+    found = only(problems(guard, {"deep.cedar": "// deep\n" + text}))
+    assert (found.file, found.line, found.policy_id) == ("deep.cedar", 2, "deep")
+    assert found.message.startswith("too complex for Cedar's parser: ")
+
+
+def test_nesting_limits_leave_real_policies_and_strings_alone(guard: Guard) -> None:
+    wide = " || ".join(f'context.args.to == "user{i}@acme.com"' for i in range(90))
+    guard.activate_policies(
+        "acme",
+        {
+            "p.cedar": 'permit (principal, action == Action::"send_email", resource) '
+            f'when {{ ({wide}) && context.args.to != "{"(" * 500}" }};'
+        },
+    )
+    with guard.task(
+        workspace="acme", agent="coder", user="u", request="r", tools=["send_email"]
+    ) as t:
+        assert t.authorize("send_email", {"to": "user7@acme.com"}).allowed
+        assert not t.authorize("send_email", {"to": "user90@acme.com"}).allowed

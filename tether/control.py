@@ -96,10 +96,11 @@ class Control:
             current = {tool.name: tool for tool in snapshot.tools}
             if all(current.get(name) == tool for name, tool in new.items()):
                 return None  # already registered exactly so: no new revision
-            merged = {**current, **new}
+            # Typed and checked now, bundle or not: a tool that cannot be typed is never stored.
+            catalogue = _catalogue({**current, **new}.values())
             bundle = None
             if snapshot.bundle is not None:
-                bundle = self._compile(snapshot, merged.values(), snapshot.bundle.files, new)
+                bundle = self._compile(catalogue, snapshot.bundle.files, new)
 
             def write(changes: Changes) -> None:
                 for tool in new.values():
@@ -114,7 +115,7 @@ class Control:
     def check_policies(self, workspace: str, files: Mapping[str, str] | str | Path) -> Bundle:
         """Compile a bundle against the workspace's catalogue without activating it."""
         snapshot = self._snapshot(workspace)
-        return self._compile(snapshot, snapshot.tools, _files(files), {})
+        return self._compile(_catalogue(snapshot.tools), _files(files), {})
 
     def activate_policies(self, workspace: str, files: Mapping[str, str] | str | Path) -> Bundle:
         """Validate a bundle against the catalogue and make it the enforced one, atomically."""
@@ -123,7 +124,7 @@ class Control:
 
         def attempt(snapshot: WorkspaceSnapshot) -> Callable[[Changes], None]:
             nonlocal activated
-            bundle = activated = self._compile(snapshot, snapshot.tools, sources, {})
+            bundle = activated = self._compile(_catalogue(snapshot.tools), sources, {})
             return lambda changes: changes.activate_bundle(self._record(workspace, bundle))
 
         self._compare_and_set(workspace, attempt)
@@ -197,13 +198,8 @@ class Control:
         raise Conflict(f"workspace {workspace!r} kept changing; try again")
 
     def _compile(
-        self,
-        snapshot: WorkspaceSnapshot,
-        tools: Iterable[Tool],
-        files: Mapping[str, str],
-        changed: Mapping[str, Tool],
+        self, catalogue: Catalogue, files: Mapping[str, str], changed: Mapping[str, Tool]
     ) -> Bundle:
-        catalogue = Catalogue({tool.name: compile_tool(tool) for tool in tools})
         try:
             return compile_bundle(files, catalogue.cedar_schema())
         except PolicyError as exc:
@@ -231,6 +227,10 @@ def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"unknown workspace settings {unknown}; known: {list(SETTINGS)}")
     WorkingHours.from_settings(settings)  # raises InvalidInput with what is wrong
     return dict(settings)
+
+
+def _catalogue(tools: Iterable[Tool]) -> Catalogue:
+    return Catalogue({tool.name: compile_tool(tool) for tool in tools})
 
 
 def _files(source: Mapping[str, str] | str | Path) -> Mapping[str, str]:

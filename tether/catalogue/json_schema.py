@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import unquote
 
 import jsonschema_rs
 
@@ -40,6 +41,12 @@ DECIMAL_PLACES = 4
 # Keys that Cedar's JSON value format reserves: an argument named like this could smuggle an
 # extension value or an entity reference into the context.
 RESERVED_KEYS = frozenset({"__extn", "__entity", "__expr"})
+
+# A schema as it will be used, with its `$ref`s inlined, must stay small and shallow: the inlined
+# form of a few `$defs` that each refer to the next twice is exponential (a tool catalogue can come
+# from a third-party MCP server), and Cedar reads its schema on a bounded stack.
+MAX_SCHEMA_NODES = 20_000  # values in the inlined schema
+MAX_SCHEMA_DEPTH = 64  # nesting of the inlined schema, as JSON
 
 _SCALAR_JSON_TYPES = ("string", "integer", "number", "boolean")
 _UNSUPPORTED_KEYWORDS = (
@@ -128,6 +135,7 @@ def resolve(schema: Any) -> dict[str, Any]:
     """
     if not isinstance(schema, dict):
         raise CatalogueError("the argument schema must be a JSON object")
+    _check_size(schema)
     try:
         jsonschema_rs.meta.validate(schema)
     except jsonschema_rs.ValidationError as exc:
@@ -141,6 +149,55 @@ def resolve(schema: Any) -> dict[str, Any]:
             f"the argument schema has a $ref that cannot be resolved: {exc}"
         ) from exc
     return resolved
+
+
+def _check_size(schema: dict[str, Any]) -> None:
+    """Refuse a schema whose inlined form is too large or too deep, before anything inlines it.
+
+    Walks the schema as inlining would, following local `$ref`s, within the budgets: the cost is
+    bounded by the budgets, never by what the schema would expand to. A `$ref` back into its own
+    path (a recursive schema) is not followed: typing refuses it, naming the path. A `$ref` that
+    does not resolve is left for `resolve` to refuse."""
+    stack: list[tuple[Any, int, frozenset[str]]] = [(schema, 1, frozenset())]
+    nodes = 0
+    while stack:
+        value, depth, followed = stack.pop()
+        nodes += 1
+        if nodes > MAX_SCHEMA_NODES:
+            raise CatalogueError(
+                f"the argument schema is too large: more than {MAX_SCHEMA_NODES} values once its "
+                "$refs are inlined"
+            )
+        if depth > MAX_SCHEMA_DEPTH:
+            raise CatalogueError(
+                f"the argument schema nests deeper than {MAX_SCHEMA_DEPTH} levels once its $refs "
+                "are inlined"
+            )
+        if isinstance(value, dict):
+            stack.extend((child, depth + 1, followed) for child in value.values())
+            ref = value.get("$ref")
+            if isinstance(ref, str) and ref not in followed:
+                target = _local_target(schema, ref)
+                if target is not None:
+                    stack.append((target, depth + 1, followed | {ref}))
+        elif isinstance(value, list):
+            stack.extend((child, depth + 1, followed) for child in value)
+
+
+def _local_target(schema: dict[str, Any], ref: str) -> Any:
+    """What a local `$ref` (`#/$defs/name`) points at in `schema`, or None."""
+    if not ref.startswith("#"):
+        return None
+    value: Any = schema
+    for part in unquote(ref[1:]).split("/")[1:]:
+        key = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return None
+    return value
 
 
 def args_type(schema: dict[str, Any]) -> CedarType:

@@ -37,7 +37,7 @@ from tether.policy.analysis import (
 from tether.policy.annotations import Annotations, read_annotations
 from tether.policy.fastpath import Condition, Unsupported, compile_condition
 from tether.policy.reasons import ReasonTemplate, compile_reason
-from tether.policy.source import Statement, split_statements
+from tether.policy.source import Statement, split_statements, too_complex
 
 MAX_CACHED_SELECTIONS = 16_384
 
@@ -220,6 +220,10 @@ def _compile_statement(
         line = statement.line_of(term) if term else statement.line
         problems.append(PolicyProblem(statement.file, line, declared_id, message))
 
+    complexity = too_complex(statement.text)
+    if complexity is not None:
+        problem(f"too complex for Cedar's parser: {complexity}")
+        return None
     try:
         parsed = cedarpy.policies_to_pst(statement.text)
     except ValueError as exc:

@@ -7,10 +7,15 @@ from pathlib import Path
 import cedarpy
 
 from tether.errors import InvalidInput
+from tether.policy.source import split_statements, too_complex
 
 
 def format_text(text: str) -> str:
     """The canonical layout of a policy file (comments kept); InvalidInput if it does not parse."""
+    for statement in split_statements("", text):
+        complexity = too_complex(statement.text)
+        if complexity is not None:
+            raise InvalidInput(f"cannot format the policy at line {statement.line}: {complexity}")
     try:
         formatted: str = cedarpy.format_policies(text)
     except ValueError as exc:

@@ -14,6 +14,13 @@ from pathlib import Path
 from tether.errors import InvalidInput
 
 MAX_POLICY_FILE_BYTES = 4 * 1024 * 1024
+# Cedar's parser is recursive and runs on the caller's stack: a statement nested some 600
+# brackets deep (or with some 1,300 operators in one chain) crashes the whole process. Statements
+# are measured before Cedar sees them, with limits far below that and far above real policies.
+MAX_NESTING = 32  # brackets open at once: ( [ {
+MAX_OPERATORS = 800  # operator characters (& | ! < > = + - * . ( [ {) and if/has/like/in/is
+_KEYWORDS = frozenset({"if", "has", "like", "in", "is"})
+_OPERATOR_CHARACTERS = frozenset("&|!<>=+-*.")
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,45 @@ def split_statements(file: str, text: str) -> list[Statement]:
     if start is not None:
         statements.append(Statement(file, start_line, text[start:].rstrip()))
     return statements
+
+
+def too_complex(text: str) -> str | None:
+    """Why Cedar must not be given this statement (too deeply nested or too long a chain of
+    operators for its parser), or None. Strings and comments are not counted."""
+    depth = deepest = operators = 0
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            i, _ = _skip_string(text, i, 0)
+            continue
+        if ch == "/" and text.startswith("//", i):
+            end = text.find("\n", i)
+            i = n if end == -1 else end
+            continue
+        if ch.isalpha() or ch == "_":
+            start = i
+            while i < n and (text[i].isalnum() or text[i] == "_"):
+                i += 1
+            operators += text[start:i] in _KEYWORDS
+            continue
+        if ch in "([{":  # also an operator: `x["a"]["b"]` is a chain without operator signs
+            depth += 1
+            deepest = max(deepest, depth)
+            operators += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch in _OPERATOR_CHARACTERS:
+            operators += 1
+        i += 1
+    if deepest > MAX_NESTING:
+        return f"nested {deepest} brackets deep (at most {MAX_NESTING}); split the condition"
+    if operators > MAX_OPERATORS:
+        return (
+            f"{operators} operators in one policy (at most {MAX_OPERATORS}); split it into "
+            "several policies"
+        )
+    return None
 
 
 def _skip_string(text: str, i: int, line: int) -> tuple[int, int]:
