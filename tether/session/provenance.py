@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from tether.catalogue.cedar_schema import PROVENANCES
@@ -170,6 +170,17 @@ def keys_of(value: str) -> list[tuple[str, str]]:
     return keys
 
 
+def _first_indexed(texts: Iterable[str]) -> Iterator[str]:
+    """The pieces of one output (or one call's arguments), up to MAX_INDEXED characters."""
+    budget = MAX_INDEXED
+    for text in texts:
+        if budget <= 0:
+            return
+        piece = text[:budget]
+        budget -= len(piece)
+        yield piece
+
+
 class Provenance:
     """What one task has seen, by kind of content."""
 
@@ -188,12 +199,7 @@ class Provenance:
         might be echoing one of them."""
         if trusted and self.agent.full:
             return
-        budget = MAX_INDEXED
-        for text in texts:
-            if budget <= 0:
-                break
-            piece = text[:budget]
-            budget -= len(piece)
+        for piece in _first_indexed(texts):
             if trusted:
                 self.trusted.add(piece, except_in=self.agent)
             else:
@@ -201,12 +207,7 @@ class Provenance:
 
     def said(self, texts: Iterable[str]) -> None:
         """The agent put these values in a call's arguments."""
-        budget = MAX_INDEXED
-        for text in texts:
-            if budget <= 0:
-                break
-            piece = text[:budget]
-            budget -= len(piece)
+        for piece in _first_indexed(texts):
             self.agent.add(piece)
 
     def of(self, value: object) -> str:
