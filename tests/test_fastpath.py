@@ -178,6 +178,8 @@ def native_says(condition: str, context: dict[str, Any]) -> bool | None:
         'context.args.tags.containsAll(["x", "y"])',
         'context.args.tags.containsAll(["x", 1])',
         "context.args.tags.isEmpty()",
+        "context.args.tags.containsAll([])",
+        "context.args.tags.containsAny([])",
         "[].isEmpty()",
         '["x", 1, true].contains(context.args.n)',
         "context has task && context.task.calls > 2",
@@ -211,6 +213,8 @@ def test_conditions_agree_with_cedar(condition: str) -> None:
         "context.args.n == true",
         'context.args.amount == decimal("100.0")',  # decimal equality is left to Cedar
         "context.args.tags == context.args.tags",  # set equality is left to Cedar
+        "context.args.s.containsAll([])",  # not a set: Cedar errors
+        "context.args.n.containsAny([])",
     ],
 )
 def test_what_the_fragment_cannot_decide_exactly_falls_back_or_agrees(condition: str) -> None:

@@ -319,10 +319,12 @@ def _contains(collection: Any, element: Any) -> bool:
 
 
 def _contains_any(collection: Any, elements: Any) -> bool:
+    _set(collection)  # a set, even when `elements` is empty: else Cedar errors
     return any(_contains(collection, element) for element in _set(elements))
 
 
 def _contains_all(collection: Any, elements: Any) -> bool:
+    _set(collection)
     return all(_contains(collection, element) for element in _set(elements))
 
 
