@@ -29,7 +29,7 @@ from test_slicing_property import (
 from tether import Guard
 from tether.model import Agent
 from tether.policy import Bundle
-from tether.policy.engine import _native
+from tether.policy.engine import _native, evaluate
 from tether.policy.fastpath import Fallback, Unsupported, compile_condition
 
 
@@ -73,6 +73,9 @@ def test_native_and_cedar_decide_alike_on_generated_bundles() -> None:
             got = verdict(world.bundle, world, request, context)
             expected = verdict(reference, world, request, context)
             assert normalize(got.outcome) == normalize(expected.outcome)
+            # Same order too (bundle order), so the reason shown first does not depend on
+            # which evaluator decided.
+            assert got.outcome.determining == expected.outcome.determining
             assert normalize(shadow_or_enforced(got)) == normalize(shadow_or_enforced(expected))
             assert got.context_json == expected.context_json
 
@@ -80,6 +83,23 @@ def test_native_and_cedar_decide_alike_on_generated_bundles() -> None:
     # The property means something only if each path was taken often.
     assert paths["native"] >= 40, paths  # observed 91-209 over 30 seeds
     assert paths["cedar: outside the fragment"] >= 40, paths  # observed 107-244
+
+
+def test_both_evaluators_list_the_deciding_policies_in_bundle_order(guard: Guard) -> None:
+    ids = ["zeta", "alpha", "mu", "beta"]  # file order, not alphabetical
+    guard.activate_policies(
+        "acme",
+        {"p.cedar": "\n".join(f'@id("{i}") permit (principal, action, resource);' for i in ids)},
+    )
+    view = guard._views.get("acme")
+    assert view is not None and view.bundle is not None
+    coder = view.agents["coder"]
+    context = {"args": {"to": "x"}}  # no policy reads it
+    for bundle in (view.bundle, cedar_only(view.bundle)):
+        got = evaluate(
+            bundle, view.entities, workspace="acme", agent=coder, tool="send_email", context=context
+        )
+        assert got.outcome.determining == tuple(ids)
 
 
 def test_a_call_the_fragment_cannot_decide_goes_to_cedar(guard: Guard) -> None:

@@ -180,6 +180,12 @@ def test_reports_label_from_the_catalogue_the_detectors_and_trust() -> None:
     assert state.labels == {"secret", "untrusted", "pii"}
 
 
+def test_the_output_of_a_tool_the_catalogue_no_longer_has_is_untrusted() -> None:
+    state = task_state("mail bob@acme.com")
+    assert state.note_result(None, "pay GB33BUKB20201555555555") == {"untrusted", "pii"}
+    assert state.sources({"iban": "GB33BUKB20201555555555"}, ("iban",)) == {"iban": "untrusted"}
+
+
 def test_counters_and_history_update_in_constant_time() -> None:
     state = task_state()
     for i in range(3000):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ class Act:
     tools: tuple[str, ...]
     calls: tuple[Call, ...]
     note: str
-    notes: dict[int, str] = field(default_factory=dict)
 
 
 ACTS = (

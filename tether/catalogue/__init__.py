@@ -2,10 +2,11 @@
 
 Public names: `CompiledTool`, `Catalogue`, `compile_tool`, `ArgumentError`, `CedarType`,
 `args_type`, `cedar_schema`, `context_fields`, `decision_context`, `tool_context`,
-`load_catalogue_file`, `WELL_KNOWN_EFFECTS`, `PROVENANCES`.
+`load_catalogue_file`, `AGENT_ATTRIBUTES`, `WELL_KNOWN_EFFECTS`, `PROVENANCES`.
 """
 
 from tether.catalogue.cedar_schema import (
+    AGENT_ATTRIBUTES,
     PROVENANCES,
     WELL_KNOWN_EFFECTS,
     cedar_schema,
@@ -18,6 +19,7 @@ from tether.catalogue.files import load_catalogue_file
 from tether.catalogue.json_schema import ArgumentError, CedarType, args_type
 
 __all__ = [
+    "AGENT_ATTRIBUTES",
     "PROVENANCES",
     "WELL_KNOWN_EFFECTS",
     "ArgumentError",

@@ -70,6 +70,10 @@ def context_fields(effects: Iterable[str]) -> dict[str, dict[str, Any]]:
     }
 
 
+# The top-level names of every tool's context: what `@reason` placeholders may start with.
+CONTEXT_ROOTS = ("args", "provenance", *context_fields(()))
+
+
 def decision_context(
     *,
     args: Any,
@@ -112,12 +116,15 @@ def tool_context(name: str, effects: Iterable[str], risk_tier: str) -> dict[str,
     }
 
 
+# What policies can read of the calling agent (`principal.kind`, ...): all Strings.
+AGENT_ATTRIBUTES = ("name", "kind", "owner", "spiffe_id")
+
 ENTITY_TYPES: dict[str, Any] = {
     "Tenant": {"shape": _record(name=_STRING)},
     "Workspace": {"memberOfTypes": ["Tenant"], "shape": _record(name=_STRING, tenant=_STRING)},
     "Agent": {
         "memberOfTypes": ["Workspace"],
-        "shape": _record(name=_STRING, kind=_STRING, owner=_STRING, spiffe_id=_STRING),
+        "shape": _record(**dict.fromkeys(AGENT_ATTRIBUTES, _STRING)),
     },
 }
 

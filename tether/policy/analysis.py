@@ -26,12 +26,12 @@ from typing import Any
 
 from cedarpy import pst
 
+from tether.catalogue import AGENT_ATTRIBUTES
 from tether.model import Agent
 
 # A tree of context paths: {"args": {"to": ALL}, "approved": ALL}; ALL keeps a whole subtree.
 ALL: Mapping[str, Any] = {"*": None}
 Paths = Mapping[str, Any]
-_AGENT_ATTRIBUTES = ("name", "kind", "owner", "spiffe_id")
 
 
 def context_paths(template: pst.Template) -> Paths:
@@ -243,7 +243,7 @@ def _agent_attribute(node: Any, agent: Agent) -> str | None:
         isinstance(node, pst.GetAttr)
         and isinstance(node.base, pst.Var)
         and node.base.name == "principal"
-        and node.attr in _AGENT_ATTRIBUTES
+        and node.attr in AGENT_ATTRIBUTES
     ):
         value: str = getattr(agent, node.attr)
         return value

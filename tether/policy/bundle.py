@@ -65,7 +65,8 @@ class Policy:
 
 @dataclass(frozen=True)
 class FastPlan:
-    """The policies of a selection for the native evaluator, split by effect."""
+    """The policies of a selection for the native evaluator, split by effect, each in bundle
+    order (slices keep it)."""
 
     forbids: tuple[tuple[Policy, Condition], ...]
     permits: tuple[tuple[Policy, Condition], ...]

@@ -147,8 +147,8 @@ def _native(
 
 
 def _outcome(effect: Effect, policies: list[Policy], context: Mapping[str, Any]) -> Outcome:
-    # In bundle order, whichever evaluator decided: the first reason is the same either way.
-    policies = sorted(policies, key=lambda p: int(p.key[1:]))
+    """`policies` in bundle order (as plans keep them), so that the first reason is the same
+    whichever evaluator decided."""
     reasons = tuple(Reason(Stage.POLICY, p.reason.render(context), p.id) for p in policies)
     return Outcome(effect, reasons, tuple(p.id for p in policies))
 
@@ -179,7 +179,7 @@ def _interpret(
         text = "policy could not be evaluated, so the call is denied: " + "; ".join(errors)
         return Outcome(Effect.DENY, (Reason(Stage.POLICY, text),), ())
 
-    policies = [by_key[key] for key in diagnostics.reasons]
+    policies = sorted((by_key[key] for key in diagnostics.reasons), key=lambda p: int(p.key[1:]))
     if result.decision is cedarpy.Decision.Allow:
         return _outcome(Effect.ALLOW, policies, context)
     if not policies:

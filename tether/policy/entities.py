@@ -12,6 +12,7 @@ from typing import Any
 
 import cedarpy
 
+from tether.catalogue import AGENT_ATTRIBUTES
 from tether.model import Agent, Workspace
 
 
@@ -31,12 +32,7 @@ def workspace_entities(workspace: Workspace, agents: Iterable[Agent], schema: An
     entities.extend(
         {
             "uid": {"type": "Agent", "id": agent.name},
-            "attrs": {
-                "name": agent.name,
-                "kind": agent.kind,
-                "owner": agent.owner,
-                "spiffe_id": agent.spiffe_id,
-            },
+            "attrs": {name: getattr(agent, name) for name in AGENT_ATTRIBUTES},
             "parents": [ws],
         }
         for agent in agents

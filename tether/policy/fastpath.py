@@ -31,10 +31,10 @@ from typing import Any
 
 from cedarpy import pst
 
+from tether.catalogue import AGENT_ATTRIBUTES
 from tether.model import Agent
 
 Condition = Callable[[Agent, Mapping[str, Any]], bool]
-_AGENT_ATTRIBUTES = ("name", "kind", "owner", "spiffe_id")
 _DECIMAL_LITERAL = re.compile(r"-?[0-9]+\.[0-9]{1,4}")
 _DECIMAL_LIMIT = Decimal("922337203685477.5807")
 
@@ -129,7 +129,7 @@ class _Writer:
 
     def get_attr(self, node: pst.GetAttr) -> tuple[str, str]:
         if isinstance(node.base, pst.Var) and node.base.name == "principal":
-            if node.attr not in _AGENT_ATTRIBUTES:
+            if node.attr not in AGENT_ATTRIBUTES:
                 raise Unsupported(f"principal.{node.attr}")
             return f"agent.{node.attr}", "str"
         path = _context_path(node)

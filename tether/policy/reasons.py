@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-ROOTS = ("args", "provenance", "task", "tool", "sinks", "risk", "approved", "time")
+from tether.catalogue.cedar_schema import CONTEXT_ROOTS
+
 MAX_VALUE = 80
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
 _PLAIN = re.compile(r"[\w.@:/+\-]{1,64}", re.ASCII)  # anything else is quoted, escaped
@@ -38,7 +39,7 @@ class ReasonTemplate:
 def compile_reason(text: str) -> tuple[ReasonTemplate, list[str]]:
     """The template, and the names of placeholders whose root is not in the context."""
     paths = tuple(tuple(m.group(1).split(".")) for m in _PLACEHOLDER.finditer(text))
-    unknown = [".".join(p) for p in paths if p[0] not in ROOTS]
+    unknown = [".".join(p) for p in paths if p[0] not in CONTEXT_ROOTS]
     return ReasonTemplate(text, paths), unknown
 
 

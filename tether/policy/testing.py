@@ -37,6 +37,7 @@ import msgspec
 
 from tether.catalogue import PROVENANCES, ArgumentError, Catalogue, decision_context
 from tether.errors import InvalidInput
+from tether.identity import agent_spiffe_id
 from tether.model import Agent, Effect, Workspace
 from tether.policy.bundle import Bundle
 from tether.policy.engine import evaluate
@@ -145,7 +146,7 @@ def fixture_agents(fixtures: list[AgentFixture], workspace: str = WORKSPACE) -> 
             name=f.name,
             kind=f.kind,
             owner=f.owner,
-            spiffe_id=f"spiffe://tether.local/ws/{workspace}/agent/{f.name}",
+            spiffe_id=agent_spiffe_id("tether.local", workspace, f.name),
         )
         for f in fixtures
     ]

@@ -339,9 +339,7 @@ class TaskHandle:
             raise InvalidInput(f"decision {decision.decision_id} did not allow the call")
         view = self._guard._views.get(self._state.task.workspace)
         tool = view.catalogue.get(decision.tool) if view is not None else None
-        if tool is None:
-            raise NotFound(f"tool {decision.tool} is no longer in the catalogue")
-        self._state.note_result(tool.spec, output)
+        self._state.note_result(tool.spec if tool is not None else None, output)
 
     def end(self) -> None:
         self._guard._end(self._state, TaskStatus.ENDED)

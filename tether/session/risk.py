@@ -101,17 +101,15 @@ class AgentActivity:
     recent: deque[float] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def note(self, tool: str, allowed: bool, now: float) -> bool:
-        """Count a call; True if it is the first allowed use of `tool` (to be remembered)."""
+    def note(self, tool: str, allowed: bool, now: float) -> None:
+        """Count a call (the pipeline has recorded an allowed first use with its decision)."""
         with self.lock:
             self.total += 1
             self.recent.append(now)
             while self.recent and self.recent[0] < now - BURST_WINDOW:
                 self.recent.popleft()
-            if allowed and tool not in self.tools_used:
+            if allowed:
                 self.tools_used.add(tool)
-                return True
-            return False
 
     def bursting(self, now: float) -> bool:
         """More calls in the last window than the floor, and than 3x the agent's rate before

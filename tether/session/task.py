@@ -114,15 +114,18 @@ class TaskState:
         with self.lock:
             self.outside_workspace += 1
 
-    def note_result(self, tool: Tool, output: Any) -> set[str]:
+    def note_result(self, tool: Tool | None, output: Any) -> set[str]:
         """An allowed call of `tool` returned `output`: label the task and remember the values
-        it saw. Never raises; returns the labels this output added.
+        it saw. Never raises; returns the labels this output added. A tool the catalogue no
+        longer has (None) is taken at its worst: its output is untrusted.
 
         The catalogue's labels and the trust of the output are applied first: whatever goes
         wrong reading the output (it is someone else's data) cannot take them away, and is
         itself recorded, as the `unscanned` label."""
-        trusted = tool.output is OutputTrust.TRUSTED
-        found = set(tool.labels) | ({UNTRUSTED} if not trusted else set())
+        trusted = tool is not None and tool.output is OutputTrust.TRUSTED
+        found = set(tool.labels) if tool is not None else set()
+        if not trusted:
+            found.add(UNTRUSTED)
         with self.lock:
             self.executed += 1
             before = set(self.labels)
