@@ -230,3 +230,13 @@ def test_a_schema_that_inlines_exponentially_is_refused_at_once() -> None:
     schema = {**obj({"x": {"$ref": "#/$defs/d0"}}), "$defs": defs}
     with pytest.raises(CatalogueError, match="too large"):
         compile_tool(tool(schema=schema))
+
+
+@pytest.mark.parametrize("draft", [None, "http://json-schema.org/draft-07/schema#"])
+def test_format_is_an_annotation_whatever_the_draft(draft: str | None) -> None:
+    schema = obj({"to": {"type": "string", "format": "email"}})
+    if draft is not None:
+        schema["$schema"] = draft
+    assert compile_tool(tool(schema=schema)).cedar_args({"to": "not an address"}) == {
+        "to": "not an address"
+    }

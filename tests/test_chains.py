@@ -16,8 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether import Guard
+from tether.errors import InvalidInput
 from tether.model import Effect
 from tether.policy import read_policy_dir
+from tether.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = read_policy_dir(ROOT / "policies" / "baseline")
@@ -257,3 +259,30 @@ def test_first_use_is_remembered_across_restarts(home: Path) -> None:
         assert risk_signals(guard) == []
     with Guard.embedded(home=home) as guard:  # a new process on the same store
         assert risk_signals(guard) == []
+
+
+def test_calls_outside_the_workspaces_working_hours_carry_the_off_hours_signal(
+    home: Path,
+) -> None:
+    now = 1767603600.0  # Monday 2026-01-05, 09:00 UTC
+    hours = {"start": 8, "end": 18, "timezone": "UTC"}  # weekdays default to Monday-Friday
+    with Guard(Store.at_home(home), clock=lambda: now) as guard:
+        with pytest.raises(InvalidInput, match="unknown workspace settings"):
+            guard.add_workspace("acme", settings={"working_hour": hours})
+        guard.add_workspace("acme", settings={"working_hours": hours})
+        guard.register_agent("acme", "assistant", kind="assistant", owner="alice@acme.com")
+        for name, spec in TOOLS.items():
+            guard.register_tool("acme", name, **spec)
+        guard.activate_policies("acme", PERMIT)
+
+        def signals() -> list[str]:
+            with task(guard, "Read the notes") as t:
+                t.authorize("read_file", {"path": "/notes"})
+            record = guard.store.decisions(limit=1)[0]
+            return list(json.loads(record.context or "{}")["risk"]["signals"])
+
+        assert "off_hours" not in signals()
+        now += 12 * 3600  # 21:00
+        assert "off_hours" in signals()
+        now += 4 * 24 * 3600 + 12 * 3600  # Saturday 09:00
+        assert "off_hours" in signals()

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 from conftest import STARTER
 
+from tether import Guard
 from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
 from tether.policy import compile_bundle
 
@@ -49,6 +51,16 @@ def test_catalogue_examples_load(where: str, text: str, tmp_path: Path) -> None:
     assert tools and Catalogue({t.name: compile_tool(t) for t in tools}).cedar_schema()
 
 
+SETTINGS = [(where, text) for where, text in blocks("yaml") if text.startswith("settings:")]
+
+
+@pytest.mark.parametrize(("where", "text"), SETTINGS, ids=lambda v: v if "#" in str(v) else "")
+def test_workspace_settings_examples_are_accepted(where: str, text: str, home: Path) -> None:
+    settings = msgspec.yaml.decode(text)["settings"]
+    with Guard.embedded(home=home) as guard:
+        assert guard.add_workspace("acme", settings=settings).settings == settings
+
+
 @pytest.mark.parametrize(
     ("where", "code"), blocks("python"), ids=lambda v: v if "#" in str(v) else ""
 )
@@ -67,4 +79,4 @@ def test_examples_run(example: Path) -> None:
 
 
 def test_there_are_examples_to_check() -> None:
-    assert len(blocks("cedar")) >= 6 and blocks("python") and CATALOGUES
+    assert len(blocks("cedar")) >= 6 and blocks("python") and CATALOGUES and SETTINGS

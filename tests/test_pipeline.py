@@ -262,3 +262,5 @@ def test_a_failure_outside_every_stage_is_still_a_deny(
         Stage.ANSWER,
         "the decision failed, so the call is denied: MemoryError: no room to answer",
     )
+    (stored,) = [r for r in guard.store.decisions(task_id=task.id) if r.id == d.decision_id]
+    assert (stored.effect, stored.stage) == (Effect.DENY, Stage.ANSWER)

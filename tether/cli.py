@@ -115,7 +115,7 @@ def demo(
         typer.Option(help="Where to keep the demo's store (default: a new temp folder)."),
     ] = None,
 ) -> None:
-    """Play a scripted task: three agents share a workspace under different runtime policies."""
+    """Play a scripted story: four agents share a workspace under different runtime policies."""
     from tether.demo import run_demo  # noqa: PLC0415 - the demo is not needed by other commands
 
     run_demo(home, out)

@@ -256,7 +256,7 @@ class PDP:
         except Exception as exc:  # the last line of defence: never an exception, never an allow
             log.exception("decision failed")
             text = f"the decision failed, so the call is denied: {_describe(exc)}"
-            return Decision(
+            decision = Decision(
                 decision_id=new_id("dec_"),
                 effect=Effect.DENY,
                 reasons=(Reason(Stage.ANSWER, text),),
@@ -266,6 +266,11 @@ class PDP:
                 task_id=request.task_id,
                 tool=request.tool,
             )
+            try:  # recorded like any other answer; if even that fails, the deny stands
+                record(Call(request, self._clock()), self._store, decision)
+            except Exception:
+                log.exception("the denial could not be recorded")
+            return decision
 
     def _decide(self, request: AuthorizeRequest) -> Decision:
         call = Call(request, self._clock())

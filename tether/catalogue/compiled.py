@@ -74,7 +74,9 @@ def compile_tool(tool: Tool) -> CompiledTool:
         raise CatalogueError(
             f"tool {tool.name!r}: sink arguments {unknown_sinks} are not declared in its schema"
         )
-    validator = jsonschema_rs.validator_for(schema, offline=True)
+    # `format` is an annotation, whatever draft the schema names (draft 7 would assert it):
+    # a tool's arguments are held to one rule, documented in the policy guide.
+    validator = jsonschema_rs.validator_for(schema, offline=True, validate_formats=False)
     return CompiledTool(
         spec=tool,
         args_type=typed,

@@ -82,9 +82,17 @@ class Guard:
     # -- administration ----------------------------------------------------------------------
 
     def add_workspace(
-        self, name: str, *, tenant: str = "default", trust_domain: str = "tether.local"
+        self,
+        name: str,
+        *,
+        tenant: str = "default",
+        trust_domain: str = "tether.local",
+        settings: Mapping[str, Any] | None = None,
     ) -> Workspace:
-        return self._control.add_workspace(name, tenant=tenant, trust_domain=trust_domain)
+        """`settings`: what the workspace says of itself, e.g. its `working_hours`."""
+        return self._control.add_workspace(
+            name, tenant=tenant, trust_domain=trust_domain, settings=settings
+        )
 
     def register_agent(self, workspace: str, name: str, *, kind: str, owner: str) -> Agent:
         return self._control.register_agent(workspace, name, kind=kind, owner=owner)
