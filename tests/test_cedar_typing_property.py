@@ -28,7 +28,7 @@ import cedarpy
 import jsonschema_rs
 import pytest
 from conftest import sample_context
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tether.catalogue import (
@@ -433,13 +433,17 @@ def test_an_undeclared_argument_is_refused(
     case: tuple[dict[str, Any], dict[str, Any]], data: st.DataObject
 ) -> None:
     schema, value = case
+    tool = compiled(schema)
+    try:
+        tool.cedar_args(value)
+    except ArgumentError:
+        assume(False)  # refused already (a number out of range): the added key must be the cause
     value = copy.deepcopy(value)
     objects = [value, *nested_objects(value)]
     target = data.draw(st.sampled_from(objects))
     declared = declared_names(schema)
     key = data.draw(names.filter(lambda n: n not in declared))
     target[key] = data.draw(st.sampled_from(("x", 1, True, None, [], {})))
-    tool = compiled(schema)
     with pytest.raises(ArgumentError):
         tool.cedar_args(value)
 
@@ -519,6 +523,7 @@ def test_an_integer_is_a_valid_number_in_a_union() -> None:
     assert_accepted_by_cedar(tool, args)
 
 
+# Each shape, its values, and whether it is typed (True) or refused at registration (False).
 ALTERNATIVE_SHAPES = {
     "required alternatives": (
         {
@@ -527,6 +532,7 @@ ALTERNATIVE_SHAPES = {
             "anyOf": [{"required": ["a"]}, {"required": ["b"]}],
         },
         [{"a": "x"}, {"b": 1}],
+        True,
     ),
     "arrays of different items": (
         {
@@ -536,6 +542,7 @@ ALTERNATIVE_SHAPES = {
             ]
         },
         [["x"], [1]],
+        False,  # Set<String> and Set<Long> have no common Cedar type
     ),
     "objects of different shapes": (
         {
@@ -545,6 +552,7 @@ ALTERNATIVE_SHAPES = {
             ]
         },
         [{"a": "x"}, {"b": 1}],
+        True,
     ),
 }
 
@@ -556,12 +564,12 @@ def test_alternatives_of_one_json_type_are_refused_or_all_accepted(shape: str) -
     Either the schema is refused at registration, or every value valid for one of the branches
     is given to policies; typing the node as its last branch refuses the others' values.
     """
-    node_schema, values = ALTERNATIVE_SHAPES[shape]
+    node_schema, values, typed = ALTERNATIVE_SHAPES[shape]
     schema = {"type": "object", "properties": {"p": node_schema}}
-    try:
-        tool = compiled(schema)
-    except CatalogueError:
+    if not typed:
+        _refused(schema)
         return
+    tool = compiled(schema)
     for value in values:
         args = tool.cedar_args({"p": value})
         assert_accepted_by_cedar(tool, args)

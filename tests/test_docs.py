@@ -75,7 +75,19 @@ def test_examples_run(example: Path) -> None:
         [sys.executable, str(example)], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout
+    assert result.stdout == EXPECTED_OUTPUT[example.name]
+
+
+# What each example must print (every example needs an entry): the decisions it shows are what
+# it teaches.
+EXPECTED_OUTPUT = {
+    "quickstart.py": (
+        "allow - mail inside acme is fine\n"
+        "sent to bob@acme.com\n"
+        "denied: no policy permits send_email for agent coder\n"
+        "needs approval: mail to the CEO needs a person's approval\n"
+    )
+}
 
 
 def test_there_are_examples_to_check() -> None:

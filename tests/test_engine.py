@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import cedarpy
 import pytest
 from conftest import sample_context
 
 from tether import Guard
 from tether.model import Effect, Stage
 from tether.policy import Verdict, evaluate
+from tether.policy.engine import _interpret
 from tether.workspace import WorkspaceView
 
 AMOUNT_SCHEMA = {
@@ -136,5 +139,48 @@ forbid (principal, action in Action::"external", resource);
 @pytest.mark.parametrize("tool", ["send_email", "read_file"])
 def test_context_json_is_what_the_policies_saw(guard: Guard, tool: str) -> None:
     args = {"to": "bob@acme.com"} if tool == "send_email" else {"path": "/repo/a"}
-    verdict = decide(guard, tool, args)
-    assert b'"args":' in verdict.context_json and b'"approved":false' in verdict.context_json
+    v = view(guard)
+    compiled = v.catalogue.get(tool)
+    assert compiled is not None and v.bundle is not None
+    context = sample_context(compiled, v.catalogue, args)
+    verdict = evaluate(
+        v.bundle, v.entities, workspace="acme", agent=v.agents["coder"], tool=tool, context=context
+    )
+    assert json.loads(verdict.context_json) == context  # the whole context, not Cedar's part
+
+
+def test_calls_in_the_fragment_are_decided_without_cedar(
+    guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_cedar(*_: Any) -> Any:
+        raise AssertionError("Cedar was called")
+
+    monkeypatch.setattr("tether.policy.engine.cedarpy.is_authorized", no_cedar)
+    assert decide(guard, "send_email", {"to": "bob@acme.com"}).outcome.effect is Effect.ALLOW
+    ceo = decide(guard, "send_email", {"to": "ceo@acme.com"}).outcome  # step-up: two passes
+    assert ceo.effect is Effect.APPROVAL_REQUIRED
+
+
+class _Result:
+    """What cedarpy answers, for the cases a real policy set cannot be made to produce."""
+
+    def __init__(self, decision: Any, errors: list[str], reasons: list[str]) -> None:
+        self.decision = decision
+        self.diagnostics = type("Diagnostics", (), {"errors": errors, "reasons": reasons})()
+
+
+@pytest.mark.parametrize(
+    ("decision", "errors"),
+    [
+        (cedarpy.Decision.NoDecision, []),
+        (cedarpy.Decision.Allow, ["error in a policy Cedar does not name"]),
+    ],
+)
+def test_an_answer_cedar_cannot_attribute_is_a_deny(
+    guard: Guard, decision: Any, errors: list[str]
+) -> None:
+    bundle = view(guard).bundle
+    assert bundle is not None
+    outcome = _interpret(_Result(decision, errors, ["p0"]), bundle.by_key, "t", "coder", {})
+    assert outcome.effect is Effect.DENY
+    assert outcome.reasons[0].text.startswith("policy could not be evaluated")

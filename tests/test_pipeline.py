@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from pathlib import Path
@@ -77,6 +78,16 @@ def test_arguments_that_break_the_schema_are_denied_before_policy(guard: Guard) 
         ].endswith("argument `bcc`: not declared in the tool's argument schema")
         assert deny_stage(task.authorize("send_email", "not an object"))[1] is Stage.CONTEXT
     assert (effect, stage) == (Effect.DENY, Stage.CONTEXT)
+
+
+def test_bytes_arguments_are_denied_since_policies_would_see_base64(guard: Guard) -> None:
+    # Bytes that base64 spells as "/eve/acmecom": a tool taking str or bytes would get the
+    # bytes, while a policy read the text.
+    with open_task(guard) as task:
+        direct = deny_stage(task.authorize("send_email", {"to": base64.b64decode("/eve/acme.com")}))
+        nested = deny_stage(task.authorize("send_email", {"to": "a@acme.com", "x": [bytearray()]}))
+    assert direct[:2] == (Effect.DENY, Stage.CONTEXT) and "argument `to` is bytes" in direct[2]
+    assert "argument `x[0]` is bytes" in nested[2]
 
 
 def test_huge_arguments_are_denied_and_not_stored_whole(guard: Guard) -> None:
@@ -222,6 +233,29 @@ def test_a_workspace_whose_stored_state_does_not_compile_denies(guard: Guard, ho
         effect, stage, text = deny_stage(task.authorize("send_email", MAIL))
     assert (effect, stage) == (Effect.DENY, Stage.WORKSPACE)
     assert "workspace 'acme' cannot be loaded" in text and "must describe an object" in text
+
+
+def test_an_output_reported_while_the_workspace_cannot_load_still_labels_the_task(
+    guard: Guard, home: Path
+) -> None:
+    with open_task(guard) as task:
+        d = task.authorize("read_file", {"path": "/x"})
+        db = sqlite3.connect(home / "tether.db")
+        with db:
+            db.execute('update tools set args_schema = \'{"type": "string"}\'')
+            db.execute("update workspaces set revision = revision + 1")
+        guard._views.poll()
+        task.report(d, "mail bob@acme.com")  # read_file is trusted, but nothing says so now
+    assert task.state.labels == {"untrusted", "pii"}
+
+
+def test_a_policy_stage_that_reaches_no_verdict_is_a_deny(
+    guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tether.pdp.apply_policy", lambda call: None)  # passes, decides nothing
+    with open_task(guard) as task:
+        d = task.authorize("send_email", MAIL)
+    assert deny_stage(d) == (Effect.DENY, Stage.POLICY, "no verdict was reached")
 
 
 def test_task_counts_its_decisions(guard: Guard) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from tether import Guard, PolicyError
 from tether.errors import PolicyProblem
-from tether.policy import compile_bundle
+from tether.model import Effect
 from tether.policy.source import split_statements
 
 
@@ -147,8 +147,12 @@ def test_statements_keep_their_lines_across_strings_and_comments() -> None:
 
 
 def test_empty_bundle_is_valid_and_denies_everything(guard: Guard) -> None:
-    bundle = compile_bundle({}, guard.check_policies("acme", {}).cedar_schema)
-    assert not bundle.policies
+    guard.activate_policies("acme", {})
+    with guard.task(
+        workspace="acme", agent="coder", user="u", request="r", tools=["send_email"]
+    ) as task:
+        d = task.authorize("send_email", {"to": "bob@acme.com"})
+    assert (d.effect, d.reason) == (Effect.DENY, "no policy permits send_email for agent coder")
 
 
 def test_a_policy_for_an_effect_no_tool_has_is_inert_until_one_does(guard: Guard) -> None:

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from tether.errors import NotFound
-from tether.model import AgentStatus, Workspace
+from tether.errors import InvalidInput, NotFound
+from tether.model import Agent, AgentStatus, Tool, User, Workspace
 from tether.store import StaleRevision, Store
 from tether.store.tables import metadata
 
@@ -53,6 +53,23 @@ def test_a_failed_change_writes_nothing(store: Store) -> None:
     with pytest.raises(NotFound), store.change("acme") as changes:
         changes.set_agent_status("ghost", AgentStatus.SUSPENDED)
     assert store.revisions() == {"acme": 0}
+
+
+def test_a_change_to_one_workspace_cannot_write_another_workspaces_rows(store: Store) -> None:
+    store.create_workspace(Workspace("beta", "default", "tether.local", time.time()))
+    rows = [
+        lambda c: c.put_agent(Agent("beta", "a", "coder", "o", "spiffe://x/a")),
+        lambda c: c.put_user(User("beta", "u")),
+        lambda c: c.put_tool(Tool("beta", "t", {"type": "object"}, ("read",))),
+    ]
+    for write in rows:
+        with (
+            pytest.raises(InvalidInput, match="belongs to workspace 'beta'"),
+            store.change("acme") as changes,
+        ):
+            write(changes)
+    assert store.revisions() == {"acme": 0, "beta": 0}
+    assert store.agents("beta") == []
 
 
 def test_change_to_a_missing_workspace(store: Store) -> None:

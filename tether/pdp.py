@@ -138,6 +138,13 @@ def build_context(call: Call, activity: Activity) -> Reason | None:
     call.args_json = _encode_sorted(call.request.args)
     if len(call.args_json) > MAX_ARGS_BYTES:
         return Reason(Stage.CONTEXT, f"arguments are larger than {MAX_ARGS_BYTES} bytes")
+    binary = _binary_argument(call.request.args)
+    if binary is not None:
+        return Reason(
+            Stage.CONTEXT,
+            f"argument `{binary}` is bytes: policies would see its base64 text, not what the "
+            "tool gets; pass text",
+        )
     # Policies see the arguments as JSON, exactly as recorded: no Python subclass (an enum
     # member that is a str, say) can compare differently from the value the tool gets.
     plain = _decode(call.args_json)
@@ -161,6 +168,20 @@ def build_context(call: Call, activity: Activity) -> Reason | None:
         now=call.now,
     )
     task.note_arguments(call.args_json)  # after the sources: no value vouches for itself
+    return None
+
+
+def _binary_argument(args: Any) -> str | None:
+    """The path of the first bytes value in `args` (already encoded, so of bounded size)."""
+    stack: list[tuple[str, Any]] = [("", args)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, bytes | bytearray | memoryview):
+            return path or "(all)"
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -37,6 +38,8 @@ from tether.sdk.signature import args_schema_of
 from tether.session import TaskState
 from tether.store import Store
 from tether.workspace import Views
+
+log = logging.getLogger("tether.sdk")
 
 DEFAULT_TASK_TTL = 15 * 60.0
 MAX_TASK_TTL = 24 * 3600.0
@@ -345,8 +348,12 @@ class TaskHandle:
             raise InvalidInput(f"decision {decision.decision_id} belongs to another task")
         if decision.effect is not Effect.ALLOW:
             raise InvalidInput(f"decision {decision.decision_id} did not allow the call")
-        view = self._guard._views.get(self._state.task.workspace)
-        tool = view.catalogue.get(decision.tool) if view is not None else None
+        try:
+            view = self._guard._views.get(self._state.task.workspace)
+            tool = view.catalogue.get(decision.tool) if view is not None else None
+        except Exception:  # the workspace cannot be read now: the output still counts, untrusted
+            log.exception("reporting to task %s without its catalogue", self.id)
+            tool = None
         self._state.note_result(tool.spec if tool is not None else None, output)
 
     def end(self) -> None:

@@ -25,7 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from tether.errors import Conflict, NotFound
+from tether.errors import Conflict, InvalidInput, NotFound
 from tether.model import (
     Agent,
     AgentStatus,
@@ -337,8 +337,15 @@ class Changes:
         self._db = db
         self.workspace = workspace
 
+    def _own(self, what: str, workspace: str) -> None:
+        """A change to one workspace writes only that workspace's rows (and bumps its revision,
+        so every process sees it): a row of another workspace is refused."""
+        if workspace != self.workspace:
+            raise InvalidInput(f"{what} belongs to workspace {workspace!r}, not {self.workspace!r}")
+
     def put_agent(self, agent: Agent) -> None:
         """Register an agent, or update its kind and owner (its status is left as it is)."""
+        self._own(f"agent {agent.name!r}", agent.workspace)
         key = (t.agents.c.workspace == agent.workspace) & (t.agents.c.name == agent.name)
         if self._db.execute(sa.select(t.agents.c.name).where(key)).first():
             self._db.execute(
@@ -353,11 +360,13 @@ class Changes:
             raise NotFound(f"agent {name!r} is not registered in workspace {self.workspace!r}")
 
     def put_user(self, user: User) -> None:
+        self._own(f"user {user.name!r}", user.workspace)
         key = (t.users.c.workspace == user.workspace) & (t.users.c.name == user.name)
         self._db.execute(t.users.delete().where(key))
         self._db.execute(t.users.insert().values(**msgspec.to_builtins(user)))
 
     def put_tool(self, tool: Tool) -> None:
+        self._own(f"tool {tool.name!r}", tool.workspace)
         key = (t.tools.c.workspace == tool.workspace) & (t.tools.c.name == tool.name)
         self._db.execute(t.tools.delete().where(key))
         self._db.execute(t.tools.insert().values(**msgspec.to_builtins(tool)))
@@ -371,6 +380,7 @@ class Changes:
 
     def activate_bundle(self, record: PolicyBundleRecord) -> None:
         """Keep the bundle (once per version) and make it the workspace's enforced one."""
+        self._own(f"policy bundle {record.version}", record.workspace)
         if _bundle(self._db, record.workspace, record.version) is None:
             self._db.execute(t.policy_bundles.insert().values(**msgspec.to_builtins(record)))
         self._db.execute(
