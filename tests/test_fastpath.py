@@ -36,16 +36,11 @@ from tether.policy.fastpath import Fallback, Unsupported, compile_condition
 def cedar_only(bundle: Bundle) -> Bundle:
     """The same bundle with the native path switched off for every policy."""
     policies = {pid: dataclasses.replace(p, condition=None) for pid, p in bundle.policies.items()}
-    by_id = policies.get
-    return Bundle(
-        version=bundle.version,
-        files=bundle.files,
-        cedar_schema=bundle.cedar_schema,
-        schema=bundle.schema,
+    return dataclasses.replace(
+        bundle,
         policies=policies,
         by_key={p.key: p for p in policies.values()},
-        groups=bundle.groups,
-        slices={t: tuple(by_id(p.id) for p in ps) for t, ps in bundle.slices.items()},  # type: ignore[misc]
+        slices={t: tuple(policies[p.id] for p in ps) for t, ps in bundle.slices.items()},
     )
 
 
@@ -95,6 +90,8 @@ def test_both_evaluators_list_the_deciding_policies_in_bundle_order(guard: Guard
     assert view is not None and view.bundle is not None
     coder = view.agents["coder"]
     context = {"args": {"to": "x"}}  # no policy reads it
+    assert view.bundle.select("send_email", coder).fast is not None
+    assert cedar_only(view.bundle).select("send_email", coder).fast is None  # caches not shared
     for bundle in (view.bundle, cedar_only(view.bundle)):
         got = evaluate(
             bundle, view.entities, workspace="acme", agent=coder, tool="send_email", context=context

@@ -560,16 +560,7 @@ def reference(
 def unsliced(bundle: Bundle) -> Bundle:
     """The same bundle (fresh caches) with every tool's slice being the whole set."""
     everything = tuple(bundle.policies.values())
-    return Bundle(
-        version=bundle.version,
-        files=bundle.files,
-        cedar_schema=bundle.cedar_schema,
-        schema=bundle.schema,
-        policies=bundle.policies,
-        by_key=bundle.by_key,
-        groups=bundle.groups,
-        slices=dict.fromkeys(bundle.slices, everything),
-    )
+    return dataclasses.replace(bundle, slices=dict.fromkeys(bundle.slices, everything))
 
 
 def verdict(bundle: Bundle, world: World, request: Request, context: dict[str, Any]) -> Verdict:
@@ -736,10 +727,11 @@ def _erroring_example(*policies: tuple[str, str, str]) -> Scenario:
 
 
 _OVERFLOW = f" when {{ context.task.calls + {LONG_MAX} > 0 }}"
-# The shortest examples hypothesis finds for the id bug, kept so that the property fails on every
-# run until it is fixed: a permit whose @id Cedar escapes, erroring (its error is taken for a
-# forbid's: denied); and a forbid whose @id, cut at its backtick, names a permit, erroring (its
-# error is taken for the permit's: allowed).
+# The shortest examples hypothesis found for a since-fixed bug (policies were known to Cedar by
+# their @id, read back out of its error text), kept so that every run tries them: a permit whose
+# @id Cedar escapes, erroring (its error was taken for a forbid's: denied); and a forbid whose
+# @id, cut at its backtick, names a permit, erroring (its error was taken for the permit's:
+# allowed).
 ESCAPED_ID_PERMIT = _erroring_example(("\\", "permit", _OVERFLOW))
 BACKTICK_ID_FORBID = _erroring_example(("a", "permit", ""), ("a`", "forbid", _OVERFLOW))
 
@@ -821,9 +813,9 @@ def _decide(world: World, request: Request) -> Outcome:
 def test_an_erroring_forbid_denies_whatever_its_id() -> None:
     """Fail closed: a forbid that errors denies, even when its @id contains a backtick.
 
-    engine._interpret finds the erroring policy by reading the id back out of Cedar's message
-    with the pattern policy `([^`]*)`: an id with a backtick is cut short; here the cut id names
-    a permit, so the erroring forbid is taken for a permit and the call is allowed.
+    Regression: the erroring policy was once found by reading its @id back out of Cedar's
+    message; an id with a backtick was cut short, here naming a permit, so the erroring forbid
+    was taken for a permit and the call allowed. Cedar now knows policies by internal keys.
     """
     world = example_world(
         '@id("p1") permit(principal, action, resource);\n'
@@ -837,8 +829,9 @@ def test_an_erroring_forbid_denies_whatever_its_id() -> None:
 def test_an_erroring_permit_does_not_deny_when_another_permit_allows() -> None:
     """Cedar skips an erroring permit; only erroring forbids fail closed (engine.py docstring).
 
-    Cedar escapes `"` and `\\` of the id in its message, so engine._interpret does not find the
-    permit `say "hi"` under the id it reads, takes its error for a forbid's, and denies.
+    Regression: Cedar escapes `"` and `\\` of an id in its message, so the permit `say "hi"`
+    was once not found under the id read back, its error taken for a forbid's, and the call
+    denied.
     """
     world = example_world(
         '@id("base") permit(principal, action, resource);\n'

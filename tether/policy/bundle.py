@@ -102,10 +102,13 @@ class Bundle:
     by_key: Mapping[str, Policy]  # by the id Cedar reports
     groups: Mapping[str, frozenset[str]]  # tool -> its effect groups
     slices: Mapping[str, tuple[Policy, ...]]  # tool -> the policies whose scope can match it
+    # Caches, never copied: `dataclasses.replace` gives a bundle that selects afresh.
     _selections: dict[tuple[str, Agent], Selection] = field(
-        default_factory=dict, compare=False, repr=False
+        default_factory=dict, init=False, compare=False, repr=False
     )
-    _sets: dict[tuple[str, ...], Any] = field(default_factory=dict, compare=False, repr=False)
+    _sets: dict[tuple[str, ...], Any] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def select(self, tool: str, agent: Agent) -> Selection:
         """The policies of `tool`'s slice that can matter for `agent` (built once, then cached)."""
