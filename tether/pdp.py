@@ -172,17 +172,31 @@ def build_context(call: Call, activity: Activity) -> Reason | None:
 
 
 def _binary_argument(args: Any) -> str | None:
-    """The path of the first bytes value in `args` (already encoded, so of bounded size)."""
+    """The path of the first bytes value in `args` (already encoded, so of bounded size).
+    Every call pays for the first walk; only a call with bytes pays for naming the path."""
+    stack = [args]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        elif isinstance(value, bytes | bytearray | memoryview):
+            return _path_to(args, value)
+    return None
+
+
+def _path_to(args: Any, target: Any) -> str:
     stack: list[tuple[str, Any]] = [("", args)]
     while stack:
         path, value = stack.pop()
-        if isinstance(value, bytes | bytearray | memoryview):
+        if value is target:
             return path or "(all)"
         if isinstance(value, dict):
             stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
         elif isinstance(value, list | tuple):
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
-    return None
+    return "?"
 
 
 def apply_policy(call: Call) -> Reason | None:
