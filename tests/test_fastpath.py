@@ -35,7 +35,7 @@ from tether.policy.fastpath import Fallback, Unsupported, compile_condition
 
 def cedar_only(bundle: Bundle) -> Bundle:
     """The same bundle with the native path switched off for every policy."""
-    policies = {pid: dataclasses.replace(p, condition=None) for pid, p in bundle.policies.items()}
+    policies = {pid: dataclasses.replace(p, native=None) for pid, p in bundle.policies.items()}
     return dataclasses.replace(
         bundle,
         policies=policies,

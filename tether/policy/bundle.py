@@ -35,7 +35,7 @@ from tether.policy.analysis import (
     principal_scope,
 )
 from tether.policy.annotations import Annotations, read_annotations
-from tether.policy.fastpath import Condition, Unsupported, compile_condition
+from tether.policy.fastpath import NativeCondition, Plan, Unsupported, compile_plan, translate
 from tether.policy.reasons import ReasonTemplate, compile_reason
 from tether.policy.source import Statement, split_statements, too_complex
 
@@ -53,7 +53,7 @@ class Policy:
     actions: frozenset[str] | None  # action ids in its scope; None when unscoped
     template: pst.Template
     paths: Paths  # the context paths it reads
-    condition: Condition | None  # its clauses, natively; None when outside the fast fragment
+    native: NativeCondition | None  # its clauses, natively; None when outside the fragment
     reason: ReasonTemplate  # @reason, or the policy's name
     inert: bool = False  # its scope matches no tool of the catalogue (an empty effect group)
 
@@ -66,18 +66,18 @@ class Policy:
 @dataclass(frozen=True)
 class FastPlan:
     """The policies of a selection for the native evaluator, split by effect, each in bundle
-    order (slices keep it)."""
+    order (slices keep it), and the one generated function that evaluates them all."""
 
-    forbids: tuple[tuple[Policy, Condition], ...]
-    permits: tuple[tuple[Policy, Condition], ...]
+    forbids: tuple[Policy, ...]
+    permits: tuple[Policy, ...]
+    decide: Plan  # the indices (into forbids, else permits) of the policies that hold
 
     @classmethod
-    def of(cls, steps: Iterable[tuple[Policy, Condition]]) -> FastPlan:
-        steps = tuple(steps)
-        return cls(
-            forbids=tuple(s for s in steps if s[0].effect == "forbid"),
-            permits=tuple(s for s in steps if s[0].effect == "permit"),
-        )
+    def of(cls, policies: Iterable[Policy]) -> FastPlan:
+        policies = tuple(policies)
+        forbids = tuple(p for p in policies if p.effect == "forbid")
+        permits = tuple(p for p in policies if p.effect == "permit")
+        return cls(forbids, permits, compile_plan(_natives(forbids), _natives(permits)))
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class Bundle:
         steps = _fast_steps(applicable, tool, self.groups[tool], agent)
         fast = None
         if steps is not None:
-            enforced_plan = FastPlan.of(s for s in steps if not s[0].annotations.shadow)
+            enforced_plan = FastPlan.of(p for p in steps if not p.annotations.shadow)
             fast = (enforced_plan, FastPlan.of(steps) if has_shadow else None)
         return Selection(
             enforced=self._shared_set(enforced),
@@ -275,7 +275,7 @@ def _compile_statement(
         actions=_scoped_actions(template.action),
         template=dataclasses.replace(template, id=key),
         paths=context_paths(template),
-        condition=_native(template),
+        native=_native(template, key),
         reason=reason,
         inert=inert,
     )
@@ -368,26 +368,31 @@ def _action_groups(cedar_schema: Mapping[str, Any]) -> dict[str, frozenset[str]]
 
 def _fast_steps(
     policies: list[Policy], tool: str, groups: frozenset[str], agent: Agent
-) -> list[tuple[Policy, Condition]] | None:
-    """The policies that apply to this tool and agent with their native conditions, or None
-    when one of them needs Cedar (a condition outside the fragment, or a scope only Cedar can
-    decide)."""
+) -> list[Policy] | None:
+    """The policies that apply to this tool and agent, or None when one of them needs Cedar
+    (a condition outside the fragment, or a scope only Cedar can decide)."""
     plan = []
     for policy in policies:
         template = policy.template
-        if policy.condition is None or not isinstance(template.resource, pst.ScopeAny):
+        if policy.native is None or not isinstance(template.resource, pst.ScopeAny):
             return None
         principal = principal_scope(template, agent)
         if principal is None:
             return None
         if principal and action_scope(template, tool, groups):
-            plan.append((policy, policy.condition))
+            plan.append(policy)
     return plan
 
 
-def _native(template: pst.Template) -> Condition | None:
+def _natives(policies: tuple[Policy, ...]) -> list[NativeCondition]:
+    natives = [p.native for p in policies if p.native is not None]
+    assert len(natives) == len(policies)  # a plan holds only policies in the fragment
+    return natives
+
+
+def _native(template: pst.Template, key: str) -> NativeCondition | None:
     try:
-        return compile_condition(template)
+        return translate(template, prefix=f"{key}_")
     except Unsupported:
         return None
 

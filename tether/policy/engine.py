@@ -134,13 +134,13 @@ def _native(
     allows, else deny. Every forbid is evaluated, so one that would error is never skipped."""
 
     def once(approved: bool) -> Outcome:
-        ctx = context if not approved else {**context, "approved": True}
-        forbids = [p for p, condition in plan.forbids if condition(agent, ctx)]
+        forbids, permits = plan.decide(
+            agent, context if not approved else {**context, "approved": True}
+        )
         if forbids:
-            return _outcome(Effect.DENY, forbids, context)
-        permits = [p for p, condition in plan.permits if condition(agent, ctx)]
+            return _outcome(Effect.DENY, [plan.forbids[i] for i in forbids], context)
         if permits:
-            return _outcome(Effect.ALLOW, permits, context)
+            return _outcome(Effect.ALLOW, [plan.permits[i] for i in permits], context)
         return _nothing_permits(tool, agent.name)
 
     return once

@@ -3,7 +3,8 @@
 Why: through cedarpy, a decision costs about 20 us before the first policy (reading the request
 and answering in JSON) and 2-3 us per policy on varied traffic; most agent policies are simple
 comparisons of the agent's attributes and the call's arguments, which Python decides in well under
-a microsecond each when each policy is one generated expression (`compile_condition`). Cedar stays
+a microsecond each when each policy is one generated expression, and the policies a selection
+evaluates are one generated function (`compile_plan`). Cedar stays
 the language, the validator and the authority:
 
 - a policy is compiled here only if every part of it is in the fragment below; a tool-and-agent
@@ -25,7 +26,8 @@ check decisions against Cedar's.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -37,6 +39,7 @@ from tether.model import Agent
 Condition = Callable[[Agent, Mapping[str, Any]], bool]
 _DECIMAL_LITERAL = re.compile(r"-?[0-9]+\.[0-9]{1,4}")
 _DECIMAL_LIMIT = Decimal("922337203685477.5807")
+_PREFIX = re.compile(r"[a-z0-9_]*")
 
 
 class Unsupported(Exception):
@@ -47,36 +50,77 @@ class Fallback(Exception):
     """A call the fragment cannot decide exactly: Cedar decides it."""
 
 
-def compile_condition(template: pst.Template) -> Condition:
-    """The policy's `when`/`unless` clauses as one Python function of (agent, full context).
+@dataclass(frozen=True)
+class NativeCondition:
+    """A policy's `when`/`unless` clauses as one Python expression over `agent` and `context`
+    that is exactly True or False (or raises), with the constants it names. The names carry the
+    policy's prefix, so the expressions of many policies can share one function."""
 
-    Raises Unsupported if any part is outside the fragment. The scopes are not part of it: the
-    selection only admits policies whose scopes it decided to be true for the tool and agent.
+    expression: str
+    constants: Mapping[str, Any]
 
-    The function is generated as Python source, one expression per policy, because a decision
-    evaluates dozens of policies and a call per node of each (the obvious closures) costs more
-    than the comparisons themselves. The source holds only operators, names of this module's
-    helpers and generated names (`k0`, `v1`); every literal of the policy (strings, attribute
-    names, numbers) is a bound constant, so no text from a policy is ever compiled as code.
-    """
-    writer = _Writer()
+
+# What a plan answers: the indices of the forbids that hold, and if none does, of the permits.
+Plan = Callable[[Agent, Mapping[str, Any]], tuple[list[int], list[int]]]
+
+
+def translate(template: pst.Template, prefix: str = "") -> NativeCondition:
+    """The policy's clauses as a native expression; Unsupported if any part is outside the
+    fragment. The scopes are not part of it: a selection only admits policies whose scopes it
+    decided to be true for the tool and agent."""
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"not a name prefix: {prefix!r}")
+    writer = _Writer(prefix)
     clauses = []
     for clause in template.clauses:
         test = writer.boolean(clause.expr)
         clauses.append(f"not {test}" if isinstance(clause, pst.Unless) else test)
-    # Clauses in order, stopping at the first false one, as Cedar does. A missing key, a value
-    # of another type on the way (Cedar errors on both): the fragment cannot decide exactly.
-    source = (
-        "def condition(agent, context):\n"
-        "    try:\n"
-        f"        return {' and '.join(clauses) or 'True'}\n"
-        "    except (KeyError, TypeError) as exc:\n"
-        "        raise Fallback from exc\n"
-    )
-    namespace = {**_HELPERS, **writer.constants}
-    exec(compile(source, "<policy condition>", "exec"), namespace)  # noqa: S102 - see above
-    condition: Condition = namespace["condition"]
+    # Clauses in order, stopping at the first false one, as Cedar does.
+    return NativeCondition(" and ".join(clauses) or "True", writer.constants)
+
+
+def compile_condition(template: pst.Template) -> Condition:
+    """One policy's clauses as a function of (agent, full context)."""
+    native = translate(template)
+    condition: Condition = _function("condition", [f"return {native.expression}"], native.constants)
     return condition
+
+
+def compile_plan(forbids: Sequence[NativeCondition], permits: Sequence[NativeCondition]) -> Plan:
+    """A whole selection as one function: every forbid is evaluated (one that would error is
+    never skipped); the permits only when no forbid holds, as Cedar decides."""
+    body = ["forbids = []"]
+    body += [f"if {c.expression}: forbids.append({i})" for i, c in enumerate(forbids)]
+    body += ["if forbids: return forbids, []", "permits = []"]
+    body += [f"if {c.expression}: permits.append({i})" for i, c in enumerate(permits)]
+    body += ["return forbids, permits"]
+    constants = {name: value for c in (*forbids, *permits) for name, value in c.constants.items()}
+    plan: Plan = _function("plan", body, constants)
+    return plan
+
+
+def _function(name: str, body: list[str], constants: Mapping[str, Any]) -> Any:
+    """Compile generated code: the source holds only operators, names of this module's helpers
+    and generated names (`p3_k0`, `p3_v1`); every literal of a policy (strings, attribute
+    names, numbers) is a bound constant, so no text from a policy is ever compiled as code.
+
+    Why generated: a decision evaluates dozens of policies, and a call per node of each (the
+    obvious closures), or even per policy, costs more than the comparisons themselves. A
+    missing key, or a value of another type on the way (Cedar errors on both), means the
+    fragment cannot decide exactly: Fallback."""
+    source = "\n".join(
+        [
+            f"def {name}(agent, context):",
+            "    try:",
+            *(f"        {line}" for line in body),
+            "    except (KeyError, TypeError) as exc:",
+            "        raise Fallback from exc",
+            "",
+        ]
+    )
+    namespace = {**_HELPERS, **constants}
+    exec(compile(source, f"<policy {name}>", "exec"), namespace)  # noqa: S102 - see above
+    return namespace[name]
 
 
 class _Writer:
@@ -84,18 +128,19 @@ class _Writer:
     it is known to evaluate to (`bool`, `int`, `str`, `set`, `decimal`), or `any` when only the
     context can tell; a value of a known kind needs no check at run time."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix  # generated by the bundle (`p3_`): names unique across policies
         self.constants: dict[str, Any] = {}
         self._temporaries = 0
 
     def constant(self, value: Any) -> str:
-        name = f"k{len(self.constants)}"
+        name = f"{self.prefix}k{len(self.constants)}"
         self.constants[name] = value
         return name
 
     def temporary(self) -> str:
         self._temporaries += 1
-        return f"v{self._temporaries}"
+        return f"{self.prefix}v{self._temporaries}"
 
     def boolean(self, node: Any) -> str:
         """Code that is exactly True or False, or raises Fallback (Cedar: a type error)."""
