@@ -31,6 +31,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/decision.py
 	$(BIN)/python benchmarks/session.py
+	$(BIN)/python benchmarks/credentials.py
 
 clean:
 	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache .hypothesis

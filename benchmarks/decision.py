@@ -283,6 +283,11 @@ def setup(guard: Guard, n_policies: int, seed: int, workload: str) -> tuple[Any,
     for tool, group in tool_names():
         guard.register_tool(WORKSPACE, tool, effects=[group], args_schema=args_schema(group))
     guard.activate_policies(WORKSPACE, {"gen.cedar": generate_policies(n_policies, seed, workload)})
+    # alice delegates every tool to every agent, for tasks as long as the benchmark's; each task
+    # make_requests starts asks for just the tools its requests use.
+    tools = [tool for tool, _ in tool_names()]
+    for agent in AGENTS:
+        guard.grant(WORKSPACE, user="alice", agent=agent, tools=tools, max_ttl=TASK_TTL)
     view = guard._views.get(WORKSPACE)
     assert view is not None and view.bundle is not None
     assert len(view.bundle.policies) == n_policies

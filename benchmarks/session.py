@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LENGTHS = (10, 100, 1000)
 OUTPUT_BYTES = 20_000
 PER_TASK = 20
+TASK_TTL = 24 * 3600.0
 TARGET_FLAT = 1.5
 TARGET_ADDED_US = 30.0
 STRING = {"type": "string"}
@@ -148,6 +149,8 @@ def setup(guard: Guard) -> None:
     baseline = read_policy_dir(ROOT / "policies" / "baseline")
     baseline = {name: text for name, text in baseline.items() if not name.startswith("limit-")}
     guard.activate_policies("acme", {**baseline, **permit})
+    guard.add_user("acme", "alice")
+    guard.grant("acme", user="alice", agent="assistant", tools=list(TOOLS), max_ttl=TASK_TTL)
 
 
 def step(task: Any, i: int, pool: list[str]) -> None:
@@ -164,7 +167,7 @@ def new_task(guard: Guard) -> Any:
         user="alice",
         request="Summarise my inbox and the repo notes for bob@acme.com",
         tools=list(TOOLS),
-        ttl=24 * 3600,
+        ttl=TASK_TTL,
     )
 
 

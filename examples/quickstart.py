@@ -1,4 +1,5 @@
-"""The smallest complete Tether setup: one workspace, one agent, one tool, two policies.
+"""The smallest complete Tether setup: one workspace, one agent, one user who delegates one tool
+to it, two policies.
 
 Run it with `python examples/quickstart.py`; it keeps its store in a temporary folder.
 """
@@ -36,6 +37,9 @@ def main() -> None:
             return f"sent to {to}"
 
         guard.activate_policies("acme", POLICIES)
+        guard.add_user("acme", "alice")
+        # alice lets coder send mail for her: her tasks for it may hold send_email, no more.
+        guard.grant("acme", user="alice", agent="coder", tools=["send_email"])
 
         with guard.task(
             workspace="acme",

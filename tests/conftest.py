@@ -43,6 +43,20 @@ permit (principal, action in Action::"read", resource);
 }
 
 
+USERS = ("alice", "a", "u")
+
+
+def delegate(
+    guard: Guard, workspace: str, agent: str, users: tuple[str, ...] = USERS, **grant: Any
+) -> None:
+    """Each of `users` delegates every tool now in the catalogue to `agent` (as a user would
+    with `tether grant add`), so tests of the decision itself can start tasks."""
+    tools = [tool.name for tool in guard.store.tools(workspace)]
+    for user in users:
+        guard.add_user(workspace, user)
+        guard.grant(workspace, user=user, agent=agent, tools=tools, **grant)
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
@@ -64,6 +78,7 @@ def guard(home: Path) -> Iterator[Guard]:
             args_schema={"type": "object", "properties": {"path": {"type": "string"}}},
         )
         g.activate_policies("acme", POLICIES)
+        delegate(g, "acme", "coder")
         yield g
 
 

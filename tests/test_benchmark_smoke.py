@@ -43,3 +43,25 @@ def test_quick_benchmark_runs_and_agrees_with_cedar(tmp_path: Path) -> None:
     for r in results:
         assert r["disagreements"] == {"tether_vs_whole": 0, "docs_vs_fast": 0, "slice_vs_whole": 0}
         assert r["latency"]["tether"]["n"] == r["timed_per_variant"] > 0
+
+
+def test_quick_credentials_benchmark_runs(tmp_path: Path) -> None:
+    figures = tmp_path / "credentials.json"
+    script = BENCHMARK.parent / "credentials.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--json", str(figures)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads(figures.read_text())["results"]
+    assert set(results) == {
+        "raw ES256 sign",
+        "raw ES256 verify",
+        "exchange",
+        "token + DPoP proof",
+        "cached token",
+    }
+    assert all(r["n"] == 100 and r["median_us"] > 0 for r in results.values())

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import delegate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,7 @@ def chains(home: Path) -> Iterator[Guard]:
         for name, spec in TOOLS.items():
             guard.register_tool("acme", name, **spec)
         guard.activate_policies("acme", {**BASELINE, **PERMIT})
+        delegate(guard, "acme", "assistant")
         yield guard
 
 
@@ -255,6 +257,7 @@ def test_first_use_is_remembered_across_restarts(home: Path) -> None:
         for name, spec in TOOLS.items():
             guard.register_tool("acme", name, **spec)
         guard.activate_policies("acme", {**BASELINE, **PERMIT})
+        delegate(guard, "acme", "assistant")
         assert risk_signals(guard) == ["first_use"]
         assert risk_signals(guard) == []
     with Guard.embedded(home=home) as guard:  # a new process on the same store
@@ -274,6 +277,7 @@ def test_calls_outside_the_workspaces_working_hours_carry_the_off_hours_signal(
         for name, spec in TOOLS.items():
             guard.register_tool("acme", name, **spec)
         guard.activate_policies("acme", PERMIT)
+        delegate(guard, "acme", "assistant")
 
         def signals() -> list[str]:
             with task(guard, "Read the notes") as t:

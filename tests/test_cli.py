@@ -60,7 +60,16 @@ def test_check_decides_records_and_exits_by_effect(
     initialised: Path, tool: str, args: dict[str, str], code: int, effect: str
 ) -> None:
     result = run_cli(
-        initialised, "check", "acme", "coder", tool, "--args", json.dumps(args), "--json"
+        initialised,
+        "check",
+        "acme",
+        "coder",
+        tool,
+        "--user",
+        "alice",
+        "--args",
+        json.dumps(args),
+        "--json",
     )
     assert result.returncode == code, result.stderr
     decision = json.loads(result.stdout)
@@ -70,7 +79,15 @@ def test_check_decides_records_and_exits_by_effect(
 
 def test_check_explains_in_words(initialised: Path) -> None:
     result = run_cli(
-        initialised, "check", "acme", "coder", "read_file", "--args", '{"path": "/etc/passwd"}'
+        initialised,
+        "check",
+        "acme",
+        "coder",
+        "read_file",
+        "--user",
+        "alice",
+        "--args",
+        '{"path": "/etc/passwd"}',
     )
     assert result.returncode == 3
     assert "deny read_file for coder in acme" in result.stdout
@@ -79,10 +96,16 @@ def test_check_explains_in_words(initialised: Path) -> None:
 
 def test_check_with_bad_input_is_one_line(initialised: Path) -> None:
     assert "--args is not valid JSON" in one_line_error(
-        run_cli(initialised, "check", "acme", "coder", "read_file", "--args", "{nope")
+        run_cli(
+            initialised, "check", "acme", "coder", "read_file", "--user", "alice", "--args", "{nope"
+        )
     )
     assert "agent 'ghost' is not registered" in one_line_error(
-        run_cli(initialised, "check", "acme", "ghost", "read_file")
+        run_cli(initialised, "check", "acme", "ghost", "read_file", "--user", "alice")
+    )
+    # bob is a user of acme but has delegated nothing to coder: no task, no decision.
+    assert "user 'bob' has not delegated ['read_file'] to agent 'coder'" in one_line_error(
+        run_cli(initialised, "check", "acme", "coder", "read_file", "--user", "bob")
     )
 
 
@@ -160,11 +183,21 @@ def test_administration_commands(tmp_path: Path) -> None:
     policies.mkdir()
     (policies / "p.cedar").write_text("permit (principal, action, resource);")
     assert run_cli(home, "policy", "activate", str(policies), "-w", "beta").returncode == 0
-    assert run_cli(home, "check", "beta", "bot", "search", "--args", '{"q": "x"}').returncode == 0
-    assert run_cli(home, "agent", "suspend", "beta", "bot").returncode == 0
-    assert "suspended" in one_line_error(
-        run_cli(home, "check", "beta", "bot", "search", "--args", '{"q": "x"}')
+    # A user (the command line adds them with `apply`) delegates the tool to the agent.
+    users = tmp_path / "beta"
+    users.mkdir()
+    (users / "workspace.yaml").write_text("name: beta\nusers:\n  - {name: carol}\n")
+    assert run_cli(home, "apply", str(users)).returncode == 0
+    check = ("check", "beta", "bot", "search", "--user", "carol", "--args", '{"q": "x"}')
+    assert "has not delegated" in one_line_error(run_cli(home, *check))
+    granted = run_cli(
+        home, "grant", "add", "beta", "--user", "carol", "--agent", "bot", "--tool", "search"
     )
+    assert granted.returncode == 0, granted.stderr
+    assert "carol -> bot: search" in granted.stdout
+    assert run_cli(home, *check).returncode == 0
+    assert run_cli(home, "agent", "suspend", "beta", "bot").returncode == 0
+    assert "suspended" in one_line_error(run_cli(home, *check))
     assert run_cli(home, "agent", "resume", "beta", "bot").returncode == 0
     bad = run_cli(
         home,
@@ -213,7 +246,7 @@ def test_demo_plays_the_story(tmp_path: Path) -> None:
         "policy email-stays-inside",
         "approval required (admin)",
         "policy monitor-never-writes",
-        "agent coder is suspended",
+        "agent coder was suspended",
         "policy baseline-sink-provenance",
         "(to=untrusted)",
         "policy baseline-lethal-trifecta",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from conftest import delegate
 
 from tether import ApprovalRequired, Conflict, Denied, Guard, NotFound, PolicyError
 from tether.errors import CatalogueError, InvalidInput
@@ -39,6 +40,8 @@ def test_the_documented_contract(home: Path) -> None:
         'when { context.args.to like "*@acme.com" };\n'
     )
     version = guard.activate_policies("acme", policies)
+    guard.add_user("acme", "alice")
+    guard.grant("acme", user="alice", agent="coder", tools=["send_email"])
     with guard.task(
         workspace="acme",
         agent="coder",
@@ -136,6 +139,7 @@ def test_a_tool_that_cannot_be_typed_is_refused_before_any_policy_is_active(home
         # Nothing was stored: the workspace still takes policies and decides calls.
         g.register_tool("acme", "ok", effects=["read"])
         g.activate_policies("acme", {"p.cedar": "permit (principal, action, resource);"})
+        delegate(g, "acme", "coder", users=("u",))
         with g.task(workspace="acme", agent="coder", user="u", request="r", tools=["ok"]) as t:
             assert t.authorize("ok", {}).allowed
 
@@ -219,6 +223,7 @@ def test_registering_a_tool_revalidates_and_reactivates_the_bundle(guard: Guard)
     after = guard.store.workspace("acme")
     assert before is not None and after is not None
     assert after.active_policy_version != before.active_policy_version  # schema is in the version
+    guard.grant("acme", user="a", agent="coder", tools=["list_files"])
     with guard.task(
         workspace="acme", agent="coder", user="a", request="", tools=["list_files"]
     ) as task:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import EMAIL_SCHEMA, POLICIES, delegate
 
 from tether import Guard
-from tether.model import Effect, Stage, Task
-from tether.session import TaskState
+from tether.model import Effect, Reason, Stage
+from tether.pdp import AuthorizeRequest, Call, task_gate
 from tether.store import Store
 
 MAIL = {"to": "bob@acme.com", "subject": "hi"}
@@ -104,8 +106,21 @@ def test_suspended_agent_is_denied_mid_task(guard: Guard) -> None:
         guard.suspend_agent("acme", "coder")
         effect, stage, text = deny_stage(task.authorize("send_email", MAIL))
         guard.resume_agent("acme", "coder")
-        assert task.authorize("send_email", MAIL).allowed
-    assert (effect, stage, text) == (Effect.DENY, Stage.WORKSPACE, "agent coder is suspended")
+        # Resuming the agent does not revive what the suspension revoked.
+        after_resume = deny_stage(task.authorize("send_email", MAIL))
+    assert (effect, stage, text) == (
+        Effect.DENY,
+        Stage.AUTHENTICATE,
+        "credential refused: the token is revoked: agent coder was suspended: "
+        "its credentials were revoked",
+    )
+    assert after_resume == (effect, stage, text)
+    stored = guard.store.task(task.id)
+    assert stored is not None and stored.status == "revoked"
+    # The resumed agent works again, in a new task with a fresh token.
+    with open_task(guard) as fresh:
+        resumed = fresh.authorize("send_email", MAIL)
+    assert resumed.allowed, resumed.reasons
 
 
 def test_a_task_cannot_act_in_another_workspace(guard: Guard) -> None:
@@ -113,48 +128,130 @@ def test_a_task_cannot_act_in_another_workspace(guard: Guard) -> None:
     with open_task(guard) as task:
         d = guard.authorize(task.id, "send_email", MAIL, workspace="beta")
     assert deny_stage(d)[:2] == (Effect.DENY, Stage.WORKSPACE)
-    assert "belongs to workspace acme; it cannot act in beta" in d.reason
+    assert "belongs to workspace acme (its token was issued there); it cannot act in beta" in (
+        d.reason
+    )
 
 
-def inject_task(guard: Guard, **overrides: Any) -> TaskState:
-    fields = {
-        "id": "task_injected",
-        "workspace": "acme",
-        "agent": "coder",
-        "user": "alice",
-        "request": "",
-        "tools": ("send_email",),
-        "created_at": 0.0,
-        "expires_at": 1e12,
-    } | overrides
-    state = TaskState(Task(**fields))
-    guard._tasks[state.id] = state
-    return state
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def clocked(home: Path, clock: Clock) -> Iterator[Guard]:
+    """The `guard` fixture's workspace, on a clock the test moves."""
+    with Guard(Store.at_home(home), clock=clock) as g:
+        g.add_workspace("acme")
+        g.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
+        g.register_tool(
+            "acme", "send_email", effects=["external"], sinks=["to"], args_schema=EMAIL_SCHEMA
+        )
+        g.activate_policies("acme", POLICIES)
+        delegate(g, "acme", "coder")
+        yield g
+
+
+def change_store(*statements: str) -> Callable[[Guard, Path, Clock], None]:
+    """Change the stored workspace behind the Guard's back, as another process might."""
+
+    def change(guard: Guard, home: Path, clock: Clock) -> None:
+        db = sqlite3.connect(home / "tether.db")
+        with db:
+            for statement in statements:
+                db.execute(statement)
+            db.execute("update workspaces set revision = revision + 1")
+        db.close()
+        guard._views.poll()
+
+    return change
+
+
+def pass_the_end(guard: Guard, home: Path, clock: Clock) -> None:
+    clock.now += 60  # the task's ttl: its end, and its token's
 
 
 @pytest.mark.parametrize(
-    ("overrides", "stage", "text"),
+    ("change", "stage", "text"),
     [
-        ({"agent": "ghost"}, Stage.WORKSPACE, "agent ghost is not registered in workspace acme"),
-        ({"workspace": "nowhere"}, Stage.WORKSPACE, "workspace nowhere does not exist"),
-        ({"expires_at": 1.0}, Stage.TASK, "task task_injected expired"),
+        (
+            change_store("delete from agents where name = 'coder'"),
+            Stage.WORKSPACE,
+            "agent coder is not registered in workspace acme",
+        ),
+        (
+            change_store("delete from workspaces where name = 'acme'"),
+            Stage.WORKSPACE,
+            "workspace acme does not exist",
+        ),
+        # A task's token never outlives the task: once the task is over, so is its token.
+        (pass_the_end, Stage.AUTHENTICATE, "credential refused: the token expired 0 s ago"),
     ],
 )
 def test_gates_deny_missing_or_stale_things(
-    guard: Guard, overrides: dict[str, Any], stage: Stage, text: str
+    clocked: Guard,
+    home: Path,
+    clock: Clock,
+    change: Callable[[Guard, Path, Clock], None],
+    stage: Stage,
+    text: str,
 ) -> None:
-    state = inject_task(guard, **overrides)
-    assert deny_stage(guard.authorize(state.id, "send_email", MAIL)) == (Effect.DENY, stage, text)
+    with clocked.task(
+        workspace="acme", agent="coder", user="alice", request="", tools=["send_email"], ttl=60
+    ) as task:
+        assert task.authorize("send_email", MAIL).allowed
+        change(clocked, home, clock)
+        d = clocked.authorize(task.id, "send_email", MAIL)
+    assert deny_stage(d) == (Effect.DENY, stage, text)
+    assert any(r.id == d.decision_id for r in clocked.store.decisions(limit=3))
+
+
+def test_the_task_gate_denies_an_expired_task_whatever_its_token_says(
+    clocked: Guard, clock: Clock
+) -> None:
+    """The token's expiry refuses an expired task first; the task gate does not rely on it."""
+    task = clocked.task(
+        workspace="acme", agent="coder", user="alice", request="", tools=["send_email"], ttl=60
+    )
+    call = Call(AuthorizeRequest(tool="send_email", args=MAIL, task_id=task.id), clock.now + 60)
+    call.task, call.claims = task.state, task.claims
+    assert task_gate(call) == Reason(Stage.TASK, f"task {task.id} expired")
+    call.now = clock.now + 59
+    assert task_gate(call) is None
 
 
 def test_calls_outside_any_task_or_in_unknown_tasks_are_denied_and_recorded(guard: Guard) -> None:
     no_task = guard.authorize(None, "send_email", MAIL, workspace="acme")
     unknown = guard.authorize("task_forged", "send_email", MAIL)
-    assert deny_stage(no_task)[:2] == (Effect.DENY, Stage.AUTHENTICATE)
-    assert deny_stage(unknown) == (Effect.DENY, Stage.AUTHENTICATE, "unknown task task_forged")
+    with open_task(guard) as task:  # a real task's token does not open another task
+        borrowed = guard.authorize("task_forged", "send_email", MAIL, token=task.token)
+    assert deny_stage(no_task) == (
+        Effect.DENY,
+        Stage.AUTHENTICATE,
+        "no task: tool calls are authorized only inside a task",
+    )
+    assert deny_stage(unknown) == (
+        Effect.DENY,
+        Stage.AUTHENTICATE,
+        "no credential for task task_forged: present its token",
+    )
+    assert deny_stage(borrowed) == (
+        Effect.DENY,
+        Stage.AUTHENTICATE,
+        f"the token is for task {task.id}, not task_forged",
+    )
     recorded = {r.id: r for r in guard.store.decisions(limit=10)}
     assert recorded[no_task.decision_id].stage is Stage.AUTHENTICATE
     assert recorded[unknown.decision_id].effect is Effect.DENY
+    assert recorded[borrowed.decision_id].effect is Effect.DENY
 
 
 def test_ended_task_can_no_longer_act(guard: Guard) -> None:
@@ -168,6 +265,7 @@ def test_no_active_policies_means_deny(home: Path) -> None:
         g.add_workspace("acme")
         g.register_agent("acme", "coder", kind="coder", owner="o")
         g.register_tool("acme", "ping", effects=["read"])
+        delegate(g, "acme", "coder", users=("u",))
         with g.task(workspace="acme", agent="coder", user="u", request="", tools=["ping"]) as task:
             d = task.authorize("ping")
     assert deny_stage(d) == (Effect.DENY, Stage.POLICY, "no policies are active in workspace acme")

@@ -179,6 +179,7 @@ def test_a_policy_for_an_effect_no_tool_has_is_inert_until_one_does(guard: Guard
             "required": ["amount"],
         },
     )
+    guard.grant("acme", user="a", agent="coder", tools=["pay"])
     with guard.task(workspace="acme", agent="coder", user="a", request="", tools=["pay"]) as task:
         assert task.authorize("pay", {"amount": 5}).allowed
         assert task.authorize("pay", {"amount": 50}).reasons[0].policy == "cap"

@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import STARTER
 
 from tether import Guard
-from tether.model import AgentStatus
+from tether.model import AgentStatus, Stage
 from tether.store import Store
 from tether.workspace import POLL_INTERVAL, Views
 
@@ -95,7 +95,12 @@ def test_suspension_from_another_process_stops_calls(home: Path) -> None:
                     break
                 time.sleep(0.01)
     assert not d.allowed, "a suspension made by another process was never enforced"
-    assert d.reason == "agent coder is suspended"
+    # The suspension revoked the agent's tokens: the call is refused before any gate.
+    assert d.reasons[0].stage is Stage.AUTHENTICATE
+    assert d.reason == (
+        "credential refused: the token is revoked: agent coder was suspended: "
+        "its credentials were revoked"
+    )
 
 
 def test_a_change_in_the_store_is_seen_once_the_poll_interval_has_passed(home: Path) -> None:

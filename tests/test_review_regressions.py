@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import delegate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -59,6 +60,7 @@ def test_enum_arguments_cannot_slip_past_an_equality_forbid(guard: Guard) -> Non
 """
         },
     )
+    guard.grant("acme", user="a", agent="coder", tools=["notify"])
     with guard.task(workspace="acme", agent="coder", user="a", request="", tools=["notify"]):
         assert notify(Recipient.TEAM, Level.LOW) == "sent"
         for call, policy in (
@@ -247,6 +249,7 @@ def chain_guard(home: Path) -> Iterator[Guard]:
             g.register_tool("acme", name, **spec)
         permit = {"p.cedar": "permit (principal, action, resource);"}
         g.activate_policies("acme", {**read_policy_dir(ROOT / "policies" / "baseline"), **permit})
+        delegate(g, "acme", "assistant", users=("u",))
         yield g
 
 
@@ -332,6 +335,7 @@ def test_a_failing_tool_call_reports_what_the_agent_saw(chain_guard: Guard) -> N
             "p.cedar": "permit (principal, action, resource);",
         },
     )
+    chain_guard.grant("acme", user="u", agent="assistant", tools=["fetch", "send_email"])
     with chain_guard.task(
         workspace="acme", agent="assistant", user="u", request="r", tools=["fetch", "send_email"]
     ) as t:
@@ -436,6 +440,7 @@ def test_expired_tasks_are_forgotten(home: Path) -> None:
         g.add_workspace("acme")
         g.register_agent("acme", "a", kind="k", owner="o")
         g.register_tool("acme", "t", effects=["read"])
+        delegate(g, "acme", "a", users=("u",))
         old = g.task(workspace="acme", agent="a", user="u", request="", tools=["t"], ttl=60)
         now[0] += 3600
         g.task(workspace="acme", agent="a", user="u", request="", tools=["t"])

@@ -6,6 +6,7 @@ from tether import Guard, Denied, ApprovalRequired
 from tether.errors import (
     CatalogueError,
     Conflict,
+    CredentialRefused,
     InvalidInput,
     NotFound,
     PolicyError,
@@ -19,6 +20,7 @@ __all__ = [
     "ApprovalRequired",
     "CatalogueError",
     "Conflict",
+    "CredentialRefused",
     "Decision",
     "Denied",
     "Effect",

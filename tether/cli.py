@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,12 +18,27 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
+from joserfc.jwk import ECKey
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
-from tether.errors import InvalidInput, TetherError
+from tether.credentials import (
+    ACCESS_TOKEN_TYPE,
+    GRANT_TOKEN_TYPE,
+    ExchangeRequest,
+    make_assertion,
+)
+from tether.errors import CredentialRefused, InvalidInput, TetherError
+from tether.identity import (
+    check_bundle,
+    check_trust_domain,
+    generate_key,
+    register_key,
+    revoke_key,
+    rotate_key,
+)
 from tether.model import Effect
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.policy.fmt import format_files
@@ -48,11 +64,21 @@ policy_app = typer.Typer(
 )
 workspace_app = typer.Typer(help="Workspaces: the tenancy boundary.", no_args_is_help=True)
 agent_app = typer.Typer(help="Agents: registered non-human identities.", no_args_is_help=True)
+user_app = typer.Typer(help="Users: people who delegate and approve.", no_args_is_help=True)
 tool_app = typer.Typer(help="The tool catalogue of a workspace.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(workspace_app, name="workspace")
 app.add_typer(agent_app, name="agent")
+app.add_typer(user_app, name="user")
 app.add_typer(tool_app, name="tool")
+grant_app = typer.Typer(help="Delegation grants: what users let agents do.", no_args_is_help=True)
+token_app = typer.Typer(help="Task tokens: exchange, inspect, revoke.", no_args_is_help=True)
+keys_app = typer.Typer(help="The service's token signing keys.", no_args_is_help=True)
+trust_app = typer.Typer(help="External identities: SPIFFE JWT-SVID trust.", no_args_is_help=True)
+app.add_typer(grant_app, name="grant")
+app.add_typer(token_app, name="token")
+app.add_typer(keys_app, name="keys")
+app.add_typer(trust_app, name="trust")
 
 out = Console(soft_wrap=True)
 EXIT_BY_EFFECT = {Effect.ALLOW: 0, Effect.DENY: 3, Effect.APPROVAL_REQUIRED: 4}
@@ -103,7 +129,7 @@ def init() -> None:
     out.print(f"  policies:     {target / 'policies'}")
     out.print(f"  policy tests: tether --home {state.home} policy test {target / 'policies'}")
     out.print(
-        f"  one decision: tether --home {state.home} check acme coder send_email "
+        f"  one decision: tether --home {state.home} check acme coder send_email --user alice "
         '--args \'{"to": "bob@acme.com", "subject": "hi"}\''
     )
 
@@ -126,8 +152,11 @@ def check(
     workspace: str,
     agent: str,
     tool: str,
+    user: Annotated[
+        str,
+        typer.Option(help="The user the agent acts for; they must have delegated the tools."),
+    ],
     args: Annotated[str, typer.Option(help="The call's arguments as a JSON object.")] = "{}",
-    user: Annotated[str, typer.Option(help="The user the agent acts for.")] = "cli",
     request: Annotated[str, typer.Option(help="The user's request (the task's intent).")] = "",
     tools: Annotated[
         list[str] | None,
@@ -330,6 +359,29 @@ def agent_list(workspace: str) -> None:
     out.print(table)
 
 
+@user_app.command("add")
+def user_add(
+    workspace: str,
+    name: str,
+    role: Annotated[
+        list[str] | None, typer.Option("--role", help="admin, approver, ... (repeat)")
+    ] = None,
+) -> None:
+    with _guard() as guard:
+        user = guard.add_user(workspace, name, role or ())
+    out.print(f"[green]added[/] user {user.name} to {workspace}")
+
+
+@user_app.command("list")
+def user_list(workspace: str) -> None:
+    with _guard() as guard:
+        users = guard.store.users(workspace)
+    table = _table("user", "roles")
+    for u in users:
+        table.add_row(u.name, ", ".join(u.roles) or "-")
+    out.print(table)
+
+
 @agent_app.command("suspend")
 def agent_suspend(workspace: str, name: str) -> None:
     """The kill switch: every later call of the agent is denied, in every process."""
@@ -420,6 +472,263 @@ def tool_list(workspace: str) -> None:
         arguments = ", ".join(t.args_schema.get("properties", {}))
         table.add_row(t.name, ", ".join(t.effects), ", ".join(t.sinks), t.output.value, arguments)
     out.print(table)
+
+
+# -- identity and credentials -------------------------------------------------------------------
+
+
+@agent_app.command("keys")
+def agent_keys(
+    workspace: str,
+    name: str,
+    add: Annotated[
+        Path | None, typer.Option(help="Register this public JWK (a JSON file).")
+    ] = None,
+    rotate: Annotated[
+        Path | None,
+        typer.Option(help="Register this public JWK; the others retire after --overlap."),
+    ] = None,
+    overlap: Annotated[float, typer.Option(help="Seconds retiring keys still verify.")] = 600.0,
+    revoke: Annotated[str | None, typer.Option(help="Revoke the key with this kid.")] = None,
+    generate: Annotated[
+        Path | None,
+        typer.Option(help="Make a key pair: the private JWK goes to this file, owner-only."),
+    ] = None,
+) -> None:
+    """List an agent's keys, or add, rotate, revoke or generate one."""
+    with _guard() as guard:
+        now = time.time()
+        if generate is not None:
+            key = generate_key()
+            _write_private(generate, key.as_dict(private=True))
+            register_key(guard.store, workspace=workspace, agent=name, jwk=key.as_dict(), now=now)
+        if add is not None:
+            register_key(guard.store, workspace=workspace, agent=name, jwk=_json_file(add), now=now)
+        if rotate is not None:
+            rotate_key(
+                guard.store,
+                workspace=workspace,
+                agent=name,
+                jwk=_json_file(rotate),
+                now=now,
+                overlap=overlap,
+            )
+        if revoke is not None:
+            revoke_key(guard.store, workspace, name, revoke, now)
+        keys = guard.store.credentials.agent_keys(workspace, name)
+    table = _table("kid", "status", "created", "retires")
+    for k in keys:
+        retires = _when(k.retire_at) if k.retire_at is not None else "-"
+        table.add_row(k.kid, k.status.value, _when(k.created_at), retires)
+    out.print(table)
+
+
+@grant_app.command("add")
+def grant_add(
+    workspace: str,
+    user: Annotated[str, typer.Option(help="The user who delegates.")],
+    agent: Annotated[str, typer.Option(help="The agent that may act for them.")],
+    tool: Annotated[list[str], typer.Option("--tool", help="A tool delegated (repeat).")],
+    may_act: Annotated[
+        list[str] | None,
+        typer.Option("--may-act", help="An agent it may delegate further to (repeat)."),
+    ] = None,
+    max_ttl: Annotated[float, typer.Option(help="Longest task, in seconds.")] = 3600.0,
+    expires_in: Annotated[float, typer.Option(help="Seconds until the grant ends.")] = 30 * 86400,
+) -> None:
+    with _guard() as guard:
+        grant = guard.grant(
+            workspace,
+            user=user,
+            agent=agent,
+            tools=tool,
+            max_ttl=max_ttl,
+            may_act=may_act or (),
+            expires_in=expires_in,
+        )
+    out.print(f"[green]granted[/] {grant.id}: {user} -> {agent}: {', '.join(grant.tools)}")
+
+
+@grant_app.command("list")
+def grant_list(workspace: str) -> None:
+    with _guard() as guard:
+        grants = guard.store.credentials.grants(workspace)
+    table = _table("grant", "user", "agent", "tools", "may act", "max ttl", "expires", "status")
+    now = time.time()
+    for g in grants:
+        status = "revoked" if g.revoked_at else ("expired" if now >= g.expires_at else "live")
+        table.add_row(
+            g.id,
+            g.user,
+            g.agent,
+            ", ".join(g.tools),
+            ", ".join(g.may_act) or "-",
+            f"{g.max_ttl:.0f} s",
+            _when(g.expires_at),
+            status,
+        )
+    out.print(table)
+
+
+@grant_app.command("revoke")
+def grant_revoke(grant_id: str) -> None:
+    """Revoke a grant: every token issued under it is refused from now on."""
+    with _guard() as guard:
+        guard.revoke_grant(grant_id)
+    out.print(f"[red]revoked[/] {grant_id}")
+
+
+@token_app.command("exchange")
+def token_exchange(
+    key: Annotated[Path, typer.Option(help="The acting agent's private JWK (a JSON file).")],
+    agent_id: Annotated[str, typer.Option(help="The acting agent's SPIFFE id.")],
+    grant: Annotated[str | None, typer.Option(help="Subject: a delegation grant id.")] = None,
+    subject_token: Annotated[
+        str | None, typer.Option(help="Subject: a parent task token, to delegate further.")
+    ] = None,
+    tool: Annotated[
+        list[str] | None, typer.Option("--tool", help="A tool to hold (repeat; default: all).")
+    ] = None,
+    request: Annotated[str, typer.Option(help="The user's request the task serves.")] = "",
+    task_ttl: Annotated[float | None, typer.Option(help="Seconds the task may run.")] = None,
+) -> None:
+    """RFC 8693 token exchange, as an agent would do it; prints the response as JSON."""
+    if (grant is None) == (subject_token is None):
+        raise InvalidInput("give exactly one subject: --grant or --subject-token")
+    private = ECKey.import_key(_json_file(key))
+    with _guard() as guard:
+        assertion = make_assertion(
+            private,
+            agent_id=agent_id,
+            audience=guard.credentials.settings.issuer,
+            now=time.time(),
+        )
+        issued = guard.credentials.exchange(
+            ExchangeRequest(
+                subject_token=grant or subject_token or "",
+                subject_token_type=GRANT_TOKEN_TYPE if grant else ACCESS_TOKEN_TYPE,
+                actor_token=assertion,
+                scope=" ".join(tool) if tool else None,
+                request=request,
+                task_ttl=task_ttl,
+            )
+        )
+    sys.stdout.write(msgspec.json.encode(issued.response).decode() + "\n")
+
+
+@token_app.command("inspect")
+def token_inspect(token: str) -> None:
+    """Verify a task token and print its claims, or why it is refused (exit 3)."""
+    with _guard() as guard:
+        try:
+            claims = guard.credentials.authenticate(token)
+        except CredentialRefused as exc:
+            out.print(f"[red]refused[/] {escape(str(exc))}")
+            raise typer.Exit(3) from exc
+    out.print_json(msgspec.json.encode(claims).decode())
+
+
+@token_app.command("revoke")
+def token_revoke(
+    jti: Annotated[str | None, typer.Option(help="One token (and all delegated from it).")] = None,
+    task: Annotated[str | None, typer.Option(help="A task and every task under it.")] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="WORKSPACE/AGENT: every token the agent holds.")
+    ] = None,
+    workspace: Annotated[str | None, typer.Option(help="Every token of a workspace.")] = None,
+) -> None:
+    """Revoke at once, in every process on this store."""
+    chosen = [v for v in (jti, task, agent, workspace) if v is not None]
+    if len(chosen) != 1:
+        raise InvalidInput("give exactly one of --jti, --task, --agent, --workspace")
+    with _guard() as guard:
+        if jti is not None:
+            guard.credentials.revoke_token(jti)
+        elif task is not None:
+            guard.revoke_task(task)
+        elif agent is not None:
+            ws, _, name = agent.partition("/")
+            guard.credentials.revoke_agent(ws, name)
+        elif workspace is not None:
+            guard.credentials.revoke_workspace(workspace)
+    out.print(f"[red]revoked[/] {chosen[0]}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    lead: Annotated[
+        float, typer.Option(help="Seconds the new key is published before it signs.")
+    ] = 300.0,
+) -> None:
+    """Publish a new signing key; the current one retires once its tokens have expired."""
+    with _guard() as guard:
+        key = guard.credentials.keyring.rotate(time.time(), lead=lead)
+    out.print(f"[green]published[/] {key.kid}, signing from {_when(key.activate_at)}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    with _guard() as guard:
+        guard.credentials.keyring.signing_key(time.time())  # the first key, on a new store
+        keys = guard.credentials.keyring.keys()
+    table = _table("kid", "signs from", "retires")
+    for k in keys:
+        table.add_row(k.kid, _when(k.activate_at), _when(k.retire_at) if k.retire_at else "-")
+    out.print(table)
+
+
+@keys_app.command("jwks")
+def keys_jwks() -> None:
+    """The JWKS document downstream verifiers use."""
+    with _guard() as guard:
+        guard.credentials.keyring.signing_key(time.time())
+        document = guard.credentials.jwks()
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+@trust_app.command("add")
+def trust_add(workspace: str, trust_domain: str, jwks: Path) -> None:
+    """Trust JWT-SVIDs of a SPIFFE trust domain, verified with its JWKS bundle (a file)."""
+    text = jwks.read_text()
+    check_bundle(check_trust_domain(trust_domain), text)
+    with _guard() as guard:
+        guard.store.credentials.put_trust_bundle(workspace, trust_domain, text, time.time())
+    out.print(f"[green]trusted[/] {trust_domain} in {workspace}")
+
+
+@trust_app.command("map")
+def trust_map(workspace: str, spiffe_id: str, agent: str) -> None:
+    """Let the JWT-SVID of `spiffe_id` prove the identity of a registered agent."""
+    with _guard() as guard:
+        if agent not in {a.name for a in guard.store.agents(workspace)}:
+            raise InvalidInput(f"agent {agent!r} is not registered in workspace {workspace!r}")
+        guard.store.credentials.map_identity(workspace, spiffe_id, agent)
+    out.print(f"[green]mapped[/] {spiffe_id} -> {agent}")
+
+
+def _table(*headers: str) -> Table:
+    """Ids and keys are copied from these tables: fold long cells, never cut them."""
+    table = Table()
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
+def _json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"{path}: {exc}") from exc
+
+
+def _write_private(path: Path, jwk: dict[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(jwk, file)
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z"
 
 
 def main() -> None:

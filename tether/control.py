@@ -16,10 +16,11 @@ from typing import Any
 import msgspec
 
 from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
+from tether.credentials import add_grant
 from tether.errors import Conflict, InvalidInput, NotFound, PolicyError
 from tether.identity import agent_spiffe_id, check_trust_domain
 from tether.model import Agent, AgentStatus, PolicyBundleRecord, Tool, User, Workspace
-from tether.names import check_identifier, check_segment
+from tether.names import check_identifier, check_segment, check_tool_name
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.session.risk import WorkingHours
 from tether.store import Changes, StaleRevision, Store, WorkspaceSnapshot
@@ -56,7 +57,15 @@ class Control:
         checked = _checked_settings(settings)
         self._write(workspace, lambda c: c.set_settings(checked))
 
-    def register_agent(self, workspace: str, name: str, *, kind: str, owner: str) -> Agent:
+    def register_agent(
+        self,
+        workspace: str,
+        name: str,
+        *,
+        kind: str,
+        owner: str,
+        ceiling: Iterable[str] | None = None,
+    ) -> Agent:
         ws = self._workspace(workspace)
         if not owner.strip():
             raise InvalidInput("every agent needs an accountable human owner")
@@ -67,6 +76,11 @@ class Control:
             owner=owner.strip(),
             spiffe_id=agent_spiffe_id(ws.trust_domain, workspace, name),
             created_at=self._clock(),
+            ceiling=(
+                tuple(sorted({check_tool_name(t) for t in ceiling}))
+                if ceiling is not None
+                else None
+            ),
         )
         self._write(workspace, lambda c: c.put_agent(agent))
         return agent
@@ -148,14 +162,40 @@ class Control:
         else:
             self.set_settings(spec.name, spec.settings)
         for agent in spec.agents:
-            self.register_agent(spec.name, agent.name, kind=agent.kind, owner=agent.owner)
+            self.register_agent(
+                spec.name, agent.name, kind=agent.kind, owner=agent.owner, ceiling=agent.ceiling
+            )
         for user in spec.users:
             self.add_user(spec.name, user.name, user.roles)
         if (root / "catalogue.yaml").exists():
             self.register_tools(spec.name, load_catalogue_file(root / "catalogue.yaml", spec.name))
         if (root / "policies").is_dir():
             self.activate_policies(spec.name, root / "policies")
+        for grant in spec.grants:
+            self._ensure_grant(spec.name, grant)
         return spec.name
+
+    def _ensure_grant(self, workspace: str, entry: _GrantEntry) -> None:
+        """A grant the workspace file declares, made once: applying the file again changes
+        nothing while an equal grant is live."""
+        now = self._clock()
+        wanted = (entry.user, entry.agent, entry.max_ttl, set(entry.tools), set(entry.may_act))
+        for grant in self._store.credentials.grants(workspace):
+            live = grant.revoked_at is None and now < grant.expires_at
+            held = (grant.user, grant.agent, grant.max_ttl, set(grant.tools), set(grant.may_act))
+            if live and held == wanted:
+                return
+        add_grant(
+            self._store,
+            workspace=workspace,
+            user=entry.user,
+            agent=entry.agent,
+            tools=entry.tools,
+            max_ttl=entry.max_ttl,
+            may_act=entry.may_act,
+            expires_in=entry.expires_in,
+            now=now,
+        )
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -241,11 +281,21 @@ class _AgentEntry(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     kind: str
     owner: str
+    ceiling: list[str] | None = None
 
 
 class _UserEntry(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     roles: list[str] = msgspec.field(default_factory=list)
+
+
+class _GrantEntry(msgspec.Struct, forbid_unknown_fields=True):
+    user: str
+    agent: str
+    tools: list[str]
+    max_ttl: float = 3600.0
+    may_act: list[str] = msgspec.field(default_factory=list)
+    expires_in: float = 365 * 86400.0
 
 
 class _WorkspaceFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -254,4 +304,5 @@ class _WorkspaceFile(msgspec.Struct, forbid_unknown_fields=True):
     trust_domain: str = "tether.local"
     agents: list[_AgentEntry] = msgspec.field(default_factory=list)
     users: list[_UserEntry] = msgspec.field(default_factory=list)
+    grants: list[_GrantEntry] = msgspec.field(default_factory=list)
     settings: dict[str, Any] = msgspec.field(default_factory=dict)

@@ -193,7 +193,9 @@ def run_demo(home: Path | None, console: Console) -> None:
     console.print("Next:")
     console.print(f"  {tether} --home {home} agent list acme")
     example = '{"path": "/repo/README.md"}'
-    console.print(f"  {tether} --home {home} check acme planner read_file --args '{example}'")
+    console.print(
+        f"  {tether} --home {home} check acme planner read_file --user alice --args '{example}'"
+    )
     console.print(f"  {tether} policy test {workspace_dir / 'policies'}")
 
 

@@ -53,3 +53,15 @@ class PolicyError(InvalidInput):
         count = len(problems)
         header = f"{count} problem{'s' if count != 1 else ''} in the policy bundle"
         super().__init__("\n".join([header, *(f"  {p}" for p in problems)]))
+
+
+class CredentialRefused(TetherError):
+    """A token, proof, assertion, grant or SVID that is refused; the message says exactly why.
+
+    `error` is the OAuth error code an HTTP interface answers with (RFC 6749 section 5.2,
+    RFC 8693 section 2.2.2, RFC 9449 section 7.1)."""
+
+    def __init__(self, message: str, error: str = "invalid_token", subject: object = None) -> None:
+        super().__init__(message)
+        self.error = error
+        self.subject = subject  # the verified claims, when the refusal came after verifying

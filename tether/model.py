@@ -70,6 +70,9 @@ class Workspace(msgspec.Struct, frozen=True):
 
 
 class Agent(msgspec.Struct, frozen=True):
+    """`ceiling`: the most tools this agent may ever hold in a credential (None: any tool of the
+    catalogue); every token exchange intersects with it, whoever delegates."""
+
     workspace: str
     name: str
     kind: str
@@ -77,6 +80,44 @@ class Agent(msgspec.Struct, frozen=True):
     spiffe_id: str
     status: AgentStatus = AgentStatus.ACTIVE
     created_at: float = 0.0
+    ceiling: tuple[str, ...] | None = None
+
+
+class KeyStatus(StrEnum):
+    """An agent key signs while active; while retiring it still verifies (rotation overlap)."""
+
+    ACTIVE = "active"
+    RETIRING = "retiring"
+    REVOKED = "revoked"
+
+
+class AgentKey(msgspec.Struct, frozen=True):
+    """A public key an agent proves its identity with. `kid` is its RFC 7638 thumbprint."""
+
+    workspace: str
+    agent: str
+    kid: str
+    jwk: dict[str, Any]
+    status: KeyStatus
+    created_at: float
+    retire_at: float | None = None  # a retiring key stops verifying then
+
+
+class Grant(msgspec.Struct, frozen=True):
+    """A user's delegation: `agent` may act for `user` in `workspace` with at most `tools`, in
+    tasks that last at most `max_ttl` seconds, until `expires_at`; `may_act` names the agents it
+    may delegate further to (a sub-agent's hop is refused unless named here)."""
+
+    id: str
+    workspace: str
+    user: str
+    agent: str
+    tools: tuple[str, ...]
+    max_ttl: float
+    may_act: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    revoked_at: float | None = None
 
 
 class User(msgspec.Struct, frozen=True):
@@ -111,6 +152,8 @@ class Task(msgspec.Struct, frozen=True):
     created_at: float
     expires_at: float
     status: TaskStatus = TaskStatus.OPEN
+    grant: str | None = None  # the delegation grant it was issued under
+    parent: str | None = None  # the task that delegated it, for a sub-agent's task
 
 
 class PolicyBundleRecord(msgspec.Struct, frozen=True):

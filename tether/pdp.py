@@ -20,7 +20,8 @@ from typing import Any
 import msgspec
 
 from tether.catalogue import ArgumentError, CompiledTool, decision_context
-from tether.errors import TetherError
+from tether.credentials import AccessClaims, Credentials
+from tether.errors import CredentialRefused, TetherError
 from tether.model import (
     Agent,
     AgentStatus,
@@ -47,13 +48,26 @@ _decode = msgspec.json.Decoder().decode
 
 
 class AuthorizeRequest(msgspec.Struct, frozen=True):
-    """A call an agent wants to make. `workspace` is where the caller means it to happen;
-    it defaults to the task's, and a call aimed anywhere else is denied."""
+    """A call an agent wants to make. `token` is its task token, `proof` a DPoP proof of holding
+    the token's key (required when the call came over the network). `workspace` is where the
+    caller means the call to happen; it defaults to the task's, and anywhere else is denied."""
 
     tool: str
     args: Any
     task_id: str | None = None
     workspace: str | None = None
+    token: str | None = None
+    proof: str | None = None
+
+
+@dataclass(frozen=True)
+class ProofRule:
+    """What a DPoP proof must be for: the method and URL calls arrive on, and whether one is
+    required (over a network, yes; in-process, where no token travels, it is checked if sent)."""
+
+    htm: str = "POST"
+    htu: str = "tether:embedded"
+    required: bool = False
 
 
 @dataclass
@@ -70,17 +84,51 @@ class Call:
     activity: AgentActivity | None = None
     context: dict[str, Any] | None = None
     verdict: Verdict | None = None
+    claims: AccessClaims | None = None
 
 
-def authenticate(call: Call, tasks: Mapping[str, TaskState]) -> Reason | None:
-    """Who is calling: in embedded mode, the holder of an open task handle."""
-    task_id = call.request.task_id
-    if task_id is None:
-        return Reason(Stage.AUTHENTICATE, "no task: tool calls are authorized only inside a task")
-    call.task = tasks.get(task_id)
+def authenticate(
+    call: Call, tasks: Mapping[str, TaskState], credentials: Credentials, proofs: ProofRule
+) -> Reason | None:
+    """Who is calling, for whom, in which task: a valid, unrevoked task token (and, when sent or
+    required, the proof its holder has the key)."""
+    request = call.request
+    if request.token is None:
+        return Reason(
+            Stage.AUTHENTICATE,
+            "no task: tool calls are authorized only inside a task"
+            if request.task_id is None
+            else f"no credential for task {request.task_id}: present its token",
+        )
+    try:
+        claims = credentials.authenticate(
+            request.token,
+            proof=request.proof,
+            htm=proofs.htm,
+            htu=proofs.htu,
+            require_proof=proofs.required,
+        )
+    except CredentialRefused as exc:
+        # A genuine token refused (revoked, or an unproven holder): the denial is the task's.
+        if isinstance(exc.subject, AccessClaims):
+            call.claims, call.task = exc.subject, _task_of(exc.subject, tasks)
+        return Reason(Stage.AUTHENTICATE, f"credential refused: {exc}")
+    if request.task_id is not None and request.task_id != claims.task:
+        return Reason(
+            Stage.AUTHENTICATE, f"the token is for task {claims.task}, not {request.task_id}"
+        )
+    call.task = _task_of(claims, tasks)
     if call.task is None:
-        return Reason(Stage.AUTHENTICATE, f"unknown task {task_id}")
+        return Reason(Stage.AUTHENTICATE, f"task {claims.task} is not open here")
+    call.claims = claims
     return None
+
+
+def _task_of(claims: AccessClaims, tasks: Mapping[str, TaskState]) -> TaskState | None:
+    task = tasks.get(claims.task)
+    if task is None or (task.task.workspace, task.task.agent) != (claims.ws, claims.agent):
+        return None
+    return task
 
 
 def workspace_gate(call: Call, views: Views) -> Reason | None:
@@ -93,7 +141,8 @@ def workspace_gate(call: Call, views: Views) -> Reason | None:
         call.task.note_outside_workspace()  # a risk signal for the rest of the task
         return Reason(
             Stage.WORKSPACE,
-            f"task {task.id} belongs to workspace {task.workspace}; it cannot act in {target}",
+            f"task {task.id} belongs to workspace {task.workspace} (its token was issued "
+            f"there); it cannot act in {target}",
         )
     call.view = views.get(target)
     if call.view is None:
@@ -127,6 +176,12 @@ def task_gate(call: Call) -> Reason | None:
         return Reason(
             Stage.TASK,
             f"tool {call.request.tool} is outside this task's scope (granted: {granted})",
+        )
+    assert call.claims is not None
+    if call.request.tool not in call.claims.tools:
+        return Reason(
+            Stage.TASK,
+            f"tool {call.request.tool} is outside the token's scope ({call.claims.scope})",
         )
     return None
 
@@ -226,6 +281,7 @@ def record(call: Call, store: Store, decision: Decision) -> None:
     )
     task = call.task.task if call.task is not None else None
     verdict = call.verdict
+    user = task.user if task is not None else call.claims.sub if call.claims else None
     store.record_decision(
         DecisionRecord(
             id=decision.decision_id,
@@ -233,7 +289,7 @@ def record(call: Call, store: Store, decision: Decision) -> None:
             tenant=call.view.workspace.tenant if call.view is not None else None,
             workspace=decision.workspace,
             agent=decision.agent,
-            user=task.user if task is not None else None,
+            user=user,
             task_id=decision.task_id,
             tool=decision.tool,
             args_digest=hashlib.sha256(args_json).hexdigest(),
@@ -277,11 +333,16 @@ class PDP:
         store: Store,
         views: Views,
         tasks: Mapping[str, TaskState],
+        credentials: Credentials,
+        *,
+        proofs: ProofRule | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._views = views
         self._tasks = tasks
+        self._credentials = credentials
+        self._proofs = proofs or ProofRule()
         self._clock = clock
         self._activity = Activity(store.tools_used)
 
@@ -310,7 +371,9 @@ class PDP:
     def _decide(self, request: AuthorizeRequest) -> Decision:
         call = Call(request, self._clock())
         stage = self._stage
-        denial = stage(Stage.AUTHENTICATE, authenticate, call, self._tasks)
+        denial = stage(
+            Stage.AUTHENTICATE, authenticate, call, self._tasks, self._credentials, self._proofs
+        )
         if call.task is None:
             return self._conclude(call, denial)
         # One decision at a time per task: each sees the task state the one before it left
@@ -379,6 +442,7 @@ def _describe(exc: Exception) -> str:
 
 def _answer(call: Call, denial: Reason | None) -> Decision:
     task = call.task.task if call.task is not None else None
+    claims = call.claims  # who a refused but genuine token was for, when there is no task
     bundle = call.view.bundle if call.view is not None else None
     effect = Effect.DENY
     reasons: tuple[Reason, ...] = (denial,) if denial else ()
@@ -394,9 +458,10 @@ def _answer(call: Call, denial: Reason | None) -> Decision:
         effect=effect,
         reasons=reasons,
         policy_version=bundle.version if bundle is not None else None,
-        workspace=call.request.workspace or (task.workspace if task is not None else None),
-        agent=task.agent if task is not None else None,
-        task_id=task.id if task is not None else None,
+        workspace=call.request.workspace
+        or (task.workspace if task else claims.ws if claims else None),
+        agent=task.agent if task else claims.agent if claims else None,
+        task_id=task.id if task else claims.task if claims else None,
         tool=call.request.tool,
         approver_roles=roles,
     )

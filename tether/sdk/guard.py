@@ -10,30 +10,47 @@ import contextvars
 import functools
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+import msgspec
+from joserfc.jwk import ECKey
+
 from tether.control import Control
-from tether.errors import InvalidInput, NotFound
+from tether.credentials import (
+    ACCESS_TOKEN_TYPE,
+    GRANT_TOKEN_TYPE,
+    AccessClaims,
+    Credentials,
+    ExchangeRequest,
+    Issued,
+    Settings,
+    add_grant,
+    find_grant,
+    live_grant,
+    make_assertion,
+)
+from tether.errors import InvalidInput, NotFound, TetherError
 from tether.model import (
     Agent,
     AgentStatus,
     Decision,
     Effect,
+    Grant,
     OutputTrust,
-    Task,
     TaskStatus,
     Tool,
     User,
     Workspace,
-    new_id,
 )
 from tether.pdp import PDP, AuthorizeRequest
 from tether.policy import Bundle
 from tether.sdk.errors import ApprovalRequired, Denied
+from tether.sdk.keys import AgentKeys
 from tether.sdk.signature import args_schema_of
 from tether.session import TaskState
 from tether.store import Store
@@ -43,6 +60,7 @@ log = logging.getLogger("tether.sdk")
 
 DEFAULT_TASK_TTL = 15 * 60.0
 MAX_TASK_TTL = 24 * 3600.0
+DEFAULT_GRANT_LIFETIME = 30 * 86400.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,22 +76,42 @@ def current_task() -> TaskHandle | None:
 
 
 class Guard:
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    """`master_key`: the key the service's signing keys are sealed with (default: from the
+    environment, or `<home>/master.key` for an embedded store)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        master_key: bytes | None = None,
+        credential_settings: Settings | None = None,
+    ) -> None:
         self.store = store
         self._clock = clock
         self._views = Views(store)
         self._control = Control(store, self._views, clock)
+        self.credentials = Credentials(
+            store,
+            master_key=master_key,
+            home=store.home,
+            settings=credential_settings,
+            clock=clock,
+        )
+        self.agent_keys = AgentKeys(store, clock)
         self._tasks: dict[str, TaskState] = {}
-        self._pdp = PDP(store, self._views, self._tasks, clock)
+        self._handles: dict[str, TaskHandle] = {}
+        self._pdp = PDP(store, self._views, self._tasks, self.credentials, clock=clock)
 
     @classmethod
     def embedded(cls, home: str | Path = ".tether", *, db: str | None = None) -> Guard:
         """A Guard deciding in this process, on `home`'s SQLite store (or the `db` URL)."""
-        return cls(Store(db) if db else Store.at_home(home))
+        return cls(Store(db, home=Path(home)) if db else Store.at_home(home))
 
     def close(self) -> None:
         for state in list(self._tasks.values()):
             self._end(state, TaskStatus.ENDED)
+        self.agent_keys.close()
         self.store.close()
 
     def __enter__(self) -> Guard:
@@ -97,18 +135,65 @@ class Guard:
             name, tenant=tenant, trust_domain=trust_domain, settings=settings
         )
 
-    def register_agent(self, workspace: str, name: str, *, kind: str, owner: str) -> Agent:
-        return self._control.register_agent(workspace, name, kind=kind, owner=owner)
+    def register_agent(
+        self,
+        workspace: str,
+        name: str,
+        *,
+        kind: str,
+        owner: str,
+        ceiling: Iterable[str] | None = None,
+    ) -> Agent:
+        """`ceiling`: the most tools the agent may ever hold in a credential (default: any)."""
+        return self._control.register_agent(
+            workspace, name, kind=kind, owner=owner, ceiling=ceiling
+        )
 
     def suspend_agent(self, workspace: str, name: str) -> None:
-        """The kill switch: the agent's next call, in any process on this store, is denied."""
+        """The kill switch: the agent's tokens are revoked and its tasks end; its next call, in
+        any process on this store, is denied."""
         self._control.set_agent_status(workspace, name, AgentStatus.SUSPENDED)
+        for task_id in self.credentials.revoke_agent(workspace, name):
+            self._forget(task_id, TaskStatus.REVOKED)
 
     def resume_agent(self, workspace: str, name: str) -> None:
         self._control.set_agent_status(workspace, name, AgentStatus.ACTIVE)
 
     def add_user(self, workspace: str, name: str, roles: Iterable[str] = ()) -> User:
         return self._control.add_user(workspace, name, roles)
+
+    def grant(
+        self,
+        workspace: str,
+        *,
+        user: str,
+        agent: str,
+        tools: Iterable[str],
+        max_ttl: float = DEFAULT_TASK_TTL,
+        may_act: Iterable[str] = (),
+        expires_in: float = DEFAULT_GRANT_LIFETIME,
+    ) -> Grant:
+        """`user` delegates `tools` to `agent` (and, further down a chain, to `may_act`), for
+        tasks of at most `max_ttl` seconds, for `expires_in` seconds."""
+        return add_grant(
+            self.store,
+            workspace=workspace,
+            user=user,
+            agent=agent,
+            tools=tools,
+            max_ttl=max_ttl,
+            may_act=may_act,
+            expires_in=expires_in,
+            now=self._clock(),
+        )
+
+    def revoke_grant(self, grant_id: str) -> None:
+        self.credentials.revoke_grant(grant_id)
+
+    def revoke_task(self, task_id: str) -> None:
+        """Revoke a task and every task delegated from it, in every process on this store."""
+        for revoked in self.credentials.revoke_task(task_id):
+            self._forget(revoked, TaskStatus.REVOKED)
 
     def register_tool(
         self,
@@ -166,8 +251,15 @@ class Guard:
         request: str,
         tools: Iterable[str],
         ttl: float = DEFAULT_TASK_TTL,
+        grant: str | None = None,
+        key: ECKey | None = None,
     ) -> TaskHandle:
-        """Start a task: `agent` works for `user` on `request`, with just `tools`, for `ttl` s."""
+        """Start a task: `agent` works for `user` on `request`, with just `tools`, for `ttl` s.
+
+        The task's token comes from a token exchange: `grant` (default: the user's live grant to
+        the agent that covers `tools`) as the subject, the agent's assertion signed with `key`
+        (default: the agent's key in this Guard) as the actor. Raises CredentialRefused if the
+        user has not delegated the tools, or the exchange is refused."""
         tools = tuple(tools)
         if not all(isinstance(v, str) for v in (workspace, agent, user, request, *tools)):
             raise InvalidInput("workspace, agent, user, request and tools must be strings")
@@ -191,27 +283,73 @@ class Guard:
             raise InvalidInput(f"task ttl must be between 0 and {MAX_TASK_TTL:.0f} seconds")
         now = self._clock()
         self._forget_expired(now)
-        record = Task(
-            id=new_id("task_"),
-            workspace=workspace,
-            agent=agent,
-            user=user,
+        if grant is None:
+            grant = find_grant(
+                self.store, workspace=workspace, user=user, agent=agent, tools=granted, now=now
+            ).id
+        elif live_grant(self.store, grant, now).user != user:
+            raise InvalidInput(f"grant {grant} was not made by user {user!r}")
+        if key is not None:
+            self.agent_keys.put(workspace, agent, key)
+        exchange = ExchangeRequest(
+            subject_token=grant,
+            subject_token_type=GRANT_TOKEN_TYPE,
+            actor_token="",
+            scope=" ".join(granted),
             request=request,
-            tools=granted,
-            created_at=now,
-            expires_at=now + ttl,
+            task_ttl=ttl,
         )
-        self.store.insert_task(record)
-        state = TaskState(record)
-        self._tasks[record.id] = state
-        return TaskHandle(self, state)
+        return self._start(exchange, workspace, agent, parent=None)
+
+    def _start(
+        self, exchange: ExchangeRequest, workspace: str, agent: str, parent: TaskHandle | None
+    ) -> TaskHandle:
+        key = self.agent_keys.get(workspace, agent)
+        issued = self.credentials.exchange(self._signed(exchange, key, workspace, agent))
+        state = TaskState(issued.task)
+        handle = TaskHandle(self, state, key=key, issued=issued, exchange=exchange, parent=parent)
+        self._tasks[state.id] = state
+        self._handles[state.id] = handle
+        return handle
+
+    def _signed(
+        self, exchange: ExchangeRequest, key: ECKey, workspace: str, agent: str
+    ) -> ExchangeRequest:
+        """The exchange with a fresh assertion of the agent's identity as its actor token."""
+        view = self._views.get(workspace)
+        spiffe_id = (
+            view.agents[agent].spiffe_id if view is not None and agent in view.agents else ""
+        )
+        assertion = make_assertion(
+            key, agent_id=spiffe_id, audience=self.credentials.settings.issuer, now=self._clock()
+        )
+        return msgspec.structs.replace(exchange, actor_token=assertion)
 
     def authorize(
-        self, task_id: str | None, tool: str, args: Any, *, workspace: str | None = None
+        self,
+        task_id: str | None,
+        tool: str,
+        args: Any,
+        *,
+        workspace: str | None = None,
+        token: str | None = None,
+        proof: str | None = None,
     ) -> Decision:
-        """Decide one call. Never raises for a bad request: that is a recorded deny."""
+        """Decide one call. Never raises for a bad request: that is a recorded deny.
+
+        The credential is `token` if given, else the token of the task this Guard started."""
+        if token is None and task_id is not None:
+            handle = self._handles.get(task_id)
+            token = handle.token_or_none() if handle is not None else None
         return self._pdp.decide(
-            AuthorizeRequest(tool=tool, args=args, task_id=task_id, workspace=workspace)
+            AuthorizeRequest(
+                tool=tool,
+                args=args,
+                task_id=task_id,
+                workspace=workspace,
+                token=token,
+                proof=proof,
+            )
         )
 
     def tool(
@@ -300,10 +438,22 @@ class Guard:
             self._end(state, TaskStatus.EXPIRED)
 
     def _end(self, state: TaskState, status: TaskStatus) -> None:
+        """Close a task here and, unless it merely expired, its tokens (and its sub-tasks')
+        everywhere: a task that has ended can do nothing more, in any process."""
         if state.status is TaskStatus.OPEN:
             state.status = status
-            self.store.finish_task(state.id, status, self._clock())
-        self._tasks.pop(state.id, None)
+            if status is TaskStatus.EXPIRED:
+                self.store.finish_task(state.id, status, self._clock())
+            else:
+                self.credentials.revoke_task(state.id, status=status)
+        self._forget(state.id, status)
+
+    def _forget(self, task_id: str, status: TaskStatus) -> None:
+        """Drop a task that has closed (in the store already) from this process."""
+        state = self._tasks.pop(task_id, None)
+        if state is not None and state.status is TaskStatus.OPEN:
+            state.status = status
+        self._handles.pop(task_id, None)
 
 
 def _failure(exc: Exception) -> str:
@@ -323,12 +473,97 @@ def _raise_unless_allowed(decision: Decision) -> None:
 
 
 class TaskHandle:
-    """An open task. Use it as a context manager so guarded tools find it and it ends on exit."""
+    """An open task. Use it as a context manager so guarded tools find it and it ends on exit.
 
-    def __init__(self, guard: Guard, state: TaskState) -> None:
+    It holds the task's token and renews it (a token exchange for the same task) when less
+    than a fifth of its life is left, so a task may outlive any one of its tokens."""
+
+    def __init__(
+        self,
+        guard: Guard,
+        state: TaskState,
+        *,
+        key: ECKey,
+        issued: Issued,
+        exchange: ExchangeRequest,
+        parent: TaskHandle | None,
+    ) -> None:
         self._guard = guard
         self._state = state
+        self._key = key
+        self._issued = issued
+        self._exchange = msgspec.structs.replace(exchange, task_id=state.id, task_ttl=None)
+        self._parent = parent
+        self._renew_lock = threading.Lock()
         self._tokens: list[contextvars.Token[TaskHandle | None]] = []
+
+    @property
+    def token(self) -> str:
+        """The task's current token, renewed first if it is close to expiring."""
+        claims = self._issued.claims
+        now = self._guard._clock()
+        if now >= claims.exp - (claims.exp - claims.iat) / 5:
+            with self._renew_lock:
+                if now >= self._issued.claims.exp - (claims.exp - claims.iat) / 5:
+                    self._renew()
+        return self._issued.response.access_token
+
+    @property
+    def claims(self) -> AccessClaims:
+        return self._issued.claims
+
+    def token_or_none(self) -> str | None:
+        """The token to present; None if it cannot be renewed (the decision then says why)."""
+        try:
+            return self.token
+        except TetherError:
+            log.warning("task %s: its token could not be renewed", self.id, exc_info=True)
+            return self._issued.response.access_token
+
+    def _renew(self) -> None:
+        exchange = self._exchange
+        if self._parent is not None:
+            exchange = msgspec.structs.replace(exchange, subject_token=self._parent.token)
+        task = self._state.task
+        self._issued = self._guard.credentials.exchange(
+            self._guard._signed(exchange, self._key, task.workspace, task.agent)
+        )
+
+    def delegate(
+        self,
+        agent: str,
+        *,
+        tools: Iterable[str] | None = None,
+        request: str | None = None,
+        ttl: float | None = None,
+        key: ECKey | None = None,
+    ) -> TaskHandle:
+        """Hand part of this task to a sub-agent: a new task whose token is exchanged from this
+        one, holding at most this task's tools (default: all of them), ending no later."""
+        task = self._state.task
+        if key is not None:
+            self._guard.agent_keys.put(task.workspace, agent, key)
+        exchange = ExchangeRequest(
+            subject_token=self.token,
+            subject_token_type=ACCESS_TOKEN_TYPE,
+            actor_token="",
+            scope=" ".join(sorted(tools)) if tools is not None else None,
+            request=task.request if request is None else request,
+            task_ttl=ttl,
+        )
+        return self._guard._start(exchange, task.workspace, agent, parent=self)
+
+    def downstream_token(self, decision: Decision, audience: str) -> str:
+        """A token for the API `audience` that the allowed call `decision` goes to: scoped to
+        that one tool, living at most 60 s. The task's own token never leaves Tether."""
+        if decision.task_id != self.id or decision.effect is not Effect.ALLOW:
+            raise InvalidInput(
+                f"decision {decision.decision_id} is not an allowed call of this task"
+            )
+        issued = self._guard.credentials.downstream(
+            self.token, audience=audience, tool=decision.tool, dpop_jkt=self._key.thumbprint()
+        )
+        return issued.response.access_token
 
     @property
     def id(self) -> str:
@@ -340,7 +575,9 @@ class TaskHandle:
 
     def authorize(self, tool: str, args: Mapping[str, Any] | None = None) -> Decision:
         """Decide one call of `tool` with `args` in this task."""
-        return self._guard.authorize(self.id, tool, {} if args is None else args)
+        return self._guard.authorize(
+            self.id, tool, {} if args is None else args, token=self.token_or_none()
+        )
 
     def report(self, decision: Decision, output: Any) -> None:
         """Tell the task what an allowed call returned (feeds its state: labels, provenance)."""

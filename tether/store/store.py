@@ -38,6 +38,8 @@ from tether.model import (
     Workspace,
 )
 from tether.store import tables as t
+from tether.store.credentials import CredentialRecords
+from tether.store.prepared import Prepared
 
 DB_FILE = "tether.db"
 
@@ -103,13 +105,15 @@ class WorkspaceSnapshot:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, home: Path | None = None) -> None:
         self.url = url
+        self.home = home  # the folder of an embedded store: where its master key is kept
         self.engine = _engine(url)
         migrate(self.engine)
         self._writer = self.engine.raw_connection()
         self._write_lock = threading.Lock()
-        self._insert_decision = _Prepared(
+        self.credentials = CredentialRecords(self.engine, self._writer, self._write_lock)
+        self._insert_decision = Prepared(
             t.decisions.insert(),
             [c.name for c in t.decisions.columns if c.name != "seq"],
             self.engine.dialect,
@@ -118,7 +122,7 @@ class Store:
         insert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[
             self.engine.dialect.name
         ]
-        self._insert_tool_use = _Prepared(
+        self._insert_tool_use = Prepared(
             insert(t.agent_tools).on_conflict_do_nothing(),
             ["workspace", "agent", "tool", "first_used"],
             self.engine.dialect,
@@ -127,7 +131,7 @@ class Store:
     @classmethod
     def at_home(cls, home: str | Path) -> Store:
         Path(home).mkdir(parents=True, exist_ok=True)
-        return cls(sqlite_url(home))
+        return cls(sqlite_url(home), home=Path(home))
 
     def close(self) -> None:
         with self._write_lock:
@@ -220,6 +224,14 @@ class Store:
                 bundle = _bundle(db, name, workspace.active_policy_version)
         return WorkspaceSnapshot(workspace, agents, tools, bundle)
 
+    def agent(self, workspace: str, name: str) -> Agent | None:
+        query = sa.select(t.agents).where(
+            t.agents.c.workspace == workspace, t.agents.c.name == name
+        )
+        with self.engine.connect() as db:
+            row = db.execute(query).first()
+        return _row(Agent, row) if row else None
+
     def agents(self, workspace: str) -> list[Agent]:
         snapshot = self.snapshot(workspace)
         if snapshot is None:
@@ -254,6 +266,15 @@ class Store:
                 .where(t.tasks.c.id == task_id, t.tasks.c.status == TaskStatus.OPEN.value)
                 .values(status=status.value, ended_at=at)
             )
+
+    def open_tasks(self, workspace: str, *, agent: str | None = None) -> list[str]:
+        query = sa.select(t.tasks.c.id).where(
+            t.tasks.c.workspace == workspace, t.tasks.c.status == TaskStatus.OPEN.value
+        )
+        if agent is not None:
+            query = query.where(t.tasks.c.agent == agent)
+        with self.engine.connect() as db:
+            return list(db.execute(query).scalars())
 
     def task(self, task_id: str) -> Task | None:
         with self.engine.connect() as db:
@@ -308,19 +329,6 @@ class Store:
             return [_row(DecisionRecord, r) for r in db.execute(query)]
 
 
-class _Prepared:
-    """An INSERT compiled once for the driver, so the hot path skips SQLAlchemy's execute."""
-
-    def __init__(self, statement: Any, keys: list[str], dialect: sa.Dialect) -> None:
-        compiled = statement.compile(dialect=dialect, column_keys=keys)
-        self.sql = str(compiled)
-        self.order = list(compiled.positiontup or ()) if compiled.positional else None
-
-    def bind(self, values: dict[str, Any]) -> tuple[str, Any]:
-        params = [values[k] for k in self.order] if self.order is not None else values
-        return self.sql, params
-
-
 def _bundle(db: sa.Connection, workspace: str, version: str) -> PolicyBundleRecord | None:
     row = db.execute(
         sa.select(t.policy_bundles).where(
@@ -344,12 +352,18 @@ class Changes:
             raise InvalidInput(f"{what} belongs to workspace {workspace!r}, not {self.workspace!r}")
 
     def put_agent(self, agent: Agent) -> None:
-        """Register an agent, or update its kind and owner (its status is left as it is)."""
+        """Register an agent, or update its kind, owner and ceiling (its status is left as is)."""
         self._own(f"agent {agent.name!r}", agent.workspace)
         key = (t.agents.c.workspace == agent.workspace) & (t.agents.c.name == agent.name)
         if self._db.execute(sa.select(t.agents.c.name).where(key)).first():
             self._db.execute(
-                t.agents.update().where(key).values(kind=agent.kind, owner=agent.owner)
+                t.agents.update()
+                .where(key)
+                .values(
+                    kind=agent.kind,
+                    owner=agent.owner,
+                    ceiling=list(agent.ceiling) if agent.ceiling is not None else None,
+                )
             )
         else:
             self._db.execute(t.agents.insert().values(**msgspec.to_builtins(agent)))

@@ -45,6 +45,7 @@ agents = sa.Table(
     sa.Column("spiffe_id", sa.String(512), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("ceiling", sa.JSON, nullable=True),  # the most tools it may hold; null: any
 )
 
 # The tools each agent has been allowed to use, written on the first allowed call: the `first_use`
@@ -103,6 +104,8 @@ tasks = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Column("grant", sa.String(ID), nullable=True),
+    sa.Column("parent", sa.String(ID), nullable=True, index=True),
 )
 
 # One row per decision, inserted on the hot path. `seq` gives the total order a hash chain
@@ -133,4 +136,109 @@ decisions = sa.Table(
     sa.Column("context", sa.Text, nullable=True),
     sa.Column("shadow", sa.Text, nullable=True),
     sa.Column("approval_id", sa.String(ID), nullable=True),
+)
+
+# -- identity and credentials (DESIGN.md section 1, "Agent" and "Credential") ------------------
+
+# The public keys agents prove themselves with; a retiring key verifies until `retire_at`.
+agent_keys = sa.Table(
+    "agent_keys",
+    metadata,
+    sa.Column("workspace", sa.String(NAME), primary_key=True),
+    sa.Column("agent", sa.String(NAME), primary_key=True),
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("jwk", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("retire_at", sa.Float, nullable=True),
+)
+
+# JWT-SVID issuers trusted per workspace (a SPIFFE trust domain and its JWKS bundle), and which
+# registered agent each external SPIFFE id is.
+trust_bundles = sa.Table(
+    "trust_bundles",
+    metadata,
+    sa.Column("workspace", sa.String(NAME), primary_key=True),
+    sa.Column("trust_domain", sa.String(255), primary_key=True),
+    sa.Column("jwks", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+external_identities = sa.Table(
+    "external_identities",
+    metadata,
+    sa.Column("workspace", sa.String(NAME), primary_key=True),
+    sa.Column("spiffe_id", sa.String(512), primary_key=True),
+    sa.Column("agent", sa.String(NAME), nullable=False),
+)
+
+# The service's token signing keys. The private key is encrypted under the master key (AES-GCM,
+# the kid as associated data); a key signs from `activate_at` and verifies until `retire_at`.
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("public_jwk", sa.JSON, nullable=False),
+    sa.Column("private_key", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("activate_at", sa.Float, nullable=False),
+    sa.Column("retire_at", sa.Float, nullable=True),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("id", sa.String(ID), primary_key=True),
+    sa.Column("workspace", sa.String(NAME), sa.ForeignKey("workspaces.name"), nullable=False),
+    sa.Column("user", sa.String(255), nullable=False),
+    sa.Column("agent", sa.String(NAME), nullable=False),
+    sa.Column("tools", sa.JSON, nullable=False),
+    sa.Column("max_ttl", sa.Float, nullable=False),
+    sa.Column("may_act", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+# Every token issued, so a revocation by task, grant or parent can name all it must refuse.
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("jti", sa.String(ID), primary_key=True),
+    sa.Column("workspace", sa.String(NAME), nullable=False),
+    sa.Column("agent", sa.String(NAME), nullable=False),
+    sa.Column("user", sa.String(255), nullable=False),
+    sa.Column("task_id", sa.String(ID), nullable=False, index=True),
+    sa.Column("parent_jti", sa.String(ID), nullable=True, index=True),
+    sa.Column("grant_id", sa.String(ID), nullable=False),
+    sa.Column("use", sa.String(16), nullable=False),
+    sa.Column("audience", sa.String(512), nullable=False),
+    sa.Column("issued_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+# Revocations, in the order they were made: every process loads the new ones by `seq`.
+revocations = sa.Table(
+    "revocations",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("workspace", sa.String(NAME), nullable=False),
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),  # forgettable after then; null: never
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+# Proof and assertion ids seen, until they could no longer be accepted anyway.
+replay_cache = sa.Table(
+    "replay_cache",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )

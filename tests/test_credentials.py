@@ -1,0 +1,756 @@
+"""Workload identity and task credentials, end to end on a real store: token exchange, delegation
+chains, DPoP, revocation, key rotation, JWT-SVIDs and downstream tokens (DESIGN.md section 6:
+"a replayed, expired, revoked, tampered or wrong-audience credential or proof is refused")."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from joserfc import jws
+from joserfc.jwk import ECKey
+
+from tether import Guard
+from tether.credentials import (
+    ACCESS_TOKEN_TYPE,
+    GRANT_TOKEN_TYPE,
+    JWT_SVID_TOKEN_TYPE,
+    ExchangeRequest,
+    make_assertion,
+    make_proof,
+)
+from tether.credentials import access_token as access_tokens
+from tether.credentials.access_token import AccessClaims
+from tether.credentials.verifier import TokenVerifier
+from tether.errors import CredentialRefused, InvalidInput, TetherError
+from tether.identity import generate_key, public_jwk, register_key, rotate_key
+from tether.model import Effect, Stage
+from tether.store import Store
+
+HTU = "https://tether.test/v1/authorize"
+PERMIT_ALL = {"all.cedar": "permit (principal, action, resource);"}
+TOOLS = ("read_file", "write_file", "send_email", "pay")
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def _setup(guard: Guard) -> None:
+    guard.add_workspace("acme")
+    guard.add_workspace("beta")
+    for ws in ("acme", "beta"):
+        for agent in ("planner", "coder", "tester", "rogue"):
+            guard.register_agent(ws, agent, kind=agent, owner="alice@acme.com")
+        guard.register_agent(
+            ws, "narrow", kind="coder", owner="alice@acme.com", ceiling=["read_file"]
+        )
+        for tool in TOOLS:
+            guard.register_tool(ws, tool, effects=["read"])
+        guard.activate_policies(ws, PERMIT_ALL)
+        guard.add_user(ws, "alice")
+
+
+@pytest.fixture
+def guard(home: Path, clock: Clock) -> Iterator[Guard]:
+    with Guard(Store.at_home(home), clock=clock) as g:
+        _setup(g)
+        yield g
+
+
+def grant(guard: Guard, ws: str = "acme", **kw: Any) -> str:
+    spec: dict[str, Any] = {
+        "user": "alice",
+        "agent": "planner",
+        "tools": TOOLS,
+        "may_act": ("coder", "tester", "narrow"),
+        "max_ttl": 3600,
+    }
+    return guard.grant(ws, **{**spec, **kw}).id
+
+
+def exchange(
+    guard: Guard,
+    subject: str,
+    agent: str,
+    *,
+    ws: str = "acme",
+    key: ECKey | None = None,
+    **kw: Any,
+) -> tuple[str, AccessClaims]:
+    """An exchange as an agent makes it: its own assertion as the actor token."""
+    key = key or guard.agent_keys.get(ws, agent)
+    assertion = make_assertion(
+        key,
+        agent_id=f"spiffe://tether.local/ws/{ws}/agent/{agent}",
+        audience="tether",
+        now=guard._clock(),
+    )
+    subject_type = GRANT_TOKEN_TYPE if subject.startswith("grant_") else ACCESS_TOKEN_TYPE
+    issued = guard.credentials.exchange(
+        ExchangeRequest(
+            subject_token=subject, subject_token_type=subject_type, actor_token=assertion, **kw
+        ),
+        dpop_jkt=kw.pop("dpop_jkt", None),
+    )
+    return issued.response.access_token, issued.claims
+
+
+def proof_for(guard: Guard, token: str, agent: str = "planner", ws: str = "acme") -> str:
+    return make_proof(
+        guard.agent_keys.get(ws, agent), htm="POST", htu=HTU, now=guard._clock(), access_token=token
+    )
+
+
+def authenticate(guard: Guard, token: str, proof: str | None) -> AccessClaims:
+    return guard.credentials.authenticate(
+        token, proof=proof, htm="POST", htu=HTU, require_proof=True
+    )
+
+
+def refused(match: str) -> Any:
+    return pytest.raises(CredentialRefused, match=match)
+
+
+# -- the issued token ------------------------------------------------------------------------------
+
+
+def test_a_task_token_carries_the_delegation(guard: Guard) -> None:
+    token, claims = exchange(guard, grant(guard), "planner", scope="read_file send_email")
+    header = jws.extract_compact(token.encode()).headers()
+    assert header["typ"] == "at+jwt" and header["alg"] == "ES256"
+    assert header["kid"] in {k["kid"] for k in guard.credentials.jwks()["keys"]}
+    assert claims.sub == "alice" and claims.ws == "acme" and claims.aud == "tether:pdp"
+    assert claims.tools == {"read_file", "send_email"}
+    assert claims.act == {"sub": "spiffe://tether.local/ws/acme/agent/planner"}
+    assert claims.jkt == guard.agent_keys.get("acme", "planner").thumbprint()
+    assert claims.exp - claims.iat == 300  # five minutes by default
+    task = guard.store.task(claims.task)
+    assert (
+        task is not None
+        and task.grant == claims.grant
+        and task.tools == ("read_file", "send_email")
+    )
+    assert authenticate(guard, token, proof_for(guard, token)).jti == claims.jti
+
+
+def test_a_sub_agent_gets_a_narrower_token_with_the_actor_chain(guard: Guard) -> None:
+    parent, p = exchange(guard, grant(guard), "planner", scope="read_file send_email")
+    child, c = exchange(guard, parent, "coder", scope="read_file")
+    assert c.act == {"sub": "spiffe://tether.local/ws/acme/agent/coder", "act": p.act}
+    assert c.tools == {"read_file"} and c.exp <= p.exp and c.aud == p.aud
+    assert c.depth == p.depth + 1 and c.chain == (p.jti,) and c.tasks == (p.task,)
+    assert c.jkt == guard.agent_keys.get("acme", "coder").thumbprint()
+    child_task = guard.store.task(c.task)
+    assert child_task is not None and child_task.parent == p.task
+    # The parent's token is bound to the planner's key: the coder holding it cannot use it.
+    with refused("another key than the token is bound to"):
+        authenticate(guard, parent, proof_for(guard, parent, agent="coder"))
+    assert authenticate(guard, child, proof_for(guard, child, agent="coder")).task == c.task
+
+
+def test_attenuation_is_enforced_not_trusted(guard: Guard, clock: Clock) -> None:
+    g = grant(guard, tools=("read_file", "send_email"))
+    parent, _ = exchange(guard, g, "planner", scope="read_file")
+    with refused(r"\['send_email'\] not held by the token"):
+        exchange(guard, parent, "coder", scope="read_file send_email")
+    with refused(r"\['pay'\] not held"):
+        exchange(guard, g, "planner", scope="pay")
+    full, _ = exchange(guard, g, "planner")
+    with refused(r"\['send_email'\]: beyond the acting agent's ceiling"):
+        exchange(guard, full, "narrow", scope="send_email")
+    with refused("is not the parent token's"):
+        exchange(guard, parent, "coder", audience="https://elsewhere")
+    with refused("does not let agent rogue act"):
+        exchange(guard, parent, "rogue")
+    with refused("delegates to agent planner, not coder"):
+        exchange(guard, g, "coder")
+    # Without a scope, the sub-agent gets what the parent holds, cut to its ceiling.
+    _, narrowed = exchange(guard, full, "narrow")
+    assert narrowed.tools == {"read_file"}
+
+
+def test_the_chain_has_a_maximum_depth(guard: Guard) -> None:
+    token, claims = exchange(guard, grant(guard), "planner")
+    for agent in ("coder", "tester", "coder"):
+        token, claims = exchange(guard, token, agent)
+    assert claims.depth == 4
+    with refused("would be 5 deep; at most 4"):
+        exchange(guard, token, "tester")
+
+
+def test_expiry_never_outlives_the_parent_the_task_or_the_grant(guard: Guard, clock: Clock) -> None:
+    g = grant(guard, max_ttl=600, expires_in=1000)
+    parent, p = exchange(guard, g, "planner", task_ttl=120)
+    assert p.exp == int(clock.now) + 120  # the task ends before five minutes
+    clock.now += 100
+    _, c = exchange(guard, parent, "coder")
+    assert c.exp <= p.exp
+    with refused("task_ttl must be between 0 and the grant's max_ttl"):
+        exchange(guard, g, "planner", task_ttl=601)
+    clock.now += 1000
+    with refused("expired"):
+        exchange(guard, g, "planner")
+
+
+def test_a_task_token_is_renewed_for_the_same_task_only_within_it(
+    guard: Guard, clock: Clock
+) -> None:
+    g = grant(guard)
+    _, first = exchange(guard, g, "planner", scope="read_file", task_ttl=900)
+    clock.now += 290
+    _, renewed = exchange(guard, g, "planner", task_id=first.task)
+    assert renewed.task == first.task and renewed.jti != first.jti
+    assert renewed.tools == {"read_file"} and renewed.exp > first.exp
+    with refused(r"not granted to task"):
+        exchange(guard, g, "planner", task_id=first.task, scope="read_file pay")
+    with refused("is not a task of this agent under this grant"):
+        exchange(guard, grant(guard), "planner", task_id=first.task)
+
+
+def test_the_guard_renews_its_task_token_transparently(guard: Guard, clock: Clock) -> None:
+    grant(guard)
+    with guard.task(
+        workspace="acme", agent="planner", user="alice", request="r", tools=["read_file"], ttl=1800
+    ) as task:
+        first = task.claims
+        for _ in range(5):  # 20 minutes, four token lifetimes
+            clock.now += 240
+            assert task.authorize("read_file", {}).allowed
+        assert task.claims.task == first.task and task.claims.jti != first.jti
+
+
+# -- the actor's proof of identity -------------------------------------------------------------------
+
+
+def test_an_assertion_is_good_for_one_exchange(guard: Guard) -> None:
+    key = guard.agent_keys.get("acme", "planner")
+    assertion = make_assertion(
+        key,
+        agent_id="spiffe://tether.local/ws/acme/agent/planner",
+        audience="tether",
+        now=guard._clock(),
+    )
+    request = ExchangeRequest(
+        subject_token=grant(guard), subject_token_type=GRANT_TOKEN_TYPE, actor_token=assertion
+    )
+    guard.credentials.exchange(request)
+    with refused("already used"):
+        guard.credentials.exchange(request)
+
+
+def test_assertions_are_refused_for_the_wrong_key_audience_agent_or_workspace(
+    guard: Guard, clock: Clock
+) -> None:
+    g = grant(guard)
+    stranger = generate_key()
+    with refused("has no usable key"):
+        exchange(guard, g, "planner", key=stranger)
+
+    def assertion(agent_id: str, audience: str = "tether", now: float | None = None) -> str:
+        key = guard.agent_keys.get("acme", "planner")
+        return make_assertion(key, agent_id=agent_id, audience=audience, now=now or clock.now)
+
+    def attempt(actor_token: str) -> None:
+        guard.credentials.exchange(
+            ExchangeRequest(
+                subject_token=g, subject_token_type=GRANT_TOKEN_TYPE, actor_token=actor_token
+            )
+        )
+
+    planner = "spiffe://tether.local/ws/acme/agent/planner"
+    with refused("is for 'somebody-else'"):
+        attempt(assertion(planner, audience="somebody-else"))
+    with refused("expired"):
+        attempt(assertion(planner, now=clock.now - 120))
+    with refused("belongs to workspace beta"):
+        attempt(assertion("spiffe://tether.local/ws/beta/agent/planner"))
+    with refused("not an agent id"):
+        attempt(assertion("spiffe://tether.local/planner"))
+
+
+def test_agent_keys_rotate_with_an_overlap(guard: Guard, clock: Clock) -> None:
+    old = guard.agent_keys.get("acme", "planner")
+    new = generate_key()
+    rotate_key(
+        guard.store,
+        workspace="acme",
+        agent="planner",
+        jwk=public_jwk(new),
+        now=clock.now,
+        overlap=60,
+    )
+    g = grant(guard)
+    exchange(guard, g, "planner", key=old)  # still inside the overlap
+    exchange(guard, g, "planner", key=new)
+    clock.now += 61
+    with refused("has no usable key"):
+        exchange(guard, g, "planner", key=old)
+    exchange(guard, g, "planner", key=new)
+
+
+def test_a_private_key_is_never_registered(guard: Guard) -> None:
+    with pytest.raises(InvalidInput, match="private members"):
+        register_key(
+            guard.store,
+            workspace="acme",
+            agent="coder",
+            jwk=generate_key().as_dict(private=True),
+            now=0,
+        )
+    with pytest.raises(InvalidInput, match="EC P-256"):
+        register_key(
+            guard.store,
+            workspace="acme",
+            agent="coder",
+            jwk={"kty": "RSA", "n": "AQAB", "e": "AQAB"},
+            now=0,
+        )
+
+
+# -- refusals, each with its own reason ---------------------------------------------------------------
+
+
+def test_an_expired_token_is_refused(guard: Guard, clock: Clock) -> None:
+    token, _ = exchange(guard, grant(guard), "planner")
+    clock.now += 301
+    with refused("the token expired"):
+        authenticate(guard, token, proof_for(guard, token))
+
+
+def test_a_wrong_audience_is_refused(guard: Guard) -> None:
+    grant(guard)
+    with guard.task(
+        workspace="acme", agent="planner", user="alice", request="", tools=["pay"]
+    ) as t:
+        downstream = t.downstream_token(t.authorize("pay", {}), "https://bank.example")
+        with refused("wrong audience: the token is for 'https://bank.example'"):
+            authenticate(guard, downstream, proof_for(guard, downstream))
+
+
+def test_a_replayed_proof_is_refused_even_by_another_process(guard: Guard, home: Path) -> None:
+    token, _ = exchange(guard, grant(guard), "planner")
+    proof = proof_for(guard, token)
+    authenticate(guard, token, proof)
+    with refused("already used"):
+        authenticate(guard, token, proof)
+    other = Guard(Store.at_home(home), clock=guard._clock)  # a second process on the store
+    try:
+        fresh = proof_for(guard, token)
+        authenticate(other, token, fresh)
+        with refused("already used"):
+            authenticate(guard, token, fresh)
+    finally:
+        other.close()
+
+
+def test_proofs_are_checked_in_full(guard: Guard, clock: Clock) -> None:
+    token, _ = exchange(guard, grant(guard), "planner")
+    key = guard.agent_keys.get("acme", "planner")
+
+    def proof(**kw: Any) -> str:
+        spec: dict[str, Any] = {"htm": "POST", "htu": HTU, "now": clock.now, "access_token": token}
+        return make_proof(key, **{**spec, **kw})
+
+    with refused("is for GET, not POST"):
+        authenticate(guard, token, proof(htm="GET"))
+    with refused("is for https://evil.test/v1/authorize"):
+        authenticate(guard, token, proof(htu="https://evil.test/v1/authorize"))
+    with refused("must be fresh"):
+        authenticate(guard, token, proof(now=clock.now - 120))
+    with refused("not bound to this token"):
+        authenticate(guard, token, proof(access_token="another"))
+    with refused("another key than the token is bound to"):
+        authenticate(
+            guard,
+            token,
+            make_proof(generate_key(), htm="POST", htu=HTU, now=clock.now, access_token=token),
+        )
+    with refused("no DPoP proof was presented"):
+        authenticate(guard, token, None)
+    # Query and fragment do not count (RFC 9449 section 4.3); scheme and host ignore case.
+    authenticate(guard, token, proof(htu="HTTPS://Tether.TEST:443/v1/authorize?x=1#f"))
+    # A proof header carrying the private key is refused.
+    private = key.as_dict(private=True)
+    body = json.dumps({"jti": "x" * 20, "htm": "POST", "htu": HTU, "iat": int(clock.now)}).encode()
+    leaky = jws.serialize_compact({"alg": "ES256", "typ": "dpop+jwt", "jwk": private}, body, key)
+    with refused("private members"):
+        authenticate(guard, token, leaky)
+    wrong_type = jws.serialize_compact(
+        {"alg": "ES256", "typ": "JWT", "jwk": public_jwk(key)}, body, key
+    )
+    with refused("typ is 'JWT'"):
+        authenticate(guard, token, wrong_type)
+
+
+def _flip(text: str, position: int, bit: int) -> str:
+    flipped = chr(ord(text[position]) ^ (1 << bit))
+    return text[:position] + flipped + text[position + 1 :]
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_flipping_any_byte_of_a_token_or_proof_is_refused(
+    guard: Guard, data: st.DataObject
+) -> None:
+    if not hasattr(guard, "_flip_token"):
+        token, _ = exchange(guard, grant(guard), "planner")
+        guard._flip_token = token  # type: ignore[attr-defined]
+    token = guard._flip_token  # type: ignore[attr-defined]
+    which = data.draw(st.sampled_from(["token", "proof"]))
+    proof = proof_for(guard, token)
+    target = token if which == "token" else proof
+    position = data.draw(st.integers(0, len(target) - 1))
+    bit = data.draw(st.integers(0, 7))
+    tampered = _flip(target, position, bit)
+    with pytest.raises(CredentialRefused):
+        if which == "token":
+            authenticate(guard, tampered, proof)
+        else:
+            authenticate(guard, token, tampered)
+
+
+def test_every_single_byte_flip_of_a_token_is_refused(guard: Guard) -> None:
+    """Exhaustive over positions (hypothesis samples bits above): not one flipped token passes,
+    including the base64 padding bits of each segment's last character."""
+    token, _ = exchange(guard, grant(guard), "planner")
+    for position in range(len(token)):
+        with pytest.raises(CredentialRefused):
+            guard.credentials.authenticate(_flip(token, position, 0))
+    assert guard.credentials.authenticate(token).sub == "alice"
+
+
+def test_a_token_from_another_workspace_is_refused(guard: Guard) -> None:
+    grant(guard, ws="beta")
+    with guard.task(
+        workspace="beta", agent="planner", user="alice", request="", tools=["read_file"]
+    ) as t:
+        d = guard.authorize(None, "read_file", {}, workspace="acme", token=t.token)
+    assert d.effect is Effect.DENY and d.reasons[0].stage is Stage.WORKSPACE
+    assert (
+        "belongs to workspace beta (its token was issued there); it cannot act in acme" in d.reason
+    )
+
+
+def test_a_suspended_agents_tokens_are_refused(guard: Guard, clock: Clock) -> None:
+    parent, _ = exchange(guard, grant(guard), "planner")
+    child, _ = exchange(guard, parent, "coder")
+    guard.suspend_agent("acme", "planner")
+    with refused("agent planner was suspended"):
+        guard.credentials.authenticate(parent)
+    with refused("agent planner was suspended"):  # it delegated the coder's token
+        guard.credentials.authenticate(child)
+    with refused("agent planner is suspended"):
+        exchange(guard, grant(guard), "planner")
+    guard.resume_agent("acme", "planner")
+    with refused("agent planner was suspended"):  # resuming does not bring old tokens back
+        guard.credentials.authenticate(parent)
+    clock.now += (
+        1  # (tokens carry whole seconds: one issued in the second of the suspension is refused)
+    )
+    fresh, _ = exchange(guard, grant(guard), "planner")
+    guard.credentials.authenticate(fresh)
+
+
+def test_suspension_ends_the_agents_tasks_and_denies_its_calls(guard: Guard) -> None:
+    grant(guard)
+    with guard.task(
+        workspace="acme", agent="planner", user="alice", request="", tools=["read_file"]
+    ) as t:
+        assert t.authorize("read_file", {}).allowed
+        guard.suspend_agent("acme", "planner")
+        d = t.authorize("read_file", {})
+    assert d.effect is Effect.DENY and d.reasons[0].stage is Stage.AUTHENTICATE
+    assert "agent planner was suspended" in d.reason
+    stored = guard.store.task(t.id)
+    assert stored is not None and stored.status.value == "revoked"
+    assert guard.store.decisions(limit=1)[0].task_id == t.id  # the denial is the task's
+
+
+# -- revocation --------------------------------------------------------------------------------------
+
+
+def test_revoking_a_parent_refuses_every_descendant(guard: Guard) -> None:
+    g = grant(guard)
+    root, r = exchange(guard, g, "planner")
+    child, _ = exchange(guard, root, "coder")
+    grandchild, _ = exchange(guard, child, "tester")
+    sibling_root, _ = exchange(guard, g, "planner")
+    for token in (root, child, grandchild):
+        guard.credentials.authenticate(token)  # cached as verified from here on
+    guard.credentials.revoke_token(r.jti)
+    for token in (root, child, grandchild):
+        with refused("revoked"):
+            guard.credentials.authenticate(token)
+    with refused("revoked"):
+        exchange(guard, root, "coder")
+    guard.credentials.authenticate(sibling_root)  # another token of the grant is untouched
+
+
+def test_revoking_a_task_revokes_its_subtasks_and_their_renewals(guard: Guard) -> None:
+    g = grant(guard)
+    root, r = exchange(guard, g, "planner")
+    child, c = exchange(guard, root, "coder")
+    guard.revoke_task(r.task)
+    with refused(f"task {r.task} was revoked"):
+        guard.credentials.authenticate(child)
+    with refused("revoked"):
+        exchange(guard, g, "planner", task_id=r.task)
+    for task_id in (r.task, c.task):
+        stored = guard.store.task(task_id)
+        assert stored is not None and stored.status.value == "revoked"
+
+
+def test_revoking_a_grant_or_a_workspace(guard: Guard) -> None:
+    g = grant(guard)
+    token, _ = exchange(guard, g, "planner")
+    guard.revoke_grant(g)
+    with refused("revoked by its user"):
+        guard.credentials.authenticate(token)
+    with refused("revoked by its user"):
+        exchange(guard, g, "planner")
+    token, _ = exchange(guard, grant(guard), "planner")
+    guard.credentials.revoke_workspace("acme")
+    with refused("every credential of workspace acme"):
+        guard.credentials.authenticate(token)
+
+
+def test_a_revocation_reaches_another_process_within_the_poll_interval(
+    guard: Guard, home: Path, clock: Clock
+) -> None:
+    token, claims = exchange(guard, grant(guard), "planner")
+    other = Guard(Store.at_home(home), clock=clock)
+    try:
+        other.credentials.authenticate(token)
+        guard.credentials.revoke_token(claims.jti)
+        clock.now += 0.3  # past the 0.25 s poll interval
+        with refused("revoked"):
+            other.credentials.authenticate(token)
+    finally:
+        other.close()
+
+
+# -- the service's signing keys -------------------------------------------------------------------------
+
+
+def test_key_rotation_publishes_first_and_retires_after_the_last_token(
+    guard: Guard, clock: Clock
+) -> None:
+    keyring = guard.credentials.keyring
+    token, _ = exchange(guard, grant(guard), "planner")
+    old = keyring.signing_key(clock.now)
+    new = keyring.rotate(clock.now, lead=300)
+    published = {k["kid"] for k in guard.credentials.jwks()["keys"]}
+    assert {old.kid, new.kid} <= published  # published before it signs
+    assert keyring.signing_key(clock.now).kid == old.kid
+    clock.now += 300
+    assert keyring.signing_key(clock.now).kid == new.kid
+    signed_now, _ = exchange(guard, grant(guard), "planner")
+    assert jws.extract_compact(signed_now.encode()).headers()["kid"] == new.kid
+    assert old.retire_at is None and keyring.verification_key(old.kid, clock.now) is not None
+    retire_at = new.activate_at + 300 + 30  # longest token life plus clock skew
+    # A token signed by the old key just before the switch stays valid until it expires...
+    clock.now = retire_at - 31
+    late = AccessClaims(**{**_claims_of(token), "exp": int(retire_at + 600), "jti": "tok_late"})
+    late_token = access_tokens.issue(late, keyring.verification_key(old.kid, clock.now))  # type: ignore[arg-type]
+    assert guard.credentials.authenticate(late_token).jti == "tok_late"
+    # ... and nothing signed with it is accepted once it has retired, cached or not.
+    clock.now = retire_at
+    with refused("unknown or retired key"):
+        guard.credentials.authenticate(late_token)
+    assert old.kid not in {k["kid"] for k in guard.credentials.jwks()["keys"]}
+
+
+def _claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_signing_keys_are_encrypted_at_rest(guard: Guard, home: Path) -> None:
+    guard.credentials.keyring.signing_key(guard._clock())
+    record = guard.store.credentials.signing_keys()[0]
+    assert "PRIVATE KEY" not in record.private_key and "d" not in record.public_jwk
+    with pytest.raises(TetherError, match="cannot be decrypted"):
+        Guard(Store.at_home(home), master_key=b"\0" * 32)
+    assert (home / "master.key").stat().st_mode & 0o777 == 0o600
+
+
+# -- external identities: SPIFFE JWT-SVIDs ----------------------------------------------------------------
+
+
+def _svid(key: ECKey, spiffe_id: str, audience: str, exp: float) -> str:
+    body = json.dumps({"sub": spiffe_id, "aud": [audience], "exp": int(exp)}).encode()
+    return jws.serialize_compact({"alg": "ES256", "typ": "JWT", "kid": "k1"}, body, key)
+
+
+def test_a_jwt_svid_proves_a_mapped_agent_from_a_trusted_domain(guard: Guard, clock: Clock) -> None:
+    authority = generate_key()
+    bundle = json.dumps({"keys": [{**public_jwk(authority), "kid": "k1", "use": "jwt-svid"}]})
+    guard.store.credentials.put_trust_bundle("acme", "prod.example", bundle, clock.now)
+    guard.store.credentials.map_identity(
+        "acme", "spiffe://prod.example/ns/ci/sa/planner", "planner"
+    )
+    dpop_key = generate_key()
+    g = grant(guard)
+
+    def attempt(svid: str, jkt: str | None = dpop_key.thumbprint()) -> AccessClaims:
+        return guard.credentials.exchange(
+            ExchangeRequest(
+                subject_token=g,
+                subject_token_type=GRANT_TOKEN_TYPE,
+                actor_token=svid,
+                actor_token_type=JWT_SVID_TOKEN_TYPE,
+            ),
+            dpop_jkt=jkt,
+        ).claims
+
+    good = _svid(authority, "spiffe://prod.example/ns/ci/sa/planner", "tether", clock.now + 60)
+    claims = attempt(good)
+    assert claims.agent == "planner" and claims.jkt == dpop_key.thumbprint()
+    with refused("trust domain 'evil.example', which this workspace does not trust"):
+        attempt(
+            _svid(authority, "spiffe://evil.example/ns/ci/sa/planner", "tether", clock.now + 60)
+        )
+    with refused("not mapped to an agent"):
+        attempt(_svid(authority, "spiffe://prod.example/ns/ci/sa/other", "tether", clock.now + 60))
+    with refused("JWT-SVID is not valid"):
+        attempt(
+            _svid(
+                generate_key(), "spiffe://prod.example/ns/ci/sa/planner", "tether", clock.now + 60
+            )
+        )
+    with refused("must send a DPoP proof"):
+        attempt(good, jkt=None)
+
+
+# -- downstream tokens ------------------------------------------------------------------------------------
+
+
+def test_a_downstream_token_is_for_one_api_one_tool_and_a_minute(
+    guard: Guard, clock: Clock
+) -> None:
+    grant(guard)
+    verifier = TokenVerifier(
+        jwks=guard.credentials.jwks, issuer="tether", audience="https://bank.example", clock=clock
+    )
+    with guard.task(
+        workspace="acme", agent="planner", user="alice", request="", tools=["pay", "read_file"]
+    ) as t:
+        allowed = t.authorize("pay", {})
+        token = t.downstream_token(allowed, "https://bank.example")
+        claims = verifier.verify(token)
+        assert claims["scope"] == "pay" and claims["sub"] == "alice"
+        assert claims["exp"] - claims["iat"] <= 60 and claims["aud"] == "https://bank.example"
+        assert claims["act"]["sub"].endswith("/agent/planner")
+        with pytest.raises(CredentialRefused, match="never accepted downstream"):
+            TokenVerifier(
+                jwks=guard.credentials.jwks(), issuer="tether", audience="tether:pdp", clock=clock
+            ).verify(t.token)
+        with pytest.raises(CredentialRefused, match="not this API"):
+            TokenVerifier(
+                jwks=guard.credentials.jwks(),
+                issuer="tether",
+                audience="https://other",
+                clock=clock,
+            ).verify(token)
+        with pytest.raises(CredentialRefused):
+            verifier.verify(_flip(token, len(token) // 2, 1))
+        with pytest.raises(InvalidInput, match="not an allowed call"):
+            t.downstream_token(t.authorize("write_file", {}), "https://bank.example")
+        with refused("outside the token's scope"):
+            guard.credentials.downstream(
+                t.token, audience="https://bank.example", tool="write_file", dpop_jkt=t.claims.jkt
+            )
+        with refused("only to the holder"):
+            guard.credentials.downstream(
+                t.token, audience="https://bank.example", tool="pay", dpop_jkt=None
+            )
+        with refused("cannot be for Tether"):
+            guard.credentials.downstream(
+                t.token, audience="tether:pdp", tool="pay", dpop_jkt=t.claims.jkt
+            )
+        clock.now += 60 + 30  # its minute, and the verifier's leeway for clocks
+        with pytest.raises(CredentialRefused, match="expired"):
+            verifier.verify(token)
+        guard.revoke_task(t.id)
+
+
+# -- the decision pipeline --------------------------------------------------------------------------------
+
+
+def test_the_pipeline_authenticates_every_call(guard: Guard) -> None:
+    grant(guard)
+    with guard.task(
+        workspace="acme", agent="planner", user="alice", request="", tools=["read_file"]
+    ) as t:
+        token = t.token
+        assert guard.authorize(None, "read_file", {}, token=token).allowed
+        forged = _flip(token, len(token) - 5, 2)
+        d = guard.authorize(None, "read_file", {}, token=forged)
+        assert d.effect is Effect.DENY and d.reasons[0].stage is Stage.AUTHENTICATE
+        assert "credential refused" in d.reason
+        d = guard.authorize("task_other", "read_file", {}, token=token)
+        assert "the token is for task" in d.reason
+        d = guard.authorize(None, "read_file", {}, token=token, proof="not-a-proof")
+        assert "DPoP proof is malformed" in d.reason
+        good = make_proof(
+            guard.agent_keys.get("acme", "planner"),
+            htm="POST",
+            htu="tether:embedded",
+            now=guard._clock(),
+            access_token=token,
+        )
+        assert guard.authorize(None, "read_file", {}, token=token, proof=good).allowed
+        assert (
+            "already used" in guard.authorize(None, "read_file", {}, token=token, proof=good).reason
+        )
+
+
+def test_a_sub_task_ends_with_the_task_that_delegated_it(guard: Guard) -> None:
+    grant(guard)
+    with guard.task(
+        workspace="acme", agent="planner", user="alice", request="", tools=["read_file"]
+    ) as t:
+        sub = t.delegate("coder")
+        assert sub.authorize("read_file", {}).allowed
+    d = sub.authorize("read_file", {})
+    assert d.effect is Effect.DENY and f"task {t.id} was ended" in d.reason
+    stored = guard.store.task(sub.id)
+    assert stored is not None and stored.status.value == "ended"
+
+
+def test_exchanges_never_cross_workspaces(guard: Guard) -> None:
+    beta_token, _ = exchange(guard, grant(guard, ws="beta"), "planner", ws="beta")
+    with refused("the actor belongs to workspace acme, the grant to beta"):
+        exchange(guard, beta_token, "coder", ws="acme")
+    with refused("the actor belongs to workspace acme, the grant to beta"):
+        exchange(guard, grant(guard, ws="beta"), "planner", ws="acme")
+
+
+def test_a_task_names_its_grant_and_the_grant_its_user(guard: Guard) -> None:
+    guard.add_user("acme", "bob")
+    bobs = grant(guard, user="bob", tools=("read_file",))
+    spec = {"workspace": "acme", "agent": "planner", "request": "", "tools": ["read_file"]}
+    with guard.task(user="bob", grant=bobs, **spec) as t:  # type: ignore[arg-type]
+        assert t.claims.grant == bobs and t.claims.sub == "bob"
+    with pytest.raises(InvalidInput, match="was not made by user 'alice'"):
+        guard.task(user="alice", grant=bobs, **spec)  # type: ignore[arg-type]
+    with refused("user 'alice' has not delegated \\['read_file'\\]"):
+        guard.task(user="alice", **spec)  # type: ignore[arg-type]

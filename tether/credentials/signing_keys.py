@@ -1,0 +1,215 @@
+"""The service's token signing keys: ES256, selected by `kid`, encrypted at rest, rotated safely.
+
+The private keys are stored encrypted with AES-256-GCM under a master key that never enters the
+store (given by `TETHER_MASTER_KEY`, by the file `TETHER_MASTER_KEY_FILE` names, or kept in
+`<home>/master.key`, created owner-only). Rotation follows the order verifiers need: the next key
+is published in the JWKS `lead` seconds before it signs anything, and a replaced key keeps
+verifying until every token it signed has expired (the longest token lifetime plus clock skew),
+then is retired: gone from the JWKS, and tokens signed with it are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from joserfc.jwk import ECKey
+
+from tether.errors import InvalidInput, TetherError
+from tether.identity.jwk import ALGORITHM, CURVE, public_jwk
+from tether.store import Store
+from tether.store.credentials import SigningKeyRecord
+
+MASTER_KEY_ENV = "TETHER_MASTER_KEY"
+MASTER_KEY_FILE_ENV = "TETHER_MASTER_KEY_FILE"
+MASTER_KEY_FILE = "master.key"
+JWKS_MAX_AGE = 300.0  # how long verifiers may cache the JWKS: the default publication lead
+REFRESH = 5.0  # how often a process rereads the keys another process may have rotated
+
+
+def load_master_key(home: str | Path | None) -> bytes:
+    """The 32-byte master key, from the environment, a named file, or `home` (created there)."""
+    text = os.environ.get(MASTER_KEY_ENV)
+    where = MASTER_KEY_ENV
+    if text is None and os.environ.get(MASTER_KEY_FILE_ENV):
+        path = Path(os.environ[MASTER_KEY_FILE_ENV])
+        text, where = _read(path), str(path)
+    if text is None:
+        if home is None:
+            raise InvalidInput(f"no master key: set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}")
+        path = Path(home) / MASTER_KEY_FILE
+        if not path.exists():
+            _create(path)
+        text, where = _read(path), str(path)
+    try:
+        key = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"the master key in {where} is not base64url: {exc}") from exc
+    if len(key) != 32:
+        raise InvalidInput(f"the master key in {where} must be 32 bytes, not {len(key)}")
+    return key
+
+
+def new_master_key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the master key file {path}: {exc}") from exc
+
+
+def _create(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return
+    with os.fdopen(fd, "w") as file:
+        file.write(new_master_key() + "\n")
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    key: ECKey
+    activate_at: float
+    retire_at: float | None
+
+    def verifies_at(self, now: float) -> bool:
+        return self.retire_at is None or now < self.retire_at
+
+
+class Keyring:
+    """The signing keys, decrypted in memory, reloaded when another process rotates them.
+
+    `max_token_ttl` + `skew` is how long a replaced key must keep verifying."""
+
+    def __init__(
+        self,
+        store: Store,
+        master_key: bytes,
+        *,
+        max_token_ttl: float,
+        skew: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._aead = AESGCM(master_key)
+        self._grace = max_token_ttl + skew
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: dict[str, SigningKey] = {}
+        self._loaded_at = float("-inf")
+        self._reload()
+
+    def signing_key(self, now: float) -> SigningKey:
+        """The newest key that may sign at `now`; the first key is made on first use."""
+        self._maybe_reload(now)
+        ready = [k for k in self._keys.values() if k.activate_at <= now and k.verifies_at(now)]
+        if not ready:
+            with self._lock:
+                self._reload()
+                ready = [
+                    k for k in self._keys.values() if k.activate_at <= now and k.verifies_at(now)
+                ]
+                if not ready:
+                    return self._add(now, lead=0.0)
+        return max(ready, key=lambda k: k.activate_at)
+
+    def verification_key(self, kid: str, now: float) -> SigningKey | None:
+        """The key `kid` names if it is published and not retired at `now`."""
+        key = self._keys.get(kid)
+        if key is None and now - self._loaded_at >= 1.0:  # rotated elsewhere, maybe
+            with self._lock:
+                self._reload()
+            key = self._keys.get(kid)
+        else:
+            self._maybe_reload(now)
+        return key if key is not None and key.verifies_at(now) else None
+
+    def rotate(self, now: float, lead: float = JWKS_MAX_AGE) -> SigningKey:
+        """Publish a new key now, signing from `now + lead`; the keys it replaces retire once
+        every token they could still sign by then has expired."""
+        if not 0 <= lead <= 86400:
+            raise InvalidInput("the publication lead must be between 0 and 86400 seconds")
+        with self._lock:
+            self._reload()
+            return self._add(now, lead)
+
+    def jwks(self, now: float) -> dict[str, Any]:
+        """The JWKS document verifiers fetch: every key published and not retired."""
+        self._maybe_reload(now)
+        keys = sorted(
+            (k for k in self._keys.values() if k.verifies_at(now)), key=lambda k: k.activate_at
+        )
+        return {
+            "keys": [
+                {**public_jwk(k.key), "kid": k.kid, "use": "sig", "alg": ALGORITHM} for k in keys
+            ]
+        }
+
+    def keys(self) -> list[SigningKey]:
+        return sorted(self._keys.values(), key=lambda k: k.activate_at)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _maybe_reload(self, now: float) -> None:
+        if now - self._loaded_at >= REFRESH or now < self._loaded_at:
+            with self._lock:
+                self._reload()
+
+    def _reload(self) -> None:
+        self._keys = {r.kid: self._decrypt(r) for r in self._store.credentials.signing_keys()}
+        self._loaded_at = self._clock()
+
+    def _add(self, now: float, lead: float) -> SigningKey:
+        key = ECKey.generate_key(CURVE)
+        kid = key.thumbprint()
+        pem = key.as_pem(private=True)
+        nonce = secrets.token_bytes(12)
+        sealed = base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, pem, kid.encode()))
+        activate_at = now + lead
+        retire = {
+            k.kid: activate_at + self._grace
+            for k in self._keys.values()
+            if k.retire_at is None or k.retire_at > activate_at + self._grace
+        }
+        record = SigningKeyRecord(
+            kid=kid,
+            public_jwk=public_jwk(key),
+            private_key=sealed.decode(),
+            created_at=now,
+            activate_at=activate_at,
+        )
+        self._store.credentials.add_signing_key(record, retire=retire)
+        self._reload()
+        return self._keys[kid]
+
+    def _decrypt(self, record: SigningKeyRecord) -> SigningKey:
+        sealed = base64.urlsafe_b64decode(record.private_key)
+        try:
+            pem = self._aead.decrypt(sealed[:12], sealed[12:], record.kid.encode())
+        except InvalidTag as exc:
+            raise TetherError(
+                f"signing key {record.kid} cannot be decrypted: is this the master key it was "
+                "sealed with?"
+            ) from exc
+        return SigningKey(
+            kid=record.kid,
+            key=ECKey.import_key(pem),
+            activate_at=record.activate_at,
+            retire_at=record.retire_at,
+        )

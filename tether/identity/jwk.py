@@ -1,0 +1,49 @@
+"""Public keys as JWKs (RFC 7517) named by their thumbprints (RFC 7638).
+
+Agents and proofs present EC P-256 keys for ES256 (DESIGN.md section 4: SPIFFE JWT-SVIDs need
+EC or RSA, and ES256 keeps signatures small and fast). A key offered as public must be public:
+one carrying private members is refused, so a private key is never stored or echoed by mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from joserfc.jwk import ECKey
+
+from tether.errors import InvalidInput
+
+ALGORITHM = "ES256"
+CURVE = "P-256"
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
+
+
+def generate_key() -> ECKey:
+    """A fresh ES256 private key, for an agent or a test."""
+    return ECKey.generate_key(CURVE)
+
+
+def public_jwk(key: ECKey) -> dict[str, Any]:
+    """The public members only: what may be registered, published or put in a proof header."""
+    members = key.as_dict(private=False)
+    return {name: members[name] for name in ("kty", "crv", "x", "y")}
+
+
+def thumbprint(key: ECKey) -> str:
+    return key.thumbprint()
+
+
+def parse_public_jwk(jwk: Mapping[str, Any]) -> ECKey:
+    """A public ES256 key from its JWK; raises InvalidInput saying what is wrong."""
+    if not isinstance(jwk, Mapping):
+        raise InvalidInput("a key must be a JWK object")
+    private = sorted(m for m in _PRIVATE_MEMBERS if m in jwk)
+    if private:
+        raise InvalidInput(f"the JWK carries private members {private}: send the public key only")
+    if jwk.get("kty") != "EC" or jwk.get("crv") != CURVE:
+        raise InvalidInput(f"keys must be EC {CURVE} (ES256); got kty={jwk.get('kty')!r}")
+    try:
+        return ECKey.import_key({name: jwk[name] for name in ("kty", "crv", "x", "y")})
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"not a valid EC {CURVE} public key: {exc}") from exc

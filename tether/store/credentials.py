@@ -1,0 +1,303 @@
+"""What the credential service keeps: agent keys, trust bundles, signing keys, grants, issued
+tokens, revocations and the replay cache.
+
+None of it is on the decision's hot path except the replay cache (one insert per DPoP proof);
+revocations are read by sequence number so every process can load just the new ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+
+from tether.errors import NotFound
+from tether.model import AgentKey, Grant, KeyStatus
+from tether.store import tables as t
+from tether.store.prepared import Prepared
+
+# Expired replay-cache rows are deleted every this many inserts.
+PURGE_EVERY = 512
+
+
+class TokenRecord(msgspec.Struct, frozen=True):
+    jti: str
+    workspace: str
+    agent: str
+    user: str
+    task_id: str
+    parent_jti: str | None
+    grant_id: str
+    use: str
+    audience: str
+    issued_at: float
+    expires_at: float
+
+
+class SigningKeyRecord(msgspec.Struct, frozen=True):
+    kid: str
+    public_jwk: dict[str, Any]
+    private_key: str  # base64url of nonce + AES-GCM ciphertext of the PKCS#8 key
+    created_at: float
+    activate_at: float
+    retire_at: float | None = None
+
+
+class RevocationRecord(msgspec.Struct, frozen=True):
+    seq: int
+    kind: str
+    workspace: str
+    subject: str
+    at: float
+    expires_at: float | None
+    reason: str
+
+
+def _rows(model: type[Any], rows: Iterable[Any]) -> list[Any]:
+    return [_row(model, r) for r in rows]
+
+
+def _row(model: type[Any], row: Any) -> Any:
+    return msgspec.convert({str(k): v for k, v in row._mapping.items()}, model)
+
+
+class CredentialRecords:
+    """`writer` and `write_lock`: the store's hot-path connection, shared for the replay cache."""
+
+    def __init__(self, engine: sa.Engine, writer: Any, write_lock: threading.Lock) -> None:
+        self.engine = engine
+        self._writer = writer
+        self._write_lock = write_lock
+        self._replay_inserts = 0
+        self._insert_replay = Prepared(
+            t.replay_cache.insert(), ["key", "expires_at"], engine.dialect
+        )
+        self._duplicate: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+
+    # -- agent keys ----------------------------------------------------------------------------
+
+    def add_agent_key(self, key: AgentKey) -> None:
+        with self.engine.begin() as db:
+            db.execute(t.agent_keys.insert().values(**msgspec.to_builtins(key)))
+
+    def agent_keys(self, workspace: str, agent: str) -> list[AgentKey]:
+        query = (
+            sa.select(t.agent_keys)
+            .where(t.agent_keys.c.workspace == workspace, t.agent_keys.c.agent == agent)
+            .order_by(t.agent_keys.c.created_at)
+        )
+        with self.engine.connect() as db:
+            return _rows(AgentKey, db.execute(query))
+
+    def set_agent_key(
+        self, workspace: str, agent: str, kid: str, status: KeyStatus, retire_at: float | None
+    ) -> None:
+        key = (
+            (t.agent_keys.c.workspace == workspace)
+            & (t.agent_keys.c.agent == agent)
+            & (t.agent_keys.c.kid == kid)
+        )
+        with self.engine.begin() as db:
+            updated = db.execute(
+                t.agent_keys.update().where(key).values(status=status.value, retire_at=retire_at)
+            )
+        if updated.rowcount != 1:
+            raise NotFound(f"agent {agent!r} of workspace {workspace!r} has no key {kid!r}")
+
+    # -- external identities -------------------------------------------------------------------
+
+    def put_trust_bundle(self, workspace: str, trust_domain: str, jwks: str, at: float) -> None:
+        key = (t.trust_bundles.c.workspace == workspace) & (
+            t.trust_bundles.c.trust_domain == trust_domain
+        )
+        with self.engine.begin() as db:
+            db.execute(t.trust_bundles.delete().where(key))
+            db.execute(
+                t.trust_bundles.insert().values(
+                    workspace=workspace, trust_domain=trust_domain, jwks=jwks, updated_at=at
+                )
+            )
+
+    def trust_bundles(self, workspace: str) -> dict[str, str]:
+        """Trust domain -> its JWKS document, for one workspace."""
+        query = sa.select(t.trust_bundles.c.trust_domain, t.trust_bundles.c.jwks).where(
+            t.trust_bundles.c.workspace == workspace
+        )
+        with self.engine.connect() as db:
+            return {domain: jwks for domain, jwks in db.execute(query)}  # noqa: C416
+
+    def map_identity(self, workspace: str, spiffe_id: str, agent: str) -> None:
+        key = (t.external_identities.c.workspace == workspace) & (
+            t.external_identities.c.spiffe_id == spiffe_id
+        )
+        with self.engine.begin() as db:
+            db.execute(t.external_identities.delete().where(key))
+            db.execute(
+                t.external_identities.insert().values(
+                    workspace=workspace, spiffe_id=spiffe_id, agent=agent
+                )
+            )
+
+    def identity(self, workspace: str, spiffe_id: str) -> str | None:
+        """The registered agent an external SPIFFE id is, in `workspace`."""
+        query = sa.select(t.external_identities.c.agent).where(
+            t.external_identities.c.workspace == workspace,
+            t.external_identities.c.spiffe_id == spiffe_id,
+        )
+        with self.engine.connect() as db:
+            return db.execute(query).scalar()
+
+    # -- service signing keys ------------------------------------------------------------------
+
+    def signing_keys(self) -> list[SigningKeyRecord]:
+        query = sa.select(t.signing_keys).order_by(t.signing_keys.c.activate_at)
+        with self.engine.connect() as db:
+            return _rows(SigningKeyRecord, db.execute(query))
+
+    def add_signing_key(self, key: SigningKeyRecord, *, retire: dict[str, float]) -> None:
+        """Add a key and, in the same transaction, schedule the retirement of others."""
+        with self.engine.begin() as db:
+            db.execute(t.signing_keys.insert().values(**msgspec.to_builtins(key)))
+            for kid, at in retire.items():
+                db.execute(
+                    t.signing_keys.update().where(t.signing_keys.c.kid == kid).values(retire_at=at)
+                )
+
+    # -- grants --------------------------------------------------------------------------------
+
+    def add_grant(self, grant: Grant) -> None:
+        with self.engine.begin() as db:
+            db.execute(t.grants.insert().values(**msgspec.to_builtins(grant)))
+
+    def grant(self, grant_id: str) -> Grant | None:
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(t.grants).where(t.grants.c.id == grant_id)).first()
+        return _row(Grant, row) if row else None
+
+    def grants(self, workspace: str) -> list[Grant]:
+        query = (
+            sa.select(t.grants)
+            .where(t.grants.c.workspace == workspace)
+            .order_by(t.grants.c.created_at)
+        )
+        with self.engine.connect() as db:
+            return _rows(Grant, db.execute(query))
+
+    def revoke_grant(self, grant_id: str, at: float) -> None:
+        with self.engine.begin() as db:
+            db.execute(
+                t.grants.update()
+                .where(t.grants.c.id == grant_id, t.grants.c.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )
+
+    # -- issued tokens -------------------------------------------------------------------------
+
+    def add_token(self, token: TokenRecord) -> None:
+        with self.engine.begin() as db:
+            db.execute(t.tokens.insert().values(**msgspec.to_builtins(token)))
+
+    def token(self, jti: str) -> TokenRecord | None:
+        with self.engine.connect() as db:
+            row = db.execute(sa.select(t.tokens).where(t.tokens.c.jti == jti)).first()
+        return _row(TokenRecord, row) if row else None
+
+    def tokens_of_tasks(self, task_ids: Iterable[str]) -> list[TokenRecord]:
+        ids = list(task_ids)
+        query = sa.select(t.tokens).where(t.tokens.c.task_id.in_(ids))
+        with self.engine.connect() as db:
+            return _rows(TokenRecord, db.execute(query)) if ids else []
+
+    def task_tree(self, task_id: str) -> list[str]:
+        """The task and every task delegated from it, at any depth."""
+        found, frontier = [task_id], [task_id]
+        with self.engine.connect() as db:
+            while frontier:
+                query = sa.select(t.tasks.c.id).where(t.tasks.c.parent.in_(frontier))
+                frontier = [i for i in db.execute(query).scalars() if i not in found]
+                found.extend(frontier)
+        return found
+
+    # -- revocations ---------------------------------------------------------------------------
+
+    def add_revocation(
+        self,
+        kind: str,
+        workspace: str,
+        subject: str,
+        *,
+        at: float,
+        expires_at: float | None,
+        reason: str,
+    ) -> None:
+        with self.engine.begin() as db:
+            db.execute(
+                t.revocations.insert().values(
+                    kind=kind,
+                    workspace=workspace,
+                    subject=subject,
+                    at=at,
+                    expires_at=expires_at,
+                    reason=reason,
+                )
+            )
+
+    def revocations_since(self, seq: int, now: float) -> list[RevocationRecord]:
+        """Revocations newer than `seq` that still matter at `now`, oldest first."""
+        query = (
+            sa.select(t.revocations)
+            .where(
+                t.revocations.c.seq > seq,
+                sa.or_(t.revocations.c.expires_at.is_(None), t.revocations.c.expires_at > now),
+            )
+            .order_by(t.revocations.c.seq)
+        )
+        with self.engine.connect() as db:
+            return _rows(RevocationRecord, db.execute(query))
+
+    def last_revocation(self) -> int:
+        with self.engine.connect() as db:
+            return int(db.execute(sa.select(sa.func.max(t.revocations.c.seq))).scalar() or 0)
+
+    # -- replay cache --------------------------------------------------------------------------
+
+    def remember_once(self, key: str, expires_at: float, now: float) -> bool:
+        """Record `key` until `expires_at`; False if it was already recorded and unexpired.
+
+        The insert is the check, so two processes racing with one proof cannot both win. It runs
+        on the hot-path connection: one proof is checked per remote call."""
+        with self._write_lock:
+            self._replay_inserts += 1
+            purge = self._replay_inserts % PURGE_EVERY == 0
+            cursor = self._writer.cursor()
+            try:
+                cursor.execute(*self._insert_replay.bind({"key": key, "expires_at": expires_at}))
+                self._writer.commit()
+                inserted = True
+            except self._duplicate:
+                self._writer.rollback()
+                inserted = False
+            except BaseException:
+                self._writer.rollback()
+                raise
+            finally:
+                cursor.close()
+        if purge:
+            with self.engine.begin() as db:
+                db.execute(t.replay_cache.delete().where(t.replay_cache.c.expires_at <= now))
+        if inserted:
+            return True
+        # Seen before: a replay, unless the earlier entry expired and was not purged yet.
+        with self.engine.begin() as db:
+            stale = db.execute(
+                t.replay_cache.delete().where(
+                    t.replay_cache.c.key == key, t.replay_cache.c.expires_at <= now
+                )
+            ).rowcount
+            if not stale:
+                return False
+            db.execute(t.replay_cache.insert().values(key=key, expires_at=expires_at))
+        return True
