@@ -43,6 +43,21 @@ permit (principal, action in Action::"read", resource);
 }
 
 
+class Clock:
+    """A clock the test moves by hand (`clock.now += 60`)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
 USERS = ("alice", "a", "u")
 
 

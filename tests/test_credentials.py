@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Clock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from joserfc import jws
@@ -36,19 +37,6 @@ from tether.store import Store
 HTU = "https://tether.test/v1/authorize"
 PERMIT_ALL = {"all.cedar": "permit (principal, action, resource);"}
 TOOLS = ("read_file", "write_file", "send_email", "pay")
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 def _setup(guard: Guard) -> None:
@@ -754,3 +742,20 @@ def test_a_task_names_its_grant_and_the_grant_its_user(guard: Guard) -> None:
         guard.task(user="alice", grant=bobs, **spec)  # type: ignore[arg-type]
     with refused("user 'alice' has not delegated \\['read_file'\\]"):
         guard.task(user="alice", **spec)  # type: ignore[arg-type]
+
+
+def test_the_downstream_verifier_follows_a_key_rotation(guard: Guard, clock: Clock) -> None:
+    exchange(guard, grant(guard), "planner")  # the first signing key, which the verifier loads
+    verifier = TokenVerifier(
+        jwks=guard.credentials.jwks, issuer="tether", audience="https://bank.example", clock=clock
+    )
+    clock.now += 1
+    guard.credentials.keyring.rotate(clock.now, lead=0)
+    with guard.task(
+        workspace="acme", agent="planner", user="alice", request="", tools=["pay"]
+    ) as t:
+        token = t.downstream_token(t.authorize("pay", {}), "https://bank.example")
+        with pytest.raises(CredentialRefused, match="unknown signing key"):
+            verifier.verify(token)  # fetched moments ago: not refetched for every unknown kid
+        clock.now += 10
+        assert verifier.verify(token)["scope"] == "pay"

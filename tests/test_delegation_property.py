@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import Clock
 from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
@@ -92,16 +93,9 @@ def test_attenuate_never_widens(
     assert new.depth == depth + 1 <= MAX_DEPTH
 
 
-class Clock:
-    now = 1_900_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Guard, Clock]]:
-    clock = Clock()
+    clock = Clock(1_900_000_000.0)
     home: Path = tmp_path_factory.mktemp("delegation")
     with Guard(Store.at_home(home), clock=clock) as guard:
         guard.add_workspace("acme")

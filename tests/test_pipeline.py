@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EMAIL_SCHEMA, POLICIES, delegate
+from conftest import EMAIL_SCHEMA, POLICIES, Clock, delegate
 
 from tether import Guard
 from tether.model import Effect, Reason, Stage
@@ -131,19 +131,6 @@ def test_a_task_cannot_act_in_another_workspace(guard: Guard) -> None:
     assert "belongs to workspace acme (its token was issued there); it cannot act in beta" in (
         d.reason
     )
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

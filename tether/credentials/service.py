@@ -261,16 +261,7 @@ class Credentials:
             parent_jti=parent.jti if parent is not None else None,
             cnf={"jkt": jkt},
         )
-        token = self._sign(claims, now)
-        response = ExchangeResponse(
-            access_token=token,
-            issued_token_type=ACCESS_TOKEN_TYPE,
-            token_type="DPoP",
-            expires_in=int(claims.exp - claims.iat),
-            scope=claims.scope,
-            task_id=task.id,
-        )
-        return Issued(response, claims, task)
+        return self._issue(claims, task, now, token_type="DPoP")
 
     def _subject(self, request: ExchangeRequest, now: float) -> tuple[Grant, AccessClaims | None]:
         """On whose authority: the grant, and the parent token when delegating further."""
@@ -330,18 +321,9 @@ class Credentials:
             tasks=parent.tasks,
             parent_jti=parent.jti,
         )
-        token = self._sign(claims, now)
-        response = ExchangeResponse(
-            access_token=token,
-            issued_token_type=ACCESS_TOKEN_TYPE,
-            token_type="Bearer",
-            expires_in=int(claims.exp - claims.iat),
-            scope=tool,
-            task_id=task.id,
-        )
-        return Issued(response, claims, task)
+        return self._issue(claims, task, now, token_type="Bearer")
 
-    def _sign(self, claims: AccessClaims, now: float) -> str:
+    def _issue(self, claims: AccessClaims, task: Task, now: float, *, token_type: str) -> Issued:
         """Record and sign a token, unless a revocation already covers it (an agent suspended
         this very millisecond): no token is issued dead on arrival."""
         why = self.revocations.check(claims, now)
@@ -362,7 +344,15 @@ class Credentials:
                 expires_at=float(claims.exp),
             )
         )
-        return access_token.issue(claims, self.keyring.signing_key(now))
+        response = ExchangeResponse(
+            access_token=access_token.issue(claims, self.keyring.signing_key(now)),
+            issued_token_type=ACCESS_TOKEN_TYPE,
+            token_type=token_type,  # DPoP: bound to a key; Bearer: downstream, one API, 60 s
+            expires_in=int(claims.exp - claims.iat),
+            scope=claims.scope,
+            task_id=task.id,
+        )
+        return Issued(response, claims, task)
 
     def _actor(
         self, request: ExchangeRequest, workspace: str, dpop_jkt: str | None, now: float

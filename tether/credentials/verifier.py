@@ -24,6 +24,7 @@ from joserfc.jwk import ECKey
 from tether.errors import CredentialRefused
 
 Jwks = Mapping[str, Any]
+REFETCH_AFTER = 10.0
 
 
 class TokenVerifier:
@@ -45,6 +46,7 @@ class TokenVerifier:
         self._leeway = leeway
         self._clock = clock
         self._keys: dict[str, ECKey] = {}
+        self._loaded_at = float("-inf")
         self._load()
 
     def verify(self, token: str) -> dict[str, Any]:
@@ -57,8 +59,9 @@ class TokenVerifier:
         if header.get("alg") != "ES256" or header.get("typ") != "at+jwt":
             raise CredentialRefused("not an ES256 at+jwt token")
         kid = header.get("kid")
-        if kid not in self._keys:
-            self._load()
+        stale = not self._keys or self._clock() - self._loaded_at >= REFETCH_AFTER
+        if kid not in self._keys and stale:
+            self._load()  # a rotation, maybe; at most every REFETCH_AFTER s, whatever is sent
         key = self._keys.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise CredentialRefused(f"unknown signing key {kid!r}")
@@ -87,3 +90,4 @@ class TokenVerifier:
             if jwk.get("kty") == "EC" and jwk.get("crv") == "P-256" and "kid" in jwk:
                 keys[jwk["kid"]] = ECKey.import_key({k: jwk[k] for k in ("kty", "crv", "x", "y")})
         self._keys = keys
+        self._loaded_at = self._clock()
