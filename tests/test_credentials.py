@@ -759,3 +759,40 @@ def test_the_downstream_verifier_follows_a_key_rotation(guard: Guard, clock: Clo
             verifier.verify(token)  # fetched moments ago: not refetched for every unknown kid
         clock.now += 10
         assert verifier.verify(token)["scope"] == "pay"
+
+
+def test_policies_see_how_a_call_was_delegated(guard: Guard) -> None:
+    guard.activate_policies(
+        "acme",
+        {
+            **PERMIT_ALL,
+            "chain.cedar": """
+@id("direct-payments-only")
+@reason("only an agent alice delegated to directly may pay")
+forbid (principal, action == Action::"pay", resource)
+when { context.delegation.depth > 1 };
+
+@id("no-writes-for-the-planners-helpers")
+forbid (principal, action == Action::"write_file", resource)
+when { context.delegation.delegators.contains("planner") && context.delegation.grant != "" };
+""",
+        },
+    )
+    grant(guard)
+    spec = {"workspace": "acme", "agent": "planner", "user": "alice", "request": ""}
+    with guard.task(tools=["pay", "write_file"], **spec) as planner:  # type: ignore[arg-type]
+        assert planner.authorize("pay", {}).allowed
+        assert planner.authorize("write_file", {}).allowed
+        with planner.delegate("coder") as coder:
+            paid = coder.authorize("pay", {})
+            assert (
+                paid.effect is Effect.DENY
+                and paid.reason == "only an agent alice delegated to directly may pay"
+            )
+            wrote = coder.authorize("write_file", {})
+            assert (
+                wrote.effect is Effect.DENY
+                and wrote.reasons[0].policy == "no-writes-for-the-planners-helpers"
+            )
+    record = guard.store.decisions(limit=1)[0]
+    assert json.loads(record.context or "{}")["delegation"]["delegators"] == ["planner"]

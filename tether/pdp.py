@@ -221,6 +221,7 @@ def build_context(call: Call, activity: Activity) -> Reason | None:
         provenance=task.sources(plain, call.tool.spec.sinks),
         risk=risk.context(),
         now=call.now,
+        delegation=call.claims.delegation() if call.claims is not None else None,
     )
     task.note_arguments(call.args_json)  # after the sources: no value vouches for itself
     return None

@@ -65,6 +65,7 @@ def context_fields(effects: Iterable[str]) -> dict[str, dict[str, Any]]:
         "tool": _record(name=_STRING, effects=_STRINGS, risk_tier=_STRING, read_only=_BOOL),
         "sinks": _record(**dict.fromkeys(PROVENANCES, _STRINGS)),
         "risk": _record(score=_LONG, level=_STRING, signals=_STRINGS),
+        "delegation": _record(depth=_LONG, delegators=_STRINGS, grant=_STRING),
         "approved": _BOOL,
         "time": _record(unix=_LONG, hour=_LONG, weekday=_LONG),
     }
@@ -83,11 +84,13 @@ def decision_context(
     risk: Mapping[str, Any],
     now: float,
     approved: bool = False,
+    delegation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The context of one decision, in exactly the shape `cedar_schema` declares.
 
     `args` are the tool's arguments already converted to Cedar values; `provenance` maps each
-    sink argument present to where its value came from.
+    sink argument present to where its value came from; `delegation` is how the task's token
+    was delegated (default: straight from the user's grant).
     """
     moment = time.gmtime(now)
     sinks: dict[str, list[str]] = {name: [] for name in PROVENANCES}
@@ -100,6 +103,7 @@ def decision_context(
         "tool": tool,
         "sinks": sinks,
         "risk": risk,
+        "delegation": delegation or {"depth": 1, "delegators": [], "grant": ""},
         "approved": approved,
         "time": {"unix": int(now), "hour": moment.tm_hour, "weekday": moment.tm_wday},
     }

@@ -52,6 +52,15 @@ class AccessClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def jkt(self) -> str | None:
         return self.cnf.get("jkt") if self.cnf else None
 
+    def delegation(self) -> dict[str, Any]:
+        """`context.delegation`: how deep in a chain this token is, which agents delegated it
+        (names, from the `act` chain), under which grant."""
+        delegators = []
+        for spiffe_id in self.actors()[1:]:
+            _, _, name = spiffe_id.rpartition("/agent/")
+            delegators.append(name or spiffe_id)
+        return {"depth": self.depth, "delegators": delegators, "grant": self.grant}
+
     def actors(self) -> list[str]:
         """The SPIFFE ids of the `act` chain, the current actor first."""
         found, act = [], self.act

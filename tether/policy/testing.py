@@ -21,6 +21,7 @@
         task: {user: alice, request: "...", calls: 3, labels: [untrusted]}  # context.task
         provenance: {to: untrusted}   # optional; a sink not named is `user`
         risk: {level: high, signals: [denials]}               # optional context.risk
+        delegation: {depth: 2, delegators: [planner]}         # optional context.delegation
         time: 1767225600              # optional epoch seconds for context.time
 
 Arguments go through the same schema check and conversion as a live call, so a case can also
@@ -73,6 +74,12 @@ class RiskFixture(msgspec.Struct, forbid_unknown_fields=True):
     signals: list[str] = msgspec.field(default_factory=list)
 
 
+class DelegationFixture(msgspec.Struct, forbid_unknown_fields=True):
+    depth: int = 1
+    delegators: list[str] = msgspec.field(default_factory=list)
+    grant: str = "grant_test"
+
+
 class Case(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     agent: str
@@ -87,6 +94,7 @@ class Case(msgspec.Struct, forbid_unknown_fields=True):
         default_factory=dict
     )
     risk: RiskFixture = msgspec.field(default_factory=RiskFixture)
+    delegation: DelegationFixture = msgspec.field(default_factory=DelegationFixture)
     time: float = FIXTURE_TIME
 
 
@@ -185,6 +193,7 @@ def _run(
         risk=msgspec.structs.asdict(case.risk),
         now=case.time,
         approved=case.approved,
+        delegation=msgspec.structs.asdict(case.delegation),
     )
     verdict = evaluate(
         bundle, entities, workspace=agent.workspace, agent=agent, tool=case.tool, context=context
