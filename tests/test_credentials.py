@@ -32,6 +32,7 @@ from tether.credentials.verifier import TokenVerifier
 from tether.errors import CredentialRefused, InvalidInput, TetherError
 from tether.identity import generate_key, public_jwk, register_key, rotate_key
 from tether.model import Effect, Stage
+from tether.pdp import PDP, AuthorizeRequest, ProofRule
 from tether.store import Store
 
 HTU = "https://tether.test/v1/authorize"
@@ -81,7 +82,8 @@ def exchange(
     key: ECKey | None = None,
     **kw: Any,
 ) -> tuple[str, AccessClaims]:
-    """An exchange as an agent makes it: its own assertion as the actor token."""
+    """An exchange as an agent makes it: its own assertion as the actor token and, to delegate a
+    task token, a proof that the delegator holds it (by default made with the holder's key)."""
     key = key or guard.agent_keys.get(ws, agent)
     assertion = make_assertion(
         key,
@@ -90,11 +92,18 @@ def exchange(
         now=guard._clock(),
     )
     subject_type = GRANT_TOKEN_TYPE if subject.startswith("grant_") else ACCESS_TOKEN_TYPE
+    dpop_jkt = kw.pop("dpop_jkt", None)
+    if subject_type == ACCESS_TOKEN_TYPE and "subject_proof" not in kw:
+        held = _claims_of(subject)
+        holder = guard.agent_keys.get(held["ws"], held["agent"])
+        kw["subject_proof"] = make_proof(
+            holder, htm="POST", htu="tether:token", now=guard._clock(), access_token=subject
+        )
     issued = guard.credentials.exchange(
         ExchangeRequest(
             subject_token=subject, subject_token_type=subject_type, actor_token=assertion, **kw
         ),
-        dpop_jkt=kw.pop("dpop_jkt", None),
+        dpop_jkt=dpop_jkt,
     )
     return issued.response.access_token, issued.claims
 
@@ -103,6 +112,12 @@ def proof_for(guard: Guard, token: str, agent: str = "planner", ws: str = "acme"
     return make_proof(
         guard.agent_keys.get(ws, agent), htm="POST", htu=HTU, now=guard._clock(), access_token=token
     )
+
+
+def proof_for_endpoint(guard: Guard, token: str, agent: str = "planner") -> str:
+    """A proof of holding `token`, for the token endpoint (delegation, downstream tokens)."""
+    key = guard.agent_keys.get("acme", agent)
+    return make_proof(key, htm="POST", htu="tether:token", now=guard._clock(), access_token=token)
 
 
 def authenticate(guard: Guard, token: str, proof: str | None) -> AccessClaims:
@@ -247,7 +262,7 @@ def test_assertions_are_refused_for_the_wrong_key_audience_agent_or_workspace(
 ) -> None:
     g = grant(guard)
     stranger = generate_key()
-    with refused("has no usable key"):
+    with refused("not signed by a usable key of spiffe://tether.local/ws/acme/agent/planner"):
         exchange(guard, g, "planner", key=stranger)
 
     def assertion(agent_id: str, audience: str = "tether", now: float | None = None) -> str:
@@ -266,10 +281,11 @@ def test_assertions_are_refused_for_the_wrong_key_audience_agent_or_workspace(
         attempt(assertion(planner, audience="somebody-else"))
     with refused("expired"):
         attempt(assertion(planner, now=clock.now - 120))
-    with refused("belongs to workspace beta"):
-        attempt(assertion("spiffe://tether.local/ws/beta/agent/planner"))
-    with refused("not an agent id"):
-        attempt(assertion("spiffe://tether.local/planner"))
+    # Before its signature verifies, an assertion learns nothing: not whether the agent exists,
+    # nor in which workspace.
+    for claimed in ("spiffe://tether.local/ws/beta/agent/planner", "spiffe://tether.local/planner"):
+        with refused(f"not signed by a usable key of {claimed}$"):
+            attempt(assertion(claimed))
 
 
 def test_agent_keys_rotate_with_an_overlap(guard: Guard, clock: Clock) -> None:
@@ -287,7 +303,7 @@ def test_agent_keys_rotate_with_an_overlap(guard: Guard, clock: Clock) -> None:
     exchange(guard, g, "planner", key=old)  # still inside the overlap
     exchange(guard, g, "planner", key=new)
     clock.now += 61
-    with refused("has no usable key"):
+    with refused("not signed by a usable key"):
         exchange(guard, g, "planner", key=old)
     exchange(guard, g, "planner", key=new)
 
@@ -450,9 +466,9 @@ def test_a_suspended_agents_tokens_are_refused(guard: Guard, clock: Clock) -> No
     guard.resume_agent("acme", "planner")
     with refused("agent planner was suspended"):  # resuming does not bring old tokens back
         guard.credentials.authenticate(parent)
-    clock.now += (
-        1  # (tokens carry whole seconds: one issued in the second of the suspension is refused)
-    )
+    with refused("the token would be revoked"):  # within the clock skew of the suspension
+        exchange(guard, grant(guard), "planner")
+    clock.now += 31  # past the 30 s of clock skew a token's iat is allowed
     fresh, _ = exchange(guard, grant(guard), "planner")
     guard.credentials.authenticate(fresh)
 
@@ -553,7 +569,7 @@ def test_key_rotation_publishes_first_and_retires_after_the_last_token(
     signed_now, _ = exchange(guard, grant(guard), "planner")
     assert jws.extract_compact(signed_now.encode()).headers()["kid"] == new.kid
     assert old.retire_at is None and keyring.verification_key(old.kid, clock.now) is not None
-    retire_at = new.activate_at + 300 + 30  # longest token life plus clock skew
+    retire_at = new.activate_at + 3600 + 30  # the longest token life allowed, plus clock skew
     # A token signed by the old key just before the switch stays valid until it expires...
     clock.now = retire_at - 31
     late = AccessClaims(**{**_claims_of(token), "exp": int(retire_at + 600), "jti": "tok_late"})
@@ -584,7 +600,8 @@ def test_signing_keys_are_encrypted_at_rest(guard: Guard, home: Path) -> None:
 
 
 def _svid(key: ECKey, spiffe_id: str, audience: str, exp: float) -> str:
-    body = json.dumps({"sub": spiffe_id, "aud": [audience], "exp": int(exp)}).encode()
+    claims = {"sub": spiffe_id, "aud": [audience], "exp": int(exp), "iat": int(exp) - 60}
+    body = json.dumps(claims).encode()
     return jws.serialize_compact({"alg": "ES256", "typ": "JWT", "kid": "k1"}, body, key)
 
 
@@ -624,8 +641,25 @@ def test_a_jwt_svid_proves_a_mapped_agent_from_a_trusted_domain(guard: Guard, cl
                 generate_key(), "spiffe://prod.example/ns/ci/sa/planner", "tether", clock.now + 60
             )
         )
+    with refused("already used"):  # an SVID is a bearer token: each is good for one exchange
+        attempt(good)
+    fresh = _svid(authority, "spiffe://prod.example/ns/ci/sa/planner", "tether", clock.now + 59)
     with refused("must send a DPoP proof"):
-        attempt(good, jkt=None)
+        attempt(fresh, jkt=None)
+    long_lived = json.dumps(
+        {
+            "sub": "spiffe://prod.example/ns/ci/sa/planner",
+            "aud": ["tether"],
+            "iat": int(clock.now),
+            "exp": int(clock.now) + 86400,
+        }
+    ).encode()
+    with refused("live at most 900 s"):
+        attempt(
+            jws.serialize_compact(
+                {"alg": "ES256", "typ": "JWT", "kid": "k1"}, long_lived, authority
+            )
+        )
 
 
 # -- downstream tokens ------------------------------------------------------------------------------------
@@ -662,19 +696,37 @@ def test_a_downstream_token_is_for_one_api_one_tool_and_a_minute(
             verifier.verify(_flip(token, len(token) // 2, 1))
         with pytest.raises(InvalidInput, match="not an allowed call"):
             t.downstream_token(t.authorize("write_file", {}), "https://bank.example")
-        with refused("outside the token's scope"):
-            guard.credentials.downstream(
-                t.token, audience="https://bank.example", tool="write_file", dpop_jkt=t.claims.jkt
+
+        def downstream(proof: str | None, **kw: Any) -> Any:
+            spec = {"audience": "https://bank.example", "decision_id": allowed.decision_id}
+            return guard.credentials.downstream(t.token, proof=proof, **{**spec, **kw})
+
+        holder = proof_for(guard, t.token)  # a proof for calls, not for the token endpoint
+        with refused("no DPoP proof was presented"):
+            downstream(None)
+        with refused("another key than the token is bound to"):  # a thief with the token only
+            downstream(
+                make_proof(
+                    generate_key(),
+                    htm="POST",
+                    htu="tether:token",
+                    now=clock.now,
+                    access_token=t.token,
+                )
             )
-        with refused("only to the holder"):
-            guard.credentials.downstream(
-                t.token, audience="https://bank.example", tool="pay", dpop_jkt=None
-            )
+        with refused("is for https://tether.test/v1/authorize, not tether:token"):
+            downstream(holder)
+        denied = t.authorize("write_file", {"path": "x"})  # not allowed: not in the task
+        with refused(f"{denied.decision_id} is not a recent allowed call"):
+            downstream(proof_for_endpoint(guard, t.token), decision_id=denied.decision_id)
+        with refused("is not a recent allowed call"):
+            downstream(proof_for_endpoint(guard, t.token), decision_id="dec_forged")
         with refused("cannot be for Tether"):
-            guard.credentials.downstream(
-                t.token, audience="tether:pdp", tool="pay", dpop_jkt=t.claims.jkt
-            )
-        clock.now += 60 + 30  # its minute, and the verifier's leeway for clocks
+            downstream(proof_for_endpoint(guard, t.token), audience="tether:pdp")
+        clock.now += 61
+        with refused("is not a recent allowed call"):  # the decision is a minute old
+            downstream(proof_for_endpoint(guard, t.token))
+        clock.now += 30  # the token's minute, and the verifier's leeway for clocks
         with pytest.raises(CredentialRefused, match="expired"):
             verifier.verify(token)
         guard.revoke_task(t.id)
@@ -796,3 +848,157 @@ when { context.delegation.delegators.contains("planner") && context.delegation.g
             )
     record = guard.store.decisions(limit=1)[0]
     assert json.loads(record.context or "{}")["delegation"]["delegators"] == ["planner"]
+
+
+# -- regressions from the security review ---------------------------------------------------------
+
+
+def test_only_the_holder_of_a_task_token_can_delegate_it(guard: Guard) -> None:
+    parent, p = exchange(guard, grant(guard), "planner")
+    thief = generate_key()
+    stolen = make_proof(
+        thief, htm="POST", htu="tether:token", now=guard._clock(), access_token=parent
+    )
+    with refused("no DPoP proof was presented"):
+        exchange(guard, parent, "tester", subject_proof=None)
+    with refused("another key than the token is bound to"):
+        exchange(guard, parent, "tester", subject_proof=stolen)
+    # The new token is bound to the actor's own key, whoever sends the request.
+    _, c = exchange(guard, parent, "tester")
+    assert c.jkt == guard.agent_keys.get("acme", "tester").thumbprint() != p.jkt
+    with refused("must be signed with the actor's key"):
+        exchange(guard, parent, "coder", dpop_jkt=p.jkt)
+
+
+def test_a_thiefs_unproven_calls_are_not_counted_against_the_task(guard: Guard) -> None:
+    guard.activate_policies(
+        "acme",
+        {
+            **PERMIT_ALL,
+            "budget.cedar": "forbid (principal, action, resource) when { context.task.calls >= 3 };",
+        },
+    )
+    grant(guard)
+    remote = PDP(
+        guard.store,
+        guard._views,
+        guard._tasks,
+        guard.credentials,
+        proofs=ProofRule(htu=HTU, required=True),
+    )
+    with guard.task(
+        workspace="acme", agent="planner", user="alice", request="", tools=["read_file"]
+    ) as t:
+
+        def call(proof: str | None) -> Any:
+            return remote.decide(
+                AuthorizeRequest(tool="read_file", args={}, token=t.token, proof=proof)
+            )
+
+        assert call(proof_for(guard, t.token)).allowed
+        for _ in range(5):  # a thief holding the token but not the key
+            assert call(None).effect is Effect.DENY
+        assert call(proof_for(guard, t.token)).allowed  # the budget saw two calls, not seven
+    unproven = [d for d in guard.store.decisions(limit=20) if "no DPoP proof" in d.reasons]
+    assert len(unproven) == 5 and all(d.task_id is None for d in unproven)
+
+
+def test_revoking_an_agent_key_refuses_the_tokens_bound_to_it(guard: Guard, clock: Clock) -> None:
+    token, claims = exchange(guard, grant(guard), "planner")
+    guard.credentials.revoke_agent_key("acme", "planner", claims.jkt or "")
+    with refused("the agent key it is bound to"):
+        authenticate(guard, token, proof_for(guard, token))
+    # A retiring key's tokens end when it does.
+    old = guard.agent_keys.get("acme", "coder")
+    rotate_key(
+        guard.store,
+        workspace="acme",
+        agent="coder",
+        jwk=public_jwk(generate_key()),
+        now=clock.now,
+        overlap=100,
+    )
+    parent, _ = exchange(guard, grant(guard, agent="coder", may_act=()), "coder", key=old)
+    assert _claims_of(parent)["exp"] <= clock.now + 100
+
+
+def test_revocations_allow_for_the_clock_skew_between_processes(
+    guard: Guard, home: Path, clock: Clock
+) -> None:
+    fast = Clock(clock.now + 20)  # another replica, its clock 20 s ahead
+    other = Guard(Store.at_home(home), clock=fast)
+    try:
+        g = grant(guard)
+        token, _ = exchange(other, g, "planner")
+        clock.now += 5
+        guard.credentials.revoke_workspace("acme")
+        with refused("every credential of workspace acme"):
+            guard.credentials.authenticate(token)
+    finally:
+        other.close()
+
+
+def test_overlapping_rotations_never_sign_with_a_superseded_key(guard: Guard, clock: Clock) -> None:
+    keyring = guard.credentials.keyring
+    first = keyring.signing_key(clock.now)
+    pending = keyring.rotate(clock.now, lead=300)
+    urgent = keyring.rotate(clock.now, lead=0)  # a second rotation before the first took effect
+    for later in (0, 310, 3000):
+        assert keyring.signing_key(clock.now + later).kid == urgent.kid
+    kids = {k["kid"] for k in guard.credentials.jwks()["keys"]}
+    assert pending.kid not in kids and {first.kid, urgent.kid} <= kids
+
+
+def test_odd_input_is_refused_not_raised(guard: Guard) -> None:
+    with pytest.raises(InvalidInput, match="not a valid EC P-256 public key"):
+        register_key(
+            guard.store,
+            workspace="acme",
+            agent="coder",
+            jwk={"kty": "EC", "crv": "P-256", "x": 123, "y": "AA"},
+            now=0,
+        )
+    with refused("not a compact JWS"):
+        guard.credentials.authenticate("eyJ\udcff")
+    verifier = TokenVerifier(jwks={"keys": []}, issuer="tether", audience="https://a")
+    header = (
+        base64.urlsafe_b64encode(b'{"alg":"ES256","typ":"at+jwt","kid":[]}').decode().rstrip("=")
+    )
+    with pytest.raises(CredentialRefused, match="names no signing key"):
+        verifier.verify(f"{header}.e30.AAAA")
+    with pytest.raises(CredentialRefused, match="not ASCII"):
+        verifier.verify("eyJ\udcff")
+
+
+def test_revocations_are_forgotten_once_nothing_they_refuse_is_alive(
+    guard: Guard, clock: Clock
+) -> None:
+    _, claims = exchange(guard, grant(guard), "planner")
+    guard.credentials.revoke_token(claims.jti)
+    revocations = guard.credentials.revocations
+    assert claims.jti in revocations._entries["token"]
+    clock.now += 3600  # the token expired long ago
+    revocations.refresh()
+    assert claims.jti not in revocations._entries["token"]
+
+
+def test_the_workspace_file_keeps_its_grants_in_step(guard: Guard, tmp_path: Path) -> None:
+    folder = tmp_path / "ws"
+    folder.mkdir()
+
+    def apply(tools: list[str]) -> list[Any]:
+        (folder / "workspace.yaml").write_text(
+            "name: acme\nusers: [{name: alice}]\n"
+            f"grants: [{{user: alice, agent: coder, tools: {tools}}}]\n"
+        )
+        guard.apply_directory(folder)
+        return [g for g in guard.store.credentials.grants("acme") if g.source == "file"]
+
+    first = apply(["read_file", "pay"])
+    assert len(first) == 1 and apply(["read_file", "pay"]) == first  # applying again: no change
+    narrowed = apply(["read_file"])
+    wide, narrow = sorted(narrowed, key=lambda g: len(g.tools), reverse=True)
+    assert wide.revoked_at is not None and narrow.revoked_at is None
+    guard.revoke_grant(narrow.id)  # alice changes her mind
+    again = apply(["read_file"])
+    assert len(again) == 2 and all(g.revoked_at is not None for g in again)

@@ -111,3 +111,17 @@ def test_trust_bundles_are_checked_and_check_names_its_user(home: Path, tmp_path
     assert "agent 'ghost' is not registered" in one_line_error(unmapped)
     nobody = run_cli(home, "check", "acme", "coder", "read_file", "--user", "bob")
     assert "has not delegated ['read_file'] to agent 'coder'" in one_line_error(nobody)
+
+
+def test_revoking_what_does_not_exist_is_an_error(home: Path) -> None:
+    assert "--agent takes WORKSPACE/AGENT" in one_line_error(
+        run_cli(home, "token", "revoke", "--agent", "coder")
+    )
+    assert "agent 'codr' is not registered" in one_line_error(
+        run_cli(home, "token", "revoke", "--agent", "acme/codr")
+    )
+    assert "workspace 'acmee' does not exist" in one_line_error(
+        run_cli(home, "token", "revoke", "--workspace", "acmee")
+    )
+    refused = run_cli(home, "token", "inspect", "eyJ\udcff")
+    assert refused.returncode == 3 and "refused" in refused.stdout

@@ -19,7 +19,13 @@ from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
 from tether import Guard
-from tether.credentials import ACCESS_TOKEN_TYPE, GRANT_TOKEN_TYPE, ExchangeRequest, make_assertion
+from tether.credentials import (
+    ACCESS_TOKEN_TYPE,
+    GRANT_TOKEN_TYPE,
+    ExchangeRequest,
+    make_assertion,
+    make_proof,
+)
 from tether.credentials.access_token import AccessClaims
 from tether.credentials.token_exchange import Bounds, attenuate
 from tether.errors import CredentialRefused
@@ -167,6 +173,15 @@ def test_no_sequence_of_exchanges_exceeds_the_grant(
                 agent_id=f"spiffe://tether.local/ws/acme/agent/{agent}",
                 audience="tether",
                 now=clock.now,
+            ),
+            subject_proof=None
+            if parent is None
+            else make_proof(
+                guard.agent_keys.get("acme", parent.claims.agent),
+                htm="POST",
+                htu="tether:token",
+                now=clock.now,
+                access_token=parent.token,
             ),
             scope=" ".join(sorted(scope)) if scope is not None else None,
             audience=audience,

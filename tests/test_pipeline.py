@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import EMAIL_SCHEMA, POLICIES, Clock, delegate
 
-from tether import Guard
+from tether import CredentialRefused, Guard
 from tether.model import Effect, Reason, Stage
 from tether.pdp import AuthorizeRequest, Call, task_gate
 from tether.store import Store
@@ -100,7 +100,8 @@ def test_huge_arguments_are_denied_and_not_stored_whole(guard: Guard) -> None:
     assert record.args == '{"truncated":true}' and len(record.args_digest) == 64
 
 
-def test_suspended_agent_is_denied_mid_task(guard: Guard) -> None:
+def test_suspended_agent_is_denied_mid_task(clocked: Guard, clock: Clock) -> None:
+    guard = clocked
     with open_task(guard) as task:
         assert task.authorize("send_email", MAIL).allowed
         guard.suspend_agent("acme", "coder")
@@ -117,7 +118,12 @@ def test_suspended_agent_is_denied_mid_task(guard: Guard) -> None:
     assert after_resume == (effect, stage, text)
     stored = guard.store.task(task.id)
     assert stored is not None and stored.status == "revoked"
-    # The resumed agent works again, in a new task with a fresh token.
+    # Within the clock skew allowed between processes, a new token could be one issued before
+    # the suspension by a process whose clock runs fast: none is issued.
+    with pytest.raises(CredentialRefused, match="the token would be revoked"):
+        open_task(guard)
+    # After it, the resumed agent works again, in a new task with a fresh token.
+    clock.now += 31
     with open_task(guard) as fresh:
         resumed = fresh.authorize("send_email", MAIL)
     assert resumed.allowed, resumed.reasons
@@ -142,6 +148,7 @@ def clocked(home: Path, clock: Clock) -> Iterator[Guard]:
         g.register_tool(
             "acme", "send_email", effects=["external"], sinks=["to"], args_schema=EMAIL_SCHEMA
         )
+        g.register_tool("acme", "read_file", effects=["read"])
         g.activate_policies("acme", POLICIES)
         delegate(g, "acme", "coder")
         yield g

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 from rich.console import Console
 from rich.markup import escape
@@ -29,6 +30,7 @@ from tether.credentials import (
     GRANT_TOKEN_TYPE,
     ExchangeRequest,
     make_assertion,
+    make_proof,
 )
 from tether.errors import CredentialRefused, InvalidInput, TetherError
 from tether.identity import (
@@ -36,7 +38,6 @@ from tether.identity import (
     check_trust_domain,
     generate_key,
     register_key,
-    revoke_key,
     rotate_key,
 )
 from tether.model import Effect
@@ -514,7 +515,7 @@ def agent_keys(
                 overlap=overlap,
             )
         if revoke is not None:
-            revoke_key(guard.store, workspace, name, revoke, now)
+            guard.credentials.revoke_agent_key(workspace, name, revoke)
         keys = guard.store.credentials.agent_keys(workspace, name)
     table = _table("kid", "status", "created", "retires")
     for k in keys:
@@ -586,6 +587,10 @@ def token_exchange(
     subject_token: Annotated[
         str | None, typer.Option(help="Subject: a parent task token, to delegate further.")
     ] = None,
+    subject_key: Annotated[
+        Path | None,
+        typer.Option(help="With --subject-token: the private JWK its holder proves it with."),
+    ] = None,
     tool: Annotated[
         list[str] | None, typer.Option("--tool", help="A tool to hold (repeat; default: all).")
     ] = None,
@@ -595,18 +600,28 @@ def token_exchange(
     """RFC 8693 token exchange, as an agent would do it; prints the response as JSON."""
     if (grant is None) == (subject_token is None):
         raise InvalidInput("give exactly one subject: --grant or --subject-token")
-    private = ECKey.import_key(_json_file(key))
+    if subject_token is not None and subject_key is None:
+        raise InvalidInput("--subject-token needs --subject-key: delegating takes its key")
+    private = _private_key(key)
     with _guard() as guard:
+        settings = guard.credentials.settings
         assertion = make_assertion(
-            private,
-            agent_id=agent_id,
-            audience=guard.credentials.settings.issuer,
-            now=time.time(),
+            private, agent_id=agent_id, audience=settings.issuer, now=time.time()
         )
+        subject_proof = None
+        if subject_token is not None and subject_key is not None:
+            subject_proof = make_proof(
+                _private_key(subject_key),
+                htm="POST",
+                htu=settings.token_url,
+                now=time.time(),
+                access_token=subject_token,
+            )
         issued = guard.credentials.exchange(
             ExchangeRequest(
                 subject_token=grant or subject_token or "",
                 subject_token_type=GRANT_TOKEN_TYPE if grant else ACCESS_TOKEN_TYPE,
+                subject_proof=subject_proof,
                 actor_token=assertion,
                 scope=" ".join(tool) if tool else None,
                 request=request,
@@ -647,7 +662,9 @@ def token_revoke(
         elif task is not None:
             guard.revoke_task(task)
         elif agent is not None:
-            ws, _, name = agent.partition("/")
+            ws, slash, name = agent.partition("/")
+            if not slash or not ws or not name:
+                raise InvalidInput(f"--agent takes WORKSPACE/AGENT, not {agent!r}")
             guard.credentials.revoke_agent(ws, name)
         elif workspace is not None:
             guard.credentials.revoke_workspace(workspace)
@@ -712,6 +729,13 @@ def _table(*headers: str) -> Table:
     for header in headers:
         table.add_column(header, overflow="fold")
     return table
+
+
+def _private_key(path: Path) -> ECKey:
+    try:
+        return ECKey.import_key(_json_file(path))
+    except (ValueError, TypeError, JoseError) as exc:
+        raise InvalidInput(f"{path} is not a private EC JWK: {exc}") from exc
 
 
 def _json_file(path: Path) -> Any:

@@ -30,10 +30,21 @@ RETRIES = 5
 
 
 class Control:
-    def __init__(self, store: Store, views: Views, clock: Callable[[], float] = time.time) -> None:
+    """`revoke_grant`: how a grant the workspace file stopped declaring is revoked (with its
+    tokens, in every process)."""
+
+    def __init__(
+        self,
+        store: Store,
+        views: Views,
+        clock: Callable[[], float] = time.time,
+        *,
+        revoke_grant: Callable[[str], None],
+    ) -> None:
         self._store = store
         self._views = views
         self._clock = clock
+        self._revoke_grant = revoke_grant
 
     def add_workspace(
         self,
@@ -171,31 +182,39 @@ class Control:
             self.register_tools(spec.name, load_catalogue_file(root / "catalogue.yaml", spec.name))
         if (root / "policies").is_dir():
             self.activate_policies(spec.name, root / "policies")
-        for grant in spec.grants:
-            self._ensure_grant(spec.name, grant)
+        self._sync_grants(spec.name, spec.grants)
         return spec.name
 
-    def _ensure_grant(self, workspace: str, entry: _GrantEntry) -> None:
-        """A grant the workspace file declares, made once: applying the file again changes
-        nothing while an equal grant is live."""
+    def _sync_grants(self, workspace: str, entries: list[_GrantEntry]) -> None:
+        """Keep the grants the workspace file declares in step with it: a declared grant is made
+        once (applying again changes nothing), one the file no longer declares is revoked, and
+        one a user revoked is not made again (say so with `tether grant add`, or change it)."""
         now = self._clock()
-        wanted = (entry.user, entry.agent, entry.max_ttl, set(entry.tools), set(entry.may_act))
+        declared = {_grant_key(e.user, e.agent, e.tools, e.max_ttl, e.may_act): e for e in entries}
+        held: set[tuple[object, ...]] = set()
         for grant in self._store.credentials.grants(workspace):
+            if grant.source != "file":
+                continue
+            key = _grant_key(grant.user, grant.agent, grant.tools, grant.max_ttl, grant.may_act)
             live = grant.revoked_at is None and now < grant.expires_at
-            held = (grant.user, grant.agent, grant.max_ttl, set(grant.tools), set(grant.may_act))
-            if live and held == wanted:
-                return
-        add_grant(
-            self._store,
-            workspace=workspace,
-            user=entry.user,
-            agent=entry.agent,
-            tools=entry.tools,
-            max_ttl=entry.max_ttl,
-            may_act=entry.may_act,
-            expires_in=entry.expires_in,
-            now=now,
-        )
+            if key in declared:
+                held.add(key)  # live, or revoked by a user: either way, not made again
+            elif live:
+                self._revoke_grant(grant.id)
+        for key, entry in declared.items():
+            if key not in held:
+                add_grant(
+                    self._store,
+                    workspace=workspace,
+                    user=entry.user,
+                    agent=entry.agent,
+                    tools=entry.tools,
+                    max_ttl=entry.max_ttl,
+                    may_act=entry.may_act,
+                    expires_in=entry.expires_in,
+                    now=now,
+                    source="file",
+                )
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -267,6 +286,12 @@ def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"unknown workspace settings {unknown}; known: {list(SETTINGS)}")
     WorkingHours.from_settings(settings)  # raises InvalidInput with what is wrong
     return dict(settings)
+
+
+def _grant_key(
+    user: str, agent: str, tools: Iterable[str], max_ttl: float, may_act: Iterable[str]
+) -> tuple[object, ...]:
+    return (user, agent, frozenset(tools), float(max_ttl), frozenset(may_act))
 
 
 def _catalogue(tools: Iterable[Tool]) -> Catalogue:

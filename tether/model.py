@@ -31,6 +31,7 @@ class Stage(StrEnum):
     TASK = "task"
     CONTEXT = "context"
     POLICY = "policy"
+    APPROVAL = "approval"
     RECORD = "record"
     ANSWER = "answer"
 
@@ -118,6 +119,7 @@ class Grant(msgspec.Struct, frozen=True):
     created_at: float
     expires_at: float
     revoked_at: float | None = None
+    source: str = "api"  # "file": declared by the workspace's workspace.yaml, kept in step with it
 
 
 class User(msgspec.Struct, frozen=True):
@@ -164,6 +166,56 @@ class PolicyBundleRecord(msgspec.Struct, frozen=True):
     files: dict[str, str]
     cedar_schema: dict[str, Any]
     created_at: float
+
+
+class ApprovalStatus(StrEnum):
+    """A request waits (`pending`) until a person approves or denies it, it expires, or its agent
+    is suspended (`cancelled`); an approved request is a grant until its one call `used` it."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    USED = "used"
+
+
+class ApprovalRequest(msgspec.Struct, frozen=True):
+    """A step-up request, bound to one exact call: this tool, these arguments (RFC 8785 canonical
+    JSON, and their hash with the tool and task), in this task."""
+
+    id: str
+    workspace: str
+    task_id: str
+    agent: str
+    user: str  # whom the agent acts for
+    tool: str
+    effects: tuple[str, ...]
+    args: str  # canonical JSON
+    call_hash: str
+    reasons: tuple[str, ...]
+    policies: tuple[str, ...]
+    approver_roles: tuple[str, ...]
+    decision_id: str  # the approval_required decision that asked
+    status: ApprovalStatus
+    created_at: float
+    expires_at: float
+    decided_by: str | None = None
+    decided_at: float | None = None
+    comment: str | None = None
+    used_by: str | None = None  # the decision that used the grant
+
+
+class ApprovalEvent(msgspec.Struct, frozen=True):
+    """One step of a request's life, for audit: requested, notified, approved, denied, expired,
+    cancelled, used (and notify_failed)."""
+
+    approval_id: str
+    workspace: str
+    event: str
+    actor: str
+    at: float
+    detail: str = ""
 
 
 class Reason(msgspec.Struct, frozen=True):

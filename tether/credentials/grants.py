@@ -28,6 +28,7 @@ def add_grant(
     may_act: Iterable[str] = (),
     expires_in: float,
     now: float,
+    source: str = "api",
 ) -> Grant:
     """Record that `user` lets `agent` act for them with `tools`; raises InvalidInput/NotFound."""
     snapshot = store.snapshot(workspace)
@@ -63,6 +64,7 @@ def add_grant(
         may_act=delegates,
         created_at=now,
         expires_at=now + expires_in,
+        source=source,
     )
     store.credentials.add_grant(grant)
     return grant

@@ -1,15 +1,18 @@
-"""Revocation: by token, by task (and everything delegated from it), by grant, by agent, by
-workspace; the check on every call is a handful of set lookups in memory.
+"""Revocation: by token, by task (and everything delegated from it), by grant, by agent key, by
+agent, by workspace; the check on every call is a handful of dict lookups in memory.
 
 Revocations are rows in the store with a sequence number. Every process loads the rows newer
 than the last it saw, at most `poll_interval` seconds after they were written, and at once when
 it revoked them itself. An agent or workspace revocation refuses every token issued before it,
-so a suspended agent that is resumed later starts from fresh tokens only. A token's revocation
-is forgotten once the token has expired, so the sets stay as small as the live tokens.
+and, since tokens carry the clock of the process that issued them, also those issued up to the
+allowed clock skew after it: a suspended agent that is resumed gets working tokens again only
+once that much time has passed. Every entry is forgotten once no token it could refuse is still
+alive, so the maps stay as small as the live tokens.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -21,35 +24,39 @@ from tether.identity import parse_agent_spiffe_id
 from tether.store import Store
 
 POLL_INTERVAL = 0.25
+PRUNE_INTERVAL = 60.0
 
 
 class Revoked(StrEnum):
     TOKEN = "token"
     TASK = "task"
     GRANT = "grant"
+    KEY = "key"  # an agent key: every token bound to it (cnf.jkt)
     AGENT = "agent"
     WORKSPACE = "workspace"
 
 
 class Revocations:
+    """`skew`: how far the clocks of the processes issuing tokens may disagree."""
+
     def __init__(
         self,
         store: Store,
         *,
+        skew: float,
         poll_interval: float = POLL_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._clock = clock
+        self._skew = skew
         self._poll_interval = poll_interval
         self._lock = threading.Lock()
         self._seq = 0
         self._polled_at = float("-inf")
-        self._tokens: set[str] = set()
-        self._tasks: dict[str, str] = {}  # task id -> why (revoked, ended)
-        self._grants: set[str] = set()
-        self._agents: dict[tuple[str, str], float] = {}
-        self._workspaces: dict[str, float] = {}
+        self._pruned_at = float("-inf")
+        # kind -> subject -> (when it was revoked, why, until when it matters)
+        self._entries: dict[str, dict[str, tuple[float, str, float]]] = {k: {} for k in Revoked}
         self.refresh()
 
     def revoke(
@@ -71,50 +78,53 @@ class Revocations:
         with self._lock:
             now = self._clock()
             self._polled_at = now
+            if now - self._pruned_at >= PRUNE_INTERVAL:
+                self._prune(now)
             if self._store.credentials.last_revocation() == self._seq:
                 return
             for row in self._store.credentials.revocations_since(self._seq, now):
                 self._seq = max(self._seq, row.seq)
-                kind, key = row.kind, row.subject
-                if kind == Revoked.TOKEN:
-                    self._tokens.add(key)
-                elif kind == Revoked.TASK:
-                    self._tasks[key] = row.reason
-                elif kind == Revoked.GRANT:
-                    self._grants.add(key)
-                elif kind == Revoked.AGENT:
-                    self._agents[(row.workspace, key)] = row.at
-                elif kind == Revoked.WORKSPACE:
-                    self._workspaces[key] = row.at
+                key = f"{row.workspace}/{row.subject}" if row.kind == Revoked.AGENT else row.subject
+                until = row.expires_at if row.expires_at is not None else math.inf
+                self._entries[row.kind][key] = (row.at, row.reason, until)
+
+    def _prune(self, now: float) -> None:
+        self._pruned_at = now
+        for entries in self._entries.values():
+            for key in [k for k, (_, _, until) in entries.items() if until <= now]:
+                del entries[key]
 
     def check(self, claims: AccessClaims, now: float) -> str | None:  # noqa: PLR0911 - one reason each
         """Why the token is revoked, or None. Polls the store when the interval has passed."""
         if now - self._polled_at >= self._poll_interval or now < self._polled_at:
             self.refresh()
-        if claims.jti in self._tokens:
+        entries = self._entries
+        tokens = entries[Revoked.TOKEN]
+        if claims.jti in tokens:
             return f"token {claims.jti} was revoked"
         for jti in claims.chain:
-            if jti in self._tokens:
+            if jti in tokens:
                 return f"token {jti}, which this token was delegated from, was revoked"
         for task in (claims.task, *claims.tasks):
-            if task in self._tasks:
-                return f"task {task} was {self._tasks[task]}"
-        if claims.grant in self._grants:
-            return f"grant {claims.grant} was revoked by its user"
-        since = self._workspaces.get(claims.ws)
-        if since is not None and claims.iat <= since:
+            found = entries[Revoked.TASK].get(task)
+            if found is not None:
+                return f"task {task} was {found[1]}"
+        found = entries[Revoked.GRANT].get(claims.grant)
+        if found is not None:
+            return f"grant {claims.grant} was {found[1]}"
+        if claims.jkt is not None and claims.jkt in entries[Revoked.KEY]:
+            return f"the agent key it is bound to ({claims.jkt}) was revoked"
+        found = entries[Revoked.WORKSPACE].get(claims.ws)
+        if found is not None and claims.iat <= found[0] + self._skew:
             return (
-                f"every credential of workspace {claims.ws} issued before {since:.0f} was revoked"
+                f"every credential of workspace {claims.ws} issued until {found[0]:.0f} was revoked"
             )
-        if self._agents:
+        if entries[Revoked.AGENT]:
             for agent in (claims.agent, *_delegators(claims)):
-                since = self._agents.get((claims.ws, agent))
-                if since is not None and claims.iat <= since:
+                found = entries[Revoked.AGENT].get(f"{claims.ws}/{agent}")
+                if found is not None and claims.iat <= found[0] + self._skew:
                     return f"agent {agent} was suspended: its credentials were revoked"
         return None
-
-    def agent_revoked_since(self, workspace: str, agent: str) -> float | None:
-        return self._agents.get((workspace, agent))
 
 
 def _delegators(claims: AccessClaims) -> list[str]:

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from tether.credentials import access_token
 from tether.credentials.access_token import DOWNSTREAM_USE, TASK_USE, AccessClaims, issued_at
+from tether.credentials.actors import authenticate_actor
 from tether.credentials.dpop import check_proof
 from tether.credentials.grants import live_grant
-from tether.credentials.jwt_assertion import assertion_subject, verify_assertion
+from tether.credentials.jws import MAX_TOKEN_BYTES
 from tether.credentials.revocation import Revocations, Revoked
-from tether.credentials.signing_keys import Keyring, SigningKey, load_master_key
+from tether.credentials.signing_keys import Keyring, load_master_key
 from tether.credentials.token_exchange import (
     ACCESS_TOKEN_TYPE,
     GRANT_TOKEN_TYPE,
@@ -37,8 +38,8 @@ from tether.credentials.token_exchange import (
     root_bounds,
 )
 from tether.errors import CredentialRefused, InvalidInput, NotFound
-from tether.identity import parse_agent_spiffe_id, verification_key, verify_jwt_svid
-from tether.model import Agent, AgentStatus, Grant, Task, TaskStatus, new_id
+from tether.identity import revoke_key
+from tether.model import Agent, Effect, Grant, Task, TaskStatus, new_id
 from tether.store import Store
 from tether.store.credentials import TokenRecord
 
@@ -56,10 +57,12 @@ MAX_REQUEST = 16384
 @dataclass(frozen=True)
 class Settings:
     """`issuer`: this service's name in tokens (`iss`, and the audience of agent assertions);
-    `audience`: the decision point's audience, which task tokens carry."""
+    `audience`: the decision point's audience, which task tokens carry; `token_url`: the token
+    endpoint, as the `htu` of the proofs sent to it."""
 
     issuer: str = "tether"
     audience: str = "tether:pdp"
+    token_url: str = "tether:token"  # what DPoP proofs sent to the token endpoint name (htu)
     token_ttl: float = DEFAULT_TOKEN_TTL
     max_depth: int = MAX_DEPTH
     skew: float = CLOCK_SKEW
@@ -81,7 +84,7 @@ class Issued:
 @dataclass(frozen=True)
 class _Verified:
     claims: AccessClaims
-    key: SigningKey
+    kid: str
 
 
 class Credentials:
@@ -100,11 +103,11 @@ class Credentials:
         self.keyring = Keyring(
             store,
             master_key if master_key is not None else load_master_key(home),
-            max_token_ttl=self.settings.token_ttl,
+            max_token_ttl=MAX_TOKEN_TTL,  # whatever any process issues, a key outlives its tokens
             skew=self.settings.skew,
             clock=clock,
         )
-        self.revocations = Revocations(store, clock=clock)
+        self.revocations = Revocations(store, skew=self.settings.skew, clock=clock)
         self._verified: dict[bytes, _Verified] = {}
         self._cache_lock = threading.Lock()
 
@@ -120,43 +123,46 @@ class Credentials:
         require_proof: bool = False,
     ) -> AccessClaims:
         """The claims of a valid, unrevoked task token, proven by its holder when a proof is
-        given or required. Raises CredentialRefused with the reason."""
+        given or required. Raises CredentialRefused with the reason; its `subject` is the
+        token's claims only when the caller is its holder (or no proof was asked for) and the
+        token was revoked, so a thief's attempts are never counted against the task."""
         now = self._clock()
         claims = self._verify(token, now)
         if claims.use != TASK_USE:
             raise CredentialRefused(
                 "a downstream token is for the API it names, not for Tether", "invalid_token"
             )
-        why = self.revocations.check(claims, now)
-        if why is not None:
-            raise CredentialRefused(f"the token is revoked: {why}", subject=claims)
         if proof is not None or require_proof:
             assert isinstance(token, str)
-            try:
-                jkt = check_proof(
-                    proof,
-                    htm=htm,
-                    htu=htu,
-                    now=now,
-                    remember_once=self._remember_once(now),
-                    access_token=token,
-                    skew=self.settings.skew,
-                )
-            except CredentialRefused as exc:
-                exc.subject = claims
-                raise
+            jkt = check_proof(
+                proof,
+                htm=htm,
+                htu=htu,
+                now=now,
+                remember_once=self._remember_once(now),
+                access_token=token,
+                skew=self.settings.skew,
+            )
             if jkt != claims.jkt:
                 raise CredentialRefused(
                     "the DPoP proof is signed with another key than the token is bound to",
                     "invalid_dpop_proof",
-                    subject=claims,
                 )
+        why = self.revocations.check(claims, now)
+        if why is not None:
+            raise CredentialRefused(f"the token is revoked: {why}", subject=claims)
         return claims
 
     def _verify(self, token: object, now: float) -> AccessClaims:
-        digest = hashlib.sha256(token.encode()).digest() if isinstance(token, str) else b""
+        if not isinstance(token, str) or not token.isascii() or len(token) > MAX_TOKEN_BYTES:
+            raise CredentialRefused("the access token is not a compact JWS of at most 8 KiB")
+        digest = hashlib.sha256(token.encode()).digest()
         hit = self._verified.get(digest)
-        if hit is not None and now < hit.claims.exp and hit.key.verifies_at(now):
+        if (
+            hit is not None
+            and now < hit.claims.exp
+            and self.keyring.verification_key(hit.kid, now) is not None
+        ):
             return hit.claims
         settings = self.settings
         claims, key = access_token.decode(
@@ -174,7 +180,7 @@ class Credentials:
                     if len(self._verified) < 2 * CACHE_SIZE
                     else {}
                 )
-            self._verified[digest] = _Verified(claims, key)
+            self._verified[digest] = _Verified(claims, key.kid)
         return claims
 
     def _remember_once(self, now: float) -> Callable[[str, float], bool]:
@@ -195,8 +201,25 @@ class Credentials:
             raise CredentialRefused(
                 f"only {ACCESS_TOKEN_TYPE} can be issued here", "invalid_request"
             )
+        actor = authenticate_actor(
+            self.store,
+            token=request.actor_token,
+            token_type=request.actor_token_type,
+            jwt_type=JWT_TOKEN_TYPE,
+            svid_type=JWT_SVID_TOKEN_TYPE,
+            dpop_jkt=dpop_jkt,
+            issuer=settings.issuer,
+            skew=settings.skew,
+            now=now,
+            subject_workspace=lambda: self._subject_workspace(request, now),
+        )
+        agent = actor.agent
         grant, parent = self._subject(request, now)
-        agent, jkt = self._actor(request, grant.workspace, dpop_jkt, now)
+        if grant.workspace != agent.workspace:
+            raise CredentialRefused(
+                f"the actor belongs to workspace {agent.workspace}, the grant to {grant.workspace}",
+                "invalid_client",
+            )
         _may_act(grant, agent, parent)
         bounds = (
             root_bounds(grant, settings.audience) if parent is None else child_bounds(parent, grant)
@@ -221,7 +244,7 @@ class Credentials:
             ceiling=frozenset(agent.ceiling) if agent.ceiling is not None else None,
             audience=request.audience,
             lifetime=settings.token_ttl,
-            not_after=task_end,
+            not_after=min(task_end, actor.key_end or math.inf),  # not past a retiring key
             now=now,
             max_depth=settings.max_depth,
         )
@@ -259,16 +282,36 @@ class Credentials:
             chain=(*parent.chain, parent.jti) if parent is not None else (),
             tasks=(*parent.tasks, parent.task) if parent is not None else (),
             parent_jti=parent.jti if parent is not None else None,
-            cnf={"jkt": jkt},
+            cnf={"jkt": actor.jkt},
         )
         return self._issue(claims, task, now, token_type="DPoP")
+
+    def _subject_workspace(self, request: ExchangeRequest, now: float) -> str:
+        """The subject's workspace, for checking a JWT-SVID, before the actor is proven: a
+        subject that does not resolve gets one reason, whatever is wrong with it."""
+        try:
+            if request.subject_token_type == GRANT_TOKEN_TYPE:
+                grant = self.store.credentials.grant(request.subject_token)
+                if grant is not None:
+                    return grant.workspace
+            elif request.subject_token_type == ACCESS_TOKEN_TYPE:
+                return self._verify(request.subject_token, now).ws
+        except CredentialRefused:
+            pass
+        raise CredentialRefused("the subject token is not valid", "invalid_grant")
 
     def _subject(self, request: ExchangeRequest, now: float) -> tuple[Grant, AccessClaims | None]:
         """On whose authority: the grant, and the parent token when delegating further."""
         if request.subject_token_type == GRANT_TOKEN_TYPE:
             return live_grant(self.store, request.subject_token, now), None
         if request.subject_token_type == ACCESS_TOKEN_TYPE:
-            parent = self.authenticate(request.subject_token)
+            # Delegating a token takes its key: the delegator proves it holds the parent.
+            parent = self.authenticate(
+                request.subject_token,
+                proof=request.subject_proof,
+                htu=self.settings.token_url,
+                require_proof=True,
+            )
             return live_grant(self.store, parent.grant, now), parent
         raise CredentialRefused(
             f"subject_token_type must be {GRANT_TOKEN_TYPE} or {ACCESS_TOKEN_TYPE}",
@@ -276,24 +319,34 @@ class Credentials:
         )
 
     def downstream(
-        self, subject_token: str, *, audience: str, tool: str, dpop_jkt: str | None
+        self, subject_token: str, *, proof: str | None, audience: str, decision_id: str
     ) -> Issued:
-        """An audience-restricted token for one downstream API and one tool, living at most
-        DOWNSTREAM_TTL seconds, so the agent's own token never has to leave Tether. Only the
-        holder of the task token's key may ask (`dpop_jkt` from the request's proof)."""
+        """An audience-restricted token for one downstream API, for the tool of one allowed
+        decision of the task, living at most DOWNSTREAM_TTL seconds, so the agent's own token
+        never has to leave Tether. Only the holder of the task token's key may ask: `proof` is
+        a DPoP proof for the token endpoint (`Settings.token_url`)."""
         now = self._clock()
-        parent = self.authenticate(subject_token)
-        if dpop_jkt is None or dpop_jkt != parent.jkt:
-            raise CredentialRefused(
-                "a downstream token is issued only to the holder of the task token's key (DPoP)",
-                "invalid_dpop_proof",
-            )
+        parent = self.authenticate(
+            subject_token, proof=proof, htu=self.settings.token_url, require_proof=True
+        )
         if not isinstance(audience, str) or not 0 < len(audience) <= MAX_AUDIENCE:
             raise CredentialRefused("name the downstream API (audience)", "invalid_target")
         if audience in (self.settings.audience, self.settings.issuer):
             raise CredentialRefused(
                 "a downstream token cannot be for Tether itself", "invalid_target"
             )
+        decision = self.store.decision(decision_id) if isinstance(decision_id, str) else None
+        if (
+            decision is None
+            or decision.task_id != parent.task
+            or decision.effect is not Effect.ALLOW
+            or now - decision.ts > DOWNSTREAM_TTL
+        ):
+            raise CredentialRefused(
+                f"{decision_id} is not a recent allowed call of task {parent.task}",
+                "invalid_grant",
+            )
+        tool = decision.tool
         if tool not in parent.tools:
             raise CredentialRefused(
                 f"tool {tool} is outside the token's scope ({parent.scope})", "invalid_scope"
@@ -353,81 +406,6 @@ class Credentials:
             task_id=task.id,
         )
         return Issued(response, claims, task)
-
-    def _actor(
-        self, request: ExchangeRequest, workspace: str, dpop_jkt: str | None, now: float
-    ) -> tuple[Agent, str]:
-        """The registered, active agent the actor token proves, and the key to bind to."""
-        if request.actor_token_type == JWT_TOKEN_TYPE:
-            spiffe_id, kid = assertion_subject(request.actor_token)
-            try:
-                _, agent_ws, name = parse_agent_spiffe_id(spiffe_id)
-            except InvalidInput as exc:
-                raise CredentialRefused(str(exc), "invalid_client") from exc
-            if agent_ws != workspace:
-                raise CredentialRefused(
-                    f"the actor belongs to workspace {agent_ws}, the grant to {workspace}",
-                    "invalid_client",
-                )
-            agent = self._agent(workspace, name)
-            if agent.spiffe_id != spiffe_id:
-                raise CredentialRefused(
-                    f"{spiffe_id} is not the identity of agent {name} ({agent.spiffe_id})",
-                    "invalid_client",
-                )
-            key = verification_key(self.store, workspace, name, kid, now)
-            if key is None:
-                raise CredentialRefused(
-                    f"agent {name} has no usable key {kid} (unknown, retired or revoked)",
-                    "invalid_client",
-                )
-            claims = verify_assertion(
-                request.actor_token,
-                key,
-                audience=self.settings.issuer,
-                now=now,
-                skew=self.settings.skew,
-            )
-            replay = hashlib.sha256(f"assertion:{spiffe_id}:{claims.jti}".encode()).hexdigest()
-            if not self.store.credentials.remember_once(
-                replay, claims.exp + self.settings.skew, now
-            ):
-                raise CredentialRefused(
-                    "the actor assertion was already used (replay)", "invalid_client"
-                )
-            return agent, dpop_jkt or kid
-        if request.actor_token_type == JWT_SVID_TOKEN_TYPE:
-            spiffe_id = verify_jwt_svid(
-                request.actor_token,
-                audience=self.settings.issuer,
-                bundles=self.store.credentials.trust_bundles(workspace),
-            )
-            mapped = self.store.credentials.identity(workspace, spiffe_id)
-            if mapped is None:
-                raise CredentialRefused(
-                    f"{spiffe_id} is not mapped to an agent of workspace {workspace}",
-                    "invalid_client",
-                )
-            if dpop_jkt is None:
-                raise CredentialRefused(
-                    "a JWT-SVID actor must send a DPoP proof: the token is bound to its key",
-                    "invalid_dpop_proof",
-                )
-            return self._agent(workspace, mapped), dpop_jkt
-        raise CredentialRefused(
-            f"actor_token_type must be {JWT_TOKEN_TYPE} or {JWT_SVID_TOKEN_TYPE}",
-            "invalid_request",
-        )
-
-    def _agent(self, workspace: str, name: str) -> Agent:
-        agent = self.store.agent(workspace, name)
-        if agent is None:
-            raise CredentialRefused(
-                f"agent {name} is not registered in workspace {workspace}", "invalid_client"
-            )
-        if agent.status is not AgentStatus.ACTIVE:
-            raise CredentialRefused(f"agent {name} is {agent.status.value}", "invalid_client")
-        return agent
 
     def _renewing(
         self,
@@ -517,29 +495,63 @@ class Credentials:
         )
         return tree
 
-    def revoke_grant(self, grant_id: str, *, reason: str = "revoked by the user") -> None:
+    def revoke_agent_key(self, workspace: str, agent: str, kid: str) -> None:
+        """The key proves nothing from now on, and every token bound to it is refused."""
+        now = self._clock()
+        revoke_key(self.store, workspace, agent, kid, now)
+        self.revocations.revoke(
+            Revoked.KEY,
+            workspace,
+            kid,
+            reason="its key was revoked",
+            expires_at=now + MAX_TOKEN_TTL + self.settings.skew,
+        )
+
+    def revoke_grant(self, grant_id: str, *, reason: str = "revoked by its user") -> None:
         grant = self.store.credentials.grant(grant_id)
         if grant is None:
             raise NotFound(f"no grant {grant_id!r}")
         self.store.credentials.revoke_grant(grant_id, self._clock())
-        self.revocations.revoke(Revoked.GRANT, grant.workspace, grant_id, reason=reason)
+        self.revocations.revoke(
+            Revoked.GRANT,
+            grant.workspace,
+            grant_id,
+            reason=reason,
+            expires_at=grant.expires_at + self.settings.skew,  # no token outlives its grant
+        )
 
     def revoke_agent(self, workspace: str, agent: str, *, reason: str = "suspended") -> list[str]:
         """Refuse every token the agent holds now and end its open tasks; returns their ids."""
+        if self.store.agent(workspace, agent) is None:
+            raise NotFound(f"agent {agent!r} is not registered in workspace {workspace!r}")
         now = self._clock()
         ended = self.store.open_tasks(workspace, agent=agent)
         for task_id in ended:
             self.store.finish_task(task_id, TaskStatus.REVOKED, now)
-        self.revocations.revoke(Revoked.AGENT, workspace, agent, reason=reason)
+        self.revocations.revoke(
+            Revoked.AGENT, workspace, agent, reason=reason, expires_at=self._forgettable(now)
+        )
         return ended
 
     def revoke_workspace(self, workspace: str, *, reason: str = "revoked") -> list[str]:
+        if self.store.workspace(workspace) is None:
+            raise NotFound(f"workspace {workspace!r} does not exist")
         now = self._clock()
         ended = self.store.open_tasks(workspace)
         for task_id in ended:
             self.store.finish_task(task_id, TaskStatus.REVOKED, now)
-        self.revocations.revoke(Revoked.WORKSPACE, workspace, workspace, reason=reason)
+        self.revocations.revoke(
+            Revoked.WORKSPACE,
+            workspace,
+            workspace,
+            reason=reason,
+            expires_at=self._forgettable(now),
+        )
         return ended
+
+    def _forgettable(self, now: float) -> float:
+        """When a revocation of everything issued until `now` can no longer refuse anything."""
+        return now + MAX_TOKEN_TTL + 2 * self.settings.skew
 
     def jwks(self) -> dict[str, object]:
         return self.keyring.jwks(self._clock())

@@ -116,18 +116,21 @@ class Keyring:
         self._reload()
 
     def signing_key(self, now: float) -> SigningKey:
-        """The newest key that may sign at `now`; the first key is made on first use."""
+        """The newest key that may sign at `now` and is not being retired; the first key is
+        made on first use."""
         self._maybe_reload(now)
-        ready = [k for k in self._keys.values() if k.activate_at <= now and k.verifies_at(now)]
-        if not ready:
+        key = self._signer(now)
+        if key is None:
             with self._lock:
                 self._reload()
-                ready = [
-                    k for k in self._keys.values() if k.activate_at <= now and k.verifies_at(now)
-                ]
-                if not ready:
-                    return self._add(now, lead=0.0)
-        return max(ready, key=lambda k: k.activate_at)
+                key = self._signer(now) or self._add(now, lead=0.0)
+        return key
+
+    def _signer(self, now: float) -> SigningKey | None:
+        ready = [k for k in self._keys.values() if k.activate_at <= now and k.verifies_at(now)]
+        # A key with a retirement date has a successor: it signs only while no successor can.
+        current = [k for k in ready if k.retire_at is None] or ready
+        return max(current, key=lambda k: k.activate_at) if current else None
 
     def verification_key(self, kid: str, now: float) -> SigningKey | None:
         """The key `kid` names if it is published and not retired at `now`."""
@@ -182,11 +185,12 @@ class Keyring:
         nonce = secrets.token_bytes(12)
         sealed = base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, pem, kid.encode()))
         activate_at = now + lead
-        retire = {
-            k.kid: activate_at + self._grace
-            for k in self._keys.values()
-            if k.retire_at is None or k.retire_at > activate_at + self._grace
-        }
+        retire = {}
+        for k in self._keys.values():
+            if k.activate_at > now:  # published, never signed, and now superseded
+                retire[k.kid] = now
+            elif k.retire_at is None or k.retire_at > activate_at + self._grace:
+                retire[k.kid] = activate_at + self._grace
         record = SigningKeyRecord(
             kid=kid,
             public_jwk=public_jwk(key),

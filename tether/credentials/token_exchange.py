@@ -29,9 +29,11 @@ JWT_SVID_TOKEN_TYPE = "urn:tether:params:oauth:token-type:jwt-svid"
 
 
 class ExchangeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The token request (RFC 8693 section 2.1), plus Tether's task parameters: `request` (the
+    """The token request (RFC 8693 section 2.1), plus Tether's parameters: `request` (the
     user's words the task serves), `task_id` (renew that task's token instead of starting a
-    task) and `task_ttl` (how long a new task may run)."""
+    task), `task_ttl` (how long a new task may run) and `subject_proof` (when the subject is a
+    task token: a DPoP proof for the token endpoint signed with that token's key, so only its
+    holder can delegate it)."""
 
     subject_token: str
     subject_token_type: str
@@ -44,6 +46,7 @@ class ExchangeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     request: str = ""
     task_id: str | None = None
     task_ttl: float | None = None
+    subject_proof: str | None = None
 
 
 class ExchangeResponse(msgspec.Struct, frozen=True):

@@ -51,18 +51,22 @@ class TokenVerifier:
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims; raises CredentialRefused saying why it is not acceptable."""
+        if not isinstance(token, str) or not token.isascii():
+            raise CredentialRefused("malformed token: not ASCII text")
         try:
             compact = jws.extract_compact(token.encode())
-        except (JoseError, ValueError, AttributeError) as exc:
+        except (JoseError, ValueError) as exc:
             raise CredentialRefused(f"malformed token: {exc}") from exc
         header = compact.headers()
         if header.get("alg") != "ES256" or header.get("typ") != "at+jwt":
             raise CredentialRefused("not an ES256 at+jwt token")
         kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise CredentialRefused("the token names no signing key (kid)")
         stale = not self._keys or self._clock() - self._loaded_at >= REFETCH_AFTER
         if kid not in self._keys and stale:
             self._load()  # a rotation, maybe; at most every REFETCH_AFTER s, whatever is sent
-        key = self._keys.get(kid) if isinstance(kid, str) else None
+        key = self._keys.get(kid)
         if key is None:
             raise CredentialRefused(f"unknown signing key {kid!r}")
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
 from tether.errors import InvalidInput
@@ -45,5 +46,5 @@ def parse_public_jwk(jwk: Mapping[str, Any]) -> ECKey:
         raise InvalidInput(f"keys must be EC {CURVE} (ES256); got kty={jwk.get('kty')!r}")
     try:
         return ECKey.import_key({name: jwk[name] for name in ("kty", "crv", "x", "y")})
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, JoseError) as exc:
         raise InvalidInput(f"not a valid EC {CURVE} public key: {exc}") from exc

@@ -33,6 +33,7 @@ from tether.credentials import (
     find_grant,
     live_grant,
     make_assertion,
+    make_proof,
 )
 from tether.errors import InvalidInput, NotFound, TetherError
 from tether.model import (
@@ -90,13 +91,20 @@ class Guard:
         self.store = store
         self._clock = clock
         self._views = Views(store)
-        self._control = Control(store, self._views, clock)
         self.credentials = Credentials(
             store,
             master_key=master_key,
             home=store.home,
             settings=credential_settings,
             clock=clock,
+        )
+        self._control = Control(
+            store,
+            self._views,
+            clock,
+            revoke_grant=lambda grant: self.credentials.revoke_grant(
+                grant, reason="removed from the workspace file"
+            ),
         )
         self.agent_keys = AgentKeys(store, clock)
         self._tasks: dict[str, TaskState] = {}
@@ -523,7 +531,12 @@ class TaskHandle:
     def _renew(self) -> None:
         exchange = self._exchange
         if self._parent is not None:
-            exchange = msgspec.structs.replace(exchange, subject_token=self._parent.token)
+            parent_token = self._parent.token
+            exchange = msgspec.structs.replace(
+                exchange,
+                subject_token=parent_token,
+                subject_proof=self._parent._possession(parent_token),
+            )
         task = self._state.task
         self._issued = self._guard.credentials.exchange(
             self._guard._signed(exchange, self._key, task.workspace, task.agent)
@@ -543,9 +556,11 @@ class TaskHandle:
         task = self._state.task
         if key is not None:
             self._guard.agent_keys.put(task.workspace, agent, key)
+        token = self.token
         exchange = ExchangeRequest(
-            subject_token=self.token,
+            subject_token=token,
             subject_token_type=ACCESS_TOKEN_TYPE,
+            subject_proof=self._possession(token),
             actor_token="",
             scope=" ".join(sorted(tools)) if tools is not None else None,
             request=task.request if request is None else request,
@@ -560,10 +575,24 @@ class TaskHandle:
             raise InvalidInput(
                 f"decision {decision.decision_id} is not an allowed call of this task"
             )
+        token = self.token
         issued = self._guard.credentials.downstream(
-            self.token, audience=audience, tool=decision.tool, dpop_jkt=self._key.thumbprint()
+            token,
+            proof=self._possession(token),
+            audience=audience,
+            decision_id=decision.decision_id,
         )
         return issued.response.access_token
+
+    def _possession(self, token: str) -> str:
+        """A DPoP proof, for the token endpoint, that this task holds `token`'s key."""
+        return make_proof(
+            self._key,
+            htm="POST",
+            htu=self._guard.credentials.settings.token_url,
+            now=self._guard._clock(),
+            access_token=token,
+        )
 
     @property
     def id(self) -> str:

@@ -38,6 +38,7 @@ from tether.model import (
     Workspace,
 )
 from tether.store import tables as t
+from tether.store.approvals import ApprovalRecords
 from tether.store.credentials import CredentialRecords
 from tether.store.prepared import Prepared
 
@@ -113,6 +114,7 @@ class Store:
         self._writer = self.engine.raw_connection()
         self._write_lock = threading.Lock()
         self.credentials = CredentialRecords(self.engine, self._writer, self._write_lock)
+        self.approvals = ApprovalRecords(self.engine)
         self._insert_decision = Prepared(
             t.decisions.insert(),
             [c.name for c in t.decisions.columns if c.name != "seq"],
@@ -314,6 +316,14 @@ class Store:
         )
         with self.engine.connect() as db:
             return set(db.execute(query).scalars())
+
+    def decision(self, decision_id: str) -> DecisionRecord | None:
+        query = sa.select(*[c for c in t.decisions.columns if c.name != "seq"]).where(
+            t.decisions.c.id == decision_id
+        )
+        with self.engine.connect() as db:
+            row = db.execute(query).first()
+        return _row(DecisionRecord, row) if row else None
 
     def decisions(
         self, *, workspace: str | None = None, task_id: str | None = None, limit: int = 100

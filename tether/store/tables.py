@@ -198,6 +198,7 @@ grants = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("source", sa.String(16), nullable=False, server_default="api"),
 )
 
 # Every token issued, so a revocation by task, grant or parent can name all it must refuse.
@@ -241,4 +242,49 @@ replay_cache = sa.Table(
     metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+# -- step-up approvals ---------------------------------------------------------------------------
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", sa.String(ID), primary_key=True),
+    sa.Column("workspace", sa.String(NAME), nullable=False, index=True),
+    sa.Column("task_id", sa.String(ID), nullable=False, index=True),
+    sa.Column("agent", sa.String(NAME), nullable=False),
+    sa.Column("user", sa.String(255), nullable=False),
+    sa.Column("tool", sa.String(128), nullable=False),
+    sa.Column("effects", sa.JSON, nullable=False),
+    sa.Column("args", sa.Text, nullable=False),
+    sa.Column("call_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("reasons", sa.JSON, nullable=False),
+    sa.Column("policies", sa.JSON, nullable=False),
+    sa.Column("approver_roles", sa.JSON, nullable=False),
+    sa.Column("decision_id", sa.String(ID), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("decided_by", sa.String(255), nullable=True),
+    sa.Column("decided_at", sa.Float, nullable=True),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("used_by", sa.String(ID), nullable=True),
+)
+
+# Every step of every request, append-only: the audit trail of step-up decisions.
+approval_events = sa.Table(
+    "approval_events",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("approval_id", sa.String(ID), nullable=False, index=True),
+    sa.Column("workspace", sa.String(NAME), nullable=False),
+    sa.Column("event", sa.String(24), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
 )

@@ -80,6 +80,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False),
         sa.Column("revoked_at", sa.Float, nullable=True),
+        sa.Column("source", sa.String(16), nullable=False, server_default="api"),
     )
     op.create_table(
         "tokens",

@@ -1,0 +1,53 @@
+"""A workspace's approval settings (`settings.approvals` in workspace.yaml):
+
+    approvals:
+      ttl: 900                       # seconds a request waits, and a grant lasts (default 900)
+      self_approval_forbidden: [destructive, financial, secret_access]   # the default
+      webhooks:
+        - {url: "https://chat.example/hooks/tether", secret_env: TETHER_WEBHOOK_SECRET}
+
+`self_approval_forbidden`: the effects for which the user an agent acts for may not approve
+that agent's request themselves (a hijacked agent should not be one click from its own user's
+yes on money, deletions or secrets). A webhook's secret is named by an environment variable and
+never stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from tether.errors import InvalidInput
+
+DEFAULT_TTL = 900.0
+DEFAULT_SELF_APPROVAL_FORBIDDEN = ("destructive", "financial", "secret_access")
+
+
+class Webhook(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str
+    secret_env: str
+
+
+class ApprovalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    ttl: float = DEFAULT_TTL
+    self_approval_forbidden: tuple[str, ...] = DEFAULT_SELF_APPROVAL_FORBIDDEN
+    webhooks: tuple[Webhook, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> ApprovalSettings:
+        """The workspace's settings; InvalidInput saying what is wrong."""
+        try:
+            parsed = msgspec.convert(settings.get("approvals", {}), cls)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"settings.approvals: {exc}") from exc
+        if not 30 <= parsed.ttl <= 7 * 86400:
+            raise InvalidInput("settings.approvals.ttl must be between 30 s and 7 days")
+        for hook in parsed.webhooks:
+            if urlsplit(hook.url).scheme not in ("http", "https") or not urlsplit(hook.url).netloc:
+                raise InvalidInput(
+                    f"settings.approvals.webhooks: {hook.url!r} is not an http(s) URL"
+                )
+        return parsed
