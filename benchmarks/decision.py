@@ -101,6 +101,7 @@ STAGES = (
     Stage.TASK,
     Stage.CONTEXT,
     Stage.POLICY,
+    Stage.APPROVAL,
     Stage.RECORD,
 )
 

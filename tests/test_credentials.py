@@ -884,6 +884,7 @@ def test_a_thiefs_unproven_calls_are_not_counted_against_the_task(guard: Guard) 
         guard._views,
         guard._tasks,
         guard.credentials,
+        guard.approvals,
         proofs=ProofRule(htu=HTU, required=True),
     )
     with guard.task(

@@ -40,7 +40,7 @@ from tether.identity import (
     register_key,
     rotate_key,
 )
-from tether.model import Effect
+from tether.model import ApprovalStatus, Effect
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.policy.fmt import format_files
 from tether.policy.testing import (
@@ -80,6 +80,11 @@ app.add_typer(grant_app, name="grant")
 app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
 app.add_typer(trust_app, name="trust")
+approvals_app = typer.Typer(
+    help="Step-up approvals: requests waiting for a person, and their answers.",
+    no_args_is_help=True,
+)
+app.add_typer(approvals_app, name="approvals")
 
 out = Console(soft_wrap=True)
 EXIT_BY_EFFECT = {Effect.ALLOW: 0, Effect.DENY: 3, Effect.APPROVAL_REQUIRED: 4}
@@ -188,6 +193,11 @@ def check(
             policy = f" [dim]({reason.policy})[/]" if reason.policy else ""
             out.print(f"  {reason.stage.value}: {reason.text}{policy}")
         out.print(f"  [dim]decision {decision.decision_id}, policy {decision.policy_version}[/]")
+        if decision.approval_id and decision.effect is Effect.APPROVAL_REQUIRED:
+            out.print(
+                f"  approval {decision.approval_id}: "
+                f"tether approvals approve {decision.approval_id} --as <you>"
+            )
     raise typer.Exit(EXIT_BY_EFFECT[decision.effect])
 
 
@@ -721,6 +731,86 @@ def trust_map(workspace: str, spiffe_id: str, agent: str) -> None:
             raise InvalidInput(f"agent {agent!r} is not registered in workspace {workspace!r}")
         guard.store.credentials.map_identity(workspace, spiffe_id, agent)
     out.print(f"[green]mapped[/] {spiffe_id} -> {agent}")
+
+
+# -- approvals ----------------------------------------------------------------------------------
+
+
+@approvals_app.command("list")
+def approvals_list(
+    workspace: Annotated[str | None, typer.Argument(help="Only this workspace.")] = None,
+    status: Annotated[
+        str, typer.Option(help="pending (default), approved, denied, expired, cancelled, used, all")
+    ] = "pending",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """The requests waiting for a person (or, with --status, the others)."""
+    with _guard() as guard:
+        if status == "pending":
+            requests = guard.approvals.pending(workspace)
+        else:
+            wanted = () if status == "all" else (_status(status),)
+            requests = guard.store.approvals.find(workspace=workspace, statuses=wanted)
+    if as_json:
+        for request in requests:
+            sys.stdout.write(msgspec.json.encode(request).decode() + "\n")
+        return
+    table = _table("approval", "status", "agent", "for", "call", "asks", "expires")
+    for r in requests:
+        call = f"{r.tool} {r.args}"
+        table.add_row(
+            r.id, r.status.value, r.agent, r.user, call, " or ".join(r.approver_roles),
+            _when(r.expires_at),
+        )  # fmt: skip
+    out.print(table)
+
+
+@approvals_app.command("show")
+def approvals_show(approval_id: str) -> None:
+    """One request: the exact call, why it needs approval, and every step of its life."""
+    with _guard() as guard:
+        request = guard.approvals.get(approval_id)
+        events = guard.store.approvals.events(approval_id)
+    out.print(f"[bold]{request.id}[/] {request.status.value}")
+    out.print(f"  {request.agent} for {request.user}, task {request.task_id}, {request.workspace}")
+    out.print(f"  call: {escape(request.tool)} {escape(request.args)}")
+    out.print(f"  why: {escape('; '.join(request.reasons))} ({', '.join(request.policies)})")
+    out.print(f"  approver role: {' or '.join(request.approver_roles)}")
+    out.print(f"  expires: {_when(request.expires_at)}")
+    for e in events:
+        detail = f": {escape(e.detail)}" if e.detail else ""
+        out.print(f"  {_when(e.at)} {e.event} by {e.actor}{detail}")
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval_id: str,
+    approver: Annotated[str, typer.Option("--as", help="The user approving.")],
+    comment: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+) -> None:
+    """Approve exactly that call, once, before the request expires."""
+    with _guard() as guard:
+        request = guard.approve(approval_id, approver=approver, comment=comment)
+    out.print(f"[green]approved[/] {request.id}: {escape(request.tool)} {escape(request.args)}")
+
+
+@approvals_app.command("deny")
+def approvals_deny(
+    approval_id: str,
+    approver: Annotated[str, typer.Option("--as", help="The user denying.")],
+    comment: Annotated[str, typer.Option(help="Why, for the record (the agent sees it).")] = "",
+) -> None:
+    with _guard() as guard:
+        request = guard.deny(approval_id, approver=approver, comment=comment)
+    out.print(f"[red]denied[/] {request.id}: {escape(request.tool)} {escape(request.args)}")
+
+
+def _status(value: str) -> ApprovalStatus:
+    try:
+        return ApprovalStatus(value)
+    except ValueError as exc:
+        known = ", ".join(s.value for s in ApprovalStatus)
+        raise InvalidInput(f"--status must be one of {known}, or all") from exc
 
 
 def _table(*headers: str) -> Table:

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from tether.approvals import ApprovalSettings
 from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
 from tether.credentials import add_grant
 from tether.errors import Conflict, InvalidInput, NotFound, PolicyError
@@ -277,7 +278,7 @@ class Control:
         )
 
 
-SETTINGS = ("working_hours",)
+SETTINGS = ("working_hours", "approvals")
 
 
 def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -285,6 +286,7 @@ def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise InvalidInput(f"unknown workspace settings {unknown}; known: {list(SETTINGS)}")
     WorkingHours.from_settings(settings)  # raises InvalidInput with what is wrong
+    ApprovalSettings.from_settings(settings)
     return dict(settings)
 
 

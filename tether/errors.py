@@ -65,3 +65,7 @@ class CredentialRefused(TetherError):
         super().__init__(message)
         self.error = error
         self.subject = subject  # the verified claims, when the refusal came after verifying
+
+
+class Forbidden(TetherError):
+    """The caller may not do this (an approver without the role, an agent approving itself)."""

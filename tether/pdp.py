@@ -1,6 +1,6 @@
 """The decision pipeline (DESIGN.md section 2), and the only place that orders its stages:
 
-    authenticate -> workspace gate -> task gate -> context -> policy -> record -> answer
+    authenticate -> workspace gate -> task gate -> context -> policy -> approval -> record -> answer
 
 Each stage is a small function that reads the `Call`, may add to it, and returns None to go on or
 a `Reason` to deny. The pipeline runs every stage under a guard: an exception, or missing data,
@@ -14,17 +14,19 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from tether.approvals import Approvals, ApprovalSettings, call_hash, canonical_json
 from tether.catalogue import ArgumentError, CompiledTool, decision_context
 from tether.credentials import AccessClaims, Credentials
 from tether.errors import CredentialRefused, TetherError
 from tether.model import (
     Agent,
     AgentStatus,
+    ApprovalStatus,
     Decision,
     DecisionRecord,
     Effect,
@@ -85,6 +87,8 @@ class Call:
     context: dict[str, Any] | None = None
     verdict: Verdict | None = None
     claims: AccessClaims | None = None
+    approval_id: str | None = None
+    decision_id: str = field(default_factory=lambda: new_id("dec_"))
 
 
 def authenticate(
@@ -263,14 +267,65 @@ def apply_policy(call: Call) -> Reason | None:
         return Reason(
             Stage.POLICY, f"no policies are active in workspace {call.view.workspace.name}"
         )
-    call.verdict = evaluate(
-        bundle,
+    call.verdict = _evaluate(call, call.context)
+    return None
+
+
+def _evaluate(call: Call, context: dict[str, Any]) -> Verdict:
+    assert call.view is not None and call.view.bundle is not None and call.agent is not None
+    return evaluate(
+        call.view.bundle,
         call.view.entities,
         workspace=call.view.workspace.name,
         agent=call.agent,
         tool=call.request.tool,
-        context=call.context,
+        context=context,
     )
+
+
+def seek_approval(call: Call, approvals: Approvals) -> Reason | None:
+    """Step-up: a call a policy wants a person to approve either spends, once, the approval an
+    approver gave for exactly this call (tool, canonical arguments, task), or joins the request
+    for it (opening one, which notifies the approvers, if none is pending)."""
+    verdict = call.verdict
+    if verdict is None or verdict.outcome.effect is not Effect.APPROVAL_REQUIRED:
+        return None
+    assert call.task is not None and call.view is not None and call.context is not None
+    assert call.args_json is not None and call.tool is not None
+    args = _decode(call.args_json)
+    digest = call_hash(call.task.id, call.request.tool, args)
+    granted = approvals.grant_for(call.task.id, digest)
+    if granted is not None:
+        approved = _evaluate(call, {**call.context, "approved": True})
+        if approved.outcome.effect is Effect.ALLOW:
+            if not approvals.use(granted, call.decision_id):
+                return Reason(
+                    Stage.APPROVAL, f"approval {granted.id} was already used, or has expired"
+                )
+            call.verdict, call.approval_id = approved, granted.id
+            return None
+    outcome = verdict.outcome
+    request = approvals.ask(
+        workspace=call.view.workspace.name,
+        task_id=call.task.id,
+        agent=call.task.task.agent,
+        user=call.task.task.user,
+        tool=call.request.tool,
+        effects=call.tool.spec.effects,
+        args=canonical_json(args),
+        call_hash=digest,
+        reasons=[r.text for r in outcome.reasons],
+        policies=outcome.determining,
+        approver_roles=outcome.approver_roles,
+        decision_id=call.decision_id,
+        settings=ApprovalSettings.from_settings(call.view.workspace.settings),
+    )
+    call.approval_id = request.id
+    if request.status is ApprovalStatus.DENIED:
+        said = f": {request.comment}" if request.comment else ""
+        return Reason(
+            Stage.APPROVAL, f"{request.decided_by} denied this call{said} (approval {request.id})"
+        )
     return None
 
 
@@ -301,6 +356,7 @@ def record(call: Call, store: Store, decision: Decision) -> None:
             policy_version=decision.policy_version,
             context=verdict.context_json.decode() if verdict is not None else None,
             shadow=_encode(verdict.shadow).decode() if verdict and verdict.shadow else None,
+            approval_id=decision.approval_id,
         ),
         first_use=(
             decision.effect is Effect.ALLOW
@@ -335,6 +391,7 @@ class PDP:
         views: Views,
         tasks: Mapping[str, TaskState],
         credentials: Credentials,
+        approvals: Approvals,
         *,
         proofs: ProofRule | None = None,
         clock: Callable[[], float] = time.time,
@@ -343,6 +400,7 @@ class PDP:
         self._views = views
         self._tasks = tasks
         self._credentials = credentials
+        self._approvals = approvals
         self._proofs = proofs or ProofRule()
         self._clock = clock
         self._activity = Activity(store.tools_used)
@@ -385,6 +443,7 @@ class PDP:
                 or stage(Stage.TASK, task_gate, call)
                 or stage(Stage.CONTEXT, build_context, call, self._activity)
                 or stage(Stage.POLICY, apply_policy, call)
+                or stage(Stage.APPROVAL, seek_approval, call, self._approvals)
             )
             return self._conclude(call, denial)
 
@@ -455,7 +514,7 @@ def _answer(call: Call, denial: Reason | None) -> Decision:
             outcome = call.verdict.outcome
             effect, reasons, roles = outcome.effect, outcome.reasons, outcome.approver_roles
     return Decision(
-        decision_id=new_id("dec_"),
+        decision_id=call.decision_id,
         effect=effect,
         reasons=reasons,
         policy_version=bundle.version if bundle is not None else None,
@@ -464,5 +523,6 @@ def _answer(call: Call, denial: Reason | None) -> Decision:
         agent=task.agent if task else claims.agent if claims else None,
         task_id=task.id if task else claims.task if claims else None,
         tool=call.request.tool,
+        approval_id=call.approval_id,
         approver_roles=roles,
     )

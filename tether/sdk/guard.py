@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import msgspec
 from joserfc.jwk import ECKey
 
+from tether.approvals import Approvals
 from tether.control import Control
 from tether.credentials import (
     ACCESS_TOKEN_TYPE,
@@ -39,6 +40,8 @@ from tether.errors import InvalidInput, NotFound, TetherError
 from tether.model import (
     Agent,
     AgentStatus,
+    ApprovalRequest,
+    ApprovalStatus,
     Decision,
     Effect,
     Grant,
@@ -109,7 +112,10 @@ class Guard:
         self.agent_keys = AgentKeys(store, clock)
         self._tasks: dict[str, TaskState] = {}
         self._handles: dict[str, TaskHandle] = {}
-        self._pdp = PDP(store, self._views, self._tasks, self.credentials, clock=clock)
+        self.approvals = Approvals(store, clock)
+        self._pdp = PDP(
+            store, self._views, self._tasks, self.credentials, self.approvals, clock=clock
+        )
 
     @classmethod
     def embedded(cls, home: str | Path = ".tether", *, db: str | None = None) -> Guard:
@@ -120,6 +126,7 @@ class Guard:
         for state in list(self._tasks.values()):
             self._end(state, TaskStatus.ENDED)
         self.agent_keys.close()
+        self.approvals.close()
         self.store.close()
 
     def __enter__(self) -> Guard:
@@ -163,6 +170,7 @@ class Guard:
         self._control.set_agent_status(workspace, name, AgentStatus.SUSPENDED)
         for task_id in self.credentials.revoke_agent(workspace, name):
             self._forget(task_id, TaskStatus.REVOKED)
+        self.approvals.cancel_agent(workspace, name, "the agent was suspended")
 
     def resume_agent(self, workspace: str, name: str) -> None:
         self._control.set_agent_status(workspace, name, AgentStatus.ACTIVE)
@@ -194,6 +202,13 @@ class Guard:
             expires_in=expires_in,
             now=self._clock(),
         )
+
+    def approve(self, approval_id: str, *, approver: str, comment: str = "") -> ApprovalRequest:
+        """`approver` (a user with a role the request asks for) says yes to that one call."""
+        return self.approvals.approve(approval_id, approver=approver, comment=comment)
+
+    def deny(self, approval_id: str, *, approver: str, comment: str = "") -> ApprovalRequest:
+        return self.approvals.deny(approval_id, approver=approver, comment=comment)
 
     def revoke_grant(self, grant_id: str) -> None:
         self.credentials.revoke_grant(grant_id)
@@ -503,6 +518,7 @@ class TaskHandle:
         self._exchange = msgspec.structs.replace(exchange, task_id=state.id, task_ttl=None)
         self._parent = parent
         self._renew_lock = threading.Lock()
+        self._asked: dict[str, tuple[str, Mapping[str, Any]]] = {}  # approval id -> the call
         self._tokens: list[contextvars.Token[TaskHandle | None]] = []
 
     @property
@@ -602,11 +618,32 @@ class TaskHandle:
     def state(self) -> TaskState:
         return self._state
 
-    def authorize(self, tool: str, args: Mapping[str, Any] | None = None) -> Decision:
-        """Decide one call of `tool` with `args` in this task."""
-        return self._guard.authorize(
-            self.id, tool, {} if args is None else args, token=self.token_or_none()
-        )
+    def authorize(
+        self, tool: str, args: Mapping[str, Any] | None = None, *, wait: float | None = None
+    ) -> Decision:
+        """Decide one call of `tool` with `args` in this task. With `wait`, a call that needs
+        approval blocks up to that many seconds for a person's answer, then is decided again:
+        allowed (spending the approval) if they said yes, denied if they said no."""
+        args = {} if args is None else args
+        decision = self._guard.authorize(self.id, tool, args, token=self.token_or_none())
+        if decision.effect is Effect.APPROVAL_REQUIRED and decision.approval_id is not None:
+            self._asked[decision.approval_id] = (tool, args)
+            if wait is not None:
+                return self.wait(decision, timeout=wait)
+        return decision
+
+    def wait(self, decision: Decision, *, timeout: float) -> Decision:
+        """Wait up to `timeout` seconds for the approval `decision` asked for, then decide the
+        call again. Still pending by then: the same `approval_required` decision."""
+        asked = self._asked.get(decision.approval_id or "")
+        if decision.effect is not Effect.APPROVAL_REQUIRED or asked is None:
+            raise InvalidInput(f"decision {decision.decision_id} is not waiting for approval here")
+        request = self._guard.approvals.wait(decision.approval_id or "", timeout)
+        if request.status is ApprovalStatus.PENDING:
+            return decision
+        del self._asked[request.id]
+        tool, args = asked
+        return self.authorize(tool, args)
 
     def report(self, decision: Decision, output: Any) -> None:
         """Tell the task what an allowed call returned (feeds its state: labels, provenance)."""

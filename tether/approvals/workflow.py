@@ -1,0 +1,274 @@
+"""The step-up workflow: requests bound to exact calls, people's decisions on them, and the
+single-use grant an approval becomes.
+
+A request's life: `pending` until a person with the asked-for role approves or denies it, it
+expires, or its agent is suspended (`cancelled`). An approval is a grant for that one call (tool,
+canonical arguments, task) until the request's expiry; the decision that spends it marks it
+`used`, so it authorizes exactly one call. Every step is an event in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from tether.approvals.settings import ApprovalSettings
+from tether.approvals.webhooks import Notifier
+from tether.errors import Conflict, Forbidden, NotFound
+from tether.model import ApprovalEvent, ApprovalRequest, ApprovalStatus, new_id
+from tether.store import Store
+
+log = logging.getLogger("tether.approvals")
+
+SYSTEM = "tether"  # the actor of events no person caused (expiry, use)
+OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
+
+
+class Approvals:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self._notifier: Notifier | None = None
+        self._notifier_lock = threading.Lock()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Give pending webhook deliveries up to `timeout` seconds."""
+        if self._notifier is not None:
+            self._notifier.close(timeout)
+
+    # -- the decision point's side -------------------------------------------------------------
+
+    def grant_for(self, task_id: str, call_hash: str) -> ApprovalRequest | None:
+        """The approval given for exactly this call in this task, if it is still unspent."""
+        request = self._store.approvals.for_call(task_id, call_hash)
+        if request is None:
+            return None
+        request = self._expire_if_due(request)
+        return request if request.status is ApprovalStatus.APPROVED else None
+
+    def use(self, request: ApprovalRequest, decision_id: str) -> bool:
+        """Spend the grant on one decision; False if it was spent (or expired) meanwhile."""
+        now = self._clock()
+        if now >= request.expires_at:
+            self._expire_if_due(request)
+            return False
+        return self._store.approvals.transition(
+            request.id,
+            from_statuses=(ApprovalStatus.APPROVED,),
+            event=self._event(request, "used", request.agent, decision_id),
+            status=ApprovalStatus.USED,
+            used_by=decision_id,
+        )
+
+    def ask(
+        self,
+        *,
+        workspace: str,
+        task_id: str,
+        agent: str,
+        user: str,
+        tool: str,
+        effects: Iterable[str],
+        args: str,
+        call_hash: str,
+        reasons: Iterable[str],
+        policies: Iterable[str],
+        approver_roles: Iterable[str],
+        decision_id: str,
+        settings: ApprovalSettings,
+    ) -> ApprovalRequest:
+        """The request for this call: the one already pending, the denial still standing, or
+        a new one (whose approvers are then notified)."""
+        latest = self._store.approvals.for_call(task_id, call_hash)
+        if latest is not None:
+            latest = self._expire_if_due(latest)
+            if latest.status is ApprovalStatus.PENDING:
+                return latest
+            if latest.status is ApprovalStatus.DENIED and self._clock() < latest.expires_at:
+                return latest
+        now = self._clock()
+        request = ApprovalRequest(
+            id=new_id("apr_"),
+            workspace=workspace,
+            task_id=task_id,
+            agent=agent,
+            user=user,
+            tool=tool,
+            effects=tuple(sorted(set(effects))),
+            args=args,
+            call_hash=call_hash,
+            reasons=tuple(reasons),
+            policies=tuple(policies),
+            approver_roles=tuple(approver_roles),
+            decision_id=decision_id,
+            status=ApprovalStatus.PENDING,
+            created_at=now,
+            expires_at=now + settings.ttl,
+        )
+        self._store.approvals.add(request, self._event(request, "requested", agent, decision_id))
+        self._notify(request, settings)
+        return request
+
+    # -- the people's side ---------------------------------------------------------------------
+
+    def approve(self, approval_id: str, *, approver: str, comment: str = "") -> ApprovalRequest:
+        return self._decide(approval_id, approver, comment, ApprovalStatus.APPROVED)
+
+    def deny(self, approval_id: str, *, approver: str, comment: str = "") -> ApprovalRequest:
+        return self._decide(approval_id, approver, comment, ApprovalStatus.DENIED)
+
+    def get(self, approval_id: str) -> ApprovalRequest:
+        request = self._store.approvals.get(approval_id)
+        if request is None:
+            raise NotFound(f"no approval request {approval_id!r}")
+        return self._expire_if_due(request)
+
+    def pending(self, workspace: str | None = None) -> list[ApprovalRequest]:
+        """The requests waiting for a person (expiring the ones whose time has passed)."""
+        found = self._store.approvals.find(workspace=workspace, statuses=OPEN, limit=1000)
+        return [r for r in map(self._expire_if_due, found) if r.status is ApprovalStatus.PENDING]
+
+    def cancel_agent(self, workspace: str, agent: str, why: str) -> list[str]:
+        """Cancel every open request (and unspent grant) of a suspended agent."""
+        cancelled = []
+        for request in self._store.approvals.find(
+            workspace=workspace, statuses=OPEN, agent=agent, limit=10_000
+        ):
+            if self._store.approvals.transition(
+                request.id,
+                from_statuses=OPEN,
+                event=self._event(request, "cancelled", SYSTEM, why),
+                status=ApprovalStatus.CANCELLED,
+            ):
+                cancelled.append(request.id)
+        return cancelled
+
+    def wait(self, approval_id: str, timeout: float, poll: float = 0.1) -> ApprovalRequest:
+        """Block until the request is decided (or expires, or is cancelled), at most `timeout`
+        seconds; returns it as it then is."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            request = self.get(approval_id)
+            if request.status is not ApprovalStatus.PENDING or time.monotonic() >= deadline:
+                return request
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            poll = min(poll * 1.5, 1.0)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _decide(
+        self, approval_id: str, approver: str, comment: str, outcome: ApprovalStatus
+    ) -> ApprovalRequest:
+        request = self.get(approval_id)
+        if request.status is not ApprovalStatus.PENDING:
+            raise Conflict(f"approval {approval_id} is {request.status.value}, not pending")
+        self._check_approver(request, approver, outcome)
+        event = self._event(request, outcome.value, approver, comment)
+        if not self._store.approvals.transition(
+            approval_id,
+            from_statuses=(ApprovalStatus.PENDING,),
+            event=event,
+            status=outcome,
+            decided_by=approver,
+            decided_at=event.at,
+            comment=comment or None,
+        ):
+            now = self.get(approval_id).status.value
+            raise Conflict(f"approval {approval_id} was {now} meanwhile; nothing changed")
+        return self.get(approval_id)
+
+    def _check_approver(
+        self, request: ApprovalRequest, approver: str, outcome: ApprovalStatus
+    ) -> None:
+        """Only a person of the workspace with an asked-for role decides; never an agent; and
+        not the user the agent acts for, on effects the workspace keeps from self-approval."""
+        if self._store.agent(request.workspace, approver) is not None or approver == request.agent:
+            raise Forbidden(f"{approver} is an agent: agents can never decide approvals")
+        user = next((u for u in self._store.users(request.workspace) if u.name == approver), None)
+        if user is None:
+            raise Forbidden(f"{approver} is not a user of workspace {request.workspace}")
+        if not set(user.roles) & set(request.approver_roles):
+            needed = " or ".join(request.approver_roles) or "an approver role"
+            raise Forbidden(f"deciding this request takes the role {needed}; {approver} has not")
+        if outcome is ApprovalStatus.APPROVED and approver == request.user:
+            workspace = self._store.workspace(request.workspace)
+            settings = ApprovalSettings.from_settings(workspace.settings if workspace else {})
+            kept = sorted(set(request.effects) & set(settings.self_approval_forbidden))
+            if kept:
+                raise Forbidden(
+                    f"{approver} is the user {request.agent} acts for and cannot approve its "
+                    f"{', '.join(kept)} call (settings.approvals.self_approval_forbidden)"
+                )
+
+    def _expire_if_due(self, request: ApprovalRequest) -> ApprovalRequest:
+        if request.status not in OPEN or self._clock() < request.expires_at:
+            return request
+        self._store.approvals.transition(
+            request.id,
+            from_statuses=OPEN,
+            event=self._event(request, "expired", SYSTEM, ""),
+            status=ApprovalStatus.EXPIRED,
+        )
+        return self._store.approvals.get(request.id) or request
+
+    def _event(
+        self, request: ApprovalRequest, event: str, actor: str, detail: str
+    ) -> ApprovalEvent:
+        return ApprovalEvent(
+            approval_id=request.id,
+            workspace=request.workspace,
+            event=event,
+            actor=actor,
+            at=self._clock(),
+            detail=detail,
+        )
+
+    def _notify(self, request: ApprovalRequest, settings: ApprovalSettings) -> None:
+        if not settings.webhooks:
+            return
+        body = json.dumps(notification(request), sort_keys=True).encode()
+        for hook in settings.webhooks:
+            secret = os.environ.get(hook.secret_env)
+            if not secret:
+                detail = f"{hook.url}: the secret variable {hook.secret_env} is not set"
+                self._record(request.id, "notify_failed", detail)
+                continue
+            self._deliveries().send(hook.url, secret.encode(), body, request.id)
+
+    def _deliveries(self) -> Notifier:
+        with self._notifier_lock:
+            if self._notifier is None:
+                self._notifier = Notifier(self._record)
+            return self._notifier
+
+    def _record(self, approval_id: str, event: str, detail: str) -> None:
+        request = self._store.approvals.get(approval_id)
+        if request is not None:
+            self._store.approvals.add_event(self._event(request, event, SYSTEM, detail))
+
+
+def notification(request: ApprovalRequest) -> dict[str, object]:
+    """The webhook body: what an approver needs to decide, and how to answer."""
+    return {
+        "type": "approval.requested",
+        "approval": {
+            "id": request.id,
+            "workspace": request.workspace,
+            "task": request.task_id,
+            "agent": request.agent,
+            "user": request.user,
+            "tool": request.tool,
+            "effects": list(request.effects),
+            "args": json.loads(request.args),
+            "reasons": list(request.reasons),
+            "policies": list(request.policies),
+            "approver_roles": list(request.approver_roles),
+            "expires_at": request.expires_at,
+        },
+        "approve": f"tether approvals approve {request.id} --as <you>",
+        "deny": f"tether approvals deny {request.id} --as <you>",
+    }
