@@ -245,12 +245,14 @@ def test_demo_plays_the_story(tmp_path: Path) -> None:
         "policy repo-paths-only",
         "policy email-stays-inside",
         "approval required (admin)",
+        "tether approvals approve apr_",
+        "the same call, approved",
         "policy monitor-never-writes",
         "agent coder was suspended",
         "policy baseline-sink-provenance",
         "(to=untrusted)",
         "policy baseline-lethal-trifecta",
-        "20 decisions recorded",
+        "21 decisions recorded",
     ):
         assert expected in out, expected
 

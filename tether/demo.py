@@ -48,6 +48,7 @@ class Call:
     args: dict[str, Any]
     output: Any = None  # what the tool returns when allowed: reported to the task
     note: str = ""
+    approver: str | None = None  # who says yes if it needs approval (then it is called again)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ ACTS = (
             Call("run_tests", {"target": "tests/test_parser.py"}),
             Call("send_email", {"to": "bob@acme.com", "subject": "Parser fixed"}),
             Call("send_email", {"to": "eve@acme.com.evil.io", "subject": "Parser fixed"}),
-            Call("delete_branch", {"branch": "fix/old-parser"}),
+            Call("delete_branch", {"branch": "fix/old-parser"}, approver="bob"),
             Call("read_secret", {"name": "prod-database"}),
         ),
         "the coder works in the repository; policies stop the rest",
@@ -144,25 +145,7 @@ def run_demo(home: Path | None, console: Console) -> None:
         table.add_column("why")
         count = 0
         for act in ACTS:
-            table.add_section()
-            request = f"[italic]{escape(act.request)}[/]"
-            table.add_row("", f"[bold]{act.agent}[/]", request, "", f"[dim]{act.note}[/]")
-            with guard.task(
-                workspace=workspace,
-                agent=act.agent,
-                user="alice",
-                request=act.request,
-                tools=act.tools,
-            ) as task:
-                for call in act.calls:
-                    count += 1
-                    decision = task.authorize(call.tool, call.args)
-                    shown = _call(call.tool, call.args)
-                    if call.note:
-                        shown += f"\n[dim]{escape(call.note)}[/]"
-                    table.add_row(str(count), act.agent, shown, *_shown(decision))
-                    if decision.allowed and call.output is not None:
-                        task.report(decision, call.output)
+            count = _play(guard, workspace, act, table, count)
 
         table.add_section()
         table.add_row("", "[bold]coder[/]", "[italic]the owner pulls the kill switch[/]", "", "")
@@ -197,6 +180,34 @@ def run_demo(home: Path | None, console: Console) -> None:
         f"  {tether} --home {home} check acme planner read_file --user alice --args '{example}'"
     )
     console.print(f"  {tether} policy test {workspace_dir / 'policies'}")
+
+
+def _play(guard: Guard, workspace: str, act: Act, table: Table, count: int) -> int:
+    """One act: its agent's task, each call's decision as a row; returns the calls counted."""
+    table.add_section()
+    request = f"[italic]{escape(act.request)}[/]"
+    table.add_row("", f"[bold]{act.agent}[/]", request, "", f"[dim]{act.note}[/]")
+    with guard.task(
+        workspace=workspace, agent=act.agent, user="alice", request=act.request, tools=act.tools
+    ) as task:
+        for call in act.calls:
+            count += 1
+            decision = task.authorize(call.tool, call.args)
+            shown = _call(call.tool, call.args)
+            if call.note:
+                shown += f"\n[dim]{escape(call.note)}[/]"
+            table.add_row(str(count), act.agent, shown, *_shown(decision))
+            if decision.approval_id and call.approver:
+                guard.approve(decision.approval_id, approver=call.approver)
+                said = f"tether approvals approve {decision.approval_id[:12]}… --as {call.approver}"
+                table.add_row("", call.approver, f"[italic]{said}[/]", "", "")
+                count += 1
+                decision = task.authorize(call.tool, call.args)
+                again = _call(call.tool, call.args) + "\n[dim]the same call, approved[/]"
+                table.add_row(str(count), act.agent, again, *_shown(decision))
+            if decision.allowed and call.output is not None:
+                task.report(decision, call.output)
+    return count
 
 
 def _call(tool: str, args: dict[str, Any]) -> str:
