@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from test_cli import run_cli
 
+from tether import Guard
 from tether.model import ApprovalStatus
 from tether.store import Store
 
@@ -92,3 +93,17 @@ def test_an_agent_waits_for_a_person_in_another_process(
     assert "requested by coder" in history and f"{past} by bob: keep it" in history
     if answer == "approve":
         assert "used by coder" in history
+
+
+def test_the_list_shows_what_the_agent_wrote_as_text(home: Path) -> None:
+    with (
+        Guard.embedded(home=home) as guard,
+        guard.task(
+            workspace="acme", agent="coder", user="alice", request="", tools=["delete_branch"]
+        ) as task,
+    ):
+        # Rich markup, and a Cyrillic "а" posing as a Latin one: shown as text and \u escapes.
+        task.authorize("delete_branch", {"branch": "[/x][conceal]evil[/conceal]mаin"})
+        listed = run_cli(home, "approvals", "list", "acme")
+    assert listed.returncode == 0, listed.stderr
+    assert "[conceal]evil[/conceal]m\\u0430in" in listed.stdout.replace("\n", "")

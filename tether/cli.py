@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tether.approvals.workflow import shown_args
 from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
 from tether.credentials import (
     ACCESS_TOKEN_TYPE,
@@ -193,11 +194,7 @@ def check(
             policy = f" [dim]({reason.policy})[/]" if reason.policy else ""
             out.print(f"  {reason.stage.value}: {reason.text}{policy}")
         out.print(f"  [dim]decision {decision.decision_id}, policy {decision.policy_version}[/]")
-        if decision.approval_id and decision.effect is Effect.APPROVAL_REQUIRED:
-            out.print(
-                f"  approval {decision.approval_id}: "
-                f"tether approvals approve {decision.approval_id} --as <you>"
-            )
+
     raise typer.Exit(EXIT_BY_EFFECT[decision.effect])
 
 
@@ -757,11 +754,9 @@ def approvals_list(
         return
     table = _table("approval", "status", "agent", "for", "call", "asks", "expires")
     for r in requests:
-        call = f"{r.tool} {r.args}"
-        table.add_row(
-            r.id, r.status.value, r.agent, r.user, call, " or ".join(r.approver_roles),
-            _when(r.expires_at),
-        )  # fmt: skip
+        call = f"{r.tool} {shown_args(r.args)}"
+        cells = (r.id, r.status.value, r.agent, r.user, call, " and ".join(r.approver_roles))
+        table.add_row(*(escape(c) for c in cells), _when(r.expires_at))
     out.print(table)
 
 
@@ -772,14 +767,15 @@ def approvals_show(approval_id: str) -> None:
         request = guard.approvals.get(approval_id)
         events = guard.store.approvals.events(approval_id)
     out.print(f"[bold]{request.id}[/] {request.status.value}")
-    out.print(f"  {request.agent} for {request.user}, task {request.task_id}, {request.workspace}")
-    out.print(f"  call: {escape(request.tool)} {escape(request.args)}")
+    who = f"{request.agent} for {request.user}, task {request.task_id}, {request.workspace}"
+    out.print(f"  {escape(who)}")
+    out.print(f"  call: {escape(request.tool)} {escape(shown_args(request.args))}")
     out.print(f"  why: {escape('; '.join(request.reasons))} ({', '.join(request.policies)})")
-    out.print(f"  approver role: {' or '.join(request.approver_roles)}")
+    out.print(f"  approver needs: {escape(' and '.join(request.approver_roles))}")
     out.print(f"  expires: {_when(request.expires_at)}")
     for e in events:
         detail = f": {escape(e.detail)}" if e.detail else ""
-        out.print(f"  {_when(e.at)} {e.event} by {e.actor}{detail}")
+        out.print(f"  {_when(e.at)} {e.event} by {escape(e.actor)}{detail}")
 
 
 @approvals_app.command("approve")
@@ -791,7 +787,8 @@ def approvals_approve(
     """Approve exactly that call, once, before the request expires."""
     with _guard() as guard:
         request = guard.approve(approval_id, approver=approver, comment=comment)
-    out.print(f"[green]approved[/] {request.id}: {escape(request.tool)} {escape(request.args)}")
+    call = f"{request.tool} {shown_args(request.args)}"
+    out.print(f"[green]approved[/] {request.id}: {escape(call)}")
 
 
 @approvals_app.command("deny")
@@ -802,7 +799,8 @@ def approvals_deny(
 ) -> None:
     with _guard() as guard:
         request = guard.deny(approval_id, approver=approver, comment=comment)
-    out.print(f"[red]denied[/] {request.id}: {escape(request.tool)} {escape(request.args)}")
+    call = f"{request.tool} {shown_args(request.args)}"
+    out.print(f"[red]denied[/] {request.id}: {escape(call)}")
 
 
 def _status(value: str) -> ApprovalStatus:

@@ -294,8 +294,14 @@ def seek_approval(call: Call, approvals: Approvals) -> Reason | None:
     assert call.args_json is not None and call.tool is not None
     args = _decode(call.args_json)
     digest = call_hash(call.task.id, call.request.tool, args)
+    outcome = verdict.outcome
     granted = approvals.grant_for(call.task.id, digest)
-    if granted is not None:
+    # An approval covers the policies (and roles) that asked for it then; if others ask now,
+    # it is not theirs to lift: a new request goes to whom they name.
+    if granted is not None and (
+        set(outcome.determining) <= set(granted.policies)
+        and set(outcome.approver_roles) <= set(granted.approver_roles)
+    ):
         approved = _evaluate(call, {**call.context, "approved": True})
         if approved.outcome.effect is Effect.ALLOW:
             if not approvals.use(granted, call.decision_id):
@@ -304,7 +310,6 @@ def seek_approval(call: Call, approvals: Approvals) -> Reason | None:
                 )
             call.verdict, call.approval_id = approved, granted.id
             return None
-    outcome = verdict.outcome
     request = approvals.ask(
         workspace=call.view.workspace.name,
         task_id=call.task.id,

@@ -6,9 +6,10 @@ Each notification is a JSON POST with two headers:
     X-Tether-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>." + body)>
 
 The receiver recomputes the HMAC over the raw body with the shared secret, compares in constant
-time, and refuses timestamps older than five minutes (`verify` does all three), so a captured
-notification cannot be replayed later or altered. Delivery runs on a background thread and is
-retried with exponential backoff; each success or final failure is recorded as an event.
+time, and refuses timestamps more than five minutes away (`verify` does all three), so a captured
+notification cannot be altered, nor replayed once those minutes have passed; within them, a
+receiver that must act once de-duplicates on the approval id. Delivery runs on a background
+thread and is retried with exponential backoff; each success or final failure is an event.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import hashlib
 import heapq
 import hmac
 import logging
+import re
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 log = logging.getLogger("tether.approvals")
 
@@ -31,6 +34,7 @@ SIGNATURE_HEADER = "X-Tether-Signature"
 TOLERANCE = 300.0
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds before each retry: six attempts in all
 TIMEOUT = 5.0
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -48,13 +52,14 @@ def verify(
     tolerance: float = TOLERANCE,
 ) -> bool:
     """True if `signature` is ours over exactly `body` at `timestamp`, and it is recent."""
-    try:
-        sent = int(timestamp)
-    except (TypeError, ValueError):
+    if not isinstance(timestamp, str) or not _TIMESTAMP.fullmatch(timestamp):
         return False
+    if not isinstance(signature, str) or not signature.isascii():
+        return False
+    sent = int(timestamp)
     if abs((time.time() if now is None else now) - sent) > tolerance:
         return False
-    return hmac.compare_digest(sign(secret, sent, body), signature)
+    return hmac.compare_digest(sign(secret, sent, body).encode(), signature.encode())
 
 
 @dataclass(order=True)
@@ -115,6 +120,8 @@ class Notifier:
                 self._busy += 1
             try:
                 self._deliver(delivery)
+            except Exception:  # one bad delivery must not end the others
+                log.exception("webhook delivery to %s failed", redacted(delivery.url))
             finally:
                 with self._wake:
                     self._busy -= 1
@@ -135,12 +142,12 @@ class Notifier:
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
                 status = response.status
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            status, error = 0, str(exc)
+        except Exception as exc:  # any way an endpoint can fail is one failed attempt
+            status, error = 0, f"{type(exc).__name__}: {exc}"
         else:
             error = f"HTTP {status}"
         if 200 <= status < 300:
-            self._outcome(delivery.approval_id, "notified", delivery.url)
+            self._outcome(delivery.approval_id, "notified", redacted(delivery.url))
             return
         if delivery.attempt < len(self._backoff):
             retry = _Delivery(
@@ -157,7 +164,7 @@ class Notifier:
         self._outcome(
             delivery.approval_id,
             "notify_failed",
-            f"{delivery.url}: {error} after {delivery.attempt + 1} attempts",
+            f"{redacted(delivery.url)}: {error} after {delivery.attempt + 1} attempts",
         )
 
     def _outcome(self, approval_id: str, event: str, detail: str) -> None:
@@ -165,3 +172,10 @@ class Notifier:
             self._on_outcome(approval_id, event, detail)
         except Exception:  # recording the outcome must not stop later deliveries
             log.exception("could not record webhook outcome for %s", approval_id)
+
+
+def redacted(url: str) -> str:
+    """The URL as events and logs show it: scheme and host only (chat webhooks often carry
+    their secret in the path)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…"

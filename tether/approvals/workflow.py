@@ -26,6 +26,7 @@ log = logging.getLogger("tether.approvals")
 
 SYSTEM = "tether"  # the actor of events no person caused (expiry, use)
 OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
+MAX_PENDING_PER_TASK = 20  # an agent cannot bury the real request under its own
 
 
 class Approvals:
@@ -90,6 +91,16 @@ class Approvals:
                 return latest
             if latest.status is ApprovalStatus.DENIED and self._clock() < latest.expires_at:
                 return latest
+        waiting = [
+            r
+            for r in self._store.approvals.open_of_tasks([task_id])
+            if r.status is ApprovalStatus.PENDING
+        ]
+        if len(waiting) >= MAX_PENDING_PER_TASK:
+            raise Forbidden(
+                f"task {task_id} already has {len(waiting)} requests waiting for a person; "
+                "no more until some are answered or expire"
+            )
         now = self._clock()
         request = ApprovalRequest(
             id=new_id("apr_"),
@@ -132,12 +143,11 @@ class Approvals:
         found = self._store.approvals.find(workspace=workspace, statuses=OPEN, limit=1000)
         return [r for r in map(self._expire_if_due, found) if r.status is ApprovalStatus.PENDING]
 
-    def cancel_agent(self, workspace: str, agent: str, why: str) -> list[str]:
-        """Cancel every open request (and unspent grant) of a suspended agent."""
+    def cancel_tasks(self, task_ids: Iterable[str], why: str) -> list[str]:
+        """Cancel every open request (and unspent grant) of these tasks: a task that ended, was
+        revoked, or whose agent was suspended can spend nothing."""
         cancelled = []
-        for request in self._store.approvals.find(
-            workspace=workspace, statuses=OPEN, agent=agent, limit=10_000
-        ):
+        for request in self._store.approvals.open_of_tasks(list(task_ids)):
             if self._store.approvals.transition(
                 request.id,
                 from_statuses=OPEN,
@@ -184,16 +194,21 @@ class Approvals:
     def _check_approver(
         self, request: ApprovalRequest, approver: str, outcome: ApprovalStatus
     ) -> None:
-        """Only a person of the workspace with an asked-for role decides; never an agent; and
-        not the user the agent acts for, on effects the workspace keeps from self-approval."""
+        """Only a person of the workspace holding every role the request asks for decides (each
+        policy that asked named one, and one approval lifts them all); never an agent; and not
+        the user the agent acts for, on effects the workspace keeps from self-approval."""
         if self._store.agent(request.workspace, approver) is not None or approver == request.agent:
             raise Forbidden(f"{approver} is an agent: agents can never decide approvals")
         user = next((u for u in self._store.users(request.workspace) if u.name == approver), None)
         if user is None:
             raise Forbidden(f"{approver} is not a user of workspace {request.workspace}")
-        if not set(user.roles) & set(request.approver_roles):
-            needed = " or ".join(request.approver_roles) or "an approver role"
-            raise Forbidden(f"deciding this request takes the role {needed}; {approver} has not")
+        missing = sorted(set(request.approver_roles) - set(user.roles))
+        if missing or not request.approver_roles:
+            needed = " and ".join(request.approver_roles) or "an approver role"
+            raise Forbidden(
+                f"deciding this request takes the role {needed} (every policy that asked names "
+                f"one); {approver} lacks {', '.join(missing) or 'it'}"
+            )
         if outcome is ApprovalStatus.APPROVED and approver == request.user:
             workspace = self._store.workspace(request.workspace)
             settings = ApprovalSettings.from_settings(workspace.settings if workspace else {})
@@ -269,6 +284,14 @@ def notification(request: ApprovalRequest) -> dict[str, object]:
             "approver_roles": list(request.approver_roles),
             "expires_at": request.expires_at,
         },
+        # The call as ASCII (non-ASCII as \\u escapes), so look-alike characters show.
+        "call": f"{request.tool} {shown_args(request.args)}",
         "approve": f"tether approvals approve {request.id} --as <you>",
         "deny": f"tether approvals deny {request.id} --as <you>",
     }
+
+
+def shown_args(args: str) -> str:
+    """Canonical arguments for a person to read: ASCII only, so that a Cyrillic "а" or a
+    right-to-left mark cannot pass for what it imitates."""
+    return json.dumps(json.loads(args), ensure_ascii=True, sort_keys=True)

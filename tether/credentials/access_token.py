@@ -43,6 +43,7 @@ class AccessClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tasks: tuple[str, ...] = ()
     parent_jti: str | None = None
     cnf: dict[str, str] | None = None
+    decision: str | None = None  # a downstream token's one allowed decision
 
     @property
     def tools(self) -> frozenset[str]:

@@ -346,6 +346,12 @@ class Credentials:
                 f"{decision_id} is not a recent allowed call of task {parent.task}",
                 "invalid_grant",
             )
+        once = hashlib.sha256(f"downstream:{decision.id}".encode()).hexdigest()
+        if not self.store.credentials.remember_once(once, now + DOWNSTREAM_TTL * 2, now):
+            raise CredentialRefused(
+                f"a downstream token was already issued for {decision.id}: one call, one token",
+                "invalid_grant",
+            )
         tool = decision.tool
         if tool not in parent.tools:
             raise CredentialRefused(
@@ -369,6 +375,7 @@ class Credentials:
             task=parent.task,
             grant=parent.grant,
             use=DOWNSTREAM_USE,
+            decision=decision.id,
             depth=parent.depth,
             chain=(*parent.chain, parent.jti),
             tasks=parent.tasks,

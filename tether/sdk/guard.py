@@ -170,7 +170,8 @@ class Guard:
         self._control.set_agent_status(workspace, name, AgentStatus.SUSPENDED)
         for task_id in self.credentials.revoke_agent(workspace, name):
             self._forget(task_id, TaskStatus.REVOKED)
-        self.approvals.cancel_agent(workspace, name, "the agent was suspended")
+            tree = self.store.credentials.task_tree(task_id)  # what it delegated ends too
+            self.approvals.cancel_tasks(tree, f"agent {name} was suspended")
 
     def resume_agent(self, workspace: str, name: str) -> None:
         self._control.set_agent_status(workspace, name, AgentStatus.ACTIVE)
@@ -215,8 +216,10 @@ class Guard:
 
     def revoke_task(self, task_id: str) -> None:
         """Revoke a task and every task delegated from it, in every process on this store."""
-        for revoked in self.credentials.revoke_task(task_id):
+        tree = self.credentials.revoke_task(task_id)
+        for revoked in tree:
             self._forget(revoked, TaskStatus.REVOKED)
+        self.approvals.cancel_tasks(tree, "the task was revoked")
 
     def register_tool(
         self,
@@ -465,10 +468,12 @@ class Guard:
         everywhere: a task that has ended can do nothing more, in any process."""
         if state.status is TaskStatus.OPEN:
             state.status = status
+            tree = [state.id]
             if status is TaskStatus.EXPIRED:
                 self.store.finish_task(state.id, status, self._clock())
             else:
-                self.credentials.revoke_task(state.id, status=status)
+                tree = self.credentials.revoke_task(state.id, status=status)
+            self.approvals.cancel_tasks(tree, f"the task {status.value}")
         self._forget(state.id, status)
 
     def _forget(self, task_id: str, status: TaskStatus) -> None:

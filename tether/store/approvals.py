@@ -57,7 +57,7 @@ class ApprovalRecords:
         workspace: str | None = None,
         statuses: Iterable[ApprovalStatus] = (),
         agent: str | None = None,
-        limit: int = 100,
+        limit: int | None = 100,
     ) -> list[ApprovalRequest]:
         """Newest first."""
         query = sa.select(t.approvals)
@@ -68,7 +68,20 @@ class ApprovalRecords:
             query = query.where(t.approvals.c.status.in_(wanted))
         if agent is not None:
             query = query.where(t.approvals.c.agent == agent)
-        query = query.order_by(t.approvals.c.created_at.desc()).limit(limit)
+        query = query.order_by(t.approvals.c.created_at.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as db:
+            return [_row(ApprovalRequest, r) for r in db.execute(query)]
+
+    def open_of_tasks(self, task_ids: list[str]) -> list[ApprovalRequest]:
+        """The pending and approved (unspent) requests of these tasks."""
+        if not task_ids:
+            return []
+        query = sa.select(t.approvals).where(
+            t.approvals.c.task_id.in_(task_ids),
+            t.approvals.c.status.in_([ApprovalStatus.PENDING.value, ApprovalStatus.APPROVED.value]),
+        )
         with self.engine.connect() as db:
             return [_row(ApprovalRequest, r) for r in db.execute(query)]
 
