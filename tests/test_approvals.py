@@ -132,6 +132,9 @@ def test_an_expired_request_cannot_be_approved_nor_its_grant_used(
         late = t.authorize("delete_branch", {"branch": "new"})
         assert late.effect is Effect.APPROVAL_REQUIRED and late.approval_id != granted.approval_id
     assert guard.approvals.get(granted.approval_id or "").status is ApprovalStatus.EXPIRED
+    for request in (asked.approval_id, granted.approval_id):
+        events = [e.event for e in guard.store.approvals.events(request or "")]
+        assert events[-1] == "expired" and events.count("expired") == 1
 
 
 def test_who_may_decide(guard: Guard) -> None:
