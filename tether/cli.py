@@ -785,10 +785,7 @@ def approvals_approve(
     comment: Annotated[str, typer.Option(help="Why, for the record.")] = "",
 ) -> None:
     """Approve exactly that call, once, before the request expires."""
-    with _guard() as guard:
-        request = guard.approve(approval_id, approver=approver, comment=comment)
-    call = f"{request.tool} {shown_args(request.args)}"
-    out.print(f"[green]approved[/] {request.id}: {escape(call)}")
+    _answer(approval_id, approver, comment, approve=True)
 
 
 @approvals_app.command("deny")
@@ -797,10 +794,15 @@ def approvals_deny(
     approver: Annotated[str, typer.Option("--as", help="The user denying.")],
     comment: Annotated[str, typer.Option(help="Why, for the record (the agent sees it).")] = "",
 ) -> None:
+    _answer(approval_id, approver, comment, approve=False)
+
+
+def _answer(approval_id: str, approver: str, comment: str, *, approve: bool) -> None:
     with _guard() as guard:
-        request = guard.deny(approval_id, approver=approver, comment=comment)
-    call = f"{request.tool} {shown_args(request.args)}"
-    out.print(f"[red]denied[/] {request.id}: {escape(call)}")
+        decide = guard.approve if approve else guard.deny
+        request = decide(approval_id, approver=approver, comment=comment)
+    said = "[green]approved[/]" if approve else "[red]denied[/]"
+    out.print(f"{said} {request.id}: {escape(f'{request.tool} {shown_args(request.args)}')}")
 
 
 def _status(value: str) -> ApprovalStatus:

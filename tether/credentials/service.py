@@ -192,7 +192,8 @@ class Credentials:
         """A task token for the actor, on the subject's authority; see token_exchange.py.
 
         `dpop_jkt`: the thumbprint of the key that signed this request's DPoP proof (checked by
-        the caller, which knows the request's method and URL); the token is bound to it."""
+        the caller, which knows the request's method and URL). The token is bound to the actor's
+        key: an assertion's, which the proof must then match, or for a JWT-SVID the proof's."""
         now = self._clock()
         settings = self.settings
         if request.grant_type != GRANT_TYPE:
@@ -260,8 +261,6 @@ class Credentials:
             grant=grant.id,
             parent=parent.task if parent is not None else None,
         )
-        if renewing is None:
-            self.store.insert_task(task)
         act = {"sub": agent.spiffe_id, **({"act": parent.act} if parent is not None else {})}
         claims = AccessClaims(
             iss=settings.issuer,
@@ -284,7 +283,16 @@ class Credentials:
             parent_jti=parent.jti if parent is not None else None,
             cnf={"jkt": actor.jkt},
         )
+        self._refuse_if_revoked(claims, now)  # before the task is stored: nothing half-made
+        if renewing is None:
+            self.store.insert_task(task)
         return self._issue(claims, task, now, token_type="DPoP")
+
+    def _refuse_if_revoked(self, claims: AccessClaims, now: float) -> None:
+        """No token is issued dead on arrival (its agent suspended this very moment, say)."""
+        why = self.revocations.check(claims, now)
+        if why is not None:
+            raise CredentialRefused(f"the token would be revoked: {why}", "invalid_grant")
 
     def _subject_workspace(self, request: ExchangeRequest, now: float) -> str:
         """The subject's workspace, for checking a JWT-SVID, before the actor is proven: a
@@ -384,11 +392,8 @@ class Credentials:
         return self._issue(claims, task, now, token_type="Bearer")
 
     def _issue(self, claims: AccessClaims, task: Task, now: float, *, token_type: str) -> Issued:
-        """Record and sign a token, unless a revocation already covers it (an agent suspended
-        this very millisecond): no token is issued dead on arrival."""
-        why = self.revocations.check(claims, now)
-        if why is not None:
-            raise CredentialRefused(f"the token would be revoked: {why}", "invalid_grant")
+        """Record and sign a token."""
+        self._refuse_if_revoked(claims, now)
         self.store.credentials.add_token(
             TokenRecord(
                 jti=claims.jti,
