@@ -883,8 +883,9 @@ def test_a_thiefs_unproven_calls_are_not_counted_against_the_task(guard: Guard) 
         guard.store,
         guard._views,
         guard._tasks,
-        guard.credentials,
-        guard.approvals,
+        credentials=guard.credentials,
+        approvals=guard.approvals,
+        log=guard.audit,
         proofs=ProofRule(htu=HTU, required=True),
     )
     with guard.task(

@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tether.approvals.workflow import shown_args
+from tether.audit import verify, write_checkpoint
 from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
 from tether.credentials import (
     ACCESS_TOKEN_TYPE,
@@ -86,6 +87,8 @@ approvals_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(approvals_app, name="approvals")
+audit_app = typer.Typer(help="The decision log: verify its hash chains.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 out = Console(soft_wrap=True)
 EXIT_BY_EFFECT = {Effect.ALLOW: 0, Effect.DENY: 3, Effect.APPROVAL_REQUIRED: 4}
@@ -694,7 +697,7 @@ def keys_rotate(
 def keys_list() -> None:
     with _guard() as guard:
         guard.credentials.keyring.signing_key(time.time())  # the first key, on a new store
-        keys = guard.credentials.keyring.keys()
+        keys = guard.credentials.keyring.all_keys()
     table = _table("kid", "signs from", "retires")
     for k in keys:
         table.add_row(k.kid, _when(k.activate_at), _when(k.retire_at) if k.retire_at else "-")
@@ -803,6 +806,35 @@ def _answer(approval_id: str, approver: str, comment: str, *, approve: bool) -> 
         request = decide(approval_id, approver=approver, comment=comment)
     said = "[green]approved[/]" if approve else "[red]denied[/]"
     out.print(f"{said} {request.id}: {escape(f'{request.tool} {shown_args(request.args)}')}")
+
+
+# -- audit --------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check every record's hash and link, and every signed checkpoint; exit 3 if anything was
+    edited, deleted, inserted, reordered or cut off, saying where."""
+    with _guard() as guard:
+        report = verify(guard.store, guard.credentials.keyring)
+    summary = (
+        f"{report.records} records in {report.chains} chains, {report.checkpoints} checkpoints"
+    )
+    if report.intact:
+        out.print(f"[green]intact[/]: {summary}")
+        return
+    out.print(f"[red]tampered[/]: {summary}; {len(report.problems)} problems:")
+    for problem in report.problems:
+        out.print(f"  {escape(problem)}")
+    raise typer.Exit(3)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign every chain's head now."""
+    with _guard() as guard:
+        statement = write_checkpoint(guard.store, guard.credentials.keyring, time.time())
+    out.print(f"[green]signed[/] the heads of {len(statement['chains'])} chains")
 
 
 def _status(value: str) -> ApprovalStatus:

@@ -286,3 +286,9 @@ class DecisionRecord(msgspec.Struct, frozen=True):
     context: str | None  # JSON, the context the policies saw
     shadow: str | None  # JSON of the shadow outcome, when shadow policies applied
     approval_id: str | None = None
+    # The hash chain (tether/audit/chain.py): the writer's chain, the record's place in it, the
+    # hash of the record before it and of this one.
+    chain: str | None = None
+    chain_seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from tether.approvals import Approvals, ApprovalSettings, call_hash, canonical_json
+from tether.audit import AuditLog
 from tether.catalogue import ArgumentError, CompiledTool, decision_context
 from tether.credentials import AccessClaims, Credentials
 from tether.errors import CredentialRefused, TetherError
@@ -334,7 +335,7 @@ def seek_approval(call: Call, approvals: Approvals) -> Reason | None:
     return None
 
 
-def record(call: Call, store: Store, decision: Decision) -> None:
+def record(call: Call, log: AuditLog, decision: Decision) -> None:
     """Commit the decision's record (before it is answered), with the agent's first use of
     the tool when it is one."""
     args_json = (
@@ -343,7 +344,7 @@ def record(call: Call, store: Store, decision: Decision) -> None:
     task = call.task.task if call.task is not None else None
     verdict = call.verdict
     user = task.user if task is not None else call.claims.sub if call.claims else None
-    store.record_decision(
+    log.append(
         DecisionRecord(
             id=decision.decision_id,
             ts=call.now,
@@ -395,9 +396,10 @@ class PDP:
         store: Store,
         views: Views,
         tasks: Mapping[str, TaskState],
+        *,
         credentials: Credentials,
         approvals: Approvals,
-        *,
+        log: AuditLog,
         proofs: ProofRule | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -406,6 +408,7 @@ class PDP:
         self._tasks = tasks
         self._credentials = credentials
         self._approvals = approvals
+        self._log = log
         self._proofs = proofs or ProofRule()
         self._clock = clock
         self._activity = Activity(store.tools_used)
@@ -427,7 +430,7 @@ class PDP:
                 tool=request.tool,
             )
             try:  # recorded like any other answer; if even that fails, the deny stands
-                record(Call(request, self._clock()), self._store, decision)
+                record(Call(request, self._clock()), self._log, decision)
             except Exception:
                 log.exception("the denial could not be recorded")
             return decision
@@ -469,7 +472,7 @@ class PDP:
         decision = _answer(call, denial)
         started = time.perf_counter_ns() if self.stage_timer is not None else 0
         try:
-            record(call, self._store, decision)
+            record(call, self._log, decision)
         except Exception as exc:
             log.exception("decision %s could not be recorded", decision.decision_id)
             text = f"the decision could not be recorded, so the call is denied: {_describe(exc)}"

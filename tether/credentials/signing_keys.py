@@ -164,7 +164,7 @@ class Keyring:
             ]
         }
 
-    def keys(self) -> list[SigningKey]:
+    def all_keys(self) -> list[SigningKey]:
         return sorted(self._keys.values(), key=lambda k: k.activate_at)
 
     # -- internals -----------------------------------------------------------------------------

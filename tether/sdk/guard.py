@@ -21,6 +21,7 @@ import msgspec
 from joserfc.jwk import ECKey
 
 from tether.approvals import Approvals
+from tether.audit import AuditLog
 from tether.control import Control
 from tether.credentials import (
     ACCESS_TOKEN_TYPE,
@@ -113,8 +114,15 @@ class Guard:
         self._tasks: dict[str, TaskState] = {}
         self._handles: dict[str, TaskHandle] = {}
         self.approvals = Approvals(store, clock)
+        self.audit = AuditLog(store, self.credentials.keyring, clock)
         self._pdp = PDP(
-            store, self._views, self._tasks, self.credentials, self.approvals, clock=clock
+            store,
+            self._views,
+            self._tasks,
+            credentials=self.credentials,
+            approvals=self.approvals,
+            log=self.audit,
+            clock=clock,
         )
 
     @classmethod
@@ -127,6 +135,7 @@ class Guard:
             self._end(state, TaskStatus.ENDED)
         self.agent_keys.close()
         self.approvals.close()
+        self.audit.close()
         self.store.close()
 
     def __enter__(self) -> Guard:
@@ -205,7 +214,7 @@ class Guard:
         )
 
     def approve(self, approval_id: str, *, approver: str, comment: str = "") -> ApprovalRequest:
-        """`approver` (a user with a role the request asks for) says yes to that one call."""
+        """`approver` (a user holding every role the request asks for) says yes to that one call."""
         return self.approvals.approve(approval_id, approver=approver, comment=comment)
 
     def deny(self, approval_id: str, *, approver: str, comment: str = "") -> ApprovalRequest:

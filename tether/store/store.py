@@ -39,6 +39,7 @@ from tether.model import (
 )
 from tether.store import tables as t
 from tether.store.approvals import ApprovalRecords
+from tether.store.audit import AuditRecords
 from tether.store.credentials import CredentialRecords
 from tether.store.prepared import Prepared
 
@@ -115,6 +116,7 @@ class Store:
         self._write_lock = threading.Lock()
         self.credentials = CredentialRecords(self.engine, self._writer, self._write_lock)
         self.approvals = ApprovalRecords(self.engine)
+        self.audit = AuditRecords(self.engine)
         self._insert_decision = Prepared(
             t.decisions.insert(),
             [c.name for c in t.decisions.columns if c.name != "seq"],

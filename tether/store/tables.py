@@ -136,6 +136,11 @@ decisions = sa.Table(
     sa.Column("context", sa.Text, nullable=True),
     sa.Column("shadow", sa.Text, nullable=True),
     sa.Column("approval_id", sa.String(ID), nullable=True),
+    sa.Column("chain", sa.String(ID), nullable=True),
+    sa.Column("chain_seq", sa.BigInteger, nullable=True),
+    sa.Column("prev_hash", sa.String(64), nullable=True),
+    sa.Column("hash", sa.String(64), nullable=True),
+    sa.UniqueConstraint("chain", "chain_seq", name="uq_decisions_chain_seq"),
 )
 
 # -- identity and credentials (DESIGN.md section 1, "Agent" and "Credential") ------------------
@@ -287,4 +292,19 @@ approval_events = sa.Table(
     sa.Column("actor", sa.String(255), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
+)
+
+# Signed statements of every chain's head at a moment: what `tether audit verify` holds the
+# log to, so a truncated tail or a vanished chain is detected, not only an edited record.
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("statement", sa.Text, nullable=False),  # compact JWS over the chain heads
 )

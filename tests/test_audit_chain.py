@@ -1,0 +1,225 @@
+"""The decision log is tamper-evident (DESIGN.md section 6: "`tether audit verify` detects any
+edit, deletion, insertion or reordering"): each kind of tampering is found, and located."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from conftest import EMAIL_SCHEMA, POLICIES, delegate
+from test_cli import run_cli
+
+from tether import Guard
+from tether.audit import record_hash, verify
+from tether.audit.chain import GENESIS
+from tether.model import DecisionRecord
+from tether.store import DB_FILE, Store
+
+PER_WRITER = 150
+
+
+def _writer(home: Path, calls: int) -> None:
+    with (
+        Guard.embedded(home=home) as guard,
+        guard.task(
+            workspace="acme", agent="coder", user="alice", request="", tools=["send_email"]
+        ) as task,
+    ):
+        for i in range(calls):
+            to = "bob@acme.com" if i % 3 else "eve@evil.io"
+            task.authorize("send_email", {"to": to, "subject": f"#{i}"})
+
+
+@pytest.fixture
+def log(home: Path) -> Iterator[Path]:
+    """A home whose log two writers (two Guards, as two processes would) appended to."""
+    with Guard.embedded(home=home) as guard:
+        guard.add_workspace("acme")
+        guard.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
+        guard.register_tool(
+            "acme", "send_email", effects=["external"], sinks=["to"], args_schema=EMAIL_SCHEMA
+        )
+        guard.activate_policies("acme", POLICIES)
+        delegate(guard, "acme", "coder")
+    _writer(home, PER_WRITER)
+    _writer(home, PER_WRITER)
+    yield home
+
+
+def check(home: Path) -> list[str]:
+    store = Store.at_home(home)
+    guard = Guard(store)
+    try:
+        return verify(store, guard.credentials.keyring).problems
+    finally:
+        guard.close()
+
+
+def db(home: Path) -> sqlite3.Connection:
+    return sqlite3.connect(home / DB_FILE, isolation_level=None)
+
+
+def rows(home: Path, chain: str) -> list[DecisionRecord]:
+    store = Store.at_home(home)
+    try:
+        return [r for r in store.audit.chained() if r.chain == chain]
+    finally:
+        store.close()
+
+
+def chains(home: Path) -> list[str]:
+    with db(home) as conn:
+        found = conn.execute(
+            "SELECT chain FROM decisions WHERE chain IS NOT NULL GROUP BY chain ORDER BY COUNT(*) DESC"
+        ).fetchall()
+    return [c for (c,) in found]
+
+
+def test_an_untouched_log_verifies(log: Path) -> None:
+    store = Store.at_home(log)
+    guard = Guard(store)
+    try:
+        report = verify(store, guard.credentials.keyring)
+    finally:
+        guard.close()
+    assert report.intact, report.problems
+    assert report.records == 2 * PER_WRITER and report.chains == 2
+    assert report.checkpoints >= 2  # each writer signs its chain's head when it closes
+    result = run_cli(log, "audit", "verify")
+    assert result.returncode == 0 and "intact" in result.stdout
+
+
+def test_each_record_links_to_the_one_before(log: Path) -> None:
+    for chain in chains(log):
+        records = rows(log, chain)
+        assert [r.chain_seq for r in records] == list(range(1, len(records) + 1))
+        assert records[0].prev_hash == GENESIS
+        for before, after in itertools.pairwise(records):
+            assert after.prev_hash == before.hash == record_hash(before)
+
+
+def test_an_edited_record_is_found(log: Path) -> None:
+    victim = rows(log, chains(log)[0])[40]
+    with db(log) as conn:
+        conn.execute(
+            'UPDATE decisions SET args = \'{"to":"mallory@evil.io"}\' WHERE id = ?',
+            (victim.id,),
+        )
+    assert check(log) == [
+        f"decision {victim.id} ({victim.chain} #41) was altered: its hash does not match its content"
+    ]
+    result = run_cli(log, "audit", "verify")
+    assert result.returncode == 3 and victim.id in result.stdout
+
+
+def test_a_deleted_record_is_found(log: Path) -> None:
+    chain = chains(log)[0]
+    victim, after = rows(log, chain)[10:12]
+    with db(log) as conn:
+        conn.execute("DELETE FROM decisions WHERE id = ?", (victim.id,))
+    assert check(log) == [f"{chain}: #11 missing before decision {after.id} ({chain} #12): deleted"]
+
+
+def test_an_inserted_record_is_found(log: Path) -> None:
+    chain = chains(log)[0]
+    records = rows(log, chain)
+    before, displaced = records[19], records[20]
+    with db(log) as conn:  # make room at #21, then slip a well-formed record in
+        for record in reversed(records[20:]):
+            conn.execute(
+                "UPDATE decisions SET chain_seq = chain_seq + 1 WHERE id = ?", (record.id,)
+            )
+        forged = msgspec.structs.replace(
+            before, id="dec_forged", chain_seq=21, prev_hash=before.hash, effect="allow"
+        )
+        forged = msgspec.structs.replace(forged, hash=record_hash(forged))
+        values = msgspec.structs.asdict(forged)
+        conn.execute(
+            f"INSERT INTO decisions ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+            [v.value if hasattr(v, "value") else v for v in values.values()],
+        )
+    problems = check(log)
+    assert any(
+        p.startswith(f"decision {displaced.id} ({chain} #22) does not follow") for p in problems
+    ), problems
+    assert any("rewritten" in p or "inserted" in p for p in problems)
+
+
+def test_a_reordering_is_found(log: Path) -> None:
+    chain = chains(log)[1]
+    first, second = rows(log, chain)[5:7]
+    with db(log) as conn:
+        conn.execute("UPDATE decisions SET chain_seq = -1 WHERE id = ?", (first.id,))
+        conn.execute("UPDATE decisions SET chain_seq = 6 WHERE id = ?", (second.id,))
+        conn.execute("UPDATE decisions SET chain_seq = 7 WHERE id = ?", (first.id,))
+    problems = check(log)
+    assert any(f"decision {second.id} ({chain} #6) does not follow" in p for p in problems)
+    assert any(f"decision {first.id} ({chain} #7) does not follow" in p for p in problems)
+
+
+def test_a_truncated_tail_and_a_removed_chain_are_found(log: Path) -> None:
+    short, gone = chains(log)
+    with db(log) as conn:
+        conn.execute(
+            "DELETE FROM decisions WHERE chain = ? AND chain_seq > ?", (short, PER_WRITER - 5)
+        )
+        conn.execute("DELETE FROM decisions WHERE chain = ?", (gone,))
+    problems = check(log)
+    assert any(
+        f"{short} reached #{PER_WRITER}, now it ends at #{PER_WRITER - 5}: truncated" in p
+        for p in problems
+    ), problems
+    assert any(f"{gone} is gone: removed" in p for p in problems), problems
+
+
+def test_a_rewritten_chain_is_held_to_its_signed_checkpoint(log: Path) -> None:
+    """An attacker who edits a record and recomputes every hash after it keeps the links whole,
+    but not the head the checkpoint signed."""
+    chain = chains(log)[0]
+    records = rows(log, chain)
+    previous = records[99].hash
+    with db(log) as conn:
+        for record in records[100:]:
+            changed = msgspec.structs.replace(
+                record,
+                prev_hash=previous,
+                effect=_flipped(record.effect) if record is records[100] else record.effect,
+            )
+            changed = msgspec.structs.replace(changed, hash=record_hash(changed))
+            conn.execute(
+                "UPDATE decisions SET effect = ?, prev_hash = ?, hash = ? WHERE id = ?",
+                (str(changed.effect), changed.prev_hash, changed.hash, record.id),
+            )
+            previous = changed.hash
+    problems = check(log)
+    assert any(
+        f"{chain} #{PER_WRITER} is not the record it signed: rewritten" in p for p in problems
+    )
+    assert not any("altered" in p or "does not follow" in p for p in problems)
+
+
+def _flipped(effect: str) -> str:
+    return "deny" if effect == "allow" else "allow"
+
+
+def test_forged_checkpoints_and_unchained_records_are_found(log: Path) -> None:
+    with db(log) as conn:
+        (seq, statement) = conn.execute(
+            "SELECT seq, statement FROM audit_checkpoints LIMIT 1"
+        ).fetchone()
+        header, body, signature = statement.split(".")
+        conn.execute(
+            "UPDATE audit_checkpoints SET statement = ? WHERE seq = ?",
+            (f"{header}.{body[:-2]}AA.{signature}", seq),
+        )
+        conn.execute(
+            "INSERT INTO decisions (id, ts, tool, args_digest, args, effect, stage, reasons) "
+            "VALUES ('dec_smuggled', 0, 'send_email', '', '{}', 'allow', 'policy', '[]')"
+        )
+    problems = check(log)
+    assert f"checkpoint {seq}: its signature does not verify" in problems
+    assert "decision dec_smuggled is in no chain (written outside Tether's log)" in problems

@@ -1,0 +1,61 @@
+"""What the audit tools read of the decision log: the chains in order, their heads, and the
+signed checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+import sqlalchemy as sa
+
+from tether.model import DecisionRecord
+from tether.store import tables as t
+
+COLUMNS = [str(c.name) for c in t.decisions.columns if c.name != "seq"]
+
+
+class AuditRecords:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def chained(self, batch: int = 5000) -> Iterator[DecisionRecord]:
+        """Every decision, chain by chain, in chain order (unchained ones first). Read on a
+        driver cursor in batches: verification reads the whole log."""
+        columns = ", ".join(f'"{c}"' for c in COLUMNS)
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(f"SELECT {columns} FROM decisions ORDER BY chain, chain_seq")  # noqa: S608 - column names from the table
+            convert = msgspec.convert
+            while rows := cursor.fetchmany(batch):
+                for row in rows:
+                    yield convert(dict(zip(COLUMNS, row, strict=True)), DecisionRecord)
+            cursor.close()
+        finally:
+            connection.close()
+
+    def heads(self) -> dict[str, tuple[int, str]]:
+        """Each chain's last record: its place and hash."""
+        d = t.decisions
+        last = (
+            sa.select(d.c.chain, sa.func.max(d.c.chain_seq).label("seq"))
+            .where(d.c.chain.is_not(None))
+            .group_by(d.c.chain)
+            .subquery()
+        )
+        query = sa.select(d.c.chain, d.c.chain_seq, d.c.hash).join(
+            last, (d.c.chain == last.c.chain) & (d.c.chain_seq == last.c.seq)
+        )
+        with self.engine.connect() as db:
+            return {chain: (int(seq), digest) for chain, seq, digest in db.execute(query)}
+
+    def add_checkpoint(self, at: float, statement: str) -> None:
+        with self.engine.begin() as db:
+            db.execute(t.audit_checkpoints.insert().values(at=at, statement=statement))
+
+    def checkpoints(self) -> list[tuple[int, float, str]]:
+        query = sa.select(
+            t.audit_checkpoints.c.seq, t.audit_checkpoints.c.at, t.audit_checkpoints.c.statement
+        ).order_by(t.audit_checkpoints.c.seq)
+        with self.engine.connect() as db:
+            return [(int(s), float(a), str(st)) for s, a, st in db.execute(query)]
