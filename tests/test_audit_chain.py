@@ -66,7 +66,8 @@ def db(home: Path) -> sqlite3.Connection:
 def rows(home: Path, chain: str) -> list[DecisionRecord]:
     store = Store.at_home(home)
     try:
-        return [r for r in store.audit.chained() if r.chain == chain]
+        found = [msgspec.convert(r, DecisionRecord) for r in store.audit.chained()]
+        return [r for r in found if r.chain == chain]
     finally:
         store.close()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -26,13 +27,15 @@ GENESIS = "0" * 64  # the `prev_hash` of a chain's first record
 _encode = msgspec.json.Encoder(order="sorted").encode
 
 
-def canonical(record: DecisionRecord) -> bytes:
-    body = msgspec.structs.asdict(record)
+def canonical(record: DecisionRecord | dict[str, Any]) -> bytes:
+    """The bytes a record's hash is over: every field but `hash`, keys sorted (a stored row, as
+    a dict of its columns, gives the same bytes as the record it was written from)."""
+    body = dict(record) if isinstance(record, dict) else msgspec.structs.asdict(record)
     del body["hash"]
     return _encode(body)
 
 
-def record_hash(record: DecisionRecord) -> str:
+def record_hash(record: DecisionRecord | dict[str, Any]) -> str:
     return hashlib.sha256(canonical(record)).hexdigest()
 
 

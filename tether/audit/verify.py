@@ -42,33 +42,31 @@ def verify(store: Store, keyring: Keyring) -> Report:
     report = Report()
     seen: dict[str, dict[int, str]] = {}  # chain -> seq -> hash
     chain: str | None = None
+    links: dict[int, str] = {}
     seq, head = 0, GENESIS
-    for record in store.audit.chained():
+    for row in store.audit.chained():
         report.records += 1
-        where = f"decision {record.id}"
-        if record.chain is None or record.chain_seq is None:
+        where = f"decision {row['id']}"
+        at, digest = row["chain_seq"], row["hash"]
+        if row["chain"] is None or at is None:
             report.problems.append(f"{where} is in no chain (written outside Tether's log)")
             continue
-        if record.chain != chain:
-            chain, seq, head = record.chain, 0, GENESIS
-            seen[chain] = {}
+        if row["chain"] != chain:
+            chain, seq, head = row["chain"], 0, GENESIS
+            links = seen.setdefault(row["chain"], {})
             report.chains += 1
-        where = f"{where} ({chain} #{record.chain_seq})"
-        if record.chain_seq != seq + 1:
-            missing = (
-                f"#{seq + 1}"
-                if record.chain_seq == seq + 2
-                else f"#{seq + 1}-#{record.chain_seq - 1}"
-            )
+        where = f"{where} ({chain} #{at})"
+        if at != seq + 1:
+            missing = f"#{seq + 1}" if at == seq + 2 else f"#{seq + 1}-#{at - 1}"
             report.problems.append(f"{chain}: {missing} missing before {where}: deleted")
-        elif record.prev_hash != head:
+        elif row["prev_hash"] != head:
             report.problems.append(
                 f"{where} does not follow the record before it: inserted or reordered"
             )
-        if record_hash(record) != record.hash:
+        if record_hash(row) != digest:
             report.problems.append(f"{where} was altered: its hash does not match its content")
-        seq, head = record.chain_seq, record.hash or ""
-        seen[chain][seq] = head
+        seq, head = at, digest or ""
+        links[seq] = head
     keys = {key.kid: key.key for key in keyring.all_keys()}
     for number, _, statement in store.audit.checkpoints():
         report.checkpoints += 1

@@ -4,11 +4,10 @@ signed checkpoints."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-import msgspec
 import sqlalchemy as sa
 
-from tether.model import DecisionRecord
 from tether.store import tables as t
 
 COLUMNS = [str(c.name) for c in t.decisions.columns if c.name != "seq"]
@@ -18,18 +17,17 @@ class AuditRecords:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
-    def chained(self, batch: int = 5000) -> Iterator[DecisionRecord]:
-        """Every decision, chain by chain, in chain order (unchained ones first). Read on a
-        driver cursor in batches: verification reads the whole log."""
+    def chained(self, batch: int = 5000) -> Iterator[dict[str, Any]]:
+        """Every decision as a dict of its columns, chain by chain, in chain order (unchained
+        ones first). Read on a driver cursor in batches: verification reads the whole log."""
         columns = ", ".join(f'"{c}"' for c in COLUMNS)
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
             cursor.execute(f"SELECT {columns} FROM decisions ORDER BY chain, chain_seq")  # noqa: S608 - column names from the table
-            convert = msgspec.convert
             while rows := cursor.fetchmany(batch):
                 for row in rows:
-                    yield convert(dict(zip(COLUMNS, row, strict=True)), DecisionRecord)
+                    yield dict(zip(COLUMNS, row, strict=True))
             cursor.close()
         finally:
             connection.close()
