@@ -7,6 +7,7 @@ required, so scripts can branch on it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -307,6 +308,57 @@ def policy_fmt(
         out.print("all policy files are formatted")
     if check_only and changed:
         raise typer.Exit(1)
+
+
+@policy_app.command("backtest")
+def policy_backtest(
+    path: Path,
+    workspace: Annotated[str, typer.Option(help="Whose recorded decisions to replay.")],
+    since: Annotated[str, typer.Option(help="How far back: 7d, 12h, 30m or seconds.")] = "7d",
+    examples: Annotated[int, typer.Option(help="Examples shown per policy.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Replay recorded decisions against a candidate bundle; list every one that would change.
+    Exits 0 when nothing changes, 3 otherwise."""
+    with _guard() as guard:
+        candidate = guard.check_policies(workspace, path)
+        report = guard.backtest(workspace, candidate, since=time.time() - _seconds(since))
+    groups = report.by_policy()
+    if as_json:
+        document = {
+            "replayed": report.replayed,
+            "not_replayable": report.not_replayable,
+            "unfaithful": report.unfaithful,
+            "changes": [dataclasses.asdict(c) for c in report.changes],
+            "by_policy": {p: [c.decision_id for c in cs] for p, cs in groups.items()},
+        }
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        out.print(
+            f"replayed {report.replayed} decisions of {workspace} since {since} "
+            f"({report.not_replayable} decided before the policy stage); "
+            f"{len(report.changes)} would change"
+        )
+        for policy, changes in groups.items():
+            out.print(f"[bold]{escape(policy)}[/]: {len(changes)}")
+            for c in changes[:examples]:
+                out.print(
+                    f"  {c.decision_id} {_when(c.ts)} {escape(c.agent)} {escape(c.tool)}: "
+                    f"{c.before.value} -> {c.after.value} ({escape(c.reason)})"
+                )
+        if report.unfaithful:
+            out.print(f"[yellow]{len(report.unfaithful)} replays differ from the record[/]")
+    raise typer.Exit(3 if report.changes else 0)
+
+
+def _seconds(text: str) -> float:
+    units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError as exc:
+        raise InvalidInput(f"--since takes 7d, 12h, 30m or seconds, not {text!r}") from exc
 
 
 @policy_app.command("activate")

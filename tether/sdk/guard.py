@@ -53,7 +53,8 @@ from tether.model import (
     Workspace,
 )
 from tether.pdp import PDP, AuthorizeRequest
-from tether.policy import Bundle
+from tether.policy import Bundle, compile_bundle
+from tether.policy.backtest import BacktestReport, backtest
 from tether.sdk.errors import ApprovalRequired, Denied
 from tether.sdk.keys import AgentKeys
 from tether.sdk.signature import args_schema_of
@@ -270,6 +271,27 @@ class Guard:
 
     def check_policies(self, workspace: str, policies: str | Path | Mapping[str, str]) -> Bundle:
         return self._control.check_policies(workspace, policies)
+
+    def backtest(self, workspace: str, candidate: Bundle, *, since: float) -> BacktestReport:
+        """Replay the workspace's decisions since `since` against `candidate` (see
+        tether/policy/backtest.py)."""
+        view = self._views.get(workspace)
+        if view is None:
+            raise NotFound(f"workspace {workspace!r} does not exist")
+        compiled: dict[str, Bundle | None] = {}
+
+        def recorded(version: str) -> Bundle | None:
+            if version not in compiled:
+                stored = self.store.bundle(workspace, version)
+                compiled[version] = (
+                    compile_bundle(stored.files, stored.cedar_schema) if stored else None
+                )
+            return compiled[version]
+
+        records = self.store.decisions(workspace=workspace, since=since, limit=None)
+        return backtest(
+            reversed(records), candidate, recorded, entities=view.entities, agents=view.agents
+        )
 
     def apply_directory(self, path: str | Path) -> str:
         """Create or update a workspace from workspace.yaml, catalogue.yaml and policies/."""

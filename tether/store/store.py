@@ -328,15 +328,24 @@ class Store:
         return _row(DecisionRecord, row) if row else None
 
     def decisions(
-        self, *, workspace: str | None = None, task_id: str | None = None, limit: int = 100
+        self,
+        *,
+        workspace: str | None = None,
+        task_id: str | None = None,
+        since: float | None = None,
+        limit: int | None = 100,
     ) -> list[DecisionRecord]:
-        """The newest decisions first."""
+        """The newest decisions first (`limit` None: all of them)."""
         query = sa.select(*[c for c in t.decisions.columns if c.name != "seq"])
         if workspace is not None:
             query = query.where(t.decisions.c.workspace == workspace)
         if task_id is not None:
             query = query.where(t.decisions.c.task_id == task_id)
-        query = query.order_by(t.decisions.c.seq.desc()).limit(limit)
+        if since is not None:
+            query = query.where(t.decisions.c.ts >= since)
+        query = query.order_by(t.decisions.c.seq.desc())
+        if limit is not None:
+            query = query.limit(limit)
         with self.engine.connect() as db:
             return [_row(DecisionRecord, r) for r in db.execute(query)]
 
