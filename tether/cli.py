@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tether.approvals.workflow import shown_args
-from tether.audit import verify, write_checkpoint
+from tether.audit import record_hash, verify, write_checkpoint
 from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
 from tether.credentials import (
     ACCESS_TOKEN_TYPE,
@@ -35,7 +36,7 @@ from tether.credentials import (
     make_assertion,
     make_proof,
 )
-from tether.errors import CredentialRefused, InvalidInput, TetherError
+from tether.errors import CredentialRefused, InvalidInput, NotFound, TetherError
 from tether.identity import (
     check_bundle,
     check_trust_domain,
@@ -43,9 +44,10 @@ from tether.identity import (
     register_key,
     rotate_key,
 )
-from tether.model import ApprovalStatus, Effect
+from tether.model import ApprovalStatus, DecisionRecord, Effect
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.policy.fmt import format_files
+from tether.policy.source import split_statements
 from tether.policy.testing import (
     TEST_FILE,
     WORKSPACE,
@@ -88,7 +90,9 @@ approvals_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(approvals_app, name="approvals")
-audit_app = typer.Typer(help="The decision log: verify its hash chains.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="The decision log: query, tail, export, explain, verify.", no_args_is_help=True
+)
 app.add_typer(audit_app, name="audit")
 
 out = Console(soft_wrap=True)
@@ -879,6 +883,156 @@ def audit_verify() -> None:
     for problem in report.problems:
         out.print(f"  {escape(problem)}")
     raise typer.Exit(3)
+
+
+Filter = Annotated[str | None, typer.Option()]
+
+
+@audit_app.command("query")
+def audit_query(
+    workspace: Filter = None,
+    agent: Filter = None,
+    task: Filter = None,
+    tool: Filter = None,
+    effect: Annotated[str | None, typer.Option(help="allow, deny or approval_required")] = None,
+    since: Annotated[str | None, typer.Option(help="7d, 12h, 30m or seconds ago")] = None,
+    until: Annotated[str | None, typer.Option(help="7d, 12h, 30m or seconds ago")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON Lines of whole records.")] = False,
+) -> None:
+    """Recorded decisions, newest first."""
+    records = _records(workspace, agent, task, tool, effect, since, until, limit)
+    if as_json:
+        for record in records:
+            sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
+        return
+    table = _table("decision", "when", "workspace", "agent", "tool", "effect", "why")
+    for r in records:
+        why = "; ".join(reason["text"] for reason in json.loads(r.reasons))
+        cells = (r.id, _when(r.ts), r.workspace or "-", r.agent or "-", r.tool, r.effect, why)
+        table.add_row(*(escape(str(c)) for c in cells))
+    out.print(table)
+
+
+@audit_app.command("export")
+def audit_export(
+    output: Annotated[Path, typer.Argument(help="The JSON Lines file to write ('-': stdout).")],
+    workspace: Filter = None,
+    agent: Filter = None,
+    since: Annotated[str | None, typer.Option(help="7d, 12h, 30m or seconds ago")] = None,
+) -> None:
+    """Every matching record, oldest first, one JSON object a line (hash chain fields included,
+    so the export can be verified on its own)."""
+    records = reversed(_records(workspace, agent, None, None, None, since, None, None))
+    lines = (msgspec.json.encode(r).decode() + "\n" for r in records)
+    if str(output) == "-":
+        sys.stdout.writelines(lines)
+        return
+    count = 0
+    with output.open("w") as file:
+        for line in lines:
+            file.write(line)
+            count += 1
+    out.print(f"[green]exported[/] {count} records to {output}")
+
+
+@audit_app.command("tail")
+def audit_tail(
+    workspace: Filter = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many.")] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between looks.")] = 0.5,
+    after: Annotated[
+        int | None, typer.Option(help="Start after this row of the log (default: its end).")
+    ] = None,
+) -> None:
+    """Decisions as they are recorded, by any process on the store (Ctrl-C to stop)."""
+    shown = 0
+    with _guard() as guard:
+        last = guard.store.audit.last_seq() if after is None else after
+        while count is None or shown < count:
+            for seq, r in guard.store.audit.after(last):
+                last = seq
+                if workspace is not None and r.workspace != workspace:
+                    continue
+                why = "; ".join(reason["text"] for reason in json.loads(r.reasons))
+                line = f"{_when(r.ts)} {r.effect:17} {r.agent or '-'} {r.tool}: {why}"
+                out.print(escape(line), highlight=False)
+                shown += 1
+                if count is not None and shown >= count:
+                    return
+            time.sleep(interval)
+
+
+@audit_app.command("explain")
+def audit_explain(decision_id: str) -> None:
+    """One decision: what was asked, what decided it (with the policies' text), the context the
+    policies saw, and its place in the hash chain."""
+    with _guard() as guard:
+        record = guard.store.decision(decision_id)
+        if record is None:
+            raise NotFound(f"no decision {decision_id!r}")
+        bundle = (
+            guard.store.bundle(record.workspace, record.policy_version)
+            if record.workspace and record.policy_version
+            else None
+        )
+    out.print(f"[bold]{record.id}[/] {record.effect} at {_when(record.ts)}")
+    who = f"{record.agent or '-'} for {record.user or '-'} in {record.workspace or '-'}"
+    out.print(f"  {escape(who)}, task {record.task_id or '-'}")
+    out.print(f"  call: {escape(record.tool)} {escape(record.args)}")
+    out.print(f"  decided at the {record.stage} stage, policy version {record.policy_version}")
+    statements = _statements(bundle.files) if bundle is not None else {}
+    for reason in json.loads(record.reasons):
+        out.print(f"  why: {escape(reason['text'])}")
+        source = statements.get(reason.get("policy") or "")
+        if source is not None:
+            out.print(f"    [dim]{escape(source)}[/]")
+    if record.approval_id:
+        out.print(f"  approval: {record.approval_id}")
+    if record.shadow:
+        out.print(f"  shadow: {escape(record.shadow)}")
+    intact = record_hash(record) == record.hash
+    out.print(
+        f"  chain: {record.chain} #{record.chain_seq}, hash {record.hash} "
+        + ("[green](matches the record)[/]" if intact else "[red](does NOT match the record)[/]")
+    )
+    if record.context:
+        out.print("  context the policies saw:")
+        out.print_json(record.context)
+
+
+def _records(
+    workspace: str | None,
+    agent: str | None,
+    task: str | None,
+    tool: str | None,
+    effect: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int | None,
+) -> list[DecisionRecord]:
+    now = time.time()
+    with _guard() as guard:
+        return guard.store.decisions(
+            workspace=workspace,
+            agent=agent,
+            task_id=task,
+            tool=tool,
+            effect=effect,
+            since=now - _seconds(since) if since else None,
+            until=now - _seconds(until) if until else None,
+            limit=limit,
+        )
+
+
+def _statements(files: Mapping[str, str]) -> dict[str, str]:
+    """Each policy's source, by the id records name it by (its @id, else file:line)."""
+    found = {}
+    for file, text in files.items():
+        for statement in split_statements(file, text):
+            match = re.search(r'@id\(\s*"([^"]*)"\s*\)', statement.text)
+            found[match.group(1) if match else f"{file}:{statement.line}"] = statement.text
+    return found
 
 
 @audit_app.command("checkpoint")

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
+from tether.model import DecisionRecord
 from tether.store import tables as t
 
 COLUMNS = [str(c.name) for c in t.decisions.columns if c.name != "seq"]
@@ -31,6 +33,30 @@ class AuditRecords:
             cursor.close()
         finally:
             connection.close()
+
+    def after(self, seq: int, limit: int = 1000) -> list[tuple[int, DecisionRecord]]:
+        """Decisions recorded after the store's row number `seq`, oldest first (for `tail`)."""
+        query = (
+            sa.select(t.decisions)
+            .where(t.decisions.c.seq > seq)
+            .order_by(t.decisions.c.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as db:
+            rows = db.execute(query).all()
+        return [
+            (
+                int(r.seq),
+                msgspec.convert(
+                    {str(k): v for k, v in r._mapping.items() if k != "seq"}, DecisionRecord
+                ),
+            )
+            for r in rows
+        ]
+
+    def last_seq(self) -> int:
+        with self.engine.connect() as db:
+            return int(db.execute(sa.select(sa.func.max(t.decisions.c.seq))).scalar() or 0)
 
     def heads(self) -> dict[str, tuple[int, str]]:
         """Each chain's last record: its place and hash."""

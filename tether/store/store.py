@@ -332,17 +332,29 @@ class Store:
         *,
         workspace: str | None = None,
         task_id: str | None = None,
+        agent: str | None = None,
+        tool: str | None = None,
+        effect: str | None = None,
         since: float | None = None,
+        until: float | None = None,
         limit: int | None = 100,
     ) -> list[DecisionRecord]:
-        """The newest decisions first (`limit` None: all of them)."""
-        query = sa.select(*[c for c in t.decisions.columns if c.name != "seq"])
-        if workspace is not None:
-            query = query.where(t.decisions.c.workspace == workspace)
-        if task_id is not None:
-            query = query.where(t.decisions.c.task_id == task_id)
+        """The newest decisions first (`limit` None: all of them), filtered by what is given."""
+        d = t.decisions
+        query = sa.select(*[c for c in d.columns if c.name != "seq"])
+        for column, value in (
+            (d.c.workspace, workspace),
+            (d.c.task_id, task_id),
+            (d.c.agent, agent),
+            (d.c.tool, tool),
+            (d.c.effect, effect),
+        ):
+            if value is not None:
+                query = query.where(column == value)
         if since is not None:
-            query = query.where(t.decisions.c.ts >= since)
+            query = query.where(d.c.ts >= since)
+        if until is not None:
+            query = query.where(d.c.ts < until)
         query = query.order_by(t.decisions.c.seq.desc())
         if limit is not None:
             query = query.limit(limit)
