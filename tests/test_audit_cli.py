@@ -13,6 +13,7 @@ from test_cli import run_cli
 
 from tether.audit import record_hash
 from tether.model import DecisionRecord
+from tether.store import Store
 
 MAIL = [
     ("bob@acme.com", 0),
@@ -68,20 +69,12 @@ def test_explain_shows_what_decided_and_why(home: Path) -> None:
 
 
 def test_tail_prints_decisions_as_they_are_made(home: Path) -> None:
+    store = Store.at_home(home)
+    end = store.audit.last_seq()  # where the log ends now: tail starts there, however slow
+    store.close()
+    command = ["audit", "tail", "--count", "2", "--interval", "0.1", "--after", str(end)]
     tail = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tether.cli",
-            "--home",
-            str(home),
-            "audit",
-            "tail",
-            "--count",
-            "2",
-            "--interval",
-            "0.1",
-        ],
+        [sys.executable, "-m", "tether.cli", "--home", str(home), *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

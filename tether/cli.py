@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +27,7 @@ from rich.table import Table
 
 from tether.approvals.workflow import shown_args
 from tether.audit import record_hash, verify, write_checkpoint
+from tether.audit.review import review, to_markdown
 from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
 from tether.credentials import (
     ACCESS_TOKEN_TYPE,
@@ -47,7 +47,7 @@ from tether.identity import (
 from tether.model import ApprovalStatus, DecisionRecord, Effect
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.policy.fmt import format_files
-from tether.policy.source import split_statements
+from tether.policy.source import policy_sources
 from tether.policy.testing import (
     TEST_FILE,
     WORKSPACE,
@@ -981,7 +981,7 @@ def audit_explain(decision_id: str) -> None:
     out.print(f"  {escape(who)}, task {record.task_id or '-'}")
     out.print(f"  call: {escape(record.tool)} {escape(record.args)}")
     out.print(f"  decided at the {record.stage} stage, policy version {record.policy_version}")
-    statements = _statements(bundle.files) if bundle is not None else {}
+    statements = policy_sources(bundle.files) if bundle is not None else {}
     for reason in json.loads(record.reasons):
         out.print(f"  why: {escape(reason['text'])}")
         source = statements.get(reason.get("policy") or "")
@@ -1025,14 +1025,23 @@ def _records(
         )
 
 
-def _statements(files: Mapping[str, str]) -> dict[str, str]:
-    """Each policy's source, by the id records name it by (its @id, else file:line)."""
-    found = {}
-    for file, text in files.items():
-        for statement in split_statements(file, text):
-            match = re.search(r'@id\(\s*"([^"]*)"\s*\)', statement.text)
-            found[match.group(1) if match else f"{file}:{statement.line}"] = statement.text
-    return found
+@app.command("review")
+def review_command(
+    workspace: str,
+    window: Annotated[str, typer.Option(help="How far back: 30d, 12h or seconds.")] = "30d",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of Markdown.")] = False,
+) -> None:
+    """Access review: each agent's grants against its use, idle grants, silent policies,
+    ownerless agents and suspended ones still holding grants (Markdown, or JSON)."""
+    now = time.time()
+    with _guard() as guard:
+        if guard.store.workspace(workspace) is None:
+            raise NotFound(f"workspace {workspace!r} does not exist")
+        result = review(guard.store, workspace, since=now - _seconds(window), until=now)
+    if as_json:
+        sys.stdout.write(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+    else:
+        sys.stdout.write(to_markdown(result))
 
 
 @audit_app.command("checkpoint")

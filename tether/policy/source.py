@@ -8,6 +8,7 @@ line a policy author should look at.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +140,16 @@ def _skip_string(text: str, i: int, line: int) -> tuple[int, int]:
             return i + 1, line
         i += 1
     return i, line
+
+
+_ID = re.compile(r'@id\s*\(\s*"([^"]*)"\s*\)')
+
+
+def policy_sources(files: Mapping[str, str]) -> dict[str, str]:
+    """Each policy's source text, by the name decisions give it (its @id, else file:line)."""
+    found = {}
+    for file, text in files.items():
+        for statement in split_statements(file, text):
+            match = _ID.search(statement.text)
+            found[match.group(1) if match else f"{file}:{statement.line}"] = statement.text
+    return found

@@ -280,6 +280,17 @@ class Store:
         with self.engine.connect() as db:
             return list(db.execute(query).scalars())
 
+    def grants_used(self, workspace: str, *, since: float, until: float) -> set[str]:
+        """The grants under which a task was started in the window."""
+        query = sa.select(t.tasks.c.grant).where(
+            t.tasks.c.workspace == workspace,
+            t.tasks.c.created_at >= since,
+            t.tasks.c.created_at < until,
+            t.tasks.c.grant.is_not(None),
+        )
+        with self.engine.connect() as db:
+            return set(db.execute(query).scalars())
+
     def task(self, task_id: str) -> Task | None:
         with self.engine.connect() as db:
             row = db.execute(sa.select(t.tasks).where(t.tasks.c.id == task_id)).first()
