@@ -13,6 +13,7 @@ from pathlib import Path
 from conftest import STARTER
 
 from tether import Guard
+from tether.audit import verify
 from tether.model import AgentStatus, Stage
 from tether.store import Store
 from tether.workspace import POLL_INTERVAL, Views
@@ -62,6 +63,12 @@ def test_a_killed_process_loses_no_decision_it_answered(home: Path, tmp_path: Pa
         store.close()
     missing = [d for d in answered if d not in recorded]
     assert not missing, f"{len(missing)} answered decisions were lost"
+    # The killed writer's chain is whole up to its last commit (no checkpoint covers its tail:
+    # it had no chance to sign one at exit, and the links still hold).
+    with Guard.embedded(home=home) as guard:
+        report = verify(guard.store, guard.credentials.keyring)
+    assert report.intact, report.problems
+    assert report.records >= len(answered)
 
 
 def test_suspension_from_another_process_stops_calls(home: Path) -> None:
