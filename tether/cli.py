@@ -367,14 +367,27 @@ def _seconds(text: str) -> float:
 
 @policy_app.command("activate")
 def policy_activate(
-    path: Path, workspace: Annotated[str, typer.Option("--workspace", "-w")]
+    path: Path,
+    workspace: Annotated[str, typer.Option("--workspace", "-w")],
+    shadow: Annotated[
+        bool, typer.Option(help="Evaluate it beside the enforced bundle, deciding nothing.")
+    ] = False,
 ) -> None:
-    """Validate a policy folder against the workspace's catalogue and enforce it."""
+    """Validate a policy folder against the workspace's catalogue and enforce it (or, with
+    --shadow, record what it would decide)."""
     with _guard() as guard:
-        version = guard.activate_policies(workspace, path)
+        version = guard.activate_policies(workspace, path, shadow=shadow)
         bundle = guard.check_policies(workspace, path)
-    out.print(f"[green]active[/] in {workspace}: {version}")
+    out.print(f"[green]{'shadow' if shadow else 'active'}[/] in {workspace}: {version}")
     _print_inert(bundle)
+
+
+@policy_app.command("shadow-off")
+def policy_shadow_off(workspace: str) -> None:
+    """Stop evaluating the workspace's shadow bundle."""
+    with _guard() as guard:
+        guard.stop_shadow(workspace)
+    out.print(f"no shadow bundle in {workspace}")
 
 
 # -- workspaces, agents, tools -------------------------------------------------------------------
@@ -898,10 +911,17 @@ def audit_query(
     since: Annotated[str | None, typer.Option(help="7d, 12h, 30m or seconds ago")] = None,
     until: Annotated[str | None, typer.Option(help="7d, 12h, 30m or seconds ago")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    disagreements: Annotated[
+        bool, typer.Option(help="Only where the shadow bundle would have decided otherwise.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON Lines of whole records.")] = False,
 ) -> None:
     """Recorded decisions, newest first."""
-    records = _records(workspace, agent, task, tool, effect, since, until, limit)
+    records = _records(
+        workspace, agent, task, tool, effect, since, until, None if disagreements else limit
+    )
+    if disagreements:
+        records = [r for r in records if _disagrees(r)][:limit]
     if as_json:
         for record in records:
             sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
@@ -999,6 +1019,12 @@ def audit_explain(decision_id: str) -> None:
     if record.context:
         out.print("  context the policies saw:")
         out.print_json(record.context)
+
+
+def _disagrees(record: DecisionRecord) -> bool:
+    bundle = json.loads(record.shadow).get("bundle") if record.shadow else None
+    policies = Effect.APPROVAL_REQUIRED if record.approval_id else record.effect
+    return bundle is not None and bundle.get("effect") != policies
 
 
 def _records(

@@ -143,19 +143,28 @@ class Control:
         snapshot = self._snapshot(workspace)
         return self._compile(_catalogue(snapshot.tools), _files(files), {})
 
-    def activate_policies(self, workspace: str, files: Mapping[str, str] | str | Path) -> Bundle:
-        """Validate a bundle against the catalogue and make it the enforced one, atomically."""
+    def activate_policies(
+        self, workspace: str, files: Mapping[str, str] | str | Path, *, shadow: bool = False
+    ) -> Bundle:
+        """Validate a bundle against the catalogue and make it the enforced one, atomically;
+        with `shadow`, the one evaluated beside it instead (recorded, never deciding)."""
         sources = _files(files)
         activated: Bundle | None = None
 
         def attempt(snapshot: WorkspaceSnapshot) -> Callable[[Changes], None]:
             nonlocal activated
             bundle = activated = self._compile(_catalogue(snapshot.tools), sources, {})
-            return lambda changes: changes.activate_bundle(self._record(workspace, bundle))
+            record = self._record(workspace, bundle)
+            if shadow:
+                return lambda changes: changes.shadow_bundle(record)
+            return lambda changes: changes.activate_bundle(record)
 
         self._compare_and_set(workspace, attempt)
         assert activated is not None
         return activated
+
+    def stop_shadow(self, workspace: str) -> None:
+        self._write(workspace, lambda changes: changes.shadow_bundle(None))
 
     def apply_directory(self, path: str | Path) -> str:
         """Create or update a workspace from a folder: workspace.yaml, catalogue.yaml, policies/."""

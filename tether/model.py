@@ -68,6 +68,7 @@ class Workspace(msgspec.Struct, frozen=True):
     revision: int = 0
     active_policy_version: str | None = None
     settings: dict[str, Any] = msgspec.field(default_factory=dict)  # e.g. working_hours
+    shadow_policy_version: str | None = None  # a candidate evaluated beside, never enforced
 
 
 class Agent(msgspec.Struct, frozen=True):

@@ -36,7 +36,7 @@ from tether.model import (
     TaskStatus,
     new_id,
 )
-from tether.policy import Verdict, evaluate
+from tether.policy import Bundle, Verdict, evaluate
 from tether.session import TaskState
 from tether.session.risk import Activity, AgentActivity, assess
 from tether.store import Store
@@ -88,6 +88,7 @@ class Call:
     context: dict[str, Any] | None = None
     verdict: Verdict | None = None
     claims: AccessClaims | None = None
+    shadow: dict[str, Any] | None = None  # the shadow bundle's answer, for the record
     approval_id: str | None = None
     decision_id: str = field(default_factory=lambda: new_id("dec_"))
 
@@ -269,13 +270,33 @@ def apply_policy(call: Call) -> Reason | None:
             Stage.POLICY, f"no policies are active in workspace {call.view.workspace.name}"
         )
     call.verdict = _evaluate(call, call.context)
+    if call.view.shadow is not None:
+        call.shadow = _shadow(call)
     return None
 
 
-def _evaluate(call: Call, context: dict[str, Any]) -> Verdict:
+def _shadow(call: Call) -> dict[str, Any]:
+    """The shadow bundle's answer to the same question. Whatever happens here is recorded and
+    nothing more: a shadow can never change, delay past an error, or deny a decision."""
+    assert call.view is not None and call.view.shadow is not None and call.context is not None
+    version = call.view.shadow.version
+    try:
+        outcome = _evaluate(call, call.context, call.view.shadow).outcome
+    except Exception as exc:
+        log.warning("shadow bundle %s failed", version, exc_info=True)
+        return {"version": version, "error": _describe(exc)}
+    return {
+        "version": version,
+        "effect": outcome.effect.value,
+        "determining": list(outcome.determining),
+        "reasons": [r.text for r in outcome.reasons],
+    }
+
+
+def _evaluate(call: Call, context: dict[str, Any], bundle: Bundle | None = None) -> Verdict:
     assert call.view is not None and call.view.bundle is not None and call.agent is not None
     return evaluate(
-        call.view.bundle,
+        bundle or call.view.bundle,
         call.view.entities,
         workspace=call.view.workspace.name,
         agent=call.agent,
@@ -361,7 +382,7 @@ def record(call: Call, log: AuditLog, decision: Decision) -> None:
             reasons=_encode(decision.reasons).decode(),
             policy_version=decision.policy_version,
             context=verdict.context_json.decode() if verdict is not None else None,
-            shadow=_encode(verdict.shadow).decode() if verdict and verdict.shadow else None,
+            shadow=_shadow_record(verdict, call.shadow),
             approval_id=decision.approval_id,
         ),
         first_use=(
@@ -370,6 +391,17 @@ def record(call: Call, log: AuditLog, decision: Decision) -> None:
             and decision.tool not in call.activity.tools_used
         ),
     )
+
+
+def _shadow_record(verdict: Verdict | None, bundle: dict[str, Any] | None) -> str | None:
+    """What shadow evaluation said: `policies` (the @mode("shadow") policies of the enforced
+    bundle) and `bundle` (the workspace's shadow bundle), each when it applied."""
+    shadow: dict[str, Any] = {}
+    if verdict is not None and verdict.shadow is not None:
+        shadow["policies"] = msgspec.to_builtins(verdict.shadow)
+    if bundle is not None:
+        shadow["bundle"] = bundle
+    return _encode(shadow).decode() if shadow else None
 
 
 def _args_for_record(args: Any) -> bytes:

@@ -9,6 +9,7 @@ elsewhere is enforced here within that interval (DESIGN.md section 6 asks for on
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from tether.session.risk import WorkingHours
 from tether.store import Store, WorkspaceSnapshot
 
 POLL_INTERVAL = 0.25
+log = logging.getLogger("tether.workspace")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class WorkspaceView:
     agents: Mapping[str, Agent]
     catalogue: Catalogue
     bundle: Bundle | None  # None until policies are activated: every call is then denied
+    shadow: Bundle | None  # a candidate evaluated beside the enforced bundle, never deciding
     entities: Any  # cedarpy.Entities
     hours: WorkingHours | None  # when its agents are expected to work (a risk signal)
 
@@ -50,9 +53,23 @@ def build_view(snapshot: WorkspaceSnapshot) -> WorkspaceView:
         agents={agent.name: agent for agent in snapshot.agents},
         catalogue=catalogue,
         bundle=bundle,
+        shadow=_shadow(snapshot, schema),
         entities=workspace_entities(snapshot.workspace, snapshot.agents, parsed_schema),
         hours=WorkingHours.from_settings(snapshot.workspace.settings),
     )
+
+
+def _shadow(snapshot: WorkspaceSnapshot, schema: Any) -> Bundle | None:
+    """The shadow bundle, compiled for today's catalogue. One that no longer compiles is dropped
+    (and logged): a shadow must never be able to stop the enforced bundle from deciding."""
+    if snapshot.shadow is None:
+        return None
+    try:
+        return compile_bundle(snapshot.shadow.files, schema)
+    except TetherError:
+        log.warning("shadow bundle %s of %s no longer compiles", snapshot.shadow.version,
+                    snapshot.workspace.name, exc_info=True)  # fmt: skip
+        return None
 
 
 class BrokenWorkspace(TetherError):

@@ -264,10 +264,17 @@ class Guard:
         self._control.register_tools(workspace, [tool])
         return tool
 
-    def activate_policies(self, workspace: str, policies: str | Path | Mapping[str, str]) -> str:
+    def activate_policies(
+        self, workspace: str, policies: str | Path | Mapping[str, str], *, shadow: bool = False
+    ) -> str:
         """Validate a folder of .cedar files (or {name: text}) and enforce it; returns its version.
-        Raises PolicyError, listing each problem with file, line and policy id."""
-        return self._control.activate_policies(workspace, policies).version
+        With `shadow`, evaluate it beside the enforced bundle instead: every decision records
+        what it would have said, and it decides nothing. Raises PolicyError, listing each
+        problem with file, line and policy id."""
+        return self._control.activate_policies(workspace, policies, shadow=shadow).version
+
+    def stop_shadow(self, workspace: str) -> None:
+        self._control.stop_shadow(workspace)
 
     def check_policies(self, workspace: str, policies: str | Path | Mapping[str, str]) -> Bundle:
         return self._control.check_policies(workspace, policies)

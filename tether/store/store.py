@@ -104,6 +104,7 @@ class WorkspaceSnapshot:
     agents: list[Agent]
     tools: list[Tool]
     bundle: PolicyBundleRecord | None
+    shadow: PolicyBundleRecord | None = None
 
 
 class Store:
@@ -223,10 +224,12 @@ class Store:
                     sa.select(t.tools).where(t.tools.c.workspace == name).order_by(t.tools.c.name)
                 )
             ]
-            bundle = None
+            bundle = shadow = None
             if workspace.active_policy_version:
                 bundle = _bundle(db, name, workspace.active_policy_version)
-        return WorkspaceSnapshot(workspace, agents, tools, bundle)
+            if workspace.shadow_policy_version:
+                shadow = _bundle(db, name, workspace.shadow_policy_version)
+        return WorkspaceSnapshot(workspace, agents, tools, bundle, shadow)
 
     def agent(self, workspace: str, name: str) -> Agent | None:
         query = sa.select(t.agents).where(
@@ -434,6 +437,18 @@ class Changes:
             t.workspaces.update()
             .where(t.workspaces.c.name == self.workspace)
             .values(settings=settings)
+        )
+
+    def shadow_bundle(self, record: PolicyBundleRecord | None) -> None:
+        """Evaluate `record` beside the enforced bundle from now on (None: stop)."""
+        if record is not None:
+            self._own(f"policy bundle {record.version}", record.workspace)
+            if _bundle(self._db, record.workspace, record.version) is None:
+                self._db.execute(t.policy_bundles.insert().values(**msgspec.to_builtins(record)))
+        self._db.execute(
+            t.workspaces.update()
+            .where(t.workspaces.c.name == self.workspace)
+            .values(shadow_policy_version=record.version if record is not None else None)
         )
 
     def activate_bundle(self, record: PolicyBundleRecord) -> None:

@@ -33,6 +33,7 @@ workspaces = sa.Table(
     sa.Column("active_policy_version", sa.String(VERSION), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("settings", sa.JSON, nullable=False, server_default="{}"),
+    sa.Column("shadow_policy_version", sa.String(VERSION), nullable=True),
 )
 
 agents = sa.Table(

@@ -1,4 +1,5 @@
-"""The decision log as hash chains (one per writer) with signed checkpoints.
+"""The decision log as hash chains (one per writer) with signed checkpoints; a workspace's
+shadow bundle.
 
 Revision ID: 0005
 Revises: 0004
@@ -17,6 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("workspaces") as batch:
+        batch.add_column(sa.Column("shadow_policy_version", sa.String(80), nullable=True))
     with op.batch_alter_table("decisions") as batch:
         batch.add_column(sa.Column("chain", sa.String(40), nullable=True))
         batch.add_column(sa.Column("chain_seq", sa.BigInteger, nullable=True))
@@ -44,3 +47,5 @@ def downgrade() -> None:
         batch.drop_column("prev_hash")
         batch.drop_column("chain_seq")
         batch.drop_column("chain")
+    with op.batch_alter_table("workspaces") as batch:
+        batch.drop_column("shadow_policy_version")
