@@ -433,31 +433,25 @@ class Changes:
         self._db.execute(t.tools.insert().values(**msgspec.to_builtins(tool)))
 
     def set_settings(self, settings: dict[str, Any]) -> None:
-        self._db.execute(
-            t.workspaces.update()
-            .where(t.workspaces.c.name == self.workspace)
-            .values(settings=settings)
-        )
+        self._set(settings=settings)
 
     def shadow_bundle(self, record: PolicyBundleRecord | None) -> None:
         """Evaluate `record` beside the enforced bundle from now on (None: stop)."""
         if record is not None:
-            self._own(f"policy bundle {record.version}", record.workspace)
-            if _bundle(self._db, record.workspace, record.version) is None:
-                self._db.execute(t.policy_bundles.insert().values(**msgspec.to_builtins(record)))
-        self._db.execute(
-            t.workspaces.update()
-            .where(t.workspaces.c.name == self.workspace)
-            .values(shadow_policy_version=record.version if record is not None else None)
-        )
+            self._keep(record)
+        self._set(shadow_policy_version=record.version if record is not None else None)
 
     def activate_bundle(self, record: PolicyBundleRecord) -> None:
         """Keep the bundle (once per version) and make it the workspace's enforced one."""
+        self._keep(record)
+        self._set(active_policy_version=record.version)
+
+    def _keep(self, record: PolicyBundleRecord) -> None:
         self._own(f"policy bundle {record.version}", record.workspace)
         if _bundle(self._db, record.workspace, record.version) is None:
             self._db.execute(t.policy_bundles.insert().values(**msgspec.to_builtins(record)))
+
+    def _set(self, **values: Any) -> None:
         self._db.execute(
-            t.workspaces.update()
-            .where(t.workspaces.c.name == self.workspace)
-            .values(active_policy_version=record.version)
+            t.workspaces.update().where(t.workspaces.c.name == self.workspace).values(**values)
         )
