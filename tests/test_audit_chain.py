@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,3 +225,89 @@ def test_forged_checkpoints_and_unchained_records_are_found(log: Path) -> None:
     problems = check(log)
     assert f"checkpoint {seq}: its signature does not verify" in problems
     assert "decision dec_smuggled is in no chain (written outside Tether's log)" in problems
+
+
+# -- regressions from the review ------------------------------------------------------------------
+
+
+def test_a_chain_forged_with_its_own_hashes_is_found(log: Path) -> None:
+    template = rows(log, chains(log)[0])[0]
+    previous = GENESIS
+    with db(log) as conn:
+        for n in range(1, 4):
+            forged = msgspec.structs.replace(
+                template, id=f"dec_forged{n}", chain="chain_forged", chain_seq=n,
+                prev_hash=previous, ts=template.ts - 86400,
+            )  # fmt: skip
+            forged = msgspec.structs.replace(forged, hash=record_hash(forged))
+            previous = forged.hash
+            values = msgspec.structs.asdict(forged)
+            conn.execute(
+                f"INSERT INTO decisions ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                [str(v) if hasattr(v, "value") else v for v in values.values()],
+            )
+    assert any("chain_forged has records from before checkpoint" in p for p in check(log))
+
+
+def test_a_deleted_checkpoint_is_found(log: Path) -> None:
+    with db(log) as conn:
+        (first,) = conn.execute("SELECT MIN(seq) FROM audit_checkpoints").fetchone()
+        conn.execute("DELETE FROM audit_checkpoints WHERE seq = ?", (first,))
+    assert any("follows a checkpoint that is gone: deleted" in p for p in check(log))
+
+
+def test_odd_stored_values_are_reported_not_raised(log: Path) -> None:
+    chain = chains(log)[0]
+    victims = rows(log, chain)[3:5]
+    with db(log) as conn:
+        conn.execute("UPDATE decisions SET chain_seq = 'x' WHERE id = ?", (victims[0].id,))
+        conn.execute(
+            "UPDATE decisions SET args = CAST(X'FF7B7D' AS TEXT) WHERE id = ?", (victims[1].id,)
+        )
+    problems = check(log)
+    assert any(f"{victims[0].id} was altered: its place 'x' is not a number" in p for p in problems)
+    assert any(f"{victims[1].id} ({chain} #5) was altered" in p for p in problems)
+
+
+def test_a_clock_giving_whole_seconds_still_verifies(home: Path) -> None:
+    with Guard(Store.at_home(home), clock=lambda: int(time.time())) as guard:
+        guard.add_workspace("acme")
+        guard.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
+        guard.register_tool("acme", "read_file", effects=["read"])
+        guard.activate_policies("acme", {"p.cedar": "permit (principal, action, resource);"})
+        delegate(guard, "acme", "coder")
+        with guard.task(
+            workspace="acme", agent="coder", user="alice", request="", tools=["read_file"]
+        ) as t:
+            t.authorize("read_file", {})
+            t.authorize("send_\ud800email", {})  # not valid Unicode: denied, and still recorded
+        assert len(guard.store.decisions(limit=10)) == 2
+        assert verify(guard.store, guard.credentials.keyring).intact
+
+
+def test_a_checkpoint_that_fails_never_changes_an_answer(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tether.audit.checkpoints.EVERY_RECORDS", 2)
+    with Guard.embedded(home=home) as guard:
+        guard.add_workspace("acme")
+        guard.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
+        guard.register_tool("acme", "read_file", effects=["read"])
+        guard.activate_policies("acme", {"p.cedar": "permit (principal, action, resource);"})
+        delegate(guard, "acme", "coder")
+        failing = {"left": 1}
+        original = guard.store.audit.add_checkpoint
+
+        def flaky(at: float, statement: str) -> None:
+            if failing["left"]:
+                failing["left"] -= 1
+                raise RuntimeError("database is locked")
+            original(at, statement)
+
+        monkeypatch.setattr(guard.store.audit, "add_checkpoint", flaky)
+        with guard.task(
+            workspace="acme", agent="coder", user="alice", request="", tools=["read_file"]
+        ) as t:
+            answers = [t.authorize("read_file", {}).effect.value for _ in range(4)]
+        assert answers == ["allow"] * 4
+        assert len(guard.store.audit.checkpoints()) >= 1  # retried at the next record

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from test_cli import run_cli
 
+from tether import Guard
 from tether.audit import record_hash
 from tether.model import DecisionRecord
 from tether.store import Store
@@ -100,3 +101,22 @@ def test_tail_prints_decisions_as_they_are_made(home: Path) -> None:
     assert tail.returncode == 0, err
     lines = out.strip().splitlines()
     assert len(lines) == 2 and all("read_file" in line and "allow" in line for line in lines)
+
+
+def test_agent_written_control_characters_are_shown_not_obeyed(home: Path) -> None:
+    with (
+        Guard.embedded(home=home) as guard,
+        guard.task(
+            workspace="acme", agent="coder", user="alice", request="", tools=["read_file"]
+        ) as task,
+    ):
+        task.authorize("\x1b]0;pwned\x07\x1b[2Jx\rFAKE allow", {})
+    store = Store.at_home(home)
+    before_it = store.audit.last_seq() - 1
+    store.close()
+    for command in (
+        ["audit", "query", "--limit", "1"],
+        ["audit", "tail", "--count", "1", "--after", str(before_it)],
+    ):
+        shown = run_cli(home, *command).stdout
+        assert "\x1b" not in shown and "\\x1b" in shown, command

@@ -828,7 +828,7 @@ def approvals_list(
     for r in requests:
         call = f"{r.tool} {shown_args(r.args)}"
         cells = (r.id, r.status.value, r.agent, r.user, call, " and ".join(r.approver_roles))
-        table.add_row(*(escape(c) for c in cells), _when(r.expires_at))
+        table.add_row(*(_plain(c) for c in cells), _when(r.expires_at))
     out.print(table)
 
 
@@ -840,14 +840,14 @@ def approvals_show(approval_id: str) -> None:
         events = guard.store.approvals.events(approval_id)
     out.print(f"[bold]{request.id}[/] {request.status.value}")
     who = f"{request.agent} for {request.user}, task {request.task_id}, {request.workspace}"
-    out.print(f"  {escape(who)}")
-    out.print(f"  call: {escape(request.tool)} {escape(shown_args(request.args))}")
-    out.print(f"  why: {escape('; '.join(request.reasons))} ({', '.join(request.policies)})")
-    out.print(f"  approver needs: {escape(' and '.join(request.approver_roles))}")
+    out.print(f"  {_plain(who)}")
+    out.print(f"  call: {_plain(request.tool)} {_plain(shown_args(request.args))}")
+    out.print(f"  why: {_plain('; '.join(request.reasons))} ({', '.join(request.policies)})")
+    out.print(f"  approver needs: {_plain(' and '.join(request.approver_roles))}")
     out.print(f"  expires: {_when(request.expires_at)}")
     for e in events:
-        detail = f": {escape(e.detail)}" if e.detail else ""
-        out.print(f"  {_when(e.at)} {e.event} by {escape(e.actor)}{detail}")
+        detail = f": {_plain(e.detail)}" if e.detail else ""
+        out.print(f"  {_when(e.at)} {e.event} by {_plain(e.actor)}{detail}")
 
 
 @approvals_app.command("approve")
@@ -874,7 +874,7 @@ def _answer(approval_id: str, approver: str, comment: str, *, approve: bool) -> 
         decide = guard.approve if approve else guard.deny
         request = decide(approval_id, approver=approver, comment=comment)
     said = "[green]approved[/]" if approve else "[red]denied[/]"
-    out.print(f"{said} {request.id}: {escape(f'{request.tool} {shown_args(request.args)}')}")
+    out.print(f"{said} {request.id}: {_plain(f'{request.tool} {shown_args(request.args)}')}")
 
 
 # -- audit --------------------------------------------------------------------------------------
@@ -930,7 +930,7 @@ def audit_query(
     for r in records:
         why = "; ".join(reason["text"] for reason in json.loads(r.reasons))
         cells = (r.id, _when(r.ts), r.workspace or "-", r.agent or "-", r.tool, r.effect, why)
-        table.add_row(*(escape(str(c)) for c in cells))
+        table.add_row(*(_plain(str(c)) for c in cells))
     out.print(table)
 
 
@@ -976,7 +976,7 @@ def audit_tail(
                     continue
                 why = "; ".join(reason["text"] for reason in json.loads(r.reasons))
                 line = f"{_when(r.ts)} {r.effect:17} {r.agent or '-'} {r.tool}: {why}"
-                out.print(escape(line), highlight=False)
+                out.print(_plain(line), highlight=False)
                 shown += 1
                 if count is not None and shown >= count:
                     return
@@ -998,19 +998,19 @@ def audit_explain(decision_id: str) -> None:
         )
     out.print(f"[bold]{record.id}[/] {record.effect} at {_when(record.ts)}")
     who = f"{record.agent or '-'} for {record.user or '-'} in {record.workspace or '-'}"
-    out.print(f"  {escape(who)}, task {record.task_id or '-'}")
-    out.print(f"  call: {escape(record.tool)} {escape(record.args)}")
+    out.print(f"  {_plain(who)}, task {record.task_id or '-'}")
+    out.print(f"  call: {_plain(record.tool)} {_plain(record.args)}")
     out.print(f"  decided at the {record.stage} stage, policy version {record.policy_version}")
     statements = policy_sources(bundle.files) if bundle is not None else {}
     for reason in json.loads(record.reasons):
-        out.print(f"  why: {escape(reason['text'])}")
+        out.print(f"  why: {_plain(reason['text'])}")
         source = statements.get(reason.get("policy") or "")
         if source is not None:
-            out.print(f"    [dim]{escape(source)}[/]")
+            out.print(f"    [dim]{_plain(source)}[/]")
     if record.approval_id:
         out.print(f"  approval: {record.approval_id}")
     if record.shadow:
-        out.print(f"  shadow: {escape(record.shadow)}")
+        out.print(f"  shadow: {_plain(record.shadow)}")
     intact = record_hash(record) == record.hash
     out.print(
         f"  chain: {record.chain} #{record.chain_seq}, hash {record.hash} "
@@ -1084,6 +1084,13 @@ def _status(value: str) -> ApprovalStatus:
     except ValueError as exc:
         known = ", ".join(s.value for s in ApprovalStatus)
         raise InvalidInput(f"--status must be one of {known}, or all") from exc
+
+
+def _plain(text: str) -> str:
+    """Agent-written text for a terminal: markup escaped, and control characters (which could
+    retitle the terminal, clear it or overwrite a line) shown as escapes, not obeyed."""
+    shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+    return escape(shown)
 
 
 def _table(*headers: str) -> Table:

@@ -368,7 +368,7 @@ def record(call: Call, log: AuditLog, decision: Decision) -> None:
     log.append(
         DecisionRecord(
             id=decision.decision_id,
-            ts=call.now,
+            ts=float(call.now),  # stored as REAL: hash what verification will read back
             tenant=call.view.workspace.tenant if call.view is not None else None,
             workspace=decision.workspace,
             agent=decision.agent,
@@ -379,7 +379,7 @@ def record(call: Call, log: AuditLog, decision: Decision) -> None:
             args=args_json.decode() if len(args_json) <= MAX_ARGS_BYTES else '{"truncated":true}',
             effect=decision.effect,
             stage=decision.reasons[0].stage if decision.reasons else Stage.POLICY,
-            reasons=_encode(decision.reasons).decode(),
+            reasons=_reasons_json(decision.reasons),
             policy_version=decision.policy_version,
             context=verdict.context_json.decode() if verdict is not None else None,
             shadow=_shadow_record(verdict, call.shadow),
@@ -402,6 +402,36 @@ def _shadow_record(verdict: Verdict | None, bundle: dict[str, Any] | None) -> st
     if bundle is not None:
         shadow["bundle"] = bundle
     return _encode(shadow).decode() if shadow else None
+
+
+def _recordable(request: AuthorizeRequest) -> AuthorizeRequest:
+    """A request whose names can be recorded: a string that is not valid Unicode (a lone
+    surrogate) is written with backslash escapes, so it matches nothing and is still recorded."""
+    fields = {
+        name: value.encode("utf-8", "backslashreplace").decode()
+        for name in ("tool", "workspace", "task_id")
+        if isinstance(value := getattr(request, name), str) and not _encodable(value)
+    }
+    return msgspec.structs.replace(request, **fields) if fields else request
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _reasons_json(reasons: tuple[Reason, ...]) -> str:
+    try:
+        return _encode(reasons).decode()
+    except (UnicodeEncodeError, msgspec.EncodeError):  # an error message quoting bad input
+        safe = [
+            msgspec.structs.replace(r, text=r.text.encode("utf-8", "backslashreplace").decode())
+            for r in reasons
+        ]
+        return _encode(safe).decode()
 
 
 def _args_for_record(args: Any) -> bytes:
@@ -446,6 +476,7 @@ class PDP:
         self._activity = Activity(store.tools_used)
 
     def decide(self, request: AuthorizeRequest) -> Decision:
+        request = _recordable(request)
         try:
             return self._decide(request)
         except Exception as exc:  # the last line of defence: never an exception, never an allow

@@ -9,6 +9,8 @@ appended after the last checkpoint are protected by their links only.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +18,12 @@ from typing import Any
 
 import msgspec
 
+from tether.audit.chain import GENESIS
 from tether.credentials.jws import sign
 from tether.credentials.signing_keys import Keyring
 from tether.store import Store
+
+log = logging.getLogger("tether.audit")
 
 STATEMENT_TYPE = "tether-checkpoint+jwt"
 EVERY_RECORDS = 1000
@@ -27,13 +32,23 @@ _encode = msgspec.json.Encoder(order="sorted").encode
 
 
 def write_checkpoint(store: Store, keyring: Keyring, now: float) -> dict[str, Any]:
-    """State and sign every chain's head now; returns the statement."""
+    """State and sign every chain's head now, and the hash of the checkpoint before (so a
+    deleted checkpoint breaks the next one's link); returns the statement."""
     heads = store.audit.heads()
-    statement = {"at": now, "chains": {c: [seq, digest] for c, (seq, digest) in heads.items()}}
+    latest = store.audit.latest_checkpoint()
+    statement = {
+        "at": now,
+        "chains": {c: [seq, digest] for c, (seq, digest) in heads.items()},
+        "previous": statement_hash(latest) if latest is not None else GENESIS,
+    }
     key = keyring.signing_key(now)
     signed = sign({"typ": STATEMENT_TYPE, "kid": key.kid}, _encode(statement), key.key)
     store.audit.add_checkpoint(now, signed)
     return statement
+
+
+def statement_hash(statement: str) -> str:
+    return hashlib.sha256(statement.encode()).hexdigest()
 
 
 class Checkpointer:
@@ -51,13 +66,19 @@ class Checkpointer:
         self._last = clock()
 
     def appended(self) -> None:
+        """Called after a record is committed: nothing here may undo or deny it, so a
+        checkpoint that cannot be written now is logged and tried again at the next record."""
         with self._lock:
             self._since += 1
             now = self._clock()
             if self._since < EVERY_RECORDS and now - self._last < EVERY_SECONDS:
                 return
+            try:
+                write_checkpoint(self._store, self._keyring, now)
+            except Exception:
+                log.warning("could not write an audit checkpoint; will retry", exc_info=True)
+                return
             self._since, self._last = 0, now
-        write_checkpoint(self._store, self._keyring, now)
 
     def close(self) -> None:
         if self._since:

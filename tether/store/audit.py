@@ -24,6 +24,8 @@ class AuditRecords:
         ones first). Read on a driver cursor in batches: verification reads the whole log."""
         columns = ", ".join(f'"{c}"' for c in COLUMNS)
         connection = self.engine.raw_connection()
+        if self.engine.dialect.name == "sqlite":  # bytes that are not UTF-8: altered, not a crash
+            connection.driver_connection.text_factory = _lenient_text  # type: ignore[union-attr]
         try:
             cursor = connection.cursor()
             cursor.execute(f"SELECT {columns} FROM decisions ORDER BY chain, chain_seq")  # noqa: S608 - column names from the table
@@ -32,6 +34,8 @@ class AuditRecords:
                     yield dict(zip(COLUMNS, row, strict=True))
             cursor.close()
         finally:
+            if self.engine.dialect.name == "sqlite":
+                connection.driver_connection.text_factory = str  # type: ignore[union-attr]
             connection.close()
 
     def after(self, seq: int, limit: int = 1000) -> list[tuple[int, DecisionRecord]]:
@@ -77,9 +81,22 @@ class AuditRecords:
         with self.engine.begin() as db:
             db.execute(t.audit_checkpoints.insert().values(at=at, statement=statement))
 
+    def latest_checkpoint(self) -> str | None:
+        query = (
+            sa.select(t.audit_checkpoints.c.statement)
+            .order_by(t.audit_checkpoints.c.seq.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as db:
+            return db.execute(query).scalar()
+
     def checkpoints(self) -> list[tuple[int, float, str]]:
         query = sa.select(
             t.audit_checkpoints.c.seq, t.audit_checkpoints.c.at, t.audit_checkpoints.c.statement
         ).order_by(t.audit_checkpoints.c.seq)
         with self.engine.connect() as db:
             return [(int(s), float(a), str(st)) for s, a, st in db.execute(query)]
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
