@@ -180,6 +180,8 @@ def run_demo(home: Path | None, console: Console) -> None:
         f"  {tether} --home {home} check acme planner read_file --user alice --args '{example}'"
     )
     console.print(f"  {tether} policy test {workspace_dir / 'policies'}")
+    console.print(f"  {tether} --home {home} audit verify")
+    console.print(f"  {tether} --home {home} review acme --window 1d")
 
 
 def _play(guard: Guard, workspace: str, act: Act, table: Table, count: int) -> int:
