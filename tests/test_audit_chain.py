@@ -4,6 +4,7 @@ edit, deletion, insertion or reordering"): each kind of tampering is found, and 
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from test_cli import run_cli
 from tether import Guard
 from tether.audit import record_hash, verify
 from tether.audit.chain import GENESIS
+from tether.credentials.jws import unverified_payload
 from tether.model import DecisionRecord
 from tether.store import DB_FILE, Store
 
@@ -311,3 +313,17 @@ def test_a_checkpoint_that_fails_never_changes_an_answer(
             answers = [t.authorize("read_file", {}).effect.value for _ in range(4)]
         assert answers == ["allow"] * 4
         assert len(guard.store.audit.checkpoints()) >= 1  # retried at the next record
+
+
+def test_checkpoints_carry_on_from_the_one_before(log: Path) -> None:
+    """Each checkpoint reads only the rows after the last one it stated, yet states every
+    chain: the same heads a full read of the log gives."""
+    store = Store.at_home(log)
+    try:
+        full, top = store.audit.heads()
+        statement = store.audit.latest_checkpoint()
+    finally:
+        store.close()
+    assert statement is not None
+    body = json.loads(unverified_payload(statement))
+    assert body["upto"] == top and {c: tuple(v) for c, v in body["chains"].items()} == full

@@ -10,6 +10,7 @@ appended after the last checkpoint are protected by their links only.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -17,9 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from joserfc.errors import JoseError
 
 from tether.audit.chain import GENESIS
-from tether.credentials.jws import sign
+from tether.credentials.jws import sign, unverified_payload
 from tether.credentials.signing_keys import Keyring
 from tether.store import Store
 
@@ -34,17 +36,36 @@ _encode = msgspec.json.Encoder(order="sorted").encode
 def write_checkpoint(store: Store, keyring: Keyring, now: float) -> dict[str, Any]:
     """State and sign every chain's head now, and the hash of the checkpoint before (so a
     deleted checkpoint breaks the next one's link); returns the statement."""
-    heads = store.audit.heads()
     latest = store.audit.latest_checkpoint()
+    chains, upto = _carried(latest)
+    new, top = store.audit.heads(after=upto)
+    for chain, (seq, digest) in new.items():
+        if seq >= chains.get(chain, (0, ""))[0]:
+            chains[chain] = (seq, digest)
     statement = {
         "at": now,
-        "chains": {c: [seq, digest] for c, (seq, digest) in heads.items()},
+        "chains": {c: [seq, digest] for c, (seq, digest) in sorted(chains.items())},
         "previous": statement_hash(latest) if latest is not None else GENESIS,
+        "upto": top,  # the last row of the log this statement read
     }
     key = keyring.signing_key(now)
     signed = sign({"typ": STATEMENT_TYPE, "kid": key.kid}, _encode(statement), key.key)
     store.audit.add_checkpoint(now, signed)
     return statement
+
+
+def _carried(latest: str | None) -> tuple[dict[str, tuple[int, str]], int]:
+    """The heads the checkpoint before stated, and how far it read: the next one reads only
+    the rows after. (Its signature is checked by `verify`, not here: a tampered checkpoint
+    fails there, and so does every statement built on it.)"""
+    if latest is None:
+        return {}, 0
+    try:
+        body = json.loads(unverified_payload(latest))
+        chains = {c: (int(seq), str(digest)) for c, (seq, digest) in body["chains"].items()}
+        return chains, int(body["upto"])
+    except (ValueError, KeyError, TypeError, JoseError):
+        return {}, 0  # read the whole log instead
 
 
 def statement_hash(statement: str) -> str:

@@ -62,20 +62,25 @@ class AuditRecords:
         with self.engine.connect() as db:
             return int(db.execute(sa.select(sa.func.max(t.decisions.c.seq))).scalar() or 0)
 
-    def heads(self) -> dict[str, tuple[int, str]]:
-        """Each chain's last record: its place and hash."""
+    def heads(self, after: int = 0) -> tuple[dict[str, tuple[int, str]], int]:
+        """The last record of each chain among the rows after row `after` (0: all rows): its
+        place and hash; and the last row read. One consistent snapshot, so a checkpoint can
+        carry on from the one before instead of reading the whole log again."""
         d = t.decisions
-        last = (
-            sa.select(d.c.chain, sa.func.max(d.c.chain_seq).label("seq"))
-            .where(d.c.chain.is_not(None))
-            .group_by(d.c.chain)
-            .subquery()
-        )
-        query = sa.select(d.c.chain, d.c.chain_seq, d.c.hash).join(
-            last, (d.c.chain == last.c.chain) & (d.c.chain_seq == last.c.seq)
-        )
-        with self.engine.connect() as db:
-            return {chain: (int(seq), digest) for chain, seq, digest in db.execute(query)}
+        with self.engine.begin() as db:
+            top = int(db.execute(sa.select(sa.func.max(d.c.seq))).scalar() or 0)
+            window = (d.c.seq > after) & (d.c.seq <= top) & d.c.chain.is_not(None)
+            last = (
+                sa.select(d.c.chain, sa.func.max(d.c.chain_seq).label("at"))
+                .where(window)
+                .group_by(d.c.chain)
+                .subquery()
+            )
+            query = sa.select(d.c.chain, d.c.chain_seq, d.c.hash).join(
+                last, (d.c.chain == last.c.chain) & (d.c.chain_seq == last.c.at)
+            )
+            found = {chain: (int(seq), digest) for chain, seq, digest in db.execute(query)}
+        return found, top
 
     def add_checkpoint(self, at: float, statement: str) -> None:
         with self.engine.begin() as db:
