@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/decision.py
 	$(BIN)/python benchmarks/session.py
 	$(BIN)/python benchmarks/credentials.py
+	$(BIN)/python benchmarks/audit.py
 
 clean:
 	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -65,3 +65,19 @@ def test_quick_credentials_benchmark_runs(tmp_path: Path) -> None:
         "cached token",
     }
     assert all(r["n"] == 100 and r["median_us"] > 0 for r in results.values())
+
+
+def test_quick_audit_benchmark_runs_and_the_log_verifies(tmp_path: Path) -> None:
+    figures = tmp_path / "audit.json"
+    script = BENCHMARK.parent / "audit.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--writers", "2", "--json", str(figures)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr  # (it asserts verify is intact)
+    results = json.loads(figures.read_text())["results"]
+    assert results["records verified"] == 3 * 300
+    assert results["appends, one writer"] > 0 and results["verify"] > 0
