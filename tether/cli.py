@@ -46,6 +46,7 @@ from tether.identity import (
 )
 from tether.model import ApprovalStatus, DecisionRecord, Effect
 from tether.policy import Bundle, compile_bundle, read_policy_dir
+from tether.policy.backtest import policy_effect
 from tether.policy.fmt import format_files
 from tether.policy.source import policy_sources
 from tether.policy.testing import (
@@ -1023,8 +1024,7 @@ def audit_explain(decision_id: str) -> None:
 
 def _disagrees(record: DecisionRecord) -> bool:
     bundle = json.loads(record.shadow).get("bundle") if record.shadow else None
-    policies = Effect.APPROVAL_REQUIRED if record.approval_id else record.effect
-    return bundle is not None and bundle.get("effect") != policies
+    return bundle is not None and bundle.get("effect") != policy_effect(record).value
 
 
 def _records(

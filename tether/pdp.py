@@ -410,7 +410,9 @@ def _recordable(request: AuthorizeRequest) -> AuthorizeRequest:
     fields = {
         name: value.encode("utf-8", "backslashreplace").decode()
         for name in ("tool", "workspace", "task_id")
-        if isinstance(value := getattr(request, name), str) and not _encodable(value)
+        if isinstance(value := getattr(request, name), str)
+        and not value.isascii()  # the usual case, and the cheap test
+        and not _encodable(value)
     }
     return msgspec.structs.replace(request, **fields) if fields else request
 

@@ -51,9 +51,8 @@ class Chain:
 
     def append(self, record: DecisionRecord, store: Callable[[DecisionRecord], None]) -> None:
         with self._lock:
-            linked = msgspec.structs.replace(
-                record, chain=self.id, chain_seq=self._seq + 1, prev_hash=self._head
-            )
-            linked = msgspec.structs.replace(linked, hash=record_hash(linked))
+            link = {"chain": self.id, "chain_seq": self._seq + 1, "prev_hash": self._head}
+            body = {**msgspec.structs.asdict(record), **link, "hash": None}
+            linked = msgspec.structs.replace(record, **link, hash=record_hash(body))
             store(linked)
             self._seq, self._head = linked.chain_seq or 0, linked.hash or GENESIS

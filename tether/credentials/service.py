@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from tether.credentials import access_token
 from tether.credentials.access_token import DOWNSTREAM_USE, TASK_USE, AccessClaims, issued_at
 from tether.credentials.actors import authenticate_actor
@@ -368,26 +370,20 @@ class Credentials:
         task = self.store.task(parent.task)
         if task is None:
             raise CredentialRefused(f"task {parent.task} is unknown", "invalid_grant")
-        claims = AccessClaims(
-            iss=self.settings.issuer,
-            sub=parent.sub,
+        # The parent's claims, narrowed: who, for whom, under which grant stay; the rest is
+        # this API, this one call, this minute.
+        claims = msgspec.structs.replace(
+            parent,
             aud=audience,
             exp=math.floor(min(now + DOWNSTREAM_TTL, parent.exp)),
             iat=issued_at(now),
             jti=new_id("tok_"),
-            client_id=parent.client_id,
             scope=tool,
-            act=parent.act,
-            ws=parent.ws,
-            agent=parent.agent,
-            task=parent.task,
-            grant=parent.grant,
             use=DOWNSTREAM_USE,
             decision=decision.id,
-            depth=parent.depth,
             chain=(*parent.chain, parent.jti),
-            tasks=parent.tasks,
             parent_jti=parent.jti,
+            cnf=None,
         )
         return self._issue(claims, task, now, token_type="Bearer")
 

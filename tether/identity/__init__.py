@@ -6,7 +6,6 @@ from tether.identity.agent_keys import (
     revoke_key,
     rotate_key,
     usable_keys,
-    verification_key,
 )
 from tether.identity.jwk import generate_key, parse_public_jwk, public_jwk
 from tether.identity.jwt_svid import check_bundle, verify_jwt_svid
@@ -24,6 +23,5 @@ __all__ = [
     "revoke_key",
     "rotate_key",
     "usable_keys",
-    "verification_key",
     "verify_jwt_svid",
 ]

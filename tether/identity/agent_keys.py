@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from joserfc.jwk import ECKey
-
 from tether.errors import Conflict, InvalidInput, NotFound
 from tether.identity.jwk import parse_public_jwk, public_jwk
 from tether.model import AgentKey, KeyStatus
@@ -75,15 +73,6 @@ def revoke_key(store: Store, workspace: str, agent: str, kid: str, now: float) -
 def usable_keys(store: Store, workspace: str, agent: str, now: float) -> list[AgentKey]:
     """The keys that verify at `now`: active ones, and retiring ones before their end."""
     return [k for k in store.credentials.agent_keys(workspace, agent) if _usable(k, now)]
-
-
-def verification_key(
-    store: Store, workspace: str, agent: str, kid: str, now: float
-) -> ECKey | None:
-    for key in usable_keys(store, workspace, agent, now):
-        if key.kid == kid:
-            return parse_public_jwk(key.jwk)
-    return None
 
 
 def _usable(key: AgentKey, now: float) -> bool:

@@ -73,11 +73,11 @@ def backtest(
         then = recorded(record.policy_version or "")
         if then is not None:
             original = _decide(then, entities, record, agent, context)
-            if original.effect is not _policy_effect(record):
+            if original.effect is not policy_effect(record):
                 report.unfaithful.append(record.id)
         else:
             original = None
-        before = original.effect if original is not None else _policy_effect(record)
+        before = original.effect if original is not None else policy_effect(record)
         after = _decide(candidate, entities, record, agent, context)
         if after.effect is not before:
             # The difference is made by what decides now and did not then.
@@ -111,7 +111,7 @@ def _decide(
     ).outcome
 
 
-def _policy_effect(record: DecisionRecord) -> Effect:
+def policy_effect(record: DecisionRecord) -> Effect:
     """What the policies answered, as recorded: a call allowed by spending an approval, or
     denied by a person at the approval stage, had been `approval_required`."""
     if record.approval_id is not None or record.stage is Stage.APPROVAL:

@@ -15,10 +15,7 @@ import sqlalchemy as sa
 
 from tether.model import ApprovalEvent, ApprovalRequest, ApprovalStatus
 from tether.store import tables as t
-
-
-def _row(model: type[Any], row: Any) -> Any:
-    return msgspec.convert({str(k): v for k, v in row._mapping.items()}, model)
+from tether.store.rows import row_to
 
 
 def _event_values(event: ApprovalEvent) -> dict[str, Any]:
@@ -37,7 +34,7 @@ class ApprovalRecords:
     def get(self, approval_id: str) -> ApprovalRequest | None:
         with self.engine.connect() as db:
             row = db.execute(sa.select(t.approvals).where(t.approvals.c.id == approval_id)).first()
-        return _row(ApprovalRequest, row) if row else None
+        return row_to(ApprovalRequest, row) if row else None
 
     def for_call(self, task_id: str, call_hash: str) -> ApprovalRequest | None:
         """The newest request for this exact call in this task."""
@@ -49,7 +46,7 @@ class ApprovalRecords:
         )
         with self.engine.connect() as db:
             row = db.execute(query).first()
-        return _row(ApprovalRequest, row) if row else None
+        return row_to(ApprovalRequest, row) if row else None
 
     def find(
         self,
@@ -72,7 +69,7 @@ class ApprovalRecords:
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as db:
-            return [_row(ApprovalRequest, r) for r in db.execute(query)]
+            return [row_to(ApprovalRequest, r) for r in db.execute(query)]
 
     def open_of_tasks(self, task_ids: list[str]) -> list[ApprovalRequest]:
         """The pending and approved (unspent) requests of these tasks."""
@@ -83,7 +80,7 @@ class ApprovalRecords:
             t.approvals.c.status.in_([ApprovalStatus.PENDING.value, ApprovalStatus.APPROVED.value]),
         )
         with self.engine.connect() as db:
-            return [_row(ApprovalRequest, r) for r in db.execute(query)]
+            return [row_to(ApprovalRequest, r) for r in db.execute(query)]
 
     def transition(
         self,
@@ -118,4 +115,4 @@ class ApprovalRecords:
             .order_by(t.approval_events.c.seq)
         )
         with self.engine.connect() as db:
-            return [_row(ApprovalEvent, r) for r in db.execute(query)]
+            return [row_to(ApprovalEvent, r) for r in db.execute(query)]

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
 import sqlalchemy as sa
 
 from tether.model import DecisionRecord
 from tether.store import tables as t
+from tether.store.rows import row_to
 
 COLUMNS = [str(c.name) for c in t.decisions.columns if c.name != "seq"]
 
@@ -48,15 +48,7 @@ class AuditRecords:
         )
         with self.engine.connect() as db:
             rows = db.execute(query).all()
-        return [
-            (
-                int(r.seq),
-                msgspec.convert(
-                    {str(k): v for k, v in r._mapping.items() if k != "seq"}, DecisionRecord
-                ),
-            )
-            for r in rows
-        ]
+        return [(int(r.seq), row_to(DecisionRecord, r, without=("seq",))) for r in rows]
 
     def last_seq(self) -> int:
         with self.engine.connect() as db:

@@ -18,6 +18,7 @@ from tether.errors import NotFound
 from tether.model import AgentKey, Grant, KeyStatus
 from tether.store import tables as t
 from tether.store.prepared import Prepared
+from tether.store.rows import T, row_to
 
 # Expired replay-cache rows are deleted every this many inserts.
 PURGE_EVERY = 512
@@ -56,12 +57,8 @@ class RevocationRecord(msgspec.Struct, frozen=True):
     reason: str
 
 
-def _rows(model: type[Any], rows: Iterable[Any]) -> list[Any]:
-    return [_row(model, r) for r in rows]
-
-
-def _row(model: type[Any], row: Any) -> Any:
-    return msgspec.convert({str(k): v for k, v in row._mapping.items()}, model)
+def _rows(model: type[T], rows: Iterable[Any]) -> list[T]:
+    return [row_to(model, r) for r in rows]
 
 
 class CredentialRecords:
@@ -175,7 +172,7 @@ class CredentialRecords:
     def grant(self, grant_id: str) -> Grant | None:
         with self.engine.connect() as db:
             row = db.execute(sa.select(t.grants).where(t.grants.c.id == grant_id)).first()
-        return _row(Grant, row) if row else None
+        return row_to(Grant, row) if row else None
 
     def grants(self, workspace: str) -> list[Grant]:
         query = (
@@ -203,13 +200,7 @@ class CredentialRecords:
     def token(self, jti: str) -> TokenRecord | None:
         with self.engine.connect() as db:
             row = db.execute(sa.select(t.tokens).where(t.tokens.c.jti == jti)).first()
-        return _row(TokenRecord, row) if row else None
-
-    def tokens_of_tasks(self, task_ids: Iterable[str]) -> list[TokenRecord]:
-        ids = list(task_ids)
-        query = sa.select(t.tokens).where(t.tokens.c.task_id.in_(ids))
-        with self.engine.connect() as db:
-            return _rows(TokenRecord, db.execute(query)) if ids else []
+        return row_to(TokenRecord, row) if row else None
 
     def task_tree(self, task_id: str) -> list[str]:
         """The task and every task delegated from it, at any depth."""

@@ -42,6 +42,7 @@ from tether.store.approvals import ApprovalRecords
 from tether.store.audit import AuditRecords
 from tether.store.credentials import CredentialRecords
 from tether.store.prepared import Prepared
+from tether.store.rows import row_to
 
 DB_FILE = "tether.db"
 
@@ -90,10 +91,6 @@ def migrate(engine: sa.Engine) -> None:
         head = ScriptDirectory.from_config(config).get_current_head()
         if MigrationContext.configure(connection).get_current_revision() != head:
             command.upgrade(config, "head")
-
-
-def _row(model: type[T], row: Any) -> T:
-    return msgspec.convert({str(k): v for k, v in row._mapping.items()}, model)
 
 
 @dataclass(frozen=True)
@@ -191,12 +188,12 @@ class Store:
     def workspace(self, name: str) -> Workspace | None:
         with self.engine.connect() as db:
             row = db.execute(sa.select(t.workspaces).where(t.workspaces.c.name == name)).first()
-        return _row(Workspace, row) if row else None
+        return row_to(Workspace, row) if row else None
 
     def workspaces(self) -> list[Workspace]:
         with self.engine.connect() as db:
             rows = db.execute(sa.select(t.workspaces).order_by(t.workspaces.c.name)).all()
-        return [_row(Workspace, r) for r in rows]
+        return [row_to(Workspace, r) for r in rows]
 
     def revisions(self) -> dict[str, int]:
         """Each workspace's revision: the cheap question every process asks to stay current."""
@@ -209,9 +206,9 @@ class Store:
             row = db.execute(sa.select(t.workspaces).where(t.workspaces.c.name == name)).first()
             if row is None:
                 return None
-            workspace = _row(Workspace, row)
+            workspace = row_to(Workspace, row)
             agents = [
-                _row(Agent, r)
+                row_to(Agent, r)
                 for r in db.execute(
                     sa.select(t.agents)
                     .where(t.agents.c.workspace == name)
@@ -219,7 +216,7 @@ class Store:
                 )
             ]
             tools = [
-                _row(Tool, r)
+                row_to(Tool, r)
                 for r in db.execute(
                     sa.select(t.tools).where(t.tools.c.workspace == name).order_by(t.tools.c.name)
                 )
@@ -237,7 +234,7 @@ class Store:
         )
         with self.engine.connect() as db:
             row = db.execute(query).first()
-        return _row(Agent, row) if row else None
+        return row_to(Agent, row) if row else None
 
     def agents(self, workspace: str) -> list[Agent]:
         snapshot = self.snapshot(workspace)
@@ -254,7 +251,7 @@ class Store:
     def users(self, workspace: str) -> list[User]:
         with self.engine.connect() as db:
             rows = db.execute(sa.select(t.users).where(t.users.c.workspace == workspace)).all()
-        return [_row(User, r) for r in rows]
+        return [row_to(User, r) for r in rows]
 
     def bundle(self, workspace: str, version: str) -> PolicyBundleRecord | None:
         with self.engine.connect() as db:
@@ -297,7 +294,7 @@ class Store:
     def task(self, task_id: str) -> Task | None:
         with self.engine.connect() as db:
             row = db.execute(sa.select(t.tasks).where(t.tasks.c.id == task_id)).first()
-        return _row(Task, row) if row else None
+        return row_to(Task, row) if row else None
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -339,7 +336,7 @@ class Store:
         )
         with self.engine.connect() as db:
             row = db.execute(query).first()
-        return _row(DecisionRecord, row) if row else None
+        return row_to(DecisionRecord, row) if row else None
 
     def decisions(
         self,
@@ -373,7 +370,7 @@ class Store:
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as db:
-            return [_row(DecisionRecord, r) for r in db.execute(query)]
+            return [row_to(DecisionRecord, r) for r in db.execute(query)]
 
 
 def _bundle(db: sa.Connection, workspace: str, version: str) -> PolicyBundleRecord | None:
@@ -382,7 +379,7 @@ def _bundle(db: sa.Connection, workspace: str, version: str) -> PolicyBundleReco
             t.policy_bundles.c.workspace == workspace, t.policy_bundles.c.version == version
         )
     ).first()
-    return _row(PolicyBundleRecord, row) if row else None
+    return row_to(PolicyBundleRecord, row) if row else None
 
 
 class Changes:

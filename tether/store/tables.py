@@ -10,6 +10,18 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+
+def _seq() -> sa.Column[int]:
+    """A row number that only grows: the order appended logs are read back in (SQLite needs
+    INTEGER, not BIGINT, for its rowid alias)."""
+    return sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+
+
 NAME = 64
 ID = 40
 VERSION = 80
@@ -114,12 +126,7 @@ tasks = sa.Table(
 decisions = sa.Table(
     "decisions",
     metadata,
-    sa.Column(
-        "seq",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _seq(),
     sa.Column("id", sa.String(ID), nullable=False, unique=True),
     sa.Column("ts", sa.Float, nullable=False),
     sa.Column("tenant", sa.String(NAME), nullable=True),
@@ -228,12 +235,7 @@ tokens = sa.Table(
 revocations = sa.Table(
     "revocations",
     metadata,
-    sa.Column(
-        "seq",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _seq(),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("workspace", sa.String(NAME), nullable=False),
     sa.Column("subject", sa.String(255), nullable=False),
@@ -281,12 +283,7 @@ approvals = sa.Table(
 approval_events = sa.Table(
     "approval_events",
     metadata,
-    sa.Column(
-        "seq",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _seq(),
     sa.Column("approval_id", sa.String(ID), nullable=False, index=True),
     sa.Column("workspace", sa.String(NAME), nullable=False),
     sa.Column("event", sa.String(24), nullable=False),
@@ -300,12 +297,7 @@ approval_events = sa.Table(
 audit_checkpoints = sa.Table(
     "audit_checkpoints",
     metadata,
-    sa.Column(
-        "seq",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _seq(),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("statement", sa.Text, nullable=False),  # compact JWS over the chain heads
 )
