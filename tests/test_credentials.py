@@ -1004,3 +1004,21 @@ def test_the_workspace_file_keeps_its_grants_in_step(guard: Guard, tmp_path: Pat
     guard.revoke_grant(narrow.id)  # alice changes her mind
     again = apply(["read_file"])
     assert len(again) == 2 and all(g.revoked_at is not None for g in again)
+
+
+def test_a_downstream_token_needs_an_allowed_call_of_the_same_task(guard: Guard) -> None:
+    grant(guard)
+    spec = {"workspace": "acme", "agent": "planner", "user": "alice", "request": ""}
+    with (
+        guard.task(tools=["pay"], **spec) as mine,  # type: ignore[arg-type]
+        guard.task(tools=["pay"], **spec) as other,  # type: ignore[arg-type]
+    ):
+        theirs = other.authorize("pay", {})
+        assert theirs.allowed
+        with refused(f"{theirs.decision_id} is not a recent allowed call of task {mine.id}"):
+            guard.credentials.downstream(
+                mine.token,
+                proof=proof_for_endpoint(guard, mine.token),
+                audience="https://bank.example",
+                decision_id=theirs.decision_id,
+            )

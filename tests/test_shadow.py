@@ -4,11 +4,13 @@ recorded, never deciding (DESIGN.md: "A shadow result can never change an enforc
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from conftest import POLICIES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_cli import run_cli
 
 from tether import Guard
 from tether.model import Effect
@@ -102,3 +104,15 @@ def test_a_shadow_that_stops_compiling_is_dropped_not_enforced(guard: Guard) -> 
     ) as task:
         assert task.authorize("pay", {}).allowed
     assert guard.store.decisions(workspace="acme", limit=1)[0].shadow is None
+
+
+def test_the_disagreements_are_listed(guard: Guard, home: Path) -> None:
+    guard.activate_policies("acme", {"s.cedar": CANDIDATES["forbid-mail-to-bob"]}, shadow=True)
+    decide(guard, CALLS)
+    listed = run_cli(home, "audit", "query", "--disagreements", "--json")
+    shown = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted(json.loads(r["args"]).get("to", r["tool"]) for r in shown) == [
+        "bob@acme.com",
+        "ceo@acme.com",
+        "read_file",
+    ]
