@@ -21,6 +21,7 @@ from tether.audit.chain import GENESIS
 from tether.credentials.jws import unverified_payload
 from tether.model import DecisionRecord
 from tether.store import DB_FILE, Store
+from tether.store.audit import canonical_columns
 
 PER_WRITER = 150
 
@@ -69,8 +70,12 @@ def db(home: Path) -> sqlite3.Connection:
 def rows(home: Path, chain: str) -> list[DecisionRecord]:
     store = Store.at_home(home)
     try:
-        found = [msgspec.convert(r, DecisionRecord) for r in store.audit.chained()]
-        return [r for r in found if r.chain == chain]
+        columns = [*canonical_columns("decisions"), "hash", "seq"]
+        found = [
+            msgspec.convert(dict(zip(columns, r, strict=True)), DecisionRecord, strict=False)
+            for r in store.audit.rows("decisions")
+        ]
+        return sorted((r for r in found if r.chain == chain), key=lambda r: r.chain_seq or 0)
     finally:
         store.close()
 
@@ -91,7 +96,12 @@ def test_an_untouched_log_verifies(log: Path) -> None:
     finally:
         guard.close()
     assert report.intact, report.problems
-    assert report.records == 2 * PER_WRITER and report.chains == 2
+    with db(log) as conn:
+        (events,) = conn.execute("SELECT COUNT(*) FROM audit_events").fetchone()
+        (event_chains,) = conn.execute("SELECT COUNT(DISTINCT chain) FROM audit_events").fetchone()
+    assert events > 0  # grants, keys and tokens were issued along the way
+    assert report.records == 2 * PER_WRITER + events
+    assert report.chains == 2 + event_chains
     assert report.checkpoints >= 2  # each writer signs its chain's head when it closes
     result = run_cli(log, "audit", "verify")
     assert result.returncode == 0 and "intact" in result.stdout
@@ -147,10 +157,13 @@ def test_an_inserted_record_is_found(log: Path) -> None:
             [v.value if hasattr(v, "value") else v for v in values.values()],
         )
     problems = check(log)
-    assert any(
-        p.startswith(f"decision {displaced.id} ({chain} #22) does not follow") for p in problems
-    ), problems
-    assert any("rewritten" in p or "inserted" in p for p in problems)
+    # The log is read in the order rows were written: the forged row comes last, out of place.
+    assert f"decision dec_forged ({chain} #21) is out of order or a duplicate: inserted" in (
+        problems
+    )
+    assert f"{chain}: #21 missing before decision {displaced.id} ({chain} #22): deleted" in (
+        problems
+    )
 
 
 def test_a_reordering_is_found(log: Path) -> None:
@@ -161,8 +174,10 @@ def test_a_reordering_is_found(log: Path) -> None:
         conn.execute("UPDATE decisions SET chain_seq = 6 WHERE id = ?", (second.id,))
         conn.execute("UPDATE decisions SET chain_seq = 7 WHERE id = ?", (first.id,))
     problems = check(log)
-    assert any(f"decision {second.id} ({chain} #6) does not follow" in p for p in problems)
-    assert any(f"decision {first.id} ({chain} #7) does not follow" in p for p in problems)
+    assert f"{chain}: #6 missing before decision {first.id} ({chain} #7): deleted" in problems
+    assert f"decision {second.id} ({chain} #6) is out of order or a duplicate: inserted" in (
+        problems
+    )
 
 
 def test_a_truncated_tail_and_a_removed_chain_are_found(log: Path) -> None:
@@ -291,6 +306,7 @@ def test_a_checkpoint_that_fails_never_changes_an_answer(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("tether.audit.checkpoints.EVERY_RECORDS", 2)
+    monkeypatch.setattr("tether.audit.checkpoints.RETRY_SECONDS", 0.01)
     with Guard.embedded(home=home) as guard:
         guard.add_workspace("acme")
         guard.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
@@ -312,18 +328,25 @@ def test_a_checkpoint_that_fails_never_changes_an_answer(
         ) as t:
             answers = [t.authorize("read_file", {}).effect.value for _ in range(4)]
         assert answers == ["allow"] * 4
-        assert len(guard.store.audit.checkpoints()) >= 1  # retried at the next record
+        deadline = time.monotonic() + 10
+        while not guard.store.audit.checkpoints() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert failing["left"] == 0 and guard.store.audit.checkpoints()  # failed, then retried
 
 
 def test_checkpoints_carry_on_from_the_one_before(log: Path) -> None:
-    """Each checkpoint reads only the rows after the last one it stated, yet states every
-    chain: the same heads a full read of the log gives."""
+    """Each checkpoint reads only the rows after the one before read and names the chains that
+    grew; together they name every chain's head: what a full read of the log gives."""
     store = Store.at_home(log)
     try:
-        full, top = store.audit.heads()
-        statement = store.audit.latest_checkpoint()
+        full, top = store.audit.heads(after={})
+        statements = [json.loads(unverified_payload(s)) for _, _, s in store.audit.checkpoints()]
     finally:
         store.close()
-    assert statement is not None
-    body = json.loads(unverified_payload(statement))
-    assert body["upto"] == top and {c: tuple(v) for c, v in body["chains"].items()} == full
+    assert len(statements) >= 2
+    stated: dict[str, tuple[int, str]] = {}
+    for body in statements:
+        stated.update({c: (seq, digest) for c, (seq, digest) in body["chains"].items()})
+    assert stated == full and statements[-1]["upto"] == top
+    # each names only its writer's chains (decisions, events), not every chain ever opened
+    assert all(len(body["chains"]) <= 2 for body in statements)

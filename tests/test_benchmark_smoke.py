@@ -79,5 +79,8 @@ def test_quick_audit_benchmark_runs_and_the_log_verifies(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stdout + result.stderr  # (it asserts verify is intact)
     results = json.loads(figures.read_text())["results"]
-    assert results["records verified"] == 3 * 300
-    assert results["appends, one writer"] > 0 and results["verify"] > 0
+    # three levels, each: one writer, two threads, two processes, 300 records per writer
+    assert results["records"] == 3 * (1 + 2 + 2) * 300
+    assert set(results["appends"]) == {"commit", "fsync", "async"}
+    assert all(v > 0 for level in results["appends"].values() for v in level.values())
+    assert results["verify"] > 0

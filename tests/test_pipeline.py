@@ -301,7 +301,7 @@ def test_a_decision_that_cannot_be_recorded_is_a_deny(
         raise sqlite3.OperationalError("database or disk is full")
 
     with open_task(guard) as task:
-        monkeypatch.setattr(guard.store, "record_decision", full_disk)
+        monkeypatch.setattr(guard.store.audit, "append", full_disk)
         d = task.authorize("send_email", MAIL)
         calls = task.state.calls
     assert deny_stage(d) == (

@@ -333,6 +333,7 @@ def policy_backtest(
         document = {
             "replayed": report.replayed,
             "not_replayable": report.not_replayable,
+            "redacted": report.redacted,
             "unfaithful": report.unfaithful,
             "changes": [dataclasses.asdict(c) for c in report.changes],
             "by_policy": {p: [c.decision_id for c in cs] for p, cs in groups.items()},
@@ -344,6 +345,11 @@ def policy_backtest(
             f"({report.not_replayable} decided before the policy stage); "
             f"{len(report.changes)} would change"
         )
+        if report.redacted:
+            out.print(
+                f"{report.redacted} not replayable (arguments redacted): the workspace's "
+                "audit setting cut their arguments from the record"
+            )
         for policy, changes in groups.items():
             out.print(f"[bold]{escape(policy)}[/]: {len(changes)}")
             for c in changes[:examples]:
@@ -579,20 +585,38 @@ def agent_keys(
     """List an agent's keys, or add, rotate, revoke or generate one."""
     with _guard() as guard:
         now = time.time()
+        added = []
         if generate is not None:
             key = generate_key()
             _write_private(generate, key.as_dict(private=True))
-            register_key(guard.store, workspace=workspace, agent=name, jwk=key.as_dict(), now=now)
+            jwk = key.as_dict()
+            added.append(
+                register_key(guard.store, workspace=workspace, agent=name, jwk=jwk, now=now)
+            )
         if add is not None:
-            register_key(guard.store, workspace=workspace, agent=name, jwk=_json_file(add), now=now)
+            jwk = _json_file(add)
+            added.append(
+                register_key(guard.store, workspace=workspace, agent=name, jwk=jwk, now=now)
+            )
         if rotate is not None:
-            rotate_key(
-                guard.store,
+            added.append(
+                rotate_key(
+                    guard.store,
+                    workspace=workspace,
+                    agent=name,
+                    jwk=_json_file(rotate),
+                    now=now,
+                    overlap=overlap,
+                )
+            )
+        for record in added:
+            guard.audit.event(
+                "agent_key.registered",
                 workspace=workspace,
+                actor=None,
+                subject=record.kid,
                 agent=name,
-                jwk=_json_file(rotate),
-                now=now,
-                overlap=overlap,
+                rotated=rotate is not None and record is added[-1],
             )
         if revoke is not None:
             guard.credentials.revoke_agent_key(workspace, name, revoke)
@@ -760,6 +784,13 @@ def keys_rotate(
     """Publish a new signing key; the current one retires once its tokens have expired."""
     with _guard() as guard:
         key = guard.credentials.keyring.rotate(time.time(), lead=lead)
+        guard.audit.event(
+            "signing_key.rotated",
+            workspace=None,
+            actor=None,
+            subject=key.kid,
+            activate_at=key.activate_at,
+        )
     out.print(f"[green]published[/] {key.kid}, signing from {_when(key.activate_at)}")
 
 
@@ -902,6 +933,34 @@ def audit_verify() -> None:
 Filter = Annotated[str | None, typer.Option()]
 
 
+@audit_app.command("events")
+def audit_events(
+    workspace: Filter = None,
+    kind: Annotated[
+        str | None, typer.Option(help="e.g. approval.approved, credential.revoked, or a prefix")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="7d, 12h, 30m or seconds ago")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON Lines, chain fields included.")
+    ] = False,
+) -> None:
+    """What people and services did beside the decisions: approvals answered, credentials
+    issued and revoked, grants and keys added; chained and verified like the decisions."""
+    with _guard() as guard:
+        since_ts = time.time() - _seconds(since) if since else None
+        found = guard.store.audit.events(workspace=workspace, since=since_ts, limit=limit)
+    events = [e for e in found if kind is None or e.kind == kind or e.kind.startswith(f"{kind}.")]
+    if as_json:
+        sys.stdout.writelines(msgspec.json.encode(e).decode() + "\n" for e in events)
+        return
+    table = _table("event", "when", "kind", "workspace", "actor", "subject", "detail")
+    for e in events:
+        cells = (e.id, _when(e.ts), e.kind, e.workspace or "-", e.actor or "-", e.subject or "-")
+        table.add_row(*(_plain(str(c)) for c in cells), _plain(e.detail))
+    out.print(table)
+
+
 @audit_app.command("query")
 def audit_query(
     workspace: Filter = None,
@@ -937,14 +996,36 @@ def audit_query(
 
 @audit_app.command("export")
 def audit_export(
-    output: Annotated[Path, typer.Argument(help="The JSON Lines file to write ('-': stdout).")],
+    output: Annotated[
+        Path | None, typer.Argument(help="The JSON Lines file to write ('-': stdout).")
+    ] = None,
     workspace: Filter = None,
     agent: Filter = None,
     since: Annotated[str | None, typer.Option(help="7d, 12h, 30m or seconds ago")] = None,
+    otlp: Annotated[
+        bool,
+        typer.Option(
+            "--otlp",
+            help="Send OpenTelemetry logs instead, to OTEL_EXPORTER_OTLP_LOGS_ENDPOINT or "
+            "OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4318).",
+        ),
+    ] = False,
+    otlp_endpoint: Annotated[
+        str | None, typer.Option(help="Send OpenTelemetry logs instead, to this OTLP/HTTP URL.")
+    ] = None,
 ) -> None:
-    """Every matching record, oldest first, one JSON object a line (hash chain fields included,
-    so the export can be verified on its own)."""
+    """Every matching record, oldest first: one JSON object a line (hash chain fields included,
+    so the export can be verified on its own), or one OpenTelemetry log each (without the
+    arguments and context; docs/audit.md)."""
+    if (output is None) == (not otlp and otlp_endpoint is None):
+        raise InvalidInput("give a file to write, or --otlp / --otlp-endpoint (not both)")
     records = reversed(_records(workspace, agent, None, None, None, since, None, None))
+    if output is None:
+        from tether.audit import otlp as otel  # noqa: PLC0415 (only this command needs the SDK)
+
+        count = otel.export(records, endpoint=otlp_endpoint)
+        out.print(f"[green]sent[/] {count} records to {otel.logs_url(otlp_endpoint)}")
+        return
     lines = (msgspec.json.encode(r).decode() + "\n" for r in records)
     if str(output) == "-":
         sys.stdout.writelines(lines)

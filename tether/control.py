@@ -16,11 +16,12 @@ from typing import Any
 import msgspec
 
 from tether.approvals import ApprovalSettings
+from tether.audit.redaction import Redaction
 from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
 from tether.credentials import add_grant
 from tether.errors import Conflict, InvalidInput, NotFound, PolicyError
 from tether.identity import agent_spiffe_id, check_trust_domain
-from tether.model import Agent, AgentStatus, PolicyBundleRecord, Tool, User, Workspace
+from tether.model import Agent, AgentStatus, Grant, PolicyBundleRecord, Tool, User, Workspace
 from tether.names import check_identifier, check_segment, check_tool_name
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.session.risk import WorkingHours
@@ -41,11 +42,15 @@ class Control:
         clock: Callable[[], float] = time.time,
         *,
         revoke_grant: Callable[[str], None],
+        granted: Callable[[Grant], None],
     ) -> None:
+        """`revoke_grant`, `granted`: how grants the workspace file drops are revoked, and
+        those it adds recorded (as any other revocation or grant is)."""
         self._store = store
         self._views = views
         self._clock = clock
         self._revoke_grant = revoke_grant
+        self._granted = granted
 
     def add_workspace(
         self,
@@ -213,7 +218,7 @@ class Control:
                 self._revoke_grant(grant.id)
         for key, entry in declared.items():
             if key not in held:
-                add_grant(
+                grant = add_grant(
                     self._store,
                     workspace=workspace,
                     user=entry.user,
@@ -225,6 +230,7 @@ class Control:
                     now=now,
                     source="file",
                 )
+                self._granted(grant)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -287,7 +293,7 @@ class Control:
         )
 
 
-SETTINGS = ("working_hours", "approvals")
+SETTINGS = ("working_hours", "approvals", "audit")
 
 
 def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -296,6 +302,7 @@ def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"unknown workspace settings {unknown}; known: {list(SETTINGS)}")
     WorkingHours.from_settings(settings)  # raises InvalidInput with what is wrong
     ApprovalSettings.from_settings(settings)
+    Redaction.from_settings(settings)
     return dict(settings)
 
 

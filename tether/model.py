@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -293,3 +293,58 @@ class DecisionRecord(msgspec.Struct, frozen=True):
     chain_seq: int | None = None
     prev_hash: str | None = None
     hash: str | None = None
+
+
+class AuditEvent(msgspec.Struct, frozen=True):
+    """Something a person, agent or service did that is not a decision but is evidence too: an
+    approval granted or refused, a credential issued or revoked, a grant or key changed. Kept in
+    the audit log beside the decisions and chained the same way.
+
+    `kind` is `<concept>.<what happened>` (e.g. `approval.approved`, `credential.revoked`);
+    `actor` who did it; `subject` what it was done to (an approval, token, task, grant or agent
+    id); `detail` the rest, as JSON.
+    """
+
+    id: str
+    ts: float
+    kind: str
+    tenant: str | None
+    workspace: str | None
+    actor: str | None
+    subject: str | None
+    detail: str  # JSON
+    chain: str | None = None
+    chain_seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
+
+
+class Durability(StrEnum):
+    """When a decision's record is safe, relative to its answer (docs/audit.md).
+
+    `commit`: committed before the answer, so a killed process loses nothing it answered.
+    `fsync`: also on disk before the answer, so power loss loses nothing either.
+    `async`: answered first, committed within a bounded window; a crash may lose that window.
+    """
+
+    COMMIT = "commit"
+    FSYNC = "fsync"
+    ASYNC = "async"
+
+
+class EventSink(Protocol):
+    """Where a component records what it did for the audit log (`AuditLog.event`)."""
+
+    def __call__(
+        self,
+        kind: str,
+        *,
+        workspace: str | None,
+        actor: str | None,
+        subject: str | None,
+        **detail: Any,
+    ) -> None: ...
+
+
+def no_events(kind: str, **_: Any) -> None:
+    """The sink of a component used on its own, outside a Guard (a unit test, a tool)."""

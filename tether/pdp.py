@@ -21,6 +21,7 @@ import msgspec
 
 from tether.approvals import Approvals, ApprovalSettings, call_hash, canonical_json
 from tether.audit import AuditLog
+from tether.audit.redaction import FULL, Redaction
 from tether.catalogue import ArgumentError, CompiledTool, decision_context
 from tether.credentials import AccessClaims, Credentials
 from tether.errors import CredentialRefused, TetherError
@@ -356,15 +357,29 @@ def seek_approval(call: Call, approvals: Approvals) -> Reason | None:
     return None
 
 
-def record(call: Call, log: AuditLog, decision: Decision) -> None:
+def record(call: Call, log: AuditLog, decision: Decision, views: Views | None = None) -> None:
     """Commit the decision's record (before it is answered), with the agent's first use of
-    the tool when it is one."""
+    the tool when it is one. The record keeps of the arguments what the workspace's `audit`
+    setting says (tether/audit/redaction.py); their digest is always of the real ones."""
     args_json = (
         call.args_json if call.args_json is not None else _args_for_record(call.request.args)
     )
     task = call.task.task if call.task is not None else None
     verdict = call.verdict
     user = task.user if task is not None else call.claims.sub if call.claims else None
+    args = args_json.decode() if len(args_json) <= MAX_ARGS_BYTES else '{"truncated":true}'
+    context = verdict.context_json.decode() if verdict is not None else None
+    reasons, shadow = decision.reasons, _shadow_record(verdict, call.shadow)
+    redaction = call.view.redaction if call.view is not None else _redaction(call, decision, views)
+    if redaction is not FULL and len(args_json) <= MAX_ARGS_BYTES:  # the default: one check
+        cut = redaction.apply(
+            _decode(args_json),
+            context=verdict.context_json if verdict is not None else None,
+            reasons=reasons,
+            shadow=shadow,
+        )
+        if cut is not None:
+            args, context, reasons, shadow = cut.args, cut.context, cut.reasons, cut.shadow
     log.append(
         DecisionRecord(
             id=decision.decision_id,
@@ -376,13 +391,13 @@ def record(call: Call, log: AuditLog, decision: Decision) -> None:
             task_id=decision.task_id,
             tool=decision.tool,
             args_digest=hashlib.sha256(args_json).hexdigest(),
-            args=args_json.decode() if len(args_json) <= MAX_ARGS_BYTES else '{"truncated":true}',
+            args=args,
             effect=decision.effect,
             stage=decision.reasons[0].stage if decision.reasons else Stage.POLICY,
-            reasons=_reasons_json(decision.reasons),
+            reasons=_reasons_json(reasons),
             policy_version=decision.policy_version,
-            context=verdict.context_json.decode() if verdict is not None else None,
-            shadow=_shadow_record(verdict, call.shadow),
+            context=context,
+            shadow=shadow,
             approval_id=decision.approval_id,
         ),
         first_use=(
@@ -391,6 +406,20 @@ def record(call: Call, log: AuditLog, decision: Decision) -> None:
             and decision.tool not in call.activity.tools_used
         ),
     )
+
+
+def _redaction(call: Call, decision: Decision, views: Views | None) -> Redaction:
+    """The redaction for a call denied before it reached its workspace's view: the record's
+    workspace's, made stricter by the task's when the call aimed outside it (the arguments are
+    then the data of both). Only denials pay for this lookup."""
+    if views is None:
+        return FULL
+    names = {decision.workspace}
+    if call.task is not None:
+        names.add(call.task.task.workspace)
+    elif call.claims is not None:
+        names.add(call.claims.ws)
+    return Redaction.strictest(views.redaction(name) for name in names if name is not None)
 
 
 def _shadow_record(verdict: Verdict | None, bundle: dict[str, Any] | None) -> str | None:
@@ -495,7 +524,7 @@ class PDP:
                 tool=request.tool,
             )
             try:  # recorded like any other answer; if even that fails, the deny stands
-                record(Call(request, self._clock()), self._log, decision)
+                record(Call(request, self._clock()), self._log, decision, self._views)
             except Exception:
                 log.exception("the denial could not be recorded")
             return decision
@@ -537,7 +566,7 @@ class PDP:
         decision = _answer(call, denial)
         started = time.perf_counter_ns() if self.stage_timer is not None else 0
         try:
-            record(call, self._log, decision)
+            record(call, self._log, decision, self._views)
         except Exception as exc:
             log.exception("decision %s could not be recorded", decision.decision_id)
             text = f"the decision could not be recorded, so the call is denied: {_describe(exc)}"

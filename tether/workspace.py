@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tether.audit.redaction import FULL, Mode, Redaction
 from tether.catalogue import Catalogue, compile_tool
 from tether.errors import TetherError
 from tether.model import Agent, Workspace
@@ -36,6 +37,7 @@ class WorkspaceView:
     shadow: Bundle | None  # a candidate evaluated beside the enforced bundle, never deciding
     entities: Any  # cedarpy.Entities
     hours: WorkingHours | None  # when its agents are expected to work (a risk signal)
+    redaction: Redaction = FULL  # what its decision records keep of the arguments
 
     @property
     def revision(self) -> int:
@@ -56,6 +58,7 @@ def build_view(snapshot: WorkspaceSnapshot) -> WorkspaceView:
         shadow=_shadow(snapshot, schema),
         entities=workspace_entities(snapshot.workspace, snapshot.agents, parsed_schema),
         hours=WorkingHours.from_settings(snapshot.workspace.settings),
+        redaction=Redaction.from_settings(snapshot.workspace.settings),
     )
 
 
@@ -73,11 +76,22 @@ def _shadow(snapshot: WorkspaceSnapshot, schema: Any) -> Bundle | None:
 
 
 class BrokenWorkspace(TetherError):
-    """The stored state of a workspace does not compile; its calls are denied until it does."""
+    """The stored state of a workspace does not compile; its calls are denied until it does.
+    Their records still keep no more of the arguments than the workspace says (`redaction`)."""
 
-    def __init__(self, message: str, revision: int) -> None:
+    def __init__(self, message: str, revision: int, redaction: Redaction | None = None) -> None:
         super().__init__(message)
         self.revision = revision
+        self.redaction = redaction if redaction is not None else FULL
+
+
+def _redaction_of_broken(snapshot: WorkspaceSnapshot) -> Redaction:
+    """A broken workspace's redaction setting; if that is what is broken (settings are checked
+    when written, so only a store edited around Tether), keep nothing of the arguments."""
+    try:
+        return Redaction.from_settings(snapshot.workspace.settings)
+    except TetherError:
+        return Redaction(Mode.DIGEST)
 
 
 class Views:
@@ -119,10 +133,24 @@ class Views:
                 view: WorkspaceView | BrokenWorkspace = build_view(snapshot)
             except TetherError as exc:
                 view = BrokenWorkspace(
-                    f"workspace {name!r} cannot be loaded: {exc}", snapshot.workspace.revision
+                    f"workspace {name!r} cannot be loaded: {exc}",
+                    snapshot.workspace.revision,
+                    _redaction_of_broken(snapshot),
                 )
             self._views[name] = view
             return view
+
+    def redaction(self, name: str) -> Redaction:
+        """What the records of workspace `name` keep of a call's arguments, for a decision that
+        did not get as far as the workspace's view (a call denied before it): its cached view's
+        setting, loading the view if this process has not yet; a workspace that does not exist
+        has no setting to keep."""
+        if self._clock() - self._polled_at >= self._poll_interval:
+            self.poll()
+        view = self._views.get(name)
+        if view is None:
+            view = self.refresh(name)
+        return view.redaction if view is not None else FULL
 
     def poll(self) -> None:
         """Reload every cached view whose workspace changed in the store since it was built."""

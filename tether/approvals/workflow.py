@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterable
 from tether.approvals.settings import ApprovalSettings
 from tether.approvals.webhooks import Notifier
 from tether.errors import Conflict, Forbidden, NotFound
-from tether.model import ApprovalEvent, ApprovalRequest, ApprovalStatus, new_id
+from tether.model import (
+    ApprovalEvent,
+    ApprovalRequest,
+    ApprovalStatus,
+    EventSink,
+    new_id,
+    no_events,
+)
 from tether.store import Store
 
 log = logging.getLogger("tether.approvals")
@@ -30,9 +37,16 @@ MAX_PENDING_PER_TASK = 20  # an agent cannot bury the real request under its own
 
 
 class Approvals:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        events: EventSink = no_events,
+    ) -> None:
+        """`events`: every step of every request also goes to the audit log's chain."""
         self._store = store
         self._clock = clock
+        self._events = events
         self._notifier: Notifier | None = None
         self._notifier_lock = threading.Lock()
 
@@ -57,13 +71,17 @@ class Approvals:
         if now >= request.expires_at:
             self._expire_if_due(request)
             return False
-        return self._store.approvals.transition(
+        event = self._event(request, "used", request.agent, decision_id)
+        used = self._store.approvals.transition(
             request.id,
             from_statuses=(ApprovalStatus.APPROVED,),
-            event=self._event(request, "used", request.agent, decision_id),
+            event=event,
             status=ApprovalStatus.USED,
             used_by=decision_id,
         )
+        if used:
+            self._audit(request, event)
+        return used
 
     def ask(
         self,
@@ -120,7 +138,9 @@ class Approvals:
             created_at=now,
             expires_at=now + settings.ttl,
         )
-        self._store.approvals.add(request, self._event(request, "requested", agent, decision_id))
+        event = self._event(request, "requested", agent, decision_id)
+        self._store.approvals.add(request, event)
+        self._audit(request, event)
         self._notify(request, settings)
         return request
 
@@ -148,12 +168,11 @@ class Approvals:
         revoked, or whose agent was suspended can spend nothing."""
         cancelled = []
         for request in self._store.approvals.open_of_tasks(list(task_ids)):
+            event = self._event(request, "cancelled", SYSTEM, why)
             if self._store.approvals.transition(
-                request.id,
-                from_statuses=OPEN,
-                event=self._event(request, "cancelled", SYSTEM, why),
-                status=ApprovalStatus.CANCELLED,
+                request.id, from_statuses=OPEN, event=event, status=ApprovalStatus.CANCELLED
             ):
+                self._audit(request, event)
                 cancelled.append(request.id)
         return cancelled
 
@@ -189,6 +208,7 @@ class Approvals:
         ):
             now = self.get(approval_id).status.value
             raise Conflict(f"approval {approval_id} was {now} meanwhile; nothing changed")
+        self._audit(request, event)
         return self.get(approval_id)
 
     def _check_approver(
@@ -222,12 +242,11 @@ class Approvals:
     def _expire_if_due(self, request: ApprovalRequest) -> ApprovalRequest:
         if request.status not in OPEN or self._clock() < request.expires_at:
             return request
-        self._store.approvals.transition(
-            request.id,
-            from_statuses=OPEN,
-            event=self._event(request, "expired", SYSTEM, ""),
-            status=ApprovalStatus.EXPIRED,
-        )
+        event = self._event(request, "expired", SYSTEM, "")
+        if self._store.approvals.transition(
+            request.id, from_statuses=OPEN, event=event, status=ApprovalStatus.EXPIRED
+        ):
+            self._audit(request, event)
         return self._store.approvals.get(request.id) or request
 
     def _event(
@@ -263,7 +282,23 @@ class Approvals:
     def _record(self, approval_id: str, event: str, detail: str) -> None:
         request = self._store.approvals.get(approval_id)
         if request is not None:
-            self._store.approvals.add_event(self._event(request, event, SYSTEM, detail))
+            step = self._event(request, event, SYSTEM, detail)
+            self._store.approvals.add_event(step)
+            self._audit(request, step)
+
+    def _audit(self, request: ApprovalRequest, event: ApprovalEvent) -> None:
+        """The step into the chained audit log too, after the approvals table has it (raises if
+        it could not be written: on the decision path that makes the decision a deny)."""
+        self._events(
+            f"approval.{event.event}",
+            workspace=event.workspace,
+            actor=event.actor,
+            subject=event.approval_id,
+            task=request.task_id,
+            tool=request.tool,
+            call_hash=request.call_hash,
+            detail=event.detail,
+        )
 
 
 def notification(request: ApprovalRequest) -> dict[str, object]:

@@ -1,11 +1,11 @@
 """The decision log as hash chains: each record carries the SHA-256 of its canonical form and of
 the record before it in its writer's chain.
 
-Several processes (and, later, replicas) append at once, so there is one chain per writer (a
-`Store` opened by a process), numbered from 1: no writer waits for another to learn the latest
-hash, and each chain is linear, so a deleted, inserted or reordered record breaks a link where it
-happened. Signed checkpoints (checkpoints.py) state every chain's head at a moment, so a chain
-cut short or removed whole is detected too.
+Several processes (and, later, replicas) append at once, so there is one chain per writer and
+log (decisions, events), numbered from 1: no writer waits for another to learn the latest hash,
+and each chain is linear, so a deleted, inserted or reordered record breaks a link where it
+happened. Signed checkpoints (checkpoints.py) state the chains' heads at moments, so a chain cut
+short or removed whole is detected too.
 
 The canonical form is the record's fields (all but `hash`) as JSON with keys sorted, no spaces,
 UTF-8: for the values a record holds (strings, integers, null and epoch-second floats) that is
@@ -15,19 +15,18 @@ RFC 8785 JSON, so anyone can recompute it (docs/audit.md).
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
-from tether.model import DecisionRecord, new_id
+from tether.model import AuditEvent, DecisionRecord, new_id
 
 GENESIS = "0" * 64  # the `prev_hash` of a chain's first record
 _encode = msgspec.json.Encoder(order="sorted").encode
 
 
-def canonical(record: DecisionRecord | dict[str, Any]) -> bytes:
+def canonical(record: DecisionRecord | AuditEvent | dict[str, Any]) -> bytes:
     """The bytes a record's hash is over: every field but `hash`, keys sorted (a stored row, as
     a dict of its columns, gives the same bytes as the record it was written from)."""
     body = dict(record) if isinstance(record, dict) else msgspec.structs.asdict(record)
@@ -35,24 +34,46 @@ def canonical(record: DecisionRecord | dict[str, Any]) -> bytes:
     return _encode(body)
 
 
-def record_hash(record: DecisionRecord | dict[str, Any]) -> str:
+def record_hash(record: DecisionRecord | AuditEvent | dict[str, Any]) -> str:
     return hashlib.sha256(canonical(record)).hexdigest()
 
 
+def row_canonical(columns: Sequence[str]) -> Callable[[Sequence[Any]], bytes]:
+    """`canonical` for stored rows read as tuples of `columns` (sorted, `hash` not among them),
+    several times faster than through a dict: what lets verification keep up with the log."""
+    assert list(columns) == sorted(columns) and "hash" not in columns
+    row = msgspec.defstruct("Row", [(c, Any) for c in columns])
+    encode = msgspec.json.Encoder().encode  # a Struct encodes its fields in order: sorted
+    return lambda values: encode(row(*values))
+
+
+Record = TypeVar("Record", DecisionRecord, AuditEvent)
+
+
 class Chain:
-    """This writer's chain. `append` links a record to the chain's head and stores it, one at a
-    time, and moves the head only once the store has committed it."""
+    """One writer's chain of one log. `link` numbers records after the head and hashes them;
+    the head moves (`advance`) only once the store has committed them, so a batch that failed
+    leaves no hole: the next batch links to the last record that is really there.
+
+    Not thread-safe by itself: the log's one committer (group commit) is its only user."""
 
     def __init__(self) -> None:
         self.id = new_id("chain_")
-        self._seq = 0
-        self._head = GENESIS
-        self._lock = threading.Lock()
+        self.seq = 0
+        self.head = GENESIS
 
-    def append(self, record: DecisionRecord, store: Callable[[DecisionRecord], None]) -> None:
-        with self._lock:
-            link = {"chain": self.id, "chain_seq": self._seq + 1, "prev_hash": self._head}
-            body = {**msgspec.structs.asdict(record), **link, "hash": None}
-            linked = msgspec.structs.replace(record, **link, hash=record_hash(body))
-            store(linked)
-            self._seq, self._head = linked.chain_seq or 0, linked.hash or GENESIS
+    def link(self, records: Sequence[Record]) -> list[Record]:
+        linked = []
+        seq, head = self.seq, self.head
+        for record in records:
+            seq += 1
+            link = {"chain": self.id, "chain_seq": seq, "prev_hash": head}
+            body = {**msgspec.structs.asdict(record), **link}
+            del body["hash"]
+            head = hashlib.sha256(_encode(body)).hexdigest()
+            linked.append(msgspec.structs.replace(record, **link, hash=head))
+        return linked
+
+    def advance(self, committed: Sequence[DecisionRecord | AuditEvent]) -> None:
+        if committed:
+            self.seq, self.head = committed[-1].chain_seq or 0, committed[-1].hash or GENESIS

@@ -1,10 +1,12 @@
 """Signed checkpoints: every chain's head at a moment, signed with the service's key.
 
 A checkpoint is a compact JWS (ES256, `typ` tether-checkpoint+jwt, `kid` of the signing key)
-over `{"at": <epoch seconds>, "chains": {<chain id>: [<seq>, <hash>], ...}}`. Verification holds
-the log to every checkpoint: each chain named must still reach at least that record with that
-hash, so truncating a chain's tail, or deleting a whole chain, is detected and located. Records
-appended after the last checkpoint are protected by their links only.
+over `{"at": <epoch seconds>, "chains": {<chain id>: [<seq>, <hash>], ...}, "previous": <hash
+of the checkpoint before>, "upto": {<log>: <row>}}`, naming the chains that grew since the
+checkpoint before (a quiet chain is not restated: the checkpoint that last named it still holds
+it). Verification holds the log to every checkpoint: each chain named must still reach at least
+that record with that hash, so truncating a chain's tail, or deleting a whole chain, is detected
+and located. Records appended after the last checkpoint are protected by their links only.
 """
 
 from __future__ import annotations
@@ -30,23 +32,21 @@ log = logging.getLogger("tether.audit")
 STATEMENT_TYPE = "tether-checkpoint+jwt"
 EVERY_RECORDS = 1000
 EVERY_SECONDS = 60.0
+RETRY_SECONDS = 1.0
 _encode = msgspec.json.Encoder(order="sorted").encode
 
 
 def write_checkpoint(store: Store, keyring: Keyring, now: float) -> dict[str, Any]:
-    """State and sign every chain's head now, and the hash of the checkpoint before (so a
-    deleted checkpoint breaks the next one's link); returns the statement."""
+    """State and sign the head of every chain that grew since the checkpoint before, how far
+    each log was read, and the hash of the checkpoint before (so a deleted checkpoint breaks
+    the next one's link); returns the statement."""
     latest = store.audit.latest_checkpoint()
-    chains, upto = _carried(latest)
-    new, top = store.audit.heads(after=upto)
-    for chain, (seq, digest) in new.items():
-        if seq >= chains.get(chain, (0, ""))[0]:
-            chains[chain] = (seq, digest)
+    heads, upto = store.audit.heads(after=_upto(latest))
     statement = {
         "at": now,
-        "chains": {c: [seq, digest] for c, (seq, digest) in sorted(chains.items())},
+        "chains": {c: [seq, digest] for c, (seq, digest) in sorted(heads.items())},
         "previous": statement_hash(latest) if latest is not None else GENESIS,
-        "upto": top,  # the last row of the log this statement read
+        "upto": upto,  # the last row of each log this statement read
     }
     key = keyring.signing_key(now)
     signed = sign({"typ": STATEMENT_TYPE, "kid": key.kid}, _encode(statement), key.key)
@@ -54,18 +54,17 @@ def write_checkpoint(store: Store, keyring: Keyring, now: float) -> dict[str, An
     return statement
 
 
-def _carried(latest: str | None) -> tuple[dict[str, tuple[int, str]], int]:
-    """The heads the checkpoint before stated, and how far it read: the next one reads only
-    the rows after. (Its signature is checked by `verify`, not here: a tampered checkpoint
-    fails there, and so does every statement built on it.)"""
+def _upto(latest: str | None) -> dict[str, int]:
+    """How far the checkpoint before read each log: the next one reads only the rows after.
+    (Its signature is checked by `verify`, not here: a tampered checkpoint fails there, and so
+    does every statement built on it.)"""
     if latest is None:
-        return {}, 0
+        return {}
     try:
-        body = json.loads(unverified_payload(latest))
-        chains = {c: (int(seq), str(digest)) for c, (seq, digest) in body["chains"].items()}
-        return chains, int(body["upto"])
-    except (ValueError, KeyError, TypeError, JoseError):
-        return {}, 0  # read the whole log instead
+        upto = json.loads(unverified_payload(latest))["upto"]
+        return {str(log): int(row) for log, row in upto.items()}
+    except (ValueError, KeyError, TypeError, AttributeError, JoseError):
+        return {}  # read the whole log instead
 
 
 def statement_hash(statement: str) -> str:
@@ -73,8 +72,10 @@ def statement_hash(statement: str) -> str:
 
 
 class Checkpointer:
-    """Writes a checkpoint after every `EVERY_RECORDS` records this process appended, or when
-    one is appended `EVERY_SECONDS` after the last checkpoint, and when closed."""
+    """Writes a checkpoint on a thread of its own, never in a deciding one: once
+    `EVERY_RECORDS` records were appended, else within `EVERY_SECONDS` of a record, and when
+    closed. A checkpoint that cannot be written is logged
+    and tried again; nothing here can undo or deny a record."""
 
     def __init__(
         self, store: Store, keyring: Keyring, clock: Callable[[], float] = time.time
@@ -82,26 +83,51 @@ class Checkpointer:
         self._store = store
         self._keyring = keyring
         self._clock = clock
-        self._lock = threading.Lock()
-        self._since = 0
-        self._last = clock()
+        self._cond = threading.Condition()
+        self._since = 0  # records appended since the last checkpoint
+        self._closing = False
+        self._thread: threading.Thread | None = None
 
-    def appended(self) -> None:
-        """Called after a record is committed: nothing here may undo or deny it, so a
-        checkpoint that cannot be written now is logged and tried again at the next record."""
-        with self._lock:
-            self._since += 1
-            now = self._clock()
-            if self._since < EVERY_RECORDS and now - self._last < EVERY_SECONDS:
-                return
-            try:
-                write_checkpoint(self._store, self._keyring, now)
-            except Exception:
-                log.warning("could not write an audit checkpoint; will retry", exc_info=True)
-                return
-            self._since, self._last = 0, now
+    def appended(self, count: int) -> None:
+        with self._cond:
+            self._since += count
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tether-audit-checkpoints", daemon=True
+                )
+                self._thread.start()
+            if self._since >= EVERY_RECORDS:
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._closing and self._since < EVERY_RECORDS:
+                    self._cond.wait(EVERY_SECONDS)
+                if self._closing:
+                    return
+                taken = self._since
+            if taken and self._write():
+                with self._cond:
+                    self._since -= taken
+
+    def _write(self) -> bool:
+        try:
+            write_checkpoint(self._store, self._keyring, self._clock())
+        except Exception:
+            log.warning("could not write an audit checkpoint; will retry", exc_info=True)
+            time.sleep(RETRY_SECONDS)
+            return False
+        return True
 
     def close(self) -> None:
+        """Stops the thread, then a last checkpoint if anything was appended since."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
         if self._since:
             write_checkpoint(self._store, self._keyring, self._clock())
             self._since = 0

@@ -1,33 +1,122 @@
-"""The decision log as the pipeline writes it: every record appended to this writer's hash
-chain, committed before the decision is answered, with a signed checkpoint now and then."""
+"""The audit log as the rest of Tether writes it: decisions (from the pipeline) and events
+(approvals, credentials, keys, grants), each appended to this writer's hash chain of its log, at
+the durability level chosen for the store, with a signed checkpoint now and then.
+
+The level (docs/audit.md): `commit` (default) and `fsync` return once the record is committed
+(and, for `fsync`, on disk), so an answer never runs ahead of its record; `async` returns at
+once and commits within `ASYNC_WINDOW` seconds or `ASYNC_PENDING` records, whichever is first.
+Events are always written at `commit` or `fsync`: they are few, and each is a change someone
+made on purpose.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tether.audit.chain import Chain
 from tether.audit.checkpoints import Checkpointer
+from tether.audit.writers import Background, GroupCommit
 from tether.credentials.signing_keys import Keyring
-from tether.model import DecisionRecord
+from tether.errors import InvalidInput
+from tether.model import AuditEvent, DecisionRecord, Durability, new_id
 from tether.store import Store
+
+ASYNC_WINDOW = 0.1  # seconds a record may wait at `async`
+ASYNC_PENDING = 1000  # records that may wait at `async`
+DURABILITY_ENV = "TETHER_AUDIT_DURABILITY"
+
+
+def durability_from_env(default: Durability = Durability.COMMIT) -> Durability:
+    value = os.environ.get(DURABILITY_ENV, default.value)
+    try:
+        return Durability(value)
+    except ValueError:
+        levels = ", ".join(d.value for d in Durability)
+        raise InvalidInput(f"{DURABILITY_ENV}={value!r}: use one of {levels}") from None
 
 
 class AuditLog:
     def __init__(
-        self, store: Store, keyring: Keyring, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        keyring: Keyring,
+        clock: Callable[[], float] = time.time,
+        durability: Durability = Durability.COMMIT,
     ) -> None:
         self._store = store
-        self.chain = Chain()
+        self._clock = clock
+        self.durability = durability
+        self.chain = Chain()  # the decisions'
+        self.events_chain = Chain()
         self._checkpoints = Checkpointer(store, keyring, clock)
+        self._decisions: (
+            GroupCommit[tuple[DecisionRecord, bool]] | Background[tuple[DecisionRecord, bool]]
+        )
+        if durability is Durability.ASYNC:
+            self._decisions = Background(
+                self._commit_decisions, max_pending=ASYNC_PENDING, interval=ASYNC_WINDOW
+            )
+        else:
+            self._decisions = GroupCommit(self._commit_decisions)
+        self._events = GroupCommit(self._commit_events)
 
     def append(self, record: DecisionRecord, *, first_use: bool = False) -> None:
-        """Link, store and commit one decision (raises if it could not be stored)."""
-        self.chain.append(
-            record, lambda linked: self._store.record_decision(linked, first_use=first_use)
+        """Link and store one decision at this log's durability level (raises LogUnavailable
+        if it could not be stored: its decision must then be a deny). `first_use`: the agent's
+        first allowed call of the tool, remembered with it."""
+        self._decisions.submit((record, first_use))
+
+    def event(
+        self,
+        kind: str,
+        *,
+        workspace: str | None,
+        actor: str | None,
+        subject: str | None,
+        tenant: str | None = None,
+        **detail: Any,
+    ) -> None:
+        """Record something done that is not a decision (AuditEvent); raises if it could not
+        be stored."""
+        self._events.submit(
+            AuditEvent(
+                id=new_id("evt_"),
+                ts=float(self._clock()),  # stored as REAL: hash what verification reads back
+                kind=kind,
+                tenant=tenant,
+                workspace=workspace,
+                actor=actor,
+                subject=subject,
+                detail=json.dumps(detail, sort_keys=True, default=str),
+            )
         )
-        self._checkpoints.appended()
+
+    def _commit_decisions(self, batch: list[tuple[DecisionRecord, bool]]) -> None:
+        linked = self.chain.link([record for record, _ in batch])
+        self._store.audit.append(
+            [(record, first_use) for record, (_, first_use) in zip(linked, batch, strict=True)]
+        )
+        self.chain.advance(linked)
+        self._made_durable(len(linked))
+
+    def _commit_events(self, batch: list[AuditEvent]) -> None:
+        linked = self.events_chain.link(batch)
+        self._store.audit.append_events(linked)
+        self.events_chain.advance(linked)
+        self._made_durable(len(linked))
+
+    def _made_durable(self, count: int) -> None:
+        if self.durability is Durability.FSYNC:
+            self._store.audit.sync()
+        self._checkpoints.appended(count)
 
     def close(self) -> None:
-        """A last checkpoint, so what this writer appended is held to a signature."""
+        """Commit what waits, then a last checkpoint, so what this writer appended is held to a
+        signature."""
+        if isinstance(self._decisions, Background):
+            self._decisions.close()
         self._checkpoints.close()

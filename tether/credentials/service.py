@@ -41,7 +41,7 @@ from tether.credentials.token_exchange import (
 )
 from tether.errors import CredentialRefused, InvalidInput, NotFound
 from tether.identity import revoke_key
-from tether.model import Agent, Effect, Grant, Task, TaskStatus, new_id
+from tether.model import Agent, Effect, EventSink, Grant, Task, TaskStatus, new_id, no_events
 from tether.store import Store
 from tether.store.credentials import TokenRecord
 
@@ -98,9 +98,12 @@ class Credentials:
         home: str | Path | None = None,
         settings: Settings | None = None,
         clock: Callable[[], float] = time.time,
+        events: EventSink = no_events,
     ) -> None:
+        """`events`: every token issued and every revocation also goes to the audit log."""
         self.store = store
         self.settings = settings or Settings()
+        self._events = events
         self._clock = clock
         self.keyring = Keyring(
             store,
@@ -405,6 +408,23 @@ class Credentials:
                 expires_at=float(claims.exp),
             )
         )
+        self._events(  # before the token leaves: a token the log cannot tell of is not issued
+            "credential.issued",
+            workspace=claims.ws,
+            actor=claims.agent,
+            subject=claims.jti,
+            user=claims.sub,
+            use=claims.use,
+            task=claims.task,
+            grant=claims.grant,
+            scope=claims.scope,
+            audience=claims.aud,
+            expires_at=claims.exp,
+            parent=claims.parent_jti,
+            depth=claims.depth,
+            decision=claims.decision,
+            key=(claims.cnf or {}).get("jkt"),
+        )
         response = ExchangeResponse(
             access_token=access_token.issue(claims, self.keyring.signing_key(now)),
             issued_token_type=ACCESS_TOKEN_TYPE,
@@ -475,7 +495,7 @@ class Credentials:
         record = self.store.credentials.token(jti)
         if record is None:
             raise NotFound(f"no token {jti!r} was issued here")
-        self.revocations.revoke(
+        self._revoke(
             Revoked.TOKEN,
             record.workspace,
             jti,
@@ -494,7 +514,7 @@ class Credentials:
         for tid in tree:
             self.store.finish_task(tid, status, now)
         # No token outlives its task: the revocation can be forgotten after the task's end.
-        self.revocations.revoke(
+        self._revoke(
             Revoked.TASK,
             task.workspace,
             task_id,
@@ -507,7 +527,7 @@ class Credentials:
         """The key proves nothing from now on, and every token bound to it is refused."""
         now = self._clock()
         revoke_key(self.store, workspace, agent, kid, now)
-        self.revocations.revoke(
+        self._revoke(
             Revoked.KEY,
             workspace,
             kid,
@@ -520,7 +540,7 @@ class Credentials:
         if grant is None:
             raise NotFound(f"no grant {grant_id!r}")
         self.store.credentials.revoke_grant(grant_id, self._clock())
-        self.revocations.revoke(
+        self._revoke(
             Revoked.GRANT,
             grant.workspace,
             grant_id,
@@ -536,7 +556,7 @@ class Credentials:
         ended = self.store.open_tasks(workspace, agent=agent)
         for task_id in ended:
             self.store.finish_task(task_id, TaskStatus.REVOKED, now)
-        self.revocations.revoke(
+        self._revoke(
             Revoked.AGENT, workspace, agent, reason=reason, expires_at=self._forgettable(now)
         )
         return ended
@@ -548,7 +568,7 @@ class Credentials:
         ended = self.store.open_tasks(workspace)
         for task_id in ended:
             self.store.finish_task(task_id, TaskStatus.REVOKED, now)
-        self.revocations.revoke(
+        self._revoke(
             Revoked.WORKSPACE,
             workspace,
             workspace,
@@ -556,6 +576,19 @@ class Credentials:
             expires_at=self._forgettable(now),
         )
         return ended
+
+    def _revoke(
+        self, kind: Revoked, workspace: str, target: str, *, reason: str, expires_at: float
+    ) -> None:
+        self.revocations.revoke(kind, workspace, target, reason=reason, expires_at=expires_at)
+        self._events(
+            "credential.revoked",
+            workspace=workspace,
+            actor=None,
+            subject=target,
+            revoked=kind.value,
+            reason=reason,
+        )
 
     def _forgettable(self, now: float) -> float:
         """When a revocation of everything issued until `now` can no longer refuse anything."""

@@ -5,7 +5,9 @@ A record keeps the exact context its policies saw, so the replay asks the very q
 enforced bundle answered then. Both answers are computed now, on the same context: the recorded
 bundle's (by its version; a check that the replay is faithful) and the candidate's. Decisions
 that never reached the policy stage (no token, outside the task's scope, bad arguments) are not
-the policies' to change and are counted apart.
+the policies' to change and are counted apart. So are decisions whose record had its arguments
+cut by the workspace's redaction setting (tether/audit/redaction.py): re-deciding them on the
+cut arguments would answer a question nobody asked, so they are counted, never guessed at.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.audit.redaction import is_redacted
 from tether.model import Agent, DecisionRecord, Effect, Stage
 from tether.policy.bundle import Bundle
 from tether.policy.engine import Outcome, evaluate
@@ -39,6 +42,7 @@ class Change:
 class BacktestReport:
     replayed: int = 0
     not_replayable: int = 0  # decided before the policy stage
+    redacted: int = 0  # reached the policies, but the record's arguments were cut: not replayable
     unfaithful: list[str] = field(default_factory=list)  # the recorded bundle now answers otherwise
     changes: list[Change] = field(default_factory=list)
 
@@ -68,6 +72,9 @@ def backtest(
             report.not_replayable += 1
             continue
         context = json.loads(record.context)
+        if is_redacted(context):
+            report.redacted += 1
+            continue
         context["approved"] = False  # the question the policies were asked, before any approval
         report.replayed += 1
         then = recorded(record.policy_version or "")

@@ -22,6 +22,7 @@ from joserfc.jwk import ECKey
 
 from tether.approvals import Approvals
 from tether.audit import AuditLog
+from tether.audit.log import durability_from_env
 from tether.control import Control
 from tether.credentials import (
     ACCESS_TOKEN_TYPE,
@@ -44,6 +45,7 @@ from tether.model import (
     ApprovalRequest,
     ApprovalStatus,
     Decision,
+    Durability,
     Effect,
     Grant,
     OutputTrust,
@@ -92,7 +94,10 @@ class Guard:
         clock: Callable[[], float] = time.time,
         master_key: bytes | None = None,
         credential_settings: Settings | None = None,
+        durability: Durability | None = None,
     ) -> None:
+        """`durability`: of the decision log (docs/audit.md); default `TETHER_AUDIT_DURABILITY`,
+        else `commit`."""
         self.store = store
         self._clock = clock
         self._views = Views(store)
@@ -102,6 +107,7 @@ class Guard:
             home=store.home,
             settings=credential_settings,
             clock=clock,
+            events=self._event,
         )
         self._control = Control(
             store,
@@ -110,12 +116,15 @@ class Guard:
             revoke_grant=lambda grant: self.credentials.revoke_grant(
                 grant, reason="removed from the workspace file"
             ),
+            granted=self._granted,
         )
-        self.agent_keys = AgentKeys(store, clock)
+        self.agent_keys = AgentKeys(store, clock, events=self._event)
         self._tasks: dict[str, TaskState] = {}
         self._handles: dict[str, TaskHandle] = {}
-        self.approvals = Approvals(store, clock)
-        self.audit = AuditLog(store, self.credentials.keyring, clock)
+        self.approvals = Approvals(store, clock, events=self._event)
+        self.audit = AuditLog(
+            store, self.credentials.keyring, clock, durability or durability_from_env()
+        )
         self._pdp = PDP(
             store,
             self._views,
@@ -127,9 +136,16 @@ class Guard:
         )
 
     @classmethod
-    def embedded(cls, home: str | Path = ".tether", *, db: str | None = None) -> Guard:
+    def embedded(
+        cls,
+        home: str | Path = ".tether",
+        *,
+        db: str | None = None,
+        durability: Durability | None = None,
+    ) -> Guard:
         """A Guard deciding in this process, on `home`'s SQLite store (or the `db` URL)."""
-        return cls(Store(db, home=Path(home)) if db else Store.at_home(home))
+        store = Store(db, home=Path(home)) if db else Store.at_home(home)
+        return cls(store, durability=durability)
 
     def close(self) -> None:
         for state in list(self._tasks.values()):
@@ -138,6 +154,19 @@ class Guard:
         self.approvals.close()
         self.audit.close()
         self.store.close()
+
+    def _event(
+        self,
+        kind: str,
+        *,
+        workspace: str | None,
+        actor: str | None,
+        subject: str | None,
+        **detail: Any,
+    ) -> None:
+        """What Credentials and Approvals did, into the audit log (made after them: it needs
+        the keyring Credentials holds)."""
+        self.audit.event(kind, workspace=workspace, actor=actor, subject=subject, **detail)
 
     def __enter__(self) -> Guard:
         return self
@@ -202,7 +231,7 @@ class Guard:
     ) -> Grant:
         """`user` delegates `tools` to `agent` (and, further down a chain, to `may_act`), for
         tasks of at most `max_ttl` seconds, for `expires_in` seconds."""
-        return add_grant(
+        grant = add_grant(
             self.store,
             workspace=workspace,
             user=user,
@@ -212,6 +241,22 @@ class Guard:
             may_act=may_act,
             expires_in=expires_in,
             now=self._clock(),
+        )
+        self._granted(grant)
+        return grant
+
+    def _granted(self, grant: Grant) -> None:
+        self.audit.event(
+            "grant.created",
+            workspace=grant.workspace,
+            actor=grant.user,
+            subject=grant.id,
+            agent=grant.agent,
+            tools=list(grant.tools),
+            may_act=list(grant.may_act),
+            max_ttl=grant.max_ttl,
+            expires_at=grant.expires_at,
+            source=grant.source,
         )
 
     def approve(self, approval_id: str, *, approver: str, comment: str = "") -> ApprovalRequest:

@@ -17,6 +17,7 @@ from pathlib import Path
 from joserfc.jwk import ECKey
 
 from tether.identity import generate_key, register_key, revoke_key, usable_keys
+from tether.model import EventSink, no_events
 from tether.store import Store
 
 KEYS_DIR = "agent-keys"
@@ -24,9 +25,12 @@ log = logging.getLogger("tether.sdk")
 
 
 class AgentKeys:
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, store: Store, clock: Callable[[], float], events: EventSink = no_events
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._events = events
         self._dir = store.home / KEYS_DIR if store.home is not None else None
         self._keys: dict[tuple[str, str], ECKey] = {}
         self._ephemeral: list[tuple[str, str, str]] = []
@@ -74,6 +78,14 @@ class AgentKeys:
             agent=agent,
             jwk=key.as_dict(private=False),
             now=self._clock(),
+        )
+        self._events(
+            "agent_key.registered",
+            workspace=workspace,
+            actor=agent,
+            subject=record.kid,
+            agent=agent,
+            rotated=False,
         )
         path = self._path(workspace, agent)
         if path is None:

@@ -1,41 +1,157 @@
-"""What the audit tools read of the decision log: the chains in order, their heads, and the
-signed checkpoints."""
+"""The audit log's persistence: appending decisions and events (one transaction per batch),
+making commits survive power loss, and what the audit tools read back (the log in row order,
+each chain's head, the signed checkpoints)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from tether.model import DecisionRecord
+from tether.model import AuditEvent, DecisionRecord
 from tether.store import tables as t
+from tether.store.prepared import Prepared
 from tether.store.rows import row_to
 
-COLUMNS = [str(c.name) for c in t.decisions.columns if c.name != "seq"]
+LOGS = {"decisions": t.decisions, "events": t.audit_events}
+
+
+def canonical_columns(log: str) -> list[str]:
+    """A log's columns in the order its records' canonical form lists them (sorted; `seq` is
+    the store's row number and `hash` is what is computed, so neither is in it)."""
+    return sorted(str(c.name) for c in LOGS[log].columns if c.name not in ("seq", "hash"))
 
 
 class AuditRecords:
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(
+        self, engine: sa.Engine, writer: Any, write_lock: threading.Lock | threading.RLock
+    ) -> None:
         self.engine = engine
+        self._writer = writer  # the store's one writing connection (the hot path's)
+        self._write_lock = write_lock
+        dialect = engine.dialect
+        self._insert = {
+            name: Prepared(
+                table.insert(), [str(c.name) for c in table.columns if c.name != "seq"], dialect
+            )
+            for name, table in LOGS.items()
+        }
+        # Two tasks of one agent may both see a first use: the second insert must be a no-op.
+        insert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect.name]
+        self._insert_tool_use = Prepared(
+            insert(t.agent_tools).on_conflict_do_nothing(),
+            ["workspace", "agent", "tool", "first_used"],
+            dialect,
+        )
+        self._wal: int | None = None  # the SQLite write-ahead log, opened for fsync
 
-    def chained(self, batch: int = 5000) -> Iterator[dict[str, Any]]:
-        """Every decision as a dict of its columns, chain by chain, in chain order (unchained
-        ones first). Read on a driver cursor in batches: verification reads the whole log."""
-        columns = ", ".join(f'"{c}"' for c in COLUMNS)
-        connection = self.engine.raw_connection()
-        if self.engine.dialect.name == "sqlite":  # bytes that are not UTF-8: altered, not a crash
-            connection.driver_connection.text_factory = _lenient_text  # type: ignore[union-attr]
+    # -- appending -----------------------------------------------------------------------------
+
+    def append(self, decisions: Sequence[tuple[DecisionRecord, bool]]) -> None:
+        """Insert decisions and commit them in one transaction (raises if that failed: then
+        none of them is stored). The flag: the decision is the agent's first allowed call of
+        its tool, remembered in the same transaction."""
+        decisions_sql = self._insert["decisions"]
+        rows = [decisions_sql.params(msgspec.structs.asdict(r)) for r, _ in decisions]
+        uses = [
+            self._insert_tool_use.params(
+                {"workspace": r.workspace, "agent": r.agent, "tool": r.tool, "first_used": r.ts}
+            )
+            for r, first_use in decisions
+            if first_use
+        ]
+        statements = [(decisions_sql.sql, rows)]
+        if uses:
+            statements.append((self._insert_tool_use.sql, uses))
+        self._commit(statements)
+
+    def append_events(self, events: Sequence[AuditEvent]) -> None:
+        events_sql = self._insert["events"]
+        rows = [events_sql.params(msgspec.structs.asdict(e)) for e in events]
+        self._commit([(events_sql.sql, rows)])
+
+    def _commit(self, statements: list[tuple[str, list[Any]]]) -> None:
+        with self._write_lock:
+            cursor = self._writer.cursor()
+            try:
+                for sql, rows in statements:
+                    if len(rows) == 1:
+                        cursor.execute(sql, rows[0])
+                    else:
+                        cursor.executemany(sql, rows)
+                self._writer.commit()
+            except BaseException:
+                self._writer.rollback()
+                raise
+            finally:
+                cursor.close()
+
+    def sync(self) -> None:
+        """Make every commit so far, by any process, survive power loss (the `fsync` level).
+
+        On SQLite a commit is in the write-ahead log, which SQLite itself fsyncs only before a
+        checkpoint copies it into the database (and the database after). Fsyncing the log file
+        here, outside SQLite's write lock, keeps every commit before it on disk while other
+        writers go on committing, so one fsync serves many records: group commit across
+        threads and processes. On PostgreSQL a commit is already flushed (synchronous_commit).
+        """
+        if self.engine.dialect.name != "sqlite":
+            return
+        if self._wal is None:
+            self._wal = _open_log(Path(str(self.engine.url.database)))
+        if self._wal is not None:
+            os.fsync(self._wal)
+            return
+        database = os.open(str(self.engine.url.database), os.O_RDONLY)  # no log: a rollback journal
         try:
-            cursor = connection.cursor()
-            cursor.execute(f"SELECT {columns} FROM decisions ORDER BY chain, chain_seq")  # noqa: S608 - column names from the table
-            while rows := cursor.fetchmany(batch):
-                for row in rows:
-                    yield dict(zip(COLUMNS, row, strict=True))
-            cursor.close()
+            os.fsync(database)
         finally:
-            if self.engine.dialect.name == "sqlite":
-                connection.driver_connection.text_factory = str  # type: ignore[union-attr]
+            os.close(database)
+
+    def close(self) -> None:
+        if self._wal is not None:
+            os.close(self._wal)
+            self._wal = None
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def rows(self, log: str) -> Iterator[tuple[Any, ...]]:
+        """Every record of a log in row order, as tuples of `canonical_columns(log)`, then
+        `hash`, then the row number: verification reads the whole log, so this skips
+        SQLAlchemy. Bytes that are not UTF-8 (only a tampered log has them) are read again as
+        backslash escapes: altered, found by verify, not a crash."""
+        columns = ", ".join(f'"{c}"' for c in [*canonical_columns(log), "hash", "seq"])
+        sql = f"SELECT {columns} FROM {LOGS[log].name} WHERE seq > ? ORDER BY seq"  # noqa: S608 - names from the table
+        connection = self.engine.raw_connection()
+        driver: Any = connection.driver_connection
+        last, lenient = 0, False
+        try:
+            while True:
+                if lenient:
+                    driver.text_factory = _lenient_text
+                cursor: Any = connection.cursor()
+                try:
+                    cursor.execute(sql, (last,))
+                    for row in cursor:
+                        last = row[-1]
+                        yield row
+                    return
+                except Exception as exc:
+                    if lenient or "decode" not in str(exc):
+                        raise
+                    lenient = True  # from the row that failed on, read leniently
+                finally:
+                    cursor.close()
+        finally:
+            if lenient:
+                driver.text_factory = str
             connection.close()
 
     def after(self, seq: int, limit: int = 1000) -> list[tuple[int, DecisionRecord]]:
@@ -54,24 +170,47 @@ class AuditRecords:
         with self.engine.connect() as db:
             return int(db.execute(sa.select(sa.func.max(t.decisions.c.seq))).scalar() or 0)
 
-    def heads(self, after: int = 0) -> tuple[dict[str, tuple[int, str]], int]:
-        """The last record of each chain among the rows after row `after` (0: all rows): its
-        place and hash; and the last row read. One consistent snapshot, so a checkpoint can
-        carry on from the one before instead of reading the whole log again."""
-        d = t.decisions
+    def events(
+        self, *, workspace: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[AuditEvent]:
+        """The newest events first."""
+        e = t.audit_events
+        query = sa.select(*[c for c in e.columns if c.name != "seq"])
+        if workspace is not None:
+            query = query.where(e.c.workspace == workspace)
+        if since is not None:
+            query = query.where(e.c.ts >= since)
+        with self.engine.connect() as db:
+            rows = db.execute(query.order_by(e.c.seq.desc()).limit(limit)).all()
+        return [row_to(AuditEvent, r) for r in rows]
+
+    def heads(self, after: dict[str, int]) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:
+        """The last record of each chain among each log's rows after row `after[log]`: its
+        place and hash; and the last row read of each log. One consistent snapshot, so a
+        checkpoint reads only what was appended since the one before."""
+        found: dict[str, tuple[int, str]] = {}
+        top: dict[str, int] = {}
         with self.engine.begin() as db:
-            top = int(db.execute(sa.select(sa.func.max(d.c.seq))).scalar() or 0)
-            window = (d.c.seq > after) & (d.c.seq <= top) & d.c.chain.is_not(None)
-            last = (
-                sa.select(d.c.chain, sa.func.max(d.c.chain_seq).label("at"))
-                .where(window)
-                .group_by(d.c.chain)
-                .subquery()
-            )
-            query = sa.select(d.c.chain, d.c.chain_seq, d.c.hash).join(
-                last, (d.c.chain == last.c.chain) & (d.c.chain_seq == last.c.at)
-            )
-            found = {chain: (int(seq), digest) for chain, seq, digest in db.execute(query)}
+            for name, table in LOGS.items():
+                top[name] = int(db.execute(sa.select(sa.func.max(table.c.seq))).scalar() or 0)
+                window = (
+                    (table.c.seq > after.get(name, 0))
+                    & (table.c.seq <= top[name])
+                    & table.c.chain.is_not(None)
+                )
+                last = (
+                    sa.select(table.c.chain, sa.func.max(table.c.chain_seq).label("at"))
+                    .where(window)
+                    .group_by(table.c.chain)
+                    .subquery()
+                )
+                query = (
+                    sa.select(table.c.chain, table.c.chain_seq, table.c.hash)
+                    .join(last, (table.c.chain == last.c.chain) & (table.c.chain_seq == last.c.at))
+                    .where(window)
+                )
+                for chain, seq, digest in db.execute(query):
+                    found[chain] = (int(seq), digest)
         return found, top
 
     def add_checkpoint(self, at: float, statement: str) -> None:
@@ -95,5 +234,23 @@ class AuditRecords:
             return [(int(s), float(a), str(st)) for s, a, st in db.execute(query)]
 
 
+def _open_log(database: Path) -> int | None:
+    """The write-ahead log's file, for fsync (None when there is none: not in WAL mode), and
+    its folder synced once so the file itself survives power loss. The store's own connection
+    keeps the log from being deleted while it is open, so the descriptor stays the live file."""
+    wal = database.with_name(database.name + "-wal")
+    if not wal.exists():
+        return None
+    folder = os.open(database.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+    return os.open(wal, os.O_RDONLY)
+
+
 def _lenient_text(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace")

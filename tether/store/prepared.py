@@ -20,5 +20,7 @@ class Prepared:
         self.order = list(compiled.positiontup or ()) if compiled.positional else None
 
     def bind(self, values: dict[str, Any]) -> tuple[str, Any]:
-        params = [values[k] for k in self.order] if self.order is not None else values
-        return self.sql, params
+        return self.sql, self.params(values)
+
+    def params(self, values: dict[str, Any]) -> Any:
+        return [values[k] for k in self.order] if self.order is not None else values

@@ -22,8 +22,6 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tether.errors import Conflict, InvalidInput, NotFound
 from tether.model import (
@@ -41,7 +39,6 @@ from tether.store import tables as t
 from tether.store.approvals import ApprovalRecords
 from tether.store.audit import AuditRecords
 from tether.store.credentials import CredentialRecords
-from tether.store.prepared import Prepared
 from tether.store.rows import row_to
 
 DB_FILE = "tether.db"
@@ -114,21 +111,7 @@ class Store:
         self._write_lock = threading.Lock()
         self.credentials = CredentialRecords(self.engine, self._writer, self._write_lock)
         self.approvals = ApprovalRecords(self.engine)
-        self.audit = AuditRecords(self.engine)
-        self._insert_decision = Prepared(
-            t.decisions.insert(),
-            [c.name for c in t.decisions.columns if c.name != "seq"],
-            self.engine.dialect,
-        )
-        # Two tasks of one agent may both see a first use: the second insert must be a no-op.
-        insert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[
-            self.engine.dialect.name
-        ]
-        self._insert_tool_use = Prepared(
-            insert(t.agent_tools).on_conflict_do_nothing(),
-            ["workspace", "agent", "tool", "first_used"],
-            self.engine.dialect,
-        )
+        self.audit = AuditRecords(self.engine, self._writer, self._write_lock)
 
     @classmethod
     def at_home(cls, home: str | Path) -> Store:
@@ -138,6 +121,7 @@ class Store:
     def close(self) -> None:
         with self._write_lock:
             self._writer.close()
+        self.audit.close()
         self.engine.dispose()
 
     # -- configuration -------------------------------------------------------------------------
@@ -297,30 +281,6 @@ class Store:
         return row_to(Task, row) if row else None
 
     # -- decisions -----------------------------------------------------------------------------
-
-    def record_decision(self, record: DecisionRecord, *, first_use: bool = False) -> None:
-        """Insert one decision and commit it before returning (the `commit` durability level).
-
-        `first_use`: the decision is the agent's first allowed call of the tool; remembered in
-        the same transaction."""
-        with self._write_lock:
-            cursor = self._writer.cursor()
-            try:
-                cursor.execute(*self._insert_decision.bind(msgspec.structs.asdict(record)))
-                if first_use:
-                    use = {
-                        "workspace": record.workspace,
-                        "agent": record.agent,
-                        "tool": record.tool,
-                        "first_used": record.ts,
-                    }
-                    cursor.execute(*self._insert_tool_use.bind(use))
-                self._writer.commit()
-            except BaseException:
-                self._writer.rollback()
-                raise
-            finally:
-                cursor.close()
 
     def tools_used(self, workspace: str, agent: str) -> set[str]:
         """The tools `agent` has ever been allowed to use."""

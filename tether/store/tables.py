@@ -148,7 +148,6 @@ decisions = sa.Table(
     sa.Column("chain_seq", sa.BigInteger, nullable=True),
     sa.Column("prev_hash", sa.String(64), nullable=True),
     sa.Column("hash", sa.String(64), nullable=True),
-    sa.UniqueConstraint("chain", "chain_seq", name="uq_decisions_chain_seq"),
 )
 
 # -- identity and credentials (DESIGN.md section 1, "Agent" and "Credential") ------------------
@@ -294,6 +293,26 @@ approval_events = sa.Table(
 
 # Signed statements of every chain's head at a moment: what `tether audit verify` holds the
 # log to, so a truncated tail or a vanished chain is detected, not only an edited record.
+# What people and services did that is not a decision: approvals granted or refused, credentials
+# issued or revoked, keys and grants changed. Chained and checkpointed like the decisions.
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    _seq(),
+    sa.Column("id", sa.String(ID), nullable=False, unique=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("tenant", sa.String(NAME), nullable=True),
+    sa.Column("workspace", sa.String(NAME), nullable=True, index=True),
+    sa.Column("actor", sa.String(255), nullable=True),
+    sa.Column("subject", sa.String(255), nullable=True),
+    sa.Column("detail", sa.Text, nullable=False),  # JSON
+    sa.Column("chain", sa.String(ID), nullable=True),
+    sa.Column("chain_seq", sa.BigInteger, nullable=True),
+    sa.Column("prev_hash", sa.String(64), nullable=True),
+    sa.Column("hash", sa.String(64), nullable=True),
+)
+
 audit_checkpoints = sa.Table(
     "audit_checkpoints",
     metadata,

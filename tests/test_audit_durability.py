@@ -1,0 +1,220 @@
+"""The durability levels of the decision log (DESIGN.md section 6, "Durability is explicit"):
+group commit, the fsync barrier, the bounded async window, and failing closed at each.
+Killing a real process at each level is in test_processes.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether import Guard
+from tether.audit import AuditLog, verify
+from tether.audit.log import DURABILITY_ENV, durability_from_env
+from tether.audit.writers import Background, GroupCommit, LogUnavailable
+from tether.errors import InvalidInput
+from tether.model import DecisionRecord, Durability, Effect, Stage, new_id
+from tether.store import Store
+
+
+def decision(i: int) -> DecisionRecord:
+    return DecisionRecord(
+        id=new_id("dec_"),
+        ts=time.time(),
+        tenant="default",
+        workspace="acme",
+        agent="coder",
+        user="alice",
+        task_id="task_x",
+        tool="read_file",
+        args_digest="0" * 64,
+        args=f'{{"i":{i}}}',
+        effect=Effect.ALLOW,
+        stage=Stage.POLICY,
+        reasons="[]",
+        policy_version=None,
+        context=None,
+        shadow=None,
+    )
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[Store]:
+    Guard.embedded(home=home).close()  # schema and keys
+    store = Store.at_home(home)
+    yield store
+    store.close()
+
+
+def open_log(store: Store, durability: Durability) -> tuple[AuditLog, Guard]:
+    guard = Guard(store)
+    return AuditLog(store, guard.credentials.keyring, durability=durability), guard
+
+
+def stored_ids(store: Store) -> set[str]:
+    return {r.id for r in store.decisions(limit=None)}
+
+
+def test_concurrent_appenders_share_commits_and_every_record_is_in_one_chain(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, guard = open_log(store, Durability.COMMIT)
+    commits: list[int] = []
+    real_append = store.audit.append
+
+    def slow_append(batch: Any) -> None:  # a slow disk, so appenders arrive during a commit
+        time.sleep(0.002)
+        real_append(batch)
+        commits.append(len(batch))
+
+    monkeypatch.setattr(store.audit, "append", slow_append)
+    records = [[decision(i) for i in range(50)] for _ in range(8)]
+    threads = [threading.Thread(target=lambda rs=rs: [log.append(r) for r in rs]) for rs in records]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log.close()
+    assert sum(commits) == 400 and len(commits) < 400  # some commits carried several records
+    assert stored_ids(store) == {r.id for rs in records for r in rs}
+    report = verify(store, guard.credentials.keyring)
+    assert report.intact, report.problems
+
+
+def test_a_failed_commit_fails_every_record_in_it_and_leaves_no_hole(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, guard = open_log(store, Durability.COMMIT)
+    log.append(decision(0))
+    real_append = store.audit.append
+
+    def full_disk(batch: Any) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(store.audit, "append", full_disk)
+    with pytest.raises(LogUnavailable, match="No space left on device"):
+        log.append(decision(1))
+    monkeypatch.setattr(store.audit, "append", real_append)
+    log.append(decision(2))  # links to record 0: the failed one never existed
+    log.close()
+    assert [r.args for r in store.decisions(limit=None)] == ['{"i":2}', '{"i":0}']
+    assert verify(store, guard.credentials.keyring).intact
+
+
+def test_fsync_returns_only_after_the_log_file_was_synced(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, _ = open_log(store, Durability.FSYNC)
+    steps: list[str] = []
+    real_append, real_sync = store.audit.append, store.audit.sync
+    monkeypatch.setattr(
+        store.audit, "append", lambda batch: (real_append(batch), steps.append("commit"))
+    )
+    monkeypatch.setattr(store.audit, "sync", lambda: (real_sync(), steps.append("fsync")))
+    log.append(decision(0))
+    steps.append("answered")
+    log.close()
+    assert steps == ["commit", "fsync", "answered"]
+
+
+def test_fsync_on_a_real_store_keeps_every_record(store: Store) -> None:
+    log, guard = open_log(store, Durability.FSYNC)
+    records = [decision(i) for i in range(20)]
+    for r in records:
+        log.append(r)
+    assert {r.id for r in records} <= stored_ids(store)  # each was stored before it returned
+    log.close()
+    assert verify(store, guard.credentials.keyring).intact
+
+
+def test_async_answers_first_and_commits_within_its_window(store: Store) -> None:
+    log, guard = open_log(store, Durability.ASYNC)
+    records = [decision(i) for i in range(30)]
+    for r in records:
+        log.append(r)
+    deadline = time.monotonic() + 5
+    while stored_ids(store) != {r.id for r in records} and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stored_ids(store) == {r.id for r in records}  # without closing: the window passed
+    log.close()
+    assert verify(store, guard.credentials.keyring).intact
+
+
+def test_async_holds_at_most_its_bound_and_refuses_while_the_store_fails() -> None:
+    release = threading.Event()
+    committed: list[int] = []
+    failing = {"on": True}
+
+    def commit(batch: list[int]) -> None:
+        release.wait(5)
+        if failing["on"]:
+            raise OSError("disk gone")
+        committed.extend(batch)
+
+    writer: Background[int] = Background(commit, max_pending=4, interval=0.01)
+    for i in range(4):
+        writer.submit(i)
+    refused: list[str] = []
+
+    def fifth() -> None:
+        try:
+            writer.submit(4)
+        except LogUnavailable as exc:
+            refused.append(str(exc))
+
+    blocked = threading.Thread(target=fifth)
+    blocked.start()
+    blocked.join(0.2)
+    assert blocked.is_alive()  # a fifth waits: never more than the bound is at risk
+    release.set()  # the commit fails now: the waiting appender is refused, not queued
+    blocked.join(5)
+    assert refused == ["the audit log is not being written: OSError: disk gone"]
+    with pytest.raises(LogUnavailable, match="disk gone"):
+        writer.submit(5)
+    failing["on"] = False  # the store recovers: what waited is written, appends go on
+    deadline = time.monotonic() + 5
+    while committed != [0, 1, 2, 3] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writer.submit(6)
+    writer.close()
+    assert committed == [0, 1, 2, 3, 6]
+
+
+def test_group_commit_reports_a_failure_to_each_waiter() -> None:
+    gate = threading.Event()
+
+    def commit(batch: list[int]) -> None:
+        gate.wait(5)
+        raise RuntimeError("database is locked")
+
+    group: GroupCommit[int] = GroupCommit(commit)
+    errors: list[str] = []
+
+    def submit(i: int) -> None:
+        try:
+            group.submit(i)
+        except LogUnavailable as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(5)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.05)
+    gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert errors == ["RuntimeError: database is locked"] * 5
+
+
+def test_the_level_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DURABILITY_ENV, raising=False)
+    assert durability_from_env() is Durability.COMMIT
+    monkeypatch.setenv(DURABILITY_ENV, "fsync")
+    assert durability_from_env() is Durability.FSYNC
+    monkeypatch.setenv(DURABILITY_ENV, "sometimes")
+    with pytest.raises(InvalidInput, match="use one of commit, fsync, async"):
+        durability_from_env()

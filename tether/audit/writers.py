@@ -1,0 +1,139 @@
+"""How records reach the store: together, or behind.
+
+`GroupCommit` (the `commit` and `fsync` levels): every appender waits for its record's commit,
+but appenders arriving together share one: whoever finds no commit running commits everything
+waiting, the others wait for it (the leader/follower scheme databases use for their own logs).
+One writer alone pays one commit per record; eight pay far fewer than eight.
+
+`Background` (the `async` level): appenders hand the record over and go on; a thread commits
+what is waiting at least every `interval` seconds. At most `max_pending` records wait, so the
+records a crash can lose are bounded in count and in age; when the store is failing, new
+records are refused (their decisions are denied) instead of piling up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from tether.errors import TetherError
+
+log = logging.getLogger("tether.audit")
+
+Item = TypeVar("Item")
+
+
+class LogUnavailable(TetherError):
+    """The audit log could not take a record: the decision it belongs to must be a deny."""
+
+
+@dataclass
+class _Entry(Generic[Item]):
+    item: Item
+    done: bool = False
+    error: str | None = None
+
+
+class GroupCommit(Generic[Item]):
+    def __init__(self, commit: Callable[[list[Item]], None]) -> None:
+        self._commit = commit
+        self._cond = threading.Condition()
+        self._waiting: list[_Entry[Item]] = []
+        self._busy = False
+
+    def submit(self, item: Item) -> None:
+        """Returns once `item` is committed; raises LogUnavailable if its commit failed."""
+        entry = _Entry(item)
+        with self._cond:
+            self._waiting.append(entry)
+            while not entry.done:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                self._busy = True  # this thread leads: it commits everything waiting
+                batch, self._waiting = self._waiting, []
+                error = None
+                self._cond.release()
+                try:
+                    self._commit([e.item for e in batch])
+                except Exception as exc:  # every record of the batch fails with it
+                    error = f"{type(exc).__name__}: {exc}"
+                finally:
+                    self._cond.acquire()
+                    for done in batch:
+                        done.done, done.error = True, error
+                    self._busy = False
+                    self._cond.notify_all()
+        if entry.error is not None:
+            raise LogUnavailable(entry.error)
+
+
+class Background(Generic[Item]):
+    def __init__(
+        self,
+        commit: Callable[[list[Item]], None],
+        *,
+        max_pending: int,
+        interval: float,
+    ) -> None:
+        self._commit = commit
+        self._max = max_pending
+        self._interval = interval
+        self._cond = threading.Condition()
+        self._pending: list[Item] = []
+        self._failure: str | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="tether-audit-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Item) -> None:
+        """Queues `item` (waiting while `max_pending` are queued); raises LogUnavailable while
+        the store is refusing commits."""
+        with self._cond:
+            while len(self._pending) >= self._max and self._failure is None:
+                self._cond.wait()
+            if self._failure is not None:
+                raise LogUnavailable(f"the audit log is not being written: {self._failure}")
+            if self._closing:
+                raise LogUnavailable("the audit log is closed")
+            self._pending.append(item)
+            if len(self._pending) >= self._max:
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._closing and len(self._pending) < self._max:
+                    self._cond.wait(self._interval)
+                batch = list(self._pending)
+                if not batch and self._closing:
+                    return
+            if not batch:
+                continue
+            try:
+                self._commit(batch)
+            except Exception as exc:
+                log.error("could not write %d audit records; retrying: %s", len(batch), exc)
+                with self._cond:
+                    self._failure = f"{type(exc).__name__}: {exc}"
+                    self._cond.notify_all()
+                    if self._closing:
+                        log.error("closing: %d audit records were not written", len(batch))
+                        return
+                time.sleep(self._interval)
+                continue
+            with self._cond:
+                del self._pending[: len(batch)]
+                self._failure = None
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Commits what is queued, then stops."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
