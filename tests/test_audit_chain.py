@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -350,3 +352,55 @@ def test_checkpoints_carry_on_from_the_one_before(log: Path) -> None:
     assert stated == full and statements[-1]["upto"] == top
     # each names only its writer's chains (decisions, events), not every chain ever opened
     assert all(len(body["chains"]) <= 2 for body in statements)
+
+
+PARALLEL_CHECK = """
+import importlib, json, sys
+from tether import Guard
+v = importlib.import_module("tether.audit.verify")  # the module (tether.audit.verify is its function)
+v.PARALLEL_FROM = 10
+with Guard.embedded(home=sys.argv[1]) as guard:
+    keyring = guard.credentials.keyring
+    serial = v.verify(guard.store, keyring)
+    parallel = v.verify(guard.store, keyring, workers=3)
+    stretches = len(v._stretches(guard.store, "decisions", {}, 3))  # 3 forked, and the tail
+print(json.dumps({"serial": sorted(serial.problems), "parallel": sorted(parallel.problems),
+                  "records": [serial.records, parallel.records], "stretches": stretches}))
+"""
+
+
+@pytest.mark.parametrize("tampering", ["none", "edit", "delete", "swap", "truncate"])
+def test_reading_the_log_in_parallel_finds_what_reading_it_in_one_go_does(
+    log: Path, tmp_path: Path, tampering: str
+) -> None:
+    """Stretches read by forked processes and joined: every link across a stretch boundary is
+    checked when they are joined (run in a fresh process: forking needs one without threads)."""
+    chain = chains(log)[0]
+    records = rows(log, chain)
+    with db(log) as conn:
+        if tampering == "edit":
+            conn.execute("UPDATE decisions SET tool = 'rm' WHERE id = ?", (records[70].id,))
+        elif tampering == "delete":
+            conn.execute("DELETE FROM decisions WHERE id = ?", (records[75].id,))
+        elif tampering == "swap":
+            a, b = records[74], records[75]
+            conn.execute("UPDATE decisions SET chain_seq = -1 WHERE id = ?", (a.id,))
+            conn.execute("UPDATE decisions SET chain_seq = ? WHERE id = ?", (a.chain_seq, b.id))
+            conn.execute("UPDATE decisions SET chain_seq = ? WHERE id = ?", (b.chain_seq, a.id))
+        elif tampering == "truncate":
+            conn.execute("DELETE FROM decisions WHERE chain = ? AND chain_seq > 140", (chain,))
+    script = tmp_path / "check.py"
+    script.write_text(PARALLEL_CHECK)
+    result = subprocess.run(
+        [sys.executable, str(script), str(log)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["stretches"] == 4
+    assert found["parallel"] == found["serial"]
+    assert found["records"][0] == found["records"][1]
+    assert bool(found["serial"]) is (tampering != "none")

@@ -108,13 +108,13 @@ def test_a_failed_commit_fails_every_record_in_it_and_leaves_no_hole(
 def test_fsync_returns_only_after_the_log_file_was_synced(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log, _ = open_log(store, Durability.FSYNC)
     steps: list[str] = []
     real_append, real_sync = store.audit.append, store.audit.sync
     monkeypatch.setattr(
         store.audit, "append", lambda batch: (real_append(batch), steps.append("commit"))
     )
     monkeypatch.setattr(store.audit, "sync", lambda: (real_sync(), steps.append("fsync")))
+    log, _ = open_log(store, Durability.FSYNC)
     log.append(decision(0))
     steps.append("answered")
     log.close()

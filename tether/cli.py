@@ -917,7 +917,7 @@ def audit_verify() -> None:
     """Check every record's hash and link, and every signed checkpoint; exit 3 if anything was
     edited, deleted, inserted, reordered or cut off, saying where."""
     with _guard() as guard:
-        report = verify(guard.store, guard.credentials.keyring)
+        report = verify(guard.store, guard.credentials.keyring, workers=os.cpu_count() or 1)
     summary = (
         f"{report.records} records in {report.chains} chains, {report.checkpoints} checkpoints"
     )

@@ -16,8 +16,12 @@ What each kind of tampering looks like, and where it is reported:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import multiprocessing
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from joserfc.errors import JoseError
@@ -34,6 +38,7 @@ from tether.store.audit import LOGS, canonical_columns
 # A record made this long before a checkpoint must be in it (commits lag their timestamps).
 CLOCK_MARGIN = 30.0
 _NOUN = {"decisions": "decision", "events": "event"}
+PARALLEL_FROM = 50_000  # rows: below this, starting readers costs more than it saves
 
 
 @dataclass
@@ -48,91 +53,182 @@ class Report:
         return not self.problems
 
 
-def verify(store: Store, keyring: Keyring) -> Report:
+def verify(store: Store, keyring: Keyring, *, workers: int = 1) -> Report:
+    """`workers` > 1: a log of more than PARALLEL_FROM rows is read in that many stretches at
+    once, by forked processes (only from a process running no other thread, where forking is
+    safe, as `tether audit verify` is; otherwise in this one)."""
     report = Report()
     # The checkpoints first: every record they name was committed before they were, so it is
     # in the read of the log that follows, however much is appended meanwhile.
     checkpoints = _read_checkpoints(store, keyring, report)
-    named: dict[str, dict[int, str]] = {}  # what some checkpoint says a chain reached
+    named: dict[str, set[int]] = {}  # the places some checkpoint names in each chain
     for _, _, stated in checkpoints:
-        for name, (at, digest) in stated.items():
-            named.setdefault(name, {})[at] = digest
+        for name, (at, _digest) in stated.items():
+            named.setdefault(name, set()).add(at)
     chains: dict[str, _ChainState] = {}
     for log in LOGS:
-        _check_links(store, log, named, chains, report)
+        for stretch in _stretches(store, log, named, workers):
+            report.records += stretch.records
+            report.problems += stretch.problems
+            _join(stretch, chains, report)
     _hold_to_checkpoints(checkpoints, chains, report)
     return report
 
 
+@dataclass
+class _Piece:
+    """One chain's records within one stretch of the log: how it starts (to be linked to what
+    came before, once the stretches are joined), how far it got, and the hashes found at the
+    places a checkpoint names."""
+
+    first_at: int
+    first_prev: Any
+    first_where: str
+    first_ts: float
+    last_at: int
+    last_hash: str | None
+    found: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Stretch:
+    records: int = 0
+    problems: list[str] = field(default_factory=list)
+    pieces: dict[str, _Piece] = field(default_factory=dict)
+
+
 class _ChainState:
-    """Where a chain's read has got to: its last place, the hash there (None: unknown, it was
-    missing or altered), when its first record was made, and the hashes at the places some
-    checkpoint names."""
+    """Where a chain's read has got to: its last place, the hash there (None: unknown), when
+    its first record was made, and the hashes found at the places a checkpoint names."""
 
-    __slots__ = ("first_ts", "head", "named", "seq")
+    __slots__ = ("first_ts", "found", "head", "seq")
 
-    def __init__(self, first_ts: float, named: dict[int, str]) -> None:
+    def __init__(self, first_ts: float) -> None:
         self.seq = 0
         self.head: str | None = GENESIS
         self.first_ts = first_ts
-        self.named = dict.fromkeys(named, "")  # filled with what is found there
+        self.found: dict[int, str] = {}
 
 
-def _check_links(
-    store: Store,
-    log: str,
-    named: dict[str, dict[int, str]],
-    chains: dict[str, _ChainState],
-    report: Report,
-) -> None:
-    """Every record of one log in row order: its place in its chain, its link to the record
-    before, its own hash."""
+def _link_problem(
+    seq: int, head: str | None, at: int, prev: Any, *, chain: str, where: str
+) -> str | None:
+    """What is wrong with a record at place `at` linking to `prev`, after a chain that reached
+    place `seq` with hash `head` (None: unknown)."""
+    if at <= seq:
+        return f"{where} is out of order or a duplicate: inserted"
+    if at != seq + 1:
+        missing = f"#{seq + 1}" if at == seq + 2 else f"#{seq + 1}-#{at - 1}"
+        return f"{chain}: {missing} missing before {where}: deleted"
+    if head is not None and prev != head:
+        return f"{where} does not follow the record before it: inserted or reordered"
+    return None
+
+
+def _scan(
+    store: Store, log: str, named: dict[str, set[int]], after: int, upto: int | None
+) -> _Stretch:
+    """The log's rows after row `after` (to `upto`), in row order: each record's own hash, and
+    its link to the record before it in its chain when that is in the stretch too."""
     columns = canonical_columns(log)
     at_chain, at_seq = columns.index("chain"), columns.index("chain_seq")
     at_prev, at_id, at_ts = columns.index("prev_hash"), columns.index("id"), columns.index("ts")
     canonical = row_canonical(columns)
     sha256 = hashlib.sha256
+    noun = _NOUN[log]
+    stretch = _Stretch()
+    problems = stretch.problems
     name: str | None = None
-    state = _ChainState(0.0, {})
-    for row in store.audit.rows(log):
-        report.records += 1
-        values, digest, chain, at = row[:-2], row[-2], row[at_chain], row[at_seq]
-        where = f"{_NOUN[log]} {row[at_id]}"
+    piece: _Piece | None = None
+    places: set[int] = set()
+    for row in store.audit.rows(log, after=after, upto=upto):
+        stretch.records += 1
+        digest, chain, at = row[-2], row[at_chain], row[at_seq]
         if chain is None or at is None:
-            report.problems.append(f"{where} is in no chain (written outside Tether's log)")
+            problems.append(f"{noun} {row[at_id]} is in no chain (written outside Tether's log)")
             continue
-        if not isinstance(at, int):
-            report.problems.append(f"{where} was altered: its place {at!r} is not a number")
+        if type(at) is not int:
+            problems.append(f"{noun} {row[at_id]} was altered: its place {at!r} is not a number")
             continue
         if chain != name:
-            name = chain
-            if chain not in chains:
-                ts = row[at_ts]
-                chains[chain] = _ChainState(
-                    ts if isinstance(ts, int | float) else 0.0, named.get(chain, {})
-                )
-                report.chains += 1
-            state = chains[chain]
-        where = f"{where} ({chain} #{at})"
-        if at <= state.seq:
-            report.problems.append(f"{where} is out of order or a duplicate: inserted")
-        elif at != state.seq + 1:
-            missing = f"#{state.seq + 1}" if at == state.seq + 2 else f"#{state.seq + 1}-#{at - 1}"
-            report.problems.append(f"{chain}: {missing} missing before {where}: deleted")
-        elif state.head is not None and row[at_prev] != state.head:
-            report.problems.append(
-                f"{where} does not follow the record before it: inserted or reordered"
+            name, piece, places = chain, stretch.pieces.get(chain), named.get(chain, set())
+        if piece is None:
+            ts = row[at_ts]
+            piece = stretch.pieces[chain] = _Piece(
+                first_at=at,
+                first_prev=row[at_prev],
+                first_where=f"{noun} {row[at_id]} ({chain} #{at})",
+                first_ts=ts if isinstance(ts, int | float) else 0.0,
+                last_at=at,
+                last_hash=digest if isinstance(digest, str) else None,
             )
+        else:
+            if at != piece.last_at + 1 or row[at_prev] != piece.last_hash:
+                where = f"{noun} {row[at_id]} ({chain} #{at})"
+                problem = _link_problem(
+                    piece.last_at, piece.last_hash, at, row[at_prev], chain=chain, where=where
+                )
+                if problem is not None:
+                    problems.append(problem)
+            if at > piece.last_at:
+                piece.last_at, piece.last_hash = at, digest if isinstance(digest, str) else None
         try:
-            intact = sha256(canonical(values)).hexdigest() == digest
+            intact = sha256(canonical(row[:-2])).hexdigest() == digest
         except (TypeError, ValueError, msgspec.EncodeError):
             intact = False
         if not intact:
-            report.problems.append(f"{where} was altered: its hash does not match its content")
-        if at > state.seq:
-            state.seq, state.head = at, digest if isinstance(digest, str) else None
-        if at in state.named:
-            state.named[at] = digest if isinstance(digest, str) else ""
+            where = f"{noun} {row[at_id]} ({chain} #{at})"
+            problems.append(f"{where} was altered: its hash does not match its content")
+        if at in places:
+            piece.found[at] = digest if isinstance(digest, str) else ""
+    return stretch
+
+
+def _join(stretch: _Stretch, chains: dict[str, _ChainState], report: Report) -> None:
+    """Link each chain's piece of a stretch to what the stretches before it reached."""
+    for chain, piece in stretch.pieces.items():
+        state = chains.get(chain)
+        if state is None:
+            state = chains[chain] = _ChainState(piece.first_ts)
+            report.chains += 1
+        problem = _link_problem(
+            state.seq,
+            state.head,
+            piece.first_at,
+            piece.first_prev,
+            chain=chain,
+            where=piece.first_where,
+        )
+        if problem is not None:
+            report.problems.append(problem)
+        if piece.last_at > state.seq:
+            state.seq, state.head = piece.last_at, piece.last_hash
+        state.found.update(piece.found)
+
+
+def _stretches(store: Store, log: str, named: dict[str, set[int]], workers: int) -> list[_Stretch]:
+    top = store.audit.last_row(log)
+    if workers <= 1 or top < PARALLEL_FROM or threading.active_count() > 1:
+        return [_scan(store, log, named, 0, None)]
+    bounds = [top * i // workers for i in range(workers + 1)]
+    _forked["store"], _forked["named"] = store, named
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            stretches = pool.starmap(
+                _scan_forked, [(log, lo, hi) for lo, hi in itertools.pairwise(bounds)]
+            )
+    finally:
+        _forked.clear()
+    return [*stretches, _scan(store, log, named, top, None)]  # and what came since
+
+
+_forked: dict[str, Any] = {}  # what forked readers inherit: the store, the named places
+
+
+def _scan_forked(log: str, after: int, upto: int) -> _Stretch:
+    store: Store = _forked["store"]
+    store.engine.dispose(close=False)  # the parent's connections are the parent's
+    return _scan(store, log, _forked["named"], after, upto)
 
 
 def _read_checkpoints(
@@ -177,9 +273,9 @@ def _hold_to_checkpoints(
                     f"checkpoint {number}: {name} reached #{at_seq}, now it ends at "
                     f"#{state.seq}: truncated"
                 )
-            elif not state.named.get(at_seq):
+            elif not state.found.get(at_seq):
                 report.problems.append(f"checkpoint {number}: {name} #{at_seq} is gone: deleted")
-            elif state.named[at_seq] != digest:
+            elif state.found[at_seq] != digest:
                 report.problems.append(
                     f"checkpoint {number}: {name} #{at_seq} is not the record it signed: rewritten"
                 )

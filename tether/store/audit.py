@@ -4,9 +4,9 @@ each chain's head, the signed checkpoints)."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from tether.model import AuditEvent, DecisionRecord
 from tether.store import tables as t
 from tether.store.prepared import Prepared
 from tether.store.rows import row_to
+from tether.store.wal import WriteAheadLog
 
 LOGS = {"decisions": t.decisions, "events": t.audit_events}
 
@@ -50,7 +51,8 @@ class AuditRecords:
             ["workspace", "agent", "tool", "first_used"],
             dialect,
         )
-        self._wal: int | None = None  # the SQLite write-ahead log, opened for fsync
+        sqlite = dialect.name == "sqlite"
+        self._wal = WriteAheadLog(Path(str(engine.url.database))) if sqlite else None
 
     # -- appending -----------------------------------------------------------------------------
 
@@ -78,7 +80,7 @@ class AuditRecords:
         self._commit([(events_sql.sql, rows)])
 
     def _commit(self, statements: list[tuple[str, list[Any]]]) -> None:
-        with self._write_lock:
+        with self._write_lock, self._wal.writing() if self._wal is not None else nullcontext():
             cursor = self._writer.cursor()
             try:
                 for sql, rows in statements:
@@ -94,44 +96,36 @@ class AuditRecords:
                 cursor.close()
 
     def sync(self) -> None:
-        """Make every commit so far, by any process, survive power loss (the `fsync` level).
-
-        On SQLite a commit is in the write-ahead log, which SQLite itself fsyncs only before a
-        checkpoint copies it into the database (and the database after). Fsyncing the log file
-        here, outside SQLite's write lock, keeps every commit before it on disk while other
-        writers go on committing, so one fsync serves many records: group commit across
-        threads and processes. On PostgreSQL a commit is already flushed (synchronous_commit).
-        """
-        if self.engine.dialect.name != "sqlite":
-            return
-        if self._wal is None:
-            self._wal = _open_log(Path(str(self.engine.url.database)))
+        """Make every commit so far survive power loss (the `fsync` level; wal.py). On
+        PostgreSQL a commit is already flushed (synchronous_commit)."""
         if self._wal is not None:
-            os.fsync(self._wal)
-            return
-        database = os.open(str(self.engine.url.database), os.O_RDONLY)  # no log: a rollback journal
-        try:
-            os.fsync(database)
-        finally:
-            os.close(database)
+            self._wal.sync()
+
+    def checkpoint_in_background(self) -> None:
+        """This process appends to the log: move SQLite's checkpoints off its commits."""
+        if self._wal is not None:
+            with self._write_lock:
+                self._wal.checkpoint_in_background(self._writer)
 
     def close(self) -> None:
         if self._wal is not None:
-            os.close(self._wal)
-            self._wal = None
+            self._wal.close()
 
     # -- reading -------------------------------------------------------------------------------
 
-    def rows(self, log: str) -> Iterator[tuple[Any, ...]]:
+    def rows(
+        self, log: str, *, after: int = 0, upto: int | None = None
+    ) -> Iterator[tuple[Any, ...]]:
         """Every record of a log in row order, as tuples of `canonical_columns(log)`, then
         `hash`, then the row number: verification reads the whole log, so this skips
         SQLAlchemy. Bytes that are not UTF-8 (only a tampered log has them) are read again as
         backslash escapes: altered, found by verify, not a crash."""
         columns = ", ".join(f'"{c}"' for c in [*canonical_columns(log), "hash", "seq"])
-        sql = f"SELECT {columns} FROM {LOGS[log].name} WHERE seq > ? ORDER BY seq"  # noqa: S608 - names from the table
+        bound = "" if upto is None else f" AND seq <= {int(upto)}"
+        sql = f"SELECT {columns} FROM {LOGS[log].name} WHERE seq > ?{bound} ORDER BY seq"  # noqa: S608 - names from the table
         connection = self.engine.raw_connection()
         driver: Any = connection.driver_connection
-        last, lenient = 0, False
+        last, lenient = after, False
         try:
             while True:
                 if lenient:
@@ -167,8 +161,12 @@ class AuditRecords:
         return [(int(r.seq), row_to(DecisionRecord, r, without=("seq",))) for r in rows]
 
     def last_seq(self) -> int:
+        return self.last_row("decisions")
+
+    def last_row(self, log: str) -> int:
+        table = LOGS[log]
         with self.engine.connect() as db:
-            return int(db.execute(sa.select(sa.func.max(t.decisions.c.seq))).scalar() or 0)
+            return int(db.execute(sa.select(sa.func.max(table.c.seq))).scalar() or 0)
 
     def events(
         self, *, workspace: str | None = None, since: float | None = None, limit: int = 100
@@ -232,21 +230,6 @@ class AuditRecords:
         ).order_by(t.audit_checkpoints.c.seq)
         with self.engine.connect() as db:
             return [(int(s), float(a), str(st)) for s, a, st in db.execute(query)]
-
-
-def _open_log(database: Path) -> int | None:
-    """The write-ahead log's file, for fsync (None when there is none: not in WAL mode), and
-    its folder synced once so the file itself survives power loss. The store's own connection
-    keeps the log from being deleted while it is open, so the descriptor stays the live file."""
-    wal = database.with_name(database.name + "-wal")
-    if not wal.exists():
-        return None
-    folder = os.open(database.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-    return os.open(wal, os.O_RDONLY)
 
 
 def _lenient_text(raw: bytes) -> str:

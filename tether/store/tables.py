@@ -121,8 +121,10 @@ tasks = sa.Table(
     sa.Column("parent", sa.String(ID), nullable=True, index=True),
 )
 
-# One row per decision, inserted on the hot path. `seq` gives the total order a hash chain
-# will follow (the audit issue); the row is self-contained so it can be verified and replayed.
+# One row per decision, inserted on the hot path. `seq` gives the order rows were written, which
+# each writer's hash chain follows; the row is self-contained so it can be verified and
+# replayed. Every index here costs each decision a page write, so there is one, on `id` (for
+# `explain` and downstream tokens); the audit tools read in row order.
 decisions = sa.Table(
     "decisions",
     metadata,
@@ -133,7 +135,7 @@ decisions = sa.Table(
     sa.Column("workspace", sa.String(NAME), nullable=True),
     sa.Column("agent", sa.String(NAME), nullable=True),
     sa.Column("user", sa.String(255), nullable=True),
-    sa.Column("task_id", sa.String(ID), nullable=True, index=True),
+    sa.Column("task_id", sa.String(ID), nullable=True),
     sa.Column("tool", sa.String(128), nullable=False),
     sa.Column("args_digest", sa.String(64), nullable=False),
     sa.Column("args", sa.Text, nullable=False),

@@ -1,9 +1,10 @@
-"""Approval and credential events in the audit log, chained like decisions; the decisions'
-chain index dropped.
+"""Approval and credential events in the audit log, chained like decisions; two of the
+decisions' indexes dropped.
 
-The (chain, chain_seq) unique index cost every decision insert a page write (about a fifth of
-an append) and guarded nothing `tether audit verify` does not find: verification reads the log
-in row order and keeps each chain's place itself.
+Each index costs every decision insert a page write (about a fifth of an append each). The
+(chain, chain_seq) unique index guarded nothing `tether audit verify` does not find (it reads
+the log in row order and keeps each chain's place itself); the task_id index served only
+`tether audit query --task`, which now reads in row order like every other filter.
 
 Revision ID: 0006
 Revises: 0005
@@ -24,6 +25,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("decisions") as batch:
         batch.drop_constraint("uq_decisions_chain_seq", type_="unique")
+        batch.drop_index("ix_decisions_task_id")
     op.create_table(
         "audit_events",
         sa.Column(
@@ -50,4 +52,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("audit_events")
     with op.batch_alter_table("decisions") as batch:
+        batch.create_index("ix_decisions_task_id", ["task_id"])
         batch.create_unique_constraint("uq_decisions_chain_seq", ["chain", "chain_seq"])
