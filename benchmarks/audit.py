@@ -7,6 +7,8 @@ What is measured, on SQLite in a fresh home:
   - **N threads**: N threads appending through one writer at once (group commit);
   - **N processes**: N processes appending at once to the same store, each its own writer and
     chain; records per second over the wall time of the whole run;
+- **baseline**: the floor under `commit`: the same rows, already hashed, inserted and committed
+  one by one through sqlite3 alone;
 - **verify**: `tether.audit.verify` over everything written, records per second, read by as
   many processes as there are cores (as `tether audit verify` does).
 
@@ -24,6 +26,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -37,8 +40,10 @@ from rich.table import Table
 
 from tether import Guard
 from tether.audit import AuditLog, verify
+from tether.audit.chain import Chain
 from tether.model import DecisionRecord, Durability, Effect, Stage, new_id
-from tether.store import Store
+from tether.store import DB_FILE, Store
+from tether.store.audit import canonical_columns
 
 TARGET_ONE_WRITER = 20_000.0
 TARGET_EIGHT_WRITERS = 5_000.0
@@ -98,6 +103,28 @@ def append(home: str, count: int, durability: str, threads: int = 1) -> float:
     return elapsed
 
 
+def sqlite_alone(home: str, count: int) -> float:
+    """The floor under `commit` from one writer: the same rows (already hashed) inserted and
+    committed one by one straight through sqlite3, in WAL mode with synchronous=NORMAL, into
+    the same table of a fresh store; returns records per second."""
+    Guard.embedded(home=home).close()
+    columns = [*canonical_columns("decisions"), "hash"]
+    chain = Chain()
+    rows = [[getattr(r, c) for c in columns] for r in chain.link([record(i) for i in range(count)])]
+    db = sqlite3.connect(Path(home) / DB_FILE, isolation_level="")
+    db.execute("PRAGMA synchronous=NORMAL")
+    insert = (
+        f"INSERT INTO decisions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    )
+    started = time.perf_counter()
+    for row in rows:
+        db.execute(insert, row)
+        db.commit()
+    elapsed = time.perf_counter() - started
+    db.close()
+    return count / elapsed
+
+
 def _ready(_: int = 0) -> None:
     """Run in each writer process before the clock starts: its imports are done by then."""
     time.sleep(0.05)
@@ -143,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         Guard.embedded(home=home).close()  # the store, its schema and keys, made once
         for level in Durability:
             results[level.value] = measure(home, level.value, per_writer, args.writers, repeat)
+        floor = statistics.median(
+            sqlite_alone(tempfile.mkdtemp(dir=home), per_writer) for _ in range(repeat)
+        )
         with Guard.embedded(home=home) as guard:
             started = time.perf_counter()
             report = verify(guard.store, guard.credentials.keyring, workers=os.cpu_count() or 1)
@@ -156,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for level, figures in results.items():
         table.add_row(level, *(f"{value:,.0f}" for value in figures.values()))
     console.print(table)
+    console.print(
+        f"baseline, SQLite alone (the same rows inserted and committed one by one, no Tether): "
+        f"{floor:,.0f}/s; one writer at commit is {results['commit']['one writer'] / floor:.2f}x "
+        "of it"
+    )
     verified = report.records / seconds
     console.print(f"verify: {verified:,.0f} records/s ({report.records:,} records, all intact)")
     goals = {
@@ -174,7 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         mark = "[green]met[/]" if value >= target else "[red]missed[/]"
         console.print(f"{name}: {value:,.0f}/s (target >= {target:,.0f}) {mark}")
     if args.json:
-        figures = {"appends": results, "verify": verified, "records": report.records}
+        figures = {
+            "appends": results,
+            "sqlite alone": floor,
+            "verify": verified,
+            "records": report.records,
+        }
         args.json.write_text(json.dumps({"results": figures, "quick": args.quick}, indent=2))
     return 0
 
