@@ -363,7 +363,7 @@ with Guard.embedded(home=sys.argv[1]) as guard:
     keyring = guard.credentials.keyring
     serial = v.verify(guard.store, keyring)
     parallel = v.verify(guard.store, keyring, workers=3)
-    stretches = len(v._stretches(guard.store, "decisions", {}, 3))  # 3 forked, and the tail
+    stretches = len(v._stretches(guard.store, "decisions", v._Known(None), 3))  # 3, and the tail
 print(json.dumps({"serial": sorted(serial.problems), "parallel": sorted(parallel.problems),
                   "records": [serial.records, parallel.records], "stretches": stretches}))
 """
@@ -404,3 +404,61 @@ def test_reading_the_log_in_parallel_finds_what_reading_it_in_one_go_does(
     assert found["parallel"] == found["serial"]
     assert found["records"][0] == found["records"][1]
     assert bool(found["serial"]) is (tampering != "none")
+
+
+def test_a_backdated_record_is_found(log: Path) -> None:
+    """A well-linked record appended to a closed writer's chain, dated yesterday: it is past
+    what any checkpoint names, yet dated before the newest checkpoint."""
+    chain = chains(log)[0]
+    last = rows(log, chain)[-1]
+    forged = msgspec.structs.replace(
+        last,
+        id="dec_backdated",
+        ts=last.ts - 86400,
+        chain_seq=(last.chain_seq or 0) + 1,
+        prev_hash=last.hash,
+        effect="allow",
+    )
+    forged = msgspec.structs.replace(forged, hash=record_hash(forged))
+    values = msgspec.structs.asdict(forged)
+    with db(log) as conn:
+        conn.execute(
+            f"INSERT INTO decisions ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+            [v.value if hasattr(v, "value") else v for v in values.values()],
+        )
+    problems = check(log)
+    where = f"decision dec_backdated ({chain} #{forged.chain_seq})"
+    assert f"{where} is dated well before the record before it in its chain: backdated" in (
+        problems
+    )
+    assert (
+        f"{where} is dated before the newest checkpoint, which does not name it: "
+        "backdated or slipped in"
+    ) in problems
+
+
+def test_the_time_a_checkpoint_was_made_is_the_signed_one(log: Path) -> None:
+    """Rewriting the checkpoints' `at` column (unsigned) hides nothing: verify reads the time
+    inside the signed statement."""
+    gone = chains(log)[1]
+    with db(log) as conn:
+        conn.execute("UPDATE audit_checkpoints SET at = 0")
+        conn.execute("DELETE FROM decisions WHERE chain = ?", (gone,))
+    assert any(f"{gone} is gone: removed" in p for p in check(log))
+
+
+def test_bytes_that_are_not_utf8_are_an_alteration(log: Path) -> None:
+    """Text Tether never writes (not UTF-8) cannot be read back as what a record held."""
+    chain = chains(log)[0]
+    victim = rows(log, chain)[30]
+    with db(log) as conn:
+        raw = victim.args.encode()
+        conn.execute(
+            "UPDATE decisions SET args = CAST(? AS BLOB) WHERE id = ?", (raw + b"\xe9", victim.id)
+        )
+        conn.execute("UPDATE decisions SET args = CAST(args AS TEXT) WHERE id = ?", (victim.id,))
+    problems = check(log)
+    assert (
+        f"decision {victim.id} ({chain} #31) was altered: its hash does not match its content"
+        in (problems)
+    )

@@ -218,3 +218,66 @@ def test_the_level_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv(DURABILITY_ENV, "sometimes")
     with pytest.raises(InvalidInput, match="use one of commit, fsync, async"):
         durability_from_env()
+
+
+def test_an_interrupted_leader_fails_every_record_it_was_committing() -> None:
+    """A KeyboardInterrupt in the thread committing a batch: the other records of that batch
+    were not committed, so their appends must fail, not return as if they had been."""
+    gate, first_started = threading.Event(), threading.Event()
+    calls: list[list[int]] = []
+
+    def commit(batch: list[int]) -> None:
+        calls.append(batch)
+        if len(calls) == 1:  # holds the first batch until the others are waiting
+            first_started.set()
+            gate.wait(5)
+            return
+        raise KeyboardInterrupt  # the second batch: both waiters in it
+
+    group: GroupCommit[int] = GroupCommit(commit)
+    outcomes: dict[int, str] = {}
+
+    def submit(i: int) -> None:
+        try:
+            group.submit(i)
+            outcomes[i] = "returned"
+        except LogUnavailable as exc:
+            outcomes[i] = str(exc)
+        except KeyboardInterrupt:
+            outcomes[i] = "interrupted while leading"
+
+    first = threading.Thread(target=submit, args=(0,))
+    first.start()
+    first_started.wait(5)
+    waiting = [threading.Thread(target=submit, args=(i,)) for i in (1, 2)]
+    for thread in waiting:
+        thread.start()
+    time.sleep(0.05)
+    gate.set()
+    for thread in (first, *waiting):
+        thread.join(5)
+    assert calls[1] == [1, 2]
+    assert outcomes[0] == "returned"
+    assert sorted([outcomes[1], outcomes[2]]) == ["interrupted", "interrupted while leading"]
+
+
+def test_a_batch_stored_despite_an_error_moves_the_chain_on(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored, then interrupted before the head moved: the next record must not take the same
+    place (which would fork the chain)."""
+    log, guard = open_log(store, Durability.COMMIT)
+    real_append = store.audit.append
+
+    def stored_then_failed(batch: Any) -> None:
+        real_append(batch)
+        raise OSError("connection lost after the commit")
+
+    monkeypatch.setattr(store.audit, "append", stored_then_failed)
+    with pytest.raises(LogUnavailable):
+        log.append(decision(0))
+    monkeypatch.setattr(store.audit, "append", real_append)
+    log.append(decision(1))
+    log.close()
+    assert [r.chain_seq for r in store.decisions(limit=None)] == [2, 1]
+    assert verify(store, guard.credentials.keyring).intact

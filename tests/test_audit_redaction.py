@@ -387,3 +387,27 @@ def test_no_value_of_a_cut_field_appears_anywhere_in_the_record(
     secrets = [str(v) for v in _cut_values(args, [])]
     if "url" in args and not any(s in args["url"] for s in secrets):
         assert kept["url"] == args["url"]
+
+
+def test_a_token_presented_for_the_wrong_task_is_recorded_as_its_workspace_redacts(
+    make: Any,
+) -> None:
+    """Denied while authenticating (the caller names a task the token is not for): the token
+    still says whose workspace the arguments belong to, so its setting applies."""
+    guard = make(REDACT["audit"])
+    with guard.task(
+        workspace="acme", agent="coder", user="alice", request="x", tools=["call_api"]
+    ) as task:
+        decision = guard.authorize("task_someone_elses", "call_api", CALL, token=task.token)
+    stored = guard.store.decision(decision.decision_id)
+    assert stored is not None and stored.stage is Stage.AUTHENTICATE
+    assert not any(secret in _text(stored) for secret in SECRETS)
+
+
+def test_a_short_number_under_a_cut_field_is_cut_from_the_reasons_too(make: Any) -> None:
+    guard = make({"arguments": "redact", "redact": ["token"]})
+    stored = _decide(guard, {"url": "https://api.example/v1/x", "token": 123})
+    assert json.loads(stored.args)["token"] == "[redacted]"
+    said = " ".join(filter(None, (stored.args, stored.reasons, stored.context, stored.shadow)))
+    assert "is not of type" in stored.reasons  # the schema error that quoted it...
+    assert not re.search(r"(?<![\w.])123(?![\w.])", said)  # ...quotes it no more

@@ -585,39 +585,39 @@ def agent_keys(
     """List an agent's keys, or add, rotate, revoke or generate one."""
     with _guard() as guard:
         now = time.time()
-        added = []
-        if generate is not None:
-            key = generate_key()
-            _write_private(generate, key.as_dict(private=True))
-            jwk = key.as_dict()
-            added.append(
-                register_key(guard.store, workspace=workspace, agent=name, jwk=jwk, now=now)
-            )
-        if add is not None:
-            jwk = _json_file(add)
-            added.append(
-                register_key(guard.store, workspace=workspace, agent=name, jwk=jwk, now=now)
-            )
-        if rotate is not None:
-            added.append(
-                rotate_key(
-                    guard.store,
-                    workspace=workspace,
-                    agent=name,
-                    jwk=_json_file(rotate),
-                    now=now,
-                    overlap=overlap,
-                )
-            )
-        for record in added:
+
+        def registered(kid: str, *, rotated: bool = False) -> None:
             guard.audit.event(
                 "agent_key.registered",
                 workspace=workspace,
                 actor=None,
-                subject=record.kid,
+                subject=kid,
                 agent=name,
-                rotated=rotate is not None and record is added[-1],
+                rotated=rotated,
             )
+
+        if generate is not None:
+            key = generate_key()
+            _write_private(generate, key.as_dict(private=True))
+            jwk = key.as_dict()
+            registered(
+                register_key(guard.store, workspace=workspace, agent=name, jwk=jwk, now=now).kid
+            )
+        if add is not None:
+            jwk = _json_file(add)
+            registered(
+                register_key(guard.store, workspace=workspace, agent=name, jwk=jwk, now=now).kid
+            )
+        if rotate is not None:
+            record = rotate_key(
+                guard.store,
+                workspace=workspace,
+                agent=name,
+                jwk=_json_file(rotate),
+                now=now,
+                overlap=overlap,
+            )
+            registered(record.kid, rotated=True)
         if revoke is not None:
             guard.credentials.revoke_agent_key(workspace, name, revoke)
         keys = guard.store.credentials.agent_keys(workspace, name)

@@ -120,6 +120,7 @@ def authenticate(
         if isinstance(exc.subject, AccessClaims):
             call.claims, call.task = exc.subject, _task_of(exc.subject, tasks)
         return Reason(Stage.AUTHENTICATE, f"credential refused: {exc}")
+    call.claims = claims  # a denial below is still the token's workspace's (its redaction)
     if request.task_id is not None and request.task_id != claims.task:
         return Reason(
             Stage.AUTHENTICATE, f"the token is for task {claims.task}, not {request.task_id}"
@@ -127,7 +128,6 @@ def authenticate(
     call.task = _task_of(claims, tasks)
     if call.task is None:
         return Reason(Stage.AUTHENTICATE, f"task {claims.task} is not open here")
-    call.claims = claims
     return None
 
 

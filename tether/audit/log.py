@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from tether.audit.chain import Chain
@@ -98,17 +99,32 @@ class AuditLog:
 
     def _commit_decisions(self, batch: list[tuple[DecisionRecord, bool]]) -> None:
         linked = self.chain.link([record for record, _ in batch])
-        self._store.audit.append(
-            [(record, first_use) for record, (_, first_use) in zip(linked, batch, strict=True)]
-        )
-        self.chain.advance(linked)
+        rows = [(record, first_use) for record, (_, first_use) in zip(linked, batch, strict=True)]
+        with self._advancing(self.chain, "decisions", linked):
+            self._store.audit.append(rows)
         self._made_durable(len(linked))
 
     def _commit_events(self, batch: list[AuditEvent]) -> None:
         linked = self.events_chain.link(batch)
-        self._store.audit.append_events(linked)
-        self.events_chain.advance(linked)
+        with self._advancing(self.events_chain, "events", linked):
+            self._store.audit.append_events(linked)
         self._made_durable(len(linked))
+
+    @contextmanager
+    def _advancing(
+        self, chain: Chain, log: str, linked: list[DecisionRecord] | list[AuditEvent]
+    ) -> Iterator[None]:
+        """Move the chain's head past `linked` once they are stored. When storing raised, they
+        may be stored all the same (interrupted after the commit, say): then the head moves
+        too, or the next batch would take the same places and fork the chain."""
+        try:
+            yield
+        except BaseException:
+            with suppress(Exception):
+                if self._store.audit.stored(log, linked[-1].id):
+                    chain.advance(linked)
+            raise
+        chain.advance(linked)
 
     def _made_durable(self, count: int) -> None:
         if self.durability is Durability.FSYNC:  # the leader syncs for its whole batch

@@ -259,10 +259,8 @@ class _Scrubber:
                 )
                 if len(value) >= MIN_CUT:
                     plain.add(value)
-            else:
-                text = json.dumps(value)
-                if len(text) >= MIN_CUT:
-                    bounded.add(text)
+            else:  # a number: cut however short (a CVV), but only where it stands alone
+                bounded.add(json.dumps(value))
         self._needles = sorted(plain | bounded, key=len, reverse=True)
         self._bounded = bounded
         self._spent = 0

@@ -61,18 +61,38 @@ def verify(store: Store, keyring: Keyring, *, workers: int = 1) -> Report:
     # The checkpoints first: every record they name was committed before they were, so it is
     # in the read of the log that follows, however much is appended meanwhile.
     checkpoints = _read_checkpoints(store, keyring, report)
-    named: dict[str, set[int]] = {}  # the places some checkpoint names in each chain
+    known = _Known(newest=max((at for _, at, _ in checkpoints), default=None))
     for _, _, stated in checkpoints:
         for name, (at, _digest) in stated.items():
-            named.setdefault(name, set()).add(at)
+            known.places.setdefault(name, set()).add(at)
+            known.covered[name] = max(known.covered.get(name, 0), at)
     chains: dict[str, _ChainState] = {}
     for log in LOGS:
-        for stretch in _stretches(store, log, named, workers):
+        for stretch in _stretches(store, log, known, workers):
             report.records += stretch.records
             report.problems += stretch.problems
             _join(stretch, chains, report)
     _hold_to_checkpoints(checkpoints, chains, report)
     return report
+
+
+@dataclass
+class _Known:
+    """What the checkpoints say, for reading the log: the places they name in each chain, the
+    furthest place named in each, and when the newest was made. A record past its chain's
+    furthest named place was appended after the newest checkpoint read the log, so it cannot
+    be dated much before that checkpoint."""
+
+    newest: float | None
+    places: dict[str, set[int]] = field(default_factory=dict)
+    covered: dict[str, int] = field(default_factory=dict)
+
+    def backdated(self, chain: str, at: int, ts: float) -> bool:
+        return (
+            self.newest is not None
+            and at > self.covered.get(chain, 0)
+            and ts < self.newest - CLOCK_MARGIN
+        )
 
 
 @dataclass
@@ -87,6 +107,7 @@ class _Piece:
     first_ts: float
     last_at: int
     last_hash: str | None
+    last_ts: float
     found: dict[int, str] = field(default_factory=dict)
 
 
@@ -101,12 +122,13 @@ class _ChainState:
     """Where a chain's read has got to: its last place, the hash there (None: unknown), when
     its first record was made, and the hashes found at the places a checkpoint names."""
 
-    __slots__ = ("first_ts", "found", "head", "seq")
+    __slots__ = ("first_ts", "found", "head", "last_ts", "seq")
 
     def __init__(self, first_ts: float) -> None:
         self.seq = 0
         self.head: str | None = GENESIS
         self.first_ts = first_ts
+        self.last_ts = first_ts
         self.found: dict[int, str] = {}
 
 
@@ -125,8 +147,8 @@ def _link_problem(
     return None
 
 
-def _scan(
-    store: Store, log: str, named: dict[str, set[int]], after: int, upto: int | None
+def _scan(  # noqa: PLR0912 - the loop over every record stays whole: a call per row costs
+    store: Store, log: str, known: _Known, after: int, upto: int | None
 ) -> _Stretch:
     """The log's rows after row `after` (to `upto`), in row order: each record's own hash, and
     its link to the record before it in its chain when that is in the stretch too."""
@@ -151,16 +173,18 @@ def _scan(
             problems.append(f"{noun} {row[at_id]} was altered: its place {at!r} is not a number")
             continue
         if chain != name:
-            name, piece, places = chain, stretch.pieces.get(chain), named.get(chain, set())
+            name, piece = chain, stretch.pieces.get(chain)
+            places = known.places.get(chain, set())
+        ts = row[at_ts] if isinstance(row[at_ts], int | float) else 0.0
         if piece is None:
-            ts = row[at_ts]
             piece = stretch.pieces[chain] = _Piece(
                 first_at=at,
                 first_prev=row[at_prev],
                 first_where=f"{noun} {row[at_id]} ({chain} #{at})",
-                first_ts=ts if isinstance(ts, int | float) else 0.0,
+                first_ts=ts,
                 last_at=at,
                 last_hash=digest if isinstance(digest, str) else None,
+                last_ts=ts,
             )
         else:
             if at != piece.last_at + 1 or row[at_prev] != piece.last_hash:
@@ -170,8 +194,16 @@ def _scan(
                 )
                 if problem is not None:
                     problems.append(problem)
+            if ts < piece.last_ts - CLOCK_MARGIN:
+                problems.append(_backdated(f"{noun} {row[at_id]} ({chain} #{at})"))
             if at > piece.last_at:
                 piece.last_at, piece.last_hash = at, digest if isinstance(digest, str) else None
+                piece.last_ts = ts
+        if known.backdated(chain, at, ts):
+            problems.append(
+                f"{noun} {row[at_id]} ({chain} #{at}) is dated before the newest checkpoint, "
+                "which does not name it: backdated or slipped in"
+            )
         try:
             intact = sha256(canonical(row[:-2])).hexdigest() == digest
         except (TypeError, ValueError, msgspec.EncodeError):
@@ -201,17 +233,24 @@ def _join(stretch: _Stretch, chains: dict[str, _ChainState], report: Report) -> 
         )
         if problem is not None:
             report.problems.append(problem)
+        if state.seq and piece.first_ts < state.last_ts - CLOCK_MARGIN:
+            report.problems.append(_backdated(piece.first_where))
         if piece.last_at > state.seq:
             state.seq, state.head = piece.last_at, piece.last_hash
+            state.last_ts = piece.last_ts
         state.found.update(piece.found)
 
 
-def _stretches(store: Store, log: str, named: dict[str, set[int]], workers: int) -> list[_Stretch]:
+def _backdated(where: str) -> str:
+    return f"{where} is dated well before the record before it in its chain: backdated"
+
+
+def _stretches(store: Store, log: str, known: _Known, workers: int) -> list[_Stretch]:
     top = store.audit.last_row(log)
     if workers <= 1 or top < PARALLEL_FROM or threading.active_count() > 1:
-        return [_scan(store, log, named, 0, None)]
+        return [_scan(store, log, known, 0, None)]
     bounds = [top * i // workers for i in range(workers + 1)]
-    _forked["store"], _forked["named"] = store, named
+    _forked["store"], _forked["known"] = store, known
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             stretches = pool.starmap(
@@ -219,16 +258,16 @@ def _stretches(store: Store, log: str, named: dict[str, set[int]], workers: int)
             )
     finally:
         _forked.clear()
-    return [*stretches, _scan(store, log, named, top, None)]  # and what came since
+    return [*stretches, _scan(store, log, known, top, None)]  # and what came since
 
 
-_forked: dict[str, Any] = {}  # what forked readers inherit: the store, the named places
+_forked: dict[str, Any] = {}  # what forked readers inherit: the store, what checkpoints say
 
 
 def _scan_forked(log: str, after: int, upto: int) -> _Stretch:
     store: Store = _forked["store"]
     store.engine.dispose(close=False)  # the parent's connections are the parent's
-    return _scan(store, log, _forked["named"], after, upto)
+    return _scan(store, log, _forked["known"], after, upto)
 
 
 def _read_checkpoints(
@@ -239,13 +278,13 @@ def _read_checkpoints(
     keys = {key.kid: key.key for key in keyring.all_keys()}
     earlier = {GENESIS}
     found = []
-    for number, at, statement in store.audit.checkpoints():
+    for number, _row_at, statement in store.audit.checkpoints():
         report.checkpoints += 1
         signed = _statement(statement, keys)
         if signed is None:
             report.problems.append(f"checkpoint {number}: its signature does not verify")
             continue
-        chains, previous = signed
+        chains, previous, at = signed
         if previous not in earlier:
             report.problems.append(
                 f"checkpoint {number} follows a checkpoint that is gone: deleted"
@@ -291,9 +330,9 @@ def _hold_to_checkpoints(
 
 def _statement(
     statement: str, keys: dict[str, ECKey]
-) -> tuple[dict[str, tuple[int, str]], str] | None:
-    """The chains a checkpoint names and the hash of the one before it, if its signature
-    verifies."""
+) -> tuple[dict[str, tuple[int, str]], str, float] | None:
+    """The chains a checkpoint names, the hash of the one before it and when it was made (the
+    signed time, not the row's), if its signature verifies."""
     try:
         header = unverified_header(statement, "checkpoint")
         key = keys.get(header.get("kid", ""))
@@ -301,6 +340,6 @@ def _statement(
             return None
         body = json.loads(verified_payload(statement, key, "checkpoint"))
         chains = {name: (int(seq), str(digest)) for name, (seq, digest) in body["chains"].items()}
-        return chains, str(body.get("previous", GENESIS))
+        return chains, str(body.get("previous", GENESIS)), float(body["at"])
     except (CredentialRefused, JoseError, ValueError, KeyError, TypeError):
         return None

@@ -56,10 +56,13 @@ class GroupCommit(Generic[Item]):
                     continue
                 self._busy = True  # this thread leads: it commits everything waiting
                 batch, self._waiting = self._waiting, []
-                error = None
                 self._cond.release()
+                error: str | None = (
+                    "interrupted"  # unless the commit returns: then there is no error
+                )
                 try:
                     self._commit([e.item for e in batch])
+                    error = None
                 except Exception as exc:  # every record of the batch fails with it
                     error = f"{type(exc).__name__}: {exc}"
                 finally:

@@ -148,12 +148,26 @@ class Guard:
         return cls(store, durability=durability)
 
     def close(self) -> None:
-        for state in list(self._tasks.values()):
-            self._end(state, TaskStatus.ENDED)
-        self.agent_keys.close()
-        self.approvals.close()
-        self.audit.close()
-        self.store.close()
+        """End this Guard's open tasks, then close what it holds; each step is tried even when
+        one before failed (the first failure is raised at the end)."""
+        steps: list[Callable[[], None]] = [
+            *(
+                lambda state=state: self._end(state, TaskStatus.ENDED)
+                for state in self._tasks.values()
+            ),
+            self.agent_keys.close,
+            self.approvals.close,
+            self.audit.close,
+            self.store.close,
+        ]
+        failure: BaseException | None = None
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _event(
         self,

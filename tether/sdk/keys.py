@@ -55,6 +55,14 @@ class AgentKeys:
         for workspace, agent, kid in self._ephemeral:
             try:
                 revoke_key(self._store, workspace, agent, kid, self._clock())
+                self._events(
+                    "credential.revoked",
+                    workspace=workspace,
+                    actor=agent,
+                    subject=kid,
+                    revoked="key",
+                    reason="a key kept only in memory, by a Guard that closed",
+                )
             except Exception:  # the store is going away too; the key is unusable regardless
                 log.warning("could not revoke key %s of agent %s", kid, agent, exc_info=True)
         self._ephemeral.clear()

@@ -22,6 +22,7 @@ from tether.store.rows import row_to
 from tether.store.wal import WriteAheadLog
 
 LOGS = {"decisions": t.decisions, "events": t.audit_events}
+NOT_UTF8 = "\ufffd[not UTF-8] "
 
 
 def canonical_columns(log: str) -> list[str]:
@@ -160,6 +161,14 @@ class AuditRecords:
             rows = db.execute(query).all()
         return [(int(r.seq), row_to(DecisionRecord, r, without=("seq",))) for r in rows]
 
+    def stored(self, log: str, record_id: str) -> bool:
+        table = LOGS[log]
+        with self.engine.connect() as db:
+            return (
+                db.execute(sa.select(table.c.seq).where(table.c.id == record_id)).first()
+                is not None
+            )
+
     def last_seq(self) -> int:
         return self.last_row("decisions")
 
@@ -233,7 +242,9 @@ class AuditRecords:
 
 
 def _lenient_text(raw: bytes) -> str:
+    """Text that is not UTF-8 was not written by Tether: it reads marked, so its record's hash
+    cannot match (a plain backslash escape could spell what the record held)."""
     try:
         return raw.decode()
     except UnicodeDecodeError:
-        return raw.decode("utf-8", "backslashreplace")
+        return NOT_UTF8 + raw.decode("utf-8", "backslashreplace")
