@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/tether demo
+	$(BIN)/tether demo --serve
 
 test: lint typecheck unit
 

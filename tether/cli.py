@@ -33,6 +33,7 @@ from tether.credentials import (
     ACCESS_TOKEN_TYPE,
     GRANT_TOKEN_TYPE,
     ExchangeRequest,
+    Settings,
     make_assertion,
     make_proof,
 )
@@ -44,7 +45,8 @@ from tether.identity import (
     register_key,
     rotate_key,
 )
-from tether.model import ApprovalStatus, DecisionRecord, Effect
+from tether.model import ApprovalStatus, DecisionRecord, Durability, Effect
+from tether.pdp import ProofRule
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.policy.backtest import policy_effect
 from tether.policy.fmt import format_files
@@ -59,6 +61,8 @@ from tether.policy.testing import (
     run_cases,
 )
 from tether.sdk import Guard
+from tether.server import admin_tokens
+from tether.store import Store
 
 app = typer.Typer(
     help="Tether: runtime authorization for AI agents.",
@@ -95,6 +99,10 @@ audit_app = typer.Typer(
     help="The decision log: query, tail, export, explain, verify.", no_args_is_help=True
 )
 app.add_typer(audit_app, name="audit")
+admin_token_app = typer.Typer(
+    help="Admin tokens: how people and services call the HTTP API.", no_args_is_help=True
+)
+app.add_typer(admin_token_app, name="admin-token")
 
 out = Console(soft_wrap=True)
 EXIT_BY_EFFECT = {Effect.ALLOW: 0, Effect.DENY: 3, Effect.APPROVAL_REQUIRED: 4}
@@ -156,11 +164,40 @@ def demo(
         Path | None,
         typer.Option(help="Where to keep the demo's store (default: a new temp folder)."),
     ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Then serve the HTTP API on the demo's store.")
+    ] = False,
+    port: Annotated[int, typer.Option(help="With --serve: the port.")] = 8080,
 ) -> None:
     """Play a scripted story: four agents share a workspace under different runtime policies."""
     from tether.demo import run_demo  # noqa: PLC0415 - the demo is not needed by other commands
 
-    run_demo(home, out)
+    home = run_demo(home, out)
+    if not serve:
+        return
+    url = f"http://127.0.0.1:{port}"
+    store = Store.at_home(home)
+    token, _ = admin_tokens.issue(
+        store,
+        name="bob",
+        roles={"acme": ["admin", "approver"]},
+        lifetime=86400.0,
+        now=time.time(),
+    )
+    call = json.dumps(
+        {"agent": "planner", "user": "alice", "tool": "read_file", "args": {"path": "/repo/x"}}
+    )
+    out.print(
+        f"\nThe HTTP API on the demo's store: {url} (docs/api.md; OpenAPI: {url}/openapi.json)\n"
+        f"Admin token for bob (admin and approver in acme, for a day):\n  {token}\n"
+        "Make a decision:\n"
+        f"  curl -s -X POST {url}/v1/workspaces/acme/check -H 'Authorization: Bearer {token}' "
+        f"-d '{call}'\n"
+        "Ctrl-C stops it.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _serve(store, host="127.0.0.1", port=port, public_url=url, durability=None)
 
 
 @app.command()
@@ -1204,6 +1241,104 @@ def _write_private(path: Path, jwk: dict[str, Any]) -> None:
 
 def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z"
+
+
+# -- the HTTP service ------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="The URL agents reach this service at (default: http://HOST:PORT)."),
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="A database URL instead of the home's SQLite file.")
+    ] = None,
+    durability: Annotated[
+        Durability | None, typer.Option(help="Of the decision log (docs/audit.md).")
+    ] = None,
+) -> None:
+    """Serve the HTTP API (docs/api.md) on this store, until interrupted."""
+    public = (public_url or f"http://{host}:{port}").rstrip("/")
+    store = Store(db, home=state.home) if db else Store.at_home(state.home)
+    out.print(f"[green]serving[/] {public} (OpenAPI: {public}/openapi.json)", highlight=False)
+    _serve(store, host=host, port=port, public_url=public, durability=durability)
+
+
+def _serve(
+    store: Store, *, host: str, port: int, public_url: str, durability: Durability | None
+) -> None:
+    import uvicorn  # noqa: PLC0415 - only serving needs the server
+
+    from tether.server.app import create_app  # noqa: PLC0415
+
+    public = public_url.rstrip("/")
+    guard = Guard(
+        store,
+        credential_settings=Settings(token_url=f"{public}/v1/token"),
+        proofs=ProofRule(htm="POST", htu=f"{public}/v1/authorize", required=True),
+        durability=durability,
+    )
+    try:
+        uvicorn.run(
+            create_app(guard, public_url=public),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        guard.close()
+
+
+@admin_token_app.command("create")
+def admin_token_create(
+    name: Annotated[str, typer.Argument(help="Whose token: a user of the workspaces it covers.")],
+    role: Annotated[
+        list[str],
+        typer.Option(
+            help="ROLE@WORKSPACE (repeat): admin, policy-author, approver or auditor; "
+            "@* for every workspace."
+        ),
+    ],
+    days: Annotated[float, typer.Option(help="How long it lives.")] = 90.0,
+) -> None:
+    """Make an admin token; it is shown once, and only its hash is kept."""
+    roles: dict[str, list[str]] = {}
+    for item in role:
+        held, _, workspace = item.partition("@")
+        if not workspace:
+            raise InvalidInput(f"--role {item!r}: write ROLE@WORKSPACE (or ROLE@*)")
+        roles.setdefault(workspace, []).append(held)
+    with _guard() as guard:
+        token, record = admin_tokens.issue(
+            guard.store, name=name, roles=roles, lifetime=days * 86400, now=time.time()
+        )
+    out.print(f"[green]made[/] {record.id} for {record.name}, until {_when(record.expires_at)}")
+    print(token)
+
+
+@admin_token_app.command("list")
+def admin_token_list() -> None:
+    with _guard() as guard:
+        records = guard.store.admin_tokens.all()
+    table = _table("id", "name", "roles", "expires", "revoked")
+    for r in records:
+        roles = "; ".join(f"{w}: {', '.join(held)}" for w, held in sorted(r.roles.items()))
+        revoked = _when(r.revoked_at) if r.revoked_at is not None else "-"
+        table.add_row(r.id, _plain(r.name), roles, _when(r.expires_at), revoked)
+    out.print(table)
+
+
+@admin_token_app.command("revoke")
+def admin_token_revoke(token_id: str) -> None:
+    with _guard() as guard:
+        if not guard.store.admin_tokens.revoke(token_id, time.time()):
+            raise NotFound(f"no live admin token {token_id!r}")
+    out.print(f"[green]revoked[/] {token_id}")
 
 
 def main() -> None:

@@ -127,7 +127,8 @@ ACTS = (
 )
 
 
-def run_demo(home: Path | None, console: Console) -> None:
+def run_demo(home: Path | None, console: Console) -> Path:
+    """Play the story into `home` (default: a new temp folder); returns it."""
     home = home or Path(tempfile.mkdtemp(prefix="tether-demo-"))
     workspace_dir = home / "workspaces" / "acme"
     with Guard.embedded(home=home) as guard:
@@ -182,6 +183,7 @@ def run_demo(home: Path | None, console: Console) -> None:
     console.print(f"  {tether} policy test {workspace_dir / 'policies'}")
     console.print(f"  {tether} --home {home} audit verify")
     console.print(f"  {tether} --home {home} review acme --window 1d")
+    return home
 
 
 def _play(guard: Guard, workspace: str, act: Act, table: Table, count: int) -> int:

@@ -331,6 +331,19 @@ class Credentials:
             "invalid_request",
         )
 
+    def proven_key(self, proof: str | None) -> str:
+        """The thumbprint of the key that signed `proof`, a DPoP proof sent with a request to
+        the token endpoint (what `exchange` binds the token to). Raises CredentialRefused."""
+        now = self._clock()
+        return check_proof(
+            proof,
+            htm="POST",
+            htu=self.settings.token_url,
+            now=now,
+            remember_once=self._remember_once(now),
+            skew=self.settings.skew,
+        )
+
     def downstream(
         self, subject_token: str, *, proof: str | None, audience: str, decision_id: str
     ) -> Issued:

@@ -54,7 +54,7 @@ from tether.model import (
     User,
     Workspace,
 )
-from tether.pdp import PDP, AuthorizeRequest
+from tether.pdp import PDP, AuthorizeRequest, ProofRule
 from tether.policy import Bundle, compile_bundle
 from tether.policy.backtest import BacktestReport, backtest
 from tether.sdk.errors import ApprovalRequired, Denied
@@ -95,9 +95,11 @@ class Guard:
         master_key: bytes | None = None,
         credential_settings: Settings | None = None,
         durability: Durability | None = None,
+        proofs: ProofRule | None = None,
     ) -> None:
         """`durability`: of the decision log (docs/audit.md); default `TETHER_AUDIT_DURABILITY`,
-        else `commit`."""
+        else `commit`. `proofs`: what DPoP proofs calls must carry (the HTTP service requires
+        one, for its URL; in-process none is needed)."""
         self.store = store
         self._clock = clock
         self._views = Views(store)
@@ -132,8 +134,10 @@ class Guard:
             credentials=self.credentials,
             approvals=self.approvals,
             log=self.audit,
+            proofs=proofs,
             clock=clock,
         )
+        self._proofs = proofs or ProofRule()
 
     @classmethod
     def embedded(
@@ -424,6 +428,40 @@ class Guard:
         )
         return self._start(exchange, workspace, agent, parent=None)
 
+    def exchange(self, request: ExchangeRequest, *, dpop_jkt: str | None = None) -> Issued:
+        """A token exchange made by an agent elsewhere (the HTTP service's token endpoint): the
+        task it starts is open here from now on."""
+        issued = self.credentials.exchange(request, dpop_jkt=dpop_jkt)
+        if issued.task.id not in self._tasks:
+            self._tasks[issued.task.id] = TaskState(issued.task)
+        return issued
+
+    def report(self, task_id: str, decision_id: str, output: Any) -> None:
+        """Tell a task what a call it was allowed returned (feeds its state: labels,
+        provenance)."""
+        state = self._tasks.get(task_id)
+        record = self.store.decision(decision_id)
+        if state is None:
+            raise NotFound(f"task {task_id} is not open here")
+        if record is None or record.task_id != task_id:
+            raise InvalidInput(f"decision {decision_id} belongs to another task")
+        if record.effect is not Effect.ALLOW:
+            raise InvalidInput(f"decision {decision_id} did not allow the call")
+        try:
+            view = self._views.get(state.task.workspace)
+            tool = view.catalogue.get(record.tool) if view is not None else None
+        except Exception:  # the workspace cannot be read now: the output still counts, untrusted
+            log.exception("reporting to task %s without its catalogue", task_id)
+            tool = None
+        state.note_result(tool.spec if tool is not None else None, output)
+
+    def end_task(self, task_id: str) -> None:
+        """The task is done: its tokens, and its sub-tasks', are refused from now on."""
+        state = self._tasks.get(task_id)
+        if state is None:
+            raise NotFound(f"task {task_id} is not open here")
+        self._end(state, TaskStatus.ENDED)
+
     def _start(
         self, exchange: ExchangeRequest, workspace: str, agent: str, parent: TaskHandle | None
     ) -> TaskHandle:
@@ -464,6 +502,8 @@ class Guard:
         if token is None and task_id is not None:
             handle = self._handles.get(task_id)
             token = handle.token_or_none() if handle is not None else None
+            if handle is not None and token is not None and self._proofs.required:
+                proof = handle.proof(self._proofs.htm, self._proofs.htu, token)
         return self._pdp.decide(
             AuthorizeRequest(
                 tool=tool,
@@ -704,13 +744,11 @@ class TaskHandle:
 
     def _possession(self, token: str) -> str:
         """A DPoP proof, for the token endpoint, that this task holds `token`'s key."""
-        return make_proof(
-            self._key,
-            htm="POST",
-            htu=self._guard.credentials.settings.token_url,
-            now=self._guard._clock(),
-            access_token=token,
-        )
+        return self.proof("POST", self._guard.credentials.settings.token_url, token)
+
+    def proof(self, htm: str, htu: str, token: str) -> str:
+        """A DPoP proof of holding `token`'s key, for one request (`htm` to `htu`)."""
+        return make_proof(self._key, htm=htm, htu=htu, now=self._guard._clock(), access_token=token)
 
     @property
     def id(self) -> str:
@@ -727,7 +765,10 @@ class TaskHandle:
         approval blocks up to that many seconds for a person's answer, then is decided again:
         allowed (spending the approval) if they said yes, denied if they said no."""
         args = {} if args is None else args
-        decision = self._guard.authorize(self.id, tool, args, token=self.token_or_none())
+        token = self.token_or_none()
+        rule = self._guard._proofs
+        proof = self.proof(rule.htm, rule.htu, token) if token and rule.required else None
+        decision = self._guard.authorize(self.id, tool, args, token=token, proof=proof)
         if decision.effect is Effect.APPROVAL_REQUIRED and decision.approval_id is not None:
             self._asked[decision.approval_id] = (tool, args)
             if wait is not None:
@@ -751,15 +792,7 @@ class TaskHandle:
         """Tell the task what an allowed call returned (feeds its state: labels, provenance)."""
         if decision.task_id != self.id:
             raise InvalidInput(f"decision {decision.decision_id} belongs to another task")
-        if decision.effect is not Effect.ALLOW:
-            raise InvalidInput(f"decision {decision.decision_id} did not allow the call")
-        try:
-            view = self._guard._views.get(self._state.task.workspace)
-            tool = view.catalogue.get(decision.tool) if view is not None else None
-        except Exception:  # the workspace cannot be read now: the output still counts, untrusted
-            log.exception("reporting to task %s without its catalogue", self.id)
-            tool = None
-        self._state.note_result(tool.spec if tool is not None else None, output)
+        self._guard.report(self.id, decision.decision_id, output)
 
     def end(self) -> None:
         self._guard._end(self._state, TaskStatus.ENDED)

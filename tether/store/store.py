@@ -36,6 +36,7 @@ from tether.model import (
     Workspace,
 )
 from tether.store import tables as t
+from tether.store.admin_tokens import AdminTokenRecords
 from tether.store.approvals import ApprovalRecords
 from tether.store.audit import AuditRecords
 from tether.store.credentials import CredentialRecords
@@ -111,6 +112,7 @@ class Store:
         self._write_lock = threading.Lock()
         self.credentials = CredentialRecords(self.engine, self._writer, self._write_lock)
         self.approvals = ApprovalRecords(self.engine)
+        self.admin_tokens = AdminTokenRecords(self.engine)
         self.audit = AuditRecords(self.engine, self._writer, self._write_lock)
 
     @classmethod

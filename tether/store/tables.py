@@ -322,3 +322,20 @@ audit_checkpoints = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("statement", sa.Text, nullable=False),  # compact JWS over the chain heads
 )
+
+# -- the HTTP API (DESIGN.md section 3, "server") ----------------------------------------------
+
+# Tokens people and services call the API with: only the SHA-256 of each is kept; `roles` maps a
+# workspace (or "*", every workspace) to the roles held there; `name` says whose it is (the
+# approver an approval made with it is recorded as).
+admin_tokens = sa.Table(
+    "admin_tokens",
+    metadata,
+    sa.Column("id", sa.String(ID), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("roles", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)

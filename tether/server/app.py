@@ -1,0 +1,112 @@
+"""The HTTP service: one table of endpoints (`ENDPOINTS`, in endpoints.py) served by Starlette.
+
+Each endpoint says who may call it, and the wrapper here enforces it before the handler runs, so
+no handler can forget: `none` (health, JWKS), `agent` (a DPoP-bound task token and a proof for
+this request), `token` (the token endpoint: the agent proves itself in the request) or an admin
+token holding a role in the workspace the request is about. Handlers are plain functions, run
+on a worker thread (the decision point and the store are synchronous); their answers are msgspec
+Structs, encoded here; every error is a problem document (problems.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tether.errors import CredentialRefused
+from tether.sdk import Guard
+from tether.server import admin_tokens, problems
+from tether.server.endpoints import ENDPOINTS, Call, Endpoint
+from tether.server.metrics import Metrics
+from tether.server.openapi import document
+
+MAX_BODY = 1 << 20  # bytes: a call's arguments beyond this are refused, not truncated
+_encode = msgspec.json.Encoder().encode
+
+
+def create_app(guard: Guard, *, public_url: str) -> Starlette:
+    """`public_url`: where agents reach this service (what their DPoP proofs name)."""
+    base = public_url.rstrip("/")
+    metrics = Metrics()
+    routes = [Route(e.path, _wrap(e, guard, base, metrics), methods=[e.method]) for e in ENDPOINTS]
+    openapi = _encode(document(ENDPOINTS, base))
+
+    def serve_openapi(call: Call) -> Response:
+        return Response(openapi, media_type="application/json")
+
+    spec = Endpoint("GET", "/openapi.json", serve_openapi, auth="admin", role=None)
+    routes.append(Route(spec.path, _wrap(spec, guard, base, metrics), methods=["GET"]))
+    app = Starlette(routes=routes, exception_handlers={Exception: problems.handle})
+    app.state.metrics = metrics
+    return app
+
+
+def _wrap(
+    endpoint: Endpoint, guard: Guard, base: str, metrics: Metrics
+) -> Callable[[Request], Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            body = await _body(request) if endpoint.body is not None else None
+            call = Call(
+                request=request,
+                guard=guard,
+                url=base + request.url.path,
+                params=dict(request.path_params),
+                query=dict(request.query_params),
+                raw=body,
+            )
+            await run_in_threadpool(_authenticate, endpoint, call)
+            answer = await run_in_threadpool(endpoint.handler, call)
+            response = (
+                answer
+                if isinstance(answer, Response)
+                else Response(_encode(answer), endpoint.status, media_type="application/json")
+            )
+        except Exception as exc:
+            response = await problems.handle(request, exc)
+        status = response.status_code
+        metrics.observe(endpoint, status, time.perf_counter() - started)
+        return response
+
+    return route
+
+
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise problems.Problem(413, f"the body is over {MAX_BODY} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise problems.Problem(413, f"the body is over {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _authenticate(endpoint: Endpoint, call: Call) -> None:
+    """Who is calling, as the endpoint requires; raises before the handler runs."""
+    if endpoint.auth in ("none", "token"):
+        return
+    header = call.request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if endpoint.auth == "agent":
+        if scheme.lower() != "dpop" or not credential:
+            raise CredentialRefused("present the task token: Authorization: DPoP <token>")
+        call.token, call.proof = credential.strip(), call.request.headers.get("dpop")
+        return
+    if scheme.lower() != "bearer" or not credential:
+        raise CredentialRefused("present an admin token: Authorization: Bearer <token>")
+    call.admin = admin_tokens.authenticate(call.guard.store, credential.strip(), time.time())
+    if endpoint.role is not None and endpoint.scope != "resource":
+        workspace = call.params.get("workspace") if endpoint.scope == "path" else None
+        admin_tokens.require(call.admin, workspace, endpoint.role)
