@@ -328,29 +328,6 @@ def test_an_approver_of_one_workspace_cannot_act_in_another(server: Server) -> N
         assert "policy-author" in json.loads(refused.text)["detail"]
 
 
-def test_suspending_an_agent_over_http_refuses_its_next_call(server: Server) -> None:
-    """(Last in this module: a suspension refuses every token issued until shortly after it,
-    resumed or not, so the agent starts no task for a while.)"""
-    agent = Agent(server)
-    assert agent.start().status_code == 200
-    with admin(server, server.admin) as alice:
-        assert alice.post("/v1/workspaces/acme/agents/coder/suspend").status_code == 200
-        try:
-            refused = agent.authorize("read_file", {"path": "/repo/README.md"})
-            assert refused.status_code == 401 and "suspended" in refused.json()["detail"]
-        finally:
-            assert alice.post("/v1/workspaces/acme/agents/coder/resume").status_code == 200
-
-
-def test_a_resource_of_another_workspace_is_refused_once_read(server: Server) -> None:
-    with admin(server, server.admin) as alice:
-        decided = alice.get("/v1/workspaces/acme/decisions", params={"limit": "1"}).json()
-    assert decided
-    with admin(server, server.auditor_elsewhere) as carol:
-        refused = carol.get(f"/v1/decisions/{decided[0]['id']}")
-        assert refused.status_code == 403 and "acme" in refused.json()["detail"]
-
-
 def test_make_run_serves_the_demo_and_its_curl_makes_a_decision(tmp_path: Path) -> None:
     port = _free_port()
     child = subprocess.Popen(
@@ -398,3 +375,53 @@ def test_make_run_serves_the_demo_and_its_curl_makes_a_decision(tmp_path: Path) 
     finally:
         child.terminate()
         child.wait(timeout=10)
+
+
+def test_a_batch_is_decided_in_order_under_one_proof(server: Server) -> None:
+    agent = Agent(server)
+    assert agent.start().status_code == 200
+    calls = [
+        {"tool": "read_file", "args": {"path": "/repo/a"}},
+        {"tool": "send_email", "args": {"to": "eve@evil.io", "subject": "x", "body": "y"}},
+        {"tool": "read_file", "args": {"path": "/repo/b"}},
+    ]
+    answer = agent.post("/v1/authorize/batch", {"calls": calls})
+    assert answer.status_code == 200, answer.text
+    assert [d["effect"] for d in answer.json()["decisions"]] == ["allow", "deny", "allow"]
+    too_many = agent.post("/v1/authorize/batch", {"calls": [calls[0]] * 101})
+    assert too_many.status_code == 400
+    unproven = agent.post("/v1/authorize/batch", {"calls": calls}, proof=False)
+    assert unproven.status_code == 401
+
+
+def test_an_agent_past_its_rate_is_told_to_wait(server: Server) -> None:
+    agent = Agent(server)
+    assert agent.start().status_code == 200
+    batch = {"calls": [{"tool": "read_file", "args": {"path": "/repo/a"}}] * 100}
+    statuses = [agent.post("/v1/authorize/batch", batch).status_code for _ in range(4)]
+    assert statuses[0] == 200 and statuses[-1] == 429, statuses
+    limited = agent.post("/v1/authorize/batch", batch)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+
+
+def test_suspending_an_agent_over_http_refuses_its_next_call(server: Server) -> None:
+    """(Last in this module: a suspension refuses every token issued until shortly after it,
+    resumed or not, so the agent starts no task for a while.)"""
+    agent = Agent(server)
+    assert agent.start().status_code == 200
+    with admin(server, server.admin) as alice:
+        assert alice.post("/v1/workspaces/acme/agents/coder/suspend").status_code == 200
+        try:
+            refused = agent.authorize("read_file", {"path": "/repo/README.md"})
+            assert refused.status_code == 401 and "suspended" in refused.json()["detail"]
+        finally:
+            assert alice.post("/v1/workspaces/acme/agents/coder/resume").status_code == 200
+
+
+def test_a_resource_of_another_workspace_is_refused_once_read(server: Server) -> None:
+    with admin(server, server.admin) as alice:
+        decided = alice.get("/v1/workspaces/acme/decisions", params={"limit": "1"}).json()
+    assert decided
+    with admin(server, server.auditor_elsewhere) as carol:
+        refused = carol.get(f"/v1/decisions/{decided[0]['id']}")
+        assert refused.status_code == 403 and "acme" in refused.json()["detail"]

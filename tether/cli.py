@@ -62,6 +62,7 @@ from tether.policy.testing import (
 )
 from tether.sdk import Guard
 from tether.server import admin_tokens
+from tether.server.limits import RateLimits
 from tether.store import Store
 
 app = typer.Typer(
@@ -1260,16 +1261,25 @@ def serve(
     durability: Annotated[
         Durability | None, typer.Option(help="Of the decision log (docs/audit.md).")
     ] = None,
+    rate: Annotated[float, typer.Option(help="Calls a second each agent may make.")] = 100.0,
+    burst: Annotated[float, typer.Option(help="Calls an agent may make at once.")] = 200.0,
 ) -> None:
     """Serve the HTTP API (docs/api.md) on this store, until interrupted."""
     public = (public_url or f"http://{host}:{port}").rstrip("/")
     store = Store(db, home=state.home) if db else Store.at_home(state.home)
     out.print(f"[green]serving[/] {public} (OpenAPI: {public}/openapi.json)", highlight=False)
-    _serve(store, host=host, port=port, public_url=public, durability=durability)
+    limits = RateLimits(rate=rate, burst=burst)
+    _serve(store, host=host, port=port, public_url=public, durability=durability, limits=limits)
 
 
 def _serve(
-    store: Store, *, host: str, port: int, public_url: str, durability: Durability | None
+    store: Store,
+    *,
+    host: str,
+    port: int,
+    public_url: str,
+    durability: Durability | None,
+    limits: RateLimits | None = None,
 ) -> None:
     import uvicorn  # noqa: PLC0415 - only serving needs the server
 
@@ -1284,7 +1294,7 @@ def _serve(
     )
     try:
         uvicorn.run(
-            create_app(guard, public_url=public),
+            create_app(guard, public_url=public, limits=limits),
             host=host,
             port=port,
             log_level="warning",

@@ -74,6 +74,9 @@ class ProofRule:
     required: bool = False
 
 
+PROVEN = ProofRule(required=False)  # for calls whose proof their caller checked
+
+
 @dataclass
 class Call:
     """One call on its way through the pipeline; each stage fills in what it establishes."""
@@ -506,10 +509,12 @@ class PDP:
         self._clock = clock
         self._activity = Activity(store.tools_used)
 
-    def decide(self, request: AuthorizeRequest) -> Decision:
+    def decide(self, request: AuthorizeRequest, *, proven: bool = False) -> Decision:
+        """`proven`: the caller already checked a proof of the token's key for the request
+        this call came in (a batch: one request, one proof, several calls)."""
         request = _recordable(request)
         try:
-            return self._decide(request)
+            return self._decide(request, proven)
         except Exception as exc:  # the last line of defence: never an exception, never an allow
             log.exception("decision failed")
             text = f"the decision failed, so the call is denied: {_describe(exc)}"
@@ -529,11 +534,16 @@ class PDP:
                 log.exception("the denial could not be recorded")
             return decision
 
-    def _decide(self, request: AuthorizeRequest) -> Decision:
+    def _decide(self, request: AuthorizeRequest, proven: bool) -> Decision:
         call = Call(request, self._clock())
         stage = self._stage
         denial = stage(
-            Stage.AUTHENTICATE, authenticate, call, self._tasks, self._credentials, self._proofs
+            Stage.AUTHENTICATE,
+            authenticate,
+            call,
+            self._tasks,
+            self._credentials,
+            PROVEN if proven else self._proofs,
         )
         if call.task is None:
             return self._conclude(call, denial)

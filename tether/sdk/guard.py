@@ -495,10 +495,13 @@ class Guard:
         workspace: str | None = None,
         token: str | None = None,
         proof: str | None = None,
+        proven: bool = False,
     ) -> Decision:
         """Decide one call. Never raises for a bad request: that is a recorded deny.
 
-        The credential is `token` if given, else the token of the task this Guard started."""
+        The credential is `token` if given, else the token of the task this Guard started.
+        `proven`: the caller checked a proof of the token's key already (a batch of calls in
+        one request)."""
         if token is None and task_id is not None:
             handle = self._handles.get(task_id)
             token = handle.token_or_none() if handle is not None else None
@@ -512,7 +515,8 @@ class Guard:
                 workspace=workspace,
                 token=token,
                 proof=proof,
-            )
+            ),
+            proven=proven,
         )
 
     def tool(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
+import anyio
 import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -24,32 +25,38 @@ from tether.errors import CredentialRefused
 from tether.sdk import Guard
 from tether.server import admin_tokens, problems
 from tether.server.endpoints import ENDPOINTS, Call, Endpoint
+from tether.server.limits import RateLimits
 from tether.server.metrics import Metrics
 from tether.server.openapi import document
 
 MAX_BODY = 1 << 20  # bytes: a call's arguments beyond this are refused, not truncated
+REQUEST_SECONDS = 10.0  # a request still running then is answered 503 (a decision: a deny)
 _encode = msgspec.json.Encoder().encode
 
 
-def create_app(guard: Guard, *, public_url: str) -> Starlette:
-    """`public_url`: where agents reach this service (what their DPoP proofs name)."""
+def create_app(guard: Guard, *, public_url: str, limits: RateLimits | None = None) -> Starlette:
+    """`public_url`: where agents reach this service (what their DPoP proofs name); `limits`:
+    each agent's rate (default 100 calls a second, 200 at once)."""
     base = public_url.rstrip("/")
     metrics = Metrics()
-    routes = [Route(e.path, _wrap(e, guard, base, metrics), methods=[e.method]) for e in ENDPOINTS]
+    limits = limits or RateLimits(rate=100.0, burst=200.0)
+    routes = [
+        Route(e.path, _wrap(e, guard, base, metrics, limits), methods=[e.method]) for e in ENDPOINTS
+    ]
     openapi = _encode(document(ENDPOINTS, base))
 
     def serve_openapi(call: Call) -> Response:
         return Response(openapi, media_type="application/json")
 
     spec = Endpoint("GET", "/openapi.json", serve_openapi, auth="admin", role=None)
-    routes.append(Route(spec.path, _wrap(spec, guard, base, metrics), methods=["GET"]))
+    routes.append(Route(spec.path, _wrap(spec, guard, base, metrics, limits), methods=["GET"]))
     app = Starlette(routes=routes, exception_handlers={Exception: problems.handle})
     app.state.metrics = metrics
     return app
 
 
 def _wrap(
-    endpoint: Endpoint, guard: Guard, base: str, metrics: Metrics
+    endpoint: Endpoint, guard: Guard, base: str, metrics: Metrics, limits: RateLimits
 ) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         started = time.perf_counter()
@@ -65,12 +72,18 @@ def _wrap(
                 raw=body,
             )
             await run_in_threadpool(_authenticate, endpoint, call)
-            answer = await run_in_threadpool(endpoint.handler, call)
+            if endpoint.auth == "agent":
+                await run_in_threadpool(_limit, call, limits)
+            with anyio.fail_after(REQUEST_SECONDS):
+                answer = await run_in_threadpool(endpoint.handler, call)
             response = (
                 answer
                 if isinstance(answer, Response)
                 else Response(_encode(answer), endpoint.status, media_type="application/json")
             )
+        except TimeoutError:
+            detail = f"the request took over {REQUEST_SECONDS:.0f} s; treat it as refused"
+            response = problems.problem(503, detail)
         except Exception as exc:
             response = await problems.handle(request, exc)
         status = response.status_code
@@ -91,6 +104,21 @@ async def _body(request: Request) -> bytes:
             raise problems.Problem(413, f"the body is over {MAX_BODY} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _limit(call: Call, limits: RateLimits) -> None:
+    """429 past the agent's rate (a batch counts each of its calls)."""
+    try:
+        claims = call.guard.credentials.authenticate(call.token or "")
+        key = f"{claims.ws}/{claims.agent}"
+    except CredentialRefused:  # refused (and recorded) by the endpoint; limited by address
+        key = f"address/{call.request.client.host if call.request.client else '?'}"
+    count = 1
+    if call.request.url.path.endswith("/batch") and call.raw:
+        count = max(1, call.raw.count(b'"tool"'))
+    wait = limits.take(key, count)
+    if wait is not None:
+        raise problems.Problem(429, f"over {limits.rate:.0f} calls a second", retry_after=wait)
 
 
 def _authenticate(endpoint: Endpoint, call: Call) -> None:

@@ -88,6 +88,17 @@ class AuthorizeBody(msgspec.Struct, forbid_unknown_fields=True):
     workspace: str | None = None
 
 
+MAX_BATCH = 100
+
+
+class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    calls: list[AuthorizeBody]
+
+
+class BatchAnswer(msgspec.Struct):
+    decisions: list[Decision]
+
+
 class ReportBody(msgspec.Struct, forbid_unknown_fields=True):
     decision_id: str
     output: Any = None
@@ -209,6 +220,24 @@ def authorize(call: Call) -> Decision:
     if decision.reasons and decision.reasons[0].stage is Stage.AUTHENTICATE:
         raise CredentialRefused(f"{decision.reason} (decision {decision.decision_id})")
     return decision
+
+
+def authorize_batch(call: Call) -> BatchAnswer:
+    """Several calls of the caller's task, decided in order, under one proof: the request's."""
+    body = call.body(BatchBody)
+    if not 1 <= len(body.calls) <= MAX_BATCH:
+        raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} calls")
+    call.guard.credentials.authenticate(
+        call.token or "", proof=call.proof, htm="POST", htu=call.url, require_proof=True
+    )
+    return BatchAnswer(
+        [
+            call.guard.authorize(
+                None, c.tool, c.args, workspace=c.workspace, token=call.token, proven=True
+            )
+            for c in body.calls
+        ]
+    )
 
 
 def check(call: Call) -> Decision:
@@ -417,6 +446,15 @@ ENDPOINTS: list[Endpoint] = [
         body=AuthorizeBody,
         response=Decision,
         summary="Decide one call of the caller's task",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/authorize/batch",
+        authorize_batch,
+        auth="agent",
+        body=BatchBody,
+        response=BatchAnswer,
+        summary="Decide several calls of the caller's task, in order",
     ),
     Endpoint(
         "POST",

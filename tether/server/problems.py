@@ -4,6 +4,7 @@ never a stack trace. Every way a request can fail maps to one status here, in on
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import msgspec
@@ -49,7 +50,11 @@ def problem(status: int, detail: str, **extra: Any) -> Response:
         "detail": detail,
         **extra,
     }
-    headers = {"WWW-Authenticate": 'DPoP, Bearer realm="tether"'} if status == 401 else None
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'DPoP, Bearer realm="tether"'
+    if "retry_after" in extra:
+        headers["Retry-After"] = str(max(1, math.ceil(extra["retry_after"])))
     return Response(msgspec.json.encode(body), status, headers=headers, media_type=MEDIA_TYPE)
 
 
