@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/session.py
 	$(BIN)/python benchmarks/credentials.py
 	$(BIN)/python benchmarks/audit.py
+	$(BIN)/python benchmarks/http.py
 
 clean:
 	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache .hypothesis

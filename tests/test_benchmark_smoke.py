@@ -84,3 +84,23 @@ def test_quick_audit_benchmark_runs_and_the_log_verifies(tmp_path: Path) -> None
     assert set(results["appends"]) == {"commit", "fsync", "async"}
     assert all(v > 0 for level in results["appends"].values() for v in level.values())
     assert results["verify"] > 0
+
+
+def test_quick_http_benchmark_runs_and_every_call_is_answered(tmp_path: Path) -> None:
+    figures = tmp_path / "http.json"
+    script = BENCHMARK.parent / "http.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--connections", "4", "--json", str(figures)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr  # exits 1 if any call failed
+    results = json.loads(figures.read_text())["results"]
+    assert set(results) == {
+        "ceiling: GET /healthz",
+        "authorize, proofs made ahead",
+        "authorize, a proof signed per call",
+    }
+    assert all(r["calls"] == 300 and r["failed"] == 0 and r["rate"] > 0 for r in results.values())

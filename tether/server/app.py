@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import msgspec
@@ -71,11 +72,8 @@ def _wrap(
                 query=dict(request.query_params),
                 raw=body,
             )
-            await run_in_threadpool(_authenticate, endpoint, call)
-            if endpoint.auth == "agent":
-                await run_in_threadpool(_limit, call, limits)
-            with anyio.fail_after(REQUEST_SECONDS):
-                answer = await run_in_threadpool(endpoint.handler, call)
+            with anyio.fail_after(REQUEST_SECONDS):  # one hop to a worker thread a request
+                answer = await run_in_threadpool(_handle, endpoint, call, limits)
             response = (
                 answer
                 if isinstance(answer, Response)
@@ -104,6 +102,15 @@ async def _body(request: Request) -> bytes:
             raise problems.Problem(413, f"the body is over {MAX_BODY} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _handle(endpoint: Endpoint, call: Call, limits: RateLimits) -> Any:
+    """Who is calling, within their rate, then the endpoint (on a worker thread: the decision
+    point and the store are synchronous)."""
+    _authenticate(endpoint, call)
+    if endpoint.auth == "agent":
+        _limit(call, limits)
+    return endpoint.handler(call)
 
 
 def _limit(call: Call, limits: RateLimits) -> None:

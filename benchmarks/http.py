@@ -1,0 +1,269 @@
+"""`tether serve` under load: decisions per second over HTTP, p50 and p99, beside the serving
+ceiling of the same service in the same run.
+
+A bounded load generator on 127.0.0.1 (it stops after `--requests` per figure or `--seconds`,
+whichever is first) against `tether serve` in its own process, on a fresh SQLite store at the
+`commit` durability level (every decision committed before its answer), one worker (a task's
+state lives in the process that started it; several workers need the shared task state that is
+still to build). `--connections` clients at once, each its own agent task (decisions of one task
+are made one at a time), keep-alive connections, from one client process (asyncio + httpx).
+
+The client writes ready-made HTTP/1.1 requests on raw keep-alive connections (a client library
+would be slower than the service and measure itself).
+
+- **ceiling**: `GET /healthz`, the same framework and middleware with no decision: what this
+  machine serves at all.
+- **authorize, proofs made ahead**: `POST /v1/authorize` with each task's cached token and a DPoP
+  proof per request signed before the clock starts, so the figure is the service's (it still
+  checks every proof: signature, claims, replay cache).
+- **authorize, a proof signed per call**: the same with the client signing each proof as it
+  sends, as a real agent does (the client shares the machine's two cores with the service).
+
+Target (issue 7, on this 2-core machine): >= 2,500 authorize calls/s with cached task tokens,
+p99 <= 25 ms at that load.
+
+    .venv/bin/python benchmarks/http.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on the path, and its name (the one the issue
+# gives it) would hide the standard library's `http` package from everything imported below.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+import argparse
+import asyncio
+import json
+import re
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+import httpx
+from joserfc.jwk import ECKey
+from rich.console import Console
+from rich.table import Table
+
+from tether import Guard
+from tether.credentials import ACCESS_TOKEN_TYPE, GRANT_TOKEN_TYPE, make_assertion, make_proof
+from tether.identity import generate_key, register_key
+
+STARTER = Path(__file__).resolve().parent.parent / "tether" / "starter" / "acme"
+TARGET_RATE = 2_500.0
+TARGET_P99_MS = 25.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def prepare(home: Path) -> tuple[ECKey, str]:
+    key = generate_key()
+    with Guard.embedded(home=home) as guard:
+        guard.apply_directory(STARTER)
+        register_key(
+            guard.store, workspace="acme", agent="coder", jwk=key.as_dict(), now=time.time()
+        )
+        grant = next(g for g in guard.store.credentials.grants("acme") if g.agent == "coder")
+    return key, grant.id
+
+
+def start_task(client: httpx.Client, url: str, key: ECKey, grant: str) -> str:
+    now = time.time()
+    assertion = make_assertion(
+        key, agent_id="spiffe://tether.local/ws/acme/agent/coder", audience="tether", now=now
+    )
+    response = client.post(
+        "/v1/token",
+        data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": grant,
+            "subject_token_type": GRANT_TOKEN_TYPE,
+            "actor_token": assertion,
+            "requested_token_type": ACCESS_TOKEN_TYPE,
+            "scope": "read_file",
+            "request": "benchmark",
+        },
+        headers={"DPoP": make_proof(key, htm="POST", htu=f"{url}/v1/token", now=now)},
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+async def load(
+    port: int,
+    connections: int,
+    requests: int,
+    seconds: float,
+    make: Callable[[int], bytes],
+) -> dict[str, float]:
+    """`requests` calls shared evenly by `connections` keep-alive connections; each call's
+    latency, and the rate. The client writes ready-made HTTP/1.1 requests (`make(connection)`)
+    and reads the answers itself: a client library would be slower than the service."""
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(number: int) -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(requests // connections):
+                if time.perf_counter() > deadline:
+                    return
+                request = make(number)
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                latencies.append(time.perf_counter() - started)
+                if head[9:12] != b"200":
+                    failures += 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(n) for n in range(connections)))
+    wall = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "rate": len(latencies) / wall,
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[int(len(ordered) * 0.99) - 1] * 1000,
+        "calls": len(latencies),
+        "failed": failures,
+    }
+
+
+def http_request(method: str, path: str, port: int, headers: dict[str, str], body: bytes) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few requests: a smoke run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=6000, help="per figure")
+    parser.add_argument("--seconds", type=float, default=30.0, help="per figure, at most")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    requests = 300 if args.quick else args.requests
+    console = Console()
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as home:
+        key, grant = prepare(Path(home))
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tether.cli",
+                "--home",
+                home,
+                "serve",
+                "--port",
+                str(port),
+                "--rate",
+                "1000000",
+                "--burst",
+                "1000000",
+                "--durability",
+                "commit",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                for _ in range(300):
+                    try:
+                        if http.get("/healthz").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        time.sleep(0.1)
+                tokens = [start_task(http, url, key, grant) for _ in range(args.connections)]
+            body = json.dumps({"tool": "read_file", "args": {"path": "/repo/README.md"}}).encode()
+            authorize_url = f"{url}/v1/authorize"
+            healthz = http_request("GET", "/healthz", port, {}, b"")
+
+            def authorize(n: int, proof: str) -> bytes:
+                headers = {
+                    "Authorization": f"DPoP {tokens[n]}",
+                    "DPoP": proof,
+                    "Content-Type": "application/json",
+                }
+                return http_request("POST", "/v1/authorize", port, headers, body)
+
+            made = {
+                n: [
+                    authorize(
+                        n,
+                        make_proof(
+                            key, htm="POST", htu=authorize_url, now=time.time(), access_token=t
+                        ),
+                    )
+                    for _ in range(requests // args.connections)
+                ]
+                for n, t in enumerate(tokens)
+            }
+
+            def signed(n: int) -> bytes:
+                proof = make_proof(
+                    key, htm="POST", htu=authorize_url, now=time.time(), access_token=tokens[n]
+                )
+                return authorize(n, proof)
+
+            for name, make in (
+                ("ceiling: GET /healthz", lambda _: healthz),
+                ("authorize, proofs made ahead", lambda n: made[n].pop()),
+                ("authorize, a proof signed per call", signed),
+            ):
+                results[name] = asyncio.run(
+                    load(port, args.connections, requests, args.seconds, make)
+                )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    table = Table(title=f"tether serve, 1 worker, SQLite at commit, {args.connections} connections")
+    for column in ("figure", "calls/s", "p50 ms", "p99 ms", "calls", "not 200"):
+        table.add_column(column, justify="right" if column != "figure" else "left")
+    for name, r in results.items():
+        table.add_row(
+            name,
+            f"{r['rate']:,.0f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{r['calls']:,.0f}",
+            f"{r['failed']:,.0f}",
+        )
+    console.print(table)
+    best = results["authorize, proofs made ahead"]
+    ceiling_rate = results["ceiling: GET /healthz"]["rate"]
+    console.print(f"authorize is {best['rate'] / ceiling_rate:.2f}x of the ceiling")
+    met = best["rate"] >= TARGET_RATE and best["p99_ms"] <= TARGET_P99_MS
+    mark = "[green]met[/]" if met else "[red]missed[/]"
+    console.print(
+        f"target >= {TARGET_RATE:,.0f} calls/s with p99 <= {TARGET_P99_MS:.0f} ms: "
+        f"{best['rate']:,.0f}/s, p99 {best['p99_ms']:.1f} ms {mark}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "quick": args.quick}, indent=2))
+    return 0 if all(r["failed"] == 0 for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
