@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,38 @@ def sample_context(
         now=now,
         approved=approved,
     )
+
+
+# -- the same suite on PostgreSQL -------------------------------------------------------------------
+# `TETHER_TEST_POSTGRES=postgresql+psycopg://user@host:port/db` runs every test on a database of
+# its own on that server (made and dropped around it), through TETHER_DB; tests that look inside
+# the SQLite file itself are marked `sqlite` and left to the SQLite run.
+
+POSTGRES = os.environ.get("TETHER_TEST_POSTGRES")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if POSTGRES:
+        kept = [item for item in items if item.get_closest_marker("sqlite") is None]
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def _database_of_its_own(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    if not POSTGRES:
+        yield
+        return
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    name = f"tether_test_{uuid.uuid4().hex[:12]}"
+    server = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    with server.connect() as db:
+        db.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    monkeypatch.setenv("TETHER_DB", POSTGRES.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        yield
+    finally:
+        with server.connect() as db:
+            db.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()

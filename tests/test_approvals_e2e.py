@@ -16,9 +16,14 @@ from tether import Guard
 from tether.model import ApprovalStatus
 from tether.store import Store
 
+pytestmark = (
+    pytest.mark.sqlite
+)  # a module-scoped home: on PostgreSQL it needs a database per module
+
 AGENT = """
 import json, sys
 from tether import Guard
+
 
 with Guard.embedded(home=sys.argv[1]) as guard:
     with guard.task(workspace="acme", agent="coder", user="alice", request="tidy branches",

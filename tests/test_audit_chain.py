@@ -25,6 +25,8 @@ from tether.model import DecisionRecord
 from tether.store import DB_FILE, Store
 from tether.store.audit import canonical_columns
 
+pytestmark = pytest.mark.sqlite  # the tampering is done in the SQLite file itself
+
 PER_WRITER = 150
 
 

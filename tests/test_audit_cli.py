@@ -16,6 +16,10 @@ from tether.audit import record_hash
 from tether.model import DecisionRecord
 from tether.store import Store
 
+pytestmark = (
+    pytest.mark.sqlite
+)  # a module-scoped home: on PostgreSQL it needs a database per module
+
 MAIL = [
     ("bob@acme.com", 0),
     ("eve@evil.io", 3),

@@ -8,6 +8,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from test_approvals import guard, task  # noqa: F401 - the approvals workspace, as a fixture
 from test_cli import run_cli
 
@@ -57,6 +58,7 @@ def test_tokens_issued_and_revoked_are_in_the_chained_log(guard: Guard) -> None:
     assert {e.actor for e in grants} >= {"alice"}
 
 
+@pytest.mark.sqlite  # edits the SQLite file
 def test_an_edited_event_is_found_and_located(guard: Guard, home: Path) -> None:  # noqa: F811
     with task(guard) as t:
         asked = t.authorize("delete_branch", {"branch": "old"})

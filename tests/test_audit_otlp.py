@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -123,7 +124,12 @@ def tether(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[st
         text=True,
         check=False,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", **env},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "COLUMNS": "200",
+            **({"TETHER_DB": os.environ["TETHER_DB"]} if "TETHER_DB" in os.environ else {}),
+            **env,
+        },
     )
 
 

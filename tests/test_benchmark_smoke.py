@@ -11,6 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# The benchmarks measure the embedded SQLite store; each makes its own.
+pytestmark = pytest.mark.sqlite
+
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "decision.py"
 
 
@@ -88,7 +93,7 @@ def test_quick_audit_benchmark_runs_and_the_log_verifies(tmp_path: Path) -> None
 
 def test_quick_http_benchmark_runs_and_every_call_is_answered(tmp_path: Path) -> None:
     figures = tmp_path / "http.json"
-    script = BENCHMARK.parent / "http.py"
+    script = BENCHMARK.parent / "http_api.py"
     result = subprocess.run(
         [sys.executable, str(script), "--quick", "--connections", "4", "--json", str(figures)],
         capture_output=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,10 @@ import pytest
 from conftest import STARTER
 
 from tether import cli
+
+pytestmark = (
+    pytest.mark.sqlite
+)  # module-scoped homes: on PostgreSQL they need a database per module
 
 ROOT = STARTER.parent.parent.parent
 
@@ -23,7 +28,11 @@ def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "COLUMNS": "200",
+            **({"TETHER_DB": os.environ["TETHER_DB"]} if "TETHER_DB" in os.environ else {}),
+        },
     )
 
 

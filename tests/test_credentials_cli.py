@@ -11,6 +11,10 @@ from test_cli import one_line_error, run_cli
 
 from tether.store import Store
 
+pytestmark = (
+    pytest.mark.sqlite
+)  # a module-scoped home: on PostgreSQL it needs a database per module, not per test
+
 CODER = "spiffe://tether.local/ws/acme/agent/coder"
 
 

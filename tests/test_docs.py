@@ -62,7 +62,12 @@ def test_workspace_settings_examples_are_accepted(where: str, text: str, home: P
 
 
 @pytest.mark.parametrize(
-    ("where", "code"), blocks("python"), ids=lambda v: v if "#" in str(v) else ""
+    ("where", "code"),
+    [
+        pytest.param(where, code, marks=[pytest.mark.sqlite] if "sqlite3" in code else [])
+        for where, code in blocks("python")
+    ],
+    ids=lambda v: v if "#" in str(v) else "",
 )
 def test_python_examples_run(where: str, code: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)

@@ -26,6 +26,7 @@ def open_task(guard: Guard, tools: tuple[str, ...] = ("send_email", "read_file")
     )
 
 
+@pytest.mark.sqlite
 def test_allowed_call_is_recorded_with_its_context(guard: Guard, home: Path) -> None:
     with open_task(guard) as task:
         d = task.authorize("send_email", MAIL)
@@ -158,12 +159,10 @@ def change_store(*statements: str) -> Callable[[Guard, Path, Clock], None]:
     """Change the stored workspace behind the Guard's back, as another process might."""
 
     def change(guard: Guard, home: Path, clock: Clock) -> None:
-        db = sqlite3.connect(home / "tether.db")
-        with db:
+        with guard.store.engine.begin() as db:  # SQL straight to the database, whichever it is
             for statement in statements:
-                db.execute(statement)
-            db.execute("update workspaces set revision = revision + 1")
-        db.close()
+                db.exec_driver_sql(statement)
+            db.exec_driver_sql("update workspaces set revision = revision + 1")
         guard._views.poll()
 
     return change
@@ -182,7 +181,13 @@ def pass_the_end(guard: Guard, home: Path, clock: Clock) -> None:
             "agent coder is not registered in workspace acme",
         ),
         (
-            change_store("delete from workspaces where name = 'acme'"),
+            change_store(
+                *(
+                    f"delete from {table} where workspace = 'acme'"
+                    for table in ("agents", "users", "tools", "policy_bundles", "tasks", "grants")
+                ),
+                "delete from workspaces where name = 'acme'",
+            ),
             Stage.WORKSPACE,
             "workspace acme does not exist",
         ),
@@ -313,6 +318,7 @@ def test_a_decision_that_cannot_be_recorded_is_a_deny(
     assert calls == 0  # an unrecorded decision does not count in the task
 
 
+@pytest.mark.sqlite
 def test_a_workspace_whose_stored_state_does_not_compile_denies(guard: Guard, home: Path) -> None:
     with open_task(guard) as task:
         db = sqlite3.connect(home / "tether.db")
@@ -327,6 +333,7 @@ def test_a_workspace_whose_stored_state_does_not_compile_denies(guard: Guard, ho
     assert "workspace 'acme' cannot be loaded" in text and "must describe an object" in text
 
 
+@pytest.mark.sqlite
 def test_an_output_reported_while_the_workspace_cannot_load_still_labels_the_task(
     guard: Guard, home: Path
 ) -> None:

@@ -29,6 +29,7 @@ def test_migrations_build_exactly_the_declared_tables(store: Store) -> None:
     assert differences == []
 
 
+@pytest.mark.sqlite
 def test_sqlite_runs_in_wal_mode(store: Store) -> None:
     with store.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -77,6 +78,7 @@ def test_change_to_a_missing_workspace(store: Store) -> None:
         pass
 
 
+@pytest.mark.sqlite
 def test_opening_an_up_to_date_store_does_not_migrate_again(tmp_path: Path) -> None:
     Store.at_home(tmp_path).close()
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'tether.db'}")

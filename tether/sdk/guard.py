@@ -613,7 +613,10 @@ class Guard:
             if status is TaskStatus.EXPIRED:
                 self.store.finish_task(state.id, status, self._clock())
             else:
-                tree = self.credentials.revoke_task(state.id, status=status)
+                try:
+                    tree = self.credentials.revoke_task(state.id, status=status)
+                except NotFound:  # its stored row is gone (its workspace deleted): nothing to end
+                    log.warning("task %s ended here, but the store no longer has it", state.id)
             self.approvals.cancel_tasks(tree, f"the task {status.value}")
         self._forget(state.id, status)
 

@@ -123,7 +123,8 @@ class AuditRecords:
         backslash escapes: altered, found by verify, not a crash."""
         columns = ", ".join(f'"{c}"' for c in [*canonical_columns(log), "hash", "seq"])
         bound = "" if upto is None else f" AND seq <= {int(upto)}"
-        sql = f"SELECT {columns} FROM {LOGS[log].name} WHERE seq > ?{bound} ORDER BY seq"  # noqa: S608 - names from the table
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        sql = f"SELECT {columns} FROM {LOGS[log].name} WHERE seq > {mark}{bound} ORDER BY seq"  # noqa: S608 - names from the table
         connection = self.engine.raw_connection()
         driver: Any = connection.driver_connection
         last, lenient = after, False

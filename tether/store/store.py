@@ -9,6 +9,7 @@ larger than everything else a decision costs.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ from tether.store.credentials import CredentialRecords
 from tether.store.rows import row_to
 
 DB_FILE = "tether.db"
+DB_ENV = "TETHER_DB"
 
 
 class StaleRevision(Conflict):
@@ -117,8 +119,11 @@ class Store:
 
     @classmethod
     def at_home(cls, home: str | Path) -> Store:
+        """The store of a home: its SQLite file, or the database `TETHER_DB` names (a
+        PostgreSQL URL, for several processes or machines; the home keeps the rest, such as
+        the master key)."""
         Path(home).mkdir(parents=True, exist_ok=True)
-        return cls(sqlite_url(home), home=Path(home))
+        return cls(os.environ.get(DB_ENV) or sqlite_url(home), home=Path(home))
 
     def close(self) -> None:
         with self._write_lock:

@@ -22,17 +22,10 @@ would be slower than the service and measure itself).
 Target (issue 7, on this 2-core machine): >= 2,500 authorize calls/s with cached task tokens,
 p99 <= 25 ms at that load.
 
-    .venv/bin/python benchmarks/http.py [--quick] [--json out.json]
+    .venv/bin/python benchmarks/http_api.py [--quick] [--json out.json]
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on the path, and its name (the one the issue
-# gives it) would hide the standard library's `http` package from everything imported below.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 import argparse
 import asyncio
@@ -41,9 +34,11 @@ import re
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import httpx
 from joserfc.jwk import ECKey
