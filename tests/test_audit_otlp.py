@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
+from test_cli import cli_env
 from typer.testing import CliRunner, Result
 
 from tether import Guard
@@ -124,12 +124,7 @@ def tether(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[st
         text=True,
         check=False,
         timeout=60,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "COLUMNS": "200",
-            **({"TETHER_DB": os.environ["TETHER_DB"]} if "TETHER_DB" in os.environ else {}),
-            **env,
-        },
+        env=cli_env() | env,
     )
 
 

@@ -21,6 +21,12 @@ pytestmark = (
 ROOT = STARTER.parent.parent.parent
 
 
+def cli_env() -> dict[str, str]:
+    """A bare environment for the CLI, keeping the store the test runs on (TETHER_DB)."""
+    kept = {"TETHER_DB": os.environ["TETHER_DB"]} if "TETHER_DB" in os.environ else {}
+    return {"PATH": "/usr/bin:/bin", "COLUMNS": "200", **kept}
+
+
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tether.cli", "--home", str(home), *args],
@@ -28,11 +34,7 @@ def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
         timeout=60,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "COLUMNS": "200",
-            **({"TETHER_DB": os.environ["TETHER_DB"]} if "TETHER_DB" in os.environ else {}),
-        },
+        env=cli_env(),
     )
 
 

@@ -281,6 +281,12 @@ def test_bad_input_gets_a_clear_4xx_never_a_stack_trace(server: Server) -> None:
         assert "Traceback" not in response.text and response.json()["detail"]
     huge = agent.http.post("/v1/authorize", content=b"x" * (2 << 20))
     assert huge.status_code == 413
+    not_utf8 = agent.http.post(
+        "/v1/token",
+        content=b"grant_type=\xff\xfe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert not_utf8.status_code == 400 and "UTF-8" in not_utf8.json()["detail"]
 
 
 def _operations(server: Server) -> list[tuple[str, str, str]]:
@@ -323,6 +329,8 @@ def test_every_endpoint_refuses_a_missing_wrong_or_expired_credential(server: Se
 def test_an_approver_of_one_workspace_cannot_act_in_another(server: Server) -> None:
     with admin(server, server.approver) as bob:
         assert bob.post("/v1/workspaces/acme/agents/coder/suspend").status_code == 403
+        checked = {"agent": "planner", "user": "alice", "tool": "read_file", "args": {}}
+        assert bob.post("/v1/workspaces/acme/check", json=checked).status_code == 403
         assert bob.get("/v1/workspaces/other/approvals").status_code == 403
         refused = bob.post("/v1/workspaces/acme/policies", json={"files": {}})
         assert refused.status_code == 403

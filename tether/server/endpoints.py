@@ -205,7 +205,10 @@ def token(call: Call) -> ExchangeResponse:
     if kind == "application/json":
         request = call.body(ExchangeRequest)
     else:
-        fields = dict(parse_qsl((call.raw or b"").decode("utf-8", "strict")))
+        try:
+            fields = dict(parse_qsl((call.raw or b"").decode("utf-8", "strict")))
+        except UnicodeDecodeError as exc:
+            raise InvalidInput("the form body is not UTF-8") from exc
         request = msgspec.convert(fields, ExchangeRequest, strict=False)
     jkt = call.guard.credentials.proven_key(call.request.headers.get("dpop"))
     return call.guard.exchange(request, dpop_jkt=jkt).response
@@ -241,14 +244,16 @@ def authorize_batch(call: Call) -> BatchAnswer:
 
 
 def check(call: Call) -> Decision:
-    """What a call would be answered, decided for real in a one-off task of the agent (and
-    recorded like any other decision): for people trying a policy, and for a first curl."""
+    """What a call would be answered, decided for real in a one-off task of the agent and
+    recorded like any other decision, its task's request naming the person who asked (the
+    service acts as the agent here, so this is an admin's)."""
     body = call.body(CheckBody)
+    assert call.admin is not None
     with call.guard.task(
         workspace=call.params["workspace"],
         agent=body.agent,
         user=body.user,
-        request=body.request,
+        request=f"[check by {call.admin.name}] {body.request}".strip(),
         tools=[body.tool],
     ) as task:
         decision: Decision = task.authorize(body.tool, body.args)
@@ -535,7 +540,7 @@ ENDPOINTS: list[Endpoint] = [
         f"{WS}/check",
         check,
         auth="admin",
-        role="policy-author",
+        role="admin",
         body=CheckBody,
         response=Decision,
         summary="Decide one call of an agent, in a one-off task",
