@@ -33,6 +33,7 @@ STATEMENT_TYPE = "tether-checkpoint+jwt"
 EVERY_RECORDS = 1000
 EVERY_SECONDS = 60.0
 RETRY_SECONDS = 1.0
+LOOKBACK = 1000  # rows read again behind the last checkpoint's `upto`
 _encode = msgspec.json.Encoder(order="sorted").encode
 
 
@@ -41,7 +42,10 @@ def write_checkpoint(store: Store, keyring: Keyring, now: float) -> dict[str, An
     each log was read, and the hash of the checkpoint before (so a deleted checkpoint breaks
     the next one's link); returns the statement."""
     latest = store.audit.latest_checkpoint()
-    heads, upto = store.audit.heads(after=_upto(latest))
+    # From LOOKBACK rows before where the last one stopped: on PostgreSQL a row's number is
+    # taken at insert, so a lower one can commit after a higher one was read.
+    after = {log: max(0, row - LOOKBACK) for log, row in _upto(latest).items()}
+    heads, upto = store.audit.heads(after=after)
     statement = {
         "at": now,
         "chains": {c: [seq, digest] for c, (seq, digest) in sorted(heads.items())},

@@ -25,6 +25,7 @@ from tether.store import Store
 
 POLL_INTERVAL = 0.25
 PRUNE_INTERVAL = 60.0
+LOOKBACK = 1000  # rows re-read behind the last one seen (see refresh)
 
 
 class Revoked(StrEnum):
@@ -80,9 +81,11 @@ class Revocations:
             self._polled_at = now
             if now - self._pruned_at >= PRUNE_INTERVAL:
                 self._prune(now)
-            if self._store.credentials.last_revocation() == self._seq:
-                return
-            for row in self._store.credentials.revocations_since(self._seq, now):
+            # Rows are read again from LOOKBACK before the last one seen: on PostgreSQL a row's
+            # number is taken when it is inserted, so a lower one can commit after a higher one
+            # was read. Applying a revocation twice changes nothing.
+            after = max(0, self._seq - LOOKBACK)
+            for row in self._store.credentials.revocations_since(after, now):
                 self._seq = max(self._seq, row.seq)
                 key = f"{row.workspace}/{row.subject}" if row.kind == Revoked.AGENT else row.subject
                 until = row.expires_at if row.expires_at is not None else math.inf

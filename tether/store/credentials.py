@@ -249,10 +249,6 @@ class CredentialRecords:
         with self.engine.connect() as db:
             return _rows(RevocationRecord, db.execute(query))
 
-    def last_revocation(self) -> int:
-        with self.engine.connect() as db:
-            return int(db.execute(sa.select(sa.func.max(t.revocations.c.seq))).scalar() or 0)
-
     # -- replay cache --------------------------------------------------------------------------
 
     def remember_once(self, key: str, expires_at: float, now: float) -> bool:
