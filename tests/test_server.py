@@ -170,6 +170,14 @@ def admin(server: Server, token: str) -> httpx.Client:
     )
 
 
+def test_an_unknown_path_or_method_is_a_problem_document_too(server: Server) -> None:
+    missing = httpx.get(f"{server.url}/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    wrong = httpx.delete(f"{server.url}/healthz")
+    assert wrong.status_code == 405 and wrong.json()["status"] == 405
+
+
 def test_health_and_keys_are_public(server: Server) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok", "detail": ""}
     assert httpx.get(f"{server.url}/readyz").json()["status"] == "ready"

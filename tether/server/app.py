@@ -18,6 +18,7 @@ import anyio
 import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -51,7 +52,8 @@ def create_app(guard: Guard, *, public_url: str, limits: RateLimits | None = Non
 
     spec = Endpoint("GET", "/openapi.json", serve_openapi, auth="admin", role=None)
     routes.append(Route(spec.path, _wrap(spec, guard, base, metrics, limits), methods=["GET"]))
-    app = Starlette(routes=routes, exception_handlers={Exception: problems.handle})
+    handlers = {HTTPException: problems.handle, Exception: problems.handle}  # 404, 405 too
+    app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.metrics = metrics
     return app
 
@@ -61,7 +63,6 @@ def _wrap(
 ) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         started = time.perf_counter()
-        status = 500
         try:
             body = await _body(request) if endpoint.body is not None else None
             call = Call(
@@ -84,8 +85,7 @@ def _wrap(
             response = problems.problem(503, detail)
         except Exception as exc:
             response = await problems.handle(request, exc)
-        status = response.status_code
-        metrics.observe(endpoint, status, time.perf_counter() - started)
+        metrics.observe(endpoint, response.status_code, time.perf_counter() - started)
         return response
 
     return route
