@@ -30,7 +30,7 @@ from tether.credentials import access_token as access_tokens
 from tether.credentials.access_token import AccessClaims
 from tether.credentials.verifier import TokenVerifier
 from tether.errors import CredentialRefused, InvalidInput, TetherError
-from tether.identity import generate_key, public_jwk, register_key, rotate_key
+from tether.identity import generate_key, parse_public_jwk, public_jwk, register_key, rotate_key
 from tether.model import Effect, Stage
 from tether.pdp import PDP, AuthorizeRequest, ProofRule
 from tether.store import Store
@@ -1022,3 +1022,13 @@ def test_a_downstream_token_needs_an_allowed_call_of_the_same_task(guard: Guard)
                 audience="https://bank.example",
                 decision_id=theirs.decision_id,
             )
+
+
+def test_a_point_off_the_curve_is_refused_every_time_it_is_sent() -> None:
+    """Imported keys are remembered; refusals are not, so a bad key never slips through."""
+    zero = base64.urlsafe_b64encode(bytes(32)).rstrip(b"=").decode()
+    for _ in range(2):
+        with pytest.raises(InvalidInput, match="not a valid EC P-256 public key"):
+            parse_public_jwk({"kty": "EC", "crv": "P-256", "x": zero, "y": zero})
+    good = generate_key().as_dict(private=False)
+    assert parse_public_jwk(good) is parse_public_jwk(dict(good))  # imported once
