@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,26 +20,25 @@ pytestmark = pytest.mark.sqlite
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "decision.py"
 
 
-def test_quick_benchmark_runs_and_agrees_with_cedar(tmp_path: Path) -> None:
-    figures = tmp_path / "figures.json"
+def quick_run(script: str, figures: Path, *args: str) -> dict[str, object]:
+    """Run `benchmarks/<script> --quick ARGS --json FIGURES`; its figures, once it exited 0."""
     result = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARK),
-            "--quick",
-            "--policies",
-            "10",
-            "100",
-            "--json",
-            str(figures),
-        ],
+        [sys.executable, str(BENCHMARK.parent / script), "--quick", *args, "--json", str(figures)],
         capture_output=True,
         text=True,
         check=False,
         timeout=300,
     )
-    assert result.returncode == 0, result.stdout + result.stderr  # 1 means a disagreement
-    results = json.loads(figures.read_text())["results"]
+    assert result.returncode == 0, result.stdout + result.stderr
+    found: dict[str, object] = json.loads(figures.read_text())
+    return found
+
+
+def test_quick_benchmark_runs_and_agrees_with_cedar(tmp_path: Path) -> None:
+    # it exits 1 on a disagreement with raw Cedar
+    results: Any = quick_run("decision.py", tmp_path / "figures.json", "--policies", "10", "100")[
+        "results"
+    ]
     assert sorted((r["workload"], r["policies"]) for r in results) == [
         ("bounded", 10),
         ("bounded", 100),
@@ -51,17 +51,7 @@ def test_quick_benchmark_runs_and_agrees_with_cedar(tmp_path: Path) -> None:
 
 
 def test_quick_credentials_benchmark_runs(tmp_path: Path) -> None:
-    figures = tmp_path / "credentials.json"
-    script = BENCHMARK.parent / "credentials.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--quick", "--json", str(figures)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    results = json.loads(figures.read_text())["results"]
+    results: Any = quick_run("credentials.py", tmp_path / "credentials.json")["results"]
     assert set(results) == {
         "raw ES256 sign",
         "raw ES256 verify",
@@ -73,17 +63,8 @@ def test_quick_credentials_benchmark_runs(tmp_path: Path) -> None:
 
 
 def test_quick_audit_benchmark_runs_and_the_log_verifies(tmp_path: Path) -> None:
-    figures = tmp_path / "audit.json"
-    script = BENCHMARK.parent / "audit.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--quick", "--writers", "2", "--json", str(figures)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr  # (it asserts verify is intact)
-    results = json.loads(figures.read_text())["results"]
+    # it exits 1 unless verify finds the log intact
+    results: Any = quick_run("audit.py", tmp_path / "audit.json", "--writers", "2")["results"]
     # three levels, each: one writer, two threads, two processes, 300 records per writer
     assert results["records"] == 3 * (1 + 2 + 2) * 300
     assert set(results["appends"]) == {"commit", "fsync", "async"}
@@ -92,17 +73,8 @@ def test_quick_audit_benchmark_runs_and_the_log_verifies(tmp_path: Path) -> None
 
 
 def test_quick_http_benchmark_runs_and_every_call_is_answered(tmp_path: Path) -> None:
-    figures = tmp_path / "http.json"
-    script = BENCHMARK.parent / "http_api.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "--quick", "--connections", "4", "--json", str(figures)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr  # exits 1 if any call failed
-    results = json.loads(figures.read_text())["results"]
+    # it exits 1 if any call was not answered 200
+    results: Any = quick_run("http_api.py", tmp_path / "http.json", "--connections", "4")["results"]
     assert set(results) == {
         "ceiling: GET /healthz",
         "authorize, proofs made ahead",

@@ -409,15 +409,46 @@ def test_a_batch_is_decided_in_order_under_one_proof(server: Server) -> None:
     assert too_many.status_code == 400
     unproven = agent.post("/v1/authorize/batch", {"calls": calls}, proof=False)
     assert unproven.status_code == 401
+    proof = make_proof(
+        agent.key,
+        htm="POST",
+        htu=f"{server.url}/v1/authorize/batch",
+        now=time.time(),
+        access_token=agent.token,
+    )
+    headers = {"Authorization": f"DPoP {agent.token}", "DPoP": proof}
+    body = {"calls": calls[:1]}
+    assert agent.http.post("/v1/authorize/batch", json=body, headers=headers).status_code == 200
+    replayed = agent.http.post("/v1/authorize/batch", json=body, headers=headers)
+    assert replayed.status_code == 401 and "replay" in replayed.json()["detail"].lower()
 
 
 def test_an_agent_past_its_rate_is_told_to_wait(server: Server) -> None:
     agent = Agent(server)
     assert agent.start().status_code == 200
-    batch = {"calls": [{"tool": "read_file", "args": {"path": "/repo/a"}}] * 100}
+    # Each call counts, however its JSON is spelt (here with the key "tool" escaped).
+    batch = json.dumps({"calls": [{"tool": "read_file", "args": {"path": "/repo/a"}}] * 90})
+    body = batch.replace('"tool"', '"\\u0074ool"').encode()
+    assert b'"tool"' not in body
+
+    def send(_: int) -> httpx.Response:
+        proof = make_proof(
+            agent.key,
+            htm="POST",
+            htu=f"{server.url}/v1/authorize/batch",
+            now=time.time(),
+            access_token=agent.token,
+        )
+        headers = {
+            "Authorization": f"DPoP {agent.token}",
+            "DPoP": proof,
+            "Content-Type": "application/json",
+        }
+        return agent.http.post("/v1/authorize/batch", content=body, headers=headers)
+
     time.sleep(2.1)  # the agent's bucket full again (earlier tests drew on it): 200 at 100/s
-    with ThreadPoolExecutor(4) as pool:  # 400 calls at once against a burst of 200
-        answers = list(pool.map(lambda _: agent.post("/v1/authorize/batch", batch), range(4)))
+    with ThreadPoolExecutor(4) as pool:  # 360 calls at once against a burst of 200
+        answers = list(pool.map(send, range(4)))
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [200, 200, 429, 429], statuses
     limited = next(a for a in answers if a.status_code == 429)

@@ -30,7 +30,7 @@ def canonical(record: DecisionRecord | AuditEvent | dict[str, Any]) -> bytes:
     """The bytes a record's hash is over: every field but `hash`, keys sorted (a stored row, as
     a dict of its columns, gives the same bytes as the record it was written from)."""
     body = dict(record) if isinstance(record, dict) else msgspec.structs.asdict(record)
-    del body["hash"]
+    body.pop("hash", None)
     return _encode(body)
 
 
@@ -68,9 +68,7 @@ class Chain:
         for record in records:
             seq += 1
             link = {"chain": self.id, "chain_seq": seq, "prev_hash": head}
-            body = {**msgspec.structs.asdict(record), **link}
-            del body["hash"]
-            head = hashlib.sha256(_encode(body)).hexdigest()
+            head = record_hash({**msgspec.structs.asdict(record), **link})
             linked.append(msgspec.structs.replace(record, **link, hash=head))
         return linked
 

@@ -134,7 +134,7 @@ class AuditLog:
             self._appending = True
             # A process that appends hands SQLite's checkpoints to a thread (store/wal.py),
             # except at `fsync`: there the syncs are the cost, and a checkpoint's own syncs
-            # beside them made each take twice as long (measured).
+            # beside them made each take 1.6 times as long (0.41 ms against 0.25, measured).
             if self.durability is not Durability.FSYNC:
                 self._store.audit.checkpoint_in_background()
 

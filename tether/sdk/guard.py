@@ -504,9 +504,8 @@ class Guard:
         one request)."""
         if token is None and task_id is not None:
             handle = self._handles.get(task_id)
-            token = handle.token_or_none() if handle is not None else None
-            if handle is not None and token is not None and self._proofs.required:
-                proof = handle.proof(self._proofs.htm, self._proofs.htu, token)
+            if handle is not None:
+                token, proof = handle.credential()
         return self._pdp.decide(
             AuthorizeRequest(
                 tool=tool,
@@ -757,6 +756,14 @@ class TaskHandle:
         """A DPoP proof of holding `token`'s key, for one request (`htm` to `htu`)."""
         return make_proof(self._key, htm=htm, htu=htu, now=self._guard._clock(), access_token=token)
 
+    def credential(self) -> tuple[str | None, str | None]:
+        """This task's token for a call, and the proof the Guard's decision point requires
+        with it (none in process, one for the service's URL when it serves HTTP)."""
+        token = self.token_or_none()
+        rule = self._guard._proofs
+        proof = self.proof(rule.htm, rule.htu, token) if token and rule.required else None
+        return token, proof
+
     @property
     def id(self) -> str:
         return self._state.id
@@ -772,9 +779,7 @@ class TaskHandle:
         approval blocks up to that many seconds for a person's answer, then is decided again:
         allowed (spending the approval) if they said yes, denied if they said no."""
         args = {} if args is None else args
-        token = self.token_or_none()
-        rule = self._guard._proofs
-        proof = self.proof(rule.htm, rule.htu, token) if token and rule.required else None
+        token, proof = self.credential()
         decision = self._guard.authorize(self.id, tool, args, token=token, proof=proof)
         if decision.effect is Effect.APPROVAL_REQUIRED and decision.approval_id is not None:
             self._asked[decision.approval_id] = (tool, args)

@@ -114,18 +114,21 @@ def _handle(endpoint: Endpoint, call: Call, limits: RateLimits) -> Any:
 
 
 def _limit(call: Call, limits: RateLimits) -> None:
-    """429 past the agent's rate (a batch counts each of its calls)."""
+    """429 past the agent's rate: this request counts one call now, and `call.charge` lets an
+    endpoint count the rest once it has read them (a batch: each of its calls)."""
     try:
         claims = call.guard.credentials.authenticate(call.token or "")
         key = f"{claims.ws}/{claims.agent}"
     except CredentialRefused:  # refused (and recorded) by the endpoint; limited by address
         key = f"address/{call.request.client.host if call.request.client else '?'}"
-    count = 1
-    if call.request.url.path.endswith("/batch") and call.raw:
-        count = max(1, call.raw.count(b'"tool"'))
-    wait = limits.take(key, count)
-    if wait is not None:
-        raise problems.Problem(429, f"over {limits.rate:.0f} calls a second", retry_after=wait)
+
+    def charge(count: int) -> None:
+        wait = limits.take(key, count) if count > 0 else None
+        if wait is not None:
+            raise problems.Problem(429, f"over {limits.rate:.0f} calls a second", retry_after=wait)
+
+    call.charge = charge
+    charge(1)
 
 
 def _authenticate(endpoint: Endpoint, call: Call) -> None:

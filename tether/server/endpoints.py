@@ -19,7 +19,7 @@ from starlette.requests import Request
 
 from tether.audit import verify
 from tether.audit.review import review
-from tether.credentials import ExchangeRequest, ExchangeResponse
+from tether.credentials import AccessClaims, ExchangeRequest, ExchangeResponse
 from tether.errors import CredentialRefused, InvalidInput, NotFound
 from tether.model import (
     Agent,
@@ -32,6 +32,7 @@ from tether.model import (
     Workspace,
 )
 from tether.sdk import Guard
+from tether.sdk.guard import DEFAULT_GRANT_LIFETIME, DEFAULT_TASK_TTL
 from tether.server import admin_tokens
 from tether.server.problems import Problem
 from tether.store.admin_tokens import AdminTokenRecord
@@ -51,6 +52,7 @@ class Call:
     admin: AdminTokenRecord | None = None
     token: str | None = None  # an agent's task token
     proof: str | None = None  # its DPoP proof for this request
+    charge: Callable[[int], None] = lambda count: None  # more calls against the agent's rate
 
     def body(self, kind: type[Any]) -> Any:
         if not self.raw:
@@ -144,9 +146,9 @@ class GrantBody(msgspec.Struct, forbid_unknown_fields=True):
     user: str
     agent: str
     tools: list[str]
-    max_ttl: float = 900.0
+    max_ttl: float = DEFAULT_TASK_TTL
     may_act: list[str] = msgspec.field(default_factory=list)
-    expires_in: float = 30 * 86400.0
+    expires_in: float = DEFAULT_GRANT_LIFETIME
 
 
 class CheckBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -230,9 +232,8 @@ def authorize_batch(call: Call) -> BatchAnswer:
     body = call.body(BatchBody)
     if not 1 <= len(body.calls) <= MAX_BATCH:
         raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} calls")
-    call.guard.credentials.authenticate(
-        call.token or "", proof=call.proof, htm="POST", htu=call.url, require_proof=True
-    )
+    call.charge(len(body.calls) - 1)  # the request itself was counted as one
+    _proven(call)
     return BatchAnswer(
         [
             call.guard.authorize(
@@ -260,12 +261,16 @@ def check(call: Call) -> Decision:
     return decision
 
 
-def _agent_task(call: Call) -> str:
-    """The task of the caller's token (proven for this request), which must be the path's."""
-    credentials = call.guard.credentials
-    claims = credentials.authenticate(
+def _proven(call: Call) -> AccessClaims:
+    """The caller's token, proven by its proof for this very request (raises if not)."""
+    return call.guard.credentials.authenticate(
         call.token or "", proof=call.proof, htm="POST", htu=call.url, require_proof=True
     )
+
+
+def _agent_task(call: Call) -> str:
+    """The task of the caller's token (proven for this request), which must be the path's."""
+    claims = _proven(call)
     if claims.task != call.params["task_id"]:
         raise CredentialRefused(
             f"the token is for task {claims.task}, not {call.params['task_id']}"

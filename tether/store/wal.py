@@ -3,7 +3,8 @@
 
 SQLite checkpoints the log inside whichever commit finds it over 1,000 pages: that commit, a
 decision's, then copies the pages into the database and syncs both, a few milliseconds every few
-hundred decisions (measured: a third of the append rate). A writer that appends decisions hands
+hundred decisions (measured: one writer appended about 12,500-16,000 records a second with
+them, 18,500-20,300 with no checkpoint in its commits). A writer that appends decisions hands
 that work to a thread instead (`checkpoint_in_background`), which copies the log passively,
 never blocking a reader or a writer.
 """
@@ -31,10 +32,9 @@ class WriteAheadLog:
         self._database = database
         self._fd: int | None = None  # the log file
         self._writing = -1  # the file whose lock says which process is writing
-        self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # opening and closing files, starting the thread
 
     def sync(self) -> None:
         """Make every commit so far, by any process, survive power loss.
@@ -45,7 +45,7 @@ class WriteAheadLog:
         sync serves every record its process's group commit gathered. (Sharing syncs across
         processes too, through a file saying when the last one started, halved their number
         but not the time: a commit writing into a page that a sync is writing out waits.)"""
-        with self._sync_lock:
+        with self._lock:
             if self._fd is None:
                 self._fd = _open_log(self._database)
         self._sync_file()
@@ -64,8 +64,9 @@ class WriteAheadLog:
     def writing(self) -> Iterator[None]:
         """Held around each of the audit log's write transactions: one writer process at a
         time, woken by the kernel the moment the one before is done. Without it SQLite makes
-        a writer that finds the database locked sleep and retry, a millisecond at least, so
-        with eight processes a commit took 0.7 ms instead of 0.05 (measured)."""
+        a writer that finds the database locked sleep and retry, a millisecond at least: with
+        eight processes at `fsync` a commit took 0.73 ms on average, 0.41 ms with this lock,
+        waiting included (measured)."""
         if self._writing < 0:
             self._writing = _open_beside(self._database, "-write")
         fcntl.flock(self._writing, fcntl.LOCK_EX)
@@ -100,7 +101,7 @@ class WriteAheadLog:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        with self._sync_lock:
+        with self._lock:
             for fd in (self._fd, self._writing):
                 if fd is not None and fd >= 0:
                     os.close(fd)
