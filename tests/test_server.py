@@ -455,6 +455,15 @@ def test_an_agent_past_its_rate_is_told_to_wait(server: Server) -> None:
     assert int(limited.headers["Retry-After"]) >= 1
 
 
+def test_a_resource_of_another_workspace_is_refused_once_read(server: Server) -> None:
+    agent = Agent(server)  # a decision of its own: tests of this module may run apart
+    assert agent.start().status_code == 200
+    decided = agent.authorize("read_file", {"path": "/repo/a"}).json()
+    with admin(server, server.auditor_elsewhere) as carol:
+        refused = carol.get(f"/v1/decisions/{decided['decision_id']}")
+        assert refused.status_code == 403 and "acme" in refused.json()["detail"]
+
+
 def test_suspending_an_agent_over_http_refuses_its_next_call(server: Server) -> None:
     """(Last in this module: a suspension refuses every token issued until shortly after it,
     resumed or not, so the agent starts no task for a while.)"""
@@ -467,12 +476,3 @@ def test_suspending_an_agent_over_http_refuses_its_next_call(server: Server) -> 
             assert refused.status_code == 401 and "suspended" in refused.json()["detail"]
         finally:
             assert alice.post("/v1/workspaces/acme/agents/coder/resume").status_code == 200
-
-
-def test_a_resource_of_another_workspace_is_refused_once_read(server: Server) -> None:
-    with admin(server, server.admin) as alice:
-        decided = alice.get("/v1/workspaces/acme/decisions", params={"limit": "1"}).json()
-    assert decided
-    with admin(server, server.auditor_elsewhere) as carol:
-        refused = carol.get(f"/v1/decisions/{decided[0]['id']}")
-        assert refused.status_code == 403 and "acme" in refused.json()["detail"]
