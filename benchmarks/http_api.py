@@ -2,11 +2,11 @@
 ceiling of the same service in the same run.
 
 A bounded load generator on 127.0.0.1 (it stops after `--requests` per figure or `--seconds`,
-whichever is first) against `tether serve` in its own process, on a fresh SQLite store at the
-`commit` durability level (every decision committed before its answer), one worker (a task's
-state lives in the process that started it; several workers need the shared task state that is
-still to build). `--connections` clients at once, each its own agent task (decisions of one task
-are made one at a time), keep-alive connections, from one client process (asyncio + httpx).
+whichever is first) against `tether serve` in its own processes (`--workers`, default 2; task
+state shared through the store, so any worker can take any call), on a fresh SQLite store (or
+the PostgreSQL database `--db` names) at the `commit` durability level (every decision committed
+before its answer). `--connections` clients at once, each its own agent task (decisions of one
+task are made one at a time), keep-alive connections, from one client process (asyncio).
 
 The client writes ready-made HTTP/1.1 requests on raw keep-alive connections (a client library
 would be slower than the service and measure itself).
@@ -150,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few requests: a smoke run")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--db", help="a PostgreSQL URL instead of a fresh SQLite store")
     parser.add_argument("--requests", type=int, default=6000, help="per figure")
     parser.add_argument("--seconds", type=float, default=30.0, help="per figure, at most")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -177,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "1000000",
                 "--durability",
                 "commit",
+                "--workers",
+                str(args.workers),
+                *(["--db", args.db] if args.db else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -233,7 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.terminate()
             server.wait(timeout=30)
 
-    table = Table(title=f"tether serve, 1 worker, SQLite at commit, {args.connections} connections")
+    store = "PostgreSQL" if args.db else "SQLite"
+    title = f"tether serve, {args.workers} workers, {store} at commit"
+    title += f", {args.connections} connections"
+    table = Table(title=title)
     for column in ("figure", "calls/s", "p50 ms", "p99 ms", "calls", "not 200"):
         table.add_column(column, justify="right" if column != "figure" else "left")
     for name, r in results.items():

@@ -1,17 +1,23 @@
-"""Shared fixtures: a real embedded Guard on a temporary home, with a small workspace."""
+"""Shared fixtures: a real embedded Guard on a temporary home, with a small workspace; and
+`open_guard`, which opens a Guard in each mode the Guard's own tests run in: embedded, and remote
+(a `Guard.remote` speaking HTTP to `tether serve` on that home)."""
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from served import served
 
 from tether import Guard
 from tether.catalogue import Catalogue, CompiledTool, decision_context
+from tether.store import Store
 
 STARTER = Path(__file__).resolve().parent.parent / "tether" / "starter" / "acme"
 
@@ -68,7 +74,7 @@ def delegate(
 ) -> None:
     """Each of `users` delegates every tool now in the catalogue to `agent` (as a user would
     with `tether grant add`), so tests of the decision itself can start tasks."""
-    tools = [tool.name for tool in guard.store.tools(workspace)]
+    tools = [tool.name for tool in guard.tools(workspace)]
     for user in users:
         guard.add_user(workspace, user)
         guard.grant(workspace, user=user, agent=agent, tools=tools, **grant)
@@ -79,24 +85,60 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
+def acme(g: Any) -> None:
+    """A workspace `acme` with agent `coder`, tools send_email and read_file, and POLICIES."""
+    g.add_workspace("acme")
+    g.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
+    g.register_tool(
+        "acme", "send_email", effects=["external"], sinks=["to"], args_schema=EMAIL_SCHEMA
+    )
+    g.register_tool(
+        "acme",
+        "read_file",
+        effects=["read"],
+        args_schema={"type": "object", "properties": {"path": {"type": "string"}}},
+    )
+    g.activate_policies("acme", POLICIES)
+    delegate(g, "acme", "coder")
+
+
 @pytest.fixture
 def guard(home: Path) -> Iterator[Guard]:
-    """A workspace `acme` with agent `coder`, tools send_email and read_file, and POLICIES."""
+    """An embedded Guard on `acme` (see acme)."""
     with Guard.embedded(home=home) as g:
-        g.add_workspace("acme")
-        g.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
-        g.register_tool(
-            "acme", "send_email", effects=["external"], sinks=["to"], args_schema=EMAIL_SCHEMA
-        )
-        g.register_tool(
-            "acme",
-            "read_file",
-            effects=["read"],
-            args_schema={"type": "object", "properties": {"path": {"type": "string"}}},
-        )
-        g.activate_policies("acme", POLICIES)
-        delegate(g, "acme", "coder")
+        acme(g)
         yield g
+
+
+# -- one test, both modes ----------------------------------------------------------------------------
+
+OpenGuard = Callable[..., AbstractContextManager[Any]]
+
+
+@pytest.fixture(params=["embedded", "remote"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def open_guard(mode: str) -> OpenGuard:
+    """`with open_guard(home) as guard:` a Guard on `home`'s store in the test's mode: embedded,
+    or remote, speaking to `tether serve` on that store (tests/served.py) with alice's admin
+    token (admin of every workspace). `clock`: the Guard's clock (and the service's)."""
+
+    @contextmanager
+    def open_(home: Path, clock: Callable[[], float] = time.time) -> Iterator[Any]:
+        if mode == "embedded":
+            with Guard(Store.at_home(home), clock=clock) as guard:
+                yield guard
+            return
+        with (
+            served(home, clock=clock) as service,
+            Guard.remote(service.url, admin_token=service.admin_token, clock=clock) as guard,
+        ):
+            yield guard
+
+    return open_
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """Chained actions, end to end through the Guard, with the baseline pack in force.
 
-The workspace permits everything its tools do; the baseline pack is what stops the chains.
+The workspace permits everything its tools do; the baseline pack is what stops the chains. Every
+test runs on an embedded Guard and on a remote one (conftest.py's `open_guard`): the chain rules
+must hold across calls over HTTP as they do in process.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import delegate
+from conftest import OpenGuard, delegate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +22,6 @@ from tether import Guard
 from tether.errors import InvalidInput
 from tether.model import Effect
 from tether.policy import read_policy_dir
-from tether.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = read_policy_dir(ROOT / "policies" / "baseline")
@@ -71,8 +72,8 @@ INJECTION = (
 
 
 @pytest.fixture
-def chains(home: Path) -> Iterator[Guard]:
-    with Guard.embedded(home=home) as guard:
+def chains(open_guard: OpenGuard, home: Path) -> Iterator[Guard]:
+    with open_guard(home) as guard:
         guard.add_workspace("acme")
         guard.add_workspace("beta")
         guard.register_agent("acme", "assistant", kind="assistant", owner="alice@acme.com")
@@ -136,8 +137,11 @@ def test_a_call_into_another_workspace_is_denied_and_raises_risk(chains: Guard) 
         outside = chains.authorize(t.id, "read_file", {"path": "/notes"}, workspace="beta")
         after = t.authorize("read_file", {"path": "/notes"})
     assert outside.effect is Effect.DENY and "cannot act in beta" in outside.reason
-    risk = [chains.store.decisions(task_id=t.id, limit=10)[i] for i in (0, 2)]  # newest first
-    risk_after, risk_before = (json.loads(r.context or "{}")["risk"] for r in risk)
+    # Newest first; the call into beta is in beta's log, where it was aimed.
+    acme = chains.decisions("acme", task_id=t.id, limit=10)
+    assert [r.id for r in acme] == [after.decision_id, before.decision_id]
+    assert [r.id for r in chains.decisions("beta", task_id=t.id)] == [outside.decision_id]
+    risk_after, risk_before = (json.loads(r.context or "{}")["risk"] for r in acme)
     assert before.allowed and after.allowed
     assert "outside_workspace" in risk_after["signals"] and "denials" in risk_after["signals"]
     assert risk_after["score"] > risk_before["score"]
@@ -190,7 +194,7 @@ def test_labels_never_decrease(
                 t.report(d, output)
             assert seen <= t.state.labels
             seen = set(t.state.labels)
-            recorded = chains.store.decisions(task_id=t.id, limit=1)[0]
+            recorded = chains.decisions("acme", task_id=t.id, limit=1)[0]
             assert set(json.loads(recorded.context or "{}")["task"]["labels"]) <= seen
 
 
@@ -244,14 +248,14 @@ def test_an_output_too_large_to_read_whole_is_labelled(
     assert "unscanned" in t.state.labels
 
 
-def test_first_use_is_remembered_across_restarts(home: Path) -> None:
+def test_first_use_is_remembered_across_restarts(open_guard: OpenGuard, home: Path) -> None:
     def risk_signals(guard: Guard) -> list[str]:
         with task(guard, "Read the notes") as t:
             t.authorize("read_file", {"path": "/notes"})
-        record = guard.store.decisions(limit=1)[0]
+        record = guard.decisions("acme", limit=1)[0]
         return list(json.loads(record.context or "{}")["risk"]["signals"])
 
-    with Guard.embedded(home=home) as guard:
+    with open_guard(home) as guard:
         guard.add_workspace("acme")
         guard.register_agent("acme", "assistant", kind="assistant", owner="alice@acme.com")
         for name, spec in TOOLS.items():
@@ -260,16 +264,16 @@ def test_first_use_is_remembered_across_restarts(home: Path) -> None:
         delegate(guard, "acme", "assistant")
         assert risk_signals(guard) == ["first_use"]
         assert risk_signals(guard) == []
-    with Guard.embedded(home=home) as guard:  # a new process on the same store
+    with open_guard(home) as guard:  # a new process (a new service) on the same store
         assert risk_signals(guard) == []
 
 
 def test_calls_outside_the_workspaces_working_hours_carry_the_off_hours_signal(
-    home: Path,
+    open_guard: OpenGuard, home: Path
 ) -> None:
     now = 1767603600.0  # Monday 2026-01-05, 09:00 UTC
     hours = {"start": 8, "end": 18, "timezone": "UTC"}  # weekdays default to Monday-Friday
-    with Guard(Store.at_home(home), clock=lambda: now) as guard:
+    with open_guard(home, clock=lambda: now) as guard:
         with pytest.raises(InvalidInput, match="unknown workspace settings"):
             guard.add_workspace("acme", settings={"working_hour": hours})
         guard.add_workspace("acme", settings={"working_hours": hours})
@@ -282,7 +286,7 @@ def test_calls_outside_the_workspaces_working_hours_carry_the_off_hours_signal(
         def signals() -> list[str]:
             with task(guard, "Read the notes") as t:
                 t.authorize("read_file", {"path": "/notes"})
-            record = guard.store.decisions(limit=1)[0]
+            record = guard.decisions("acme", limit=1)[0]
             return list(json.loads(record.context or "{}")["risk"]["signals"])
 
         assert "off_hours" not in signals()

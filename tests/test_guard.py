@@ -1,37 +1,34 @@
-"""The public Guard contract (issue #2's example), the decorator, and the control plane."""
+"""The public Guard contract (issue #2's example), the decorator, and the control plane.
+
+Every test runs twice: on an embedded Guard, and on a remote one speaking to `tether serve`
+(conftest.py's `open_guard`); they use the Guard's public methods only, which both offer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
-from conftest import delegate
+from conftest import OpenGuard, acme, delegate
 
 from tether import ApprovalRequired, Conflict, Denied, Guard, NotFound, PolicyError
-from tether.errors import CatalogueError, InvalidInput
+from tether.errors import CatalogueError, CredentialRefused, InvalidInput
 from tether.model import Effect
 
 
-def test_the_documented_contract(home: Path) -> None:
-    guard = Guard.embedded(home=home)
-    guard.add_workspace("acme")
-    guard.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
-    guard.register_tool(
-        "acme",
-        "send_email",
-        effects=["external"],
-        sinks=["to"],
-        output="trusted",
-        args_schema={
-            "type": "object",
-            "properties": {"to": {"type": "string"}},
-            "required": ["to"],
-        },
-    )
+@pytest.fixture
+def guard(open_guard: OpenGuard, home: Path) -> Iterator[Any]:
+    """conftest's `acme`, on a Guard of the test's mode."""
+    with open_guard(home) as g:
+        acme(g)
+        yield g
+
+
+def test_the_documented_contract(open_guard: OpenGuard, home: Path) -> None:
     policies = home.parent / "policies" / "acme"
     policies.mkdir(parents=True)
     (policies / "mail.cedar").write_text(
@@ -39,28 +36,42 @@ def test_the_documented_contract(home: Path) -> None:
         'permit (principal, action == Action::"send_email", resource)\n'
         'when { context.args.to like "*@acme.com" };\n'
     )
-    version = guard.activate_policies("acme", policies)
-    guard.add_user("acme", "alice")
-    guard.grant("acme", user="alice", agent="coder", tools=["send_email"])
-    with guard.task(
-        workspace="acme",
-        agent="coder",
-        user="alice",
-        request="Email the report to bob@acme.com",
-        tools=["send_email"],
-    ) as task:
-        d = task.authorize("send_email", {"to": "bob@acme.com"})
-        assert d.effect == "allow" and d.allowed
-        assert [r.text for r in d.reasons] == ["inside acme"]
-        assert d.decision_id.startswith("dec_") and d.policy_version == version
-        assert d.approval_id is None
-        task.report(d, "sent")
-        assert task.state.executed == 1
-        refused = task.authorize("send_email", {"to": "eve@evil.io"})
-        assert refused.effect == "deny"
-        with pytest.raises(InvalidInput, match="did not allow"):
-            task.report(refused, "sent anyway")
-    guard.close()
+    with open_guard(home) as guard:
+        guard.add_workspace("acme")
+        guard.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
+        guard.register_tool(
+            "acme",
+            "send_email",
+            effects=["external"],
+            sinks=["to"],
+            output="trusted",
+            args_schema={
+                "type": "object",
+                "properties": {"to": {"type": "string"}},
+                "required": ["to"],
+            },
+        )
+        version = guard.activate_policies("acme", policies)
+        guard.add_user("acme", "alice")
+        guard.grant("acme", user="alice", agent="coder", tools=["send_email"])
+        with guard.task(
+            workspace="acme",
+            agent="coder",
+            user="alice",
+            request="Email the report to bob@acme.com",
+            tools=["send_email"],
+        ) as task:
+            d = task.authorize("send_email", {"to": "bob@acme.com"})
+            assert d.effect == "allow" and d.allowed
+            assert [r.text for r in d.reasons] == ["inside acme"]
+            assert d.decision_id.startswith("dec_") and d.policy_version == version
+            assert d.approval_id is None
+            task.report(d, "sent")
+            assert task.state.executed == 1
+            refused = task.authorize("send_email", {"to": "eve@evil.io"})
+            assert refused.effect == "deny"
+            with pytest.raises(InvalidInput, match="did not allow"):
+                task.report(refused, "sent anyway")
 
 
 def test_decorated_tool_runs_only_when_allowed(guard: Guard) -> None:
@@ -87,14 +98,16 @@ def test_decorated_tool_runs_only_when_allowed(guard: Guard) -> None:
     assert "needs approval by admin" in str(approval.value)
 
 
-def test_decorated_tool_is_denied_outside_a_task(guard: Guard) -> None:
+def test_decorated_tool_is_denied_outside_a_task(guard: Guard, mode: str) -> None:
     @guard.tool(workspace="acme", effects=["read"], name="read_file")
     def read(path: str) -> str:
         raise AssertionError("must not run")
 
-    with pytest.raises(Denied, match="no task"):
+    with pytest.raises(Denied, match="no task") as denied:
         read("/etc/passwd")
-    assert guard.store.decisions(limit=1)[0].stage == "authenticate"
+    assert denied.value.decision.reasons[0].stage == "authenticate"
+    if mode == "embedded":  # recorded; a remote Guard has no credential to send it with
+        assert guard.decisions("acme", limit=1)[0].id == denied.value.decision.decision_id
 
 
 def test_decorated_tool_registers_its_signature_as_schema(guard: Guard) -> None:
@@ -107,7 +120,7 @@ def test_decorated_tool_registers_its_signature_as_schema(guard: Guard) -> None:
     ) -> None:
         """File a ticket."""
 
-    (tool,) = [t for t in guard.store.tools("acme") if t.name == "file_ticket"]
+    (tool,) = [t for t in guard.tools("acme") if t.name == "file_ticket"]
     assert tool.description == "File a ticket."
     props = tool.args_schema["properties"]
     assert tool.args_schema["required"] == ["title"]
@@ -123,8 +136,10 @@ def test_decorated_tool_registers_its_signature_as_schema(guard: Guard) -> None:
     }
 
 
-def test_a_tool_that_cannot_be_typed_is_refused_before_any_policy_is_active(home: Path) -> None:
-    with Guard.embedded(home=home) as g:
+def test_a_tool_that_cannot_be_typed_is_refused_before_any_policy_is_active(
+    open_guard: OpenGuard, home: Path
+) -> None:
+    with open_guard(home) as g:
         g.add_workspace("acme")
         g.register_agent("acme", "coder", kind="coder", owner="o")
         with pytest.raises(CatalogueError, match="argument `meta`"):
@@ -173,7 +188,11 @@ def test_async_tools_are_guarded(guard: Guard) -> None:
         asyncio.run(agent())
 
 
-def test_task_start_refuses_what_cannot_work(guard: Guard) -> None:
+def test_task_start_refuses_what_cannot_work(guard: Guard, mode: str) -> None:
+    # Over HTTP, what the token endpoint refuses (a tool the user has not delegated, a
+    # suspended agent) is a CredentialRefused: the service says why only once the agent has
+    # proven itself. In process the Guard checks first, and says NotFound or InvalidInput.
+    refused = mode == "remote"
     base = {
         "workspace": "acme",
         "agent": "coder",
@@ -185,12 +204,12 @@ def test_task_start_refuses_what_cannot_work(guard: Guard) -> None:
         guard.task(**{**base, "workspace": "nowhere"})
     with pytest.raises(NotFound, match="agent 'ghost'"):
         guard.task(**{**base, "agent": "ghost"})
-    with pytest.raises(NotFound, match="wire_money"):
+    with pytest.raises(CredentialRefused if refused else NotFound, match="wire_money"):
         guard.task(**{**base, "tools": ["wire_money"]})
     with pytest.raises(InvalidInput, match="ttl"):
         guard.task(**base, ttl=0)
     guard.suspend_agent("acme", "coder")
-    with pytest.raises(InvalidInput, match="suspended"):
+    with pytest.raises(CredentialRefused if refused else InvalidInput, match="suspended"):
         guard.task(**base)
 
 
@@ -198,14 +217,15 @@ def test_task_ends_when_its_block_exits(guard: Guard) -> None:
     with guard.task(
         workspace="acme", agent="coder", user="alice", request="", tools=["read_file"]
     ) as task:
-        pass
-    stored = guard.store.task(task.id)
-    assert stored is not None and stored.status == "ended"
-    assert not task.authorize("read_file", {"path": "/x"}).allowed
+        assert task.state.status == "open"
+    assert task.state.status == "ended"
+    after = task.authorize("read_file", {"path": "/x"})
+    assert after.effect is Effect.DENY and "ended" in after.reason
+    assert guard.decisions("acme", limit=1)[0].id == after.decision_id  # and recorded
 
 
 def test_changing_a_tool_that_breaks_active_policies_is_refused(guard: Guard) -> None:
-    before = guard.store.workspace("acme")
+    before = guard.workspace("acme")
     with pytest.raises(PolicyError, match="changing tool\\(s\\) send_email would break"):
         guard.register_tool(
             "acme",
@@ -213,15 +233,14 @@ def test_changing_a_tool_that_breaks_active_policies_is_refused(guard: Guard) ->
             effects=["external"],
             args_schema={"type": "object", "properties": {}},
         )
-    after = guard.store.workspace("acme")
+    after = guard.workspace("acme")
     assert before == after  # nothing written, not even a revision
 
 
 def test_registering_a_tool_revalidates_and_reactivates_the_bundle(guard: Guard) -> None:
-    before = guard.store.workspace("acme")
+    before = guard.workspace("acme")
     guard.register_tool("acme", "list_files", effects=["read"])
-    after = guard.store.workspace("acme")
-    assert before is not None and after is not None
+    after = guard.workspace("acme")
     assert after.active_policy_version != before.active_policy_version  # schema is in the version
     guard.grant("acme", user="a", agent="coder", tools=["list_files"])
     with guard.task(
@@ -231,14 +250,14 @@ def test_registering_a_tool_revalidates_and_reactivates_the_bundle(guard: Guard)
 
 
 def test_re_registering_the_same_tool_changes_nothing(guard: Guard) -> None:
-    before = guard.store.workspace("acme")
+    before = guard.workspace("acme")
     guard.register_tool(
         "acme",
         "read_file",
         effects=["read"],
         args_schema={"type": "object", "properties": {"path": {"type": "string"}}},
     )
-    assert guard.store.workspace("acme") == before
+    assert guard.workspace("acme") == before
 
 
 def test_concurrent_catalogue_changes_all_land(guard: Guard) -> None:
@@ -256,7 +275,7 @@ def test_concurrent_catalogue_changes_all_land(guard: Guard) -> None:
     for t in threads:
         t.join()
     assert not errors
-    names = {t.name for t in guard.store.tools("acme")}
+    names = {t.name for t in guard.tools("acme")}
     assert {f"tool_{i}" for i in range(4)} <= names
     bundle = guard.check_policies("acme", {})
     assert {f"tool_{i}" for i in range(4)} <= set(bundle.groups)
@@ -313,5 +332,5 @@ def test_many_threads_deciding_in_one_task(guard: Guard) -> None:
         assert task.state.calls == 200
     assert len(results) == 200
     assert all((effect is Effect.ALLOW) == (to == "bob@acme.com") for to, effect in results)
-    recorded = [r for r in guard.store.decisions(limit=500) if r.task_id == task.id]
+    recorded = guard.decisions("acme", task_id=task.id, limit=500)
     assert len(recorded) == 200

@@ -308,14 +308,17 @@ def test_a_decision_that_cannot_be_recorded_is_a_deny(
     with open_task(guard) as task:
         monkeypatch.setattr(guard.store.audit, "append", full_disk)
         d = task.authorize("send_email", MAIL)
-        calls = task.state.calls
+        state = task.state
     assert deny_stage(d) == (
         Effect.DENY,
         Stage.RECORD,
         "the decision could not be recorded, so the call is denied: "
         "OperationalError: database or disk is full",
     )
-    assert calls == 0  # an unrecorded decision does not count in the task
+    # The task counted the call as decided (its state is kept before the record, so that
+    # replicas agree on it): counting a call that was then refused only makes limits stricter.
+    assert (state.calls, state.calls_by_tool["send_email"]) == (1, 1)
+    assert [step.decision_id for step in state.history] == [d.decision_id]
 
 
 @pytest.mark.sqlite

@@ -1,22 +1,26 @@
 """What only PostgreSQL can do to Tether: rows whose numbers (taken at insert) commit out of
-order. Runs in `make test`'s PostgreSQL pass (TETHER_TEST_POSTGRES); SQLite has one writer at a
+order; replicas migrating one database at once. Runs in `make test`'s PostgreSQL pass (TETHER_TEST_POSTGRES); SQLite has one writer at a
 time, so its rows always commit in number order."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from conftest import POSTGRES
 
 from tether.credentials.revocation import Revocations, Revoked
 from tether.store import Store
 from tether.store import tables as t
+from tether.store.store import _alembic_config, _engine, migrate
 
 pytestmark = pytest.mark.skipif(
-    not POSTGRES, reason="commit order differs from row order only on PostgreSQL"
+    not POSTGRES, reason="PostgreSQL's own behaviour (commit order, concurrent migrations)"
 )
 
 
@@ -52,3 +56,31 @@ def test_a_revocation_that_commits_after_a_later_one_is_still_seen(home: Path) -
         assert {"tok_early", "tok_late"} <= set(tokens)
     finally:
         store.close()
+
+
+def test_replicas_starting_together_migrate_one_database_once() -> None:
+    url = os.environ["TETHER_DB"]  # this test's own database (conftest)
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        engine = _engine(url)
+        try:
+            migrate(engine)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            engine.dispose()
+
+    replicas = [threading.Thread(target=start) for _ in range(4)]
+    for replica in replicas:
+        replica.start()
+    for replica in replicas:
+        replica.join(timeout=60)
+    assert not any(r.is_alive() for r in replicas), "a migration hung"
+    assert failures == []
+    engine = _engine(url)
+    with engine.connect() as db:
+        versions = db.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()
+        head = ScriptDirectory.from_config(_alembic_config(db)).get_current_head()
+        assert list(versions) == [head]
+    engine.dispose()

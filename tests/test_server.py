@@ -34,7 +34,13 @@ ANY_PATH = {
     "task_id": "task_x",
     "approval_id": "apr_x",
     "decision_id": "dec_x",
+    "grant_id": "grant_x",
+    "kid": "kid_x",
+    "tool": "read_file",
 }
+# Endpoints whose workspace is the resource's: with no such resource, there is no workspace to
+# hold a token to, and the answer is 404 whoever asks.
+BY_RESOURCE = ("/apr_x/approve", "/apr_x/deny", "/dec_x", "/grant_x/revoke", "/task_x/revoke")
 
 
 @dataclass
@@ -324,10 +330,10 @@ def test_every_endpoint_refuses_a_missing_wrong_or_expired_credential(server: Se
             continue
         with admin(server, server.auditor_elsewhere) as carol:  # another workspace's auditor
             answer = carol.request(method, path, json={})
-            if path == "/v1/workspaces":  # lists only what the token covers: nothing here
+            if (method, path) == ("GET", "/v1/workspaces"):  # only what the token covers
                 assert answer.status_code == 200 and answer.json() == []
-            elif path.endswith(("/apr_x/approve", "/apr_x/deny", "/dec_x")):
-                assert answer.status_code == 404  # no such resource: no workspace to hold it to
+            elif path.endswith(BY_RESOURCE):
+                assert answer.status_code == 404, (method, path, answer.text)
             else:
                 assert answer.status_code == 403, (method, path, answer.text)
     with httpx.Client(base_url=server.url) as anonymous:

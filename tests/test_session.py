@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tether.errors import InvalidInput
 from tether.model import Effect, OutputTrust, Task, Tool
 from tether.policy.reasons import compile_reason
-from tether.session import TaskState
+from tether.session import Decided, TaskState
 from tether.session.detectors import detect, iban_checksum, luhn
 from tether.session.provenance import Provenance, normalize_url
 from tether.session.risk import Activity, WorkingHours, assess
@@ -189,9 +189,8 @@ def test_the_output_of_a_tool_the_catalogue_no_longer_has_is_untrusted() -> None
 def test_counters_and_history_update_in_constant_time() -> None:
     state = task_state()
     for i in range(3000):
-        state.note_decision(
-            f"d{i}", "x", ("read", "external"), Effect.ALLOW if i % 3 else Effect.DENY, 0.0
-        )
+        effect = Effect.ALLOW if i % 3 else Effect.DENY
+        state.apply(Decided(f"d{i}", "x", ("read", "external"), effect, 0.0))
     assert (state.calls, state.allowed, state.denied) == (3000, 2000, 1000)
     assert state.calls_by_effect == {"read": 2000, "external": 2000}
     assert len(state.history) == 1000  # bounded; the counters keep the rest
@@ -211,8 +210,7 @@ def test_risk_signals_add_up() -> None:
     state = task_state()
     quiet = assess(task=state, activity=activity, tool="known", now=0.0, hours=None)
     assert (quiet.score, quiet.level, quiet.signals) == (0, "low", ())
-    state.note_outside_workspace()
-    state.note_decision("d", "x", (), Effect.DENY, 0.0)
+    state.apply(Decided("d", "x", (), Effect.DENY, 0.0, outside=True))
     state.labels |= {"secret", "untrusted"}
     risky = assess(task=state, activity=activity, tool="new", now=0.0, hours=None)
     assert risky.signals == (

@@ -33,10 +33,10 @@ from tether.credentials import (
     ACCESS_TOKEN_TYPE,
     GRANT_TOKEN_TYPE,
     ExchangeRequest,
-    Settings,
     make_assertion,
     make_proof,
 )
+from tether.credentials.signing_keys import new_master_key
 from tether.errors import CredentialRefused, InvalidInput, NotFound, TetherError
 from tether.identity import (
     check_bundle,
@@ -46,7 +46,6 @@ from tether.identity import (
     rotate_key,
 )
 from tether.model import ApprovalStatus, DecisionRecord, Durability, Effect
-from tether.pdp import ProofRule
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.policy.backtest import policy_effect
 from tether.policy.fmt import format_files
@@ -62,7 +61,6 @@ from tether.policy.testing import (
 )
 from tether.sdk import Guard
 from tether.server import admin_tokens
-from tether.server.limits import RateLimits
 from tether.store import Store
 
 app = typer.Typer(
@@ -172,6 +170,7 @@ def demo(
 ) -> None:
     """Play a scripted story: four agents share a workspace under different runtime policies."""
     from tether.demo import run_demo  # noqa: PLC0415 - the demo is not needed by other commands
+    from tether.server.serving import Serving, run  # noqa: PLC0415
 
     home = run_demo(home, out)
     if not serve:
@@ -198,7 +197,8 @@ def demo(
         highlight=False,
         soft_wrap=True,
     )
-    _serve(store, host="127.0.0.1", port=port, public_url=url, durability=None)
+    store.close()
+    run(Serving(home=str(home), public_url=url), host="127.0.0.1", port=port)
 
 
 @app.command()
@@ -832,6 +832,13 @@ def keys_rotate(
     out.print(f"[green]published[/] {key.kid}, signing from {_when(key.activate_at)}")
 
 
+@keys_app.command("new-master-key")
+def keys_new_master_key() -> None:
+    """Print a new random master key (base64url), for TETHER_MASTER_KEY or the file that
+    TETHER_MASTER_KEY_FILE names: every replica on one database needs the same one."""
+    sys.stdout.write(new_master_key() + "\n")
+
+
 @keys_app.command("list")
 def keys_list() -> None:
     with _guard() as guard:
@@ -1261,47 +1268,26 @@ def serve(
     durability: Annotated[
         Durability | None, typer.Option(help="Of the decision log (docs/audit.md).")
     ] = None,
-    rate: Annotated[float, typer.Option(help="Calls a second each agent may make.")] = 100.0,
+    rate: Annotated[
+        float, typer.Option(help="Calls a second each agent may make (per worker).")
+    ] = 100.0,
     burst: Annotated[float, typer.Option(help="Calls an agent may make at once.")] = 200.0,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (replicas).")] = 1,
 ) -> None:
     """Serve the HTTP API (docs/api.md) on this store, until interrupted."""
+    from tether.server.serving import Serving, run  # noqa: PLC0415 - only serving needs it
+
     public = (public_url or f"http://{host}:{port}").rstrip("/")
-    store = Store(db, home=state.home) if db else Store.at_home(state.home)
-    out.print(f"[green]serving[/] {public} (OpenAPI: {public}/openapi.json)", highlight=False)
-    limits = RateLimits(rate=rate, burst=burst)
-    _serve(store, host=host, port=port, public_url=public, durability=durability, limits=limits)
-
-
-def _serve(
-    store: Store,
-    *,
-    host: str,
-    port: int,
-    public_url: str,
-    durability: Durability | None,
-    limits: RateLimits | None = None,
-) -> None:
-    import uvicorn  # noqa: PLC0415 - only serving needs the server
-
-    from tether.server.app import create_app  # noqa: PLC0415
-
-    public = public_url.rstrip("/")
-    guard = Guard(
-        store,
-        credential_settings=Settings(token_url=f"{public}/v1/token"),
-        proofs=ProofRule(htm="POST", htu=f"{public}/v1/authorize", required=True),
+    config = Serving(
+        home=str(state.home),
+        public_url=public,
+        db=db,
         durability=durability,
+        rate=rate,
+        burst=burst,
     )
-    try:
-        uvicorn.run(
-            create_app(guard, public_url=public, limits=limits),
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-        )
-    finally:
-        guard.close()
+    out.print(f"[green]serving[/] {public} (OpenAPI: {public}/openapi.json)", highlight=False)
+    run(config, host=host, port=port, workers=workers)
 
 
 @admin_token_app.command("create")

@@ -17,7 +17,7 @@ import msgspec
 
 from tether.approvals import ApprovalSettings
 from tether.audit.redaction import Redaction
-from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
+from tether.catalogue import Catalogue, compile_tool, parse_catalogue
 from tether.credentials import add_grant
 from tether.errors import Conflict, InvalidInput, NotFound, PolicyError
 from tether.identity import agent_spiffe_id, check_trust_domain
@@ -171,13 +171,11 @@ class Control:
     def stop_shadow(self, workspace: str) -> None:
         self._write(workspace, lambda changes: changes.shadow_bundle(None))
 
-    def apply_directory(self, path: str | Path) -> str:
-        """Create or update a workspace from a folder: workspace.yaml, catalogue.yaml, policies/."""
-        root = Path(path)
-        try:
-            spec = msgspec.yaml.decode((root / "workspace.yaml").read_bytes(), type=_WorkspaceFile)
-        except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise InvalidInput(f"{root / 'workspace.yaml'}: {exc}") from exc
+    def apply_directory(self, path: str | Path | WorkspaceFolder) -> str:
+        """Create or update a workspace from a folder: workspace.yaml, catalogue.yaml, policies/
+        (or from their text, read elsewhere: a `WorkspaceFolder`)."""
+        folder = path if isinstance(path, WorkspaceFolder) else WorkspaceFolder.read(path)
+        spec = folder.spec()
         if self._store.workspace(spec.name) is None:
             self.add_workspace(
                 spec.name,
@@ -193,10 +191,12 @@ class Control:
             )
         for user in spec.users:
             self.add_user(spec.name, user.name, user.roles)
-        if (root / "catalogue.yaml").exists():
-            self.register_tools(spec.name, load_catalogue_file(root / "catalogue.yaml", spec.name))
-        if (root / "policies").is_dir():
-            self.activate_policies(spec.name, root / "policies")
+        if folder.catalogue is not None:
+            where = str(Path(folder.source) / "catalogue.yaml")
+            tools = parse_catalogue(folder.catalogue, spec.name, where=where)
+            self.register_tools(spec.name, tools)
+        if folder.policies is not None:
+            self.activate_policies(spec.name, folder.policies)
         self._sync_grants(spec.name, spec.grants)
         return spec.name
 
@@ -318,6 +318,46 @@ def _catalogue(tools: Iterable[Tool]) -> Catalogue:
 
 def _files(source: Mapping[str, str] | str | Path) -> Mapping[str, str]:
     return source if isinstance(source, Mapping) else read_policy_dir(source)
+
+
+class WorkspaceFolder(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A workspace folder as read: the text of workspace.yaml, of catalogue.yaml and of each
+    file under policies/ (None where the folder has none), and `source`, where it was read, for
+    errors to name. It is how a folder the service cannot see is applied over HTTP."""
+
+    workspace: str
+    catalogue: str | None = None
+    policies: dict[str, str] | None = None
+    source: str = "."
+
+    @classmethod
+    def read(cls, path: str | Path) -> WorkspaceFolder:
+        root = Path(path)
+        catalogue = root / "catalogue.yaml"
+        return cls(
+            workspace=_read_text(root / "workspace.yaml"),
+            catalogue=_read_text(catalogue) if catalogue.exists() else None,
+            policies=read_policy_dir(root / "policies") if (root / "policies").is_dir() else None,
+            source=str(root),
+        )
+
+    def spec(self) -> _WorkspaceFile:
+        """workspace.yaml, checked."""
+        try:
+            return msgspec.yaml.decode(self.workspace, type=_WorkspaceFile)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidInput(f"{Path(self.source) / 'workspace.yaml'}: {exc}") from exc
+
+    @property
+    def name(self) -> str:
+        return self.spec().name
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path}: {exc}") from exc
 
 
 class _AgentEntry(msgspec.Struct, forbid_unknown_fields=True):

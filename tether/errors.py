@@ -69,3 +69,41 @@ class CredentialRefused(TetherError):
 
 class Forbidden(TetherError):
     """The caller may not do this (an approver without the role, an agent approving itself)."""
+
+
+class Unavailable(TetherError):
+    """The service could not answer now (unreachable, overloaded, too slow); try again later."""
+
+
+# -- errors over HTTP ------------------------------------------------------------------------------
+# The HTTP API names the class of each error in its problem document's `type` (RFC 9457), so a
+# client, the remote Guard, raises the very class the embedded Guard would have raised.
+
+PROBLEM_TYPE = "urn:tether:problem:"
+_BY_NAME: dict[str, type[TetherError]] = {
+    kind.__name__: kind
+    for kind in (
+        NotFound,
+        Conflict,
+        InvalidInput,
+        CatalogueError,
+        PolicyError,
+        CredentialRefused,
+        Forbidden,
+        Unavailable,
+    )
+}
+
+
+def problem_type(exc: BaseException) -> str:
+    """The `type` of the problem document that reports `exc`."""
+    for kind in type(exc).__mro__:
+        if _BY_NAME.get(kind.__name__) is kind:
+            return PROBLEM_TYPE + kind.__name__
+    return "about:blank"
+
+
+def error_class(type_uri: str) -> type[TetherError] | None:
+    """The class a problem document's `type` names, if it names one."""
+    name = type_uri.removeprefix(PROBLEM_TYPE) if type_uri.startswith(PROBLEM_TYPE) else ""
+    return _BY_NAME.get(name)

@@ -159,6 +159,28 @@ class Task(msgspec.Struct, frozen=True):
     parent: str | None = None  # the task that delegated it, for a sub-agent's task
 
 
+class TaskSummary(msgspec.Struct, frozen=True):
+    """What a task has done so far, as its agent may read it: the task, its status, how many
+    calls it made, was allowed, was denied, reported (`executed`), made outside its workspace,
+    the labels it acquired, and its allowed calls by tool and by effect. A remote Guard's
+    `task.state`; an embedded Guard's is the live state itself (tether/session)."""
+
+    task: Task
+    status: TaskStatus
+    calls: int
+    allowed: int
+    denied: int
+    executed: int
+    outside_workspace: int
+    labels: frozenset[str]
+    calls_by_tool: dict[str, int]
+    calls_by_effect: dict[str, int]
+
+    @property
+    def id(self) -> str:
+        return self.task.id
+
+
 class PolicyBundleRecord(msgspec.Struct, frozen=True):
     """A stored policy bundle: its files, the Cedar schema it was validated against, its version."""
 

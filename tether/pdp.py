@@ -6,6 +6,10 @@ Each stage is a small function that reads the `Call`, may add to it, and returns
 a `Reason` to deny. The pipeline runs every stage under a guard: an exception, or missing data,
 is a deny whose reason names the stage. Every decision, denies included, is recorded and
 committed before it is answered; if it cannot be recorded, the answer is a deny.
+
+Stages only read the task's state; the decision changes it once decided, as one event
+(tether/session/task.py), before it is recorded. Where tasks are shared by several processes,
+adding that event is how a decision made on a stale state is found out: it is then made again.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +42,7 @@ from tether.model import (
     new_id,
 )
 from tether.policy import Bundle, Verdict, evaluate
-from tether.session import TaskState
+from tether.session import Decided, TaskState, TaskStates
 from tether.session.risk import Activity, AgentActivity, assess
 from tether.store import Store
 from tether.workspace import Views, WorkspaceView
@@ -46,6 +50,7 @@ from tether.workspace import Views, WorkspaceView
 log = logging.getLogger("tether.pdp")
 
 MAX_ARGS_BYTES = 1024 * 1024
+MAX_ATTEMPTS = 5  # decisions of one call, when other processes keep changing its task
 _encode = msgspec.json.Encoder().encode
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 _decode = msgspec.json.Decoder().decode
@@ -94,11 +99,31 @@ class Call:
     claims: AccessClaims | None = None
     shadow: dict[str, Any] | None = None  # the shadow bundle's answer, for the record
     approval_id: str | None = None
+    outside: bool = False  # aimed at another workspace (the task remembers it: a risk signal)
+    said: bytes | None = None  # the arguments (JSON) the decision read: the agent said them
     decision_id: str = field(default_factory=lambda: new_id("dec_"))
+
+    def again(self, now: float) -> Call:
+        """The same call, authenticated, to be decided again on its task's newer state."""
+        return Call(
+            self.request, now, task=self.task, claims=self.claims, decision_id=self.decision_id
+        )
+
+    def event(self, decision: Decision) -> Decided:
+        """What deciding it did to its task."""
+        return Decided(
+            decision_id=decision.decision_id,
+            tool=self.request.tool,
+            effects=self.tool.spec.effects if self.tool is not None else (),
+            effect=decision.effect,
+            at=self.now,
+            args=self.said,
+            outside=self.outside,
+        )
 
 
 def authenticate(
-    call: Call, tasks: Mapping[str, TaskState], credentials: Credentials, proofs: ProofRule
+    call: Call, tasks: TaskStates, credentials: Credentials, proofs: ProofRule
 ) -> Reason | None:
     """Who is calling, for whom, in which task: a valid, unrevoked task token (and, when sent or
     required, the proof its holder has the key)."""
@@ -134,7 +159,7 @@ def authenticate(
     return None
 
 
-def _task_of(claims: AccessClaims, tasks: Mapping[str, TaskState]) -> TaskState | None:
+def _task_of(claims: AccessClaims, tasks: TaskStates) -> TaskState | None:
     task = tasks.get(claims.task)
     if task is None or (task.task.workspace, task.task.agent) != (claims.ws, claims.agent):
         return None
@@ -148,7 +173,7 @@ def workspace_gate(call: Call, views: Views) -> Reason | None:
     task = call.task.task
     target = call.request.workspace or task.workspace
     if target != task.workspace:
-        call.task.note_outside_workspace()  # a risk signal for the rest of the task
+        call.outside = True  # a risk signal for the rest of the task
         return Reason(
             Stage.WORKSPACE,
             f"task {task.id} belongs to workspace {task.workspace} (its token was issued "
@@ -233,7 +258,7 @@ def build_context(call: Call, activity: Activity) -> Reason | None:
         now=call.now,
         delegation=call.claims.delegation() if call.claims is not None else None,
     )
-    task.note_arguments(call.args_json)  # after the sources: no value vouches for itself
+    call.said = call.args_json  # noted after this call: no value vouches for itself
     return None
 
 
@@ -491,7 +516,7 @@ class PDP:
         self,
         store: Store,
         views: Views,
-        tasks: Mapping[str, TaskState],
+        tasks: TaskStates,
         *,
         credentials: Credentials,
         approvals: Approvals,
@@ -548,16 +573,30 @@ class PDP:
         if call.task is None:
             return self._conclude(call, denial)
         # One decision at a time per task: each sees the task state the one before it left
-        # (its call counts), even when an agent calls from several threads at once.
+        # (its call counts), even when an agent calls from several threads at once; and, where
+        # tasks are shared, one decided elsewhere meanwhile makes this one be decided again.
         with call.task.lock:
-            denial = denial or (
-                stage(Stage.WORKSPACE, workspace_gate, call, self._views)
-                or stage(Stage.TASK, task_gate, call)
-                or stage(Stage.CONTEXT, build_context, call, self._activity)
-                or stage(Stage.POLICY, apply_policy, call)
-                or stage(Stage.APPROVAL, seek_approval, call, self._approvals)
-            )
-            return self._conclude(call, denial)
+            for _ in range(MAX_ATTEMPTS):
+                reason = denial or (
+                    stage(Stage.WORKSPACE, workspace_gate, call, self._views)
+                    or stage(Stage.TASK, task_gate, call)
+                    or stage(Stage.CONTEXT, build_context, call, self._activity)
+                    or stage(Stage.POLICY, apply_policy, call)
+                    or stage(Stage.APPROVAL, seek_approval, call, self._approvals)
+                )
+                decision = _answer(call, reason)
+                try:
+                    if self._tasks.add(call.task, call.event(decision)):
+                        return self._conclude(call, decision)
+                    self._tasks.catch_up(call.task)
+                except Exception as exc:
+                    why = _describe(exc)
+                    log.exception("task %s could not be updated", call.task.id)
+                    text = f"the task's state could not be kept, so the call is denied: {why}"
+                    return self._conclude(call, _denied(decision, Reason(Stage.RECORD, text)))
+                call = call.again(self._clock())
+            text = "the task kept changing in another process while this call was decided"
+            return self._conclude(call, _denied(decision, Reason(Stage.RECORD, text)))
 
     def _stage(
         self, stage: Stage, fn: Callable[..., Reason | None], call: Call, *args: Any
@@ -571,31 +610,27 @@ class PDP:
         finally:
             timer(stage, time.perf_counter_ns() - started)
 
-    def _conclude(self, call: Call, denial: Reason | None) -> Decision:
-        """Answer, record, and count the decision in its task, in that order."""
-        decision = _answer(call, denial)
+    def _conclude(self, call: Call, decided: Reason | Decision | None) -> Decision:
+        """Record the decision (a deny for `decided` when it is a reason), then answer it."""
+        decision = decided if isinstance(decided, Decision) else _answer(call, decided)
         started = time.perf_counter_ns() if self.stage_timer is not None else 0
         try:
             record(call, self._log, decision, self._views)
         except Exception as exc:
             log.exception("decision %s could not be recorded", decision.decision_id)
             text = f"the decision could not be recorded, so the call is denied: {_describe(exc)}"
-            return msgspec.structs.replace(
-                decision,
-                effect=Effect.DENY,
-                reasons=(Reason(Stage.RECORD, text),),
-                approver_roles=(),
-            )
-        effects = call.tool.spec.effects if call.tool is not None else ()
-        if call.task is not None:
-            call.task.note_decision(
-                decision.decision_id, call.request.tool, effects, decision.effect, call.now
-            )
+            return _denied(decision, Reason(Stage.RECORD, text))
         if call.activity is not None:
             call.activity.note(call.request.tool, decision.effect is Effect.ALLOW, call.now)
         if self.stage_timer is not None:
             self.stage_timer(Stage.RECORD, time.perf_counter_ns() - started)
         return decision
+
+
+def _denied(decision: Decision, reason: Reason) -> Decision:
+    return msgspec.structs.replace(
+        decision, effect=Effect.DENY, reasons=(reason,), approver_roles=()
+    )
 
 
 def _guarded(

@@ -4,7 +4,11 @@ A view is built from one consistent store snapshot (agents, catalogue, active bu
 and never changes; a change anywhere in the workspace produces a new view that replaces the old
 one in a single reference swap. Other processes and replicas change the store too, so the cache
 asks the store for workspace revisions at most every `poll_interval` seconds: a suspension made
-elsewhere is enforced here within that interval (DESIGN.md section 6 asks for one second).
+elsewhere is enforced here within that interval (DESIGN.md section 6 asks for one second). On
+PostgreSQL the store's listener also tells the cache when a workspace changed elsewhere, and the
+next `get` polls at once (milliseconds instead of up to the interval; see store/notify.py for
+why the interval stays as it is). A notification never changes a view in place: it only makes
+the next poll come sooner, and a decision keeps the view it started with.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tether.model import Agent, Workspace
 from tether.policy import Bundle, compile_bundle, parse_schema, workspace_entities
 from tether.session.risk import WorkingHours
 from tether.store import Store, WorkspaceSnapshot
+from tether.store.notify import WORKSPACE
 
 POLL_INTERVAL = 0.25
 log = logging.getLogger("tether.workspace")
@@ -110,11 +115,19 @@ class Views:
         self._poll_interval = poll_interval
         self._clock = clock
         self._polled_at = clock()
+        self._due = False  # another process changed a workspace: poll on the next use
+        store.listener.subscribe(WORKSPACE, self._changed_elsewhere)
+
+    def _changed_elsewhere(self, _workspace: str | None) -> None:
+        self._due = True
+
+    def _poll_if_due(self) -> None:
+        if self._due or self._clock() - self._polled_at >= self._poll_interval:
+            self.poll()
 
     def get(self, name: str) -> WorkspaceView | None:
         """The workspace's current view; None if it does not exist. Raises BrokenWorkspace."""
-        if self._clock() - self._polled_at >= self._poll_interval:
-            self.poll()
+        self._poll_if_due()
         view = self._views.get(name)
         if view is None:
             view = self.refresh(name)
@@ -145,8 +158,7 @@ class Views:
         did not get as far as the workspace's view (a call denied before it): its cached view's
         setting, loading the view if this process has not yet; a workspace that does not exist
         has no setting to keep."""
-        if self._clock() - self._polled_at >= self._poll_interval:
-            self.poll()
+        self._poll_if_due()
         view = self._views.get(name)
         if view is None:
             view = self.refresh(name)
@@ -154,6 +166,7 @@ class Views:
 
     def poll(self) -> None:
         """Reload every cached view whose workspace changed in the store since it was built."""
+        self._due = False  # before reading: a change notified from now on is polled again
         self._polled_at = self._clock()
         revisions = self._store.revisions()
         for name, view in list(self._views.items()):

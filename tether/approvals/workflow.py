@@ -5,6 +5,10 @@ A request's life: `pending` until a person with the asked-for role approves or d
 expires, or its agent is suspended (`cancelled`). An approval is a grant for that one call (tool,
 canonical arguments, task) until the request's expiry; the decision that spends it marks it
 `used`, so it authorizes exactly one call. Every step is an event in the store.
+
+An agent waiting for a person's answer (`wait`) re-reads its request now and then, and also as
+soon as this process changes a request or, on PostgreSQL, another process's change is notified
+(store/notify.py): an approval given on any replica lets the call go ahead in milliseconds.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from tether.model import (
     no_events,
 )
 from tether.store import Store
+from tether.store.notify import APPROVAL
 
 log = logging.getLogger("tether.approvals")
 
@@ -49,6 +54,9 @@ class Approvals:
         self._events = events
         self._notifier: Notifier | None = None
         self._notifier_lock = threading.Lock()
+        self._changes = threading.Condition()  # wakes `wait` when some request changed
+        self._generation = 0  # how many changes this process has heard of
+        store.listener.subscribe(APPROVAL, self._changed)
 
     def close(self, timeout: float = 5.0) -> None:
         """Give pending webhook deliveries up to `timeout` seconds."""
@@ -174,18 +182,32 @@ class Approvals:
             ):
                 self._audit(request, event)
                 cancelled.append(request.id)
+        if cancelled:
+            self._changed()
         return cancelled
 
     def wait(self, approval_id: str, timeout: float, poll: float = 0.1) -> ApprovalRequest:
         """Block until the request is decided (or expires, or is cancelled), at most `timeout`
-        seconds; returns it as it then is."""
+        seconds; returns it as it then is. It is re-read when a change is heard of, and else
+        after `poll` seconds, then less often (up to every second, or every `poll` if longer)."""
         deadline = time.monotonic() + max(0.0, timeout)
+        longest = max(poll, 1.0)
         while True:
+            with self._changes:
+                heard = self._generation
             request = self.get(approval_id)
             if request.status is not ApprovalStatus.PENDING or time.monotonic() >= deadline:
                 return request
-            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
-            poll = min(poll * 1.5, 1.0)
+            with self._changes:
+                if self._generation == heard:  # else a change came while reading: read again
+                    self._changes.wait(min(poll, max(0.0, deadline - time.monotonic())))
+            poll = min(poll * 1.5, longest)
+
+    def _changed(self, _approval_id: str | None = None) -> None:
+        """Some request changed here or (notified) elsewhere: every `wait` reads its own again."""
+        with self._changes:
+            self._generation += 1
+            self._changes.notify_all()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -208,6 +230,7 @@ class Approvals:
         ):
             now = self.get(approval_id).status.value
             raise Conflict(f"approval {approval_id} was {now} meanwhile; nothing changed")
+        self._changed(approval_id)
         self._audit(request, event)
         return self.get(approval_id)
 

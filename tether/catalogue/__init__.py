@@ -2,7 +2,7 @@
 
 Public names: `CompiledTool`, `Catalogue`, `compile_tool`, `ArgumentError`, `CedarType`,
 `args_type`, `cedar_schema`, `context_fields`, `decision_context`, `tool_context`,
-`load_catalogue_file`, `AGENT_ATTRIBUTES`, `WELL_KNOWN_EFFECTS`, `PROVENANCES`.
+`load_catalogue_file`, `parse_catalogue`, `AGENT_ATTRIBUTES`, `WELL_KNOWN_EFFECTS`, `PROVENANCES`.
 """
 
 from tether.catalogue.cedar_schema import (
@@ -15,7 +15,7 @@ from tether.catalogue.cedar_schema import (
     tool_context,
 )
 from tether.catalogue.compiled import Catalogue, CompiledTool, compile_tool
-from tether.catalogue.files import load_catalogue_file
+from tether.catalogue.files import load_catalogue_file, parse_catalogue
 from tether.catalogue.json_schema import ArgumentError, CedarType, args_type
 
 __all__ = [
@@ -32,5 +32,6 @@ __all__ = [
     "context_fields",
     "decision_context",
     "load_catalogue_file",
+    "parse_catalogue",
     "tool_context",
 ]

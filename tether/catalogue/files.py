@@ -44,15 +44,23 @@ class _File(msgspec.Struct, forbid_unknown_fields=True):
 
 def load_catalogue_file(path: str | Path, workspace: str) -> list[Tool]:
     """The tools a catalogue file declares; InvalidInput names the file and the bad field."""
-    path = Path(path)
     try:
-        parsed = msgspec.yaml.decode(path.read_bytes(), type=_File)
-    except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        text = Path(path).read_bytes()
+    except OSError as exc:
         raise InvalidInput(f"{path}: {exc}") from exc
+    return parse_catalogue(text, workspace, where=str(path))
+
+
+def parse_catalogue(text: str | bytes, workspace: str, *, where: str) -> list[Tool]:
+    """The tools a catalogue file's text declares; `where` names the file in errors."""
+    try:
+        parsed = msgspec.yaml.decode(text, type=_File)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidInput(f"{where}: {exc}") from exc
     names = [e.name for e in parsed.tools]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise InvalidInput(f"{path}: tools named more than once: {twice}")
+        raise InvalidInput(f"{where}: tools named more than once: {twice}")
     return [
         Tool(
             workspace=workspace,

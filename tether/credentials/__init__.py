@@ -16,6 +16,7 @@ from tether.credentials.token_exchange import (
     GRANT_TOKEN_TYPE,
     JWT_SVID_TOKEN_TYPE,
     JWT_TOKEN_TYPE,
+    USER_TOKEN_TYPE,
     ExchangeRequest,
     ExchangeResponse,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "GRANT_TOKEN_TYPE",
     "JWT_SVID_TOKEN_TYPE",
     "JWT_TOKEN_TYPE",
+    "USER_TOKEN_TYPE",
     "AccessClaims",
     "Credentials",
     "ExchangeRequest",

@@ -1,16 +1,28 @@
 """Compact JWS (RFC 7515) read strictly, for every token, assertion and proof Tether accepts.
 
-One place decides what a well-formed token is: ASCII, bounded in size, three segments, a JSON
-header with `alg` ES256 (never `none`, never a MAC: no algorithm confusion), and a signature
-that verifies. Every failure is a CredentialRefused naming what was wrong.
+One place decides what a well-formed token is: ASCII, bounded in size, three base64url segments
+without padding, a JSON object header with `alg` ES256 (never `none`, never a MAC: no algorithm
+confusion) and no `crit` extension, and a 64-byte P-256 signature that verifies. Every failure is
+a CredentialRefused naming what was wrong.
+
+Reading is done here, with `cryptography` verifying the signature, rather than by joserfc's
+general JWS machinery: a DPoP proof is read on every remote call, and the general path cost
+about three times the signature check itself. joserfc still signs.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Any
 
+import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jws
-from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
 from tether.errors import CredentialRefused
@@ -18,36 +30,86 @@ from tether.identity.jwk import ALGORITHM
 
 MAX_TOKEN_BYTES = 8192
 _ALGORITHMS = [ALGORITHM]
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+_SIGNATURE_BYTES = 64  # ES256: r and s, 32 bytes each
+_ECDSA = ec.ECDSA(hashes.SHA256())
+_decode_json = msgspec.json.Decoder().decode
 
 
-def unverified_header(token: object, what: str, error: str = "invalid_token") -> dict[str, Any]:
-    """The header of a compact JWS, before its signature is checked (to choose the key)."""
+class _Malformed(ValueError):
+    pass
+
+
+def _b64(segment: str) -> bytes:
+    if len(segment) % 4 == 1 or not _SEGMENT.fullmatch(segment):
+        raise _Malformed("a segment is not base64url")
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except binascii.Error as exc:
+        raise _Malformed(f"a segment is not base64url: {exc}") from exc
+    # One text per token: unused low bits in the last character would make another text of
+    # the same signature (a proof that is "different" yet the same), so they must be zero.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode():
+        raise _Malformed("a segment is not canonical base64url")
+    return raw
+
+
+def _segments(token: object, what: str, error: str) -> list[str]:
     if not isinstance(token, str) or not token:
         raise CredentialRefused(f"no {what} was presented", error)
     if len(token) > MAX_TOKEN_BYTES or not token.isascii():
         raise CredentialRefused(f"the {what} is not a compact JWS of at most 8 KiB", error)
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise CredentialRefused(f"the {what} is malformed: not three segments", error)
+    return segments
+
+
+def unverified_header(token: object, what: str, error: str = "invalid_token") -> dict[str, Any]:
+    """The header of a compact JWS, before its signature is checked (to choose the key)."""
+    segments = _segments(token, what, error)
     try:
-        header = jws.extract_compact(token.encode()).headers()
-    except (JoseError, ValueError, TypeError) as exc:
+        header = _decode_json(_b64(segments[0]))
+    except (_Malformed, msgspec.DecodeError) as exc:
         raise CredentialRefused(f"the {what} is malformed: {exc}", error) from exc
+    if not isinstance(header, dict):
+        raise CredentialRefused(f"the {what} is malformed: its header is not an object", error)
     if header.get("alg") != ALGORITHM:
         raise CredentialRefused(
             f"the {what} is signed with {header.get('alg')!r}; only {ALGORITHM} is accepted", error
         )
-    return dict(header)
+    if "crit" in header:
+        raise CredentialRefused(f"the {what} names critical extensions; none is supported", error)
+    return header
 
 
 def unverified_payload(token: str) -> bytes:
     """The payload of a token whose header was read, before its signature is checked."""
-    return jws.extract_compact(token.encode()).payload
+    return _b64(token.split(".")[1])
 
 
 def verified_payload(token: str, key: ECKey, what: str, error: str = "invalid_token") -> bytes:
     """The payload of `token` if `key` verifies its signature."""
+    unverified_header(token, what, error)
+    head, body, signature = token.split(".")
     try:
-        return jws.deserialize_compact(token, key, algorithms=_ALGORITHMS).payload
-    except (JoseError, ValueError, TypeError) as exc:
+        raw = _b64(signature)
+        payload = _b64(body)
+    except _Malformed as exc:
+        raise CredentialRefused(f"the {what} is malformed: {exc}", error) from exc
+    public = key.public_key
+    if (
+        len(raw) != _SIGNATURE_BYTES
+        or not isinstance(public, ec.EllipticCurvePublicKey)
+        or not isinstance(public.curve, ec.SECP256R1)
+    ):
+        raise CredentialRefused(f"the {what}'s signature does not verify", error)
+    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+    try:
+        public.verify(encode_dss_signature(r, s), f"{head}.{body}".encode(), _ECDSA)
+    except InvalidSignature as exc:
         raise CredentialRefused(f"the {what}'s signature does not verify", error) from exc
+    return payload
 
 
 def sign(header: dict[str, Any], payload: bytes, key: ECKey) -> str:

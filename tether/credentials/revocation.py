@@ -3,11 +3,13 @@ agent, by workspace; the check on every call is a handful of dict lookups in mem
 
 Revocations are rows in the store with a sequence number. Every process loads the rows newer
 than the last it saw, at most `poll_interval` seconds after they were written, and at once when
-it revoked them itself. An agent or workspace revocation refuses every token issued before it,
-and, since tokens carry the clock of the process that issued them, also those issued up to the
-allowed clock skew after it: a suspended agent that is resumed gets working tokens again only
-once that much time has passed. Every entry is forgotten once no token it could refuse is still
-alive, so the maps stay as small as the live tokens.
+it revoked them itself; on PostgreSQL, also on the first check after another process's
+notification arrives (milliseconds after it commits: store/notify.py). An agent or workspace
+revocation refuses every token issued before it, and, since tokens carry the clock of the
+process that issued them, also those issued up to the allowed clock skew after it: a suspended
+agent that is resumed gets working tokens again only once that much time has passed. Every
+entry is forgotten once no token it could refuse is still alive, so the maps stay as small as the
+live tokens.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tether.credentials.access_token import AccessClaims
 from tether.errors import InvalidInput
 from tether.identity import parse_agent_spiffe_id
 from tether.store import Store
+from tether.store.notify import REVOCATION
 
 POLL_INTERVAL = 0.25
 PRUNE_INTERVAL = 60.0
@@ -58,7 +61,12 @@ class Revocations:
         self._pruned_at = float("-inf")
         # kind -> subject -> (when it was revoked, why, until when it matters)
         self._entries: dict[str, dict[str, tuple[float, str, float]]] = {k: {} for k in Revoked}
+        self._due = False  # another process revoked something: load it on the next check
+        store.listener.subscribe(REVOCATION, self._revoked_elsewhere)
         self.refresh()
+
+    def _revoked_elsewhere(self, _kind: str | None) -> None:
+        self._due = True
 
     def revoke(
         self,
@@ -78,6 +86,7 @@ class Revocations:
     def refresh(self) -> None:
         with self._lock:
             now = self._clock()
+            self._due = False  # before reading: a revocation notified from now on is read again
             self._polled_at = now
             if now - self._pruned_at >= PRUNE_INTERVAL:
                 self._prune(now)
@@ -99,7 +108,7 @@ class Revocations:
 
     def check(self, claims: AccessClaims, now: float) -> str | None:  # noqa: PLR0911 - one reason each
         """Why the token is revoked, or None. Polls the store when the interval has passed."""
-        if now - self._polled_at >= self._poll_interval or now < self._polled_at:
+        if self._due or now - self._polled_at >= self._poll_interval or now < self._polled_at:
             self.refresh()
         entries = self._entries
         tokens = entries[Revoked.TOKEN]

@@ -23,7 +23,7 @@ from tether.credentials import access_token
 from tether.credentials.access_token import DOWNSTREAM_USE, TASK_USE, AccessClaims, issued_at
 from tether.credentials.actors import authenticate_actor
 from tether.credentials.dpop import check_proof
-from tether.credentials.grants import live_grant
+from tether.credentials.grants import find_grant, live_grant
 from tether.credentials.jws import MAX_TOKEN_BYTES
 from tether.credentials.revocation import Revocations, Revoked
 from tether.credentials.signing_keys import Keyring, load_master_key
@@ -33,6 +33,7 @@ from tether.credentials.token_exchange import (
     GRANT_TYPE,
     JWT_SVID_TOKEN_TYPE,
     JWT_TOKEN_TYPE,
+    USER_TOKEN_TYPE,
     ExchangeRequest,
     ExchangeResponse,
     attenuate,
@@ -220,7 +221,7 @@ class Credentials:
             subject_workspace=lambda: self._subject_workspace(request, now),
         )
         agent = actor.agent
-        grant, parent = self._subject(request, now)
+        grant, parent = self._subject(request, agent, now)
         if grant.workspace != agent.workspace:
             raise CredentialRefused(
                 f"the actor belongs to workspace {agent.workspace}, the grant to {grant.workspace}",
@@ -313,10 +314,24 @@ class Credentials:
             pass
         raise CredentialRefused("the subject token is not valid", "invalid_grant")
 
-    def _subject(self, request: ExchangeRequest, now: float) -> tuple[Grant, AccessClaims | None]:
-        """On whose authority: the grant, and the parent token when delegating further."""
+    def _subject(
+        self, request: ExchangeRequest, agent: Agent, now: float
+    ) -> tuple[Grant, AccessClaims | None]:
+        """On whose authority: the grant, and the parent token when delegating further.
+        `agent`: the actor, proven by now (so a user's grants are looked up only for it)."""
         if request.subject_token_type == GRANT_TOKEN_TYPE:
             return live_grant(self.store, request.subject_token, now), None
+        if request.subject_token_type == USER_TOKEN_TYPE:
+            tools = request.scope.split() if request.scope is not None else ()
+            grant = find_grant(
+                self.store,
+                workspace=agent.workspace,
+                user=request.subject_token,
+                agent=agent.name,
+                tools=tools,
+                now=now,
+            )
+            return grant, None
         if request.subject_token_type == ACCESS_TOKEN_TYPE:
             # Delegating a token takes its key: the delegator proves it holds the parent.
             parent = self.authenticate(
@@ -327,7 +342,8 @@ class Credentials:
             )
             return live_grant(self.store, parent.grant, now), parent
         raise CredentialRefused(
-            f"subject_token_type must be {GRANT_TOKEN_TYPE} or {ACCESS_TOKEN_TYPE}",
+            f"subject_token_type must be {GRANT_TOKEN_TYPE}, {USER_TOKEN_TYPE} or "
+            f"{ACCESS_TOKEN_TYPE}",
             "invalid_request",
         )
 

@@ -135,7 +135,9 @@ class Keyring:
     def verification_key(self, kid: str, now: float) -> SigningKey | None:
         """The key `kid` names if it is published and not retired at `now`."""
         key = self._keys.get(kid)
-        if key is None and now - self._loaded_at >= 1.0:  # rotated elsewhere, maybe
+        # Rotated elsewhere, maybe (or the first key made elsewhere): read again, but not for
+        # every made-up kid a caller sends.
+        if key is None and (not self._keys or now - self._loaded_at >= 1.0):
             with self._lock:
                 self._reload()
             key = self._keys.get(kid)
@@ -209,7 +211,8 @@ class Keyring:
         except InvalidTag as exc:
             raise TetherError(
                 f"signing key {record.kid} cannot be decrypted: is this the master key it was "
-                "sealed with?"
+                f"sealed with? Every process on one store needs the same master key "
+                f"({MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV})"
             ) from exc
         return SigningKey(
             kid=record.kid,

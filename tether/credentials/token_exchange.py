@@ -2,7 +2,9 @@
 one.
 
 The subject token says on whose authority: a user's delegation grant (its id, token type
-`GRANT_TOKEN_TYPE`), or a parent task token being delegated further. The actor token proves who
+`GRANT_TOKEN_TYPE`), the user (their name, `USER_TOKEN_TYPE`: their live grant to the proven
+actor that covers the scope, found as the embedded Guard finds it), or a parent task token being
+delegated further. The actor token proves who
 is asking: the agent's own signed assertion (RFC 7523) or a SPIFFE JWT-SVID. The new token is
 computed, never copied from the request: its tools are what was asked for only if that is within
 the parent's (or grant's) tools, the grant's and the agent's ceiling; its expiry is the earliest
@@ -25,15 +27,17 @@ GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 GRANT_TOKEN_TYPE = "urn:tether:params:oauth:token-type:delegation-grant"
+USER_TOKEN_TYPE = "urn:tether:params:oauth:token-type:user"
 JWT_SVID_TOKEN_TYPE = "urn:tether:params:oauth:token-type:jwt-svid"
 
 
 class ExchangeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The token request (RFC 8693 section 2.1), plus Tether's parameters: `request` (the
     user's words the task serves), `task_id` (renew that task's token instead of starting a
-    task), `task_ttl` (how long a new task may run) and `subject_proof` (when the subject is a
+    task), `task_ttl` (how long a new task may run), `subject_proof` (when the subject is a
     task token: a DPoP proof for the token endpoint signed with that token's key, so only its
-    holder can delegate it)."""
+    holder can delegate it) and `decision_id` (a downstream token for the API `audience`, for
+    that one allowed call of the subject token's task; see `Credentials.downstream`)."""
 
     subject_token: str
     subject_token_type: str
@@ -47,6 +51,7 @@ class ExchangeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     task_id: str | None = None
     task_ttl: float | None = None
     subject_proof: str | None = None
+    decision_id: str | None = None
 
 
 class ExchangeResponse(msgspec.Struct, frozen=True):

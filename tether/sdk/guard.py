@@ -1,21 +1,16 @@
 """The Guard: Tether's Python API for agents and the people who run them.
 
 `Guard.embedded(home)` runs the whole decision point in-process on the home folder's store;
-the remote mode (the HTTP issue) will offer exactly these methods over the API.
+`Guard.remote(url)` (remote.py) offers exactly these methods over the HTTP API.
 """
 
 from __future__ import annotations
 
-import contextvars
-import functools
-import inspect
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from joserfc.jwk import ECKey
@@ -23,9 +18,8 @@ from joserfc.jwk import ECKey
 from tether.approvals import Approvals
 from tether.audit import AuditLog
 from tether.audit.log import durability_from_env
-from tether.control import Control
+from tether.control import Control, WorkspaceFolder
 from tether.credentials import (
-    ACCESS_TOKEN_TYPE,
     GRANT_TOKEN_TYPE,
     AccessClaims,
     Credentials,
@@ -36,15 +30,15 @@ from tether.credentials import (
     find_grant,
     live_grant,
     make_assertion,
-    make_proof,
 )
-from tether.errors import InvalidInput, NotFound, TetherError
+from tether.credentials.signing_keys import load_master_key
+from tether.errors import InvalidInput, NotFound
 from tether.model import (
     Agent,
     AgentStatus,
     ApprovalRequest,
-    ApprovalStatus,
     Decision,
+    DecisionRecord,
     Durability,
     Effect,
     Grant,
@@ -57,33 +51,42 @@ from tether.model import (
 from tether.pdp import PDP, AuthorizeRequest, ProofRule
 from tether.policy import Bundle, compile_bundle
 from tether.policy.backtest import BacktestReport, backtest
-from tether.sdk.errors import ApprovalRequired, Denied
+from tether.sdk.decorator import ToolDecorator
+from tether.sdk.handle import TaskHandleBase
 from tether.sdk.keys import AgentKeys
-from tether.sdk.signature import args_schema_of
-from tether.session import TaskState
+from tether.session import TaskState, TaskStates, observe, sealing_key
 from tether.store import Store
 from tether.workspace import Views
+
+if TYPE_CHECKING:
+    from tether.sdk.remote import RemoteGuard
 
 log = logging.getLogger("tether.sdk")
 
 DEFAULT_TASK_TTL = 15 * 60.0
 MAX_TASK_TTL = 24 * 3600.0
 DEFAULT_GRANT_LIFETIME = 30 * 86400.0
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-_current_task: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar(
-    "tether_task", default=None
-)
+MAX_DECISIONS = 1000  # records one query returns
 
 
-def current_task() -> TaskHandle | None:
-    """The task the calling code runs in (set by `with guard.task(...)`), if any."""
-    return _current_task.get()
+def checked_task(
+    workspace: str, agent: str, user: str, request: str, *, tools: Iterable[str], ttl: float
+) -> tuple[str, str, tuple[str, ...]]:
+    """A task as either kind of Guard checks it before asking for its token; returns the user,
+    the request and the tools as plain strings (what policies compare must be exactly what is
+    recorded), the tools sorted."""
+    tools = tuple(tools)
+    if not all(isinstance(v, str) for v in (workspace, agent, user, request, *tools)):
+        raise InvalidInput("workspace, agent, user, request and tools must be strings")
+    user, request = str.__str__(user), str.__str__(request)
+    if not user.strip():
+        raise InvalidInput("a task acts for a user; name them")
+    if not 0 < ttl <= MAX_TASK_TTL:
+        raise InvalidInput(f"task ttl must be between 0 and {MAX_TASK_TTL:.0f} seconds")
+    return user, request, tuple(sorted({str.__str__(t) for t in tools}))
 
 
-class Guard:
+class Guard(ToolDecorator):
     """`master_key`: the key the service's signing keys are sealed with (default: from the
     environment, or `<home>/master.key` for an embedded store)."""
 
@@ -96,13 +99,19 @@ class Guard:
         credential_settings: Settings | None = None,
         durability: Durability | None = None,
         proofs: ProofRule | None = None,
+        shared_tasks: bool | None = None,
     ) -> None:
         """`durability`: of the decision log (docs/audit.md); default `TETHER_AUDIT_DURABILITY`,
         else `commit`. `proofs`: what DPoP proofs calls must carry (the HTTP service requires
-        one, for its URL; in-process none is needed)."""
+        one, for its URL; in-process none is needed). `shared_tasks`: keep task state in the
+        store, so that other processes on it can decide the tasks too (tether/session/shared.py;
+        default: on PostgreSQL, where replicas are the point, and not on SQLite)."""
         self.store = store
         self._clock = clock
         self._views = Views(store)
+        master_key = master_key if master_key is not None else load_master_key(store.home)
+        if shared_tasks is None:
+            shared_tasks = store.engine.dialect.name != "sqlite"
         self.credentials = Credentials(
             store,
             master_key=master_key,
@@ -121,7 +130,9 @@ class Guard:
             granted=self._granted,
         )
         self.agent_keys = AgentKeys(store, clock, events=self._event)
-        self._tasks: dict[str, TaskState] = {}
+        self._tasks = TaskStates(
+            store, sealing=sealing_key(master_key) if shared_tasks else None, clock=clock
+        )
         self._handles: dict[str, TaskHandle] = {}
         self.approvals = Approvals(store, clock, events=self._event)
         self.audit = AuditLog(
@@ -151,14 +162,47 @@ class Guard:
         store = Store(db, home=Path(home)) if db else Store.at_home(home)
         return cls(store, durability=durability)
 
+    @classmethod
+    def remote(
+        cls,
+        url: str,
+        *,
+        agent: str | None = None,
+        key: ECKey | None = None,
+        admin_token: str | None = None,
+        trust_domain: str = "tether.local",
+        clock: Callable[[], float] = time.time,
+        timeout: float = 30.0,
+    ) -> RemoteGuard:
+        """A Guard with the same methods, deciding over the HTTP API of `tether serve` at `url`
+        (docs/api.md). `agent`, `key`: the agent tasks act as by default, and its private key,
+        which never leaves this process; `admin_token`: for the administration methods, and to
+        register a new key for an agent that has none here (as an embedded Guard makes one);
+        `trust_domain`: of the agents' workspaces, which their SPIFFE ids name."""
+        from tether.sdk.remote import RemoteGuard  # noqa: PLC0415 - remote.py builds on this
+
+        return RemoteGuard(
+            url,
+            agent=agent,
+            key=key,
+            admin_token=admin_token,
+            trust_domain=trust_domain,
+            clock=clock,
+            timeout=timeout,
+        )
+
     def close(self) -> None:
         """End this Guard's open tasks, then close what it holds; each step is tried even when
         one before failed (the first failure is raised at the end)."""
+        # Tasks this process alone holds end with it; shared ones go on elsewhere, but for
+        # those this Guard started itself (their handles, and so their keys, are here).
+        ending = (
+            self._tasks.known()
+            if not self._tasks.shared
+            else [h.state for h in self._handles.values()]
+        )
         steps: list[Callable[[], None]] = [
-            *(
-                lambda state=state: self._end(state, TaskStatus.ENDED)
-                for state in self._tasks.values()
-            ),
+            *(lambda state=state: self._end(state, TaskStatus.ENDED) for state in ending),
             self.agent_keys.close,
             self.approvals.close,
             self.audit.close,
@@ -363,9 +407,56 @@ class Guard:
             reversed(records), candidate, recorded, entities=view.entities, agents=view.agents
         )
 
-    def apply_directory(self, path: str | Path) -> str:
-        """Create or update a workspace from workspace.yaml, catalogue.yaml and policies/."""
+    def apply_directory(self, path: str | Path | WorkspaceFolder) -> str:
+        """Create or update a workspace from workspace.yaml, catalogue.yaml and policies/
+        (a folder, or its files as read elsewhere); returns the workspace's name."""
         return self._control.apply_directory(path)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def workspace(self, name: str) -> Workspace:
+        """The workspace as it is now: its revision, active and shadow policy versions."""
+        workspace = self.store.workspace(name)
+        if workspace is None:
+            raise NotFound(f"workspace {name!r} does not exist")
+        return workspace
+
+    def tools(self, workspace: str) -> list[Tool]:
+        """The workspace's tool catalogue."""
+        self.workspace(workspace)
+        return self.store.tools(workspace)
+
+    def decisions(
+        self,
+        workspace: str,
+        *,
+        agent: str | None = None,
+        task_id: str | None = None,
+        tool: str | None = None,
+        effect: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[DecisionRecord]:
+        """The workspace's decision log, newest first, filtered by what is given; at most
+        `limit` records (1 to 1,000)."""
+        if effect is not None and effect not in {e.value for e in Effect}:
+            raise InvalidInput(f"effect is one of {', '.join(e.value for e in Effect)}")
+        return self.store.decisions(
+            workspace=workspace,
+            agent=agent,
+            task_id=task_id,
+            tool=tool,
+            effect=effect,
+            since=since,
+            limit=min(max(limit, 1), MAX_DECISIONS),
+        )
+
+    def task_state(self, task_id: str) -> TaskState:
+        """The state of a task open here: its calls, labels and counters."""
+        state = self._tasks.get(task_id)
+        if state is None:
+            raise NotFound(f"task {task_id} is not open here")
+        return state
 
     # -- runtime -------------------------------------------------------------------------------
 
@@ -387,12 +478,7 @@ class Guard:
         the agent that covers `tools`) as the subject, the agent's assertion signed with `key`
         (default: the agent's key in this Guard) as the actor. Raises CredentialRefused if the
         user has not delegated the tools, or the exchange is refused."""
-        tools = tuple(tools)
-        if not all(isinstance(v, str) for v in (workspace, agent, user, request, *tools)):
-            raise InvalidInput("workspace, agent, user, request and tools must be strings")
-        # Plain strings: what policies compare must be exactly what is recorded.
-        user, request = str.__str__(user), str.__str__(request)
-        granted = tuple(sorted({str.__str__(t) for t in tools}))
+        user, request, granted = checked_task(workspace, agent, user, request, tools=tools, ttl=ttl)
         view = self._views.get(workspace)
         if view is None:
             raise NotFound(f"workspace {workspace!r} does not exist")
@@ -404,10 +490,6 @@ class Guard:
         unknown = [t for t in granted if view.catalogue.get(t) is None]
         if unknown:
             raise NotFound(f"tools {unknown} are not in the catalogue of workspace {workspace!r}")
-        if not user.strip():
-            raise InvalidInput("a task acts for a user; name them")
-        if not 0 < ttl <= MAX_TASK_TTL:
-            raise InvalidInput(f"task ttl must be between 0 and {MAX_TASK_TTL:.0f} seconds")
         now = self._clock()
         self._forget_expired(now)
         if grant is None:
@@ -432,8 +514,8 @@ class Guard:
         """A token exchange made by an agent elsewhere (the HTTP service's token endpoint): the
         task it starts is open here from now on."""
         issued = self.credentials.exchange(request, dpop_jkt=dpop_jkt)
-        if issued.task.id not in self._tasks:
-            self._tasks[issued.task.id] = TaskState(issued.task)
+        if self._tasks.get(issued.task.id) is None:
+            self._tasks.open(issued.task)
         return issued
 
     def report(self, task_id: str, decision_id: str, output: Any) -> None:
@@ -453,7 +535,7 @@ class Guard:
         except Exception:  # the workspace cannot be read now: the output still counts, untrusted
             log.exception("reporting to task %s without its catalogue", task_id)
             tool = None
-        state.note_result(tool.spec if tool is not None else None, output)
+        self._tasks.report(state, observe(tool.spec if tool is not None else None, output))
 
     def end_task(self, task_id: str) -> None:
         """The task is done: its tokens, and its sub-tasks', are refused from now on."""
@@ -467,9 +549,8 @@ class Guard:
     ) -> TaskHandle:
         key = self.agent_keys.get(workspace, agent)
         issued = self.credentials.exchange(self._signed(exchange, key, workspace, agent))
-        state = TaskState(issued.task)
+        state = self._tasks.open(issued.task)
         handle = TaskHandle(self, state, key=key, issued=issued, exchange=exchange, parent=parent)
-        self._tasks[state.id] = state
         self._handles[state.id] = handle
         return handle
 
@@ -518,89 +599,9 @@ class Guard:
             proven=proven,
         )
 
-    def tool(
-        self,
-        *,
-        workspace: str,
-        effects: Iterable[str],
-        name: str | None = None,
-        sinks: Iterable[str] = (),
-        output: str = "trusted",
-        labels: Iterable[str] = (),
-        risk_tier: str = "low",
-        args_schema: Mapping[str, Any] | None = None,
-        description: str | None = None,
-    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """Register a function as a tool and enforce every call of it.
-
-        Inside `with guard.task(...)` a call authorizes itself, runs only when allowed, and
-        reports its result to the task; otherwise it raises Denied or ApprovalRequired. Outside
-        a task it is denied. The argument schema comes from the type hints unless given.
-        """
-        effects, sinks, labels = tuple(effects), tuple(sinks), tuple(labels)
-
-        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-            tool_name = name or fn.__name__
-            self.register_tool(
-                workspace,
-                tool_name,
-                effects=effects,
-                args_schema=args_schema or args_schema_of(fn),
-                sinks=sinks,
-                output=output,
-                labels=labels,
-                risk_tier=risk_tier,
-                description=description if description is not None else inspect.getdoc(fn) or "",
-            )
-            signature = inspect.signature(fn)
-
-            def authorize(
-                args: tuple[Any, ...], kwargs: dict[str, Any]
-            ) -> tuple[TaskHandle, Decision]:
-                bound = signature.bind(*args, **kwargs)
-                bound.apply_defaults()
-                handle = current_task()
-                task_id = handle.id if handle is not None else None
-                decision = self.authorize(
-                    task_id, tool_name, dict(bound.arguments), workspace=workspace
-                )
-                _raise_unless_allowed(decision)
-                assert handle is not None  # an allowed call always has a task
-                return handle, decision
-
-            if inspect.iscoroutinefunction(fn):
-
-                @functools.wraps(fn)
-                async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-                    handle, decision = authorize(args, kwargs)
-                    try:
-                        result = await fn(*args, **kwargs)
-                    except Exception as exc:
-                        handle.report(decision, _failure(exc))
-                        raise
-                    handle.report(decision, result)
-                    return result
-
-                return guarded_async  # type: ignore[return-value]
-
-            @functools.wraps(fn)
-            def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-                handle, decision = authorize(args, kwargs)
-                try:
-                    result = fn(*args, **kwargs)
-                except Exception as exc:
-                    handle.report(decision, _failure(exc))
-                    raise
-                handle.report(decision, result)
-                return result
-
-            return guarded
-
-        return decorate
-
     def _forget_expired(self, now: float) -> None:
         """Expired tasks can no longer act (the task gate sees to that); this frees their state."""
-        for state in [s for s in self._tasks.values() if s.task.expires_at <= now]:
+        for state in self._tasks.expired(now):
             self._end(state, TaskStatus.EXPIRED)
 
     def _end(self, state: TaskState, status: TaskStatus) -> None:
@@ -621,33 +622,16 @@ class Guard:
 
     def _forget(self, task_id: str, status: TaskStatus) -> None:
         """Drop a task that has closed (in the store already) from this process."""
-        state = self._tasks.pop(task_id, None)
+        state = self._tasks.drop(task_id)
         if state is not None and state.status is TaskStatus.OPEN:
             state.status = status
         self._handles.pop(task_id, None)
 
 
-def _failure(exc: Exception) -> str:
-    """What a failed tool call told the agent: its error text is content the task has read
-    (an HTTP error page can carry an attacker's instructions as well as any page)."""
-    try:
-        return f"{type(exc).__name__}: {exc}"
-    except Exception:
-        return type(exc).__name__
+class TaskHandle(TaskHandleBase):
+    """An open task of an embedded Guard; TaskHandleBase does what both kinds of handle do."""
 
-
-def _raise_unless_allowed(decision: Decision) -> None:
-    if decision.effect is Effect.APPROVAL_REQUIRED:
-        raise ApprovalRequired(decision)
-    if decision.effect is not Effect.ALLOW:
-        raise Denied(decision)
-
-
-class TaskHandle:
-    """An open task. Use it as a context manager so guarded tools find it and it ends on exit.
-
-    It holds the task's token and renews it (a token exchange for the same task) when less
-    than a fifth of its life is left, so a task may outlive any one of its tokens."""
+    _guard: Guard
 
     def __init__(
         self,
@@ -659,165 +643,54 @@ class TaskHandle:
         exchange: ExchangeRequest,
         parent: TaskHandle | None,
     ) -> None:
-        self._guard = guard
+        super().__init__(
+            guard,
+            key=key,
+            token=issued.response.access_token,
+            claims=issued.claims,
+            exchange=exchange,
+            request=state.task.request,
+            parent=parent,
+            clock=guard._clock,
+        )
         self._state = state
-        self._key = key
-        self._issued = issued
-        self._exchange = msgspec.structs.replace(exchange, task_id=state.id, task_ttl=None)
-        self._parent = parent
-        self._renew_lock = threading.Lock()
-        self._asked: dict[str, tuple[str, Mapping[str, Any]]] = {}  # approval id -> the call
-        self._tokens: list[contextvars.Token[TaskHandle | None]] = []
-
-    @property
-    def token(self) -> str:
-        """The task's current token, renewed first if it is close to expiring."""
-        claims = self._issued.claims
-        now = self._guard._clock()
-        if now >= claims.exp - (claims.exp - claims.iat) / 5:
-            with self._renew_lock:
-                if now >= self._issued.claims.exp - (claims.exp - claims.iat) / 5:
-                    self._renew()
-        return self._issued.response.access_token
-
-    @property
-    def claims(self) -> AccessClaims:
-        return self._issued.claims
-
-    def token_or_none(self) -> str | None:
-        """The token to present; None if it cannot be renewed (the decision then says why)."""
-        try:
-            return self.token
-        except TetherError:
-            log.warning("task %s: its token could not be renewed", self.id, exc_info=True)
-            return self._issued.response.access_token
-
-    def _renew(self) -> None:
-        exchange = self._exchange
-        if self._parent is not None:
-            parent_token = self._parent.token
-            exchange = msgspec.structs.replace(
-                exchange,
-                subject_token=parent_token,
-                subject_proof=self._parent._possession(parent_token),
-            )
-        task = self._state.task
-        self._issued = self._guard.credentials.exchange(
-            self._guard._signed(exchange, self._key, task.workspace, task.agent)
-        )
-
-    def delegate(
-        self,
-        agent: str,
-        *,
-        tools: Iterable[str] | None = None,
-        request: str | None = None,
-        ttl: float | None = None,
-        key: ECKey | None = None,
-    ) -> TaskHandle:
-        """Hand part of this task to a sub-agent: a new task whose token is exchanged from this
-        one, holding at most this task's tools (default: all of them), ending no later."""
-        task = self._state.task
-        if key is not None:
-            self._guard.agent_keys.put(task.workspace, agent, key)
-        token = self.token
-        exchange = ExchangeRequest(
-            subject_token=token,
-            subject_token_type=ACCESS_TOKEN_TYPE,
-            subject_proof=self._possession(token),
-            actor_token="",
-            scope=" ".join(sorted(tools)) if tools is not None else None,
-            request=task.request if request is None else request,
-            task_ttl=ttl,
-        )
-        return self._guard._start(exchange, task.workspace, agent, parent=self)
-
-    def downstream_token(self, decision: Decision, audience: str) -> str:
-        """A token for the API `audience` that the allowed call `decision` goes to: scoped to
-        that one tool, living at most 60 s. The task's own token never leaves Tether."""
-        if decision.task_id != self.id or decision.effect is not Effect.ALLOW:
-            raise InvalidInput(
-                f"decision {decision.decision_id} is not an allowed call of this task"
-            )
-        token = self.token
-        issued = self._guard.credentials.downstream(
-            token,
-            proof=self._possession(token),
-            audience=audience,
-            decision_id=decision.decision_id,
-        )
-        return issued.response.access_token
-
-    def _possession(self, token: str) -> str:
-        """A DPoP proof, for the token endpoint, that this task holds `token`'s key."""
-        return self.proof("POST", self._guard.credentials.settings.token_url, token)
-
-    def proof(self, htm: str, htu: str, token: str) -> str:
-        """A DPoP proof of holding `token`'s key, for one request (`htm` to `htu`)."""
-        return make_proof(self._key, htm=htm, htu=htu, now=self._guard._clock(), access_token=token)
-
-    def credential(self) -> tuple[str | None, str | None]:
-        """This task's token for a call, and the proof the Guard's decision point requires
-        with it (none in process, one for the service's URL when it serves HTTP)."""
-        token = self.token_or_none()
-        rule = self._guard._proofs
-        proof = self.proof(rule.htm, rule.htu, token) if token and rule.required else None
-        return token, proof
-
-    @property
-    def id(self) -> str:
-        return self._state.id
 
     @property
     def state(self) -> TaskState:
-        return self._state
-
-    def authorize(
-        self, tool: str, args: Mapping[str, Any] | None = None, *, wait: float | None = None
-    ) -> Decision:
-        """Decide one call of `tool` with `args` in this task. With `wait`, a call that needs
-        approval blocks up to that many seconds for a person's answer, then is decided again:
-        allowed (spending the approval) if they said yes, denied if they said no."""
-        args = {} if args is None else args
-        token, proof = self.credential()
-        decision = self._guard.authorize(self.id, tool, args, token=token, proof=proof)
-        if decision.effect is Effect.APPROVAL_REQUIRED and decision.approval_id is not None:
-            self._asked[decision.approval_id] = (tool, args)
-            if wait is not None:
-                return self.wait(decision, timeout=wait)
-        return decision
-
-    def wait(self, decision: Decision, *, timeout: float) -> Decision:
-        """Wait up to `timeout` seconds for the approval `decision` asked for, then decide the
-        call again. Still pending by then: the same `approval_required` decision."""
-        asked = self._asked.get(decision.approval_id or "")
-        if decision.effect is not Effect.APPROVAL_REQUIRED or asked is None:
-            raise InvalidInput(f"decision {decision.decision_id} is not waiting for approval here")
-        request = self._guard.approvals.wait(decision.approval_id or "", timeout)
-        if request.status is ApprovalStatus.PENDING:
-            return decision
-        del self._asked[request.id]
-        tool, args = asked
-        return self.authorize(tool, args)
-
-    def report(self, decision: Decision, output: Any) -> None:
-        """Tell the task what an allowed call returned (feeds its state: labels, provenance)."""
-        if decision.task_id != self.id:
-            raise InvalidInput(f"decision {decision.decision_id} belongs to another task")
-        self._guard.report(self.id, decision.decision_id, output)
+        """The task's state as its Guard knows it now (read back if it had to let it go)."""
+        return self._guard._tasks.get(self.id) or self._state
 
     def end(self) -> None:
         self._guard._end(self._state, TaskStatus.ENDED)
 
-    def __enter__(self) -> TaskHandle:
-        self._tokens.append(_current_task.set(self))
-        return self
+    @property
+    def _token_url(self) -> str:
+        return self._guard.credentials.settings.token_url
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        _current_task.reset(self._tokens.pop())
-        self.end()
+    @property
+    def _proof_rule(self) -> ProofRule:
+        return self._guard._proofs
+
+    def _exchanged(self, exchange: ExchangeRequest) -> tuple[str, AccessClaims]:
+        task = self._state.task
+        issued = self._guard.credentials.exchange(
+            self._guard._signed(exchange, self._key, task.workspace, task.agent)
+        )
+        return issued.response.access_token, issued.claims
+
+    def _start_sub_task(
+        self, exchange: ExchangeRequest, agent: str, key: ECKey | None
+    ) -> TaskHandle:
+        workspace = self._state.task.workspace
+        if key is not None:
+            self._guard.agent_keys.put(workspace, agent, key)
+        return self._guard._start(exchange, workspace, agent, parent=self)
+
+    def _downstream(self, token: str, proof: str, audience: str, decision_id: str) -> str:
+        issued = self._guard.credentials.downstream(
+            token, proof=proof, audience=audience, decision_id=decision_id
+        )
+        return issued.response.access_token
+
+    def _await_approval(self, approval_id: str, timeout: float) -> ApprovalRequest:
+        return self._guard.approvals.wait(approval_id, timeout)

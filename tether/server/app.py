@@ -10,8 +10,9 @@ Structs, encoded here; every error is a problem document (problems.py).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -36,9 +37,16 @@ REQUEST_SECONDS = 10.0  # a request still running then is answered 503 (a decisi
 _encode = msgspec.json.Encoder().encode
 
 
-def create_app(guard: Guard, *, public_url: str, limits: RateLimits | None = None) -> Starlette:
+def create_app(
+    guard: Guard,
+    *,
+    public_url: str,
+    limits: RateLimits | None = None,
+    close_guard: bool = False,
+) -> Starlette:
     """`public_url`: where agents reach this service (what their DPoP proofs name); `limits`:
-    each agent's rate (default 100 calls a second, 200 at once)."""
+    each agent's rate (default 100 calls a second, 200 at once); `close_guard`: the app owns
+    the Guard, and closes it when the server stops."""
     base = public_url.rstrip("/")
     metrics = Metrics()
     limits = limits or RateLimits(rate=100.0, burst=200.0)
@@ -53,7 +61,16 @@ def create_app(guard: Guard, *, public_url: str, limits: RateLimits | None = Non
     spec = Endpoint("GET", "/openapi.json", serve_openapi, auth="admin", role=None)
     routes.append(Route(spec.path, _wrap(spec, guard, base, metrics, limits), methods=["GET"]))
     handlers = {HTTPException: problems.handle, Exception: problems.handle}  # 404, 405 too
-    app = Starlette(routes=routes, exception_handlers=handlers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if close_guard:
+                guard.close()
+
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.metrics = metrics
     return app
 

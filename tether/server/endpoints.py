@@ -19,22 +19,34 @@ from starlette.requests import Request
 
 from tether.audit import verify
 from tether.audit.review import review
-from tether.credentials import AccessClaims, ExchangeRequest, ExchangeResponse
-from tether.errors import CredentialRefused, InvalidInput, NotFound
+from tether.control import WorkspaceFolder
+from tether.credentials import (
+    ACCESS_TOKEN_TYPE,
+    AccessClaims,
+    ExchangeRequest,
+    ExchangeResponse,
+)
+from tether.errors import CredentialRefused, Forbidden, InvalidInput, NotFound, problem_type
+from tether.identity import register_key
 from tether.model import (
     Agent,
+    AgentKey,
     ApprovalRequest,
     Decision,
     DecisionRecord,
-    Effect,
     Grant,
     Stage,
+    TaskSummary,
+    Tool,
+    User,
     Workspace,
 )
+from tether.policy.backtest import BacktestReport
 from tether.sdk import Guard
 from tether.sdk.guard import DEFAULT_GRANT_LIFETIME, DEFAULT_TASK_TTL
 from tether.server import admin_tokens
 from tether.server.problems import Problem
+from tether.session import TaskState
 from tether.store.admin_tokens import AdminTokenRecord
 
 Auth = Literal["none", "agent", "token", "admin"]
@@ -63,6 +75,11 @@ class Call:
         """For endpoints whose workspace is the resource's (an approval, a decision)."""
         assert self.admin is not None
         admin_tokens.require(self.admin, workspace, role)
+
+    def require_everywhere(self, role: str) -> None:
+        """For what reaches beyond one workspace (making one)."""
+        assert self.admin is not None
+        admin_tokens.require(self.admin, None, role)
 
 
 @dataclass(frozen=True)
@@ -102,8 +119,12 @@ class BatchAnswer(msgspec.Struct):
 
 
 class ReportBody(msgspec.Struct, forbid_unknown_fields=True):
+    """`unread`: the agent read only part of the output (too large, or some of it unreadable),
+    so the task is labelled `unscanned`, as it would be in process."""
+
     decision_id: str
     output: Any = None
+    unread: bool = False
 
 
 class Health(msgspec.Struct):
@@ -123,7 +144,10 @@ class AgentStatusChange(msgspec.Struct):
 
 
 class ApproveBody(msgspec.Struct, forbid_unknown_fields=True):
+    """`approver`: who answers, if said: it must be the token's owner (an answer is theirs)."""
+
     comment: str = ""
+    approver: str | None = None
 
 
 class PoliciesBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -138,8 +162,57 @@ class Activated(msgspec.Struct):
 
 
 class Validated(msgspec.Struct):
+    """`cedar_schema`: the schema the bundle was validated against (the workspace's catalogue),
+    so a client can compile the very bundle itself."""
+
     version: str
     policies: int
+    cedar_schema: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class BacktestBody(msgspec.Struct, forbid_unknown_fields=True):
+    files: dict[str, str]  # the candidate bundle: file name -> Cedar text
+    since: float  # replay the decisions made since then (seconds since the epoch)
+
+
+class Changed(msgspec.Struct):
+    id: str
+    status: str
+
+
+class WorkspaceBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    tenant: str = "default"
+    trust_domain: str = "tether.local"
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class AgentBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    kind: str
+    owner: str
+    ceiling: list[str] | None = None
+
+
+class KeyBody(msgspec.Struct, forbid_unknown_fields=True):
+    jwk: dict[str, Any]  # the public half only: an agent's private key never leaves it
+
+
+class UserBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    roles: list[str] = msgspec.field(default_factory=list)
+
+
+class ToolBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A catalogue entry (docs/catalogue.md); the tool's name is the path's."""
+
+    effects: list[str]
+    args_schema: dict[str, Any] | None = None
+    sinks: list[str] = msgspec.field(default_factory=list)
+    output: str = "trusted"
+    labels: list[str] = msgspec.field(default_factory=list)
+    risk_tier: str = "low"
+    description: str = ""
 
 
 class GrantBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -212,8 +285,28 @@ def token(call: Call) -> ExchangeResponse:
         except UnicodeDecodeError as exc:
             raise InvalidInput("the form body is not UTF-8") from exc
         request = msgspec.convert(fields, ExchangeRequest, strict=False)
-    jkt = call.guard.credentials.proven_key(call.request.headers.get("dpop"))
+    proof = call.request.headers.get("dpop")
+    if request.decision_id is not None:
+        return _downstream(call, request, proof)
+    jkt = call.guard.credentials.proven_key(proof)
     return call.guard.exchange(request, dpop_jkt=jkt).response
+
+
+def _downstream(call: Call, request: ExchangeRequest, proof: str | None) -> ExchangeResponse:
+    """A downstream token (RFC 8693 with an `audience`): the subject is the task token, the
+    DPoP proof proves its key, `decision_id` names the one allowed call it is for."""
+    if request.subject_token_type != ACCESS_TOKEN_TYPE:
+        raise CredentialRefused(
+            f"a downstream token is exchanged from a task token ({ACCESS_TOKEN_TYPE})",
+            "invalid_request",
+        )
+    issued = call.guard.credentials.downstream(
+        request.subject_token,
+        proof=proof,
+        audience=request.audience or "",
+        decision_id=request.decision_id or "",
+    )
+    return issued.response
 
 
 def authorize(call: Call) -> Decision:
@@ -223,7 +316,14 @@ def authorize(call: Call) -> Decision:
         None, body.tool, body.args, workspace=body.workspace, token=call.token, proof=call.proof
     )
     if decision.reasons and decision.reasons[0].stage is Stage.AUTHENTICATE:
-        raise CredentialRefused(f"{decision.reason} (decision {decision.decision_id})")
+        refused = CredentialRefused(f"{decision.reason} (decision {decision.decision_id})")
+        raise Problem(
+            401,
+            str(refused),
+            kind=problem_type(refused),
+            error=refused.error,
+            decision=msgspec.to_builtins(decision),  # as recorded: a client reads it back
+        )
     return decision
 
 
@@ -264,7 +364,11 @@ def check(call: Call) -> Decision:
 def _proven(call: Call) -> AccessClaims:
     """The caller's token, proven by its proof for this very request (raises if not)."""
     return call.guard.credentials.authenticate(
-        call.token or "", proof=call.proof, htm="POST", htu=call.url, require_proof=True
+        call.token or "",
+        proof=call.proof,
+        htm=call.request.method,
+        htu=call.url,
+        require_proof=True,
     )
 
 
@@ -281,7 +385,10 @@ def _agent_task(call: Call) -> str:
 def report(call: Call) -> Ended:
     task_id = _agent_task(call)
     body = call.body(ReportBody)
-    call.guard.report(task_id, body.decision_id, body.output)
+    # What the agent left unread stands in the output as a stream, which content.py reads as
+    # unknown: the task is labelled `unscanned`, as it would be in process.
+    output = [body.output, iter(())] if body.unread else body.output
+    call.guard.report(task_id, body.decision_id, output)
     return Ended(task_id, "reported")
 
 
@@ -291,7 +398,68 @@ def end_task(call: Call) -> Ended:
     return Ended(task_id, "ended")
 
 
+def task_summary(call: Call) -> TaskSummary:
+    """What the caller's task has done so far."""
+    return _summary(call.guard.task_state(_agent_task(call)))
+
+
+def _summary(state: TaskState) -> TaskSummary:
+    with state.lock:
+        return TaskSummary(
+            task=state.task,
+            status=state.status,
+            calls=state.calls,
+            allowed=state.allowed,
+            denied=state.denied,
+            executed=state.executed,
+            outside_workspace=state.outside_workspace,
+            labels=frozenset(state.labels),
+            calls_by_tool=dict(state.calls_by_tool),
+            calls_by_effect=dict(state.calls_by_effect),
+        )
+
+
+MAX_WAIT = 5.0  # seconds an agent's request for an approval's status may wait (long poll)
+
+
+def approval_status(call: Call) -> ApprovalRequest:
+    """An approval the caller's task asked for, once decided or after `wait` seconds (at most
+    MAX_WAIT; none by default): an agent waits for a person by asking again."""
+    task_id = _agent_task(call)
+    try:
+        wait = min(max(float(call.query.get("wait", "0")), 0.0), MAX_WAIT)
+    except ValueError as exc:
+        raise InvalidInput("wait is seconds") from exc
+    request = call.guard.approvals.get(call.params["approval_id"])
+    if request.task_id != task_id:  # another task's: as unknown as one that does not exist
+        raise NotFound(f"no approval request {call.params['approval_id']!r} of task {task_id}")
+    return call.guard.approvals.wait(request.id, wait) if wait else request
+
+
 # -- administration ----------------------------------------------------------------------------
+
+
+def add_workspace(call: Call) -> Workspace:
+    body = call.body(WorkspaceBody)
+    return call.guard.add_workspace(
+        body.name, tenant=body.tenant, trust_domain=body.trust_domain, settings=body.settings
+    )
+
+
+def workspace(call: Call) -> Workspace:
+    return call.guard.workspace(call.params["workspace"])
+
+
+def apply_folder(call: Call) -> Changed:
+    """A workspace folder's files (`WorkspaceFolder`), applied as `tether apply` would; making
+    a workspace takes an admin of every workspace, as `POST /v1/workspaces` does."""
+    folder = call.body(WorkspaceFolder)
+    name = call.params["workspace"]
+    if folder.name != name:
+        raise InvalidInput(f"workspace.yaml names workspace {folder.name!r}, not {name!r}")
+    if call.guard.store.workspace(name) is None:
+        call.require_everywhere("admin")
+    return Changed(call.guard.apply_directory(folder), "applied")
 
 
 def workspaces(call: Call) -> list[Workspace]:
@@ -306,6 +474,70 @@ def workspaces(call: Call) -> list[Workspace]:
 
 def agents(call: Call) -> list[Agent]:
     return call.guard.store.agents(call.params["workspace"])
+
+
+def register_agent(call: Call) -> Agent:
+    body = call.body(AgentBody)
+    return call.guard.register_agent(
+        call.params["workspace"], body.name, kind=body.kind, owner=body.owner, ceiling=body.ceiling
+    )
+
+
+def _agent(call: Call) -> Agent:
+    workspace, name = call.params["workspace"], call.params["agent"]
+    call.guard.workspace(workspace)
+    agent = call.guard.store.agent(workspace, name)
+    if agent is None:
+        raise NotFound(f"agent {name!r} is not registered in workspace {workspace!r}")
+    return agent
+
+
+def agent_keys(call: Call) -> list[AgentKey]:
+    agent = _agent(call)
+    return call.guard.store.credentials.agent_keys(agent.workspace, agent.name)
+
+
+def add_agent_key(call: Call) -> AgentKey:
+    """An agent's public key (its private half stays with the agent)."""
+    agent = _agent(call)
+    return register_key(
+        call.guard.store,
+        workspace=agent.workspace,
+        agent=agent.name,
+        jwk=call.body(KeyBody).jwk,
+        now=time.time(),
+    )
+
+
+def revoke_agent_key(call: Call) -> Changed:
+    """The key proves nothing from now on, and every token bound to it is refused."""
+    agent = _agent(call)
+    call.guard.credentials.revoke_agent_key(agent.workspace, agent.name, call.params["kid"])
+    return Changed(call.params["kid"], "revoked")
+
+
+def add_user(call: Call) -> User:
+    body = call.body(UserBody)
+    return call.guard.add_user(call.params["workspace"], body.name, body.roles)
+
+
+def tools(call: Call) -> list[Tool]:
+    return call.guard.tools(call.params["workspace"])
+
+
+def put_tool(call: Call) -> Tool:
+    body = call.body(ToolBody)
+    return call.guard.register_tool(
+        call.params["workspace"],
+        call.params["tool"],
+        effects=body.effects,
+        args_schema=body.args_schema,
+        sinks=body.sinks,
+        output=body.output,
+        labels=body.labels,
+        risk_tier=body.risk_tier,
+        description=body.description,
+    )
 
 
 def suspend(call: Call) -> AgentStatusChange:
@@ -324,6 +556,25 @@ def grants(call: Call) -> list[Grant]:
     return call.guard.store.credentials.grants(call.params["workspace"])
 
 
+def revoke_grant(call: Call) -> Changed:
+    grant = call.guard.store.credentials.grant(call.params["grant_id"])
+    if grant is None:
+        raise NotFound(f"no grant {call.params['grant_id']!r}")
+    call.require(grant.workspace, "admin")
+    call.guard.revoke_grant(grant.id)
+    return Changed(grant.id, "revoked")
+
+
+def revoke_task(call: Call) -> Changed:
+    """Revoke a task and every task delegated from it."""
+    task = call.guard.store.task(call.params["task_id"])
+    if task is None:
+        raise NotFound(f"no task {call.params['task_id']!r}")
+    call.require(task.workspace, "admin")
+    call.guard.revoke_task(task.id)
+    return Changed(task.id, "revoked")
+
+
 def add_grant(call: Call) -> Grant:
     body = call.body(GrantBody)
     return call.guard.grant(
@@ -339,7 +590,7 @@ def add_grant(call: Call) -> Grant:
 
 def validate_policies(call: Call) -> Validated:
     bundle = call.guard.check_policies(call.params["workspace"], call.body(PoliciesBody).files)
-    return Validated(bundle.version, len(bundle.files))
+    return Validated(bundle.version, len(bundle.files), dict(bundle.cedar_schema))
 
 
 def activate_policies(call: Call) -> Activated:
@@ -347,6 +598,19 @@ def activate_policies(call: Call) -> Activated:
     workspace = call.params["workspace"]
     version = call.guard.activate_policies(workspace, body.files, shadow=body.shadow)
     return Activated(workspace, version, body.shadow)
+
+
+def stop_shadow(call: Call) -> Changed:
+    call.guard.stop_shadow(call.params["workspace"])
+    return Changed(call.params["workspace"], "no shadow policies")
+
+
+def backtest(call: Call) -> BacktestReport:
+    """Replay the workspace's decisions since `since` against a candidate bundle."""
+    body = call.body(BacktestBody)
+    workspace = call.params["workspace"]
+    candidate = call.guard.check_policies(workspace, body.files)
+    return call.guard.backtest(workspace, candidate, since=body.since)
 
 
 def pending_approvals(call: Call) -> list[ApprovalRequest]:
@@ -357,9 +621,14 @@ def _answer_approval(call: Call, approve: bool) -> ApprovalRequest:
     request = call.guard.approvals.get(call.params["approval_id"])
     call.require(request.workspace, "approver")
     assert call.admin is not None
-    comment = call.body(ApproveBody).comment if call.raw else ""
+    body = call.body(ApproveBody) if call.raw else ApproveBody()
+    if body.approver is not None and body.approver != call.admin.name:
+        raise Forbidden(
+            f"this token is {call.admin.name}'s: it answers as {call.admin.name}, "
+            f"not as {body.approver}"
+        )
     answer = call.guard.approve if approve else call.guard.deny
-    return answer(request.id, approver=call.admin.name, comment=comment)
+    return answer(request.id, approver=call.admin.name, comment=body.comment)
 
 
 def approve(call: Call) -> ApprovalRequest:
@@ -373,21 +642,18 @@ def deny(call: Call) -> ApprovalRequest:
 def decisions(call: Call) -> list[DecisionRecord]:
     query = call.query
     try:
-        limit = min(int(query.get("limit", "100")), 1000)
+        limit = int(query.get("limit", "100"))
         since = float(query["since"]) if "since" in query else None
     except ValueError as exc:
         raise InvalidInput(f"limit and since are numbers: {exc}") from exc
-    effect = query.get("effect")
-    if effect is not None and effect not in {e.value for e in Effect}:
-        raise InvalidInput(f"effect is one of {', '.join(e.value for e in Effect)}")
-    return call.guard.store.decisions(
-        workspace=call.params["workspace"],
+    return call.guard.decisions(
+        call.params["workspace"],
         agent=query.get("agent"),
         task_id=query.get("task"),
         tool=query.get("tool"),
-        effect=effect,
+        effect=query.get("effect"),
         since=since,
-        limit=max(limit, 1),
+        limit=limit,
     )
 
 
@@ -485,6 +751,33 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint(
         "GET",
+        "/v1/tasks/{task_id}",
+        task_summary,
+        auth="agent",
+        response=TaskSummary,
+        summary="What the caller's task has done so far",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/tasks/{task_id}/approvals/{approval_id}",
+        approval_status,
+        auth="agent",
+        response=ApprovalRequest,
+        summary="An approval the caller's task asked for (waits up to `wait` s for an answer)",
+        query=("wait",),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/tasks/{task_id}/revoke",
+        revoke_task,
+        auth="admin",
+        role="admin",
+        scope="resource",
+        response=Changed,
+        summary="Revoke a task and every task delegated from it",
+    ),
+    Endpoint(
+        "GET",
         "/v1/workspaces",
         workspaces,
         auth="admin",
@@ -494,6 +787,37 @@ ENDPOINTS: list[Endpoint] = [
         summary="The workspaces the token covers",
     ),
     Endpoint(
+        "POST",
+        "/v1/workspaces",
+        add_workspace,
+        auth="admin",
+        role="admin",
+        scope="global",
+        body=WorkspaceBody,
+        response=Workspace,
+        status=201,
+        summary="Make a workspace",
+    ),
+    Endpoint(
+        "GET",
+        WS,
+        workspace,
+        auth="admin",
+        role="auditor",
+        response=Workspace,
+        summary="A workspace: its revision and policy versions",
+    ),
+    Endpoint(
+        "POST",
+        f"{WS}/apply",
+        apply_folder,
+        auth="admin",
+        role="admin",
+        body=WorkspaceFolder,
+        response=Changed,
+        summary="Apply a workspace folder (workspace.yaml, catalogue.yaml, policies/)",
+    ),
+    Endpoint(
         "GET",
         f"{WS}/agents",
         agents,
@@ -501,6 +825,76 @@ ENDPOINTS: list[Endpoint] = [
         role="auditor",
         response=list[Agent],
         summary="Agents",
+    ),
+    Endpoint(
+        "POST",
+        f"{WS}/agents",
+        register_agent,
+        auth="admin",
+        role="admin",
+        body=AgentBody,
+        response=Agent,
+        status=201,
+        summary="Register an agent (or change one)",
+    ),
+    Endpoint(
+        "GET",
+        f"{WS}/agents/{{agent}}/keys",
+        agent_keys,
+        auth="admin",
+        role="auditor",
+        response=list[AgentKey],
+        summary="An agent's public keys",
+    ),
+    Endpoint(
+        "POST",
+        f"{WS}/agents/{{agent}}/keys",
+        add_agent_key,
+        auth="admin",
+        role="admin",
+        body=KeyBody,
+        response=AgentKey,
+        status=201,
+        summary="Register a public key of an agent",
+    ),
+    Endpoint(
+        "POST",
+        f"{WS}/agents/{{agent}}/keys/{{kid}}/revoke",
+        revoke_agent_key,
+        auth="admin",
+        role="admin",
+        response=Changed,
+        summary="Revoke an agent's key, and every token bound to it",
+    ),
+    Endpoint(
+        "POST",
+        f"{WS}/users",
+        add_user,
+        auth="admin",
+        role="admin",
+        body=UserBody,
+        response=User,
+        status=201,
+        summary="Add a user (or change their roles)",
+    ),
+    Endpoint(
+        "GET",
+        f"{WS}/tools",
+        tools,
+        auth="admin",
+        role="auditor",
+        response=list[Tool],
+        summary="The tool catalogue",
+    ),
+    Endpoint(
+        "PUT",
+        f"{WS}/tools/{{tool}}",
+        put_tool,
+        auth="admin",
+        role="admin",
+        body=ToolBody,
+        response=Tool,
+        summary="Register or replace a tool (active policies are checked against it)",
     ),
     Endpoint(
         "POST",
@@ -542,6 +936,16 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint(
         "POST",
+        "/v1/grants/{grant_id}/revoke",
+        revoke_grant,
+        auth="admin",
+        role="admin",
+        scope="resource",
+        response=Changed,
+        summary="Revoke a grant, and every token issued under it",
+    ),
+    Endpoint(
+        "POST",
         f"{WS}/check",
         check,
         auth="admin",
@@ -569,6 +973,25 @@ ENDPOINTS: list[Endpoint] = [
         body=PoliciesBody,
         response=Activated,
         summary="Activate a bundle (or as shadow)",
+    ),
+    Endpoint(
+        "DELETE",
+        f"{WS}/policies/shadow",
+        stop_shadow,
+        auth="admin",
+        role="policy-author",
+        response=Changed,
+        summary="Stop evaluating shadow policies",
+    ),
+    Endpoint(
+        "POST",
+        f"{WS}/policies/backtest",
+        backtest,
+        auth="admin",
+        role="policy-author",
+        body=BacktestBody,
+        response=BacktestReport,
+        summary="Replay recorded decisions against a candidate bundle",
     ),
     Endpoint(
         "GET",

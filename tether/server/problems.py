@@ -3,6 +3,7 @@ never a stack trace. Every way a request can fail maps to one status here, in on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -12,7 +13,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tether.errors import Conflict, CredentialRefused, Forbidden, InvalidInput, NotFound
+from tether.errors import (
+    Conflict,
+    CredentialRefused,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PolicyError,
+    Unavailable,
+    problem_type,
+)
 
 log = logging.getLogger("tether.server")
 
@@ -42,9 +52,11 @@ class Problem(Exception):
         self.extra = extra
 
 
-def problem(status: int, detail: str, **extra: Any) -> Response:
+def problem(status: int, detail: str, *, kind: str = "about:blank", **extra: Any) -> Response:
+    """`kind`: the document's `type`, which error this is (tether/errors.py names each class
+    of TetherError, so that a client can raise the same)."""
     body = {
-        "type": "about:blank",
+        "type": kind,
         "title": TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,
@@ -63,6 +75,7 @@ STATUS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int], ...] = 
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (Unavailable, 503),
     ((InvalidInput, msgspec.ValidationError, msgspec.DecodeError), 400),
 )
 
@@ -81,7 +94,10 @@ async def handle(request: Request, exc: Exception) -> Response:
     if status == 500:
         log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
         return problem(500, "the request failed inside Tether; it has been logged")
-    extra = exc.extra if isinstance(exc, Problem) else {}
+    extra = dict(exc.extra) if isinstance(exc, Problem) else {}
+    kind = extra.pop("kind", problem_type(exc))
     if isinstance(exc, CredentialRefused):
         extra = {"error": exc.error}
-    return problem(status, str(exc), **extra)
+    if isinstance(exc, PolicyError):  # each problem located, for its author (and a client)
+        extra = {"problems": [dataclasses.asdict(p) for p in exc.problems]}
+    return problem(status, str(exc), kind=kind, **extra)

@@ -1,5 +1,10 @@
-"""Task state: the memory of each task that decisions read. Public names: `TaskState`."""
+"""Task state: the memory of each task that decisions read.
 
-from tether.session.task import TaskState
+Public names: `TaskState`, its events `Decided` and `Observed`, `observe`, and `TaskStates` (the
+open tasks a decision point serves, in memory or shared through the store).
+"""
 
-__all__ = ["TaskState"]
+from tether.session.shared import TaskStates, sealing_key
+from tether.session.task import Decided, Observed, TaskState, observe
+
+__all__ = ["Decided", "Observed", "TaskState", "TaskStates", "observe", "sealing_key"]

@@ -170,7 +170,7 @@ def keys_of(value: str) -> list[tuple[str, str]]:
     return keys
 
 
-def _first_indexed(texts: Iterable[str]) -> Iterator[str]:
+def first_indexed(texts: Iterable[str]) -> Iterator[str]:
     """The pieces of one output (or one call's arguments), up to MAX_INDEXED characters."""
     budget = MAX_INDEXED
     for text in texts:
@@ -199,7 +199,7 @@ class Provenance:
         might be echoing one of them."""
         if trusted and self.agent.full:
             return
-        for piece in _first_indexed(texts):
+        for piece in first_indexed(texts):
             if trusted:
                 self.trusted.add(piece, except_in=self.agent)
             else:
@@ -207,7 +207,7 @@ class Provenance:
 
     def said(self, texts: Iterable[str]) -> None:
         """The agent put these values in a call's arguments."""
-        for piece in _first_indexed(texts):
+        for piece in first_indexed(texts):
             self.agent.add(piece)
 
     def of(self, value: object) -> str:

@@ -2,6 +2,10 @@
 
 Every update is O(1) in the task's length (counters, sets, a bounded history), never a rescan of
 history, so a task's thousandth call costs what its first did. Labels only ever grow.
+
+The state changes by two kinds of event only, `Decided` (a call was decided) and `Observed` (an
+allowed call's output was read), each a plain record: so the same state can be rebuilt anywhere
+from its events in order (tether/session/shared.py keeps them in the store for replicas).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import msgspec
 from tether.model import Effect, OutputTrust, Task, TaskStatus, Tool
 from tether.session.content import text_of
 from tether.session.detectors import detect
-from tether.session.provenance import USER, Provenance
+from tether.session.provenance import USER, Provenance, first_indexed
 
 _decode = msgspec.json.Decoder().decode
 
@@ -24,6 +28,54 @@ HISTORY = 1000  # decisions kept per task for inspection; counters cover the res
 MAX_PENDING = 4_000_000  # bytes of arguments queued before they are indexed
 UNTRUSTED = "untrusted"  # the label of a task that has read third-party content
 UNSCANNED = "unscanned"  # the label of a task whose outputs were too large to read whole
+
+
+class Decided(msgspec.Struct, frozen=True, tag=True):
+    """A call was decided in the task. `args`: its arguments (JSON) once the decision read
+    them, which the agent has then said; `outside`: it was aimed at another workspace."""
+
+    decision_id: str
+    tool: str
+    effects: tuple[str, ...]
+    effect: Effect
+    at: float
+    args: bytes | None = None
+    outside: bool = False
+
+
+class Observed(msgspec.Struct, frozen=True, tag=True):
+    """An allowed call's output was read: the labels it gives the task and the text whose
+    values the task remembers (the part provenance indexes), so replaying it reads nothing."""
+
+    trusted: bool
+    labels: frozenset[str]
+    pieces: tuple[str, ...]
+
+
+Event = Decided | Observed
+
+
+def observe(tool: Tool | None, output: Any) -> Observed:
+    """Read an output of `tool`. Never raises. A tool the catalogue no longer has (None) is
+    taken at its worst: its output is untrusted.
+
+    The catalogue's labels and the trust of the output come first: whatever goes wrong reading
+    the output (it is someone else's data) cannot take them away, and is itself recorded, as
+    the `unscanned` label."""
+    trusted = tool is not None and tool.output is OutputTrust.TRUSTED
+    found = set(tool.labels) if tool is not None else set()
+    if not trusted:
+        found.add(UNTRUSTED)
+    pieces: tuple[str, ...] = ()
+    try:
+        text = text_of(output)
+        found |= set(detect(text.pieces).values())
+        if text.truncated:
+            found.add(UNSCANNED)
+        pieces = tuple(first_indexed(text.pieces))
+    except Exception:  # a value that will not read: what it hid is unknown
+        found.add(UNSCANNED)
+    return Observed(trusted, frozenset(found), pieces)
 
 
 @dataclass(frozen=True)
@@ -47,6 +99,7 @@ class TaskState:
     calls_by_effect: Counter[str] = field(default_factory=Counter)  # allowed calls
     labels: set[str] = field(default_factory=set)
     history: deque[Step] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    seq: int = 0  # events applied (the number of the last one)
 
     def __post_init__(self) -> None:
         self.granted = frozenset(self.task.tools)
@@ -96,52 +149,54 @@ class TaskState:
         for args_json in said:
             self.provenance.said(text_of(_decode(args_json)).pieces)
 
-    def note_decision(
-        self, decision_id: str, tool: str, effects: tuple[str, ...], effect: Effect, at: float
-    ) -> None:
-        """Count a recorded decision (called once it is committed)."""
+    def apply(self, event: Event) -> set[str]:
+        """Apply the task's next event; returns the labels it added."""
         with self.lock:
-            self.calls += 1
-            self.history.append(Step(decision_id, tool, effect, at))
-            if effect is Effect.ALLOW:
-                self.allowed += 1
-                self.calls_by_tool[tool] += 1
-                self.calls_by_effect.update(effects)
-            elif effect is Effect.DENY:
-                self.denied += 1
+            self.seq += 1
+            if isinstance(event, Decided):
+                self._decided(event)
+                return set()
+            return self._observed(event)
 
-    def note_outside_workspace(self) -> None:
-        with self.lock:
+    def _decided(self, event: Decided) -> None:
+        if event.outside:
             self.outside_workspace += 1
+        if event.args is not None:
+            self.note_arguments(event.args)
+        self.calls += 1
+        self.history.append(Step(event.decision_id, event.tool, event.effect, event.at))
+        if event.effect is Effect.ALLOW:
+            self.allowed += 1
+            self.calls_by_tool[event.tool] += 1
+            self.calls_by_effect.update(event.effects)
+        elif event.effect is Effect.DENY:
+            self.denied += 1
+
+    def _observed(self, event: Observed) -> set[str]:
+        self.executed += 1
+        before = set(self.labels)
+        self.labels |= event.labels
+        try:
+            if event.trusted:
+                self._index_said()
+            self.provenance.saw(event.pieces, trusted=event.trusted)
+        except Exception:  # never expected; what was not indexed is unknown, and says so
+            self.labels.add(UNSCANNED)
+        return self.labels - before
 
     def note_result(self, tool: Tool | None, output: Any) -> set[str]:
-        """An allowed call of `tool` returned `output`: label the task and remember the values
-        it saw. Never raises; returns the labels this output added. A tool the catalogue no
-        longer has (None) is taken at its worst: its output is untrusted.
-
-        The catalogue's labels and the trust of the output are applied first: whatever goes
-        wrong reading the output (it is someone else's data) cannot take them away, and is
-        itself recorded, as the `unscanned` label."""
-        trusted = tool is not None and tool.output is OutputTrust.TRUSTED
-        found = set(tool.labels) if tool is not None else set()
-        if not trusted:
-            found.add(UNTRUSTED)
-        with self.lock:
-            self.executed += 1
-            before = set(self.labels)
-            self.labels |= found
-            try:
-                text = text_of(output)
-                found |= set(detect(text.pieces).values())
-                if text.truncated:
-                    found.add(UNSCANNED)
-                if trusted:
-                    self._index_said()
-                self.provenance.saw(text.pieces, trusted=trusted)
-            except Exception:  # a value that will not read: what it hid is unknown
-                found.add(UNSCANNED)
-            self.labels |= found
-            return self.labels - before
+        """An allowed call of `tool` returned `output` (see `observe`); never raises."""
+        return self.apply(observe(tool, output))
 
 
-__all__ = ["UNSCANNED", "UNTRUSTED", "USER", "Step", "TaskState"]
+__all__ = [
+    "UNSCANNED",
+    "UNTRUSTED",
+    "USER",
+    "Decided",
+    "Event",
+    "Observed",
+    "Step",
+    "TaskState",
+    "observe",
+]

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from tether.model import ApprovalEvent, ApprovalRequest, ApprovalStatus
 from tether.store import tables as t
+from tether.store.notify import APPROVAL, notify
 from tether.store.rows import row_to
 
 
@@ -102,6 +103,7 @@ class ApprovalRecords:
             ).rowcount
             if updated == 1:
                 db.execute(t.approval_events.insert().values(**_event_values(event)))
+                notify(db, APPROVAL, approval_id)  # sent on commit: wakes whoever waits on it
         return updated == 1
 
     def add_event(self, event: ApprovalEvent) -> None:

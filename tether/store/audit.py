@@ -4,10 +4,7 @@ each chain's head, the signed checkpoints)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -19,7 +16,7 @@ from tether.model import AuditEvent, DecisionRecord
 from tether.store import tables as t
 from tether.store.prepared import Prepared
 from tether.store.rows import row_to
-from tether.store.wal import WriteAheadLog
+from tether.store.wal import WriteAheadLog, WriteTurn
 
 LOGS = {"decisions": t.decisions, "events": t.audit_events}
 NOT_UTF8 = "\ufffd[not UTF-8] "
@@ -33,7 +30,7 @@ def canonical_columns(log: str) -> list[str]:
 
 class AuditRecords:
     def __init__(
-        self, engine: sa.Engine, writer: Any, write_lock: threading.Lock | threading.RLock
+        self, engine: sa.Engine, writer: Any, write_lock: WriteTurn, wal: WriteAheadLog | None
     ) -> None:
         self.engine = engine
         self._writer = writer  # the store's one writing connection (the hot path's)
@@ -52,8 +49,7 @@ class AuditRecords:
             ["workspace", "agent", "tool", "first_used"],
             dialect,
         )
-        sqlite = dialect.name == "sqlite"
-        self._wal = WriteAheadLog(Path(str(engine.url.database))) if sqlite else None
+        self._wal = wal
 
     # -- appending -----------------------------------------------------------------------------
 
@@ -81,7 +77,7 @@ class AuditRecords:
         self._commit([(events_sql.sql, rows)])
 
     def _commit(self, statements: list[tuple[str, list[Any]]]) -> None:
-        with self._write_lock, self._wal.writing() if self._wal is not None else nullcontext():
+        with self._write_lock:
             cursor = self._writer.cursor()
             try:
                 for sql, rows in statements:

@@ -7,7 +7,6 @@ revocations are read by sequence number so every process can load just the new o
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,8 +16,10 @@ import sqlalchemy as sa
 from tether.errors import NotFound
 from tether.model import AgentKey, Grant, KeyStatus
 from tether.store import tables as t
+from tether.store.notify import REVOCATION, notify
 from tether.store.prepared import Prepared
 from tether.store.rows import T, row_to
+from tether.store.wal import WriteTurn
 
 # Expired replay-cache rows are deleted every this many inserts.
 PURGE_EVERY = 512
@@ -64,7 +65,7 @@ def _rows(model: type[T], rows: Iterable[Any]) -> list[T]:
 class CredentialRecords:
     """`writer` and `write_lock`: the store's hot-path connection, shared for the replay cache."""
 
-    def __init__(self, engine: sa.Engine, writer: Any, write_lock: threading.Lock) -> None:
+    def __init__(self, engine: sa.Engine, writer: Any, write_lock: WriteTurn) -> None:
         self.engine = engine
         self._writer = writer
         self._write_lock = write_lock
@@ -235,6 +236,7 @@ class CredentialRecords:
                     reason=reason,
                 )
             )
+            notify(db, REVOCATION, kind)  # sent on commit: other processes load it at once
 
     def revocations_since(self, seq: int, now: float) -> list[RevocationRecord]:
         """Revocations newer than `seq` that still matter at `now`, oldest first."""

@@ -1,7 +1,8 @@
 """The store: every durable thing Tether keeps, behind one class, on SQLite or (later) PostgreSQL.
 
 Configuration changes go through `change(workspace)`, one transaction that also bumps the
-workspace's revision, so no writer can forget to tell other processes their view is stale. The
+workspace's revision (and on PostgreSQL notifies the other processes: notify.py), so no writer
+can forget to tell other processes their view is stale. The
 decision insert is the hot path: it runs a statement compiled once from the Core table straight
 on the driver connection, since SQLAlchemy's per-execute overhead (about 120 us here) would be
 larger than everything else a decision costs.
@@ -10,7 +11,6 @@ larger than everything else a decision costs.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +41,10 @@ from tether.store.admin_tokens import AdminTokenRecords
 from tether.store.approvals import ApprovalRecords
 from tether.store.audit import AuditRecords
 from tether.store.credentials import CredentialRecords
+from tether.store.notify import WORKSPACE, Listener, notify
 from tether.store.rows import row_to
+from tether.store.tasks import TaskEvents
+from tether.store.wal import WriteAheadLog, WriteTurn
 
 DB_FILE = "tether.db"
 DB_ENV = "TETHER_DB"
@@ -84,9 +87,16 @@ def _alembic_config(connection: sa.Connection) -> Config:
     return config
 
 
+MIGRATION_LOCK = 0x7E7E_0001  # PostgreSQL advisory lock: replicas starting at once migrate once
+
+
 def migrate(engine: sa.Engine) -> None:
-    """Bring the database to the newest schema (a no-op when it already is)."""
+    """Bring the database to the newest schema (a no-op when it already is). On PostgreSQL,
+    replicas started together take turns (an advisory lock held to the end of the migration's
+    transaction), so the second finds the schema new and does nothing."""
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
         config = _alembic_config(connection)
         head = ScriptDirectory.from_config(config).get_current_head()
         if MigrationContext.configure(connection).get_current_revision() != head:
@@ -110,12 +120,16 @@ class Store:
         self.home = home  # the folder of an embedded store: where its master key is kept
         self.engine = _engine(url)
         migrate(self.engine)
+        self.listener = Listener(self.engine)  # changes other processes make (notify.py)
         self._writer = self.engine.raw_connection()
-        self._write_lock = threading.Lock()
+        sqlite = self.engine.dialect.name == "sqlite"
+        self._wal = WriteAheadLog(Path(str(self.engine.url.database))) if sqlite else None
+        self._write_lock = WriteTurn(self._wal)
         self.credentials = CredentialRecords(self.engine, self._writer, self._write_lock)
         self.approvals = ApprovalRecords(self.engine)
         self.admin_tokens = AdminTokenRecords(self.engine)
-        self.audit = AuditRecords(self.engine, self._writer, self._write_lock)
+        self.audit = AuditRecords(self.engine, self._writer, self._write_lock, self._wal)
+        self.task_events = TaskEvents(self.engine, self._writer, self._write_lock)
 
     @classmethod
     def at_home(cls, home: str | Path) -> Store:
@@ -126,6 +140,7 @@ class Store:
         return cls(os.environ.get(DB_ENV) or sqlite_url(home), home=Path(home))
 
     def close(self) -> None:
+        self.listener.close()
         with self._write_lock:
             self._writer.close()
         self.audit.close()
@@ -174,6 +189,7 @@ class Store:
                 if expected_revision is not None and self.workspace(workspace) is not None:
                     raise StaleRevision(f"workspace {workspace!r} changed meanwhile")
                 raise NotFound(f"workspace {workspace!r} does not exist")
+            notify(db, WORKSPACE, workspace)  # sent on commit: other processes reload it
             yield Changes(db, workspace)
 
     def workspace(self, name: str) -> Workspace | None:

@@ -253,6 +253,16 @@ replay_cache = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )
 
+# What happened in each open task, in order: the log its state is rebuilt from on any replica.
+# The (task, seq) key is how two replicas deciding in one task at once find out (DESIGN.md 5).
+task_events = sa.Table(
+    "task_events",
+    metadata,
+    sa.Column("task_id", sa.String(ID), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed (tether/session/shared.py)
+)
+
 # -- step-up approvals ---------------------------------------------------------------------------
 
 approvals = sa.Table(

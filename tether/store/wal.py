@@ -125,3 +125,33 @@ def _open_log(database: Path) -> int | None:
     finally:
         os.close(folder)
     return os.open(wal, os.O_RDONLY)
+
+
+class WriteTurn:
+    """The lock every transaction on the store's hot-path connection is made under: one thread
+    of this process at a time and, on SQLite (`wal` given), one process at a time through the
+    lock file, so a writer never meets SQLite's busy sleep (`WriteAheadLog.writing`). The
+    replay cache, task events and the audit log all write through it."""
+
+    def __init__(self, wal: WriteAheadLog | None) -> None:
+        self._lock = threading.Lock()
+        self._wal = wal
+        self._held: Any = None
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        if self._wal is not None:
+            try:
+                self._held = self._wal.writing()
+                self._held.__enter__()
+            except BaseException:
+                self._lock.release()
+                raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._held is not None:
+                held, self._held = self._held, None
+                held.__exit__(None, None, None)
+        finally:
+            self._lock.release()

@@ -1,0 +1,171 @@
+"""Two `tether serve` replicas on one store (the home's SQLite file in the SQLite run, one
+PostgreSQL database in the PostgreSQL run): a task's calls may land on either, and a change made
+through one is enforced by the other within a second."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import delegate
+from test_shared_tasks import PATH, POLICIES
+
+from tether import Guard
+from tether.credentials import ACCESS_TOKEN_TYPE, GRANT_TOKEN_TYPE, make_assertion, make_proof
+from tether.identity import generate_key, register_key
+from tether.server import admin_tokens
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serve(home: Path) -> tuple[subprocess.Popen[str], str]:
+    port = _free_port()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return child, f"http://127.0.0.1:{port}"
+
+
+def _wait_until_up(child: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    child.kill()
+    pytest.fail(f"tether serve did not start: {child.communicate()[1][-2000:]}")
+
+
+class Agent:
+    """The coder agent, holding its key; each call names the replica it goes to."""
+
+    def __init__(self, key: Any, grant: str) -> None:
+        self.key, self.grant = key, grant
+        self.http = httpx.Client(timeout=10)
+        self.token = ""
+
+    def start(self, url: str) -> None:
+        now = time.time()
+        answer = self.http.post(
+            f"{url}/v1/token",
+            data={
+                "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                "subject_token": self.grant,
+                "subject_token_type": GRANT_TOKEN_TYPE,
+                "actor_token": make_assertion(
+                    self.key,
+                    agent_id="spiffe://tether.local/ws/acme/agent/coder",
+                    audience="tether",
+                    now=now,
+                ),
+                "requested_token_type": ACCESS_TOKEN_TYPE,
+                "scope": "http_post read_file read_secret",
+                "request": "tidy the repo",
+            },
+            headers={"DPoP": make_proof(self.key, htm="POST", htu=f"{url}/v1/token", now=now)},
+        )
+        assert answer.status_code == 200, answer.text
+        self.token, self.task_id = answer.json()["access_token"], answer.json()["task_id"]
+
+    def post(self, url: str, path: str, body: Any) -> httpx.Response:
+        proof = make_proof(
+            self.key, htm="POST", htu=f"{url}{path}", now=time.time(), access_token=self.token
+        )
+        headers = {"Authorization": f"DPoP {self.token}", "DPoP": proof}
+        return self.http.post(f"{url}{path}", json=body, headers=headers)
+
+    def call(self, url: str, tool: str, args: dict[str, str] | None = None) -> dict[str, Any]:
+        answer = self.post(url, "/v1/authorize", {"tool": tool, "args": args or {}})
+        assert answer.status_code in (200, 401), answer.text
+        decided: dict[str, Any] = answer.json()
+        return decided
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[str, str, Agent, str]]:
+    """Replica A's URL, replica B's, the agent, and an admin token for acme."""
+    home = tmp_path / "home"
+    key = generate_key()
+    with Guard.embedded(home) as guard:
+        guard.add_workspace("acme")
+        guard.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
+        guard.register_tool("acme", "read_file", effects=["read"], args_schema=PATH)
+        guard.register_tool("acme", "read_secret", effects=["secret_access"], labels=["secret"])
+        guard.register_tool("acme", "http_post", effects=["external"], args_schema=PATH)
+        guard.activate_policies("acme", POLICIES)
+        delegate(guard, "acme", "coder", users=("alice",))
+        register_key(
+            guard.store, workspace="acme", agent="coder", jwk=key.as_dict(private=False),
+            now=time.time(),
+        )  # fmt: skip
+        grant = guard.store.credentials.grants("acme")[0].id
+        token, _ = admin_tokens.issue(
+            guard.store, name="alice", roles={"acme": ["admin"]}, lifetime=3600, now=time.time()
+        )
+    (a, url_a), (b, url_b) = _serve(home), _serve(home)
+    try:
+        _wait_until_up(a, url_a)
+        _wait_until_up(b, url_b)
+        yield url_a, url_b, Agent(key, grant), token
+    finally:
+        for child in (a, b):
+            child.terminate()
+        for child in (a, b):
+            child.wait(timeout=10)
+
+
+def test_a_task_alternating_replicas_still_trips_its_chain_rules(
+    cluster: tuple[str, str, Agent, str],
+) -> None:
+    a, b, agent, _ = cluster
+    agent.start(a)
+    reads = [agent.call(url, "read_file", {"path": "/repo/x"})["effect"] for url in (a, b, a, b)]
+    assert reads == ["allow", "allow", "allow", "deny"]  # three reads a task, on any replica
+    secret = agent.call(b, "read_secret")
+    assert secret["effect"] == "allow"
+    reported = agent.post(
+        b, f"/v1/tasks/{agent.task_id}/report", {"decision_id": secret["decision_id"],
+                                                  "output": "the deploy key"},
+    )  # fmt: skip
+    assert reported.status_code == 200, reported.text
+    refused = agent.call(a, "http_post", {"path": "/out"})
+    assert refused["effect"] == "deny"
+    assert refused["reasons"][0]["policy"] == "no-exfiltration-after-a-secret"
+
+
+def test_an_agent_suspended_through_one_replica_is_refused_by_the_other_within_a_second(
+    cluster: tuple[str, str, Agent, str],
+) -> None:
+    a, b, agent, token = cluster
+    agent.start(b)
+    assert agent.call(b, "read_file", {"path": "/repo/x"})["effect"] == "allow"
+    suspended = httpx.post(
+        f"{a}/v1/workspaces/acme/agents/coder/suspend",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert suspended.status_code == 200, suspended.text
+    at = time.monotonic()
+    while agent.call(b, "read_file", {"path": "/repo/x"}).get("effect") == "allow":
+        assert time.monotonic() - at < 1.0, "replica B still allows the suspended agent"
+        time.sleep(0.02)
+    took = time.monotonic() - at
+    print(f"replica B refused the suspended agent {took * 1000:.0f} ms after replica A said so")
+    refused = agent.call(b, "read_file", {"path": "/repo/x"})  # and stays so
+    assert refused["status"] == 401 and "revoked" in refused["detail"], refused

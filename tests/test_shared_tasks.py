@@ -1,0 +1,151 @@
+"""Task state shared through the store: two Guards on one store are two replicas, and a task's
+calls may land on either. Runs on SQLite, and on PostgreSQL in the PostgreSQL run."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import delegate
+
+from tether import Guard
+from tether.model import Effect, Stage
+from tether.sdk.guard import TaskHandle
+from tether.store import Store
+from tether.store import tables as t
+
+POLICIES = {
+    "rules.cedar": """
+@id("anything")
+permit (principal, action, resource);
+
+@id("no-exfiltration-after-a-secret")
+forbid (principal, action == Action::"http_post", resource)
+when { context.task.labels.contains("secret") };
+
+@id("three-reads")
+forbid (principal, action == Action::"read_file", resource)
+when { context.task.tool_calls >= 3 };
+""",
+}
+PATH = {"type": "object", "properties": {"path": {"type": "string"}}}
+
+
+@pytest.fixture
+def replicas(home: Path) -> Iterator[tuple[Guard, Guard]]:
+    with Guard(Store.at_home(home), shared_tasks=True) as a:
+        a.add_workspace("acme")
+        a.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
+        a.register_tool("acme", "read_file", effects=["read"], args_schema=PATH)
+        a.register_tool("acme", "read_secret", effects=["secret_access"], labels=["secret"])
+        a.register_tool("acme", "http_post", effects=["external"], args_schema=PATH)
+        a.activate_policies("acme", POLICIES)
+        delegate(a, "acme", "coder", users=("alice",))
+        with Guard(Store.at_home(home), shared_tasks=True) as b:
+            yield a, b
+
+
+def start(guard: Guard) -> TaskHandle:
+    return guard.task(
+        workspace="acme",
+        agent="coder",
+        user="alice",
+        request="tidy the repo",
+        tools=["read_file", "read_secret", "http_post"],
+    )
+
+
+def on(guard: Guard, task: TaskHandle, tool: str, args: dict[str, str] | None = None) -> Effect:
+    """A call of `task` decided by `guard` (another replica than the one that started it)."""
+    return guard.authorize(None, tool, args or {}, token=task.token).effect
+
+
+def test_a_task_alternating_replicas_keeps_its_chain_rules(
+    replicas: tuple[Guard, Guard],
+) -> None:
+    a, b = replicas
+    task = start(a)
+    assert [on(g, task, "read_file", {"path": "/r"}) for g in (a, b, a, b)] == [
+        Effect.ALLOW,
+        Effect.ALLOW,
+        Effect.ALLOW,
+        Effect.DENY,  # the fourth read, wherever it lands
+    ]
+    secret = b.authorize(None, "read_secret", {}, token=task.token)
+    assert secret.effect is Effect.ALLOW
+    b.report(task.id, secret.decision_id, "the deploy key")  # reported to the other replica
+    refused = a.authorize(None, "http_post", {"path": "/out"}, token=task.token)
+    assert refused.effect is Effect.DENY
+    assert refused.reasons[0].policy == "no-exfiltration-after-a-secret"
+    assert "secret" in task.state.labels and task.state.calls == 6
+
+
+def test_concurrent_calls_on_two_replicas_are_decided_one_at_a_time(
+    replicas: tuple[Guard, Guard],
+) -> None:
+    a, b = replicas
+    task = start(a)
+    token = task.token
+    effects: list[tuple[Effect, Stage | None]] = []
+
+    def calls(guard: Guard) -> None:
+        for _ in range(5):
+            d = guard.authorize(None, "read_file", {"path": "/r"}, token=token)
+            effects.append((d.effect, d.reasons[0].stage if d.reasons else None))
+
+    threads = [threading.Thread(target=calls, args=(g,)) for g in (a, b) * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(effects) == 30
+    # However the calls interleave across the replicas, the limit holds exactly.
+    assert sum(effect is Effect.ALLOW for effect, _ in effects) == 3
+    counted = sum(stage is not Stage.RECORD for _, stage in effects)  # not given up on
+    for guard in (a, b):
+        state = guard._tasks.get(task.id)
+        assert state is not None
+        with state.lock:
+            guard._tasks.catch_up(state)
+        assert (state.calls, state.allowed) == (counted, 3)
+
+
+def test_events_are_sealed_and_a_tampered_one_fails_closed(
+    replicas: tuple[Guard, Guard], home: Path
+) -> None:
+    a, _ = replicas
+    task = start(a)
+    assert on(a, task, "read_file", {"path": "/repo/MARKER-7f3a"}) is Effect.ALLOW
+    with a.store.engine.begin() as db:
+        (body,) = db.execute(
+            sa.select(t.task_events.c.body).where(t.task_events.c.task_id == task.id)
+        ).scalars()
+        assert b"MARKER-7f3a" not in body
+        db.execute(
+            t.task_events.update()
+            .where(t.task_events.c.task_id == task.id)
+            .values(body=body[:-1] + bytes([body[-1] ^ 1]))
+        )
+    with Guard(Store.at_home(home), shared_tasks=True) as fresh:  # must read the task back
+        d = fresh.authorize(None, "read_file", {"path": "/r"}, token=task.token)
+    assert d.effect is Effect.DENY and d.reasons[0].stage is Stage.AUTHENTICATE
+    assert "InvalidTag" in d.reasons[0].text
+
+
+def test_an_unshared_guard_decides_only_its_own_tasks(home: Path) -> None:
+    with Guard(Store.at_home(home), shared_tasks=False) as a:
+        a.add_workspace("acme")
+        a.register_agent("acme", "coder", kind="coder", owner="o")
+        a.register_tool("acme", "read_file", effects=["read"], args_schema=PATH)
+        a.activate_policies("acme", {"p.cedar": POLICIES["rules.cedar"].split('@id("no')[0]})
+        delegate(a, "acme", "coder", users=("alice",))
+        task = a.task(
+            workspace="acme", agent="coder", user="alice", request="r", tools=["read_file"]
+        )
+        with Guard(Store.at_home(home), shared_tasks=False) as b:
+            d = b.authorize(None, "read_file", {"path": "/r"}, token=task.token)
+        assert d.effect is Effect.DENY and "is not open here" in d.reasons[0].text
+        assert a.store.task_events.after(task.id, 0) == []  # nothing of it left this process

@@ -1,0 +1,77 @@
+"""Running the service: one process, or several workers on one port, each a full replica.
+
+uvicorn starts a worker by importing an application factory, so what a worker needs to build
+its Guard (home, database, public URL, durability, limits) travels in one environment variable.
+Every worker keeps task state in the store (`shared_tasks`), since any of them may get any call
+of a task; and reads the same store, so a change made through one reaches the others as it
+reaches other replicas (docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+from starlette.applications import Starlette
+
+from tether.credentials import Settings
+from tether.model import Durability
+from tether.pdp import ProofRule
+from tether.sdk import Guard
+from tether.server.app import create_app
+from tether.server.limits import RateLimits
+from tether.store import Store
+
+CONFIG_ENV = "TETHER_SERVE_CONFIG"
+
+
+class Serving(msgspec.Struct, frozen=True):
+    home: str
+    public_url: str
+    db: str | None = None  # a database URL instead of the home's store
+    durability: Durability | None = None
+    rate: float = 100.0
+    burst: float = 200.0
+
+
+def build(config: Serving) -> Starlette:
+    """The application of one worker, with a Guard of its own on the shared store."""
+    store = _store(config)
+    public = config.public_url.rstrip("/")
+    guard = Guard(
+        store,
+        credential_settings=Settings(token_url=f"{public}/v1/token"),
+        proofs=ProofRule(htm="POST", htu=f"{public}/v1/authorize", required=True),
+        durability=config.durability,
+        shared_tasks=True,
+    )
+    limits = RateLimits(rate=config.rate, burst=config.burst)
+    return create_app(guard, public_url=public, limits=limits, close_guard=True)
+
+
+def _store(config: Serving) -> Store:
+    return Store(config.db, home=Path(config.home)) if config.db else Store.at_home(config.home)
+
+
+def from_environment() -> Starlette:
+    """uvicorn's factory for each worker."""
+    return build(msgspec.json.decode(os.environ[CONFIG_ENV], type=Serving))
+
+
+def run(config: Serving, *, host: str, port: int, workers: int = 1) -> None:
+    """Serve until interrupted."""
+    import uvicorn  # noqa: PLC0415 - only serving needs the server
+
+    _store(config).close()  # made and migrated once, before the workers race to
+
+    os.environ[CONFIG_ENV] = msgspec.json.encode(config).decode()
+    uvicorn.run(
+        f"{__name__}:from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )

@@ -1,0 +1,74 @@
+"""What the store keeps of open tasks' histories: one row per event, numbered from 1 per task.
+
+The number is the claim: an event is appended as the task's next one, and if another process
+appended that number first the insert fails, and its author catches up and decides again. So a
+task whose calls land on several replicas sees every call in one order, as one process would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from tether.model import TaskStatus
+from tether.store import tables as t
+from tether.store.prepared import Prepared
+from tether.store.wal import WriteTurn
+
+PURGE_EVERY = 1000  # appends between removals of closed or expired tasks' events
+
+
+class TaskEvents:
+    """`writer` and `write_lock`: the store's hot-path connection (one event per decision)."""
+
+    def __init__(self, engine: sa.Engine, writer: Any, write_lock: WriteTurn) -> None:
+        self.engine = engine
+        self._writer = writer
+        self._write_lock = write_lock
+        self._insert = Prepared(t.task_events.insert(), ["task_id", "seq", "body"], engine.dialect)
+        self._duplicate: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+        self._appends = 0
+
+    def append(self, task_id: str, seq: int, body: bytes, now: float) -> bool:
+        """Append event `seq` of the task; False if that number is taken (someone else's)."""
+        with self._write_lock:
+            self._appends += 1
+            purge = self._appends % PURGE_EVERY == 0
+            cursor = self._writer.cursor()
+            try:
+                cursor.execute(*self._insert.bind({"task_id": task_id, "seq": seq, "body": body}))
+                self._writer.commit()
+                appended = True
+            except self._duplicate:
+                self._writer.rollback()
+                appended = False
+            except BaseException:
+                self._writer.rollback()
+                raise
+            finally:
+                cursor.close()
+        if purge:
+            self.purge(now)
+        return appended
+
+    def after(self, task_id: str, seq: int) -> list[tuple[int, bytes]]:
+        """The task's events numbered above `seq`, in order."""
+        query = (
+            sa.select(t.task_events.c.seq, t.task_events.c.body)
+            .where(t.task_events.c.task_id == task_id, t.task_events.c.seq > seq)
+            .order_by(t.task_events.c.seq)
+        )
+        with self.engine.connect() as db:
+            return [(int(row.seq), bytes(row.body)) for row in db.execute(query)]
+
+    def purge(self, now: float) -> int:
+        """Forget the events of tasks that can act no more (closed, or expired)."""
+        done = sa.select(t.tasks.c.id).where(
+            sa.or_(t.tasks.c.status != TaskStatus.OPEN.value, t.tasks.c.expires_at <= now)
+        )
+        with self.engine.begin() as db:
+            result: Any = db.execute(
+                t.task_events.delete().where(t.task_events.c.task_id.in_(done))
+            )
+        return int(result.rowcount)
