@@ -60,9 +60,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def prepare(home: Path) -> tuple[ECKey, str]:
+def prepare(home: Path, db: str | None = None) -> tuple[ECKey, str]:
     key = generate_key()
-    with Guard.embedded(home=home) as guard:
+    with Guard.embedded(home=home, db=db) as guard:
         guard.apply_directory(STARTER)
         register_key(
             guard.store, workspace="acme", agent="coder", jwk=key.as_dict(), now=time.time()
@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as home:
-        key, grant = prepare(Path(home))
+        key, grant = prepare(Path(home), args.db)
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(

@@ -1,7 +1,7 @@
 """`tether serve` inside the test's process: the HTTP API on a home's store (or, under
 TETHER_TEST_POSTGRES, on the test's own database), served by uvicorn on 127.0.0.1 from a thread,
-for remote Guards to speak to. Its Guard is made as tether/server/serving.py makes a worker's,
-but on the test's clock."""
+for remote Guards to speak to: a worker as tether/server/serving.py builds it, on the test's
+clock."""
 
 from __future__ import annotations
 
@@ -16,12 +16,8 @@ from pathlib import Path
 import uvicorn
 
 from tether import Guard
-from tether.credentials import Settings
-from tether.pdp import ProofRule
 from tether.server import admin_tokens
-from tether.server.app import create_app
-from tether.server.limits import RateLimits
-from tether.store import Store
+from tether.server.serving import Serving, build
 
 
 @dataclass
@@ -43,15 +39,10 @@ def served(home: Path, *, clock: Callable[[], float] = time.time) -> Iterator[Se
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{listening.getsockname()[1]}"
-    guard = Guard(
-        Store.at_home(home),
-        clock=clock,
-        credential_settings=Settings(token_url=f"{url}/v1/token"),
-        proofs=ProofRule(htm="POST", htu=f"{url}/v1/authorize", required=True),
-        shared_tasks=True,
-    )
     # Tests make calls as fast as they can: the service's rate limit is tested on its own.
-    app = create_app(guard, public_url=url, limits=RateLimits(rate=1e6, burst=1e6))
+    config = Serving(home=str(home), public_url=url, rate=1e6, burst=1e6)
+    app = build(config, clock=clock)
+    guard: Guard = app.state.guard
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
@@ -66,6 +57,5 @@ def served(home: Path, *, clock: Callable[[], float] = time.time) -> Iterator[Se
         yield Served(url, guard, token)
     finally:
         server.should_exit = True
-        thread.join(timeout=30)
+        thread.join(timeout=30)  # its shutdown closes the Guard
         listening.close()
-        guard.close()

@@ -18,6 +18,12 @@ from tether.model import AuditEvent
 from tether.store import DB_FILE
 
 
+@pytest.fixture
+def mode() -> str:
+    """The approvals workspace, embedded only: these tests read the log in the store itself."""
+    return "embedded"
+
+
 def kinds(events: list[AuditEvent], subject: str) -> list[str]:
     return [e.kind for e in reversed(events) if e.subject == subject]
 

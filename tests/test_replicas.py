@@ -4,6 +4,7 @@ through one is enforced by the other within a second."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -97,10 +98,9 @@ class Agent:
         return decided
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[str, str, Agent, str]]:
-    """Replica A's URL, replica B's, the agent, and an admin token for acme."""
-    home = tmp_path / "home"
+def prepare(home: Path, roles: dict[str, list[str]]) -> tuple[Any, str, str]:
+    """The workspace of test_shared_tasks on `home`'s store: the agent's key, alice's grant,
+    and an admin token holding `roles`."""
     key = generate_key()
     with Guard.embedded(home) as guard:
         guard.add_workspace("acme")
@@ -116,8 +116,16 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, str, Agent, str]]:
         )  # fmt: skip
         grant = guard.store.credentials.grants("acme")[0].id
         token, _ = admin_tokens.issue(
-            guard.store, name="alice", roles={"acme": ["admin"]}, lifetime=3600, now=time.time()
+            guard.store, name="sam", roles=roles, lifetime=3600, now=time.time()
         )
+    return key, grant, token
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[str, str, Agent, str]]:
+    """Replica A's URL, replica B's, the agent, and an admin token for acme."""
+    home = tmp_path / "home"
+    key, grant, token = prepare(home, {"acme": ["admin"]})
     (a, url_a), (b, url_b) = _serve(home), _serve(home)
     try:
         _wait_until_up(a, url_a)
@@ -153,8 +161,8 @@ def test_an_agent_suspended_through_one_replica_is_refused_by_the_other_within_a
     cluster: tuple[str, str, Agent, str],
 ) -> None:
     a, b, agent, token = cluster
-    agent.start(b)
-    assert agent.call(b, "read_file", {"path": "/repo/x"})["effect"] == "allow"
+    agent.start(b)  # read_secret: a tool no rule limits, so only the suspension can refuse it
+    assert agent.call(b, "read_secret")["effect"] == "allow"
     suspended = httpx.post(
         f"{a}/v1/workspaces/acme/agents/coder/suspend",
         headers={"Authorization": f"Bearer {token}"},
@@ -162,10 +170,58 @@ def test_an_agent_suspended_through_one_replica_is_refused_by_the_other_within_a
     )
     assert suspended.status_code == 200, suspended.text
     at = time.monotonic()
-    while agent.call(b, "read_file", {"path": "/repo/x"}).get("effect") == "allow":
+    while agent.call(b, "read_secret").get("effect") == "allow":
         assert time.monotonic() - at < 1.0, "replica B still allows the suspended agent"
         time.sleep(0.02)
     took = time.monotonic() - at
     print(f"replica B refused the suspended agent {took * 1000:.0f} ms after replica A said so")
-    refused = agent.call(b, "read_file", {"path": "/repo/x"})  # and stays so
-    assert refused["status"] == 401 and "revoked" in refused["detail"], refused
+    refused = agent.call(b, "read_secret")  # and stays so
+    # Refused by whichever news came first: the agent's status (a recorded deny) or its
+    # tokens' revocation (401, recorded as well).
+    why = refused["reasons"][0]["text"] if "effect" in refused else refused["detail"]
+    assert refused.get("effect", "deny") == "deny", refused
+    assert "suspended" in why or "revoked" in why, why
+
+
+def test_the_workers_of_one_serve_share_tasks_and_add_up_their_metrics(tmp_path: Path) -> None:
+    """`tether serve --workers 2`: each request on a new connection, so they spread over both
+    workers; the task's limit holds across them, and every scrape counts every decision."""
+    home = tmp_path / "home"
+    key, grant, token = prepare(home, {"*": ["auditor"]})
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    samples = tmp_path / "metrics"
+    samples.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port),
+         "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(samples)},
+    )  # fmt: skip
+    try:
+        _wait_until_up(child, url)
+        agent = Agent(key, grant)
+        agent.start(url)
+        effects = []
+        for _ in range(8):
+            agent.http.close()
+            agent.http = httpx.Client(timeout=10)  # a new connection: either worker
+            effects.append(agent.call(url, "read_file", {"path": "/repo/x"})["effect"])
+        assert effects == ["allow"] * 3 + ["deny"] * 5
+        for _ in range(6):  # scrapes land on either worker; each sees all eight
+            with httpx.Client(timeout=10) as scraper:
+                text = scraper.get(
+                    f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}
+                ).text
+            counts = {
+                line.split('effect="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("tether_decisions_total{")
+            }
+            assert counts == {"allow": 3.0, "deny": 5.0}, text
+        assert len(list(samples.glob("counter_*.db"))) == 2  # both workers counted some
+    finally:
+        child.terminate()
+        child.wait(timeout=20)

@@ -40,7 +40,14 @@ ANY_PATH = {
 }
 # Endpoints whose workspace is the resource's: with no such resource, there is no workspace to
 # hold a token to, and the answer is 404 whoever asks.
-BY_RESOURCE = ("/apr_x/approve", "/apr_x/deny", "/dec_x", "/grant_x/revoke", "/task_x/revoke")
+BY_RESOURCE = (
+    "/apr_x",
+    "/apr_x/approve",
+    "/apr_x/deny",
+    "/dec_x",
+    "/grant_x/revoke",
+    "/task_x/revoke",
+)
 
 
 @dataclass
@@ -482,3 +489,21 @@ def test_suspending_an_agent_over_http_refuses_its_next_call(server: Server) -> 
             assert refused.status_code == 401 and "suspended" in refused.json()["detail"]
         finally:
             assert alice.post("/v1/workspaces/acme/agents/coder/resume").status_code == 200
+
+
+def test_a_candidate_bundle_is_tested_over_http(server: Server) -> None:
+    policies = STARTER / "policies"  # as `tether init` lays it out: the baseline pack beside
+    baseline = STARTER.parents[2] / "policies" / "baseline"
+    files = {p.name: p.read_text() for p in [*policies.glob("*.cedar"), *baseline.glob("*.cedar")]}
+    tests = (policies / "tests.yaml").read_text()
+    with admin(server, server.admin) as alice:
+        ran = alice.post("/v1/workspaces/acme/policies/test", json={"files": files, "tests": tests})
+        assert ran.status_code == 200, ran.text
+        report = ran.json()
+        assert report["failed"] == 0 and report["passed"] == len(report["cases"]) > 5
+        # The same cases against a bundle without the workspace-wide rules: some must fail.
+        fewer = {name: text for name, text in files.items() if name != "workspace.cedar"}
+        ran = alice.post("/v1/workspaces/acme/policies/test", json={"files": fewer, "tests": tests})
+        assert ran.status_code == 200 and ran.json()["failed"] > 0
+        bad = alice.post("/v1/workspaces/acme/policies/test", json={"files": files, "tests": "["})
+        assert bad.status_code == 400 and "tests" in bad.json()["detail"]

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from tether import Guard
+from tether.server.app import create_app
 from tether.server.limits import RateLimits
 
 
@@ -16,3 +24,19 @@ def test_a_bucket_allows_its_burst_then_its_rate() -> None:
     assert all(limits.take("acme/coder") is None for _ in range(5))
     assert limits.take("acme/coder") is not None
     assert limits.take("acme/coder", count=30) is not None  # never more than the burst
+
+
+def test_the_token_endpoint_is_limited_by_address(home: Path) -> None:
+    """Anyone may knock on the token endpoint, and each knock costs a signature check or more:
+    past the rate, callers from one address are told to wait before anything is read."""
+    form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange"}
+
+    async def knock(app: Any) -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return [(await client.post("/v1/token", data=form)).status_code for _ in range(3)]
+
+    with Guard.embedded(home=home) as guard:
+        app = create_app(guard, public_url="http://testserver", limits=RateLimits(1.0, 2.0))
+        statuses = anyio.run(knock, app)
+    assert statuses == [400, 400, 429], statuses  # refused as malformed, then not read at all

@@ -451,6 +451,11 @@ class Guard(ToolDecorator):
             limit=min(max(limit, 1), MAX_DECISIONS),
         )
 
+    def approval(self, approval_id: str) -> ApprovalRequest:
+        """One approval request as it is now: pending, or who answered it and how, or which
+        decision spent it (a request whose time has passed reads as expired)."""
+        return self.approvals.get(approval_id)
+
     def task_state(self, task_id: str) -> TaskState:
         """The state of a task open here: its calls, labels and counters."""
         state = self._tasks.get(task_id)
@@ -518,9 +523,10 @@ class Guard(ToolDecorator):
             self._tasks.open(issued.task)
         return issued
 
-    def report(self, task_id: str, decision_id: str, output: Any) -> None:
+    def report(self, task_id: str, decision_id: str, output: Any, *, complete: bool = True) -> None:
         """Tell a task what a call it was allowed returned (feeds its state: labels,
-        provenance)."""
+        provenance). `complete=False`: `output` is only part of it (an agent elsewhere could
+        send no more), so the task is also labelled `unscanned`."""
         state = self._tasks.get(task_id)
         record = self.store.decision(decision_id)
         if state is None:
@@ -535,7 +541,8 @@ class Guard(ToolDecorator):
         except Exception:  # the workspace cannot be read now: the output still counts, untrusted
             log.exception("reporting to task %s without its catalogue", task_id)
             tool = None
-        self._tasks.report(state, observe(tool.spec if tool is not None else None, output))
+        seen = observe(tool.spec if tool is not None else None, output, complete=complete)
+        self._tasks.report(state, seen)
 
     def end_task(self, task_id: str) -> None:
         """The task is done: its tokens, and its sub-tasks', are refused from now on."""

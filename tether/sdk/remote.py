@@ -337,6 +337,9 @@ class RemoteGuard(ToolDecorator):
         path = f"{_ws(workspace)}/decisions"
         return self._admin_call("GET", path, list[DecisionRecord], params=params)
 
+    def approval(self, approval_id: str) -> ApprovalRequest:
+        return self._admin_call("GET", f"/v1/approvals/{_seg(approval_id)}", ApprovalRequest)
+
     def task_state(self, task_id: str) -> TaskSummary:
         return self._handle(task_id).state
 
@@ -374,10 +377,10 @@ class RemoteGuard(ToolDecorator):
             raise InvalidInput(f"grant {grant} was not made by user {user!r}")
         return handle
 
-    def report(self, task_id: str, decision_id: str, output: Any) -> None:
+    def report(self, task_id: str, decision_id: str, output: Any, *, complete: bool = True) -> None:
         handle = self._handle(task_id)
         pieces, unread = _text(output)
-        body = {"decision_id": decision_id, "output": pieces, "unread": unread}
+        body = {"decision_id": decision_id, "output": pieces, "unread": unread or not complete}
         self._agent_call(handle, "POST", f"/v1/tasks/{task_id}/report", object, body=body)
 
     def end_task(self, task_id: str) -> None:

@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from tether.audit import verify
 from tether.audit.review import review
+from tether.catalogue import Catalogue, compile_tool
 from tether.control import WorkspaceFolder
 from tether.credentials import (
     ACCESS_TOKEN_TYPE,
@@ -41,7 +42,9 @@ from tether.model import (
     User,
     Workspace,
 )
+from tether.policy import compile_bundle
 from tether.policy.backtest import BacktestReport
+from tether.policy.testing import TestFile, fixture_agents, run_cases
 from tether.sdk import Guard
 from tether.sdk.guard import DEFAULT_GRANT_LIFETIME, DEFAULT_TASK_TTL
 from tether.server import admin_tokens
@@ -96,6 +99,9 @@ class Endpoint:
     status: int = 200
     summary: str = ""
     query: tuple[str, ...] = field(default_factory=tuple)
+    # Run on the event loop rather than a worker thread: for the few endpoints that are the hot
+    # path and whose work is bounded (app.py says why, and what it costs).
+    inline: bool = False
 
 
 # -- bodies and answers ---------------------------------------------------------------------------
@@ -315,6 +321,7 @@ def authorize(call: Call) -> Decision:
     decision = call.guard.authorize(
         None, body.tool, body.args, workspace=body.workspace, token=call.token, proof=call.proof
     )
+    _counted(call, decision)
     if decision.reasons and decision.reasons[0].stage is Stage.AUTHENTICATE:
         refused = CredentialRefused(f"{decision.reason} (decision {decision.decision_id})")
         raise Problem(
@@ -336,12 +343,21 @@ def authorize_batch(call: Call) -> BatchAnswer:
     _proven(call)
     return BatchAnswer(
         [
-            call.guard.authorize(
-                None, c.tool, c.args, workspace=c.workspace, token=call.token, proven=True
+            _counted(
+                call,
+                call.guard.authorize(
+                    None, c.tool, c.args, workspace=c.workspace, token=call.token, proven=True
+                ),
             )
             for c in body.calls
         ]
     )
+
+
+def _counted(call: Call, decision: Decision) -> Decision:
+    """A decision answered over HTTP, counted in the service's metrics."""
+    call.request.app.state.metrics.decided(decision)
+    return decision
 
 
 def check(call: Call) -> Decision:
@@ -385,10 +401,7 @@ def _agent_task(call: Call) -> str:
 def report(call: Call) -> Ended:
     task_id = _agent_task(call)
     body = call.body(ReportBody)
-    # What the agent left unread stands in the output as a stream, which content.py reads as
-    # unknown: the task is labelled `unscanned`, as it would be in process.
-    output = [body.output, iter(())] if body.unread else body.output
-    call.guard.report(task_id, body.decision_id, output)
+    call.guard.report(task_id, body.decision_id, body.output, complete=not body.unread)
     return Ended(task_id, "reported")
 
 
@@ -600,6 +613,61 @@ def activate_policies(call: Call) -> Activated:
     return Activated(workspace, version, body.shadow)
 
 
+class PolicyTestBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A candidate bundle and its test cases (a tests.yaml's text, docs/policy-guide.md)."""
+
+    files: dict[str, str]
+    tests: str
+
+
+class CaseOutcome(msgspec.Struct):
+    name: str
+    passed: bool
+    expected: str
+    got: str
+    determining: list[str]
+    detail: str
+
+
+class PolicyTestReport(msgspec.Struct):
+    passed: int
+    failed: int
+    cases: list[CaseOutcome]
+
+
+def test_policies(call: Call) -> PolicyTestReport:
+    """Run the cases against the candidate, typed by the workspace's catalogue, among its
+    agents (or the cases' own `agents:`), as `tether policy test` does."""
+    body = call.body(PolicyTestBody)
+    workspace = call.params["workspace"]
+    try:
+        tests = msgspec.yaml.decode(body.tests.encode(), type=TestFile)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidInput(f"tests: {exc}") from exc
+    tools = call.guard.tools(workspace)
+    catalogue = Catalogue({tool.name: compile_tool(tool) for tool in tools})
+    bundle = compile_bundle({**body.files, **tests.with_policies}, catalogue.cedar_schema())
+    agents = (
+        fixture_agents(tests.agents, workspace)
+        if tests.agents is not None
+        else call.guard.store.agents(workspace)
+    )
+    results = run_cases(bundle, catalogue, agents, tests.tests, workspace)
+    cases = [
+        CaseOutcome(
+            name=r.case.name,
+            passed=r.passed,
+            expected=r.case.expect.value,
+            got=r.effect.value,
+            determining=list(r.determining),
+            detail=r.detail,
+        )
+        for r in results
+    ]
+    failed = sum(not c.passed for c in cases)
+    return PolicyTestReport(len(cases) - failed, failed, cases)
+
+
 def stop_shadow(call: Call) -> Changed:
     call.guard.stop_shadow(call.params["workspace"])
     return Changed(call.params["workspace"], "no shadow policies")
@@ -615,6 +683,12 @@ def backtest(call: Call) -> BacktestReport:
 
 def pending_approvals(call: Call) -> list[ApprovalRequest]:
     return call.guard.approvals.pending(call.params["workspace"])
+
+
+def approval(call: Call) -> ApprovalRequest:
+    request = call.guard.approval(call.params["approval_id"])
+    call.require(request.workspace, "approver")
+    return request
 
 
 def _answer_approval(call: Call, approve: bool) -> ApprovalRequest:
@@ -695,7 +769,9 @@ def metrics(call: Call) -> Any:
 WS = "/v1/workspaces/{workspace}"
 
 ENDPOINTS: list[Endpoint] = [
-    Endpoint("GET", "/healthz", healthz, auth="none", response=Health, summary="Alive"),
+    Endpoint(
+        "GET", "/healthz", healthz, auth="none", response=Health, summary="Alive", inline=True
+    ),
     Endpoint("GET", "/readyz", readyz, auth="none", response=Health, summary="Store answers"),
     Endpoint(
         "GET",
@@ -704,6 +780,7 @@ ENDPOINTS: list[Endpoint] = [
         auth="none",
         response=dict[str, Any],
         summary="The keys task tokens and checkpoints are signed with",
+        inline=True,
     ),
     Endpoint(
         "POST",
@@ -722,6 +799,7 @@ ENDPOINTS: list[Endpoint] = [
         body=AuthorizeBody,
         response=Decision,
         summary="Decide one call of the caller's task",
+        inline=True,
     ),
     Endpoint(
         "POST",
@@ -731,6 +809,7 @@ ENDPOINTS: list[Endpoint] = [
         body=BatchBody,
         response=BatchAnswer,
         summary="Decide several calls of the caller's task, in order",
+        inline=True,
     ),
     Endpoint(
         "POST",
@@ -985,6 +1064,16 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint(
         "POST",
+        f"{WS}/policies/test",
+        test_policies,
+        auth="admin",
+        role="policy-author",
+        body=PolicyTestBody,
+        response=PolicyTestReport,
+        summary="Run test cases against a candidate bundle",
+    ),
+    Endpoint(
+        "POST",
         f"{WS}/policies/backtest",
         backtest,
         auth="admin",
@@ -1001,6 +1090,16 @@ ENDPOINTS: list[Endpoint] = [
         role="approver",
         response=list[ApprovalRequest],
         summary="Requests waiting for a person",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/approvals/{approval_id}",
+        approval,
+        auth="admin",
+        role="approver",
+        scope="resource",
+        response=ApprovalRequest,
+        summary="One approval request, as it is now",
     ),
     Endpoint(
         "POST",

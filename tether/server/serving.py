@@ -10,6 +10,9 @@ reaches other replicas (docs/deployment.md).
 from __future__ import annotations
 
 import os
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -21,6 +24,7 @@ from tether.pdp import ProofRule
 from tether.sdk import Guard
 from tether.server.app import create_app
 from tether.server.limits import RateLimits
+from tether.server.metrics import SHARED_DIR_ENV
 from tether.store import Store
 
 CONFIG_ENV = "TETHER_SERVE_CONFIG"
@@ -35,19 +39,23 @@ class Serving(msgspec.Struct, frozen=True):
     burst: float = 200.0
 
 
-def build(config: Serving) -> Starlette:
-    """The application of one worker, with a Guard of its own on the shared store."""
+def build(config: Serving, *, clock: Callable[[], float] = time.time) -> Starlette:
+    """The application of one worker, with a Guard of its own on the shared store (closed when
+    the application stops; `app.state.guard`)."""
     store = _store(config)
     public = config.public_url.rstrip("/")
     guard = Guard(
         store,
+        clock=clock,
         credential_settings=Settings(token_url=f"{public}/v1/token"),
         proofs=ProofRule(htm="POST", htu=f"{public}/v1/authorize", required=True),
         durability=config.durability,
         shared_tasks=True,
     )
     limits = RateLimits(rate=config.rate, burst=config.burst)
-    return create_app(guard, public_url=public, limits=limits, close_guard=True)
+    app = create_app(guard, public_url=public, limits=limits, close_guard=True)
+    app.state.guard = guard
+    return app
 
 
 def _store(config: Serving) -> Store:
@@ -64,8 +72,9 @@ def run(config: Serving, *, host: str, port: int, workers: int = 1) -> None:
     import uvicorn  # noqa: PLC0415 - only serving needs the server
 
     _store(config).close()  # made and migrated once, before the workers race to
-
     os.environ[CONFIG_ENV] = msgspec.json.encode(config).decode()
+    if workers > 1 and not os.environ.get(SHARED_DIR_ENV):  # workers' metrics, added up
+        os.environ[SHARED_DIR_ENV] = tempfile.mkdtemp(prefix="tether-metrics-")
     uvicorn.run(
         f"{__name__}:from_environment",
         factory=True,

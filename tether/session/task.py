@@ -55,9 +55,10 @@ class Observed(msgspec.Struct, frozen=True, tag=True):
 Event = Decided | Observed
 
 
-def observe(tool: Tool | None, output: Any) -> Observed:
-    """Read an output of `tool`. Never raises. A tool the catalogue no longer has (None) is
-    taken at its worst: its output is untrusted.
+def observe(tool: Tool | None, output: Any, *, complete: bool = True) -> Observed:
+    """Read an output of `tool` (`complete`: all of it, else what it left out is unknown: the
+    `unscanned` label). Never raises. A tool the catalogue no longer has (None) is taken at
+    its worst: its output is untrusted.
 
     The catalogue's labels and the trust of the output come first: whatever goes wrong reading
     the output (it is someone else's data) cannot take them away, and is itself recorded, as
@@ -66,6 +67,8 @@ def observe(tool: Tool | None, output: Any) -> Observed:
     found = set(tool.labels) if tool is not None else set()
     if not trusted:
         found.add(UNTRUSTED)
+    if not complete:
+        found.add(UNSCANNED)
     pieces: tuple[str, ...] = ()
     try:
         text = text_of(output)

@@ -63,7 +63,8 @@ def sqlite_url(home: str | Path) -> str:
 
 def _engine(url: str) -> sa.Engine:
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
+        # A server that does not answer is given up on: a decision waiting for it is a deny.
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
     engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @sa.event.listens_for(engine, "connect")
