@@ -1,15 +1,20 @@
 """Backtests replay recorded decisions on their recorded context: the active bundle changes
-nothing, and a bundle with one extra forbid changes exactly the decisions it covers."""
+nothing, and a bundle with one extra forbid changes exactly the decisions it covers.
+
+The Guard's backtests run twice: on an embedded Guard, and on a remote one speaking to
+`tether serve` (conftest.py's `open_guard`); the command's own test runs the CLI on a home."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from conftest import POLICIES
+import pytest
+from conftest import POLICIES, OpenGuard, acme
 from test_cli import run_cli
 
-from tether import Guard
 from tether.model import Effect
 
 FORBID_SECRETS = """
@@ -20,7 +25,15 @@ when { context.args has subject && context.args.subject like "*secret*" };
 """
 
 
-def _traffic(guard: Guard) -> None:
+@pytest.fixture
+def guard(open_guard: OpenGuard, home: Path) -> Iterator[Any]:
+    """conftest's `acme`, on a Guard of the test's mode."""
+    with open_guard(home) as g:
+        acme(g)
+        yield g
+
+
+def _traffic(guard: Any) -> None:
     with guard.task(
         workspace="acme",
         agent="coder",
@@ -36,20 +49,20 @@ def _traffic(guard: Guard) -> None:
         task.authorize("delete_everything", {})  # outside the task: never reached the policies
 
 
-def test_the_active_bundle_changes_nothing(guard: Guard) -> None:
+def test_the_active_bundle_changes_nothing(guard: Any) -> None:
     _traffic(guard)
     report = guard.backtest("acme", guard.check_policies("acme", POLICIES), since=0)
     assert report.replayed == 120 and report.not_replayable == 1
     assert report.changes == [] and report.unfaithful == []
 
 
-def test_one_extra_forbid_changes_exactly_the_decisions_it_covers(guard: Guard) -> None:
+def test_one_extra_forbid_changes_exactly_the_decisions_it_covers(guard: Any) -> None:
     _traffic(guard)
     candidate = guard.check_policies("acme", {**POLICIES, "secrets.cedar": FORBID_SECRETS})
     report = guard.backtest("acme", candidate, since=0)
     expected = {
         r.id
-        for r in guard.store.decisions(workspace="acme", limit=None)
+        for r in guard.decisions("acme", limit=1000)
         if r.tool == "send_email"
         and "secret" in json.loads(r.args)["subject"]
         and r.effect is not Effect.DENY
@@ -61,6 +74,7 @@ def test_one_extra_forbid_changes_exactly_the_decisions_it_covers(guard: Guard) 
 
 
 def test_the_command_reports_and_exits_by_outcome(tmp_path: Path) -> None:
+    # Not a Guard test: the CLI on a home of its own, in one mode only.
     home = tmp_path / "home"
     assert run_cli(home, "init").returncode == 0
     for args in (

@@ -1,4 +1,9 @@
-"""The decision pipeline: every gate, every stage failing closed, every decision recorded."""
+"""The decision pipeline: every gate, every stage failing closed, every decision recorded.
+
+The tests of the Guard's behaviour run twice: on an embedded Guard, and on a remote one speaking to
+`tether serve` (conftest.py's `open_guard`), reading results through the public reads both Guards
+offer, or through the test's own store on the home (`store`). Tests that inject faults into the
+embedded pipeline, or change or read the stored state behind its back, run embedded only."""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EMAIL_SCHEMA, POLICIES, Clock, delegate
+from conftest import Clock, OpenGuard, acme, delegate
 
 from tether import CredentialRefused, Guard
+from tether.errors import InvalidInput
 from tether.model import Effect, Reason, Stage
 from tether.pdp import AuthorizeRequest, Call, task_gate
 from tether.store import Store
@@ -20,15 +26,48 @@ from tether.store import Store
 MAIL = {"to": "bob@acme.com", "subject": "hi"}
 
 
-def open_task(guard: Guard, tools: tuple[str, ...] = ("send_email", "read_file")) -> Any:
+@pytest.fixture
+def guard(open_guard: OpenGuard, home: Path, clock: Clock) -> Iterator[Any]:
+    """conftest's `acme`, on a Guard of the test's mode, on a clock the test moves."""
+    with open_guard(home, clock) as g:
+        acme(g)
+        yield g
+
+
+@pytest.fixture
+def embedded(home: Path, clock: Clock) -> Iterator[Guard]:
+    """conftest's `acme` on an embedded Guard, on a clock the test moves: for the tests that
+    reach into its internals."""
+    with Guard(Store.at_home(home), clock=clock) as g:
+        acme(g)
+        yield g
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[Store]:
+    """The store the Guard decides on, opened by the test itself: for what no Guard method
+    reads (a task's stored row, the records of calls whose credential named no workspace)."""
+    opened = Store.at_home(home)
+    yield opened
+    opened.close()
+
+
+def recorded(guard: Any, decision_id: str, **filters: Any) -> Any:
+    """The record of one decision in acme's log, read through the Guard."""
+    (record,) = [r for r in guard.decisions("acme", **filters) if r.id == decision_id]
+    return record
+
+
+def open_task(guard: Any, tools: tuple[str, ...] = ("send_email", "read_file")) -> Any:
     return guard.task(
         workspace="acme", agent="coder", user="alice", request="mail bob", tools=tools
     )
 
 
 @pytest.mark.sqlite
-def test_allowed_call_is_recorded_with_its_context(guard: Guard, home: Path) -> None:
-    with open_task(guard) as task:
+def test_allowed_call_is_recorded_with_its_context(embedded: Guard, home: Path) -> None:
+    # Embedded only: it reads the SQLite file, from a connection of its own.
+    with open_task(embedded) as task:
         d = task.authorize("send_email", MAIL)
         # Committed before the answer: another connection sees the row at once.
         row = (
@@ -54,25 +93,44 @@ def test_allowed_call_is_recorded_with_its_context(guard: Guard, home: Path) -> 
     assert json.loads(reasons)[0]["policy"] == "mail-inside"
 
 
+def test_an_allowed_call_is_committed_before_its_answer(guard: Any, store: Store) -> None:
+    with open_task(guard) as task:
+        d = task.authorize("send_email", MAIL)
+        # Another connection to the store sees the record at once.
+        (record,) = [r for r in store.decisions(task_id=task.id) if r.id == d.decision_id]
+    assert d.effect is Effect.ALLOW
+    assert (record.effect, record.agent, record.user, record.tool, record.task_id) == (
+        Effect.ALLOW,
+        "coder",
+        "alice",
+        "send_email",
+        task.id,
+    )
+    assert record.policy_version == d.policy_version and d.policy_version.startswith("sha256:")
+    assert record.context is not None
+    assert json.loads(record.context)["args"] == {"to": "bob@acme.com", "subject": "hi"}
+    assert json.loads(record.reasons)[0]["policy"] == "mail-inside"
+
+
 def deny_stage(d: Any) -> tuple[Effect, Stage, str]:
     return d.effect, d.reasons[0].stage, d.reasons[0].text
 
 
-def test_unknown_tool_is_denied_at_the_workspace_gate(guard: Guard) -> None:
+def test_unknown_tool_is_denied_at_the_workspace_gate(guard: Any) -> None:
     with open_task(guard) as task:
         effect, stage, text = deny_stage(task.authorize("wire_money", {}))
     assert (effect, stage) == (Effect.DENY, Stage.WORKSPACE)
     assert "wire_money is not in the catalogue" in text
 
 
-def test_tool_outside_the_task_scope_is_denied_at_the_task_gate(guard: Guard) -> None:
+def test_tool_outside_the_task_scope_is_denied_at_the_task_gate(guard: Any) -> None:
     with open_task(guard, tools=("read_file",)) as task:
         effect, stage, text = deny_stage(task.authorize("send_email", MAIL))
     assert (effect, stage) == (Effect.DENY, Stage.TASK)
     assert "outside this task's scope (granted: read_file)" in text
 
 
-def test_arguments_that_break_the_schema_are_denied_before_policy(guard: Guard) -> None:
+def test_arguments_that_break_the_schema_are_denied_before_policy(guard: Any) -> None:
     with open_task(guard) as task:
         effect, stage, text = deny_stage(task.authorize("send_email", {"to": 42}))
         assert "is not of type" in text
@@ -83,26 +141,40 @@ def test_arguments_that_break_the_schema_are_denied_before_policy(guard: Guard) 
     assert (effect, stage) == (Effect.DENY, Stage.CONTEXT)
 
 
-def test_bytes_arguments_are_denied_since_policies_would_see_base64(guard: Guard) -> None:
+def test_bytes_arguments_are_denied_since_policies_would_see_base64(guard: Any, mode: str) -> None:
     # Bytes that base64 spells as "/eve/acmecom": a tool taking str or bytes would get the
     # bytes, while a policy read the text.
     with open_task(guard) as task:
-        direct = deny_stage(task.authorize("send_email", {"to": base64.b64decode("/eve/acme.com")}))
-        nested = deny_stage(task.authorize("send_email", {"to": "a@acme.com", "x": [bytearray()]}))
-    assert direct[:2] == (Effect.DENY, Stage.CONTEXT) and "argument `to` is bytes" in direct[2]
-    assert "argument `x[0]` is bytes" in nested[2]
+        direct = task.authorize("send_email", {"to": base64.b64decode("/eve/acme.com")})
+        nested = task.authorize("send_email", {"to": "a@acme.com", "x": [bytearray()]})
+        calls = task.state.calls
+    assert deny_stage(direct)[:2] == (Effect.DENY, Stage.CONTEXT)
+    assert "argument `to` is bytes" in deny_stage(direct)[2]
+    assert "argument `x[0]` is bytes" in deny_stage(nested)[2]
+    if mode == "embedded":
+        assert calls == 2
+        assert recorded(guard, direct.decision_id, task_id=task.id).stage is Stage.CONTEXT
+    else:  # a remote Guard denies them without asking (JSON would carry the base64 text)
+        assert calls == 0 and direct.decision_id == nested.decision_id == ""
 
 
-def test_huge_arguments_are_denied_and_not_stored_whole(guard: Guard) -> None:
+def test_huge_arguments_are_denied_and_not_stored_whole(guard: Any, mode: str) -> None:
+    huge = {"to": "a@acme.com", "subject": "x" * 2_000_000}
     with open_task(guard) as task:
-        d = task.authorize("send_email", {"to": "a@acme.com", "subject": "x" * 2_000_000})
+        if mode == "remote":
+            # Arguments over the decision point's limit make a request over the service's body
+            # limit (both 1 MiB): the service refuses the request, and nothing is decided.
+            with pytest.raises(InvalidInput, match="the body is over 1048576 bytes"):
+                task.authorize("send_email", huge)
+            assert task.state.calls == 0
+            return
+        d = task.authorize("send_email", huge)
     assert deny_stage(d)[:2] == (Effect.DENY, Stage.CONTEXT)
-    (record,) = [r for r in guard.store.decisions(limit=5) if r.id == d.decision_id]
+    record = recorded(guard, d.decision_id, task_id=task.id)
     assert record.args == '{"truncated":true}' and len(record.args_digest) == 64
 
 
-def test_suspended_agent_is_denied_mid_task(clocked: Guard, clock: Clock) -> None:
-    guard = clocked
+def test_suspended_agent_is_denied_mid_task(guard: Any, store: Store, clock: Clock) -> None:
     with open_task(guard) as task:
         assert task.authorize("send_email", MAIL).allowed
         guard.suspend_agent("acme", "coder")
@@ -117,7 +189,7 @@ def test_suspended_agent_is_denied_mid_task(clocked: Guard, clock: Clock) -> Non
         "its credentials were revoked",
     )
     assert after_resume == (effect, stage, text)
-    stored = guard.store.task(task.id)
+    stored = store.task(task.id)
     assert stored is not None and stored.status == "revoked"
     # Within the clock skew allowed between processes, a new token could be one issued before
     # the suspension by a process whose clock runs fast: none is issued.
@@ -130,7 +202,7 @@ def test_suspended_agent_is_denied_mid_task(clocked: Guard, clock: Clock) -> Non
     assert resumed.allowed, resumed.reasons
 
 
-def test_a_task_cannot_act_in_another_workspace(guard: Guard) -> None:
+def test_a_task_cannot_act_in_another_workspace(guard: Any) -> None:
     guard.add_workspace("beta")
     with open_task(guard) as task:
         d = guard.authorize(task.id, "send_email", MAIL, workspace="beta")
@@ -140,25 +212,10 @@ def test_a_task_cannot_act_in_another_workspace(guard: Guard) -> None:
     )
 
 
-@pytest.fixture
-def clocked(home: Path, clock: Clock) -> Iterator[Guard]:
-    """The `guard` fixture's workspace, on a clock the test moves."""
-    with Guard(Store.at_home(home), clock=clock) as g:
-        g.add_workspace("acme")
-        g.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
-        g.register_tool(
-            "acme", "send_email", effects=["external"], sinks=["to"], args_schema=EMAIL_SCHEMA
-        )
-        g.register_tool("acme", "read_file", effects=["read"])
-        g.activate_policies("acme", POLICIES)
-        delegate(g, "acme", "coder")
-        yield g
-
-
-def change_store(*statements: str) -> Callable[[Guard, Path, Clock], None]:
+def change_store(*statements: str) -> Callable[[Guard], None]:
     """Change the stored workspace behind the Guard's back, as another process might."""
 
-    def change(guard: Guard, home: Path, clock: Clock) -> None:
+    def change(guard: Guard) -> None:
         with guard.store.engine.begin() as db:  # SQL straight to the database, whichever it is
             for statement in statements:
                 db.exec_driver_sql(statement)
@@ -168,16 +225,11 @@ def change_store(*statements: str) -> Callable[[Guard, Path, Clock], None]:
     return change
 
 
-def pass_the_end(guard: Guard, home: Path, clock: Clock) -> None:
-    clock.now += 60  # the task's ttl: its end, and its token's
-
-
 @pytest.mark.parametrize(
-    ("change", "stage", "text"),
+    ("change", "text"),
     [
         (
             change_store("delete from agents where name = 'coder'"),
-            Stage.WORKSPACE,
             "agent coder is not registered in workspace acme",
         ),
         (
@@ -188,36 +240,46 @@ def pass_the_end(guard: Guard, home: Path, clock: Clock) -> None:
                 ),
                 "delete from workspaces where name = 'acme'",
             ),
-            Stage.WORKSPACE,
             "workspace acme does not exist",
         ),
-        # A task's token never outlives the task: once the task is over, so is its token.
-        (pass_the_end, Stage.AUTHENTICATE, "credential refused: the token expired 0 s ago"),
     ],
 )
 def test_gates_deny_missing_or_stale_things(
-    clocked: Guard,
-    home: Path,
-    clock: Clock,
-    change: Callable[[Guard, Path, Clock], None],
-    stage: Stage,
-    text: str,
+    embedded: Guard, change: Callable[[Guard], None], text: str
 ) -> None:
-    with clocked.task(
+    # Embedded only: it changes the store behind the Guard's back and makes its views notice.
+    with embedded.task(
         workspace="acme", agent="coder", user="alice", request="", tools=["send_email"], ttl=60
     ) as task:
         assert task.authorize("send_email", MAIL).allowed
-        change(clocked, home, clock)
-        d = clocked.authorize(task.id, "send_email", MAIL)
-    assert deny_stage(d) == (Effect.DENY, stage, text)
-    assert any(r.id == d.decision_id for r in clocked.store.decisions(limit=3))
+        change(embedded)
+        d = embedded.authorize(task.id, "send_email", MAIL)
+    assert deny_stage(d) == (Effect.DENY, Stage.WORKSPACE, text)
+    assert any(r.id == d.decision_id for r in embedded.store.decisions(limit=3))
+
+
+def test_a_task_token_never_outlives_its_task(guard: Any, store: Store, clock: Clock) -> None:
+    with guard.task(
+        workspace="acme", agent="coder", user="alice", request="", tools=["send_email"], ttl=60
+    ) as task:
+        assert task.authorize("send_email", MAIL).allowed
+        clock.now += 60  # the task's ttl: its end, and its token's
+        d = guard.authorize(task.id, "send_email", MAIL)
+    assert deny_stage(d) == (
+        Effect.DENY,
+        Stage.AUTHENTICATE,
+        "credential refused: the token expired 0 s ago",
+    )
+    # A refused credential names no workspace: the record is in the store's log, not acme's.
+    assert any(r.id == d.decision_id for r in store.decisions(limit=3))
 
 
 def test_the_task_gate_denies_an_expired_task_whatever_its_token_says(
-    clocked: Guard, clock: Clock
+    embedded: Guard, clock: Clock
 ) -> None:
     """The token's expiry refuses an expired task first; the task gate does not rely on it."""
-    task = clocked.task(
+    # Embedded only: it calls the pipeline's task gate itself, on the task's live state.
+    task = embedded.task(
         workspace="acme", agent="coder", user="alice", request="", tools=["send_email"], ttl=60
     )
     call = Call(AuthorizeRequest(tool="send_email", args=MAIL, task_id=task.id), clock.now + 60)
@@ -227,11 +289,14 @@ def test_the_task_gate_denies_an_expired_task_whatever_its_token_says(
     assert task_gate(call) is None
 
 
-def test_calls_outside_any_task_or_in_unknown_tasks_are_denied_and_recorded(guard: Guard) -> None:
+def test_calls_outside_any_task_or_in_unknown_tasks_are_denied_and_recorded(
+    guard: Any, store: Store, mode: str
+) -> None:
     no_task = guard.authorize(None, "send_email", MAIL, workspace="acme")
     unknown = guard.authorize("task_forged", "send_email", MAIL)
     with open_task(guard) as task:  # a real task's token does not open another task
-        borrowed = guard.authorize("task_forged", "send_email", MAIL, token=task.token)
+        token, proof = task.credential()  # and the proof of its key, where one is required
+        borrowed = guard.authorize("task_forged", "send_email", MAIL, token=token, proof=proof)
     assert deny_stage(no_task) == (
         Effect.DENY,
         Stage.AUTHENTICATE,
@@ -247,20 +312,25 @@ def test_calls_outside_any_task_or_in_unknown_tasks_are_denied_and_recorded(guar
         Stage.AUTHENTICATE,
         f"the token is for task {task.id}, not task_forged",
     )
-    recorded = {r.id: r for r in guard.store.decisions(limit=10)}
-    assert recorded[no_task.decision_id].stage is Stage.AUTHENTICATE
-    assert recorded[unknown.decision_id].effect is Effect.DENY
-    assert recorded[borrowed.decision_id].effect is Effect.DENY
+    if mode == "embedded":
+        # A refused credential names no workspace: the records are in the store's log, not acme's.
+        log = {r.id: r for r in store.decisions(limit=10)}
+        assert log[no_task.decision_id].stage is Stage.AUTHENTICATE
+        assert log[unknown.decision_id].effect is Effect.DENY
+        assert log[borrowed.decision_id].effect is Effect.DENY
+    else:  # a remote Guard denies them without asking (no credential; another task's token)
+        assert no_task.decision_id == unknown.decision_id == borrowed.decision_id == ""
+        assert task.id not in {r.task_id for r in store.decisions(limit=10)}  # nothing decided
 
 
-def test_ended_task_can_no_longer_act(guard: Guard) -> None:
+def test_ended_task_can_no_longer_act(guard: Any) -> None:
     task = open_task(guard)
     task.end()
     assert deny_stage(task.authorize("send_email", MAIL))[:2] == (Effect.DENY, Stage.AUTHENTICATE)
 
 
-def test_no_active_policies_means_deny(home: Path) -> None:
-    with Guard.embedded(home=home) as g:
+def test_no_active_policies_means_deny(open_guard: OpenGuard, home: Path) -> None:
+    with open_guard(home) as g:
         g.add_workspace("acme")
         g.register_agent("acme", "coder", kind="coder", owner="o")
         g.register_tool("acme", "ping", effects=["read"])
@@ -281,12 +351,13 @@ STAGE_FUNCTIONS = [
 
 @pytest.mark.parametrize(("function", "stage"), STAGE_FUNCTIONS)
 def test_every_stage_that_raises_yields_a_deny_naming_it(
-    guard: Guard, monkeypatch: pytest.MonkeyPatch, function: str, stage: Stage
+    embedded: Guard, monkeypatch: pytest.MonkeyPatch, function: str, stage: Stage
 ) -> None:
+    # Embedded only: it injects a fault into a stage of the in-process pipeline.
     def boom(*_: Any) -> None:
         raise RuntimeError("injected fault")
 
-    with open_task(guard) as task:
+    with open_task(embedded) as task:
         assert task.authorize("send_email", MAIL).allowed
         monkeypatch.setattr(f"tether.pdp.{function}", boom)
         d = task.authorize("send_email", MAIL)
@@ -296,17 +367,18 @@ def test_every_stage_that_raises_yields_a_deny_naming_it(
         d.reasons[0].text
         == f"{stage.value} stage failed, so the call is denied: RuntimeError: injected fault"
     )
-    assert any(r.id == d.decision_id for r in guard.store.decisions(limit=3))
+    assert any(r.id == d.decision_id for r in embedded.store.decisions(limit=3))
 
 
 def test_a_decision_that_cannot_be_recorded_is_a_deny(
-    guard: Guard, monkeypatch: pytest.MonkeyPatch
+    embedded: Guard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Embedded only: it injects a fault into the in-process audit log.
     def full_disk(*_: Any, **__: Any) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
-    with open_task(guard) as task:
-        monkeypatch.setattr(guard.store.audit, "append", full_disk)
+    with open_task(embedded) as task:
+        monkeypatch.setattr(embedded.store.audit, "append", full_disk)
         d = task.authorize("send_email", MAIL)
         state = task.state
     assert deny_stage(d) == (
@@ -322,15 +394,18 @@ def test_a_decision_that_cannot_be_recorded_is_a_deny(
 
 
 @pytest.mark.sqlite
-def test_a_workspace_whose_stored_state_does_not_compile_denies(guard: Guard, home: Path) -> None:
-    with open_task(guard) as task:
+def test_a_workspace_whose_stored_state_does_not_compile_denies(
+    embedded: Guard, home: Path
+) -> None:
+    # Embedded only: it writes to the SQLite file behind the Guard's back.
+    with open_task(embedded) as task:
         db = sqlite3.connect(home / "tether.db")
         with db:
             db.execute(
                 "update tools set args_schema = '{\"type\": \"string\"}' where name = 'send_email'"
             )
             db.execute("update workspaces set revision = revision + 1")
-        guard._views.poll()
+        embedded._views.poll()
         effect, stage, text = deny_stage(task.authorize("send_email", MAIL))
     assert (effect, stage) == (Effect.DENY, Stage.WORKSPACE)
     assert "workspace 'acme' cannot be loaded" in text and "must describe an object" in text
@@ -338,29 +413,31 @@ def test_a_workspace_whose_stored_state_does_not_compile_denies(guard: Guard, ho
 
 @pytest.mark.sqlite
 def test_an_output_reported_while_the_workspace_cannot_load_still_labels_the_task(
-    guard: Guard, home: Path
+    embedded: Guard, home: Path
 ) -> None:
-    with open_task(guard) as task:
+    # Embedded only: it writes to the SQLite file behind the Guard's back.
+    with open_task(embedded) as task:
         d = task.authorize("read_file", {"path": "/x"})
         db = sqlite3.connect(home / "tether.db")
         with db:
             db.execute('update tools set args_schema = \'{"type": "string"}\'')
             db.execute("update workspaces set revision = revision + 1")
-        guard._views.poll()
+        embedded._views.poll()
         task.report(d, "mail bob@acme.com")  # read_file is trusted, but nothing says so now
     assert task.state.labels == {"untrusted", "pii"}
 
 
 def test_a_policy_stage_that_reaches_no_verdict_is_a_deny(
-    guard: Guard, monkeypatch: pytest.MonkeyPatch
+    embedded: Guard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Embedded only: it replaces a stage of the in-process pipeline.
     monkeypatch.setattr("tether.pdp.apply_policy", lambda call: None)  # passes, decides nothing
-    with open_task(guard) as task:
+    with open_task(embedded) as task:
         d = task.authorize("send_email", MAIL)
     assert deny_stage(d) == (Effect.DENY, Stage.POLICY, "no verdict was reached")
 
 
-def test_task_counts_its_decisions(guard: Guard) -> None:
+def test_task_counts_its_decisions(guard: Any) -> None:
     with open_task(guard) as task:
         task.authorize("send_email", MAIL)
         task.authorize("read_file", {"path": "/x"})
@@ -370,11 +447,11 @@ def test_task_counts_its_decisions(guard: Guard) -> None:
         assert task.state.calls_by_tool == {"send_email": 1, "read_file": 1}  # allowed calls
         assert task.state.calls_by_effect == {"external": 1, "read": 1}
         d = task.authorize("send_email", MAIL)
-    record = next(r for r in guard.store.decisions(limit=1) if r.id == d.decision_id)
+    record = recorded(guard, d.decision_id, task_id=task.id)
     assert record.context is not None and json.loads(record.context)["task"]["calls"] == 3
 
 
-def test_store_reopens_with_every_decision(guard: Guard, home: Path) -> None:
+def test_store_reopens_with_every_decision(guard: Any, home: Path) -> None:
     with open_task(guard) as task:
         ids = {task.authorize("send_email", MAIL).decision_id for _ in range(20)}
     store = Store.at_home(home)
@@ -385,12 +462,13 @@ def test_store_reopens_with_every_decision(guard: Guard, home: Path) -> None:
 
 
 def test_a_failure_outside_every_stage_is_still_a_deny(
-    guard: Guard, monkeypatch: pytest.MonkeyPatch
+    embedded: Guard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Embedded only: it injects a fault into the in-process pipeline's answer.
     def broken(*_: Any) -> None:
         raise MemoryError("no room to answer")
 
-    with open_task(guard) as task:
+    with open_task(embedded) as task:
         monkeypatch.setattr("tether.pdp._answer", broken)
         d = task.authorize("send_email", MAIL)
     assert deny_stage(d) == (
@@ -398,5 +476,5 @@ def test_a_failure_outside_every_stage_is_still_a_deny(
         Stage.ANSWER,
         "the decision failed, so the call is denied: MemoryError: no room to answer",
     )
-    (stored,) = [r for r in guard.store.decisions(task_id=task.id) if r.id == d.decision_id]
+    (stored,) = [r for r in embedded.store.decisions(task_id=task.id) if r.id == d.decision_id]
     assert (stored.effect, stored.stage) == (Effect.DENY, Stage.ANSWER)

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import delegate
+from prometheus_client.multiprocess import MultiProcessCollector
 from test_shared_tasks import PATH, POLICIES
 
 from tether import Guard
@@ -183,6 +184,19 @@ def test_an_agent_suspended_through_one_replica_is_refused_by_the_other_within_a
     assert "suspended" in why or "revoked" in why, why
 
 
+def _deciding(samples: Path) -> list[Path]:
+    """The workers' sample files that count decisions."""
+    return [
+        file
+        for file in samples.glob("counter_*.db")
+        if any(
+            s.name == "tether_decisions_total" and s.value > 0
+            for metric in MultiProcessCollector.merge([str(file)], accumulate=False)
+            for s in metric.samples
+        )
+    ]
+
+
 def test_the_workers_of_one_serve_share_tasks_and_add_up_their_metrics(tmp_path: Path) -> None:
     """`tether serve --workers 2`: each request on a new connection, so they spread over both
     workers; the task's limit holds across them, and every scrape counts every decision."""
@@ -204,13 +218,15 @@ def test_the_workers_of_one_serve_share_tasks_and_add_up_their_metrics(tmp_path:
         _wait_until_up(child, url)
         agent = Agent(key, grant)
         agent.start(url)
-        effects = []
-        for _ in range(8):
+        effects: list[str] = []
+        # New connections until both workers have decided some (the kernel picks; bounded).
+        while len(effects) < 8 or (len(_deciding(samples)) < 2 and len(effects) < 200):
             agent.http.close()
             agent.http = httpx.Client(timeout=10)  # a new connection: either worker
             effects.append(agent.call(url, "read_file", {"path": "/repo/x"})["effect"])
-        assert effects == ["allow"] * 3 + ["deny"] * 5
-        for _ in range(6):  # scrapes land on either worker; each sees all eight
+        assert len(_deciding(samples)) == 2, "one worker took every connection"
+        assert effects == ["allow"] * 3 + ["deny"] * (len(effects) - 3)  # the limit held
+        for _ in range(6):  # scrapes land on either worker; each sees every decision
             with httpx.Client(timeout=10) as scraper:
                 text = scraper.get(
                     f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}
@@ -220,8 +236,7 @@ def test_the_workers_of_one_serve_share_tasks_and_add_up_their_metrics(tmp_path:
                 for line in text.splitlines()
                 if line.startswith("tether_decisions_total{")
             }
-            assert counts == {"allow": 3.0, "deny": 5.0}, text
-        assert len(list(samples.glob("counter_*.db"))) == 2  # both workers counted some
+            assert counts == {"allow": 3.0, "deny": len(effects) - 3.0}, text
     finally:
         child.terminate()
         child.wait(timeout=20)

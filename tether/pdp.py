@@ -228,7 +228,7 @@ def build_context(call: Call, activity: Activity) -> Reason | None:
     call.args_json = _encode_sorted(call.request.args)
     if len(call.args_json) > MAX_ARGS_BYTES:
         return Reason(Stage.CONTEXT, f"arguments are larger than {MAX_ARGS_BYTES} bytes")
-    binary = _binary_argument(call.request.args)
+    binary = binary_argument(call.request.args)
     if binary is not None:
         return Reason(
             Stage.CONTEXT,
@@ -262,7 +262,7 @@ def build_context(call: Call, activity: Activity) -> Reason | None:
     return None
 
 
-def _binary_argument(args: Any) -> str | None:
+def binary_argument(args: Any) -> str | None:
     """The path of the first bytes value in `args` (already encoded, so of bounded size).
     Every call pays for the first walk; only a call with bytes pays for naming the path."""
     stack = [args]

@@ -22,7 +22,7 @@ from joserfc.jwk import ECKey
 
 from tether.credentials.jws import sign, unverified_header, verified_payload
 from tether.errors import CredentialRefused, InvalidInput
-from tether.identity.jwk import parse_public_jwk, public_jwk
+from tether.identity.jwk import parse_public_jwk, parsed_thumbprint, public_jwk
 
 PROOF_TYPE = "dpop+jwt"
 MAX_PROOF_AGE = 60.0
@@ -107,7 +107,7 @@ def check_proof(
         raise CredentialRefused("the DPoP proof is not bound to this token (ath)", ERROR)
     if not 12 <= len(claims.jti) <= 128:
         raise CredentialRefused("the DPoP proof needs a unique, random jti", ERROR)
-    jkt = key.thumbprint()
+    jkt = parsed_thumbprint(header["jwk"])
     replay_key = hashlib.sha256(f"dpop:{jkt}:{claims.jti}".encode()).hexdigest()
     if not remember_once(replay_key, claims.iat + MAX_PROOF_AGE + skew):
         raise CredentialRefused("the DPoP proof was already used (replay)", ERROR)

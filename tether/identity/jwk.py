@@ -54,6 +54,17 @@ def parse_public_jwk(jwk: Mapping[str, Any]) -> ECKey:
         raise InvalidInput(f"not a valid EC {CURVE} public key: {exc}") from exc
 
 
+def parsed_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """The RFC 7638 thumbprint of a JWK that `parse_public_jwk` accepted: computed once per key,
+    like the import (a DPoP proof names its key on every call)."""
+    return _thumbprint(jwk["x"], jwk["y"])
+
+
+@lru_cache(maxsize=4096)
+def _thumbprint(x: str, y: str) -> str:
+    return _imported(x, y).thumbprint()
+
+
 @lru_cache(maxsize=4096)
 def _imported(x: str, y: str) -> ECKey:
     """An agent signs every proof with the same key: importing it (a point check on the curve)

@@ -13,9 +13,15 @@ Where the two cannot be the same, by nature of the network:
   task has ended, as it was when it ended);
 - a call made outside any task has no credential to ask the service with: it is denied here,
   and not recorded;
+- a call in one task with the token of another is denied here, and not recorded: the service
+  decides every call in its token's task;
+- a call whose arguments hold bytes is denied here, and not recorded: JSON would carry their
+  base64 text, which policies would decide on while the tool got the bytes;
 - an output reported is read here, as the service reads it (tether/session/content.py), and its
   text is sent, as much as fits in a request (REPORT_BYTES); a rest left unread labels the task
   `unscanned`, as an output too large to read does in process;
+- a call whose request is over the service's 1 MiB body limit is refused by the service
+  (InvalidInput) and decided by no one; in process it is a recorded deny;
 - a refusal by the token endpoint (an agent that is suspended, a tool the user did not
   delegate) is a CredentialRefused: the service checks those once the agent has proven itself,
   and tells nobody else.
@@ -78,7 +84,7 @@ from tether.model import (
     User,
     Workspace,
 )
-from tether.pdp import ProofRule
+from tether.pdp import ProofRule, binary_argument
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.policy.backtest import BacktestReport
 from tether.sdk.decorator import ToolDecorator
@@ -403,12 +409,24 @@ class RemoteGuard(ToolDecorator):
             handle = self._handles.get(task_id)
             if handle is not None:
                 token, proof = handle.credential()
+        elif token is not None and task_id is not None:
+            named = _token_task(token)  # the service decides in the token's task, whatever is named
+            if named is not None and named != task_id:
+                why = f"the token is for task {named}, not {task_id}"
+                return _denied_here(task_id, tool, workspace, Reason(Stage.AUTHENTICATE, why))
         if token is None:
             return _unasked(task_id, tool, workspace)
         try:
             body = _encode({"tool": tool, "args": args, "workspace": workspace})
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidInput(f"the arguments of a call go to Tether as JSON: {exc}") from exc
+        binary = binary_argument(args)  # after encoding: `args` hold no cycle
+        if binary is not None:
+            why = (
+                f"argument `{binary}` is bytes: policies would see its base64 text, not what the "
+                "tool gets; pass text"
+            )
+            return _denied_here(task_id, tool, workspace, Reason(Stage.CONTEXT, why))
         headers = {"Authorization": f"DPoP {token}", **({"DPoP": proof} if proof else {})}
         response = self._send("POST", "/v1/authorize", content=body, headers=headers)
         if response.status_code == 401:  # refused, and recorded: the decision comes with it
@@ -676,6 +694,15 @@ def _claims(token: str) -> AccessClaims:
     return msgspec.json.decode(unverified_payload(token), type=AccessClaims)
 
 
+def _token_task(token: str) -> str | None:
+    """The task a token names (read, not verified), or None if it will not read: the service
+    refuses such a token."""
+    try:
+        return _claims(token).task
+    except Exception:
+        return None
+
+
 def _unasked(task_id: str | None, tool: str, workspace: str | None) -> Decision:
     """The deny of a call with no credential to ask the service with (not recorded: the service
     never hears of it)."""
@@ -684,10 +711,15 @@ def _unasked(task_id: str | None, tool: str, workspace: str | None) -> Decision:
         if task_id is None
         else f"no credential for task {task_id}: present its token"
     )
+    return _denied_here(task_id, tool, workspace, Reason(Stage.AUTHENTICATE, why))
+
+
+def _denied_here(task_id: str | None, tool: str, workspace: str | None, why: Reason) -> Decision:
+    """The deny of a call this Guard refuses without asking the service (not recorded)."""
     return Decision(
         decision_id="",
         effect=Effect.DENY,
-        reasons=(Reason(Stage.AUTHENTICATE, why),),
+        reasons=(why,),
         policy_version=None,
         workspace=workspace,
         agent=None,
