@@ -149,3 +149,21 @@ def test_an_unshared_guard_decides_only_its_own_tasks(home: Path) -> None:
             d = b.authorize(None, "read_file", {"path": "/r"}, token=task.token)
         assert d.effect is Effect.DENY and "is not open here" in d.reasons[0].text
         assert a.store.task_events.after(task.id, 0) == []  # nothing of it left this process
+
+
+def test_a_replica_keeps_a_bounded_number_of_tasks_and_reads_the_others_back(
+    replicas: tuple[Guard, Guard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = replicas
+    monkeypatch.setattr("tether.session.shared.MAX_CACHED", 10)
+    first = start(a)
+    assert on(a, first, "read_file", {"path": "/r"}) is Effect.ALLOW
+    others = [start(a) for _ in range(12)]  # past the bound: the oldest are let go
+    assert len(a._tasks.known()) <= 10 and first.id not in {s.id for s in a._tasks.known()}
+    # Read back from its events when used again: its count (one read) is still there.
+    assert [on(a, first, "read_file", {"path": "/r"}) for _ in range(3)] == [
+        Effect.ALLOW,
+        Effect.ALLOW,
+        Effect.DENY,
+    ]
+    assert first.state.calls == 4 and others[-1].state.calls == 0
