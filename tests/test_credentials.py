@@ -605,6 +605,18 @@ def _svid(key: ECKey, spiffe_id: str, audience: str, exp: float) -> str:
     return jws.serialize_compact({"alg": "ES256", "typ": "JWT", "kid": "k1"}, body, key)
 
 
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _other_signature(token: str) -> str:
+    """The same token with its ECDSA signature (r, s) as (r, n - s): valid as well."""
+    head, body, signature = token.split(".")
+    raw = base64.urlsafe_b64decode(signature + "==")
+    s = P256_ORDER - int.from_bytes(raw[32:], "big")
+    other = raw[:32] + s.to_bytes(32, "big")
+    return f"{head}.{body}.{base64.urlsafe_b64encode(other).rstrip(b'=').decode()}"
+
+
 def test_a_jwt_svid_proves_a_mapped_agent_from_a_trusted_domain(guard: Guard, clock: Clock) -> None:
     authority = generate_key()
     bundle = json.dumps({"keys": [{**public_jwk(authority), "kid": "k1", "use": "jwt-svid"}]})
@@ -643,6 +655,8 @@ def test_a_jwt_svid_proves_a_mapped_agent_from_a_trusted_domain(guard: Guard, cl
         )
     with refused("already used"):  # an SVID is a bearer token: each is good for one exchange
         attempt(good)
+    with refused("already used"):  # nor does its signature's other valid form make it new
+        attempt(_other_signature(good))
     fresh = _svid(authority, "spiffe://prod.example/ns/ci/sa/planner", "tether", clock.now + 59)
     with refused("must send a DPoP proof"):
         attempt(fresh, jkt=None)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from joserfc.jwk import ECKey
 
-from tether.credentials.jws import sign, unverified_header, verified_payload
+from tether.credentials.jws import sign, unverified_header, unverified_payload, verified_payload
 from tether.errors import CredentialRefused
 
 KEY = ECKey.generate_key("P-256")
@@ -83,3 +83,14 @@ def test_no_text_is_read_as_a_token_without_a_reason(text: str) -> None:
         assert str(refused)
     else:  # pragma: no cover - it would have to be signed by KEY
         pytest.fail(f"{text!r} was read as a token")
+
+
+def test_a_header_nested_past_decoding_is_refused_not_raised() -> None:
+    deep = b64(b'{"alg":"ES256","x":' + b"[" * 2000 + b"]" * 2000 + b"}")  # under 8 KiB
+    with pytest.raises(CredentialRefused, match="malformed"):
+        unverified_header(f"{deep}.e30.e30", "token")
+
+
+def test_an_unverified_payload_that_is_not_base64url_is_a_refusal() -> None:
+    with pytest.raises(CredentialRefused, match="malformed"):
+        unverified_payload("e30.e3+.e30")

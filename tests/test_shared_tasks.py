@@ -16,6 +16,7 @@ from tether.model import Effect, Stage
 from tether.sdk.guard import TaskHandle
 from tether.store import Store
 from tether.store import tables as t
+from tether.store.tasks import PURGE_AFTER
 
 POLICIES = {
     "rules.cedar": """
@@ -167,3 +168,18 @@ def test_a_replica_keeps_a_bounded_number_of_tasks_and_reads_the_others_back(
         Effect.DENY,
     ]
     assert first.state.calls == 4 and others[-1].state.calls == 0
+
+
+def test_a_closed_tasks_events_outlive_any_replica_that_could_still_act_on_it(
+    replicas: tuple[Guard, Guard],
+) -> None:
+    """Events are purged only well after their task closed: a replica that has not heard of
+    the end yet must not find an emptied log (and rebuild the task without its labels)."""
+    a, _ = replicas
+    task = start(a)
+    assert on(a, task, "read_secret") is Effect.ALLOW
+    ended_at = a._clock()
+    task.end()
+    events = a.store.task_events
+    assert events.purge(ended_at + 1) == 0 and len(events.after(task.id, 0)) == 1
+    assert events.purge(ended_at + PURGE_AFTER + 1) == 1 and events.after(task.id, 0) == []

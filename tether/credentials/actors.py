@@ -106,7 +106,7 @@ def _svid(
     spiffe_id = verify_jwt_svid(
         token, audience=issuer, bundles=store.credentials.trust_bundles(workspace)
     )
-    claims = json.loads(unverified_payload(token))  # verified just now
+    claims = json.loads(unverified_payload(token, "JWT-SVID", "invalid_client"))  # verified
     iat, exp = claims.get("iat"), claims.get("exp")
     if not isinstance(iat, int | float) or not isinstance(exp, int | float):
         raise CredentialRefused("a JWT-SVID actor token needs iat and exp", "invalid_client")
@@ -115,7 +115,10 @@ def _svid(
             f"a JWT-SVID actor token must be current and live at most {MAX_SVID_TTL} s",
             "invalid_client",
         )
-    replay = hashlib.sha256(f"svid:{token}".encode()).hexdigest()
+    # Keyed on what it says, not its text: an ECDSA signature has a second valid form (s and
+    # n - s), so one SVID has two texts.
+    said = json.dumps([spiffe_id, claims.get("jti"), iat, exp, claims.get("aud")], sort_keys=True)
+    replay = hashlib.sha256(f"svid:{said}".encode()).hexdigest()
     if not store.credentials.remember_once(replay, exp + skew, now):
         raise CredentialRefused("the JWT-SVID was already used (replay)", "invalid_client")
     name = store.credentials.identity(workspace, spiffe_id)

@@ -70,7 +70,7 @@ def unverified_header(token: object, what: str, error: str = "invalid_token") ->
     segments = _segments(token, what, error)
     try:
         header = _decode_json(_b64(segments[0]))
-    except (_Malformed, msgspec.DecodeError) as exc:
+    except (_Malformed, msgspec.DecodeError, RecursionError) as exc:  # nested past decoding
         raise CredentialRefused(f"the {what} is malformed: {exc}", error) from exc
     if not isinstance(header, dict):
         raise CredentialRefused(f"the {what} is malformed: its header is not an object", error)
@@ -83,9 +83,12 @@ def unverified_header(token: object, what: str, error: str = "invalid_token") ->
     return header
 
 
-def unverified_payload(token: str) -> bytes:
+def unverified_payload(token: str, what: str = "token", error: str = "invalid_token") -> bytes:
     """The payload of a token whose header was read, before its signature is checked."""
-    return _b64(token.split(".")[1])
+    try:
+        return _b64(_segments(token, what, error)[1])
+    except _Malformed as exc:
+        raise CredentialRefused(f"the {what} is malformed: {exc}", error) from exc
 
 
 def verified_payload(token: str, key: ECKey, what: str, error: str = "invalid_token") -> bytes:

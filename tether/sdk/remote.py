@@ -431,8 +431,9 @@ class RemoteGuard(ToolDecorator):
         response = self._send("POST", "/v1/authorize", content=body, headers=headers)
         if response.status_code == 401:  # refused, and recorded: the decision comes with it
             recorded = _problem(response).get("decision")
-            if recorded is not None:
-                return msgspec.convert(recorded, Decision)
+            if recorded is not None:  # a refusal, whatever a proxy or a broken server says
+                decision = msgspec.convert(recorded, Decision)
+                return msgspec.structs.replace(decision, effect=Effect.DENY)
         return _answer(response, Decision)
 
     # -- internals -----------------------------------------------------------------------------

@@ -17,6 +17,10 @@ from tether.store.prepared import Prepared
 from tether.store.wal import WriteTurn
 
 PURGE_EVERY = 1000  # appends between removals of closed or expired tasks' events
+# How long after a task closed or expired its events are kept: longer than any token of it
+# lives and than a replica takes to hear of the end (its clock may lag too), so no replica
+# can rebuild a task from an emptied log, or reuse an event's number, while it can still act.
+PURGE_AFTER = 900.0
 
 
 class TaskEvents:
@@ -64,8 +68,12 @@ class TaskEvents:
 
     def purge(self, now: float) -> int:
         """Forget the events of tasks that can act no more (closed, or expired)."""
+        before = now - PURGE_AFTER
         done = sa.select(t.tasks.c.id).where(
-            sa.or_(t.tasks.c.status != TaskStatus.OPEN.value, t.tasks.c.expires_at <= now)
+            sa.or_(
+                sa.and_(t.tasks.c.status != TaskStatus.OPEN.value, t.tasks.c.ended_at <= before),
+                t.tasks.c.expires_at <= before,
+            )
         )
         with self.engine.begin() as db:
             result: Any = db.execute(
