@@ -547,3 +547,28 @@ def test_a_broken_endpoint_does_not_stop_the_other_webhooks(
     assert ("notified", f"http://127.0.0.1:{good.server_port}/…") in events
     failed = [d for e, d in events if e == "notify_failed"]
     assert failed and failed[0].startswith(f"http://127.0.0.1:{bad.server_port}/…: ")
+
+
+def test_a_call_decided_again_still_finds_its_approval(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Embedded: it makes the task's event lose its race once, as when another replica added
+    one meanwhile. The approval is used only by the decision that counts."""
+    with Guard.embedded(home=home) as guard:
+        setup(guard)
+        with task(guard) as t:
+            asked = t.authorize("delete_branch", {"branch": "old"})
+            guard.approve(asked.approval_id or "", approver="bob")
+            add, lost = guard._tasks.add, []
+
+            def add_losing_once(state: Any, event: Any) -> bool:
+                if not lost:
+                    lost.append(event)
+                    return False
+                return add(state, event)
+
+            monkeypatch.setattr(guard._tasks, "add", add_losing_once)
+            used = t.authorize("delete_branch", {"branch": "old"})
+            assert lost and used.effect is Effect.ALLOW, used.reasons
+            assert guard.approval(asked.approval_id or "").status is ApprovalStatus.USED
+            assert t.state.calls == 2  # the lost attempt never counted

@@ -32,6 +32,7 @@ from tether.errors import CredentialRefused, TetherError
 from tether.model import (
     Agent,
     AgentStatus,
+    ApprovalRequest,
     ApprovalStatus,
     Decision,
     DecisionRecord,
@@ -100,6 +101,7 @@ class Call:
     shadow: dict[str, Any] | None = None  # the shadow bundle's answer, for the record
     approval_id: str | None = None
     outside: bool = False  # aimed at another workspace (the task remembers it: a risk signal)
+    spend: ApprovalRequest | None = None  # the approval that allows it, used once it counts
     said: bytes | None = None  # the arguments (JSON) the decision read: the agent said them
     decision_id: str = field(default_factory=lambda: new_id("dec_"))
 
@@ -355,11 +357,9 @@ def seek_approval(call: Call, approvals: Approvals) -> Reason | None:
     ):
         approved = _evaluate(call, {**call.context, "approved": True})
         if approved.outcome.effect is Effect.ALLOW:
-            if not approvals.use(granted, call.decision_id):
-                return Reason(
-                    Stage.APPROVAL, f"approval {granted.id} was already used, or has expired"
-                )
-            call.verdict, call.approval_id = approved, granted.id
+            # Used by the pipeline once the call counts in its task (PDP._spend), not here: a
+            # call decided again, on its task's newer state, must still find it.
+            call.verdict, call.approval_id, call.spend = approved, granted.id, granted
             return None
     request = approvals.ask(
         workspace=call.view.workspace.name,
@@ -586,17 +586,33 @@ class PDP:
                 )
                 decision = _answer(call, reason)
                 try:
-                    if self._tasks.add(call.task, call.event(decision)):
-                        return self._conclude(call, decision)
-                    self._tasks.catch_up(call.task)
+                    added = self._tasks.add(call.task, call.event(decision))
+                    if not added:
+                        self._tasks.catch_up(call.task)
                 except Exception as exc:
                     why = _describe(exc)
                     log.exception("task %s could not be updated", call.task.id)
                     text = f"the task's state could not be kept, so the call is denied: {why}"
                     return self._conclude(call, _denied(decision, Reason(Stage.RECORD, text)))
+                if added:
+                    return self._conclude(call, self._spend(call, decision))
                 call = call.again(self._clock())
             text = "the task kept changing in another process while this call was decided"
             return self._conclude(call, _denied(decision, Reason(Stage.RECORD, text)))
+
+    def _spend(self, call: Call, decision: Decision) -> Decision:
+        """Use the approval that allowed the call, now that it counts; if it cannot be used
+        (another call used it, it expired), the call is denied after all."""
+        if call.spend is None:
+            return decision
+        try:
+            if self._approvals.use(call.spend, call.decision_id):
+                return decision
+            why = f"approval {call.spend.id} was already used, or has expired"
+        except Exception as exc:
+            log.exception("approval %s could not be used", call.spend.id)
+            why = f"approval {call.spend.id} could not be used: {_describe(exc)}"
+        return _denied(decision, Reason(Stage.APPROVAL, why))
 
     def _stage(
         self, stage: Stage, fn: Callable[..., Reason | None], call: Call, *args: Any
