@@ -5,7 +5,6 @@ through one is enforced by the other within a second."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +16,13 @@ import httpx
 import pytest
 from conftest import delegate
 from prometheus_client.multiprocess import MultiProcessCollector
+from test_server import _free_port
 from test_shared_tasks import PATH, POLICIES
 
 from tether import Guard
 from tether.credentials import ACCESS_TOKEN_TYPE, GRANT_TOKEN_TYPE, make_assertion, make_proof
 from tether.identity import generate_key, register_key
 from tether.server import admin_tokens
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _serve(home: Path) -> tuple[subprocess.Popen[str], str]:

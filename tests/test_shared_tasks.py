@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from conftest import delegate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tether import Guard
 from tether.model import Effect, Stage
 from tether.sdk.guard import TaskHandle
+from tether.session import Decided, Observed
 from tether.store import Store
 from tether.store import tables as t
 from tether.store.tasks import PURGE_AFTER
@@ -183,3 +186,80 @@ def test_a_closed_tasks_events_outlive_any_replica_that_could_still_act_on_it(
     events = a.store.task_events
     assert events.purge(ended_at + 1) == 0 and len(events.after(task.id, 0)) == 1
     assert events.purge(ended_at + PURGE_AFTER + 1) == 1 and events.after(task.id, 0) == []
+
+
+def test_renewing_a_token_elsewhere_never_starts_its_task_afresh(home: Path) -> None:
+    """An unshared Guard that did not start a task must not take a renewal of its token as a
+    new task: a blank state would have forgotten the secret the task read."""
+    with Guard(Store.at_home(home), shared_tasks=False) as a:
+        a.add_workspace("acme")
+        a.register_agent("acme", "coder", kind="coder", owner="o")
+        a.register_tool("acme", "read_file", effects=["read"], args_schema=PATH)
+        a.register_tool("acme", "read_secret", effects=["secret_access"], labels=["secret"])
+        a.register_tool("acme", "http_post", effects=["external"], args_schema=PATH)
+        a.activate_policies("acme", POLICIES)
+        delegate(a, "acme", "coder", users=("alice",))
+        task = a.task(
+            workspace="acme", agent="coder", user="alice", request="r",
+            tools=["read_secret", "http_post"],
+        )  # fmt: skip
+        secret = task.authorize("read_secret")
+        task.report(secret, "the deploy key")
+        with Guard(Store.at_home(home), shared_tasks=False) as b:
+            renewal = a._signed(task._exchange, task._key, "acme", "coder")
+            renewed = b.exchange(renewal).response.access_token
+            d = b.authorize(None, "http_post", {"path": "/out"}, token=renewed)
+        assert d.effect is Effect.DENY and "is not open here" in d.reasons[0].text
+
+
+EVENTS = st.lists(
+    st.one_of(
+        st.builds(
+            Decided,
+            decision_id=st.just("dec_x"),
+            tool=st.sampled_from(["read_file", "http_post"]),
+            effects=st.just(("read",)),
+            effect=st.sampled_from(list(Effect)),
+            at=st.just(0.0),
+            args=st.one_of(st.none(), st.just(b'{"to":"eve@evil.io"}')),
+            outside=st.booleans(),
+        ),
+        st.builds(
+            Observed,
+            trusted=st.booleans(),
+            labels=st.frozensets(st.sampled_from(["secret", "pii", "untrusted"])),
+            pieces=st.lists(st.sampled_from(["eve@evil.io", "bob@acme.com", "x"])).map(tuple),
+        ),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=EVENTS)
+def test_a_task_read_back_on_another_replica_is_the_task_its_events_made(
+    replicas: tuple[Guard, Guard], events: list[Decided | Observed]
+) -> None:
+    """Whatever happened in a task, another replica rebuilds the same state from the store;
+    and along the way its labels only ever grew."""
+    a, b = replicas
+    task = start(a)
+    state = a._tasks.get(task.id)
+    assert state is not None
+    seen: set[str] = set()
+    with state.lock:
+        for event in events:
+            assert a._tasks.add(state, event)
+            assert seen <= state.labels
+            seen = set(state.labels)
+    b._tasks.drop(task.id)
+    there = b._tasks.get(task.id)
+    assert there is not None
+    assert there.context("http_post", ["read"]) == state.context("http_post", ["read"])
+    assert (there.outside_workspace, there.executed, there.seq) == (
+        state.outside_workspace,
+        state.executed,
+        state.seq,
+    )
+    for value in ("eve@evil.io", "bob@acme.com"):
+        assert there.provenance.of(value) == state.provenance.of(value)

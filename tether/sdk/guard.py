@@ -517,9 +517,11 @@ class Guard(ToolDecorator):
 
     def exchange(self, request: ExchangeRequest, *, dpop_jkt: str | None = None) -> Issued:
         """A token exchange made by an agent elsewhere (the HTTP service's token endpoint): the
-        task it starts is open here from now on."""
+        task it starts is open here from now on. Renewing a task's token leaves its state as
+        it is (read from the store when shared; never started afresh, which would forget what
+        the task had read)."""
         issued = self.credentials.exchange(request, dpop_jkt=dpop_jkt)
-        if self._tasks.get(issued.task.id) is None:
+        if request.task_id is None:
             self._tasks.open(issued.task)
         return issued
 
