@@ -26,6 +26,7 @@ from tether.errors import Conflict, CredentialRefused, Forbidden, InvalidInput
 from tether.model import ApprovalEvent, ApprovalStatus, Effect, Stage
 from tether.server import admin_tokens
 from tether.store import Store
+from tether.store.writes import Claims, Refusal
 
 POLICIES = {
     "all.cedar": """
@@ -559,15 +560,19 @@ def test_a_call_decided_again_still_finds_its_approval(
         with task(guard) as t:
             asked = t.authorize("delete_branch", {"branch": "old"})
             guard.approve(asked.approval_id or "", approver="bob")
-            add, lost = guard._tasks.add, []
+            claim, write, lost = guard._tasks.claim, guard.store.writes.claim, []
 
-            def add_losing_once(state: Any, event: Any) -> bool:
+            def claimed(state: Any, event: Any) -> Any:  # as if the task were shared
+                return claim(state, event) or (state.id, state.seq + 1, b"event")
+
+            def losing_once(claims: Claims) -> Refusal | None:
                 if not lost:
-                    lost.append(event)
-                    return False
-                return add(state, event)
+                    lost.append(claims)
+                    return Refusal.TASK_MOVED
+                return write(claims)
 
-            monkeypatch.setattr(guard._tasks, "add", add_losing_once)
+            monkeypatch.setattr(guard._tasks, "claim", claimed)
+            monkeypatch.setattr(guard.store.writes, "claim", losing_once)
             used = t.authorize("delete_branch", {"branch": "old"})
             assert lost and used.effect is Effect.ALLOW, used.reasons
             assert guard.approval(asked.approval_id or "").status is ApprovalStatus.USED

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +65,14 @@ def test_concurrent_appenders_share_commits_and_every_record_is_in_one_chain(
 ) -> None:
     log, guard = open_log(store, Durability.COMMIT)
     commits: list[int] = []
-    real_append = store.audit.append
+    real_insert = store.audit.insert
 
-    def slow_append(batch: Any) -> None:  # a slow disk, so appenders arrive during a commit
+    def slow_insert(tx: Any, batch: Any) -> None:  # a slow disk: appenders arrive meanwhile
         time.sleep(0.002)
-        real_append(batch)
+        real_insert(tx, batch)
         commits.append(len(batch))
 
-    monkeypatch.setattr(store.audit, "append", slow_append)
+    monkeypatch.setattr(store.audit, "insert", slow_insert)
     records = [[decision(i) for i in range(50)] for _ in range(8)]
     threads = [threading.Thread(target=lambda rs=rs: [log.append(r) for r in rs]) for rs in records]
     for thread in threads:
@@ -90,15 +91,15 @@ def test_a_failed_commit_fails_every_record_in_it_and_leaves_no_hole(
 ) -> None:
     log, guard = open_log(store, Durability.COMMIT)
     log.append(decision(0))
-    real_append = store.audit.append
+    real_insert = store.audit.insert
 
-    def full_disk(batch: Any) -> None:
+    def full_disk(tx: Any, batch: Any) -> None:
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(store.audit, "append", full_disk)
+    monkeypatch.setattr(store.audit, "insert", full_disk)
     with pytest.raises(LogUnavailable, match="No space left on device"):
         log.append(decision(1))
-    monkeypatch.setattr(store.audit, "append", real_append)
+    monkeypatch.setattr(store.audit, "insert", real_insert)
     log.append(decision(2))  # links to record 0: the failed one never existed
     log.close()
     assert [r.args for r in store.decisions(limit=None)] == ['{"i":2}', '{"i":0}']
@@ -109,12 +110,17 @@ def test_fsync_returns_only_after_the_log_file_was_synced(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     steps: list[str] = []
-    real_append, real_sync = store.audit.append, store.audit.sync
-    monkeypatch.setattr(
-        store.audit, "append", lambda batch: (real_append(batch), steps.append("commit"))
-    )
-    monkeypatch.setattr(store.audit, "sync", lambda: (real_sync(), steps.append("fsync")))
+    real_transaction, real_sync = store.writes.transaction, store.audit.sync
+
+    @contextmanager
+    def transaction() -> Iterator[Any]:
+        with real_transaction() as tx:
+            yield tx
+        steps.append("commit")
+
     log, _ = open_log(store, Durability.FSYNC)
+    monkeypatch.setattr(store.writes, "transaction", transaction)
+    monkeypatch.setattr(store.audit, "sync", lambda: (real_sync(), steps.append("fsync")))
     log.append(decision(0))
     steps.append("answered")
     log.close()
@@ -187,11 +193,11 @@ def test_async_holds_at_most_its_bound_and_refuses_while_the_store_fails() -> No
 def test_group_commit_reports_a_failure_to_each_waiter() -> None:
     gate = threading.Event()
 
-    def commit(batch: list[int]) -> None:
+    def commit(batch: list[int]) -> list[None]:
         gate.wait(5)
         raise RuntimeError("database is locked")
 
-    group: GroupCommit[int] = GroupCommit(commit)
+    group: GroupCommit[int, None] = GroupCommit(commit)
     errors: list[str] = []
 
     def submit(i: int) -> None:
@@ -226,15 +232,15 @@ def test_an_interrupted_leader_fails_every_record_it_was_committing() -> None:
     gate, first_started = threading.Event(), threading.Event()
     calls: list[list[int]] = []
 
-    def commit(batch: list[int]) -> None:
+    def commit(batch: list[int]) -> list[None]:
         calls.append(batch)
         if len(calls) == 1:  # holds the first batch until the others are waiting
             first_started.set()
             gate.wait(5)
-            return
+            return [None] * len(batch)
         raise KeyboardInterrupt  # the second batch: both waiters in it
 
-    group: GroupCommit[int] = GroupCommit(commit)
+    group: GroupCommit[int, None] = GroupCommit(commit)
     outcomes: dict[int, str] = {}
 
     def submit(i: int) -> None:
@@ -267,16 +273,18 @@ def test_a_batch_stored_despite_an_error_moves_the_chain_on(
     """Stored, then interrupted before the head moved: the next record must not take the same
     place (which would fork the chain)."""
     log, guard = open_log(store, Durability.COMMIT)
-    real_append = store.audit.append
+    real_transaction = store.writes.transaction
 
-    def stored_then_failed(batch: Any) -> None:
-        real_append(batch)
+    @contextmanager
+    def stored_then_failed() -> Iterator[Any]:
+        with real_transaction() as tx:
+            yield tx
         raise OSError("connection lost after the commit")
 
-    monkeypatch.setattr(store.audit, "append", stored_then_failed)
+    monkeypatch.setattr(store.writes, "transaction", stored_then_failed)
     with pytest.raises(LogUnavailable):
         log.append(decision(0))
-    monkeypatch.setattr(store.audit, "append", real_append)
+    monkeypatch.setattr(store.writes, "transaction", real_transaction)
     log.append(decision(1))
     log.close()
     assert [r.chain_seq for r in store.decisions(limit=None)] == [2, 1]

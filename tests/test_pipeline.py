@@ -378,7 +378,7 @@ def test_a_decision_that_cannot_be_recorded_is_a_deny(
         raise sqlite3.OperationalError("database or disk is full")
 
     with open_task(embedded) as task:
-        monkeypatch.setattr(embedded.store.audit, "append", full_disk)
+        monkeypatch.setattr(embedded.store.audit, "insert", full_disk)
         d = task.authorize("send_email", MAIL)
         state = task.state
     assert deny_stage(d) == (
@@ -387,10 +387,10 @@ def test_a_decision_that_cannot_be_recorded_is_a_deny(
         "the decision could not be recorded, so the call is denied: "
         "OperationalError: database or disk is full",
     )
-    # The task counted the call as decided (its state is kept before the record, so that
-    # replicas agree on it): counting a call that was then refused only makes limits stricter.
-    assert (state.calls, state.calls_by_tool["send_email"]) == (1, 1)
-    assert [step.decision_id for step in state.history] == [d.decision_id]
+    # Its task's event is written in the record's transaction, so the call did not count in
+    # the task either (it was not made): what a task remembers is always what was recorded.
+    assert (state.calls, state.calls_by_tool.get("send_email", 0)) == (0, 0)
+    assert not state.history
 
 
 @pytest.mark.sqlite

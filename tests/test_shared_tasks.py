@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether import Guard
+from tether.credentials import make_proof
 from tether.model import Effect, Stage
 from tether.sdk.guard import TaskHandle
 from tether.session import Decided, Observed
@@ -65,6 +66,32 @@ def start(guard: Guard) -> TaskHandle:
 def on(guard: Guard, task: TaskHandle, tool: str, args: dict[str, str] | None = None) -> Effect:
     """A call of `task` decided by `guard` (another replica than the one that started it)."""
     return guard.authorize(None, tool, args or {}, token=task.token).effect
+
+
+def test_a_replayed_proof_counts_for_nothing_on_any_replica(
+    replicas: tuple[Guard, Guard],
+) -> None:
+    """The proof's one-time id is claimed with the decision's record and task event: the
+    replay is refused, recorded, and takes no place in the task."""
+    a, b = replicas
+    task = start(a)
+    key = a.agent_keys.get("acme", "coder")
+    proof = make_proof(
+        key, htm="POST", htu="tether:embedded", now=a._clock(), access_token=task.token
+    )
+    first = a.authorize(None, "read_file", {"path": "/r"}, token=task.token, proof=proof)
+    again = b.authorize(None, "read_file", {"path": "/r"}, token=task.token, proof=proof)
+    assert first.effect is Effect.ALLOW
+    assert again.effect is Effect.DENY and again.reasons[0].stage is Stage.AUTHENTICATE
+    assert "already used (replay)" in again.reasons[0].text
+    assert [on(g, task, "read_file", {"path": "/r"}) for g in (b, a, b)] == [
+        Effect.ALLOW,
+        Effect.ALLOW,
+        Effect.DENY,  # the fourth read: the replay was not one
+    ]
+    recorded = {r.id: r.effect for r in a.store.decisions(limit=None)}
+    assert recorded[first.decision_id] is Effect.ALLOW
+    assert recorded[again.decision_id] is Effect.DENY
 
 
 def test_a_task_alternating_replicas_keeps_its_chain_rules(

@@ -8,8 +8,9 @@ is a deny whose reason names the stage. Every decision, denies included, is reco
 committed before it is answered; if it cannot be recorded, the answer is a deny.
 
 Stages only read the task's state; the decision changes it once decided, as one event
-(tether/session/task.py), before it is recorded. Where tasks are shared by several processes,
-adding that event is how a decision made on a stale state is found out: it is then made again.
+(tether/session/task.py), written in its record's transaction with its proof's one-time id
+(store/writes.py). Where tasks are shared by several processes, writing that event is how a
+decision made on a stale state is found out: it is then made again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tether.audit import AuditLog
 from tether.audit.redaction import FULL, Redaction
 from tether.catalogue import ArgumentError, CompiledTool, decision_context
 from tether.credentials import AccessClaims, Credentials
+from tether.credentials.dpop import REPLAYED
 from tether.errors import CredentialRefused, TetherError
 from tether.model import (
     Agent,
@@ -45,7 +47,9 @@ from tether.model import (
 from tether.policy import Bundle, Verdict, evaluate
 from tether.session import Decided, TaskState, TaskStates
 from tether.session.risk import Activity, AgentActivity, assess
+from tether.session.task import Event
 from tether.store import Store
+from tether.store.writes import Claims, Refusal
 from tether.workspace import Views, WorkspaceView
 
 log = logging.getLogger("tether.pdp")
@@ -103,13 +107,26 @@ class Call:
     outside: bool = False  # aimed at another workspace (the task remembers it: a risk signal)
     spend: ApprovalRequest | None = None  # the approval that allows it, used once it counts
     said: bytes | None = None  # the arguments (JSON) the decision read: the agent said them
+    # One-time ids (its proof's) checked but not yet written: claimed with its record.
+    once: list[tuple[str, float]] = field(default_factory=list)
     decision_id: str = field(default_factory=lambda: new_id("dec_"))
 
     def again(self, now: float) -> Call:
         """The same call, authenticated, to be decided again on its task's newer state."""
         return Call(
-            self.request, now, task=self.task, claims=self.claims, decision_id=self.decision_id
+            self.request,
+            now,
+            task=self.task,
+            claims=self.claims,
+            once=self.once,
+            decision_id=self.decision_id,
         )
+
+    def remember_once(self, key: str, until: float) -> bool:
+        """The proof's one-time id, kept to be claimed in the decision's transaction (a
+        replay is found there, before the answer)."""
+        self.once.append((key, until))
+        return True
 
     def event(self, decision: Decision) -> Decided:
         """What deciding it did to its task."""
@@ -144,6 +161,7 @@ def authenticate(
             htm=proofs.htm,
             htu=proofs.htu,
             require_proof=proofs.required,
+            remember_once=call.remember_once,
         )
     except CredentialRefused as exc:
         # A genuine token refused (revoked, or an unproven holder): the denial is the task's.
@@ -385,10 +403,18 @@ def seek_approval(call: Call, approvals: Approvals) -> Reason | None:
     return None
 
 
-def record(call: Call, log: AuditLog, decision: Decision, views: Views | None = None) -> None:
+def record(
+    call: Call,
+    log: AuditLog,
+    decision: Decision,
+    views: Views | None = None,
+    claims: Claims | None = None,
+) -> Refusal | None:
     """Commit the decision's record (before it is answered), with the agent's first use of
-    the tool when it is one. The record keeps of the arguments what the workspace's `audit`
-    setting says (tether/audit/redaction.py); their digest is always of the real ones."""
+    the tool when it is one, and `claims` in the same transaction: if one is lost, nothing is
+    written and the refusal is returned. The record keeps of the arguments what the
+    workspace's `audit` setting says (tether/audit/redaction.py); their digest is always of
+    the real ones."""
     args_json = (
         call.args_json if call.args_json is not None else _args_for_record(call.request.args)
     )
@@ -408,7 +434,7 @@ def record(call: Call, log: AuditLog, decision: Decision, views: Views | None = 
         )
         if cut is not None:
             args, context, reasons, shadow = cut.args, cut.context, cut.reasons, cut.shadow
-    log.append(
+    return log.append(
         DecisionRecord(
             id=decision.decision_id,
             ts=float(call.now),  # stored as REAL: hash what verification will read back
@@ -433,6 +459,7 @@ def record(call: Call, log: AuditLog, decision: Decision, views: Views | None = 
             and call.activity is not None
             and decision.tool not in call.activity.tools_used
         ),
+        claims=claims,
     )
 
 
@@ -501,6 +528,7 @@ def _args_for_record(args: Any) -> bytes:
 
 
 StageTimer = Callable[[Stage, int], None]
+TaskClaim = tuple[str, int, bytes] | None  # a task's next event, sealed (TaskStates.claim)
 
 
 class PDP:
@@ -585,20 +613,45 @@ class PDP:
                     or stage(Stage.APPROVAL, seek_approval, call, self._approvals)
                 )
                 decision = _answer(call, reason)
+                event = call.event(decision)
                 try:
-                    added = self._tasks.add(call.task, call.event(decision))
-                    if not added:
-                        self._tasks.catch_up(call.task)
+                    claim = self._tasks.claim(call.task, event)
                 except Exception as exc:
-                    why = _describe(exc)
-                    log.exception("task %s could not be updated", call.task.id)
-                    text = f"the task's state could not be kept, so the call is denied: {why}"
-                    return self._conclude(call, _denied(decision, Reason(Stage.RECORD, text)))
-                if added:
-                    return self._conclude(call, self._spend(call, decision))
+                    return self._conclude(call, _unkept(call, decision, exc))
+                if call.spend is None:
+                    decided = self._settle(call, decision, event, claim)
+                else:
+                    decided = self._settle_spending(call, decision, event, claim)
+                if decided is not None:
+                    return decided
+                try:  # decided on a stale state: again, on the task as it is now
+                    self._tasks.catch_up(call.task)
+                except Exception as exc:
+                    return self._conclude(call, _unkept(call, decision, exc))
                 call = call.again(self._clock())
             text = "the task kept changing in another process while this call was decided"
             return self._conclude(call, _denied(decision, Reason(Stage.RECORD, text)))
+
+    def _settle_spending(
+        self, call: Call, decision: Decision, event: Event, claim: TaskClaim
+    ) -> Decision | None:
+        """A call an approval allows counts in its task first, so that if it is decided again
+        it still finds the approval; then the approval is used (the call is denied if it
+        cannot be), then the decision is recorded. None: decide again."""
+        assert call.task is not None
+        claims = Claims(call.now, tuple(call.once), claim)
+        if claims:
+            try:
+                refused = self._store.writes.claim(claims)
+            except Exception as exc:
+                return self._conclude(call, _unkept(call, decision, exc))
+            if refused is Refusal.TASK_MOVED:
+                return None
+            if refused is Refusal.REPLAYED:
+                return self._replayed(call)
+        self._tasks.applied(call.task, event)
+        call.once.clear()
+        return self._conclude(call, self._spend(call, decision))
 
     def _spend(self, call: Call, decision: Decision) -> Decision:
         """Use the approval that allowed the call, now that it counts; if it cannot be used
@@ -629,18 +682,54 @@ class PDP:
     def _conclude(self, call: Call, decided: Reason | Decision | None) -> Decision:
         """Record the decision (a deny for `decided` when it is a reason), then answer it."""
         decision = decided if isinstance(decided, Decision) else _answer(call, decided)
+        settled = self._settle(call, decision)
+        if settled is None:  # only a task's event can be taken, and none was claimed
+            return _denied(decision, Reason(Stage.RECORD, "the decision was not recorded"))
+        return settled
+
+    def _settle(
+        self,
+        call: Call,
+        decision: Decision,
+        event: Event | None = None,
+        claim: TaskClaim = None,
+    ) -> Decision | None:
+        """Record the decision with what it claims (its proof's one-time id and, where tasks
+        are shared, its task's event: store/writes.py) in one transaction, then answer it.
+        None: another process moved the task on first, so it must be decided again."""
         started = time.perf_counter_ns() if self.stage_timer is not None else 0
+        claims = Claims(call.now, tuple(call.once), claim)
         try:
-            record(call, self._log, decision, self._views)
+            refused = record(call, self._log, decision, self._views, claims or None)
         except Exception as exc:
             log.exception("decision %s could not be recorded", decision.decision_id)
             text = f"the decision could not be recorded, so the call is denied: {_describe(exc)}"
             return _denied(decision, Reason(Stage.RECORD, text))
+        if refused is Refusal.TASK_MOVED:
+            return None
+        if refused is Refusal.REPLAYED:
+            return self._replayed(call)
+        if event is not None and call.task is not None:
+            self._tasks.applied(call.task, event)
         if call.activity is not None:
             call.activity.note(call.request.tool, decision.effect is Effect.ALLOW, call.now)
         if self.stage_timer is not None:
             self.stage_timer(Stage.RECORD, time.perf_counter_ns() - started)
         return decision
+
+    def _replayed(self, call: Call) -> Decision:
+        """The call's proof was used before: refused as a check of the proof would have, with
+        nothing of the call counting in its task."""
+        reason = Reason(Stage.AUTHENTICATE, f"credential refused: {REPLAYED}")
+        return self._conclude(Call(call.request, call.now, decision_id=call.decision_id), reason)
+
+
+def _unkept(call: Call, decision: Decision, exc: Exception) -> Decision:
+    """The deny of a call whose task's state could not be kept."""
+    assert call.task is not None
+    log.exception("task %s could not be updated", call.task.id)
+    text = f"the task's state could not be kept, so the call is denied: {_describe(exc)}"
+    return _denied(decision, Reason(Stage.RECORD, text))
 
 
 def _denied(decision: Decision, reason: Reason) -> Decision:

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, NamedTuple
 
 from tether.audit.chain import Chain
 from tether.audit.checkpoints import Checkpointer
@@ -25,6 +25,7 @@ from tether.credentials.signing_keys import Keyring
 from tether.errors import InvalidInput
 from tether.model import AuditEvent, DecisionRecord, Durability, new_id
 from tether.store import Store
+from tether.store.writes import Claims, Refusal
 
 ASYNC_WINDOW = 0.1  # seconds a record may wait at `async`
 ASYNC_PENDING = 1000  # records that may wait at `async`
@@ -38,6 +39,12 @@ def durability_from_env(default: Durability = Durability.COMMIT) -> Durability:
     except ValueError:
         levels = ", ".join(d.value for d in Durability)
         raise InvalidInput(f"{DURABILITY_ENV}={value!r}: use one of {levels}") from None
+
+
+class _Pending(NamedTuple):
+    record: DecisionRecord
+    first_use: bool
+    claims: Claims | None
 
 
 class AuditLog:
@@ -54,9 +61,7 @@ class AuditLog:
         self.chain = Chain()  # the decisions'
         self.events_chain = Chain()
         self._checkpoints = Checkpointer(store, keyring, clock)
-        self._decisions: (
-            GroupCommit[tuple[DecisionRecord, bool]] | Background[tuple[DecisionRecord, bool]]
-        )
+        self._decisions: GroupCommit[_Pending, Refusal | None] | Background[_Pending]
         if durability is Durability.ASYNC:
             self._decisions = Background(
                 self._commit_decisions, max_pending=ASYNC_PENDING, interval=ASYNC_WINDOW
@@ -66,11 +71,23 @@ class AuditLog:
         self._events = GroupCommit(self._commit_events)
         self._appending = False  # set by the first commit: this process writes the log
 
-    def append(self, record: DecisionRecord, *, first_use: bool = False) -> None:
+    def append(
+        self, record: DecisionRecord, *, first_use: bool = False, claims: Claims | None = None
+    ) -> Refusal | None:
         """Link and store one decision at this log's durability level (raises LogUnavailable
         if it could not be stored: its decision must then be a deny). `first_use`: the agent's
-        first allowed call of the tool, remembered with it."""
-        self._decisions.submit((record, first_use))
+        first allowed call of the tool, remembered with it.
+
+        `claims` (store/writes.py) are made in the record's transaction: if one is lost, the
+        record is not stored and the refusal is returned (the decision must be made again, or
+        refused). At `async` they are made before the record is queued, since the answer
+        must not run ahead of them."""
+        if claims and isinstance(self._decisions, Background):
+            refused = self._store.writes.claim(claims)
+            if refused is not None:
+                return refused
+            claims = None
+        return self._decisions.submit(_Pending(record, first_use, claims))
 
     def event(
         self,
@@ -97,31 +114,40 @@ class AuditLog:
             )
         )
 
-    def _commit_decisions(self, batch: list[tuple[DecisionRecord, bool]]) -> None:
-        linked = self.chain.link([record for record, _ in batch])
-        rows = [(record, first_use) for record, (_, first_use) in zip(linked, batch, strict=True)]
-        with self._advancing(self.chain, "decisions", linked):
-            self._store.audit.append(rows)
+    def _commit_decisions(self, batch: list[_Pending]) -> list[Refusal | None]:
+        """One transaction: each record's claims, then the records whose claims held, linked
+        in the order they are stored."""
+        with (
+            self._advancing(self.chain, "decisions") as linked,
+            self._store.writes.transaction() as tx,
+        ):
+            refusals = [tx.claim(p.claims) if p.claims else None for p in batch]
+            kept = [p for p, refused in zip(batch, refusals, strict=True) if refused is None]
+            linked.extend(self.chain.link([p.record for p in kept]))
+            rows = [(r, p.first_use) for r, p in zip(linked, kept, strict=True)]
+            self._store.audit.insert(tx, rows)
         self._made_durable(len(linked))
+        return refusals
 
-    def _commit_events(self, batch: list[AuditEvent]) -> None:
-        linked = self.events_chain.link(batch)
-        with self._advancing(self.events_chain, "events", linked):
+    def _commit_events(self, batch: list[AuditEvent]) -> list[None]:
+        with self._advancing(self.events_chain, "events") as linked:
+            linked.extend(self.events_chain.link(batch))
             self._store.audit.append_events(linked)
         self._made_durable(len(linked))
+        return [None] * len(batch)
 
     @contextmanager
-    def _advancing(
-        self, chain: Chain, log: str, linked: list[DecisionRecord] | list[AuditEvent]
-    ) -> Iterator[None]:
-        """Move the chain's head past `linked` once they are stored. When storing raised, they
-        may be stored all the same (interrupted after the commit, say): then the head moves
-        too, or the next batch would take the same places and fork the chain."""
+    def _advancing(self, chain: Chain, log: str) -> Iterator[list[Any]]:
+        """Move the chain's head past the records linked in the block (put in the list it
+        gives) once they are stored. When storing raised, they may be stored all the same
+        (interrupted after the commit, say): then the head moves too, or the next batch would
+        take the same places and fork the chain."""
+        linked: list[Any] = []
         try:
-            yield
+            yield linked
         except BaseException:
             with suppress(Exception):
-                if self._store.audit.stored(log, linked[-1].id):
+                if linked and self._store.audit.stored(log, linked[-1].id):
                     chain.advance(linked)
             raise
         chain.advance(linked)

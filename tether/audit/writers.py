@@ -25,6 +25,7 @@ from tether.errors import TetherError
 log = logging.getLogger("tether.audit")
 
 Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 class LogUnavailable(TetherError):
@@ -32,22 +33,26 @@ class LogUnavailable(TetherError):
 
 
 @dataclass
-class _Entry(Generic[Item]):
+class _Entry(Generic[Item, Result]):
     item: Item
     done: bool = False
     error: str | None = None
+    result: Result | None = None
 
 
-class GroupCommit(Generic[Item]):
-    def __init__(self, commit: Callable[[list[Item]], None]) -> None:
+class GroupCommit(Generic[Item, Result]):
+    """`commit` stores a batch and says, for each of its items, what became of it."""
+
+    def __init__(self, commit: Callable[[list[Item]], list[Result]]) -> None:
         self._commit = commit
         self._cond = threading.Condition()
-        self._waiting: list[_Entry[Item]] = []
+        self._waiting: list[_Entry[Item, Result]] = []
         self._busy = False
 
-    def submit(self, item: Item) -> None:
-        """Returns once `item` is committed; raises LogUnavailable if its commit failed."""
-        entry = _Entry(item)
+    def submit(self, item: Item) -> Result | None:
+        """Returns, once `item` is committed, what `commit` said of it; raises LogUnavailable
+        if its commit failed."""
+        entry: _Entry[Item, Result] = _Entry(item)
         with self._cond:
             self._waiting.append(entry)
             while not entry.done:
@@ -60,25 +65,29 @@ class GroupCommit(Generic[Item]):
                 error: str | None = (
                     "interrupted"  # unless the commit returns: then there is no error
                 )
+                results: list[Result | None] = [None] * len(batch)
                 try:
-                    self._commit([e.item for e in batch])
-                    error = None
+                    said = self._commit([e.item for e in batch])
+                    if len(said) != len(batch):
+                        raise RuntimeError(f"{len(said)} results for {len(batch)} records")
+                    results[:], error = said, None
                 except Exception as exc:  # every record of the batch fails with it
                     error = f"{type(exc).__name__}: {exc}"
                 finally:
                     self._cond.acquire()
-                    for done in batch:
-                        done.done, done.error = True, error
+                    for done, result in zip(batch, results, strict=True):
+                        done.done, done.error, done.result = True, error, result
                     self._busy = False
                     self._cond.notify_all()
         if entry.error is not None:
             raise LogUnavailable(entry.error)
+        return entry.result
 
 
 class Background(Generic[Item]):
     def __init__(
         self,
-        commit: Callable[[list[Item]], None],
+        commit: Callable[[list[Item]], object],
         *,
         max_pending: int,
         interval: float,

@@ -30,6 +30,7 @@ ERROR = "invalid_dpop_proof"
 
 # Remember a key until a time; False if it was already remembered (the proof is a replay).
 RememberOnce = Callable[[str, float], bool]
+REPLAYED = "the DPoP proof was already used (replay)"
 
 
 class ProofClaims(msgspec.Struct, frozen=True):
@@ -110,7 +111,7 @@ def check_proof(
     jkt = parsed_thumbprint(header["jwk"])
     replay_key = hashlib.sha256(f"dpop:{jkt}:{claims.jti}".encode()).hexdigest()
     if not remember_once(replay_key, claims.iat + MAX_PROOF_AGE + skew):
-        raise CredentialRefused("the DPoP proof was already used (replay)", ERROR)
+        raise CredentialRefused(REPLAYED, ERROR)
     return jkt
 
 

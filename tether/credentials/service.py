@@ -22,7 +22,7 @@ import msgspec
 from tether.credentials import access_token
 from tether.credentials.access_token import DOWNSTREAM_USE, TASK_USE, AccessClaims, issued_at
 from tether.credentials.actors import authenticate_actor
-from tether.credentials.dpop import check_proof
+from tether.credentials.dpop import RememberOnce, check_proof
 from tether.credentials.grants import find_grant, live_grant
 from tether.credentials.jws import MAX_TOKEN_BYTES
 from tether.credentials.revocation import Revocations, Revoked
@@ -127,11 +127,15 @@ class Credentials:
         htm: str = "POST",
         htu: str = "",
         require_proof: bool = False,
+        remember_once: RememberOnce | None = None,
     ) -> AccessClaims:
         """The claims of a valid, unrevoked task token, proven by its holder when a proof is
         given or required. Raises CredentialRefused with the reason; its `subject` is the
         token's claims only when the caller is its holder (or no proof was asked for) and the
-        token was revoked, so a thief's attempts are never counted against the task."""
+        token was revoked, so a thief's attempts are never counted against the task.
+
+        `remember_once`: where the proof's one-time id goes; by default the replay cache at
+        once. The pipeline claims it in the decision's own transaction instead."""
         now = self._clock()
         claims = self._verify(token, now)
         if claims.use != TASK_USE:
@@ -145,7 +149,7 @@ class Credentials:
                 htm=htm,
                 htu=htu,
                 now=now,
-                remember_once=self._remember_once(now),
+                remember_once=remember_once or self._remember_once(now),
                 access_token=token,
                 skew=self.settings.skew,
             )

@@ -28,6 +28,7 @@ from tether.session.task import Event, TaskState
 from tether.store import Store
 
 MAX_CACHED = 10_000  # shared states kept in memory; the rest are read back when used
+PURGE_EVERY = 1000  # events added between removals of those of tasks that ended
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Event).decode
 
@@ -46,6 +47,7 @@ class TaskStates:
         self._clock = clock
         self._states: dict[str, TaskState] = {}
         self._lock = threading.Lock()
+        self._added = 0  # events added here, for purging those of tasks that ended
 
     @property
     def shared(self) -> bool:
@@ -83,13 +85,27 @@ class TaskStates:
     def add(self, state: TaskState, event: Event) -> bool:
         """Make `event` the task's next (the caller holds `state.lock`). False, changing
         nothing, if another process added one first: catch up and decide again."""
-        if self._aead is not None:
-            seq = state.seq + 1
-            sealed = self._seal(state.id, seq, event)
-            if not self._store.task_events.append(state.id, seq, sealed, self._clock()):
-                return False
-        state.apply(event)
+        claim = self.claim(state, event)
+        if claim is not None and not self._store.task_events.append(*claim, self._clock()):
+            return False
+        self.applied(state, event)
         return True
+
+    def claim(self, state: TaskState, event: Event) -> tuple[str, int, bytes] | None:
+        """What must be written for `event` to be the task's next, where tasks are shared:
+        its task, number and sealed body (store/writes.py `Claims`). Once written, `applied`."""
+        if self._aead is None:
+            return None
+        seq = state.seq + 1
+        return state.id, seq, self._seal(state.id, seq, event)
+
+    def applied(self, state: TaskState, event: Event) -> None:
+        """`event` is the task's next: it counts from now on."""
+        state.apply(event)
+        if self._aead is not None:
+            self._added += 1
+            if self._added % PURGE_EVERY == 0:
+                self._store.task_events.purge(self._clock())
 
     def report(self, state: TaskState, event: Event, tries: int = 10) -> set[str]:
         """Add an event that does not depend on the state (an output read): catch up until it

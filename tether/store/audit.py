@@ -16,7 +16,8 @@ from tether.model import AuditEvent, DecisionRecord
 from tether.store import tables as t
 from tether.store.prepared import Prepared
 from tether.store.rows import row_to
-from tether.store.wal import WriteAheadLog, WriteTurn
+from tether.store.wal import WriteAheadLog
+from tether.store.writes import HotWrites, Transaction
 
 LOGS = {"decisions": t.decisions, "events": t.audit_events}
 NOT_UTF8 = "\ufffd[not UTF-8] "
@@ -29,12 +30,9 @@ def canonical_columns(log: str) -> list[str]:
 
 
 class AuditRecords:
-    def __init__(
-        self, engine: sa.Engine, writer: Any, write_lock: WriteTurn, wal: WriteAheadLog | None
-    ) -> None:
+    def __init__(self, engine: sa.Engine, writes: HotWrites, wal: WriteAheadLog | None) -> None:
         self.engine = engine
-        self._writer = writer  # the store's one writing connection (the hot path's)
-        self._write_lock = write_lock
+        self.writes = writes  # the store's one writing connection (the hot path's)
         dialect = engine.dialect
         self._insert = {
             name: Prepared(
@@ -53,44 +51,22 @@ class AuditRecords:
 
     # -- appending -----------------------------------------------------------------------------
 
-    def append(self, decisions: Sequence[tuple[DecisionRecord, bool]]) -> None:
-        """Insert decisions and commit them in one transaction (raises if that failed: then
-        none of them is stored). The flag: the decision is the agent's first allowed call of
-        its tool, remembered in the same transaction."""
-        decisions_sql = self._insert["decisions"]
-        rows = [decisions_sql.params(msgspec.structs.asdict(r)) for r, _ in decisions]
+    def insert(self, tx: Transaction, decisions: Sequence[tuple[DecisionRecord, bool]]) -> None:
+        """Insert decisions in `tx` (its commit stores them, or none). The flag: the decision
+        is the agent's first allowed call of its tool, remembered with it."""
+        tx.insert(self._insert["decisions"], [msgspec.structs.asdict(r) for r, _ in decisions])
         uses = [
-            self._insert_tool_use.params(
-                {"workspace": r.workspace, "agent": r.agent, "tool": r.tool, "first_used": r.ts}
-            )
+            {"workspace": r.workspace, "agent": r.agent, "tool": r.tool, "first_used": r.ts}
             for r, first_use in decisions
             if first_use
         ]
-        statements = [(decisions_sql.sql, rows)]
-        if uses:
-            statements.append((self._insert_tool_use.sql, uses))
-        self._commit(statements)
+        tx.insert(self._insert_tool_use, uses)
 
     def append_events(self, events: Sequence[AuditEvent]) -> None:
-        events_sql = self._insert["events"]
-        rows = [events_sql.params(msgspec.structs.asdict(e)) for e in events]
-        self._commit([(events_sql.sql, rows)])
-
-    def _commit(self, statements: list[tuple[str, list[Any]]]) -> None:
-        with self._write_lock:
-            cursor = self._writer.cursor()
-            try:
-                for sql, rows in statements:
-                    if len(rows) == 1:
-                        cursor.execute(sql, rows[0])
-                    else:
-                        cursor.executemany(sql, rows)
-                self._writer.commit()
-            except BaseException:
-                self._writer.rollback()
-                raise
-            finally:
-                cursor.close()
+        """Insert events and commit them in one transaction (raises if that failed: then none
+        of them is stored)."""
+        with self.writes.transaction() as tx:
+            tx.insert(self._insert["events"], [msgspec.structs.asdict(e) for e in events])
 
     def sync(self) -> None:
         """Make every commit so far survive power loss (the `fsync` level; wal.py). On
@@ -101,8 +77,7 @@ class AuditRecords:
     def checkpoint_in_background(self) -> None:
         """This process appends to the log: move SQLite's checkpoints off its commits."""
         if self._wal is not None:
-            with self._write_lock:
-                self._wal.checkpoint_in_background(self._writer)
+            self.writes.between_transactions(self._wal.checkpoint_in_background)
 
     def close(self) -> None:
         if self._wal is not None:

@@ -17,12 +17,8 @@ from tether.errors import NotFound
 from tether.model import AgentKey, Grant, KeyStatus
 from tether.store import tables as t
 from tether.store.notify import REVOCATION, notify
-from tether.store.prepared import Prepared
 from tether.store.rows import T, row_to
-from tether.store.wal import WriteTurn
-
-# Expired replay-cache rows are deleted every this many inserts.
-PURGE_EVERY = 512
+from tether.store.writes import Claims, HotWrites
 
 
 class TokenRecord(msgspec.Struct, frozen=True):
@@ -63,17 +59,11 @@ def _rows(model: type[T], rows: Iterable[Any]) -> list[T]:
 
 
 class CredentialRecords:
-    """`writer` and `write_lock`: the store's hot-path connection, shared for the replay cache."""
+    """`writes`: the store's hot-path connection, shared for the replay cache."""
 
-    def __init__(self, engine: sa.Engine, writer: Any, write_lock: WriteTurn) -> None:
+    def __init__(self, engine: sa.Engine, writes: HotWrites) -> None:
         self.engine = engine
-        self._writer = writer
-        self._write_lock = write_lock
-        self._replay_inserts = 0
-        self._insert_replay = Prepared(
-            t.replay_cache.insert(), ["key", "expires_at"], engine.dialect
-        )
-        self._duplicate: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+        self._writes = writes
 
     # -- agent keys ----------------------------------------------------------------------------
 
@@ -256,37 +246,6 @@ class CredentialRecords:
     def remember_once(self, key: str, expires_at: float, now: float) -> bool:
         """Record `key` until `expires_at`; False if it was already recorded and unexpired.
 
-        The insert is the check, so two processes racing with one proof cannot both win. It runs
-        on the hot-path connection: one proof is checked per remote call."""
-        with self._write_lock:
-            self._replay_inserts += 1
-            purge = self._replay_inserts % PURGE_EVERY == 0
-            cursor = self._writer.cursor()
-            try:
-                cursor.execute(*self._insert_replay.bind({"key": key, "expires_at": expires_at}))
-                self._writer.commit()
-                inserted = True
-            except self._duplicate:
-                self._writer.rollback()
-                inserted = False
-            except BaseException:
-                self._writer.rollback()
-                raise
-            finally:
-                cursor.close()
-        if purge:
-            with self.engine.begin() as db:
-                db.execute(t.replay_cache.delete().where(t.replay_cache.c.expires_at <= now))
-        if inserted:
-            return True
-        # Seen before: a replay, unless the earlier entry expired and was not purged yet.
-        with self.engine.begin() as db:
-            stale = db.execute(
-                t.replay_cache.delete().where(
-                    t.replay_cache.c.key == key, t.replay_cache.c.expires_at <= now
-                )
-            ).rowcount
-            if not stale:
-                return False
-            db.execute(t.replay_cache.insert().values(key=key, expires_at=expires_at))
-        return True
+        The insert is the check, so two processes racing with one proof cannot both win. A
+        decision's proof is claimed in its record's transaction instead (writes.py)."""
+        return self._writes.claim(Claims(now, once=((key, expires_at),))) is None

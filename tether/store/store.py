@@ -45,6 +45,7 @@ from tether.store.notify import WORKSPACE, Listener, notify
 from tether.store.rows import row_to
 from tether.store.tasks import TaskEvents
 from tether.store.wal import WriteAheadLog, WriteTurn
+from tether.store.writes import HotWrites
 
 DB_FILE = "tether.db"
 DB_ENV = "TETHER_DB"
@@ -126,11 +127,12 @@ class Store:
         sqlite = self.engine.dialect.name == "sqlite"
         self._wal = WriteAheadLog(Path(str(self.engine.url.database))) if sqlite else None
         self._write_lock = WriteTurn(self._wal)
-        self.credentials = CredentialRecords(self.engine, self._writer, self._write_lock)
+        self.writes = HotWrites(self.engine, self._writer, self._write_lock)
+        self.credentials = CredentialRecords(self.engine, self.writes)
         self.approvals = ApprovalRecords(self.engine)
         self.admin_tokens = AdminTokenRecords(self.engine)
-        self.audit = AuditRecords(self.engine, self._writer, self._write_lock, self._wal)
-        self.task_events = TaskEvents(self.engine, self._writer, self._write_lock)
+        self.audit = AuditRecords(self.engine, self.writes, self._wal)
+        self.task_events = TaskEvents(self.engine, self.writes)
 
     @classmethod
     def at_home(cls, home: str | Path) -> Store:

@@ -13,10 +13,8 @@ import sqlalchemy as sa
 
 from tether.model import TaskStatus
 from tether.store import tables as t
-from tether.store.prepared import Prepared
-from tether.store.wal import WriteTurn
+from tether.store.writes import Claims, HotWrites
 
-PURGE_EVERY = 1000  # appends between removals of closed or expired tasks' events
 # How long after a task closed or expired its events are kept: longer than any token of it
 # lives and than a replica takes to hear of the end (its clock may lag too), so no replica
 # can rebuild a task from an emptied log, or reuse an event's number, while it can still act.
@@ -24,37 +22,16 @@ PURGE_AFTER = 900.0
 
 
 class TaskEvents:
-    """`writer` and `write_lock`: the store's hot-path connection (one event per decision)."""
+    """`writes`: the store's hot-path connection (one event per decision, claimed in its
+    record's transaction when it is a decision's: writes.py)."""
 
-    def __init__(self, engine: sa.Engine, writer: Any, write_lock: WriteTurn) -> None:
+    def __init__(self, engine: sa.Engine, writes: HotWrites) -> None:
         self.engine = engine
-        self._writer = writer
-        self._write_lock = write_lock
-        self._insert = Prepared(t.task_events.insert(), ["task_id", "seq", "body"], engine.dialect)
-        self._duplicate: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
-        self._appends = 0
+        self._writes = writes
 
     def append(self, task_id: str, seq: int, body: bytes, now: float) -> bool:
         """Append event `seq` of the task; False if that number is taken (someone else's)."""
-        with self._write_lock:
-            self._appends += 1
-            purge = self._appends % PURGE_EVERY == 0
-            cursor = self._writer.cursor()
-            try:
-                cursor.execute(*self._insert.bind({"task_id": task_id, "seq": seq, "body": body}))
-                self._writer.commit()
-                appended = True
-            except self._duplicate:
-                self._writer.rollback()
-                appended = False
-            except BaseException:
-                self._writer.rollback()
-                raise
-            finally:
-                cursor.close()
-        if purge:
-            self.purge(now)
-        return appended
+        return self._writes.claim(Claims(now, event=(task_id, seq, body))) is None
 
     def after(self, task_id: str, seq: int) -> list[tuple[int, bytes]]:
         """The task's events numbered above `seq`, in order."""

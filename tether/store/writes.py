@@ -1,0 +1,147 @@
+"""The writes a decision makes, in one transaction on the store's one hot-path connection.
+
+A remote call makes three: its DPoP proof's one-time id (the replay cache), its task's event
+(where tasks are shared) and its record. Each was a commit of its own; now the first two are
+*claims* made in the record's transaction: if a claim is lost (the proof was used before, or
+another process took the task's next event number), nothing of that call is written and its
+decider learns which (`Refusal`), while the other calls committed with it go in. A commit is
+most of what a write costs here (measured: benchmarks/http_api.py), so a call pays one.
+
+Claims are inserts that do nothing on a conflict, so a lost one is a row count of 0, not an
+error that would end the transaction for the calls sharing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from tether.store import tables as t
+from tether.store.prepared import Prepared
+from tether.store.wal import WriteTurn
+
+PURGE_EVERY = 512  # one-time ids claimed between deletions of the expired ones
+
+
+class Refusal(Enum):
+    """Why a call's claims were not granted."""
+
+    REPLAYED = "replayed"  # a one-time id (a DPoP proof's) was used before and is unexpired
+    TASK_MOVED = "task moved"  # another process added the task's next event first
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a call must be the first to write for its answer to stand: one-time ids (key,
+    kept until) and its task's next event (task id, number, sealed body)."""
+
+    now: float
+    once: tuple[tuple[str, float], ...] = ()
+    event: tuple[str, int, bytes] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.once) or self.event is not None
+
+
+class HotWrites:
+    def __init__(self, engine: sa.Engine, writer: Any, turn: WriteTurn) -> None:
+        self._writer = writer  # the store's one writing connection
+        self._turn = turn
+        dialect = engine.dialect
+        insert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect.name]
+        once = insert(t.replay_cache)
+        # A key that is there but expired (not purged yet) is taken afresh.
+        self._once = Prepared(
+            once.on_conflict_do_update(
+                index_elements=["key"],
+                set_={"expires_at": once.excluded.expires_at},
+                where=t.replay_cache.c.expires_at <= sa.bindparam("now"),
+            ),
+            ["key", "expires_at"],
+            dialect,
+        )
+        self._release_once = Prepared(
+            t.replay_cache.delete().where(t.replay_cache.c.key == sa.bindparam("key")),
+            [],
+            dialect,
+        )
+        self._purge_once = Prepared(
+            t.replay_cache.delete().where(t.replay_cache.c.expires_at <= sa.bindparam("now")),
+            [],
+            dialect,
+        )
+        self._claimed = 0  # one-time ids claimed, counted under the turn
+        self._event = Prepared(
+            insert(t.task_events).on_conflict_do_nothing(), ["task_id", "seq", "body"], dialect
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One transaction, committed when the block ends (rolled back if it raises)."""
+        with self._turn:
+            cursor = self._writer.cursor()
+            try:
+                yield Transaction(self, cursor)
+                self._writer.commit()
+            except BaseException:
+                self._writer.rollback()
+                raise
+            finally:
+                cursor.close()
+
+    def between_transactions(self, action: Callable[[Any], None]) -> None:
+        """Run `action` on the connection while no transaction is (a pragma, say)."""
+        with self._turn:
+            action(self._writer)
+
+    def claim(self, claims: Claims) -> Refusal | None:
+        """Make the claims alone, in a transaction of their own."""
+        with self.transaction() as tx:
+            return tx.claim(claims)
+
+
+class Transaction:
+    def __init__(self, writes: HotWrites, cursor: Any) -> None:
+        self._writes = writes
+        self._cursor = cursor
+
+    def claim(self, claims: Claims) -> Refusal | None:
+        """Write the claims; when one is lost, undo the others and say which was lost."""
+        w, taken = self._writes, list[str]()
+        if claims.once:
+            w._claimed += 1
+            if w._claimed % PURGE_EVERY == 0:
+                self._cursor.execute(*w._purge_once.bind({"now": claims.now}))
+        for key, until in claims.once:
+            if not self._write(w._once, {"key": key, "expires_at": until, "now": claims.now}):
+                self._release(taken)
+                return Refusal.REPLAYED
+            taken.append(key)
+        if claims.event is not None:
+            task_id, seq, body = claims.event
+            if not self._write(w._event, {"task_id": task_id, "seq": seq, "body": body}):
+                self._release(taken)
+                return Refusal.TASK_MOVED
+        return None
+
+    def insert(self, statement: Prepared, rows: Sequence[dict[str, Any]]) -> None:
+        params = [statement.params(row) for row in rows]
+        if len(params) == 1:
+            self._cursor.execute(statement.sql, params[0])
+        elif params:
+            self._cursor.executemany(statement.sql, params)
+
+    def _write(self, statement: Prepared, values: dict[str, Any]) -> bool:
+        self._cursor.execute(*statement.bind(values))
+        return bool(self._cursor.rowcount == 1)
+
+    def _release(self, keys: list[str]) -> None:
+        for key in keys:
+            self._cursor.execute(*self._writes._release_once.bind({"key": key}))
