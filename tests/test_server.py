@@ -468,13 +468,22 @@ def test_an_agent_past_its_rate_is_told_to_wait(server: Server) -> None:
     assert int(limited.headers["Retry-After"]) >= 1
 
 
-def test_a_resource_of_another_workspace_is_refused_once_read(server: Server) -> None:
+def test_a_resource_of_another_workspace_reads_as_one_that_does_not_exist(
+    server: Server,
+) -> None:
+    """Carol holds no role in acme: she cannot tell its decisions' ids from made-up ones. Bob
+    (an approver there, not an auditor) is refused for his role."""
     agent = Agent(server)  # a decision of its own: tests of this module may run apart
     assert agent.start().status_code == 200
-    decided = agent.authorize("read_file", {"path": "/repo/a"}).json()
+    decided = agent.authorize("read_file", {"path": "/repo/a"}).json()["decision_id"]
     with admin(server, server.auditor_elsewhere) as carol:
-        refused = carol.get(f"/v1/decisions/{decided['decision_id']}")
-        assert refused.status_code == 403 and "acme" in refused.json()["detail"]
+        real, made_up = carol.get(f"/v1/decisions/{decided}"), carol.get("/v1/decisions/dec_x")
+        assert real.status_code == made_up.status_code == 404
+        assert real.json()["detail"] == f"no decision {decided!r}"
+        assert made_up.json()["detail"] == "no decision 'dec_x'"
+    with admin(server, server.approver) as bob:
+        refused = bob.get(f"/v1/decisions/{decided}")
+        assert refused.status_code == 403 and "auditor" in refused.json()["detail"]
 
 
 def test_suspending_an_agent_over_http_refuses_its_next_call(server: Server) -> None:

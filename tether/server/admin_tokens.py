@@ -71,6 +71,11 @@ def authenticate(store: Store, token: str, now: float) -> AdminTokenRecord:
     return record
 
 
+def holds_any(record: AdminTokenRecord, workspace: str) -> bool:
+    """Whether the token holds some role in `workspace` (or in every workspace)."""
+    return bool(record.roles.get(workspace) or record.roles.get(EVERY_WORKSPACE))
+
+
 def require(record: AdminTokenRecord, workspace: str | None, role: str) -> None:
     """Forbidden unless the token holds `role` (or `admin`) in `workspace` (None: in every
     workspace, for what spans them)."""

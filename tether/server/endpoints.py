@@ -74,9 +74,13 @@ class Call:
             raise InvalidInput("send a JSON body")
         return msgspec.json.decode(self.raw, type=kind)
 
-    def require(self, workspace: str, role: str) -> None:
-        """For endpoints whose workspace is the resource's (an approval, a decision)."""
+    def require(self, workspace: str, role: str, missing: str) -> None:
+        """For endpoints whose workspace is the resource's (an approval, a decision). A
+        caller with no role in that workspace is told what a caller asking for an id that
+        does not exist is told (`missing`, a 404): they cannot learn which ids exist there."""
         assert self.admin is not None
+        if not admin_tokens.holds_any(self.admin, workspace):
+            raise NotFound(missing)
         admin_tokens.require(self.admin, workspace, role)
 
     def require_everywhere(self, role: str) -> None:
@@ -570,20 +574,22 @@ def grants(call: Call) -> list[Grant]:
 
 
 def revoke_grant(call: Call) -> Changed:
+    missing = f"no grant {call.params['grant_id']!r}"
     grant = call.guard.store.credentials.grant(call.params["grant_id"])
     if grant is None:
-        raise NotFound(f"no grant {call.params['grant_id']!r}")
-    call.require(grant.workspace, "admin")
+        raise NotFound(missing)
+    call.require(grant.workspace, "admin", missing)
     call.guard.revoke_grant(grant.id)
     return Changed(grant.id, "revoked")
 
 
 def revoke_task(call: Call) -> Changed:
     """Revoke a task and every task delegated from it."""
+    missing = f"no task {call.params['task_id']!r}"
     task = call.guard.store.task(call.params["task_id"])
     if task is None:
-        raise NotFound(f"no task {call.params['task_id']!r}")
-    call.require(task.workspace, "admin")
+        raise NotFound(missing)
+    call.require(task.workspace, "admin", missing)
     call.guard.revoke_task(task.id)
     return Changed(task.id, "revoked")
 
@@ -687,13 +693,17 @@ def pending_approvals(call: Call) -> list[ApprovalRequest]:
 
 def approval(call: Call) -> ApprovalRequest:
     request = call.guard.approval(call.params["approval_id"])
-    call.require(request.workspace, "approver")
+    call.require(request.workspace, "approver", _missing_approval(call))
     return request
+
+
+def _missing_approval(call: Call) -> str:
+    return f"no approval request {call.params['approval_id']!r}"  # as Approvals.get says
 
 
 def _answer_approval(call: Call, approve: bool) -> ApprovalRequest:
     request = call.guard.approvals.get(call.params["approval_id"])
-    call.require(request.workspace, "approver")
+    call.require(request.workspace, "approver", _missing_approval(call))
     assert call.admin is not None
     body = call.body(ApproveBody) if call.raw else ApproveBody()
     if body.approver is not None and body.approver != call.admin.name:
@@ -732,10 +742,11 @@ def decisions(call: Call) -> list[DecisionRecord]:
 
 
 def explain(call: Call) -> DecisionRecord:
+    missing = f"no decision {call.params['decision_id']!r}"
     record = call.guard.store.decision(call.params["decision_id"])
     if record is None or record.workspace is None:
-        raise NotFound(f"no decision {call.params['decision_id']!r}")
-    call.require(record.workspace, "auditor")
+        raise NotFound(missing)
+    call.require(record.workspace, "auditor", missing)
     return record
 
 
