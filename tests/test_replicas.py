@@ -234,3 +234,28 @@ def test_the_workers_of_one_serve_share_tasks_and_add_up_their_metrics(tmp_path:
     finally:
         child.terminate()
         child.wait(timeout=20)
+
+
+def test_the_metrics_folder_a_serve_made_is_removed_when_it_stops(tmp_path: Path) -> None:
+    home, scratch = tmp_path / "home", tmp_path / "tmp"
+    scratch.mkdir()
+    prepare(home, {"*": ["auditor"]})
+    port = _free_port()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port),
+         "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+            "TMPDIR": str(scratch),
+        },
+    )  # fmt: skip
+    try:
+        _wait_until_up(child, f"http://127.0.0.1:{port}")
+        assert [p.name[:15] for p in scratch.iterdir()] == ["tether-metrics-"]
+    finally:
+        child.terminate()
+        child.wait(timeout=20)
+    assert child.returncode == 0 and list(scratch.iterdir()) == []

@@ -10,6 +10,7 @@ reaches other replicas (docs/deployment.md).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -73,14 +74,19 @@ def run(config: Serving, *, host: str, port: int, workers: int = 1) -> None:
 
     _store(config).close()  # made and migrated once, before the workers race to
     os.environ[CONFIG_ENV] = msgspec.json.encode(config).decode()
+    made = None
     if workers > 1 and not os.environ.get(SHARED_DIR_ENV):  # workers' metrics, added up
-        os.environ[SHARED_DIR_ENV] = tempfile.mkdtemp(prefix="tether-metrics-")
-    uvicorn.run(
-        f"{__name__}:from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-    )
+        made = os.environ[SHARED_DIR_ENV] = tempfile.mkdtemp(prefix="tether-metrics-")
+    try:
+        uvicorn.run(
+            f"{__name__}:from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        if made is not None:  # this run's own: its counts died with its workers
+            shutil.rmtree(made, ignore_errors=True)
