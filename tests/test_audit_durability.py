@@ -19,7 +19,8 @@ from tether.audit.log import DURABILITY_ENV, durability_from_env
 from tether.audit.writers import Background, GroupCommit, LogUnavailable
 from tether.errors import InvalidInput
 from tether.model import DecisionRecord, Durability, Effect, Stage, new_id
-from tether.store import Store
+from tether.store import DB_FILE, Store
+from tether.store.store import WAL_SIZE_LIMIT
 
 
 def decision(i: int) -> DecisionRecord:
@@ -288,4 +289,20 @@ def test_a_batch_stored_despite_an_error_moves_the_chain_on(
     log.append(decision(1))
     log.close()
     assert [r.chain_seq for r in store.decisions(limit=None)] == [2, 1]
+    assert verify(store, guard.credentials.keyring).intact
+
+
+@pytest.mark.sqlite
+def test_sustained_appends_keep_the_write_ahead_log_bounded(store: Store, home: Path) -> None:
+    """The checkpoint thread must copy the log to its end now and then, or no writer ever
+    starts it afresh: it grew by about 11 KB a record, without bound (330 MB here)."""
+    log, guard = open_log(store, Durability.COMMIT)
+    wal = home / (DB_FILE + "-wal")
+    largest = 0
+    for i in range(30_000):
+        log.append(decision(i))
+        if i % 1000 == 0:
+            largest = max(largest, wal.stat().st_size)
+    log.close()
+    assert largest <= WAL_SIZE_LIMIT + 16 * 1024 * 1024, largest
     assert verify(store, guard.credentials.keyring).intact

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -47,6 +46,8 @@ class AuditRecords:
             ["workspace", "agent", "tool", "first_used"],
             dialect,
         )
+        self._decision_params = self._insert["decisions"].struct_params(DecisionRecord)
+        self._event_params = self._insert["events"].struct_params(AuditEvent)
         self._wal = wal
 
     # -- appending -----------------------------------------------------------------------------
@@ -54,19 +55,22 @@ class AuditRecords:
     def insert(self, tx: Transaction, decisions: Sequence[tuple[DecisionRecord, bool]]) -> None:
         """Insert decisions in `tx` (its commit stores them, or none). The flag: the decision
         is the agent's first allowed call of its tool, remembered with it."""
-        tx.insert(self._insert["decisions"], [msgspec.structs.asdict(r) for r, _ in decisions])
+        params = self._decision_params
+        tx.insert(self._insert["decisions"].sql, [params(r) for r, _ in decisions])
         uses = [
-            {"workspace": r.workspace, "agent": r.agent, "tool": r.tool, "first_used": r.ts}
+            self._insert_tool_use.params(
+                {"workspace": r.workspace, "agent": r.agent, "tool": r.tool, "first_used": r.ts}
+            )
             for r, first_use in decisions
             if first_use
         ]
-        tx.insert(self._insert_tool_use, uses)
+        tx.insert(self._insert_tool_use.sql, uses)
 
     def append_events(self, events: Sequence[AuditEvent]) -> None:
         """Insert events and commit them in one transaction (raises if that failed: then none
         of them is stored)."""
         with self.writes.transaction() as tx:
-            tx.insert(self._insert["events"], [msgspec.structs.asdict(e) for e in events])
+            tx.insert(self._insert["events"].sql, [self._event_params(e) for e in events])
 
     def sync(self) -> None:
         """Make every commit so far survive power loss (the `fsync` level; wal.py). On
@@ -77,7 +81,10 @@ class AuditRecords:
     def checkpoint_in_background(self) -> None:
         """This process appends to the log: move SQLite's checkpoints off its commits."""
         if self._wal is not None:
-            self.writes.between_transactions(self._wal.checkpoint_in_background)
+            wal = self._wal
+            self.writes.between_transactions(
+                lambda writer: wal.checkpoint_in_background(writer, self.writes.turn)
+            )
 
     def close(self) -> None:
         if self._wal is not None:

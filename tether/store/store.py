@@ -48,6 +48,7 @@ from tether.store.wal import WriteAheadLog, WriteTurn
 from tether.store.writes import HotWrites
 
 DB_FILE = "tether.db"
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 DB_ENV = "TETHER_DB"
 
 
@@ -77,6 +78,8 @@ def _engine(url: str) -> sa.Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # A log started afresh is cut back to this size (a burst may have grown it).
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         cursor.close()
 
     return engine

@@ -13,8 +13,8 @@ error that would end the transaction for the calls sharing it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -53,7 +53,7 @@ class Claims:
 class HotWrites:
     def __init__(self, engine: sa.Engine, writer: Any, turn: WriteTurn) -> None:
         self._writer = writer  # the store's one writing connection
-        self._turn = turn
+        self._turn = self.turn = turn
         dialect = engine.dialect
         insert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect.name]
         once = insert(t.replay_cache)
@@ -82,19 +82,9 @@ class HotWrites:
             insert(t.task_events).on_conflict_do_nothing(), ["task_id", "seq", "body"], dialect
         )
 
-    @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """One transaction, committed when the block ends (rolled back if it raises)."""
-        with self._turn:
-            cursor = self._writer.cursor()
-            try:
-                yield Transaction(self, cursor)
-                self._writer.commit()
-            except BaseException:
-                self._writer.rollback()
-                raise
-            finally:
-                cursor.close()
+    def transaction(self) -> Transaction:
+        """One transaction, committed when its block ends (rolled back if it raises)."""
+        return Transaction(self, self._writer, self._turn)
 
     def between_transactions(self, action: Callable[[Any], None]) -> None:
         """Run `action` on the connection while no transaction is (a pragma, say)."""
@@ -108,9 +98,38 @@ class HotWrites:
 
 
 class Transaction:
-    def __init__(self, writes: HotWrites, cursor: Any) -> None:
+    """A context manager (a class, not a generator: it is entered on every decision)."""
+
+    def __init__(self, writes: HotWrites, connection: Any, turn: WriteTurn) -> None:
         self._writes = writes
-        self._cursor = cursor
+        self._connection = connection
+        self._turn = turn
+
+    def __enter__(self) -> Transaction:
+        self._turn.__enter__()
+        try:
+            self._cursor = self._connection.cursor()
+        except BaseException:
+            self._turn.__exit__()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                try:
+                    self._connection.commit()
+                except BaseException:
+                    with suppress(Exception):
+                        self._connection.rollback()
+                    raise
+            else:  # what went wrong in the block is the error to raise, not a failed rollback
+                with suppress(Exception):
+                    self._connection.rollback()
+        finally:
+            with suppress(Exception):
+                self._cursor.close()
+            self._turn.__exit__()
 
     def claim(self, claims: Claims) -> Refusal | None:
         """Write the claims; when one is lost, undo the others and say which was lost."""
@@ -131,12 +150,12 @@ class Transaction:
                 return Refusal.TASK_MOVED
         return None
 
-    def insert(self, statement: Prepared, rows: Sequence[dict[str, Any]]) -> None:
-        params = [statement.params(row) for row in rows]
+    def insert(self, sql: str, params: Sequence[Any]) -> None:
+        """Run `sql` once per row of `params` (each bound already: `Prepared`)."""
         if len(params) == 1:
-            self._cursor.execute(statement.sql, params[0])
+            self._cursor.execute(sql, params[0])
         elif params:
-            self._cursor.executemany(statement.sql, params)
+            self._cursor.executemany(sql, params)
 
     def _write(self, statement: Prepared, values: dict[str, Any]) -> bool:
         self._cursor.execute(*statement.bind(values))
