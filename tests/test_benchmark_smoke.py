@@ -65,8 +65,9 @@ def test_quick_credentials_benchmark_runs(tmp_path: Path) -> None:
 def test_quick_audit_benchmark_runs_and_the_log_verifies(tmp_path: Path) -> None:
     # it exits 1 unless verify finds the log intact
     results: Any = quick_run("audit.py", tmp_path / "audit.json", "--writers", "2")["results"]
-    # three levels, each: one writer, two threads, two processes, 300 records per writer
-    assert results["records"] == 3 * (1 + 2 + 2) * 300
+    # three levels, each: one writer (five times as many: ALONE_LONGER), two threads, two
+    # processes, 300 records per writer
+    assert results["records"] == 3 * (5 + 2 + 2) * 300
     assert set(results["appends"]) == {"commit", "fsync", "async"}
     assert all(v > 0 for level in results["appends"].values() for v in level.values())
     assert results["verify"] > 0
