@@ -64,8 +64,9 @@ def start(guard: RemoteGuard, **spec: object) -> RemoteTaskHandle:
 # -- the same methods ------------------------------------------------------------------------------
 
 # Methods only an embedded Guard has: how each kind is made, and what only the service itself
-# calls (an agent's token exchange). (Its store and components are attributes, not methods.)
-EMBEDDED_ONLY = {"embedded", "remote", "exchange"}
+# calls (an agent's token exchange, a decision on its event loop). (Its store and components
+# are attributes, not methods.)
+EMBEDDED_ONLY = {"embedded", "remote", "exchange", "authorize_async"}
 
 
 def _methods(cls: type) -> dict[str, list[tuple[str, object, object]]]:

@@ -3,9 +3,12 @@ calls may land on either. Runs on SQLite, and on PostgreSQL in the PostgreSQL ru
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +18,7 @@ from hypothesis import strategies as st
 
 from tether import Guard
 from tether.credentials import make_proof
-from tether.model import Effect, Stage
+from tether.model import Decision, Effect, Stage
 from tether.sdk.guard import TaskHandle
 from tether.session import Decided, Observed
 from tether.store import Store
@@ -290,3 +293,82 @@ def test_a_task_read_back_on_another_replica_is_the_task_its_events_made(
     )
     for value in ("eve@evil.io", "bob@acme.com"):
         assert there.provenance.of(value) == state.provenance.of(value)
+
+
+# -- decisions on an event loop (the service's): waiting records share a commit ------------------
+
+
+def test_calls_in_flight_on_a_loop_are_recorded_in_one_commit(
+    replicas: tuple[Guard, Guard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = replicas
+    tasks = [start(a) for _ in range(8)]
+    transaction, commits = a.store.writes.transaction, []
+
+    def counted() -> Any:
+        commits.append(1)
+        return transaction()
+
+    monkeypatch.setattr(a.store.writes, "transaction", counted)
+
+    async def all_at_once() -> list[Decision]:
+        return await asyncio.gather(
+            *(
+                a.authorize_async("read_file", {"path": "/r"}, token=t.token, proof=None)
+                for t in tasks
+            )
+        )
+
+    decided = asyncio.run(all_at_once())
+    assert [d.effect for d in decided] == [Effect.ALLOW] * 8
+    assert len(commits) == 1  # eight records, their events, one transaction
+    stored = {r.id for r in a.store.decisions(limit=None)}
+    assert {d.decision_id for d in decided} <= stored
+    assert [t.state.calls for t in tasks] == [1] * 8
+
+
+def test_calls_of_one_task_on_a_loop_take_turns(replicas: tuple[Guard, Guard]) -> None:
+    """Four reads of one task at once on the loop: each decided on the state the one before
+    left (the task's lock is re-entrant, so the loop's calls keep out of each other)."""
+    a, b = replicas
+    task = start(a)
+
+    async def four() -> list[Decision]:
+        return await asyncio.gather(
+            *(
+                a.authorize_async("read_file", {"path": "/r"}, token=task.token, proof=None)
+                for _ in range(4)
+            )
+        )
+
+    effects = [d.effect for d in asyncio.run(asyncio.wait_for(four(), 10))]
+    assert sorted(effects) == [Effect.ALLOW] * 3 + [Effect.DENY]  # three-reads held
+    assert on(b, task, "read_file", {"path": "/r"}) is Effect.DENY  # and on the other replica
+
+
+def test_a_call_cancelled_while_its_record_waits_frees_its_task(
+    replicas: tuple[Guard, Guard],
+) -> None:
+    a, _ = replicas
+    task = start(a)
+
+    async def cancel_one_then_call() -> Decision:
+        first = asyncio.ensure_future(
+            a.authorize_async("read_file", {"path": "/r"}, token=task.token, proof=None)
+        )
+        await asyncio.sleep(0)  # it runs to its commit's wait, holding the task's lock
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        return await a.authorize_async("read_file", {"path": "/r"}, token=task.token, proof=None)
+
+    after = asyncio.run(asyncio.wait_for(cancel_one_then_call(), 10))
+    assert after.effect is Effect.ALLOW
+    # A thread (blocking on the task's lock, unlike the loop's calls) gets it too.
+    effects: list[Effect] = []
+    thread = threading.Thread(
+        target=lambda: effects.append(on(a, task, "read_file", {"path": "/r"})), daemon=True
+    )
+    thread.start()
+    thread.join(10)
+    assert effects == [Effect.ALLOW]

@@ -15,12 +15,13 @@ decision made on a stale state is found out: it is then made again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -403,18 +404,10 @@ def seek_approval(call: Call, approvals: Approvals) -> Reason | None:
     return None
 
 
-def record(
-    call: Call,
-    log: AuditLog,
-    decision: Decision,
-    views: Views | None = None,
-    claims: Claims | None = None,
-) -> Refusal | None:
-    """Commit the decision's record (before it is answered), with the agent's first use of
-    the tool when it is one, and `claims` in the same transaction: if one is lost, nothing is
-    written and the refusal is returned. The record keeps of the arguments what the
-    workspace's `audit` setting says (tether/audit/redaction.py); their digest is always of
-    the real ones."""
+def record_of(call: Call, decision: Decision, views: Views | None = None) -> Write:
+    """The decision's record, with the agent's first use of the tool when it is one. The
+    record keeps of the arguments what the workspace's `audit` setting says
+    (tether/audit/redaction.py); their digest is always of the real ones."""
     args_json = (
         call.args_json if call.args_json is not None else _args_for_record(call.request.args)
     )
@@ -434,7 +427,7 @@ def record(
         )
         if cut is not None:
             args, context, reasons, shadow = cut.args, cut.context, cut.reasons, cut.shadow
-    return log.append(
+    return Write(
         DecisionRecord(
             id=decision.decision_id,
             ts=float(call.now),  # stored as REAL: hash what verification will read back
@@ -459,7 +452,6 @@ def record(
             and call.activity is not None
             and decision.tool not in call.activity.tools_used
         ),
-        claims=claims,
     )
 
 
@@ -527,6 +519,42 @@ def _args_for_record(args: Any) -> bytes:
         return _encode({"unencodable": type(args).__name__})
 
 
+class Write(msgspec.Struct, frozen=True):
+    """A step of the pipeline: store this record (and make these claims) before answering."""
+
+    record: DecisionRecord
+    first_use: bool
+    claims: Claims | None = None
+
+
+class Lock(Protocol):
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A step of the pipeline: take this task's lock (the pipeline releases it)."""
+
+    lock: Lock
+
+
+Result = TypeVar("Result")
+# The pipeline's steps: it yields what its driver must do, is sent what came of a `Write`.
+Steps = Generator[Write | Hold, Refusal | None, Result]
+
+
+async def _acquire(lock: Lock, holding: set[Lock]) -> None:
+    """Take a task's lock without holding up the event loop: its holder may be a call on the
+    same loop, waiting for its commit (a thread holds it only for moments). The lock is
+    re-entrant, so calls on the loop's one thread keep out of each other by `holding`."""
+    pause = 0.0001
+    while lock in holding or not lock.acquire(blocking=False):
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.005)
+    holding.add(lock)
+
+
 StageTimer = Callable[[Stage, int], None]
 TaskClaim = tuple[str, int, bytes] | None  # a task's next event, sealed (TaskStates.claim)
 
@@ -561,33 +589,95 @@ class PDP:
         self._proofs = proofs or ProofRule()
         self._clock = clock
         self._activity = Activity(store.tools_used)
+        self._holding: set[Lock] = set()  # tasks' locks held by calls on the event loop
 
     def decide(self, request: AuthorizeRequest, *, proven: bool = False) -> Decision:
         """`proven`: the caller already checked a proof of the token's key for the request
         this call came in (a batch: one request, one proof, several calls)."""
         request = _recordable(request)
         try:
-            return self._decide(request, proven)
+            return self._run(self._decide(request, proven))
         except Exception as exc:  # the last line of defence: never an exception, never an allow
-            log.exception("decision failed")
-            text = f"the decision failed, so the call is denied: {_describe(exc)}"
-            decision = Decision(
-                decision_id=new_id("dec_"),
-                effect=Effect.DENY,
-                reasons=(Reason(Stage.ANSWER, text),),
-                policy_version=None,
-                workspace=request.workspace,
-                agent=None,
-                task_id=request.task_id,
-                tool=request.tool,
-            )
-            try:  # recorded like any other answer; if even that fails, the deny stands
-                record(Call(request, self._clock()), self._log, decision, self._views)
-            except Exception:
-                log.exception("the denial could not be recorded")
-            return decision
+            return self._failed(request, exc)
 
-    def _decide(self, request: AuthorizeRequest, proven: bool) -> Decision:
+    async def decide_async(self, request: AuthorizeRequest) -> Decision:
+        """`decide` for an event loop: while this call's record waits for its commit, the
+        loop decides others, and the records that wait together are committed together
+        (`AuditLog.append_async`): one transaction for the calls a worker has in flight."""
+        request = _recordable(request)
+        held: Lock | None = None
+        steps = self._decide(request, False)
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, Hold):
+                    await _acquire(step.lock, self._holding)
+                    held = step.lock
+                    step = steps.send(None)
+                    continue
+                try:
+                    refused = await self._log.append_async(
+                        step.record, first_use=step.first_use, claims=step.claims
+                    )
+                except Exception as exc:
+                    step = steps.throw(exc)
+                    continue
+                step = steps.send(refused)
+        except StopIteration as done:
+            decision: Decision = done.value
+            return decision
+        except Exception as exc:
+            return self._failed(request, exc)
+        finally:
+            steps.close()  # a call cancelled while waiting: its steps end, releasing its lock
+            if held is not None:
+                self._holding.discard(held)
+
+    def _run(self, steps: Steps[Result]) -> Result:
+        """Drive the pipeline's steps (`_decide`) here and now: locks taken as they come,
+        records appended and committed one at a time (or with other threads')."""
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, Hold):
+                    step.lock.acquire()
+                    step = steps.send(None)
+                    continue
+                try:
+                    refused = self._log.append(
+                        step.record, first_use=step.first_use, claims=step.claims
+                    )
+                except Exception as exc:
+                    step = steps.throw(exc)
+                    continue
+                step = steps.send(refused)
+        except StopIteration as done:
+            result: Result = done.value
+            return result
+
+    def _failed(self, request: AuthorizeRequest, exc: Exception) -> Decision:
+        log.exception("decision failed")
+        text = f"the decision failed, so the call is denied: {_describe(exc)}"
+        decision = Decision(
+            decision_id=new_id("dec_"),
+            effect=Effect.DENY,
+            reasons=(Reason(Stage.ANSWER, text),),
+            policy_version=None,
+            workspace=request.workspace,
+            agent=None,
+            task_id=request.task_id,
+            tool=request.tool,
+        )
+        try:  # recorded like any other answer; if even that fails, the deny stands
+            write = record_of(Call(request, self._clock()), decision, self._views)
+            self._log.append(write.record, first_use=write.first_use)
+        except Exception:
+            log.exception("the denial could not be recorded")
+        return decision
+
+    def _decide(self, request: AuthorizeRequest, proven: bool) -> Steps[Decision]:
+        """The pipeline, as steps its driver carries out: `Hold` a task's lock, and `Write`
+        a record (the driver sends back what became of its claims, or throws in the error)."""
         call = Call(request, self._clock())
         stage = self._stage
         denial = stage(
@@ -599,11 +689,13 @@ class PDP:
             PROVEN if proven else self._proofs,
         )
         if call.task is None:
-            return self._conclude(call, denial)
+            return (yield from self._conclude(call, denial))
         # One decision at a time per task: each sees the task state the one before it left
         # (its call counts), even when an agent calls from several threads at once; and, where
         # tasks are shared, one decided elsewhere meanwhile makes this one be decided again.
-        with call.task.lock:
+        lock = call.task.lock
+        yield Hold(lock)
+        try:
             for _ in range(MAX_ATTEMPTS):
                 reason = denial or (
                     stage(Stage.WORKSPACE, workspace_gate, call, self._views)
@@ -617,24 +709,26 @@ class PDP:
                 try:
                     claim = self._tasks.claim(call.task, event)
                 except Exception as exc:
-                    return self._conclude(call, _unkept(call, decision, exc))
+                    return (yield from self._conclude(call, _unkept(call, decision, exc)))
                 if call.spend is None:
-                    decided = self._settle(call, decision, event, claim)
+                    decided = yield from self._settle(call, decision, event, claim)
                 else:
-                    decided = self._settle_spending(call, decision, event, claim)
+                    decided = yield from self._settle_spending(call, decision, event, claim)
                 if decided is not None:
                     return decided
                 try:  # decided on a stale state: again, on the task as it is now
                     self._tasks.catch_up(call.task)
                 except Exception as exc:
-                    return self._conclude(call, _unkept(call, decision, exc))
+                    return (yield from self._conclude(call, _unkept(call, decision, exc)))
                 call = call.again(self._clock())
             text = "the task kept changing in another process while this call was decided"
-            return self._conclude(call, _denied(decision, Reason(Stage.RECORD, text)))
+            return (yield from self._conclude(call, _denied(decision, Reason(Stage.RECORD, text))))
+        finally:
+            lock.release()
 
     def _settle_spending(
         self, call: Call, decision: Decision, event: Event, claim: TaskClaim
-    ) -> Decision | None:
+    ) -> Steps[Decision | None]:
         """A call an approval allows counts in its task first, so that if it is decided again
         it still finds the approval; then the approval is used (the call is denied if it
         cannot be), then the decision is recorded. None: decide again."""
@@ -644,14 +738,14 @@ class PDP:
             try:
                 refused = self._store.writes.claim(claims)
             except Exception as exc:
-                return self._conclude(call, _unkept(call, decision, exc))
+                return (yield from self._conclude(call, _unkept(call, decision, exc)))
             if refused is Refusal.TASK_MOVED:
                 return None
             if refused is Refusal.REPLAYED:
-                return self._replayed(call)
+                return (yield from self._replayed(call))
         self._tasks.applied(call.task, event)
         call.once.clear()
-        return self._conclude(call, self._spend(call, decision))
+        return (yield from self._conclude(call, self._spend(call, decision)))
 
     def _spend(self, call: Call, decision: Decision) -> Decision:
         """Use the approval that allowed the call, now that it counts; if it cannot be used
@@ -679,10 +773,10 @@ class PDP:
         finally:
             timer(stage, time.perf_counter_ns() - started)
 
-    def _conclude(self, call: Call, decided: Reason | Decision | None) -> Decision:
+    def _conclude(self, call: Call, decided: Reason | Decision | None) -> Steps[Decision]:
         """Record the decision (a deny for `decided` when it is a reason), then answer it."""
         decision = decided if isinstance(decided, Decision) else _answer(call, decided)
-        settled = self._settle(call, decision)
+        settled = yield from self._settle(call, decision)
         if settled is None:  # only a task's event can be taken, and none was claimed
             return _denied(decision, Reason(Stage.RECORD, "the decision was not recorded"))
         return settled
@@ -693,14 +787,15 @@ class PDP:
         decision: Decision,
         event: Event | None = None,
         claim: TaskClaim = None,
-    ) -> Decision | None:
+    ) -> Steps[Decision | None]:
         """Record the decision with what it claims (its proof's one-time id and, where tasks
         are shared, its task's event: store/writes.py) in one transaction, then answer it.
         None: another process moved the task on first, so it must be decided again."""
         started = time.perf_counter_ns() if self.stage_timer is not None else 0
         claims = Claims(call.now, tuple(call.once), claim)
         try:
-            refused = record(call, self._log, decision, self._views, claims or None)
+            write = record_of(call, decision, self._views)
+            refused = yield msgspec.structs.replace(write, claims=claims or None)
         except Exception as exc:
             log.exception("decision %s could not be recorded", decision.decision_id)
             text = f"the decision could not be recorded, so the call is denied: {_describe(exc)}"
@@ -708,7 +803,7 @@ class PDP:
         if refused is Refusal.TASK_MOVED:
             return None
         if refused is Refusal.REPLAYED:
-            return self._replayed(call)
+            return (yield from self._replayed(call))
         if event is not None and call.task is not None:
             self._tasks.applied(call.task, event)
         if call.activity is not None:
@@ -717,11 +812,12 @@ class PDP:
             self.stage_timer(Stage.RECORD, time.perf_counter_ns() - started)
         return decision
 
-    def _replayed(self, call: Call) -> Decision:
+    def _replayed(self, call: Call) -> Steps[Decision]:
         """The call's proof was used before: refused as a check of the proof would have, with
         nothing of the call counting in its task."""
         reason = Reason(Stage.AUTHENTICATE, f"credential refused: {REPLAYED}")
-        return self._conclude(Call(call.request, call.now, decision_id=call.decision_id), reason)
+        fresh = Call(call.request, call.now, decision_id=call.decision_id)
+        return (yield from self._conclude(fresh, reason))
 
 
 def _unkept(call: Call, decision: Decision, exc: Exception) -> Decision:

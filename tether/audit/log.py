@@ -11,6 +11,7 @@ made on purpose.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -20,7 +21,7 @@ from typing import Any, NamedTuple
 
 from tether.audit.chain import Chain
 from tether.audit.checkpoints import Checkpointer
-from tether.audit.writers import Background, GroupCommit
+from tether.audit.writers import Background, GroupCommit, LogUnavailable
 from tether.credentials.signing_keys import Keyring
 from tether.errors import InvalidInput
 from tether.model import AuditEvent, DecisionRecord, Durability, new_id
@@ -69,6 +70,7 @@ class AuditLog:
         else:
             self._decisions = GroupCommit(self._commit_decisions)
         self._events = GroupCommit(self._commit_events)
+        self._on_loop: list[tuple[_Pending, asyncio.Future[Refusal | None]]] = []
         self._appending = False  # set by the first commit: this process writes the log
 
     def append(
@@ -88,6 +90,36 @@ class AuditLog:
                 return refused
             claims = None
         return self._decisions.submit(_Pending(record, first_use, claims))
+
+    async def append_async(
+        self, record: DecisionRecord, *, first_use: bool = False, claims: Claims | None = None
+    ) -> Refusal | None:
+        """`append` for an event loop: the record waits (without holding up the loop) with
+        the others appended before the loop next comes round, and all of them are committed
+        in one transaction, as threads' records are (group commit)."""
+        if isinstance(self._decisions, Background):  # `async`: nothing to wait for
+            return self.append(record, first_use=first_use, claims=claims)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Refusal | None] = loop.create_future()
+        self._on_loop.append((_Pending(record, first_use, claims), future))
+        if len(self._on_loop) == 1:  # after the calls the loop is running now
+            loop.call_soon(self._commit_on_loop)
+        return await future
+
+    def _commit_on_loop(self) -> None:
+        waiting, self._on_loop = self._on_loop, []
+        try:
+            assert isinstance(self._decisions, GroupCommit)
+            outcomes = self._decisions.submit_all([pending for pending, _ in waiting])
+        except Exception as exc:  # no answer may wait for ever
+            outcomes = [LogUnavailable(f"{type(exc).__name__}: {exc}")] * len(waiting)
+        for (_, future), outcome in zip(waiting, outcomes, strict=True):
+            if future.done():  # its caller went away
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     def event(
         self,

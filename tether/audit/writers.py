@@ -52,10 +52,18 @@ class GroupCommit(Generic[Item, Result]):
     def submit(self, item: Item) -> Result | None:
         """Returns, once `item` is committed, what `commit` said of it; raises LogUnavailable
         if its commit failed."""
-        entry: _Entry[Item, Result] = _Entry(item)
+        (outcome,) = self.submit_all([item])
+        if isinstance(outcome, LogUnavailable):
+            raise outcome
+        return outcome
+
+    def submit_all(self, items: list[Item]) -> list[Result | LogUnavailable | None]:
+        """`submit` for several items at once (an event loop's waiting records): each one's
+        outcome, the error in place of a result for those whose commit failed."""
+        entries: list[_Entry[Item, Result]] = [_Entry(item) for item in items]
         with self._cond:
-            self._waiting.append(entry)
-            while not entry.done:
+            self._waiting.extend(entries)
+            while not all(entry.done for entry in entries):
                 if self._busy:
                     self._cond.wait()
                     continue
@@ -79,9 +87,7 @@ class GroupCommit(Generic[Item, Result]):
                         done.done, done.error, done.result = True, error, result
                     self._busy = False
                     self._cond.notify_all()
-        if entry.error is not None:
-            raise LogUnavailable(entry.error)
-        return entry.result
+        return [e.result if e.error is None else LogUnavailable(e.error) for e in entries]
 
 
 class Background(Generic[Item]):

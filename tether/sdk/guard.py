@@ -608,6 +608,16 @@ class Guard(ToolDecorator):
             proven=proven,
         )
 
+    async def authorize_async(
+        self, tool: str, args: Any, *, token: str, proof: str | None, workspace: str | None = None
+    ) -> Decision:
+        """`authorize` for the service's event loop (a call over HTTP, with its token and
+        proof): the calls a worker has in flight are recorded in one commit."""
+        request = AuthorizeRequest(
+            tool=tool, args=args, workspace=workspace, token=token, proof=proof
+        )
+        return await self._pdp.decide_async(request)
+
     def _forget_expired(self, now: float) -> None:
         """Expired tasks can no longer act (the task gate sees to that); this frees their state."""
         for state in self._tasks.expired(now):

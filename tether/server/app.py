@@ -19,6 +19,7 @@ its worker's loop until its timeouts end the call (PostgreSQL connections give u
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -100,6 +101,8 @@ def _wrap(
             )
             if endpoint.inline:
                 answer = _handle(endpoint, call, limits)
+                if inspect.isawaitable(answer):  # a decision: it waits for its commit
+                    answer = await answer
             else:
                 with anyio.fail_after(REQUEST_SECONDS):  # one hop to a worker thread
                     answer = await run_in_threadpool(_handle, endpoint, call, limits)

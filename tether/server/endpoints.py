@@ -319,11 +319,11 @@ def _downstream(call: Call, request: ExchangeRequest, proof: str | None) -> Exch
     return issued.response
 
 
-def authorize(call: Call) -> Decision:
+async def authorize(call: Call) -> Decision:
     """One decision. A call whose credential is refused is recorded, and answered 401."""
     body = call.body(AuthorizeBody)
-    decision = call.guard.authorize(
-        None, body.tool, body.args, workspace=body.workspace, token=call.token, proof=call.proof
+    decision = await call.guard.authorize_async(
+        body.tool, body.args, workspace=body.workspace, token=call.token or "", proof=call.proof
     )
     _counted(call, decision)
     if decision.reasons and decision.reasons[0].stage is Stage.AUTHENTICATE:
