@@ -11,9 +11,12 @@ Most handlers run on a worker thread, so a slow one (a backtest, a verify, an ap
 long-poll) never holds up the others, and one still running after REQUEST_SECONDS is answered
 503. The decision endpoints run on the event loop itself (`inline`): the hop to a thread and
 back, with the GIL passed between them, cost more than a decision (measured with 2 workers:
-399 decisions/s through the thread pool, 1,479/s inline). Their work is bounded (1 MiB of
-arguments, 100 calls a batch) and fails closed; the price is that a store that stalls stalls
-its worker's loop until its timeouts end the call (PostgreSQL connections give up after 5 s).
+399 decisions/s through the thread pool, 1,479/s inline). A single decision's handler is a
+coroutine: its record waits for its commit without holding up the loop, so the calls a worker
+has in flight are recorded in one transaction (`PDP.decide_async`). Their work is bounded
+(1 MiB of arguments, 100 calls a batch) and fails closed; the price is that a store that
+stalls stalls its worker's loop until its timeouts end the call (PostgreSQL connections give
+up after 5 s).
 """
 
 from __future__ import annotations
