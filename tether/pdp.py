@@ -11,6 +11,12 @@ Stages only read the task's state; the decision changes it once decided, as one 
 (tether/session/task.py), written in its record's transaction with its proof's one-time id
 (store/writes.py). Where tasks are shared by several processes, writing that event is how a
 decision made on a stale state is found out: it is then made again.
+
+The pipeline is written once, as a generator of the steps that wait (take a task's lock, store
+a record: `Hold`, `Write`), and carried out by one of two drivers: `decide` does each step
+here and now (the embedded Guard, its threads sharing commits), `decide_async` awaits them on
+an event loop (the service), so the records of the calls a worker has in flight are committed
+together.
 """
 
 from __future__ import annotations
