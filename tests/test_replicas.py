@@ -25,14 +25,18 @@ from tether.identity import generate_key, register_key
 from tether.server import admin_tokens
 
 
-def _serve(home: Path) -> tuple[subprocess.Popen[str], str]:
+def _serve(
+    home: Path, workers: int = 1, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     port = _free_port()
     child = subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port)],
+        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port),
+         "--workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-    )
+        env=env,
+    )  # fmt: skip
     return child, f"http://127.0.0.1:{port}"
 
 
@@ -196,18 +200,9 @@ def test_the_workers_of_one_serve_share_tasks_and_add_up_their_metrics(tmp_path:
     workers; the task's limit holds across them, and every scrape counts every decision."""
     home = tmp_path / "home"
     key, grant, token = prepare(home, {"*": ["auditor"]})
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     samples = tmp_path / "metrics"
     samples.mkdir()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port),
-         "--workers", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(samples)},
-    )  # fmt: skip
+    child, url = _serve(home, 2, {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(samples)})
     try:
         _wait_until_up(child, url)
         agent = Agent(key, grant)
@@ -240,20 +235,10 @@ def test_the_metrics_folder_a_serve_made_is_removed_when_it_stops(tmp_path: Path
     home, scratch = tmp_path / "home", tmp_path / "tmp"
     scratch.mkdir()
     prepare(home, {"*": ["auditor"]})
-    port = _free_port()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port),
-         "--workers", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={
-            **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
-            "TMPDIR": str(scratch),
-        },
-    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    child, url = _serve(home, 2, {**env, "TMPDIR": str(scratch)})
     try:
-        _wait_until_up(child, f"http://127.0.0.1:{port}")
+        _wait_until_up(child, url)
         assert [p.name[:15] for p in scratch.iterdir()] == ["tether-metrics-"]
     finally:
         child.terminate()

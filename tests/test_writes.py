@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_audit_durability import decision
 
 from tether import Guard
 from tether.audit import AuditLog, verify
-from tether.model import DecisionRecord, Durability, Effect, Stage, new_id
+from tether.model import Durability
 from tether.store import Store
 from tether.store.writes import PURGE_EVERY, Claims, Refusal
 
@@ -21,27 +22,6 @@ def store(home: Path) -> Iterator[Store]:
     store = Store.at_home(home)
     yield store
     store.close()
-
-
-def decision(i: int) -> DecisionRecord:
-    return DecisionRecord(
-        id=new_id("dec_"),
-        ts=1000.0 + i,
-        tenant=None,
-        workspace="acme",
-        agent="coder",
-        user="alice",
-        task_id="task_1",
-        tool="read_file",
-        args_digest="0" * 64,
-        args=f'{{"i":{i}}}',
-        effect=Effect.ALLOW,
-        stage=Stage.POLICY,
-        reasons="[]",
-        policy_version=None,
-        context=None,
-        shadow=None,
-    )
 
 
 def events(store: Store, task_id: str) -> list[int]:
