@@ -3,6 +3,7 @@ its task's event are claims that either all hold, with the record, or leave noth
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from tether import Guard
 from tether.audit import AuditLog, verify
 from tether.model import Durability
 from tether.store import Store
-from tether.store.writes import PURGE_EVERY, Claims, Refusal
+from tether.store.writes import PURGE_EVERY, Claims, Refusal, Transaction
 
 
 @pytest.fixture
@@ -97,4 +98,38 @@ def test_concurrent_claims_of_one_proof_let_exactly_one_through(store: Store, ho
     other.close()
     assert results.count(None) == 1 and results.count(Refusal.REPLAYED) == 7
     assert len(store.decisions(limit=None)) == 1
+    guard.close()
+
+
+def test_a_batch_claims_its_tasks_events_in_one_order(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas claiming events of the same tasks must queue in one order, not in a
+    circle (PostgreSQL ends such a pair as a deadlock): a batch claims by task and number,
+    whatever order its calls came in."""
+    guard = Guard(store)
+    log = AuditLog(store, guard.credentials.keyring)
+    claimed: list[tuple[str, int]] = []
+    real = Transaction.claim
+
+    def spy(tx: Transaction, claims: Claims) -> Refusal | None:
+        assert claims.event is not None
+        claimed.append((claims.event[0], claims.event[1]))
+        return real(tx, claims)
+
+    monkeypatch.setattr(Transaction, "claim", spy)
+
+    async def together() -> list[Refusal | None]:
+        calls = [("task_b", 1), ("task_a", 2), ("task_a", 1)]
+        return await asyncio.gather(
+            *(
+                log.append_async(decision(i), claims=Claims(1.0, event=(task, seq, b"e")))
+                for i, (task, seq) in enumerate(calls)
+            )
+        )
+
+    assert asyncio.run(together()) == [None, None, None]
+    assert claimed == [("task_a", 1), ("task_a", 2), ("task_b", 1)]
+    log.close()
+    assert verify(store, guard.credentials.keyring).intact
     guard.close()

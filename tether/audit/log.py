@@ -48,6 +48,11 @@ class _Pending(NamedTuple):
     claims: Claims | None
 
 
+def _event_of(pending: _Pending) -> tuple[str, int]:
+    event = pending.claims.event if pending.claims is not None else None
+    return (event[0], event[1]) if event is not None else ("", 0)
+
+
 class AuditLog:
     def __init__(
         self,
@@ -148,13 +153,19 @@ class AuditLog:
 
     def _commit_decisions(self, batch: list[_Pending]) -> list[Refusal | None]:
         """One transaction: each record's claims, then the records whose claims held, linked
-        in the order they are stored."""
+        in the order they are stored. Claims go in the order of their tasks' events, so two
+        replicas' transactions that claim events of the same tasks wait for each other in
+        one order, never in a circle (PostgreSQL would end one as a deadlock)."""
+        order = sorted(range(len(batch)), key=lambda i: _event_of(batch[i]))
+        refusals: list[Refusal | None] = [None] * len(batch)
         with (
             self._advancing(self.chain, "decisions") as linked,
             self._store.writes.transaction() as tx,
         ):
-            refusals = [tx.claim(p.claims) if p.claims else None for p in batch]
-            kept = [p for p, refused in zip(batch, refusals, strict=True) if refused is None]
+            for i in order:
+                claims = batch[i].claims
+                refusals[i] = tx.claim(claims) if claims else None
+            kept = [batch[i] for i in order if refusals[i] is None]
             linked.extend(self.chain.link([p.record for p in kept]))
             rows = [(r, p.first_use) for r, p in zip(linked, kept, strict=True)]
             self._store.audit.insert(tx, rows)
