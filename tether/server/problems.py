@@ -67,6 +67,8 @@ def problem(status: int, detail: str, *, kind: str = "about:blank", **extra: Any
         headers["WWW-Authenticate"] = 'DPoP, Bearer realm="tether"'
     if "retry_after" in extra:
         headers["Retry-After"] = str(max(1, math.ceil(extra["retry_after"])))
+    if status == 413:  # the body was left unread: this connection cannot carry another request
+        headers["Connection"] = "close"
     return Response(msgspec.json.encode(body), status, headers=headers, media_type=MEDIA_TYPE)
 
 
