@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--db", help="a PostgreSQL URL instead of a fresh SQLite store")
-    parser.add_argument("--requests", type=int, default=6000, help="per figure")
+    parser.add_argument("--requests", type=int, default=20_000, help="per figure")
     parser.add_argument("--seconds", type=float, default=30.0, help="per figure, at most")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
