@@ -75,7 +75,9 @@ class AuditLog:
         else:
             self._decisions = GroupCommit(self._commit_decisions)
         self._events = GroupCommit(self._commit_events)
-        self._on_loop: list[tuple[_Pending, asyncio.Future[Refusal | None]]] = []
+        self._on_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[_Pending, asyncio.Future[Refusal | None]]]
+        ] = {}
         self._appending = False  # set by the first commit: this process writes the log
 
     def append(
@@ -106,13 +108,14 @@ class AuditLog:
             return self.append(record, first_use=first_use, claims=claims)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Refusal | None] = loop.create_future()
-        self._on_loop.append((_Pending(record, first_use, claims), future))
-        if len(self._on_loop) == 1:  # after the calls the loop is running now
-            loop.call_soon(self._commit_on_loop)
+        waiting = self._on_loop.setdefault(loop, [])  # each loop's own: only it touches them
+        waiting.append((_Pending(record, first_use, claims), future))
+        if len(waiting) == 1:  # after the calls the loop is running now
+            loop.call_soon(self._commit_on_loop, loop)
         return await future
 
-    def _commit_on_loop(self) -> None:
-        waiting, self._on_loop = self._on_loop, []
+    def _commit_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        waiting = self._on_loop.pop(loop, [])
         try:
             assert isinstance(self._decisions, GroupCommit)
             outcomes = self._decisions.submit_all([pending for pending, _ in waiting])

@@ -53,7 +53,7 @@ class Claims:
 class HotWrites:
     def __init__(self, engine: sa.Engine, writer: Any, turn: WriteTurn) -> None:
         self._writer = writer  # the store's one writing connection
-        self._turn = self.turn = turn
+        self.turn = turn  # taken around each transaction on it (store/wal.py)
         dialect = engine.dialect
         insert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect.name]
         once = insert(t.replay_cache)
@@ -84,11 +84,11 @@ class HotWrites:
 
     def transaction(self) -> Transaction:
         """One transaction, committed when its block ends (rolled back if it raises)."""
-        return Transaction(self, self._writer, self._turn)
+        return Transaction(self, self._writer, self.turn)
 
     def between_transactions(self, action: Callable[[Any], None]) -> None:
         """Run `action` on the connection while no transaction is (a pragma, say)."""
-        with self._turn:
+        with self.turn:
             action(self._writer)
 
     def claim(self, claims: Claims) -> Refusal | None:
