@@ -15,8 +15,8 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, NamedTuple
 
 from tether.audit.chain import Chain
@@ -46,6 +46,29 @@ class _Pending(NamedTuple):
     record: DecisionRecord
     first_use: bool
     claims: Claims | None
+
+
+class _Advancing:
+    """Moves a chain's head past the records linked in its block (put in the list it gives)
+    once they are stored. When storing raised, they may be stored all the same (interrupted
+    after the commit, say): then the head moves too, or the next batch would take the same
+    places and fork the chain. (A class, not a generator: it runs for every decision.)"""
+
+    def __init__(self, store: Store, chain: Chain, log: str) -> None:
+        self._store, self._chain, self._log = store, chain, log
+        self.linked: list[Any] = []
+
+    def __enter__(self) -> list[Any]:
+        return self.linked
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        linked = self.linked
+        if kind is not None:
+            with suppress(Exception):
+                if linked and self._store.audit.stored(self._log, linked[-1].id):
+                    self._chain.advance(linked)
+            return
+        self._chain.advance(linked)
 
 
 def _event_of(pending: _Pending) -> tuple[str, int]:
@@ -159,7 +182,9 @@ class AuditLog:
         in the order they are stored. Claims go in the order of their tasks' events, so two
         replicas' transactions that claim events of the same tasks wait for each other in
         one order, never in a circle (PostgreSQL would end one as a deadlock)."""
-        order = sorted(range(len(batch)), key=lambda i: _event_of(batch[i]))
+        order = (
+            sorted(range(len(batch)), key=lambda i: _event_of(batch[i])) if len(batch) > 1 else [0]
+        )
         refusals: list[Refusal | None] = [None] * len(batch)
         with (
             self._advancing(self.chain, "decisions") as linked,
@@ -182,21 +207,8 @@ class AuditLog:
         self._made_durable(len(linked))
         return [None] * len(batch)
 
-    @contextmanager
-    def _advancing(self, chain: Chain, log: str) -> Iterator[list[Any]]:
-        """Move the chain's head past the records linked in the block (put in the list it
-        gives) once they are stored. When storing raised, they may be stored all the same
-        (interrupted after the commit, say): then the head moves too, or the next batch would
-        take the same places and fork the chain."""
-        linked: list[Any] = []
-        try:
-            yield linked
-        except BaseException:
-            with suppress(Exception):
-                if linked and self._store.audit.stored(log, linked[-1].id):
-                    chain.advance(linked)
-            raise
-        chain.advance(linked)
+    def _advancing(self, chain: Chain, log: str) -> _Advancing:
+        return _Advancing(self._store, chain, log)
 
     def _made_durable(self, count: int) -> None:
         if self.durability is Durability.FSYNC:  # the leader syncs for its whole batch

@@ -52,42 +52,50 @@ class GroupCommit(Generic[Item, Result]):
     def submit(self, item: Item) -> Result | None:
         """Returns, once `item` is committed, what `commit` said of it; raises LogUnavailable
         if its commit failed."""
-        (outcome,) = self.submit_all([item])
-        if isinstance(outcome, LogUnavailable):
-            raise outcome
-        return outcome
+        entry: _Entry[Item, Result] = _Entry(item)
+        with self._cond:
+            self._waiting.append(entry)
+            while not entry.done:
+                self._wait_or_lead()
+        if entry.error is not None:
+            raise LogUnavailable(entry.error)
+        return entry.result
 
     def submit_all(self, items: list[Item]) -> list[Result | LogUnavailable | None]:
         """`submit` for several items at once (an event loop's waiting records): each one's
-        outcome, the error in place of a result for those whose commit failed."""
+        outcome, the error in place of a result for those whose commit failed. They wait in
+        one step, so one batch takes them all."""
         entries: list[_Entry[Item, Result]] = [_Entry(item) for item in items]
         with self._cond:
             self._waiting.extend(entries)
-            while not all(entry.done for entry in entries):
-                if self._busy:
-                    self._cond.wait()
-                    continue
-                self._busy = True  # this thread leads: it commits everything waiting
-                batch, self._waiting = self._waiting, []
-                self._cond.release()
-                error: str | None = (
-                    "interrupted"  # unless the commit returns: then there is no error
-                )
-                results: list[Result | None] = [None] * len(batch)
-                try:
-                    said = self._commit([e.item for e in batch])
-                    if len(said) != len(batch):
-                        raise RuntimeError(f"{len(said)} results for {len(batch)} records")
-                    results[:], error = said, None
-                except Exception as exc:  # every record of the batch fails with it
-                    error = f"{type(exc).__name__}: {exc}"
-                finally:
-                    self._cond.acquire()
-                    for done, result in zip(batch, results, strict=True):
-                        done.done, done.error, done.result = True, error, result
-                    self._busy = False
-                    self._cond.notify_all()
+            while entries and not entries[-1].done:
+                self._wait_or_lead()
         return [e.result if e.error is None else LogUnavailable(e.error) for e in entries]
+
+    def _wait_or_lead(self) -> None:
+        """With the condition held: wait for the commit running, or, if none is, commit
+        everything waiting (this thread leads)."""
+        if self._busy:
+            self._cond.wait()
+            return
+        self._busy = True
+        batch, self._waiting = self._waiting, []
+        self._cond.release()
+        error: str | None = "interrupted"  # unless the commit returns: then there is no error
+        results: list[Result | None] = [None] * len(batch)
+        try:
+            said = self._commit([e.item for e in batch])
+            if len(said) != len(batch):
+                raise RuntimeError(f"{len(said)} results for {len(batch)} records")
+            results[:], error = said, None
+        except Exception as exc:  # every record of the batch fails with it
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._cond.acquire()
+            for done, result in zip(batch, results, strict=True):
+                done.done, done.error, done.result = True, error, result
+            self._busy = False
+            self._cond.notify_all()
 
 
 class Background(Generic[Item]):
