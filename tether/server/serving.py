@@ -32,6 +32,7 @@ from tether.server.metrics import SHARED_DIR_ENV
 from tether.store import Store
 
 CONFIG_ENV = "TETHER_SERVE_CONFIG"
+STOP_SECONDS = 5
 
 
 class Serving(msgspec.Struct, frozen=True):
@@ -90,6 +91,10 @@ def run(config: Serving, *, host: str, port: int, workers: int = 1) -> None:
             workers=workers,
             interface=Interfaces.ASGI,
             log_enabled=False,  # Tether logs what it decides; the server's own lines are noise
+            # A worker that has not stopped this long after a stop signal is killed: one
+            # still starting when the signal came could otherwise hold the stop up for ever
+            # (seen: 1 in 4 runs of test_replicas on PostgreSQL).
+            workers_kill_timeout=STOP_SECONDS,
         ).serve()
     finally:
         if made is not None:  # this run's own: its counts died with its workers
