@@ -372,3 +372,21 @@ def test_a_call_cancelled_while_its_record_waits_frees_its_task(
     thread.start()
     thread.join(10)
     assert effects == [Effect.ALLOW]
+
+
+def test_a_call_on_a_loop_whose_record_cannot_be_stored_is_denied(
+    replicas: tuple[Guard, Guard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = replicas
+    task = start(a)
+
+    def full_disk(*_: Any) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(a.store.audit, "insert", full_disk)
+    denied = asyncio.run(
+        a.authorize_async("read_file", {"path": "/r"}, token=task.token, proof=None)
+    )
+    assert denied.effect is Effect.DENY and denied.reasons[0].stage is Stage.RECORD
+    assert "No space left on device" in denied.reasons[0].text
+    assert task.state.calls == 0  # nothing of it counted in its task
