@@ -46,6 +46,10 @@ class AuditRecords:
             ["workspace", "agent", "tool", "first_used"],
             dialect,
         )
+        self._insert_checkpoint = Prepared(
+            t.audit_checkpoints.insert(), ["at", "statement"], dialect
+        )
+        self._heads = {name: _head_queries(table) for name, table in LOGS.items()}
         self._decision_params = self._insert["decisions"].struct_params(DecisionRecord)
         self._event_params = self._insert["events"].struct_params(AuditEvent)
         self._wal = wal
@@ -173,35 +177,25 @@ class AuditRecords:
     def heads(self, after: dict[str, int]) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:
         """The last record of each chain among each log's rows after row `after[log]`: its
         place and hash; and the last row read of each log. One consistent snapshot, so a
-        checkpoint reads only what was appended since the one before."""
+        checkpoint reads only what was appended since the one before. (Statements built once:
+        a checkpoint runs beside the deciding threads, and building them held the GIL longer
+        than SQLite took to answer.)"""
         found: dict[str, tuple[int, str]] = {}
         top: dict[str, int] = {}
         with self.engine.begin() as db:
-            for name, table in LOGS.items():
-                top[name] = int(db.execute(sa.select(sa.func.max(table.c.seq))).scalar() or 0)
-                window = (
-                    (table.c.seq > after.get(name, 0))
-                    & (table.c.seq <= top[name])
-                    & table.c.chain.is_not(None)
-                )
-                last = (
-                    sa.select(table.c.chain, sa.func.max(table.c.chain_seq).label("at"))
-                    .where(window)
-                    .group_by(table.c.chain)
-                    .subquery()
-                )
-                query = (
-                    sa.select(table.c.chain, table.c.chain_seq, table.c.hash)
-                    .join(last, (table.c.chain == last.c.chain) & (table.c.chain_seq == last.c.at))
-                    .where(window)
-                )
-                for chain, seq, digest in db.execute(query):
+            for name, (last_row, chain_heads) in self._heads.items():
+                top[name] = int(db.execute(last_row).scalar() or 0)
+                window = {"after": after.get(name, 0), "top": top[name]}
+                for chain, seq, digest in db.execute(chain_heads, window):
                     found[chain] = (int(seq), digest)
         return found, top
 
     def add_checkpoint(self, at: float, statement: str) -> None:
-        with self.engine.begin() as db:
-            db.execute(t.audit_checkpoints.insert().values(at=at, statement=statement))
+        """Through the hot-path connection, in its turn: another connection's write would
+        make a decision's commit that met it sleep in SQLite's busy handler (1 ms or more)."""
+        checkpoint = self._insert_checkpoint.params({"at": at, "statement": statement})
+        with self.writes.transaction() as tx:
+            tx.insert(self._insert_checkpoint.sql, [checkpoint])
 
     def latest_checkpoint(self) -> str | None:
         query = (
@@ -218,6 +212,28 @@ class AuditRecords:
         ).order_by(t.audit_checkpoints.c.seq)
         with self.engine.connect() as db:
             return [(int(s), float(a), str(st)) for s, a, st in db.execute(query)]
+
+
+def _head_queries(table: sa.Table) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """A log's last row, and the head (chain, place, hash) of each chain among its rows in
+    the window `after` < row <= `top`."""
+    window = (
+        (table.c.seq > sa.bindparam("after"))
+        & (table.c.seq <= sa.bindparam("top"))
+        & table.c.chain.is_not(None)
+    )
+    last = (
+        sa.select(table.c.chain, sa.func.max(table.c.chain_seq).label("at"))
+        .where(window)
+        .group_by(table.c.chain)
+        .subquery()
+    )
+    heads = (
+        sa.select(table.c.chain, table.c.chain_seq, table.c.hash)
+        .join(last, (table.c.chain == last.c.chain) & (table.c.chain_seq == last.c.at))
+        .where(window)
+    )
+    return sa.select(sa.func.max(table.c.seq)), heads
 
 
 def _lenient_text(raw: bytes) -> str:

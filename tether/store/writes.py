@@ -53,6 +53,7 @@ class Claims:
 class HotWrites:
     def __init__(self, engine: sa.Engine, writer: Any, turn: WriteTurn) -> None:
         self._writer = writer  # the store's one writing connection
+        self._cursor = writer.cursor()  # used only in the turn: one for every transaction
         self.turn = turn  # taken around each transaction on it (store/wal.py)
         dialect = engine.dialect
         insert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect.name]
@@ -84,7 +85,7 @@ class HotWrites:
 
     def transaction(self) -> Transaction:
         """One transaction, committed when its block ends (rolled back if it raises)."""
-        return Transaction(self, self._writer, self.turn)
+        return Transaction(self, self._writer, self._cursor, self.turn)
 
     def between_transactions(self, action: Callable[[Any], None]) -> None:
         """Run `action` on the connection while no transaction is (a pragma, say)."""
@@ -100,18 +101,14 @@ class HotWrites:
 class Transaction:
     """A context manager (a class, not a generator: it is entered on every decision)."""
 
-    def __init__(self, writes: HotWrites, connection: Any, turn: WriteTurn) -> None:
+    def __init__(self, writes: HotWrites, connection: Any, cursor: Any, turn: WriteTurn) -> None:
         self._writes = writes
         self._connection = connection
+        self._cursor = cursor
         self._turn = turn
 
     def __enter__(self) -> Transaction:
         self._turn.__enter__()
-        try:
-            self._cursor = self._connection.cursor()
-        except BaseException:
-            self._turn.__exit__()
-            raise
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
@@ -127,8 +124,6 @@ class Transaction:
                 with suppress(Exception):
                     self._connection.rollback()
         finally:
-            with suppress(Exception):
-                self._cursor.close()
             self._turn.__exit__()
 
     def claim(self, claims: Claims) -> Refusal | None:
