@@ -325,8 +325,14 @@ def test_the_listener_stops_with_its_store(guard: Guard, home: Path) -> None:
     assert not listener.connected
     assert not any(thread.is_alive() for thread in _listeners(replica))
     query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
-    with guard.store.engine.connect() as db:
-        gone = until(lambda: db.execute(query, {"pid": pid}).scalar() == 0, time.monotonic())
+
+    def ended() -> bool:
+        # A transaction of its own each time: PostgreSQL snapshots pg_stat_activity once per
+        # transaction, so asking again in one would keep seeing the backend as it first was.
+        with guard.store.engine.connect() as db:
+            return db.execute(query, {"pid": pid}).scalar() == 0
+
+    gone = until(ended, time.monotonic())
     assert gone < 10, "the listening connection outlived its store"
 
 
