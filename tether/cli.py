@@ -102,6 +102,11 @@ admin_token_app = typer.Typer(
     help="Admin tokens: how people and services call the HTTP API.", no_args_is_help=True
 )
 app.add_typer(admin_token_app, name="admin-token")
+gateway_app = typer.Typer(
+    help="The MCP gateway: every tool call to MCP servers behind it decided by Tether.",
+    no_args_is_help=True,
+)
+app.add_typer(gateway_app, name="gateway")
 
 out = Console(soft_wrap=True)
 EXIT_BY_EFFECT = {Effect.ALLOW: 0, Effect.DENY: 3, Effect.APPROVAL_REQUIRED: 4}
@@ -1360,3 +1365,122 @@ def _fail(message: str, code: int) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- the MCP gateway (docs/gateway.md) -----------------------------------------------------------
+
+GatewayFile = Annotated[Path, typer.Argument(help="The gateway configuration (gateway.yaml).")]
+
+
+@gateway_app.command("serve")
+def gateway_serve(
+    config: GatewayFile,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8808,
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="The URL agents reach the gateway at (default: http://HOST:PORT)."),
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="A database URL instead of the home's SQLite file.")
+    ] = None,
+) -> None:
+    """Serve the gateway over streamable HTTP at PUBLIC_URL/mcp, until interrupted. Agents
+    present their DPoP-bound task tokens (docs/gateway.md)."""
+    from tether.gateway.http import Serving, run  # noqa: PLC0415 - only the gateway needs it
+
+    public = (public_url or f"http://{host}:{port}").rstrip("/")
+    serving = Serving(config=str(config.resolve()), home=str(state.home), public_url=public, db=db)
+    out.print(f"[green]gateway[/] {public}/mcp", highlight=False)
+    run(serving, host=host, port=port)
+
+
+@gateway_app.command("stdio")
+def gateway_stdio(
+    config: GatewayFile,
+    agent: Annotated[str, typer.Option(help="The agent the client is.")],
+    user: Annotated[str, typer.Option(help="The user it works for (who delegated the tools).")],
+    tools: Annotated[
+        list[str], typer.Option(help="Tools of the task (repeat); 'git.*' takes an upstream's.")
+    ],
+    request: Annotated[str, typer.Option(help="What the user asked for.")] = "",
+    ttl: Annotated[float, typer.Option(help="Seconds the task lasts.")] = 8 * 3600.0,
+) -> None:
+    """Serve one client over stdin/stdout, in a task this command starts as AGENT for USER.
+    Put this command in an MCP client's server list (docs/gateway.md)."""
+    import anyio  # noqa: PLC0415
+
+    from tether.gateway.config import load_config  # noqa: PLC0415
+    from tether.gateway.stdio import serve_stdio  # noqa: PLC0415
+
+    settings = load_config(config)
+    with _guard() as guard:
+        catalogue = [t.name for t in guard.tools(settings.workspace)]
+        wanted = [n for pattern in tools for n in _matching(pattern, catalogue)]
+        with guard.task(
+            workspace=settings.workspace,
+            agent=agent,
+            user=user,
+            request=request or f"MCP client session through the gateway ({config.name})",
+            tools=wanted,
+            ttl=ttl,
+        ) as task:
+            anyio.run(serve_stdio, guard, settings, task)
+
+
+def _matching(pattern: str, names: list[str]) -> list[str]:
+    if not pattern.endswith("*"):
+        return [pattern]
+    found = [n for n in names if n.startswith(pattern[:-1])]
+    if not found:
+        raise InvalidInput(f"no catalogue tool matches {pattern!r}")
+    return found
+
+
+@gateway_app.command("tools")
+def gateway_tools(config: GatewayFile) -> None:
+    """Connect to each upstream and show which of its tools are offered and which are withheld
+    (new or changed since reviewed), importing the tools of an upstream seen for the first
+    time."""
+    import anyio  # noqa: PLC0415
+
+    from tether.gateway.config import load_config  # noqa: PLC0415
+    from tether.gateway.review import reviewed  # noqa: PLC0415
+
+    settings = load_config(config)
+    with _guard() as guard:
+        reviews = anyio.run(reviewed, guard, settings)
+    table = _table("upstream", "tool", "state")
+    for name, result in reviews.items():
+        if isinstance(result, str):
+            table.add_row(name, "-", f"unavailable: {_plain(result)}")
+            continue
+        for tool in sorted(result.offered):
+            table.add_row(name, tool, "offered")
+        for tool, why in sorted(result.flagged.items()):
+            table.add_row(name, tool, f"[red]withheld[/]: {_plain(why)}")
+    out.print(table)
+
+
+@gateway_app.command("accept")
+def gateway_accept(
+    config: GatewayFile,
+    upstream: Annotated[str, typer.Argument(help="The upstream whose tools to accept.")],
+    tools: Annotated[
+        list[str] | None, typer.Argument(help="Its tools to accept (default: every withheld one).")
+    ] = None,
+) -> None:
+    """Accept an upstream's current definitions of tools withheld as new or changed: their
+    description and input schema become the reviewed ones (effects and the rest are kept)."""
+    import anyio  # noqa: PLC0415
+
+    from tether.gateway.config import load_config  # noqa: PLC0415
+    from tether.gateway.review import accepted  # noqa: PLC0415
+
+    settings = load_config(config)
+    with _guard() as guard:
+        names = anyio.run(accepted, guard, settings, upstream, tools or [])
+    for name in names:
+        out.print(f"[green]accepted[/] {name}")
+    if not names:
+        out.print("nothing withheld to accept")

@@ -234,6 +234,15 @@ class Approvals:
         self._audit(request, event)
         return self.get(approval_id)
 
+    def why_not(self, approval_id: str, approver: str) -> str | None:
+        """Why `approver` may not approve the request (None: they may), asked before asking
+        them (the MCP gateway asks the person at the client only when their answer counts)."""
+        try:
+            self._check_approver(self.get(approval_id), approver, ApprovalStatus.APPROVED)
+        except Forbidden as exc:
+            return str(exc)
+        return None
+
     def _check_approver(
         self, request: ApprovalRequest, approver: str, outcome: ApprovalStatus
     ) -> None:

@@ -371,6 +371,11 @@ class Guard(ToolDecorator):
         self._control.register_tools(workspace, [tool])
         return tool
 
+    def register_tools(self, workspace: str, tools: Iterable[Tool]) -> None:
+        """Add or replace several catalogue entries in one change (checked together against
+        the active policies, as `register_tool` checks one)."""
+        self._control.register_tools(workspace, list(tools))
+
     def activate_policies(
         self, workspace: str, policies: str | Path | Mapping[str, str], *, shadow: bool = False
     ) -> str:

@@ -1,0 +1,161 @@
+"""What the gateway's tests share: a git repository, a home whose workspace fronts real MCP
+servers through the gateway (served over HTTP by uvicorn from a thread), and an MCP client
+speaking to it with an agent's task token."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import uvicorn
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from tether import Guard
+from tether.gateway.client_auth import TaskAuth
+from tether.gateway.config import load_config
+from tether.gateway.http import Serving, build, guard_for
+from tether.sdk.handle import TaskHandleBase
+from tether.store import Store
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).resolve().parent.parent
+FILESYSTEM_SERVER = ROOT / ".node" / "node_modules" / "@modelcontextprotocol" / "server-filesystem"
+
+POLICIES = {
+    "gateway.cedar": """
+@id("reads")
+@reason("reading the repository is fine")
+permit (principal, action in Action::"read", resource);
+
+@id("commits")
+permit (principal, action == Action::"git.git_commit", resource);
+
+@id("no-secrets-in-commits")
+@reason("a commit message must not carry a secret")
+forbid (principal, action == Action::"git.git_commit", resource)
+when { context.args.message like "*AKIA*" };
+
+@id("branches")
+permit (principal, action == Action::"git.git_create_branch", resource);
+
+@id("branches-need-approval")
+@approval("admin")
+@reason("a new branch needs an admin's approval")
+forbid (principal, action == Action::"git.git_create_branch", resource)
+unless { context.approved };
+
+@id("resets")
+permit (principal, action == Action::"git.git_reset", resource);
+
+@id("resets-need-approval")
+@approval("admin")
+@reason("a reset destroys work: an admin approves it")
+forbid (principal, action == Action::"git.git_reset", resource)
+unless { context.approved };
+""",
+}
+
+
+def git_repository(path: Path) -> Path:
+    path.mkdir(parents=True)
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["config", "user.email", "dev@acme.com"],
+        ["config", "user.name", "dev"],
+    ):
+        subprocess.run(["git", *args], cwd=path, check=True)
+    (path / "README.md").write_text("hello\n")
+    subprocess.run(["git", "add", "."], cwd=path, check=True)
+    subprocess.run(["git", "commit", "-qm", "first"], cwd=path, check=True)
+    return path
+
+
+def branches(repo: Path) -> list[str]:
+    listed = subprocess.run(
+        ["git", "branch", "--format=%(refname:short)"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()
+
+
+def write_config(folder: Path, repo: Path, *, extra: str = "") -> Path:
+    config = folder / "gateway.yaml"
+    config.write_text(
+        f"""workspace: acme
+upstreams:
+  git:
+    command: [{sys.executable}, -m, mcp_server_git, --repository, {repo}]
+    timeout: 20
+{extra}"""
+    )
+    return config
+
+
+@dataclass
+class Gateway:
+    url: str  # the MCP endpoint
+    guard: Guard  # the test's own Guard on the same store: agents' side and admin's
+    server_guard: Guard
+    app: Any
+
+    @asynccontextmanager
+    async def client(self, task: TaskHandleBase, **session: Any) -> AsyncIterator[ClientSession]:
+        async with (
+            httpx2.AsyncClient(auth=TaskAuth(task), timeout=30) as http,
+            streamable_http_client(self.url, http_client=http) as (read, write),
+            ClientSession(read, write, **session) as client,
+        ):
+            await client.initialize()
+            yield client
+
+
+def prepare(home: Path) -> Guard:
+    """The workspace: agent coder, users alice (who delegates; admin) and bob (admin)."""
+    guard = Guard(Store.at_home(home), shared_tasks=True)
+    guard.add_workspace("acme")
+    guard.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
+    guard.register_agent("acme", "planner", kind="planner", owner="alice@acme.com")
+    guard.add_user("acme", "alice", roles=["admin"])
+    guard.add_user("acme", "bob", roles=["admin"])
+    return guard
+
+
+@contextmanager
+def gateway(home: Path, config: Path, guard: Guard) -> Iterator[Gateway]:
+    """The gateway on `home`'s store, serving `config`, until the block ends; once it has
+    imported its upstreams' tools, POLICIES are activated and alice delegates all of them."""
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    public = f"http://127.0.0.1:{listening.getsockname()[1]}"
+    serving = Serving(config=str(config), home=str(home), public_url=public)
+    server_guard = guard_for(serving)
+    app = build(server_guard, load_config(config), public_url=public, on_stop=server_guard.close)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.02)
+        tools = [t.name for t in guard.tools("acme")]
+        guard.activate_policies("acme", POLICIES)
+        guard.grant("acme", user="alice", agent="coder", tools=tools)
+        yield Gateway(public + "/mcp", guard, server_guard, app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listening.close()

@@ -1,0 +1,265 @@
+"""The MCP gateway with real MCP servers behind it (mcp-server-git, a misbehaving fixture) and the
+official MCP client in front, over streamable HTTP: what an agent sees and may do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+import pytest
+from gateway_env import FIXTURES, branches, gateway, git_repository, prepare, write_config
+
+from tether.model import Effect
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return git_repository(tmp_path / "repo")
+
+
+def _text(result: types.CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+def test_an_agent_sees_only_its_tasks_tools_and_allowed_calls_reach_git(
+    home: Path, repo: Path
+) -> None:
+    guard = prepare(home)
+    with gateway(home, write_config(home.parent, repo), guard) as gw:
+        task = guard.task(
+            workspace="acme",
+            agent="coder",
+            user="alice",
+            request="look at the repository",
+            tools=["git.git_status", "git.git_log"],
+        )
+
+        async def session() -> tuple[list[str], types.CallToolResult]:
+            async with gw.client(task) as client:
+                listed = await client.list_tools()
+                status = await client.call_tool("git.git_status", {"repo_path": str(repo)})
+                return [t.name for t in listed.tools], status
+
+        names, status = anyio.run(session)
+        assert sorted(names) == ["git.git_log", "git.git_status"]
+        assert not status.is_error and "On branch main" in _text(status)
+        calls = gw.server_guard.task_state(task.id).history  # the state the gateway decides on
+        assert [c.tool for c in calls] == ["git.git_status"]
+        assert calls[0].effect is Effect.ALLOW
+        task.end()
+    guard.close()
+
+
+def test_a_denied_call_is_a_tool_error_with_the_reason_and_never_reaches_git(
+    home: Path, repo: Path
+) -> None:
+    guard = prepare(home)
+    with gateway(home, write_config(home.parent, repo), guard) as gw:
+        (repo / "notes.txt").write_text("key\n")
+        subprocess.run(["git", "add", "notes.txt"], cwd=repo, check=True)
+        task = guard.task(
+            workspace="acme",
+            agent="coder",
+            user="alice",
+            request="commit the notes",
+            tools=["git.git_commit", "git.git_status"],
+        )
+
+        async def session() -> types.CallToolResult:
+            async with gw.client(task) as client:
+                return await client.call_tool(
+                    "git.git_commit",
+                    {"repo_path": str(repo), "message": "add key AKIAIOSFODNN7EXAMPLE"},
+                )
+
+        result = anyio.run(session)
+        assert result.is_error
+        assert "a commit message must not carry a secret" in _text(result)
+        assert result.meta is not None and result.meta["tether/decision"]["effect"] == "deny"
+        log = subprocess.run(
+            ["git", "log", "--oneline"], cwd=repo, capture_output=True, text=True, check=True
+        )
+        assert "AKIA" not in log.stdout and len(log.stdout.splitlines()) == 1
+        task.end()
+    guard.close()
+
+
+def test_approval_through_elicitation_lets_exactly_that_call_through(
+    home: Path, repo: Path
+) -> None:
+    guard = prepare(home)
+    asked: list[str] = []
+
+    async def approve(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"decision": "approve"})
+
+    async def refuse(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        return types.ElicitResult(action="decline")
+
+    with gateway(home, write_config(home.parent, repo), guard) as gw:
+        task = guard.task(
+            workspace="acme",
+            agent="coder",
+            user="alice",
+            request="make branches",
+            tools=["git.git_create_branch"],
+        )
+
+        async def create(branch: str, answer: Any) -> types.CallToolResult:
+            async with gw.client(task, elicitation_callback=answer) as client:
+                return await client.call_tool(
+                    "git.git_create_branch", {"repo_path": str(repo), "branch_name": branch}
+                )
+
+        allowed = anyio.run(create, "feature", approve)
+        refused = anyio.run(create, "other", refuse)
+        assert not allowed.is_error, _text(allowed)
+        assert asked and "git.git_create_branch" in asked[0] and "feature" in asked[0]
+        assert refused.is_error and "denied" in _text(refused)
+        assert sorted(branches(repo)) == ["feature", "main"]
+        task.end()
+    guard.close()
+
+
+def test_approval_by_retry_when_the_client_cannot_be_asked(home: Path, repo: Path) -> None:
+    """No elicitation (and alice may not approve her own agent's destructive call anyway): the
+    error names the approval; once bob approves, the same call goes through, once."""
+    guard = prepare(home)
+    with gateway(home, write_config(home.parent, repo), guard) as gw:
+        task = guard.task(
+            workspace="acme", agent="coder", user="alice", request="reset", tools=["git.git_reset"]
+        )
+        args = {"repo_path": str(repo)}
+
+        async def reset() -> types.CallToolResult:
+            async with gw.client(task) as client:
+                return await client.call_tool("git.git_reset", args)
+
+        first = anyio.run(reset)
+        assert first.is_error and "approval required" in _text(first)
+        approval_id = first.meta["tether/decision"]["approval_id"] if first.meta else None
+        assert approval_id is not None and approval_id in _text(first)
+        guard.approve(approval_id, approver="bob")
+        second = anyio.run(reset)
+        assert not second.is_error, _text(second)
+        third = anyio.run(reset)  # the approval was for one call
+        assert third.is_error and "approval required" in _text(third)
+        task.end()
+    guard.close()
+
+
+def test_requests_without_a_proven_task_token_are_refused(home: Path, repo: Path) -> None:
+    guard = prepare(home)
+    with gateway(home, write_config(home.parent, repo), guard) as gw:
+        task = guard.task(
+            workspace="acme", agent="coder", user="alice", request="", tools=["git.git_status"]
+        )
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        headers = {"Accept": "application/json, text/event-stream"}
+        token = task.token
+        proof = task.proof("POST", gw.url, token)
+        with httpx2.Client(timeout=10) as http:
+            none = http.post(gw.url, json=body, headers=headers)
+            bearer = http.post(
+                gw.url, json=body, headers={**headers, "Authorization": f"Bearer {token}"}
+            )
+            first = http.post(
+                gw.url,
+                json=body,
+                headers={**headers, "Authorization": f"DPoP {token}", "DPoP": proof},
+            )
+            replayed = http.post(
+                gw.url,
+                json=body,
+                headers={**headers, "Authorization": f"DPoP {token}", "DPoP": proof},
+            )
+        assert none.status_code == 401 and "DPoP" in none.headers["www-authenticate"]
+        assert bearer.status_code == 401 and "DPoP-bound" in bearer.json()["error_description"]
+        assert first.status_code != 401
+        assert replayed.status_code == 401 and "used" in replayed.json()["error_description"]
+        task.end()
+    guard.close()
+
+
+def test_an_upstream_that_hangs_or_crashes_fails_the_call_and_the_gateway_keeps_serving(
+    home: Path, repo: Path
+) -> None:
+    extra = f"""  odd:
+    command: [{sys.executable}, {FIXTURES / "mcp_upstream.py"}]
+    timeout: 2
+"""
+    guard = prepare(home)
+    with gateway(home, write_config(home.parent, repo, extra=extra), guard) as gw:
+        task = guard.task(
+            workspace="acme",
+            agent="coder",
+            user="alice",
+            request="",
+            tools=["odd.hang", "odd.crash", "odd.echo", "git.git_status"],
+        )
+
+        async def session() -> list[types.CallToolResult]:
+            async with gw.client(task) as client:
+                hung = await client.call_tool("odd.hang", {})
+                status = await client.call_tool("git.git_status", {"repo_path": str(repo)})
+                crashed = await client.call_tool("odd.crash", {})
+                await anyio.sleep(1.1)  # the gateway starts a dead upstream again after 1 s
+                echoed = await client.call_tool("odd.echo", {"text": "back"})
+                return [hung, status, crashed, echoed]
+
+        hung, status, crashed, echoed = anyio.run(session)
+        assert hung.is_error and "did not answer" in _text(hung) and "2 s" in _text(hung)
+        assert not status.is_error
+        assert crashed.is_error and "upstream odd" in _text(crashed)
+        assert not echoed.is_error and _text(echoed) == "echo: back"
+        task.end()
+    guard.close()
+
+
+def test_a_changed_tool_definition_is_withheld_until_a_person_accepts_it(
+    home: Path, repo: Path
+) -> None:
+    extra = f"""  odd:
+    command: [{sys.executable}, {FIXTURES / "mcp_upstream.py"}]
+    timeout: 5
+"""
+    guard = prepare(home)
+    with gateway(home, write_config(home.parent, repo, extra=extra), guard) as gw:
+        task = guard.task(
+            workspace="acme",
+            agent="coder",
+            user="alice",
+            request="",
+            tools=["odd.echo", "odd.mutate"],
+        )
+
+        async def session() -> tuple[list[str], types.CallToolResult, bool]:
+            heard = anyio.Event()
+
+            async def on_message(message: Any) -> None:
+                if isinstance(message, types.ToolListChangedNotification):
+                    heard.set()
+
+            async with gw.client(task, message_handler=on_message) as client:
+                await client.call_tool("odd.mutate", {})
+                with anyio.fail_after(10):
+                    await heard.wait()
+                listed = await client.list_tools()
+                echoed = await client.call_tool("odd.echo", {"text": "x"})
+                return [t.name for t in listed.tools], echoed, heard.is_set()
+
+        names, echoed, heard = anyio.run(session)
+        assert heard
+        assert names == ["odd.mutate"]
+        assert echoed.is_error and "withheld" in _text(echoed)
+        assert "description" in _text(echoed)
+        kinds = [e.kind for e in guard.store.audit.events(workspace="acme", limit=50)]
+        assert "gateway.call_withheld" in kinds
+        task.end()
+    guard.close()

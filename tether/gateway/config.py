@@ -1,0 +1,121 @@
+"""The gateway's configuration file: which workspace it enforces, and the upstream MCP servers it
+fronts, each by a command (stdio) or a URL (streamable HTTP).
+
+    workspace: acme
+    upstreams:
+      git:
+        command: [python, -m, mcp_server_git, --repository, ./repo]
+        env: {GIT_AUTHOR_NAME: tether}
+        timeout: 30
+      files:
+        url: https://files.internal/mcp
+        headers: {Authorization: "Bearer ${FILES_MCP_TOKEN}"}
+    approvals:
+      elicit: true
+
+An upstream's credentials are the gateway's own, never the agent's (the MCP authorization
+specification forbids a proxy to pass a client's token on): `headers` and `env` values may name
+environment variables as `${NAME}`, so secrets stay out of the file. Relative paths in `command`
+and `cwd` are the caller's business: `cwd` defaults to the folder of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from tether.errors import InvalidInput
+from tether.names import check_segment
+
+DEFAULT_TIMEOUT = 30.0
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_UPSTREAM_NAME = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?")
+
+
+class UpstreamSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One upstream MCP server: exactly one of `command` (spoken to over stdio) and `url`
+    (streamable HTTP)."""
+
+    command: tuple[str, ...] = ()
+    url: str = ""
+    env: dict[str, str] = {}
+    cwd: str = ""
+    headers: dict[str, str] = {}
+    timeout: float = DEFAULT_TIMEOUT  # seconds a request may take before it fails closed
+
+
+class ApprovalOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`elicit`: ask the person at the client (the user the agent acts for) through MCP
+    elicitation when the client supports it and that person may decide the request."""
+
+    elicit: bool = True
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    workspace: str
+    upstreams: dict[str, UpstreamSpec]
+    approvals: ApprovalOptions = ApprovalOptions()
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """The configuration in `path`, with `${NAME}` variables filled in from the environment;
+    InvalidInput naming what is wrong."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"{path}: {exc}") from exc
+    return parse_config(raw, folder=path.parent)
+
+
+def parse_config(raw: Any, *, folder: Path) -> GatewayConfig:
+    try:
+        config = msgspec.convert(raw, GatewayConfig)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"gateway configuration: {exc}") from exc
+    check_segment("workspace", config.workspace)
+    if not config.upstreams:
+        raise InvalidInput("gateway configuration: name at least one upstream")
+    upstreams = {name: _checked(name, spec, folder) for name, spec in config.upstreams.items()}
+    return msgspec.structs.replace(config, upstreams=upstreams)
+
+
+def _checked(name: str, spec: UpstreamSpec, folder: Path) -> UpstreamSpec:
+    where = f"upstream {name!r}"
+    if not _UPSTREAM_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"{where}: use 1-32 lowercase letters, digits, '_' or '-' (it prefixes tool names)"
+        )
+    if bool(spec.command) == bool(spec.url):
+        raise InvalidInput(f"{where}: give exactly one of command (stdio) and url (HTTP)")
+    if spec.url and not spec.url.startswith(("http://", "https://")):
+        raise InvalidInput(f"{where}: url must be http:// or https://")
+    if not 0 < spec.timeout <= 3600:
+        raise InvalidInput(f"{where}: timeout must be between 0 and 3600 seconds")
+    forwarded = {k.lower() for k in spec.headers}
+    if spec.command and spec.headers:
+        raise InvalidInput(f"{where}: headers are for an HTTP upstream")
+    if {"dpop", "mcp-session-id"} & forwarded:
+        raise InvalidInput(f"{where}: the gateway sets the DPoP and Mcp-Session-Id headers itself")
+    cwd = str((folder / spec.cwd).resolve()) if spec.command else ""
+    return msgspec.structs.replace(
+        spec,
+        env={k: _expand(v, where) for k, v in spec.env.items()},
+        headers={k: _expand(v, where) for k, v in spec.headers.items()},
+        cwd=cwd,
+    )
+
+
+def _expand(value: str, where: str) -> str:
+    def variable(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise InvalidInput(f"{where}: environment variable {name} is not set")
+        return os.environ[name]
+
+    return _VARIABLE.sub(variable, value)

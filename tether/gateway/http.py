@@ -1,0 +1,237 @@
+"""The gateway over streamable HTTP: agents connect to `<public URL>/mcp` with their task token.
+
+Every HTTP request must carry the agent's DPoP-bound task token (`Authorization: DPoP <token>`)
+and a fresh proof for it (`DPoP: <proof>`, `htm` POST/GET/DELETE, `htu` the MCP endpoint), as
+RFC 9449 asks of a protected resource: a request without both is a 401 before MCP sees it, and
+a proof is good once. A session belongs to the task that opened it: another task's token
+cannot ride on its id. What a tool call then needs of the token was proven here, so the
+decision takes the token alone (its claims, revocation and task are checked again there).
+`tether.gateway.client_auth.TaskAuth` is the client half, for the official MCP client.
+
+Many HTTP clients are found by their URL alone, so an MCP client here needs nothing but the
+URL and that auth. The gateway's own credentials for its upstreams are in its configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import anyio
+import msgspec
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tether.errors import CredentialRefused
+from tether.gateway.config import GatewayConfig, load_config
+from tether.gateway.proxy import Caller, Context, Gateway
+from tether.model import Durability
+from tether.pdp import ProofRule
+from tether.sdk import Guard
+from tether.store import Store
+
+CONFIG_ENV = "TETHER_GATEWAY_CONFIG"
+MCP_PATH = "/mcp"
+MAX_SESSIONS_REMEMBERED = 10_000
+CALLER = "tether.caller"
+
+
+class Serving(msgspec.Struct, frozen=True):
+    config: str  # the gateway configuration file
+    home: str
+    public_url: str
+    db: str | None = None
+    durability: Durability | None = None
+
+
+class TaskTokenAuth:
+    """ASGI middleware: a request reaches MCP only with a valid task token of the gateway's
+    workspace, proven by a fresh DPoP proof for this endpoint and method."""
+
+    def __init__(self, app: ASGIApp, guard: Guard, *, endpoint: str, workspace: str) -> None:
+        self.app = app
+        self.guard = guard
+        self.endpoint = endpoint
+        self.workspace = workspace
+        self._session_task: dict[str, str] = {}  # Mcp-Session-Id -> the task that opened it
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "dpop" or not token.strip():
+            why = (
+                "present the task token as Authorization: DPoP <token>, with a DPoP proof"
+                if scheme.lower() != "bearer"
+                else "a bearer token is not accepted here: the task token is DPoP-bound"
+            )
+            await _refuse(send, 401, "invalid_token", why)
+            return
+        try:
+            claims = self.guard.credentials.authenticate(
+                token.strip(),
+                proof=headers.get("dpop"),
+                htm=scope["method"],
+                htu=self.endpoint,
+                require_proof=True,
+            )
+        except CredentialRefused as exc:
+            await _refuse(send, 401, exc.error, str(exc))
+            return
+        except Exception:  # fail closed, without a trace for the client
+            await _refuse(send, 503, "temporarily_unavailable", "the token could not be checked")
+            return
+        if claims.ws != self.workspace:
+            await _refuse(
+                send, 403, "insufficient_scope", f"this gateway serves workspace {self.workspace}"
+            )
+            return
+        session = headers.get("mcp-session-id")
+        if session is not None and self._session_task.get(session, claims.task) != claims.task:
+            await _refuse(send, 403, "invalid_token", "this MCP session belongs to another task")
+            return
+        scope.setdefault("state", {})[CALLER] = Caller(token.strip(), None, claims)
+        await self.app(scope, receive, self._remembering(send, claims.task))
+
+    def _remembering(self, send: Send, task: str) -> Send:
+        """Note which task opened a session (the id comes in the answer to `initialize`)."""
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"mcp-session-id":
+                        if len(self._session_task) >= MAX_SESSIONS_REMEMBERED:
+                            self._session_task.pop(next(iter(self._session_task)))
+                        self._session_task[value.decode()] = task
+            await send(message)
+
+        return wrapped
+
+
+async def _refuse(send: Send, status: int, error: str, description: str) -> None:
+    body = json.dumps({"error": error, "error_description": description}).encode()
+    challenge = f'DPoP error="{error}", error_description="{_quoted(description)}"'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"www-authenticate", challenge.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _quoted(text: str) -> str:
+    return "".join(c for c in text if c.isprintable() and c not in '"\\')[:300]
+
+
+def _caller(ctx: Context) -> Caller:
+    request = ctx.request
+    caller = request.scope.get("state", {}).get(CALLER) if request is not None else None
+    if not isinstance(caller, Caller):
+        raise CredentialRefused("no task token came with this request")
+    return caller
+
+
+def build(
+    guard: Guard,
+    config: GatewayConfig,
+    *,
+    public_url: str,
+    on_stop: Callable[[], None] = lambda: None,
+) -> Starlette:
+    """The gateway's application: `/mcp` behind the task-token check, and the upstream sessions
+    held for as long as it runs."""
+    public = public_url.rstrip("/")
+    gateway = Gateway(guard, config, identify=_caller)
+    server = gateway.server()
+    host = urlsplit(public).netloc
+    manager = StreamableHTTPSessionManager(
+        app=server,
+        security_settings=TransportSecuritySettings(
+            enable_dns_rebinding_protection=True, allowed_hosts=[host], allowed_origins=[public]
+        ),
+    )
+    mcp = TaskTokenAuth(
+        StreamableHTTPASGIApp(manager),
+        guard,
+        endpoint=public + MCP_PATH,
+        workspace=config.workspace,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tasks, manager.run():
+            await gateway.start(tasks)
+            try:
+                yield
+            finally:
+                await gateway.close()
+                tasks.cancel_scope.cancel()
+                on_stop()
+
+    app = Starlette(
+        routes=[Route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"])], lifespan=lifespan
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def guard_for(serving: Serving) -> Guard:
+    """A Guard on the shared store that decides tasks whose tokens Tether issued anywhere:
+    task state lives in the store, and proofs are checked by TaskTokenAuth."""
+    store = (
+        Store(serving.db, home=Path(serving.home)) if serving.db else Store.at_home(serving.home)
+    )
+    return Guard(
+        store,
+        proofs=ProofRule(htm="POST", htu=serving.public_url, required=False),
+        durability=serving.durability,
+        shared_tasks=True,
+    )
+
+
+def from_environment() -> Starlette:
+    """The application factory the server imports in each worker."""
+    serving = msgspec.json.decode(os.environ[CONFIG_ENV], type=Serving)
+    guard = guard_for(serving)
+    return build(
+        guard, load_config(serving.config), public_url=serving.public_url, on_stop=guard.close
+    )
+
+
+def run(serving: Serving, *, host: str, port: int) -> None:
+    """Serve until interrupted (one worker: the upstream sessions are held in it)."""
+    from granian import Granian  # noqa: PLC0415 - only serving needs the server
+    from granian.constants import Interfaces  # noqa: PLC0415
+
+    load_config(serving.config)  # a bad file is said before the server starts
+    guard_for(serving).close()  # the store made and migrated once
+    os.environ[CONFIG_ENV] = msgspec.json.encode(serving).decode()
+    Granian(
+        f"{__name__}:from_environment",
+        factory=True,
+        address=host,
+        port=port,
+        workers=1,
+        interface=Interfaces.ASGI,
+        log_enabled=False,
+        workers_kill_timeout=5,
+    ).serve()
+
+
+__all__ = ["Serving", "TaskTokenAuth", "build", "from_environment", "run"]

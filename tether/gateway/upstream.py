@@ -1,0 +1,234 @@
+"""One upstream MCP server, as the gateway holds it: a client session over stdio (a command it
+starts) or streamable HTTP (a URL), with the gateway's own credentials for it.
+
+The session lives in a task of its own (an MCP transport must be entered and left in one task)
+and is shared by every agent the gateway serves. Every request has a deadline: an upstream that
+hangs fails that request, not the gateway. One that crashes or drops the connection is marked
+down and started again by the next request that needs it, at most once per `RETRY_SECONDS`, so a
+server that keeps dying is not restarted in a loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TextIO
+
+import anyio
+import httpx2
+import mcp_types as types
+from anyio.abc import TaskGroup, TaskStatus
+from mcp.client.session import ClientSession, IncomingMessage
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
+from tether.gateway.config import UpstreamSpec
+
+log = logging.getLogger("tether.gateway")
+
+RETRY_SECONDS = 1.0  # an upstream that went down is started again at most this often
+Streams = tuple[Any, Any]
+
+
+class UpstreamUnavailable(Exception):
+    """The upstream could not be reached, crashed, or did not answer in time: the request that
+    met it fails closed with this message."""
+
+
+class Upstream:
+    def __init__(
+        self,
+        name: str,
+        spec: UpstreamSpec,
+        *,
+        on_list_changed: Callable[[Upstream], Awaitable[None]] | None = None,
+        errlog: TextIO | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.capabilities: types.ServerCapabilities | None = None
+        self._on_list_changed = on_list_changed
+        self._errlog = errlog
+        self._session: ClientSession | None = None
+        self._stop = anyio.Event()
+        self._lock = anyio.Lock()
+        self._tasks: TaskGroup | None = None
+        self._last_attempt = 0.0
+        self._last_error = ""
+
+    # -- the session's life ----------------------------------------------------------------------
+
+    async def start(self, tasks: TaskGroup) -> None:
+        """Connect and initialize, in a task of `tasks`; raises UpstreamUnavailable if that fails
+        within the upstream's timeout."""
+        self._tasks = tasks
+        async with self._lock:
+            await self._connect()
+
+    async def close(self) -> None:
+        self._stop.set()
+
+    async def session(self) -> ClientSession:
+        """The live session, connecting again if it went down (not more often than
+        RETRY_SECONDS)."""
+        session = self._session
+        if session is not None:
+            return session
+        async with self._lock:
+            if self._session is None:
+                if time.monotonic() - self._last_attempt < RETRY_SECONDS:
+                    raise UpstreamUnavailable(
+                        f"upstream {self.name} is down ({self._last_error}); retrying shortly"
+                    )
+                await self._connect()
+            assert self._session is not None
+            return self._session
+
+    async def _connect(self) -> None:
+        if self._tasks is None:
+            raise UpstreamUnavailable(f"upstream {self.name} was never started")
+        self._last_attempt = time.monotonic()
+        self._stop = anyio.Event()
+        try:
+            with anyio.fail_after(self.spec.timeout):
+                await self._tasks.start(self._run)
+        except TimeoutError:
+            self._down("it did not complete the MCP handshake in time")
+            raise UpstreamUnavailable(
+                f"upstream {self.name} did not start within {self.spec.timeout:g} s"
+            ) from None
+        except Exception as exc:
+            self._down(_describe(exc))
+            raise UpstreamUnavailable(f"upstream {self.name} could not be started: {exc}") from exc
+
+    async def _run(self, *, task_status: TaskStatus[None]) -> None:
+        """Hold the session until closed or broken. Nothing raised here may reach the task
+        group: it would end the gateway."""
+        started = False
+        try:
+            async with (
+                self._transport() as streams,
+                ClientSession(streams[0], streams[1], message_handler=self._message) as session,
+            ):
+                result = await session.initialize()
+                self.capabilities = result.capabilities
+                self._session = session
+                started = True
+                task_status.started()
+                await self._stop.wait()
+        except Exception as exc:
+            if not started:
+                raise
+            self._down(_describe(exc))
+            log.warning("upstream %s: session ended: %s", self.name, self._last_error)
+        finally:
+            self._session = None
+
+    def _transport(self) -> AbstractAsyncContextManager[Streams]:
+        spec = self.spec
+        if spec.command:
+            params = StdioServerParameters(
+                command=spec.command[0],
+                args=list(spec.command[1:]),
+                env={**os.environ, **spec.env} if spec.env else None,
+                cwd=spec.cwd or None,
+            )
+            return _pair(stdio_client(params, errlog=self._errlog or _stderr()))
+        client = httpx2.AsyncClient(
+            headers=spec.headers, timeout=httpx2.Timeout(spec.timeout, read=spec.timeout)
+        )
+        return _http(spec.url, client)
+
+    def _down(self, why: str) -> None:
+        self._last_error = why
+        self._session = None
+        self._stop.set()
+
+    async def _message(self, message: IncomingMessage) -> None:
+        if isinstance(message, types.ToolListChangedNotification) and self._on_list_changed:
+            await self._on_list_changed(self)
+
+    # -- requests --------------------------------------------------------------------------------
+
+    async def request(self, what: str, send: Callable[[ClientSession], Awaitable[Any]]) -> Any:
+        """`send` on the live session, failing closed (UpstreamUnavailable) when the upstream
+        is down, breaks off, or takes longer than its timeout. An error the upstream answered
+        with (MCPError) is its answer, and is raised as it is."""
+        session = await self.session()
+        try:
+            with anyio.fail_after(self.spec.timeout):
+                return await send(session)
+        except TimeoutError:
+            raise UpstreamUnavailable(
+                f"upstream {self.name} did not answer {what} within {self.spec.timeout:g} s"
+            ) from None
+        except MCPError as exc:
+            if exc.error.code == REQUEST_TIMEOUT:
+                raise UpstreamUnavailable(
+                    f"upstream {self.name} did not answer {what} within {self.spec.timeout:g} s"
+                ) from None
+            if exc.error.code == CONNECTION_CLOSED:
+                self._down("the connection closed")
+                raise UpstreamUnavailable(
+                    f"upstream {self.name} closed the connection during {what}"
+                ) from None
+            raise
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+            self._down(_describe(exc))
+            raise UpstreamUnavailable(f"upstream {self.name} is down: {self._last_error}") from exc
+
+    async def list_tools(self) -> list[types.Tool]:
+        """Every tool the upstream offers (all pages)."""
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        while True:
+            page: types.ListToolsResult = await self.request("tools/list", _page(cursor))
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                return tools
+
+
+def _page(cursor: str | None) -> Callable[[ClientSession], Awaitable[types.ListToolsResult]]:
+    params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+    return lambda session: session.list_tools(params=params)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _stderr() -> TextIO:
+    """The upstream's stderr goes to ours, where an operator sees it (and, over stdio, never
+    into the MCP channel on stdout)."""
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # captured (tests): a real file is needed
+        return open(os.devnull, "w")
+    return sys.stderr
+
+
+@asynccontextmanager
+async def _pair(
+    transport: AbstractAsyncContextManager[Any],
+) -> AsyncIterator[Streams]:
+    async with transport as streams:
+        yield streams[0], streams[1]
+
+
+@asynccontextmanager
+async def _http(url: str, client: httpx2.AsyncClient) -> AsyncIterator[Streams]:
+    async with client, streamable_http_client(url, http_client=client) as streams:
+        yield streams[0], streams[1]
+
+
+__all__ = ["SessionMessage", "Upstream", "UpstreamUnavailable"]
