@@ -25,13 +25,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# Real third-party MCP servers (and the MCP conformance suite) the gateway's tests run, from npm.
+NODE_STAMP := .node/.installed
+$(NODE_STAMP): Makefile
+	npm install --prefix .node --no-audit --no-fund --loglevel=error \
+		@modelcontextprotocol/server-filesystem@2026.8.31
+	touch $(NODE_STAMP)
+
+unit: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -n 2
 
 # The same suite again, each test on a PostgreSQL database of its own (tests marked `sqlite` look
 # inside the SQLite file and stay in the run above). Needs the server PG_URL names; CI starts it.
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
-unit-postgres: $(STAMP)
+unit-postgres: $(STAMP) $(NODE_STAMP)
 	@if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
 		TETHER_TEST_POSTGRES=$(PG_URL) $(BIN)/pytest -n 2 -m "not sqlite"; \
 	else \
@@ -46,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/http_api.py
 
 clean:
-	rm -rf $(VENV) .tether .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .node .tether .pytest_cache .mypy_cache .ruff_cache .hypothesis

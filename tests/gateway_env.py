@@ -66,6 +66,32 @@ unless { context.approved };
 }
 
 
+FILE_POLICIES = {
+    "files.cedar": """
+@id("reads")
+permit (principal, action in Action::"read", resource);
+
+@id("writes")
+permit (principal, action == Action::"files.write_file", resource);
+
+@id("no-keys-on-disk")
+@reason("a private key must not be written to the shared folder")
+forbid (principal, action == Action::"files.write_file", resource)
+when { context.args.content like "*PRIVATE KEY*" };
+""",
+}
+
+
+def filesystem_upstream(folder: Path) -> str:
+    """The configuration of the npm reference filesystem server (`make .node/.installed`)."""
+    server = FILESYSTEM_SERVER / "dist" / "index.js"
+    assert server.exists(), f"{server} is missing: run `make .node/.installed`"
+    return f"""  files:
+    command: [node, {server}, {folder}]
+    timeout: 20
+"""
+
+
 def git_repository(path: Path) -> Path:
     path.mkdir(parents=True)
     for args in (
@@ -134,9 +160,12 @@ def prepare(home: Path) -> Guard:
 
 
 @contextmanager
-def gateway(home: Path, config: Path, guard: Guard) -> Iterator[Gateway]:
+def gateway(
+    home: Path, config: Path, guard: Guard, policies: dict[str, str] | None = None
+) -> Iterator[Gateway]:
     """The gateway on `home`'s store, serving `config`, until the block ends; once it has
-    imported its upstreams' tools, POLICIES are activated and alice delegates all of them."""
+    imported its upstreams' tools, `policies` (default POLICIES) are activated and alice
+    delegates all of them."""
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
     public = f"http://127.0.0.1:{listening.getsockname()[1]}"
@@ -152,7 +181,7 @@ def gateway(home: Path, config: Path, guard: Guard) -> Iterator[Gateway]:
             assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.02)
         tools = [t.name for t in guard.tools("acme")]
-        guard.activate_policies("acme", POLICIES)
+        guard.activate_policies("acme", policies or POLICIES)
         guard.grant("acme", user="alice", agent="coder", tools=tools)
         yield Gateway(public + "/mcp", guard, server_guard, app)
     finally:

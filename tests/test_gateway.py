@@ -12,7 +12,16 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from gateway_env import FIXTURES, branches, gateway, git_repository, prepare, write_config
+from gateway_env import (
+    FILE_POLICIES,
+    FIXTURES,
+    branches,
+    filesystem_upstream,
+    gateway,
+    git_repository,
+    prepare,
+    write_config,
+)
 
 from tether.model import Effect
 
@@ -261,5 +270,49 @@ def test_a_changed_tool_definition_is_withheld_until_a_person_accepts_it(
         assert "description" in _text(echoed)
         kinds = [e.kind for e in guard.store.audit.events(workspace="acme", limit=50)]
         assert "gateway.call_withheld" in kinds
+        task.end()
+    guard.close()
+
+
+def test_the_npm_filesystem_server_behind_the_gateway(
+    home: Path, repo: Path, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "plan.txt").write_text("step one\n")
+    config = write_config(home.parent, repo, extra=filesystem_upstream(shared))
+    guard = prepare(home)
+    with gateway(home, config, guard, FILE_POLICIES) as gw:
+        task = guard.task(
+            workspace="acme",
+            agent="coder",
+            user="alice",
+            request="update the plan",
+            tools=["files.read_text_file", "files.write_file"],
+        )
+
+        async def session() -> tuple[list[str], list[types.CallToolResult]]:
+            async with gw.client(task) as client:
+                listed = await client.list_tools()
+                read = await client.call_tool(
+                    "files.read_text_file", {"path": str(shared / "plan.txt")}
+                )
+                key = await client.call_tool(
+                    "files.write_file",
+                    {"path": str(shared / "id"), "content": "-----BEGIN PRIVATE KEY-----\nMII"},
+                )
+                plain = await client.call_tool(
+                    "files.write_file", {"path": str(shared / "next.txt"), "content": "step two\n"}
+                )
+                outside = await client.call_tool("files.list_directory", {"path": str(shared)})
+                return [t.name for t in listed.tools], [read, key, plain, outside]
+
+        names, (read, key, plain, outside) = anyio.run(session)
+        assert sorted(names) == ["files.read_text_file", "files.write_file"]
+        assert not read.is_error and "step one" in _text(read)
+        assert key.is_error and "a private key must not be written" in _text(key)
+        assert not (shared / "id").exists()
+        assert not plain.is_error and (shared / "next.txt").read_text() == "step two\n"
+        assert outside.is_error and "outside this task's scope" in _text(outside)
         task.end()
     guard.close()
