@@ -3,6 +3,7 @@ official MCP client in front, over streamable HTTP: what an agent sees and may d
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from gateway_env import (
     FILE_POLICIES,
     FIXTURES,
+    POLICIES,
     branches,
     filesystem_upstream,
     gateway,
@@ -22,6 +24,8 @@ from gateway_env import (
     prepare,
     write_config,
 )
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from tether.model import Effect
 
@@ -315,4 +319,71 @@ def test_the_npm_filesystem_server_behind_the_gateway(
         assert not plain.is_error and (shared / "next.txt").read_text() == "step two\n"
         assert outside.is_error and "outside this task's scope" in _text(outside)
         task.end()
+    guard.close()
+
+
+def test_over_stdio_a_client_is_one_task_of_the_agent(home: Path, repo: Path) -> None:
+    """`tether gateway stdio` as an MCP client would start it: the tools of a new upstream are
+    imported by `tether gateway tools`, then every call of the client is decided in the one
+    task the command starts (and ends with the session)."""
+    config = write_config(home.parent, repo)
+    guard = prepare(home)
+    tether = str(Path(sys.executable).with_name("tether"))
+    env = {k: v for k, v in os.environ.items() if k in ("TETHER_DB", "PATH", "HOME")}
+    env["TETHER_DEBUG"] = "1"
+    imported = subprocess.run(
+        [tether, "--home", str(home), "gateway", "tools", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    assert "git.git_status" in imported.stdout and "offered" in imported.stdout
+    guard.activate_policies("acme", POLICIES)
+    guard.grant("acme", user="alice", agent="coder", tools=[t.name for t in guard.tools("acme")])
+    asked: list[str] = []
+
+    async def approve(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"decision": "approve"})
+
+    async def session() -> tuple[list[str], types.CallToolResult, types.CallToolResult]:
+        server = StdioServerParameters(
+            command=tether,
+            args=[
+                "--home",
+                str(home),
+                "gateway",
+                "stdio",
+                str(config),
+                "--agent",
+                "coder",
+                "--user",
+                "alice",
+                "--tools",
+                "git.git_status",
+                "--tools",
+                "git.git_create_branch",
+            ],
+            env=env,
+        )
+        async with (
+            stdio_client(server) as (read, write),
+            ClientSession(read, write, elicitation_callback=approve) as client,
+        ):
+            await client.initialize()
+            listed = await client.list_tools()
+            status = await client.call_tool("git.git_status", {"repo_path": str(repo)})
+            branch = await client.call_tool(
+                "git.git_create_branch", {"repo_path": str(repo), "branch_name": "from-stdio"}
+            )
+            return [t.name for t in listed.tools], status, branch
+
+    names, status, branch = anyio.run(session)
+    assert sorted(names) == ["git.git_create_branch", "git.git_status"]
+    assert not status.is_error and "On branch main" in _text(status)
+    assert not branch.is_error and asked and "from-stdio" in branches(repo)
+    decisions = guard.decisions("acme", limit=10)
+    assert {d.tool for d in decisions} >= {"git.git_status", "git.git_create_branch"}
     guard.close()

@@ -59,7 +59,7 @@ from tether.policy.testing import (
     load_test_file,
     run_cases,
 )
-from tether.sdk import Guard
+from tether.sdk import Guard, TaskHandle
 from tether.server import admin_tokens
 from tether.store import Store
 
@@ -1404,7 +1404,9 @@ def gateway_stdio(
         list[str], typer.Option(help="Tools of the task (repeat); 'git.*' takes an upstream's.")
     ],
     request: Annotated[str, typer.Option(help="What the user asked for.")] = "",
-    ttl: Annotated[float, typer.Option(help="Seconds the task lasts.")] = 8 * 3600.0,
+    ttl: Annotated[
+        float, typer.Option(help="Seconds the task lasts (at most the grant's max_ttl).")
+    ] = 900.0,
 ) -> None:
     """Serve one client over stdin/stdout, in a task this command starts as AGENT for USER.
     Put this command in an MCP client's server list (docs/gateway.md)."""
@@ -1415,17 +1417,19 @@ def gateway_stdio(
 
     settings = load_config(config)
     with _guard() as guard:
-        catalogue = [t.name for t in guard.tools(settings.workspace)]
-        wanted = [n for pattern in tools for n in _matching(pattern, catalogue)]
-        with guard.task(
-            workspace=settings.workspace,
-            agent=agent,
-            user=user,
-            request=request or f"MCP client session through the gateway ({config.name})",
-            tools=wanted,
-            ttl=ttl,
-        ) as task:
-            anyio.run(serve_stdio, guard, settings, task)
+
+        def open_task() -> TaskHandle:
+            catalogue = [t.name for t in guard.tools(settings.workspace)]
+            return guard.task(
+                workspace=settings.workspace,
+                agent=agent,
+                user=user,
+                request=request or f"MCP client session through the gateway ({config.name})",
+                tools=[n for pattern in tools for n in _matching(pattern, catalogue)],
+                ttl=ttl,
+            )
+
+        anyio.run(serve_stdio, guard, settings, open_task)
 
 
 def _matching(pattern: str, names: list[str]) -> list[str]:

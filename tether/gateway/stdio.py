@@ -8,6 +8,8 @@ be written to stdout, so everything else (the upstreams' stderr included) goes t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 from mcp.server.stdio import stdio_server
 
@@ -17,22 +19,29 @@ from tether.sdk import Guard
 from tether.sdk.guard import TaskHandle
 
 
-def gateway_for_task(guard: Guard, config: GatewayConfig, task: TaskHandle) -> Gateway:
+async def serve_stdio(
+    guard: Guard, config: GatewayConfig, open_task: Callable[[], TaskHandle]
+) -> None:
+    """Connect to the upstreams (importing the tools of any seen for the first time), start the
+    task (`open_task`: its tools may be ones just imported), and serve the client on stdin and
+    stdout until it closes them; the task ends with it."""
+    opened: list[TaskHandle] = []
+
     def identify(_: Context) -> Caller:
+        task = opened[0]
         token, proof = task.credential()
         assert token is not None  # a task this Guard started always has one
         return Caller(token, proof, task.claims)
 
-    return Gateway(guard, config, identify)
-
-
-async def serve_stdio(guard: Guard, config: GatewayConfig, task: TaskHandle) -> None:
-    """Serve the client on stdin/stdout until it closes them."""
-    gateway = gateway_for_task(guard, config, task)
+    gateway = Gateway(guard, config, identify)
     server = gateway.server()
     async with anyio.create_task_group() as tasks:
         await gateway.start(tasks)
-        async with stdio_server() as (read, write):
-            await server.run(read, write, Gateway.initialization_options(server))
-        await gateway.close()
-        tasks.cancel_scope.cancel()
+        opened.append(await anyio.to_thread.run_sync(open_task))
+        try:
+            async with stdio_server() as (read, write):
+                await server.run(read, write, Gateway.initialization_options(server))
+        finally:
+            opened[0].end()
+            await gateway.close()
+            tasks.cancel_scope.cancel()
