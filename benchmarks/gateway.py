@@ -1,0 +1,192 @@
+"""The MCP gateway's added latency: a `tools/call` through `tether gateway serve` against the same
+call made to the upstream directly, in one run.
+
+Both paths use the official MCP client over streamable HTTP from this process, one call at a
+time (latency, not throughput), to an upstream MCP server (benchmarks/mcp_echo.py: one `echo`
+tool that answers at once) in its own process. Through the gateway (its own process, on a fresh
+SQLite store at the `commit` durability level) each call carries the agent's task token and a
+fresh DPoP proof signed by the client, is authenticated, decided by Cedar policy in the task,
+recorded, forwarded upstream, and its result reported to the task before it is returned: what
+a real agent's call costs. The two paths alternate in blocks, so drift in the machine's speed
+falls on both.
+
+Target (issue 8): <= 2 ms added at the median over streamable HTTP.
+
+    .venv/bin/python benchmarks/gateway.py [--calls 2000] [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx2
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from rich.console import Console
+from rich.table import Table
+
+from tether import Guard
+from tether.gateway.client_auth import TaskAuth
+from tether.sdk.handle import TaskHandleBase
+from tether.store import Store
+
+HERE = Path(__file__).resolve().parent
+TARGET_ADDED_MS = 2.0
+BLOCK = 100  # calls on one path before switching to the other
+POLICY = """
+@id("echo")
+permit (principal, action == Action::"bench.echo", resource);
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: the process ended ({process.returncode})")
+        try:
+            httpx2.get(url, timeout=1)
+            return
+        except httpx2.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+@asynccontextmanager
+async def _client(url: str, auth: httpx2.Auth | None) -> AsyncIterator[ClientSession]:
+    async with (
+        httpx2.AsyncClient(auth=auth, timeout=30) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def _measure(
+    upstream: str, gateway: str, task: TaskHandleBase, calls: int
+) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"direct": [], "gateway": []}
+    async with _client(upstream, None) as direct, _client(gateway, TaskAuth(task)) as through:
+        paths = {"direct": (direct, "echo"), "gateway": (through, "bench.echo")}
+        for session, tool in paths.values():  # warm both: connections, caches, first use
+            for _ in range(50):
+                result = await session.call_tool(tool, {"text": "warm"})
+                assert not result.is_error, result
+        done = 0
+        while done < calls:
+            for name, (session, tool) in paths.items():
+                for i in range(BLOCK):
+                    started = time.perf_counter()
+                    result = await session.call_tool(tool, {"text": f"call {done + i}"})
+                    times[name].append(time.perf_counter() - started)
+                    assert not result.is_error, result
+            done += BLOCK
+    return times
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=2000, help="calls on each path")
+    parser.add_argument("--quick", action="store_true", help="200 calls: a smoke run")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    calls = 200 if args.quick else args.calls
+    console = Console()
+    started: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        home = Path(folder) / "home"
+        try:
+            echo_port, gateway_port = _free_port(), _free_port()
+            upstream = f"http://127.0.0.1:{echo_port}/mcp"
+            started.append(
+                subprocess.Popen([sys.executable, str(HERE / "mcp_echo.py"), str(echo_port)])
+            )
+            _wait_for(upstream, started[-1])
+            config = Path(folder) / "gateway.yaml"
+            config.write_text(f"workspace: acme\nupstreams:\n  bench:\n    url: {upstream}\n")
+            guard = Guard(Store.at_home(home), shared_tasks=True)
+            guard.add_workspace("acme")
+            guard.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
+            guard.add_user("acme", "alice")
+            tether = str(Path(sys.executable).with_name("tether"))
+            started.append(
+                subprocess.Popen(
+                    [
+                        tether,
+                        "--home",
+                        str(home),
+                        "gateway",
+                        "serve",
+                        str(config),
+                        "--port",
+                        str(gateway_port),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            gateway = f"http://127.0.0.1:{gateway_port}/mcp"
+            _wait_for(gateway, started[-1])
+            deadline = time.monotonic() + 60
+            while "bench.echo" not in {t.name for t in guard.tools("acme")}:
+                assert time.monotonic() < deadline, "the gateway did not import the upstream"
+                time.sleep(0.1)
+            guard.activate_policies("acme", {"bench.cedar": POLICY})
+            guard.grant("acme", user="alice", agent="coder", tools=["bench.echo"])
+            task = guard.task(
+                workspace="acme", agent="coder", user="alice", request="bench", tools=["bench.echo"]
+            )
+            times = anyio.run(_measure, upstream, gateway, task, calls)
+            task.end()
+            guard.close()
+        finally:
+            for process in reversed(started):
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+    table = Table(title=f"tools/call over streamable HTTP, {calls:,} calls each, one at a time")
+    for column in ("path", "median ms", "p99 ms"):
+        table.add_column(column, justify="right" if column != "path" else "left")
+    figures = {}
+    for name, values in times.items():
+        figures[name] = {"median_ms": statistics.median(values) * 1e3, "p99_ms": _p99(values) * 1e3}
+        table.add_row(name, f"{figures[name]['median_ms']:.2f}", f"{figures[name]['p99_ms']:.2f}")
+    console.print(table)
+    added = figures["gateway"]["median_ms"] - figures["direct"]["median_ms"]
+    ratio = figures["gateway"]["median_ms"] / figures["direct"]["median_ms"]
+    verdict = "met" if added <= TARGET_ADDED_MS else "missed"
+    console.print(
+        f"added by the gateway at the median: {added:.2f} ms ({ratio:.2f}x the direct call); "
+        f"target <= {TARGET_ADDED_MS:g} ms: {verdict}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({**figures, "added_median_ms": added}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
