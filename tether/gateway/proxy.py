@@ -9,6 +9,11 @@
   decision of that tool (the URI its argument), and its content is reported to the task.
 - `prompts/*`: the same with `<upstream>:prompts/get` (the prompt's name and arguments).
 
+Each agent session gets upstream sessions of its own, so what an upstream sends its client
+during a request (sampling, elicitation, logs, progress, resource updates) reaches that agent and
+no other (relay.py); sessions unused for `IDLE_SECONDS` are closed. The gateway also holds one
+session per upstream of its own, to review tool lists.
+
 Whatever goes wrong on the way (no decision, an upstream down or hanging, a result the task
 could not take in) is an error answer: nothing is forwarded that was not allowed, and nothing an
 upstream returned reaches the agent unless its task has read it.
@@ -18,8 +23,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import warnings
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -27,19 +34,21 @@ import mcp_types as types
 from anyio.abc import TaskGroup
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 
 from tether.credentials.access_token import AccessClaims
 from tether.errors import TetherError
 from tether.gateway.config import GatewayConfig
-from tether.gateway.tools import Offered, Review, catalogue_name, review
+from tether.gateway.relay import Relay
+from tether.gateway.tools import Offered, Review, review
 from tether.gateway.upstream import Upstream, UpstreamUnavailable
 from tether.model import Decision, Effect, OutputTrust, Tool
 from tether.sdk import Guard
 
 log = logging.getLogger("tether.gateway")
 
+IDLE_SECONDS = 600.0  # an agent session's upstream sessions close after this long unused
 READ_RESOURCE = "resources/read"
 GET_PROMPT = "prompts/get"
 Context = ServerRequestContext[Any, Any]
@@ -58,6 +67,15 @@ class Caller:
 Identify = Callable[[Context], Caller]
 
 
+@dataclass
+class _Connected:
+    """One agent session's upstream sessions, and the way back to it."""
+
+    relay: Relay
+    upstreams: dict[str, Upstream]
+    used: float = field(default_factory=time.monotonic)
+
+
 def access_tool(upstream: str, what: str) -> str:
     """The catalogue name that stands for reading an upstream's resources or getting its
     prompts: a ':' no MCP tool name can hold, so it never meets a real tool."""
@@ -70,35 +88,86 @@ class Gateway:
         self.config = config
         self.workspace = config.workspace
         self._identify = identify
-        self.upstreams = {
+        self.upstreams = {  # the gateway's own sessions: tool lists and capabilities
             name: Upstream(name, spec, on_list_changed=self._list_changed)
             for name, spec in config.upstreams.items()
         }
         self.reviews: dict[str, Review] = {}
         self._resource_owner: dict[str, str] = {}  # uri -> upstream, from the last listings
-        self._clients: set[Any] = set()  # sessions to tell when the tool list changed
+        self._connected: dict[object, _Connected] = {}  # agent sessions
+        self._tasks: TaskGroup | None = None
 
     # -- starting ---------------------------------------------------------------------------
 
     async def start(self, tasks: TaskGroup) -> None:
         """Connect to every upstream and review its tools. One that cannot start is logged and
         offers nothing until it can: the gateway still serves the others."""
+        self._tasks = tasks
         for name, upstream in self.upstreams.items():
             try:
                 await upstream.start(tasks)
                 await self._review(upstream)
             except Exception as exc:  # that upstream's tools are not offered; the rest are
                 log.error("upstream %s is not available: %s", name, exc)
+        tasks.start_soon(self._close_idle)
 
     async def close(self) -> None:
+        for connected in self._connected.values():
+            for upstream in connected.upstreams.values():
+                await upstream.close()
         for upstream in self.upstreams.values():
             await upstream.close()
 
+    async def _close_idle(self) -> None:
+        while True:
+            await anyio.sleep(IDLE_SECONDS / 10)
+            now = time.monotonic()
+            for key, connected in list(self._connected.items()):
+                if now - connected.used > IDLE_SECONDS:
+                    del self._connected[key]
+                    for upstream in connected.upstreams.values():
+                        await upstream.close()
+
+    def _upstream(self, ctx: Context, name: str) -> Upstream:
+        """The agent session's own session with upstream `name` (made on first use), pointed
+        at the request being served."""
+        request = ctx.request
+        session_id = request.headers.get("mcp-session-id") if request is not None else None
+        key: object = session_id or "stdio"
+        connected = self._connected.get(key)
+        if connected is None:
+            relay = Relay(ctx.session)
+            connected = self._connected[key] = _Connected(
+                relay,
+                {
+                    n: Upstream(
+                        n,
+                        spec,
+                        tasks=self._tasks,
+                        relay=relay,
+                        on_list_changed=self._list_changed,
+                    )
+                    for n, spec in self.config.upstreams.items()
+                },
+            )
+        connected.relay.bind(ctx.session, ctx.request_id)
+        connected.used = time.monotonic()
+        return connected.upstreams[name]
+
     async def _review(self, upstream: Upstream) -> Review:
         listed = await upstream.list_tools()
+        prefix = upstream.spec.prefix or ""
         result = await anyio.to_thread.run_sync(
-            lambda: review(self.guard, self.workspace, upstream.name, listed)
+            lambda: review(self.guard, self.workspace, upstream.name, prefix, listed)
         )
+        for other in self.reviews.values():  # one name, two upstreams: neither is trusted
+            if other.upstream == upstream.name:
+                continue
+            for name in set(result.offered) & set(other.offered):
+                why = f"upstreams {upstream.name} and {other.upstream} both offer it"
+                result.offered.pop(name)
+                other.offered.pop(name)
+                result.flagged[name] = other.flagged[name] = why
         self._access_tools(upstream)
         for name, why in result.flagged.items():
             log.warning("upstream tool %s is withheld: %s", name, why)
@@ -144,16 +213,16 @@ class Gateway:
         except Exception:
             log.exception("upstream %s: could not review its changed tool list", upstream.name)
             return
-        for session in list(self._clients):
+        for connected in list(self._connected.values()):
             try:
-                await session.send_tool_list_changed()
-            except Exception:
-                self._clients.discard(session)
+                await connected.relay.session.send_tool_list_changed()
+            except Exception:  # that agent has gone: nothing to tell
+                log.debug("could not tell an agent session that tools changed", exc_info=True)
 
     # -- the MCP server ----------------------------------------------------------------------
 
     def server(self) -> Server[Any]:
-        return Server(
+        server: Server[Any] = Server(
             "tether-gateway",
             version="1",
             instructions="Tool calls here are authorized by Tether, each in your task.",
@@ -164,7 +233,13 @@ class Gateway:
             on_read_resource=self.read_resource,
             on_list_prompts=self.list_prompts,
             on_get_prompt=self.get_prompt,
+            on_subscribe_resource=self.subscribe_resource,
+            on_unsubscribe_resource=self.unsubscribe_resource,
+            on_completion=self.complete,
         )
+        # Logging is deprecated from the 2026-07-28 revision; relayed for those that use it.
+        server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self.log_level)
+        return server
 
     @staticmethod
     def initialization_options(server: Server[Any]) -> Any:
@@ -174,7 +249,6 @@ class Gateway:
         """The request's caller, whose token must still stand (a revoked task sees nothing)."""
         caller = self._identify(ctx)
         self.guard.credentials.authenticate(caller.token)
-        self._clients.add(ctx.session)
         return caller
 
     def _offered(self) -> dict[str, Offered]:
@@ -209,7 +283,7 @@ class Gateway:
             return _error(f"Tether could not decide this call, so it was not made: {_message(exc)}")
         if decision.effect is not Effect.ALLOW:
             return _refused(decision)
-        upstream = self.upstreams[offered.upstream]
+        upstream = self._upstream(ctx, offered.upstream)
         try:
             result: types.CallToolResult = await upstream.request(
                 f"tools/call {offered.original}",
@@ -319,7 +393,7 @@ class Gateway:
             if upstream.capabilities is None or upstream.capabilities.resources is None:
                 continue
             page: types.ListResourcesResult = await _upstream(
-                upstream, "resources/list", lambda s: s.list_resources()
+                self._upstream(ctx, upstream.name), "resources/list", lambda s: s.list_resources()
             )
             for resource in page.resources:
                 self._resource_owner[str(resource.uri)] = upstream.name
@@ -335,31 +409,62 @@ class Gateway:
             if upstream.capabilities is None or upstream.capabilities.resources is None:
                 continue
             page: types.ListResourceTemplatesResult = await _upstream(
-                upstream, "resources/templates/list", lambda s: s.list_resource_templates()
+                self._upstream(ctx, upstream.name),
+                "resources/templates/list",
+                lambda s: s.list_resource_templates(),
             )
             templates.extend(page.resource_templates)
         return types.ListResourceTemplatesResult(resource_templates=templates)
+
+    def _resource_owner_of(self, caller: Caller, uri: str) -> str:
+        """The upstream a resource comes from: the one that listed it, or the only one of the
+        task's with resources."""
+        candidates = {
+            u.name
+            for u in self._readable(caller, READ_RESOURCE)
+            if u.capabilities is not None and u.capabilities.resources is not None
+        }
+        owner = self._resource_owner.get(uri)
+        if owner is None and len(candidates) == 1:
+            owner = next(iter(candidates))
+        if owner is None or owner not in candidates:
+            raise MCPError(INVALID_PARAMS, f"no upstream of this task offers resource {uri}")
+        return owner
 
     async def read_resource(
         self, ctx: Context, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         caller = _or_refuse(lambda: self._caller(ctx))
         uri = str(params.uri)
-        candidates = [
-            u
-            for u in self._readable(caller, READ_RESOURCE)
-            if u.capabilities is not None and u.capabilities.resources is not None
-        ]
-        owner = self._resource_owner.get(uri)
-        if owner is None and len(candidates) == 1:
-            owner = candidates[0].name
-        if owner is None or owner not in {u.name for u in candidates}:
-            raise MCPError(INVALID_PARAMS, f"no upstream of this task offers resource {uri}")
+        owner = self._resource_owner_of(caller, uri)
         decision = await self._decided(caller, access_tool(owner, READ_RESOURCE), {"uri": uri})
         result: types.ReadResourceResult = await _upstream(
-            self.upstreams[owner], "resources/read", lambda s: s.read_resource(uri)
+            self._upstream(ctx, owner), "resources/read", lambda s: s.read_resource(uri)
         )
         self._report_or_refuse(caller, decision, result.model_dump(mode="json", by_alias=True))
+        return result
+
+    async def subscribe_resource(
+        self, ctx: Context, params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        """Updates of a resource the task may read go to the agent (relay.py)."""
+        caller = _or_refuse(lambda: self._caller(ctx))
+        uri = str(params.uri)
+        upstream = self._upstream(ctx, self._resource_owner_of(caller, uri))
+        result: types.EmptyResult = await _upstream(
+            upstream, "resources/subscribe", lambda s: s.subscribe_resource(uri)
+        )
+        return result
+
+    async def unsubscribe_resource(
+        self, ctx: Context, params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        caller = _or_refuse(lambda: self._caller(ctx))
+        uri = str(params.uri)
+        upstream = self._upstream(ctx, self._resource_owner_of(caller, uri))
+        result: types.EmptyResult = await _upstream(
+            upstream, "resources/unsubscribe", lambda s: s.unsubscribe_resource(uri)
+        )
         return result
 
     async def list_prompts(
@@ -371,21 +476,25 @@ class Gateway:
             if upstream.capabilities is None or upstream.capabilities.prompts is None:
                 continue
             page: types.ListPromptsResult = await _upstream(
-                upstream, "prompts/list", lambda s: s.list_prompts()
+                self._upstream(ctx, upstream.name), "prompts/list", lambda s: s.list_prompts()
             )
-            prompts.extend(
-                p.model_copy(update={"name": catalogue_name(upstream.name, p.name)})
-                for p in page.prompts
-            )
+            prefix = upstream.spec.prefix or ""
+            prompts.extend(p.model_copy(update={"name": prefix + p.name}) for p in page.prompts)
         return types.ListPromptsResult(prompts=prompts)
+
+    def _prompt_owner(self, caller: Caller, name: str) -> tuple[str, str]:
+        """The upstream a prompt comes from, by its prefix, and its name there."""
+        for upstream in self._readable(caller, GET_PROMPT):
+            prefix = upstream.spec.prefix or ""
+            if name.startswith(prefix) and name != prefix:
+                return upstream.name, name[len(prefix) :]
+        raise MCPError(INVALID_PARAMS, f"no upstream of this task offers prompt {name}")
 
     async def get_prompt(
         self, ctx: Context, params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
         caller = _or_refuse(lambda: self._caller(ctx))
-        owner, _, original = params.name.partition(".")
-        if owner not in {u.name for u in self._readable(caller, GET_PROMPT)} or not original:
-            raise MCPError(INVALID_PARAMS, f"no upstream of this task offers prompt {params.name}")
+        owner, original = self._prompt_owner(caller, params.name)
         arguments = dict(params.arguments or {})
         # The arguments as JSON text: a prompt's are free-form, and a policy reads a string.
         said = json.dumps(arguments, sort_keys=True, ensure_ascii=False)
@@ -393,12 +502,53 @@ class Gateway:
             caller, access_tool(owner, GET_PROMPT), {"name": original, "arguments": said}
         )
         result: types.GetPromptResult = await _upstream(
-            self.upstreams[owner],
+            self._upstream(ctx, owner),
             "prompts/get",
             lambda s: s.get_prompt(original, arguments or None),
         )
         self._report_or_refuse(caller, decision, result.model_dump(mode="json", by_alias=True))
         return result
+
+    async def complete(
+        self, ctx: Context, params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        """Completion of a prompt's or a resource template's arguments, where the task may get
+        that prompt or read that upstream's resources."""
+        caller = _or_refuse(lambda: self._caller(ctx))
+        ref = params.ref
+        if isinstance(ref, types.PromptReference):
+            owner, original = self._prompt_owner(caller, ref.name)
+            ref = ref.model_copy(update={"name": original})
+        else:
+            owner = self._resource_owner_of(caller, str(ref.uri))
+        forwarded = params.model_copy(update={"ref": ref})
+        result: types.CompleteResult = await _upstream(
+            self._upstream(ctx, owner),
+            "completion/complete",
+            lambda s: s.send_request(types.CompleteRequest(params=forwarded), types.CompleteResult),
+        )
+        return result
+
+    async def log_level(
+        self, ctx: Context, params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        """The agent's log level goes to each upstream of its task that logs."""
+        caller = _or_refuse(lambda: self._caller(ctx))
+        scope = caller.claims.tools
+        for upstream in self.upstreams.values():
+            caps = upstream.capabilities
+            offered = self.reviews.get(upstream.name)
+            in_scope = offered is not None and any(name in scope for name in offered.offered)
+            if caps is None or caps.logging is None or not in_scope:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                await _upstream(
+                    self._upstream(ctx, upstream.name),
+                    "logging/setLevel",
+                    lambda s: s.set_logging_level(params.level),
+                )
+        return types.EmptyResult()
 
     async def _decided(self, caller: Caller, tool: str, args: dict[str, Any]) -> Decision:
         """A decision that must be `allow`, else the request ends with its reasons as the

@@ -43,7 +43,8 @@ async def reviewed(guard: Guard, config: GatewayConfig) -> dict[str, Review | st
 def _reviewing(
     guard: Guard, config: GatewayConfig, name: str
 ) -> Callable[[list[types.Tool]], Review]:
-    return lambda tools: review(guard, config.workspace, name, tools)
+    prefix = config.upstreams[name].prefix or ""
+    return lambda tools: review(guard, config.workspace, name, prefix, tools)
 
 
 async def accepted(
@@ -55,7 +56,9 @@ async def accepted(
     try:
         return await _listed(
             Upstream(upstream, spec),
-            lambda tools: accept(guard, config.workspace, upstream, tools, names),
+            lambda tools: accept(
+                guard, config.workspace, upstream, spec.prefix or "", tools, names=names
+            ),
         )
     except (KeyError, ValueError) as exc:
         raise InvalidInput(str(exc)) from None

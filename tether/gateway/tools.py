@@ -5,9 +5,9 @@ instructions (a "rug pull": the description it was reviewed with is swapped afte
 catalogue entry is the reviewed definition, and the gateway offers an upstream tool only while
 the upstream still describes it exactly as the entry does (description and input schema):
 
-- the first time an upstream is seen (no tool of its prefix in the catalogue), its tools are
-  imported as `<upstream>.<tool>` with the cautious mapping of catalogue/mcp_import.py, and the
-  import is recorded;
+- the first time an upstream is seen (no import of it recorded in the audit log), its tools
+  are imported under its prefix (`<upstream>.<tool>` by default) with the cautious mapping of
+  catalogue/mcp_import.py, and the import is recorded;
 - afterwards a tool that is new, or whose description or input schema changed, is *flagged*:
   withheld from agents, its calls denied, and the change recorded (audit event
   `gateway.tool_flagged`) until a person accepts it (`tether gateway accept`).
@@ -27,8 +27,6 @@ import msgspec
 from tether.catalogue.mcp_import import Proposal, propose
 from tether.model import Tool
 from tether.sdk import Guard
-
-SEPARATOR = "."  # `<upstream>.<tool>`: MCP tool names may hold dots
 
 
 @dataclass(frozen=True)
@@ -52,17 +50,17 @@ class Review:
     imported: list[str] = field(default_factory=list)
 
 
-def catalogue_name(upstream: str, tool: str) -> str:
-    return f"{upstream}{SEPARATOR}{tool}"
+IMPORTED = "gateway.tools_imported"
 
 
-def review(guard: Guard, workspace: str, upstream: str, tools: Iterable[types.Tool]) -> Review:
-    """Hold `tools` against the catalogue (importing them if the upstream is new) and record
-    what changed; the result says which tools agents may be shown."""
+def review(
+    guard: Guard, workspace: str, upstream: str, prefix: str, tools: Iterable[types.Tool]
+) -> Review:
+    """Hold `tools` against the catalogue (importing them if the upstream was never imported
+    before) and record what changed; the result says which tools agents may be shown."""
     tools = list(tools)
     catalogue = {t.name: t for t in guard.tools(workspace)}
-    prefix = catalogue_name(upstream, "")
-    seen_before = any(name.startswith(prefix) for name in catalogue)
+    seen_before = guard.store.audit.has_event(IMPORTED, workspace=workspace, subject=upstream)
     result = Review(upstream)
     proposals = _proposals(tools, workspace, prefix)
     if not seen_before:
@@ -72,7 +70,7 @@ def review(guard: Guard, workspace: str, upstream: str, tools: Iterable[types.To
             catalogue.update({t.name: t for t in importable})
         result.imported = sorted(t.name for t in importable)
         guard.audit.event(
-            "gateway.tools_imported",
+            IMPORTED,
             workspace=workspace,
             actor="gateway",
             subject=upstream,
@@ -80,13 +78,21 @@ def review(guard: Guard, workspace: str, upstream: str, tools: Iterable[types.To
             flags={p.name: list(p.flags) for p in proposals.values() if p.flags},
         )
     for tool in tools:
-        name = catalogue_name(upstream, tool.name)
+        name = prefix + tool.name
         why = _difference(catalogue.get(name), proposals[name])
         if why is None:
             renamed = tool.model_copy(update={"name": name})
             result.offered[name] = Offered(name, upstream, tool.name, renamed)
         else:
             result.flagged[name] = why
+            guard.audit.event(
+                "gateway.tool_flagged",
+                workspace=workspace,
+                actor="gateway",
+                subject=name,
+                upstream=upstream,
+                why=why,
+            )
     return result
 
 
@@ -94,7 +100,9 @@ def accept(
     guard: Guard,
     workspace: str,
     upstream: str,
+    prefix: str,
     tools: Iterable[types.Tool],
+    *,
     names: Iterable[str] = (),
 ) -> list[str]:
     """A person accepts the upstream's current definitions of `names` (default: every flagged
@@ -102,7 +110,7 @@ def accept(
     schema and keep the rest of their reviewed entry (effects, sinks, labels)."""
     tools = list(tools)
     catalogue = {t.name: t for t in guard.tools(workspace)}
-    proposals = _proposals(tools, workspace, catalogue_name(upstream, ""))
+    proposals = _proposals(tools, workspace, prefix)
     wanted = set(names) or {
         name for name, p in proposals.items() if _difference(catalogue.get(name), p) is not None
     }

@@ -30,6 +30,7 @@ from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from tether.gateway.config import UpstreamSpec
+from tether.gateway.relay import Relay
 
 log = logging.getLogger("tether.gateway")
 
@@ -48,19 +49,24 @@ class Upstream:
         name: str,
         spec: UpstreamSpec,
         *,
+        tasks: TaskGroup | None = None,
+        relay: Relay | None = None,
         on_list_changed: Callable[[Upstream], Awaitable[None]] | None = None,
         errlog: TextIO | None = None,
     ) -> None:
+        """`tasks`: where the session's task runs (`start` gives it too); `relay`: the agent
+        session this upstream session serves (relay.py), or None for the gateway's own."""
         self.name = name
         self.spec = spec
+        self.relay = relay
         self.capabilities: types.ServerCapabilities | None = None
         self._on_list_changed = on_list_changed
         self._errlog = errlog
         self._session: ClientSession | None = None
         self._stop = anyio.Event()
         self._lock = anyio.Lock()
-        self._tasks: TaskGroup | None = None
-        self._last_attempt = 0.0
+        self._tasks = tasks
+        self._last_attempt = -RETRY_SECONDS
         self._last_error = ""
 
     # -- the session's life ----------------------------------------------------------------------
@@ -113,9 +119,12 @@ class Upstream:
         group: it would end the gateway."""
         started = False
         try:
+            callbacks = self.relay.callbacks() if self.relay is not None else {}
             async with (
                 self._transport() as streams,
-                ClientSession(streams[0], streams[1], message_handler=self._message) as session,
+                ClientSession(
+                    streams[0], streams[1], message_handler=self._message, **callbacks
+                ) as session,
             ):
                 result = await session.initialize()
                 self.capabilities = result.capabilities
@@ -152,8 +161,11 @@ class Upstream:
         self._stop.set()
 
     async def _message(self, message: IncomingMessage) -> None:
-        if isinstance(message, types.ToolListChangedNotification) and self._on_list_changed:
-            await self._on_list_changed(self)
+        if isinstance(message, types.ToolListChangedNotification):
+            if self._on_list_changed is not None:
+                await self._on_list_changed(self)
+        elif self.relay is not None and not isinstance(message, Exception):
+            await self.relay.notify(message)
 
     # -- requests --------------------------------------------------------------------------------
 

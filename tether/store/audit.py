@@ -174,6 +174,18 @@ class AuditRecords:
             rows = db.execute(query.order_by(e.c.seq.desc()).limit(limit)).all()
         return [row_to(AuditEvent, r) for r in rows]
 
+    def has_event(self, kind: str, *, workspace: str, subject: str) -> bool:
+        """Whether such an event was ever recorded (the MCP gateway's mark that an upstream's
+        tools were imported once: later changes to them are not imported, but flagged)."""
+        e = t.audit_events
+        query = (
+            sa.select(e.c.seq)
+            .where((e.c.workspace == workspace) & (e.c.kind == kind) & (e.c.subject == subject))
+            .limit(1)
+        )
+        with self.engine.connect() as db:
+            return db.execute(query).first() is not None
+
     def heads(self, after: dict[str, int]) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:
         """The last record of each chain among each log's rows after row `after[log]`: its
         place and hash; and the last row read of each log. One consistent snapshot, so a

@@ -1,0 +1,94 @@
+"""What an upstream sends its client while serving an agent goes on to that agent.
+
+An upstream may, during a request, ask its client for a model completion (sampling) or for the
+person's input (elicitation), write log messages, and report progress; and it may say a resource
+it serves changed. Through the gateway the client is the agent's, so each agent session has
+upstream sessions of its own (proxy.py), and their requests and notifications are relayed to
+that session, on the stream of the agent's request they belong to. The upstream is offered
+sampling and elicitation only where the agent's client supports them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import mcp_types as types
+from mcp.client.context import ClientRequestContext
+from mcp.server.session import ServerSession
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types import INTERNAL_ERROR
+
+
+class Relay:
+    """The agent session's way back. The SDK gives each request a session object of its own
+    (request-scoped delivery), so the relay is pointed at the request being served."""
+
+    def __init__(self, session: ServerSession) -> None:
+        self.session = session
+        self.related: types.RequestId | None = None  # the agent's request being served
+
+    def bind(self, session: ServerSession, request_id: types.RequestId | None) -> None:
+        self.session, self.related = session, request_id
+
+    def callbacks(self) -> dict[str, Any]:
+        """The ClientSession callbacks of an upstream session serving this agent."""
+        callbacks: dict[str, Any] = {"logging_callback": self.log}
+        capabilities = self.session.client_capabilities
+        if capabilities is not None and capabilities.sampling is not None:
+            callbacks["sampling_callback"] = self.sample
+        if capabilities is not None and capabilities.elicitation is not None:
+            callbacks["elicitation_callback"] = self.elicit
+        return callbacks
+
+    def _metadata(self) -> ServerMessageMetadata | None:
+        if self.related is None:
+            return None
+        return ServerMessageMetadata(related_request_id=self.related)
+
+    async def sample(
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.ErrorData:
+        try:
+            result: types.CreateMessageResult = await self.session.send_request(
+                types.CreateMessageRequest(params=params),
+                types.CreateMessageResult,
+                metadata=self._metadata(),
+            )
+        except MCPError as exc:
+            return exc.error
+        except Exception as exc:
+            return types.ErrorData(code=INTERNAL_ERROR, message=f"the agent's client: {exc}")
+        return result
+
+    async def elicit(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        try:
+            result: types.ElicitResult = await self.session.send_request(
+                types.ElicitRequest(params=params), types.ElicitResult, metadata=self._metadata()
+            )
+        except MCPError as exc:
+            return exc.error
+        except Exception as exc:
+            return types.ErrorData(code=INTERNAL_ERROR, message=f"the agent's client: {exc}")
+        return result
+
+    async def log(self, params: types.LoggingMessageNotificationParams) -> None:
+        with warnings.catch_warnings():  # logging is deprecated from 2026-07-28; relayed as is
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await self.session.send_notification(
+                types.LoggingMessageNotification(params=params),
+                related_request_id=self.related,
+            )
+
+    async def notify(self, notification: types.ServerNotification) -> None:
+        """A resource (or the resource or prompt list) changed upstream: tell the agent."""
+        if isinstance(
+            notification,
+            types.ResourceUpdatedNotification
+            | types.ResourceListChangedNotification
+            | types.PromptListChangedNotification,
+        ):
+            await self.session.send_notification(notification)
