@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,16 +159,42 @@ def prepare(home: Path) -> Guard:
     return guard
 
 
+def serve_in_thread(app: Any) -> tuple[str, Callable[[], None]]:
+    """Serve an ASGI app on a free port of 127.0.0.1 from a thread: its URL, and how to stop."""
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listening.close()
+
+    return f"http://127.0.0.1:{listening.getsockname()[1]}", stop
+
+
 @contextmanager
 def gateway(
-    home: Path, config: Path, guard: Guard, policies: dict[str, str] | None = None
+    home: Path,
+    config: Path,
+    guard: Guard,
+    policies: dict[str, str] | None = None,
+    *,
+    public: str | None = None,
 ) -> Iterator[Gateway]:
     """The gateway on `home`'s store, serving `config`, until the block ends; once it has
     imported its upstreams' tools, `policies` (default POLICIES) are activated and alice
     delegates all of them."""
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
-    public = f"http://127.0.0.1:{listening.getsockname()[1]}"
+    listens = f"http://127.0.0.1:{listening.getsockname()[1]}"
+    public = public or listens  # where agents reach it (a proxy in front, say)
     serving = Serving(config=str(config), home=str(home), public_url=public)
     server_guard = guard_for(serving)
     app = build(server_guard, load_config(config), public_url=public, on_stop=server_guard.close)
@@ -183,7 +209,7 @@ def gateway(
         tools = [t.name for t in guard.tools("acme")]
         guard.activate_policies("acme", policies or POLICIES)
         guard.grant("acme", user="alice", agent="coder", tools=tools)
-        yield Gateway(public + "/mcp", guard, server_guard, app)
+        yield Gateway(listens + "/mcp", guard, server_guard, app)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

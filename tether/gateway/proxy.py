@@ -451,9 +451,11 @@ class Gateway:
         caller = _or_refuse(lambda: self._caller(ctx))
         uri = str(params.uri)
         upstream = self._upstream(ctx, self._resource_owner_of(caller, uri))
-        result: types.EmptyResult = await _upstream(
-            upstream, "resources/subscribe", lambda s: s.subscribe_resource(uri)
-        )
+        with warnings.catch_warnings():  # removed from 2026-07-28; relayed for older clients
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            result: types.EmptyResult = await _upstream(
+                upstream, "resources/subscribe", lambda s: s.subscribe_resource(uri)
+            )
         return result
 
     async def unsubscribe_resource(
@@ -462,9 +464,11 @@ class Gateway:
         caller = _or_refuse(lambda: self._caller(ctx))
         uri = str(params.uri)
         upstream = self._upstream(ctx, self._resource_owner_of(caller, uri))
-        result: types.EmptyResult = await _upstream(
-            upstream, "resources/unsubscribe", lambda s: s.unsubscribe_resource(uri)
-        )
+        with warnings.catch_warnings():  # removed from 2026-07-28; relayed for older clients
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            result: types.EmptyResult = await _upstream(
+                upstream, "resources/unsubscribe", lambda s: s.unsubscribe_resource(uri)
+            )
         return result
 
     async def list_prompts(
