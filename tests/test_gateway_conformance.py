@@ -20,7 +20,7 @@ import httpx2
 from gateway_env import gateway, prepare, serve_in_thread
 
 sys.path.insert(0, str(Path(__file__).parent / "conformance"))
-from auth_proxy import SigningProxy  # noqa: E402
+from auth_proxy import SigningProxy
 
 HERE = Path(__file__).parent / "conformance"
 ALLOW_ALL = {"all.cedar": "permit (principal, action, resource);\n"}

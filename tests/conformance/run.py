@@ -64,7 +64,7 @@ class Cli:
 
     def _run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
         """Run the CLI in its own process group and kill the whole group on timeout."""
-        with subprocess.Popen(  # noqa: S603 - argv is the configured node and CLI paths
+        with subprocess.Popen(
             [str(self.node), str(self.cli), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
