@@ -74,13 +74,17 @@ def test_python_examples_run(where: str, code: str, monkeypatch: pytest.MonkeyPa
     exec(compile(code, where, "exec"), {"__name__": "__doc_example__"})
 
 
-@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+EXAMPLES = sorted([*(ROOT / "examples").glob("*.py"), *(ROOT / "examples").glob("*/run.py")])
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT / "examples")))
 def test_examples_run(example: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(example)], capture_output=True, text=True, check=False, timeout=60
+        [sys.executable, str(example)], capture_output=True, text=True, check=False, timeout=180
     )
     assert result.returncode == 0, result.stderr
-    assert _ids_elided(result.stdout) == EXPECTED_OUTPUT[example.name]
+    name = str(example.relative_to(ROOT / "examples"))
+    assert _ids_elided(result.stdout) == EXPECTED_OUTPUT[name]
 
 
 def _ids_elided(text: str) -> str:
@@ -117,6 +121,22 @@ EXPECTED_OUTPUT = {
         "call_4: send_email needs approval by admin: mail to the CEO needs a person's approval (decision dec_…); approval request apr_… is waiting for an answer\n"
         "final output: Done.\n"
         "task: 2 allowed, 1 denied, 2 run\n"
+    ),
+    "coding-agent/run.py": (
+        "planner sees git.git_log, git.git_status\n"
+        "planner: git.git_log allowed\n"
+        "planner: git.git_status allowed\n"
+        "planner: git.git_commit refused: denied by Tether: tool git.git_commit is outside this task's scope (granted: git.git_log, git.git_status)\n"
+        "coder: git.git_create_branch allowed\n"
+        "coder: git.git_checkout allowed\n"
+        "coder: git.git_add allowed\n"
+        "coder: git.git_diff_staged allowed\n"
+        "coder: git.git_commit allowed\n"
+        "coder: remote.git_push refused: denied by Tether: this task has read a secret, so it may not push\n"
+        "coder: remote.git_delete_branch refused: approval required: deleting a branch on origin needs an admin's approval. Approval apr_… is waiting for a person who may decide it; call again with the same arguments once it is approved\n"
+        "bob approves the deletion\n"
+        "coder: remote.git_delete_branch allowed\n"
+        "origin has main\n"
     ),
 }
 

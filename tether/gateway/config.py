@@ -14,8 +14,9 @@ fronts, each by a command (stdio) or a URL (streamable HTTP).
       elicit: true
 
 An upstream's credentials are the gateway's own, never the agent's (the MCP authorization
-specification forbids a proxy to pass a client's token on): `headers` and `env` values may name
-environment variables as `${NAME}`, so secrets stay out of the file. Relative paths in `command`
+specification forbids a proxy to pass a client's token on). `command`, `url`, `cwd`, `env` and
+`headers` may name environment variables as `${NAME}`, so secrets and paths stay out of the
+file. Relative paths in `command`
 and `cwd` are the caller's business: `cwd` defaults to the folder of the file.
 """
 
@@ -91,6 +92,14 @@ def parse_config(raw: Any, *, folder: Path) -> GatewayConfig:
 
 def _checked(name: str, spec: UpstreamSpec, folder: Path) -> UpstreamSpec:
     where = f"upstream {name!r}"
+    spec = msgspec.structs.replace(
+        spec,
+        command=tuple(_expand(part, where) for part in spec.command),
+        url=_expand(spec.url, where),
+        env={k: _expand(v, where) for k, v in spec.env.items()},
+        headers={k: _expand(v, where) for k, v in spec.headers.items()},
+        cwd=_expand(spec.cwd, where),
+    )
     if not _UPSTREAM_NAME.fullmatch(name):
         raise InvalidInput(
             f"{where}: use 1-32 lowercase letters, digits, '_' or '-' (it prefixes tool names)"
@@ -110,13 +119,7 @@ def _checked(name: str, spec: UpstreamSpec, folder: Path) -> UpstreamSpec:
     prefix = f"{name}." if spec.prefix is None else spec.prefix
     if prefix and not _PREFIX.fullmatch(prefix):
         raise InvalidInput(f"{where}: prefix must be letters, digits, '_' or '-', then '.' or '_'")
-    return msgspec.structs.replace(
-        spec,
-        prefix=prefix,
-        env={k: _expand(v, where) for k, v in spec.env.items()},
-        headers={k: _expand(v, where) for k, v in spec.headers.items()},
-        cwd=cwd,
-    )
+    return msgspec.structs.replace(spec, prefix=prefix, cwd=cwd)
 
 
 def _expand(value: str, where: str) -> str:

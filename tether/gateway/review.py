@@ -19,13 +19,19 @@ T = TypeVar("T")
 
 
 async def _listed(upstream: Upstream, then: Callable[[list[types.Tool]], T]) -> T:
+    listed: list[types.Tool] = []
+    failure: UpstreamUnavailable | None = None
     async with anyio.create_task_group() as tasks:
-        try:
+        try:  # raised here, it would leave the task group wrapped in an exception group
             await upstream.start(tasks)
             listed = await upstream.list_tools()
+        except UpstreamUnavailable as exc:
+            failure = exc
         finally:
             await upstream.close()
             tasks.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return then(listed)
 
 
