@@ -93,6 +93,7 @@ class Gateway:
             for name, spec in config.upstreams.items()
         }
         self.reviews: dict[str, Review] = {}
+        self._offered_now: dict[str, Offered] | None = None
         self._resource_owner: dict[str, str] = {}  # uri -> upstream, from the last listings
         self._connected: dict[object, _Connected] = {}  # agent sessions
         self._tasks: TaskGroup | None = None
@@ -172,6 +173,7 @@ class Gateway:
         for name, why in result.flagged.items():
             log.warning("upstream tool %s is withheld: %s", name, why)
         self.reviews[upstream.name] = result
+        self._offered_now = None
         return result
 
     def _access_tools(self, upstream: Upstream) -> None:
@@ -252,7 +254,10 @@ class Gateway:
         return caller
 
     def _offered(self) -> dict[str, Offered]:
-        return {n: o for r in self.reviews.values() for n, o in r.offered.items()}
+        """Every tool offered now (rebuilt when a review changes them)."""
+        if self._offered_now is None:
+            self._offered_now = {n: o for r in self.reviews.values() for n, o in r.offered.items()}
+        return self._offered_now
 
     async def list_tools(
         self, ctx: Context, params: types.PaginatedRequestParams | None
@@ -365,7 +370,7 @@ class Gateway:
         """What the call returned goes to its task before the agent sees it: if the task cannot
         take it in, the agent does not get it either."""
         try:
-            self.guard.report(caller.claims.task, decision.decision_id, output)
+            self.guard.report_decided(decision, output)
         except Exception as exc:
             log.exception("reporting decision %s", decision.decision_id)
             return _error(
@@ -570,7 +575,7 @@ class Gateway:
 
     def _report_or_refuse(self, caller: Caller, decision: Decision, output: Any) -> None:
         try:
-            self.guard.report(caller.claims.task, decision.decision_id, output)
+            self.guard.report_decided(decision, output)
         except Exception as exc:
             raise MCPError(
                 INVALID_REQUEST, f"the result could not be recorded in the task: {_message(exc)}"

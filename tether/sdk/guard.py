@@ -542,11 +542,24 @@ class Guard(ToolDecorator):
             raise InvalidInput(f"decision {decision_id} belongs to another task")
         if record.effect is not Effect.ALLOW:
             raise InvalidInput(f"decision {decision_id} did not allow the call")
+        self._report(state, record.tool, output, complete)
+
+    def report_decided(self, decision: Decision, output: Any) -> None:
+        """`report` for a caller holding the Decision this Guard made (the MCP gateway): what
+        the decision says need not be read back from the store."""
+        state = self._tasks.get(decision.task_id or "")
+        if state is None:
+            raise NotFound(f"task {decision.task_id} is not open here")
+        if decision.effect is not Effect.ALLOW:
+            raise InvalidInput(f"decision {decision.decision_id} did not allow the call")
+        self._report(state, decision.tool, output, True)
+
+    def _report(self, state: TaskState, tool_name: str, output: Any, complete: bool) -> None:
         try:
             view = self._views.get(state.task.workspace)
-            tool = view.catalogue.get(record.tool) if view is not None else None
+            tool = view.catalogue.get(tool_name) if view is not None else None
         except Exception:  # the workspace cannot be read now: the output still counts, untrusted
-            log.exception("reporting to task %s without its catalogue", task_id)
+            log.exception("reporting to task %s without its catalogue", state.id)
             tool = None
         seen = observe(tool.spec if tool is not None else None, output, complete=complete)
         self._tasks.report(state, seen)
