@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/credentials.py
 	$(BIN)/python benchmarks/audit.py
 	$(BIN)/python benchmarks/http_api.py
+	$(BIN)/python benchmarks/gateway.py
 
 clean:
 	rm -rf $(VENV) .node .tether .pytest_cache .mypy_cache .ruff_cache .hypothesis

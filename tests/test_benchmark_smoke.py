@@ -82,3 +82,10 @@ def test_quick_http_benchmark_runs_and_every_call_is_answered(tmp_path: Path) ->
         "authorize, a proof signed per call",
     }
     assert all(r["calls"] == 300 and r["failed"] == 0 and r["rate"] > 0 for r in results.values())
+
+
+def test_quick_gateway_benchmark_runs(tmp_path: Path) -> None:
+    """Both paths answer every call (the benchmark asserts each result is no error)."""
+    figures: Any = quick_run("gateway.py", tmp_path / "gateway.json")
+    assert set(figures) == {"direct", "gateway", "added_median_ms"}
+    assert figures["gateway"]["median_ms"] > 0 and figures["direct"]["median_ms"] > 0
