@@ -179,6 +179,11 @@ def serve_in_thread(app: Any) -> tuple[str, Callable[[], None]]:
     return f"http://127.0.0.1:{listening.getsockname()[1]}", stop
 
 
+def coder_task(guard: Guard, tools: list[str], request: str = "") -> TaskHandleBase:
+    """A task of agent coder for alice, with `tools`."""
+    return guard.task(workspace="acme", agent="coder", user="alice", request=request, tools=tools)
+
+
 @contextmanager
 def gateway(
     home: Path,

@@ -18,6 +18,7 @@ from gateway_env import (
     FIXTURES,
     POLICIES,
     branches,
+    coder_task,
     filesystem_upstream,
     gateway,
     git_repository,
@@ -44,13 +45,7 @@ def test_an_agent_sees_only_its_tasks_tools_and_allowed_calls_reach_git(
 ) -> None:
     guard = prepare(home)
     with gateway(home, write_config(home.parent, repo), guard) as gw:
-        task = guard.task(
-            workspace="acme",
-            agent="coder",
-            user="alice",
-            request="look at the repository",
-            tools=["git.git_status", "git.git_log"],
-        )
+        task = coder_task(guard, ["git.git_status", "git.git_log"], "look at the repository")
 
         async def session() -> tuple[list[str], types.CallToolResult]:
             async with gw.client(task) as client:
@@ -75,13 +70,7 @@ def test_a_denied_call_is_a_tool_error_with_the_reason_and_never_reaches_git(
     with gateway(home, write_config(home.parent, repo), guard) as gw:
         (repo / "notes.txt").write_text("key\n")
         subprocess.run(["git", "add", "notes.txt"], cwd=repo, check=True)
-        task = guard.task(
-            workspace="acme",
-            agent="coder",
-            user="alice",
-            request="commit the notes",
-            tools=["git.git_commit", "git.git_status"],
-        )
+        task = coder_task(guard, ["git.git_commit", "git.git_status"], "commit the notes")
 
         async def session() -> types.CallToolResult:
             async with gw.client(task) as client:
@@ -116,13 +105,7 @@ def test_approval_through_elicitation_lets_exactly_that_call_through(
         return types.ElicitResult(action="decline")
 
     with gateway(home, write_config(home.parent, repo), guard) as gw:
-        task = guard.task(
-            workspace="acme",
-            agent="coder",
-            user="alice",
-            request="make branches",
-            tools=["git.git_create_branch"],
-        )
+        task = coder_task(guard, ["git.git_create_branch"], "make branches")
 
         async def create(branch: str, answer: Any) -> types.CallToolResult:
             async with gw.client(task, elicitation_callback=answer) as client:
@@ -145,9 +128,7 @@ def test_approval_by_retry_when_the_client_cannot_be_asked(home: Path, repo: Pat
     error names the approval; once bob approves, the same call goes through, once."""
     guard = prepare(home)
     with gateway(home, write_config(home.parent, repo), guard) as gw:
-        task = guard.task(
-            workspace="acme", agent="coder", user="alice", request="reset", tools=["git.git_reset"]
-        )
+        task = coder_task(guard, ["git.git_reset"], "reset")
         args = {"repo_path": str(repo)}
 
         async def reset() -> types.CallToolResult:
@@ -170,9 +151,7 @@ def test_approval_by_retry_when_the_client_cannot_be_asked(home: Path, repo: Pat
 def test_requests_without_a_proven_task_token_are_refused(home: Path, repo: Path) -> None:
     guard = prepare(home)
     with gateway(home, write_config(home.parent, repo), guard) as gw:
-        task = guard.task(
-            workspace="acme", agent="coder", user="alice", request="", tools=["git.git_status"]
-        )
+        task = coder_task(guard, ["git.git_status"])
         body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
         headers = {"Accept": "application/json, text/event-stream"}
         token = task.token
@@ -209,13 +188,7 @@ def test_an_upstream_that_hangs_or_crashes_fails_the_call_and_the_gateway_keeps_
 """
     guard = prepare(home)
     with gateway(home, write_config(home.parent, repo, extra=extra), guard) as gw:
-        task = guard.task(
-            workspace="acme",
-            agent="coder",
-            user="alice",
-            request="",
-            tools=["odd.hang", "odd.crash", "odd.echo", "git.git_status"],
-        )
+        task = coder_task(guard, ["odd.hang", "odd.crash", "odd.echo", "git.git_status"])
 
         async def session() -> list[types.CallToolResult]:
             async with gw.client(task) as client:
@@ -244,13 +217,7 @@ def test_a_changed_tool_definition_is_withheld_until_a_person_accepts_it(
 """
     guard = prepare(home)
     with gateway(home, write_config(home.parent, repo, extra=extra), guard) as gw:
-        task = guard.task(
-            workspace="acme",
-            agent="coder",
-            user="alice",
-            request="",
-            tools=["odd.echo", "odd.mutate"],
-        )
+        task = coder_task(guard, ["odd.echo", "odd.mutate"])
 
         async def session() -> tuple[list[str], types.CallToolResult, bool]:
             heard = anyio.Event()
@@ -287,13 +254,7 @@ def test_the_npm_filesystem_server_behind_the_gateway(
     config = write_config(home.parent, repo, extra=filesystem_upstream(shared))
     guard = prepare(home)
     with gateway(home, config, guard, FILE_POLICIES) as gw:
-        task = guard.task(
-            workspace="acme",
-            agent="coder",
-            user="alice",
-            request="update the plan",
-            tools=["files.read_text_file", "files.write_file"],
-        )
+        task = coder_task(guard, ["files.read_text_file", "files.write_file"], "update the plan")
 
         async def session() -> tuple[list[str], list[types.CallToolResult]]:
             async with gw.client(task) as client:

@@ -66,7 +66,17 @@ def start(guard: RemoteGuard, **spec: object) -> RemoteTaskHandle:
 # Methods only an embedded Guard has: how each kind is made, and what only the service itself
 # calls (an agent's token exchange, a decision on its event loop). (Its store and components
 # are attributes, not methods.)
-EMBEDDED_ONLY = {"embedded", "remote", "exchange", "authorize_async"}
+# In-process only: the service's own token exchange and event-loop decisions, and what the MCP
+# gateway (a process on the store) uses: reports from the Decision it holds, and catalogue
+# entries registered as Tool records in one change.
+EMBEDDED_ONLY = {
+    "embedded",
+    "remote",
+    "exchange",
+    "authorize_async",
+    "report_decided",
+    "register_tools",
+}
 
 
 def _methods(cls: type) -> dict[str, list[tuple[str, object, object]]]:

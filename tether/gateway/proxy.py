@@ -52,6 +52,20 @@ IDLE_SECONDS = 600.0  # an agent session's upstream sessions close after this lo
 READ_RESOURCE = "resources/read"
 GET_PROMPT = "prompts/get"
 Context = ServerRequestContext[Any, Any]
+# What a decision of reading a resource or getting a prompt is given (a prompt's arguments as
+# JSON text: they are free-form, and a policy reads a string).
+ACCESS_ARGUMENTS: dict[str, dict[str, Any]] = {
+    READ_RESOURCE: {
+        "type": "object",
+        "properties": {"uri": {"type": "string"}},
+        "required": ["uri"],
+    },
+    GET_PROMPT: {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+        "required": ["name"],
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -180,29 +194,17 @@ class Gateway:
         """Catalogue entries for reading the upstream's resources and getting its prompts, made
         once: their output is the upstream's content, untrusted."""
         have = {t.name for t in self.guard.tools(self.workspace)}
-        caps = upstream.capabilities
-        wanted = []
-        if caps is not None and caps.resources is not None:
-            wanted.append((READ_RESOURCE, {"uri": {"type": "string"}}, ["uri"]))
-        if caps is not None and caps.prompts is not None:
-            wanted.append(
-                (
-                    GET_PROMPT,
-                    {"name": {"type": "string"}, "arguments": {"type": "string"}},
-                    ["name"],
-                )
-            )
         new = [
             Tool(
                 workspace=self.workspace,
                 name=access_tool(upstream.name, what),
-                args_schema={"type": "object", "properties": props, "required": required},
+                args_schema=schema,
                 effects=("read",),
                 output=OutputTrust.UNTRUSTED,
                 description=f"{what} on upstream MCP server {upstream.name}",
             )
-            for what, props, required in wanted
-            if access_tool(upstream.name, what) not in have
+            for what, schema in ACCESS_ARGUMENTS.items()
+            if _serves(upstream, what) and access_tool(upstream.name, what) not in have
         ]
         if new:
             self.guard.register_tools(self.workspace, new)
@@ -382,11 +384,13 @@ class Gateway:
     # -- resources and prompts ---------------------------------------------------------------
 
     def _readable(self, caller: Caller, what: str) -> list[Upstream]:
+        """The upstreams that serve `what` (resources or prompts) and whose access tool for it
+        the task holds."""
         scope = caller.claims.tools
         return [
             u
             for u in self.upstreams.values()
-            if access_tool(u.name, what) in scope and u.capabilities is not None
+            if access_tool(u.name, what) in scope and _serves(u, what)
         ]
 
     async def list_resources(
@@ -395,8 +399,6 @@ class Gateway:
         caller = _or_refuse(lambda: self._caller(ctx))
         listed: list[types.Resource] = []
         for upstream in self._readable(caller, READ_RESOURCE):
-            if upstream.capabilities is None or upstream.capabilities.resources is None:
-                continue
             page: types.ListResourcesResult = await _upstream(
                 self._upstream(ctx, upstream.name), "resources/list", lambda s: s.list_resources()
             )
@@ -411,8 +413,6 @@ class Gateway:
         caller = _or_refuse(lambda: self._caller(ctx))
         templates: list[types.ResourceTemplate] = []
         for upstream in self._readable(caller, READ_RESOURCE):
-            if upstream.capabilities is None or upstream.capabilities.resources is None:
-                continue
             page: types.ListResourceTemplatesResult = await _upstream(
                 self._upstream(ctx, upstream.name),
                 "resources/templates/list",
@@ -424,11 +424,7 @@ class Gateway:
     def _resource_owner_of(self, caller: Caller, uri: str) -> str:
         """The upstream a resource comes from: the one that listed it, or the only one of the
         task's with resources."""
-        candidates = {
-            u.name
-            for u in self._readable(caller, READ_RESOURCE)
-            if u.capabilities is not None and u.capabilities.resources is not None
-        }
+        candidates = {u.name for u in self._readable(caller, READ_RESOURCE)}
         owner = self._resource_owner.get(uri)
         if owner is None and len(candidates) == 1:
             owner = next(iter(candidates))
@@ -453,27 +449,25 @@ class Gateway:
         self, ctx: Context, params: types.SubscribeRequestParams
     ) -> types.EmptyResult:
         """Updates of a resource the task may read go to the agent (relay.py)."""
-        caller = _or_refuse(lambda: self._caller(ctx))
         uri = str(params.uri)
-        upstream = self._upstream(ctx, self._resource_owner_of(caller, uri))
-        with warnings.catch_warnings():  # removed from 2026-07-28; relayed for older clients
-            warnings.simplefilter("ignore", MCPDeprecationWarning)
-            result: types.EmptyResult = await _upstream(
-                upstream, "resources/subscribe", lambda s: s.subscribe_resource(uri)
-            )
-        return result
+        return await self._subscription(ctx, uri, "subscribe", lambda s: s.subscribe_resource(uri))
 
     async def unsubscribe_resource(
         self, ctx: Context, params: types.UnsubscribeRequestParams
     ) -> types.EmptyResult:
-        caller = _or_refuse(lambda: self._caller(ctx))
         uri = str(params.uri)
+        return await self._subscription(
+            ctx, uri, "unsubscribe", lambda s: s.unsubscribe_resource(uri)
+        )
+
+    async def _subscription(
+        self, ctx: Context, uri: str, verb: str, send: Callable[[Any], Awaitable[Any]]
+    ) -> types.EmptyResult:
+        caller = _or_refuse(lambda: self._caller(ctx))
         upstream = self._upstream(ctx, self._resource_owner_of(caller, uri))
         with warnings.catch_warnings():  # removed from 2026-07-28; relayed for older clients
             warnings.simplefilter("ignore", MCPDeprecationWarning)
-            result: types.EmptyResult = await _upstream(
-                upstream, "resources/unsubscribe", lambda s: s.unsubscribe_resource(uri)
-            )
+            result: types.EmptyResult = await _upstream(upstream, f"resources/{verb}", send)
         return result
 
     async def list_prompts(
@@ -482,8 +476,6 @@ class Gateway:
         caller = _or_refuse(lambda: self._caller(ctx))
         prompts: list[types.Prompt] = []
         for upstream in self._readable(caller, GET_PROMPT):
-            if upstream.capabilities is None or upstream.capabilities.prompts is None:
-                continue
             page: types.ListPromptsResult = await _upstream(
                 self._upstream(ctx, upstream.name), "prompts/list", lambda s: s.list_prompts()
             )
@@ -587,6 +579,13 @@ async def _upstream(upstream: Upstream, what: str, send: Callable[[Any], Awaitab
         return await upstream.request(what, send)
     except UpstreamUnavailable as exc:
         raise MCPError(INVALID_REQUEST, str(exc)) from None
+
+
+def _serves(upstream: Upstream, what: str) -> bool:
+    caps = upstream.capabilities
+    if caps is None:
+        return False
+    return (caps.resources if what == READ_RESOURCE else caps.prompts) is not None
 
 
 def _or_refuse(identify: Callable[[], Caller]) -> Caller:
