@@ -338,24 +338,32 @@ class FetchPage(BaseTool):
         return f"page at {url}"
 
 
-def test_tools_written_as_classes_or_with_a_json_schema_are_guarded(
-    open_guard: OpenGuard, home: Path
-) -> None:
-    def fetch(url: str) -> str:
-        return f"page at {url}"
+def _fetch(url: str) -> str:
+    return f"page at {url}"
 
-    by_schema = StructuredTool.from_function(
-        fetch,
+
+WRITTEN = {
+    "as a class": FetchPage,
+    "with a JSON schema": lambda: StructuredTool.from_function(
+        _fetch,
         name="fetch_page",
         description="Fetch a web page.",
         args_schema={"type": "object", "properties": {"url": {"type": "string"}}},
-    )
-    for original in (FetchPage(), by_schema):
-        with open_guard(home / type(original).__name__) as g:
-            set_up(g, [original, send_email], register_tool)  # the policies name send_email
-            guarded = guard_tool(g, original, workspace="acme")
-            assert convert_to_openai_tool(guarded) == convert_to_openai_tool(original)
-            with start(g, ["fetch_page"]) as task:
-                message = guarded.invoke(call("fetch_page", url="https://example.com"))
-                assert task.state.executed == 1 and "untrusted" in task.state.labels
-            assert message.content == "page at https://example.com"
+    ),
+}
+
+
+@pytest.mark.parametrize("written", list(WRITTEN))
+def test_tools_written_as_classes_or_with_a_json_schema_are_guarded(
+    open_guard: OpenGuard, home: Path, written: str
+) -> None:
+    """(One store each: under PostgreSQL a test has one database.)"""
+    original = WRITTEN[written]()
+    with open_guard(home) as g:
+        set_up(g, [original, send_email], register_tool)  # the policies name send_email
+        guarded = guard_tool(g, original, workspace="acme")
+        assert convert_to_openai_tool(guarded) == convert_to_openai_tool(original)
+        with start(g, ["fetch_page"]) as task:
+            message = guarded.invoke(call("fetch_page", url="https://example.com"))
+            assert task.state.executed == 1 and "untrusted" in task.state.labels
+        assert message.content == "page at https://example.com"

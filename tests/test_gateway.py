@@ -27,7 +27,9 @@ from gateway_env import (
 )
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from served import served
 
+from tether import Guard
 from tether.model import Effect
 
 
@@ -347,4 +349,33 @@ def test_over_stdio_a_client_is_one_task_of_the_agent(home: Path, repo: Path) ->
     assert not branch.is_error and asked and "from-stdio" in branches(repo)
     decisions = guard.decisions("acme", limit=10)
     assert {d.tool for d in decisions} >= {"git.git_status", "git.git_create_branch"}
+    guard.close()
+
+
+def test_a_task_started_at_tether_serve_is_decided_at_the_gateway(home: Path, repo: Path) -> None:
+    """The production path: an agent exchanges its token at `tether serve` (a remote Guard,
+    its key never leaving it) and uses that token, proven per request, at the gateway."""
+    guard = prepare(home)
+    with (
+        gateway(home, write_config(home.parent, repo), guard) as gw,
+        served(home) as service,
+        Guard.remote(service.url, admin_token=service.admin_token) as remote,
+    ):
+        task = remote.task(
+            workspace="acme",
+            agent="coder",
+            user="alice",
+            request="look",
+            tools=["git.git_status"],
+        )
+
+        async def status() -> types.CallToolResult:
+            async with gw.client(task) as client:
+                return await client.call_tool("git.git_status", {"repo_path": str(repo)})
+
+        result = anyio.run(status)
+        assert not result.is_error and "On branch main" in _text(result)
+        decided = service.guard.decisions("acme", task_id=task.id)
+        assert [d.tool for d in decided] == ["git.git_status"]
+        task.end()
     guard.close()
