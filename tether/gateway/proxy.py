@@ -49,6 +49,7 @@ from tether.sdk import Guard
 log = logging.getLogger("tether.gateway")
 
 IDLE_SECONDS = 600.0  # an agent session's upstream sessions close after this long unused
+HOUSEKEEPING_SECONDS = 30.0
 READ_RESOURCE = "resources/read"
 GET_PROMPT = "prompts/get"
 Context = ServerRequestContext[Any, Any]
@@ -124,7 +125,7 @@ class Gateway:
                 await self._review(upstream)
             except Exception as exc:  # that upstream's tools are not offered; the rest are
                 log.error("upstream %s is not available: %s", name, exc)
-        tasks.start_soon(self._close_idle)
+        tasks.start_soon(self._housekeeping)
 
     async def close(self) -> None:
         for connected in self._connected.values():
@@ -133,22 +134,33 @@ class Gateway:
         for upstream in self.upstreams.values():
             await upstream.close()
 
-    async def _close_idle(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Now and then: close the upstream sessions of agent sessions gone quiet, and try
+        again to reach (and review) the upstreams that could not be reached at start."""
         while True:
-            await anyio.sleep(IDLE_SECONDS / 10)
+            await anyio.sleep(HOUSEKEEPING_SECONDS)
             now = time.monotonic()
             for key, connected in list(self._connected.items()):
                 if now - connected.used > IDLE_SECONDS:
                     del self._connected[key]
                     for upstream in connected.upstreams.values():
                         await upstream.close()
+            for name, upstream in self.upstreams.items():
+                if name not in self.reviews:
+                    try:
+                        await self._review(upstream)
+                    except Exception as exc:
+                        log.warning("upstream %s is still not available: %s", name, exc)
 
     def _upstream(self, ctx: Context, name: str) -> Upstream:
         """The agent session's own session with upstream `name` (made on first use), pointed
         at the request being served."""
         request = ctx.request
-        session_id = request.headers.get("mcp-session-id") if request is not None else None
-        key: object = session_id or "stdio"
+        key: object = "stdio"  # over stdio there is one agent session
+        if request is not None:
+            key = request.headers.get("mcp-session-id") or ""
+            if not key:  # stateful HTTP always has one; never share another agent's
+                raise MCPError(INVALID_REQUEST, "an MCP session is needed (Mcp-Session-Id)")
         connected = self._connected.get(key)
         if connected is None:
             relay = Relay(ctx.session)
@@ -296,8 +308,9 @@ class Gateway:
                 f"tools/call {offered.original}",
                 lambda s: s.call_tool(offered.original, args, progress_callback=_progress(ctx)),
             )
-        except (UpstreamUnavailable, MCPError) as exc:
-            failure = f"the call was allowed (decision {decision.decision_id}) but failed: {exc}"
+        except Exception as exc:  # down, hung, its error, or an answer that does not parse
+            why = str(exc) if isinstance(exc, UpstreamUnavailable | MCPError) else _message(exc)
+            failure = f"the call was allowed (decision {decision.decision_id}) but failed: {why}"
             return self._reported(caller, decision, failure, _error(failure))
         return self._reported(caller, decision, _output(result), result)
 
