@@ -117,10 +117,12 @@ def branches(repo: Path) -> list[str]:
     return listed.stdout.split()
 
 
-def write_config(folder: Path, repo: Path, *, extra: str = "") -> Path:
+def write_config(folder: Path, repo: Path, *, extra: str = "", elicit: bool = False) -> Path:
+    """The gateway's configuration: upstream git (mcp-server-git on `repo`), and `extra`."""
     config = folder / "gateway.yaml"
     config.write_text(
         f"""workspace: acme
+approvals: {{elicit: {str(elicit).lower()}}}
 upstreams:
   git:
     command: [{sys.executable}, -m, mcp_server_git, --repository, {repo}]

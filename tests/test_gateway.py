@@ -106,7 +106,7 @@ def test_approval_through_elicitation_lets_exactly_that_call_through(
     async def refuse(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
         return types.ElicitResult(action="decline")
 
-    with gateway(home, write_config(home.parent, repo), guard) as gw:
+    with gateway(home, write_config(home.parent, repo, elicit=True), guard) as gw:
         task = coder_task(guard, ["git.git_create_branch"], "make branches")
 
         async def create(branch: str, answer: Any) -> types.CallToolResult:
@@ -126,8 +126,9 @@ def test_approval_through_elicitation_lets_exactly_that_call_through(
 
 
 def test_approval_by_retry_when_the_client_cannot_be_asked(home: Path, repo: Path) -> None:
-    """No elicitation (and alice may not approve her own agent's destructive call anyway): the
-    error names the approval; once bob approves, the same call goes through, once."""
+    """Elicitation off (the default: the gateway cannot tell a person's answer from the
+    agent's), and alice may not approve her own agent's destructive call anyway: the error names
+    the approval; once bob approves, the same call goes through, once."""
     guard = prepare(home)
     with gateway(home, write_config(home.parent, repo), guard) as gw:
         task = coder_task(guard, ["git.git_reset"], "reset")
@@ -289,7 +290,7 @@ def test_over_stdio_a_client_is_one_task_of_the_agent(home: Path, repo: Path) ->
     """`tether gateway stdio` as an MCP client would start it: the tools of a new upstream are
     imported by `tether gateway tools`, then every call of the client is decided in the one
     task the command starts (and ends with the session)."""
-    config = write_config(home.parent, repo)
+    config = write_config(home.parent, repo, elicit=True)
     guard = prepare(home)
     tether = str(Path(sys.executable).with_name("tether"))
     env = {k: v for k, v in os.environ.items() if k in ("TETHER_DB", "PATH", "HOME")}
@@ -377,5 +378,66 @@ def test_a_task_started_at_tether_serve_is_decided_at_the_gateway(home: Path, re
         assert not result.is_error and "On branch main" in _text(result)
         decided = service.guard.decisions("acme", task_id=task.id)
         assert [d.tool for d in decided] == ["git.git_status"]
+        task.end()
+    guard.close()
+
+
+def test_an_mcp_session_is_its_tasks_alone(home: Path, repo: Path) -> None:
+    """Another task's token (of the same agent, even) cannot use a session's id: the SDK's
+    session manager answers as if it did not exist."""
+    guard = prepare(home)
+    with gateway(home, write_config(home.parent, repo), guard) as gw:
+        mine = coder_task(guard, ["git.git_status"])
+        other = coder_task(guard, ["git.git_status"])
+        headers = {"Accept": "application/json, text/event-stream"}
+        start = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        }
+
+        def post(task: Any, body: dict[str, Any], **extra: str) -> httpx2.Response:
+            token = task.token
+            signed = {"Authorization": f"DPoP {token}", "DPoP": task.proof("POST", gw.url, token)}
+            with httpx2.Client(timeout=10) as http:
+                return http.post(gw.url, json=body, headers={**headers, **signed, **extra})
+
+        opened = post(mine, start)
+        session = opened.headers["mcp-session-id"]
+        listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        version = {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+        assert post(other, listing, **version).status_code == 404
+        assert post(mine, listing, **version).status_code == 200
+        mine.end()
+        other.end()
+    guard.close()
+
+
+def test_elicitation_is_off_unless_configured(home: Path, repo: Path) -> None:
+    """A client that could be asked is not, by default: its answer could be the agent's own."""
+    guard = prepare(home)
+    asked: list[str] = []
+
+    async def approve(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"decision": "approve"})
+
+    with gateway(home, write_config(home.parent, repo), guard) as gw:
+        task = coder_task(guard, ["git.git_create_branch"])
+
+        async def create() -> types.CallToolResult:
+            async with gw.client(task, elicitation_callback=approve) as client:
+                return await client.call_tool(
+                    "git.git_create_branch", {"repo_path": str(repo), "branch_name": "x"}
+                )
+
+        result = anyio.run(create)
+        assert result.is_error and "approval required" in _text(result) and not asked
+        assert branches(repo) == ["main"]
         task.end()
     guard.close()

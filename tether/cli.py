@@ -1363,10 +1363,6 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-if __name__ == "__main__":
-    main()
-
-
 # -- the MCP gateway (docs/gateway.md) -----------------------------------------------------------
 
 GatewayFile = Annotated[Path, typer.Argument(help="The gateway configuration (gateway.yaml).")]
@@ -1488,3 +1484,7 @@ def gateway_accept(
         out.print(f"[green]accepted[/] {name}")
     if not names:
         out.print("nothing withheld to accept")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ and `cwd` are the caller's business: `cwd` defaults to the folder of the file.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -50,15 +51,17 @@ class UpstreamSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     headers: dict[str, str] = {}
     timeout: float = DEFAULT_TIMEOUT  # seconds a request may take before it fails closed
     # What its tools' and prompts' names are prefixed with (default `<name>.`); "" keeps
-    # them as they are (a name two upstreams offer is then withheld from both).
+    # them as they are, for a gateway with one upstream (no prefix may begin another).
     prefix: str | None = None
 
 
 class ApprovalOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """`elicit`: ask the person at the client (the user the agent acts for) through MCP
-    elicitation when the client supports it and that person may decide the request."""
+    """`elicit`: ask the person at the client (taken to be the user the agent acts for)
+    through MCP elicitation, when the client supports it and that person may decide the
+    request. Off by default: the gateway cannot tell a person answering from the agent's own
+    program answering, so turn it on only where the MCP client is an app a person uses."""
 
-    elicit: bool = True
+    elicit: bool = False
 
 
 class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -87,6 +90,13 @@ def parse_config(raw: Any, *, folder: Path) -> GatewayConfig:
     if not config.upstreams:
         raise InvalidInput("gateway configuration: name at least one upstream")
     upstreams = {name: _checked(name, spec, folder) for name, spec in config.upstreams.items()}
+    prefixes = sorted((spec.prefix or "", name) for name, spec in upstreams.items())
+    for (first, a), (second, b) in itertools.pairwise(prefixes):
+        if second.startswith(first):  # then a name of one could be a name of the other
+            raise InvalidInput(
+                f"upstreams {a!r} and {b!r}: the prefix {first!r} begins {second!r}, so their "
+                "tools' names could meet; give each a prefix that begins no other"
+            )
     return msgspec.structs.replace(config, upstreams=upstreams)
 
 

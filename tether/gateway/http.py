@@ -23,12 +23,14 @@ from urllib.parse import urlsplit
 
 import anyio
 import msgspec
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.errors import CredentialRefused
 from tether.gateway.config import GatewayConfig, load_config
@@ -40,7 +42,6 @@ from tether.store import Store
 
 CONFIG_ENV = "TETHER_GATEWAY_CONFIG"
 MCP_PATH = "/mcp"
-MAX_SESSIONS_REMEMBERED = 10_000
 CALLER = "tether.caller"
 
 
@@ -61,7 +62,6 @@ class TaskTokenAuth:
         self.guard = guard
         self.endpoint = endpoint
         self.workspace = workspace
-        self._session_task: dict[str, str] = {}  # Mcp-Session-Id -> the task that opened it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,26 +96,19 @@ class TaskTokenAuth:
                 send, 403, "insufficient_scope", f"this gateway serves workspace {self.workspace}"
             )
             return
-        session = headers.get("mcp-session-id")
-        if session is not None and self._session_task.get(session, claims.task) != claims.task:
-            await _refuse(send, 403, "invalid_token", "this MCP session belongs to another task")
-            return
         scope.setdefault("state", {})[CALLER] = Caller(token.strip(), None, claims)
-        await self.app(scope, receive, self._remembering(send, claims.task))
-
-    def _remembering(self, send: Send, task: str) -> Send:
-        """Note which task opened a session (the id comes in the answer to `initialize`)."""
-
-        async def wrapped(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"mcp-session-id":
-                        if len(self._session_task) >= MAX_SESSIONS_REMEMBERED:
-                            self._session_task.pop(next(iter(self._session_task)))
-                        self._session_task[value.decode()] = task
-            await send(message)
-
-        return wrapped
+        # The SDK's session manager binds each MCP session to the principal that opened it:
+        # here the task, so another task's token cannot use a session's id (it gets 404).
+        scope["user"] = AuthenticatedUser(
+            AccessToken(
+                token="",  # not kept: the principal is what is compared
+                client_id=claims.agent,
+                scopes=[],
+                subject=claims.task,
+                claims={"iss": claims.iss},
+            )
+        )
+        await self.app(scope, receive, send)
 
 
 async def _refuse(send: Send, status: int, error: str, description: str) -> None:

@@ -15,8 +15,10 @@ no other (relay.py); sessions unused for `IDLE_SECONDS` are closed. The gateway 
 session per upstream of its own, to review tool lists.
 
 Whatever goes wrong on the way (no decision, an upstream down or hanging, a result the task
-could not take in) is an error answer: nothing is forwarded that was not allowed, and nothing an
-upstream returned reaches the agent unless its task has read it.
+could not take in) is an error answer: no call, read or completion is forwarded that was not
+allowed, and what it returned reaches the agent only once its task has taken it in. (Listings
+of resources and prompts are scope-checked, not decided: they name things; reading them is
+decided.)
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +52,7 @@ from tether.sdk import Guard
 log = logging.getLogger("tether.gateway")
 
 IDLE_SECONDS = 600.0  # an agent session's upstream sessions close after this long unused
+MAX_AGENT_SESSIONS = 256  # agent sessions holding upstream sessions at once
 HOUSEKEEPING_SECONDS = 30.0
 READ_RESOURCE = "resources/read"
 GET_PROMPT = "prompts/get"
@@ -84,11 +88,16 @@ Identify = Callable[[Context], Caller]
 
 @dataclass
 class _Connected:
-    """One agent session's upstream sessions, and the way back to it."""
+    """One agent session's own upstream sessions (each with its relay back to the agent: a
+    request to an upstream is made one at a time per session, so what the upstream sends
+    meanwhile goes to the request it belongs to), and the resources its listings found."""
 
-    relay: Relay
     upstreams: dict[str, Upstream]
+    locks: dict[str, anyio.Lock]
+    session: Any  # the agent's latest request's session object: for notifications
+    resource_owner: dict[str, str | None] = field(default_factory=dict)  # uri -> upstream
     used: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
 
 
 def access_tool(upstream: str, what: str) -> str:
@@ -109,8 +118,7 @@ class Gateway:
         }
         self.reviews: dict[str, Review] = {}
         self._offered_now: dict[str, Offered] | None = None
-        self._resource_owner: dict[str, str] = {}  # uri -> upstream, from the last listings
-        self._connected: dict[object, _Connected] = {}  # agent sessions
+        self._connected: dict[object, _Connected] = {}  # agent sessions, least recent first
         self._tasks: TaskGroup | None = None
 
     # -- starting ---------------------------------------------------------------------------
@@ -129,8 +137,7 @@ class Gateway:
 
     async def close(self) -> None:
         for connected in self._connected.values():
-            for upstream in connected.upstreams.values():
-                await upstream.close()
+            _close(connected)
         for upstream in self.upstreams.values():
             await upstream.close()
 
@@ -141,10 +148,8 @@ class Gateway:
             await anyio.sleep(HOUSEKEEPING_SECONDS)
             now = time.monotonic()
             for key, connected in list(self._connected.items()):
-                if now - connected.used > IDLE_SECONDS:
-                    del self._connected[key]
-                    for upstream in connected.upstreams.values():
-                        await upstream.close()
+                if now - connected.used > IDLE_SECONDS and not connected.in_flight:
+                    _close(self._connected.pop(key))
             for name, upstream in self.upstreams.items():
                 if name not in self.reviews:
                     try:
@@ -152,34 +157,71 @@ class Gateway:
                     except Exception as exc:
                         log.warning("upstream %s is still not available: %s", name, exc)
 
-    def _upstream(self, ctx: Context, name: str) -> Upstream:
-        """The agent session's own session with upstream `name` (made on first use), pointed
-        at the request being served."""
+    def _connection(self, ctx: Context) -> _Connected:
+        """The agent session's own upstream sessions (made on first use; the least recently
+        used agent session's are closed past MAX_AGENT_SESSIONS)."""
         request = ctx.request
         key: object = "stdio"  # over stdio there is one agent session
         if request is not None:
             key = request.headers.get("mcp-session-id") or ""
             if not key:  # stateful HTTP always has one; never share another agent's
                 raise MCPError(INVALID_REQUEST, "an MCP session is needed (Mcp-Session-Id)")
-        connected = self._connected.get(key)
+        connected = self._connected.pop(key, None)
         if connected is None:
-            relay = Relay(ctx.session)
-            connected = self._connected[key] = _Connected(
-                relay,
+            idle = [k for k, c in self._connected.items() if not c.in_flight]
+            for old in idle[: max(0, len(self._connected) + 1 - MAX_AGENT_SESSIONS)]:
+                _close(self._connected.pop(old))
+            connected = _Connected(
                 {
                     n: Upstream(
                         n,
                         spec,
                         tasks=self._tasks,
-                        relay=relay,
+                        relay=Relay(ctx.session),
                         on_list_changed=self._list_changed,
                     )
                     for n, spec in self.config.upstreams.items()
                 },
+                {n: anyio.Lock() for n in self.config.upstreams},
+                ctx.session,
             )
-        connected.relay.bind(ctx.session, ctx.request_id)
-        connected.used = time.monotonic()
-        return connected.upstreams[name]
+        self._connected[key] = connected  # now the most recent
+        connected.session, connected.used = ctx.session, time.monotonic()
+        return connected
+
+    @asynccontextmanager
+    async def _using(
+        self, ctx: Context, name: str, connected: _Connected | None = None
+    ) -> AsyncIterator[Upstream]:
+        """The agent session's upstream `name`, its alone while the block runs, with what it
+        sends its client pointed at this request."""
+        connected = connected or self._connection(ctx)
+        upstream = connected.upstreams[name]
+        async with connected.locks[name]:
+            assert upstream.relay is not None
+            upstream.relay.bind(ctx.session, ctx.request_id)
+            connected.in_flight += 1
+            try:
+                yield upstream
+            finally:
+                connected.in_flight -= 1
+                connected.used = time.monotonic()
+
+    async def _send(
+        self, ctx: Context, name: str, what: str, send: Callable[[Any], Awaitable[Any]]
+    ) -> Any:
+        """A request other than a tool call to upstream `name`; what goes wrong is an MCP
+        error naming it, without the internals of the gateway or the upstream's answer."""
+        async with self._using(ctx, name) as upstream:
+            try:
+                return await upstream.request(what, send)
+            except MCPError:
+                raise
+            except UpstreamUnavailable as exc:
+                raise MCPError(INVALID_REQUEST, str(exc)) from None
+            except Exception as exc:
+                log.exception("upstream %s: %s", name, what)
+                raise MCPError(INVALID_REQUEST, f"upstream {name}: {_message(exc)}") from None
 
     async def _review(self, upstream: Upstream) -> Review:
         listed = await upstream.list_tools()
@@ -187,14 +229,6 @@ class Gateway:
         result = await anyio.to_thread.run_sync(
             lambda: review(self.guard, self.workspace, upstream.name, prefix, listed)
         )
-        for other in self.reviews.values():  # one name, two upstreams: neither is trusted
-            if other.upstream == upstream.name:
-                continue
-            for name in set(result.offered) & set(other.offered):
-                why = f"upstreams {upstream.name} and {other.upstream} both offer it"
-                result.offered.pop(name)
-                other.offered.pop(name)
-                result.flagged[name] = other.flagged[name] = why
         self._access_tools(upstream)
         for name, why in result.flagged.items():
             log.warning("upstream tool %s is withheld: %s", name, why)
@@ -226,12 +260,14 @@ class Gateway:
         taken on trust), then tell the agents connected."""
         try:
             await self._review(upstream)
-        except Exception:
+        except Exception:  # its tools are withheld until a review succeeds (housekeeping)
             log.exception("upstream %s: could not review its changed tool list", upstream.name)
+            self.reviews.pop(upstream.name, None)
+            self._offered_now = None
             return
         for connected in list(self._connected.values()):
             try:
-                await connected.relay.session.send_tool_list_changed()
+                await connected.session.send_tool_list_changed()
             except Exception:  # that agent has gone: nothing to tell
                 log.debug("could not tell an agent session that tools changed", exc_info=True)
 
@@ -294,6 +330,7 @@ class Gateway:
         if offered is None:
             return _error(self._withheld(name, caller))
         try:
+            connected = self._connection(ctx)  # before deciding: an allow is spent once made
             decision = await self._decide(caller, name, args)
             if decision.effect is Effect.APPROVAL_REQUIRED:
                 decision = await self._step_up(ctx, caller, decision, name, args)
@@ -302,30 +339,47 @@ class Gateway:
             return _error(f"Tether could not decide this call, so it was not made: {_message(exc)}")
         if decision.effect is not Effect.ALLOW:
             return _refused(decision)
-        upstream = self._upstream(ctx, offered.upstream)
+        if self._offered().get(name) is not offered:  # withheld while a person decided
+            return _error(self._withheld(name, caller))
+        return await self._forward(ctx, connected, decision, offered, args)
+
+    async def _forward(
+        self,
+        ctx: Context,
+        connected: _Connected,
+        decision: Decision,
+        offered: Offered,
+        args: dict[str, Any],
+    ) -> types.CallToolResult:
+        """Make the allowed call, and report what it returned (or how it failed) to its task
+        before the agent sees it."""
         try:
-            result: types.CallToolResult = await upstream.request(
-                f"tools/call {offered.original}",
-                lambda s: s.call_tool(offered.original, args, progress_callback=_progress(ctx)),
-            )
+            async with self._using(ctx, offered.upstream, connected) as upstream:
+                result: types.CallToolResult = await upstream.request(
+                    f"tools/call {offered.original}",
+                    lambda s: s.call_tool(offered.original, args, progress_callback=_progress(ctx)),
+                )
         except Exception as exc:  # down, hung, its error, or an answer that does not parse
             why = str(exc) if isinstance(exc, UpstreamUnavailable | MCPError) else _message(exc)
             failure = f"the call was allowed (decision {decision.decision_id}) but failed: {why}"
-            return self._reported(caller, decision, failure, _error(failure))
-        return self._reported(caller, decision, _output(result), result)
+            return self._reported(decision, failure, _error(failure))
+        return self._reported(decision, _output(result), result)
 
     def _withheld(self, name: str, caller: Caller) -> str:
         for upstream_review in self.reviews.values():
             why = upstream_review.flagged.get(name)
             if why is not None:
-                self.guard.audit.event(
-                    "gateway.call_withheld",
-                    workspace=self.workspace,
-                    actor=caller.claims.agent,
-                    subject=name,
-                    task=caller.claims.task,
-                    why=why,
-                )
+                try:
+                    self.guard.audit.event(
+                        "gateway.call_withheld",
+                        workspace=self.workspace,
+                        actor=caller.claims.agent,
+                        subject=name,
+                        task=caller.claims.task,
+                        why=why,
+                    )
+                except Exception:  # the call is refused all the same
+                    log.exception("recording a withheld call of %s", name)
                 return (
                     f"tool {name} is withheld by the gateway: {why}. A person must review and "
                     "accept the upstream's new definition (tether gateway accept)."
@@ -380,7 +434,7 @@ class Gateway:
         return await self._decide(caller, tool, args)
 
     def _reported(
-        self, caller: Caller, decision: Decision, output: Any, answer: types.CallToolResult
+        self, decision: Decision, output: Any, answer: types.CallToolResult
     ) -> types.CallToolResult:
         """What the call returned goes to its task before the agent sees it: if the task cannot
         take it in, the agent does not get it either."""
@@ -410,13 +464,16 @@ class Gateway:
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         caller = _or_refuse(lambda: self._caller(ctx))
+        connected = self._connection(ctx)
         listed: list[types.Resource] = []
         for upstream in self._readable(caller, READ_RESOURCE):
-            page: types.ListResourcesResult = await _upstream(
-                self._upstream(ctx, upstream.name), "resources/list", lambda s: s.list_resources()
+            page: types.ListResourcesResult = await self._send(
+                ctx, upstream.name, "resources/list", lambda s: s.list_resources()
             )
             for resource in page.resources:
-                self._resource_owner[str(resource.uri)] = upstream.name
+                uri, owners = str(resource.uri), connected.resource_owner
+                # A URI two upstreams list is neither's: reading it is refused.
+                owners[uri] = upstream.name if owners.get(uri, upstream.name) else None
             listed.extend(page.resources)
         return types.ListResourcesResult(resources=listed)
 
@@ -426,23 +483,25 @@ class Gateway:
         caller = _or_refuse(lambda: self._caller(ctx))
         templates: list[types.ResourceTemplate] = []
         for upstream in self._readable(caller, READ_RESOURCE):
-            page: types.ListResourceTemplatesResult = await _upstream(
-                self._upstream(ctx, upstream.name),
+            page: types.ListResourceTemplatesResult = await self._send(
+                ctx,
+                upstream.name,
                 "resources/templates/list",
                 lambda s: s.list_resource_templates(),
             )
             templates.extend(page.resource_templates)
         return types.ListResourceTemplatesResult(resource_templates=templates)
 
-    def _resource_owner_of(self, caller: Caller, uri: str) -> str:
-        """The upstream a resource comes from: the one that listed it, or the only one of the
-        task's with resources."""
+    def _resource_owner_of(self, ctx: Context, caller: Caller, uri: str) -> str:
+        """The upstream a resource comes from: the one whose listing in this agent session
+        named it, or the task's only upstream with resources."""
         candidates = {u.name for u in self._readable(caller, READ_RESOURCE)}
-        owner = self._resource_owner.get(uri)
-        if owner is None and len(candidates) == 1:
+        owners = self._connection(ctx).resource_owner
+        owner = owners.get(uri) if uri in owners else None
+        if uri not in owners and len(candidates) == 1:
             owner = next(iter(candidates))
         if owner is None or owner not in candidates:
-            raise MCPError(INVALID_PARAMS, f"no upstream of this task offers resource {uri}")
+            raise MCPError(INVALID_PARAMS, f"no one upstream of this task offers resource {uri}")
         return owner
 
     async def read_resource(
@@ -450,12 +509,13 @@ class Gateway:
     ) -> types.ReadResourceResult:
         caller = _or_refuse(lambda: self._caller(ctx))
         uri = str(params.uri)
-        owner = self._resource_owner_of(caller, uri)
+        owner = self._resource_owner_of(ctx, caller, uri)
         decision = await self._decided(caller, access_tool(owner, READ_RESOURCE), {"uri": uri})
-        result: types.ReadResourceResult = await _upstream(
-            self._upstream(ctx, owner), "resources/read", lambda s: s.read_resource(uri)
+        result: types.ReadResourceResult = await self._reporting(
+            caller,
+            decision,
+            self._send(ctx, owner, "resources/read", lambda s: s.read_resource(uri)),
         )
-        self._report_or_refuse(caller, decision, result.model_dump(mode="json", by_alias=True))
         return result
 
     async def subscribe_resource(
@@ -477,10 +537,10 @@ class Gateway:
         self, ctx: Context, uri: str, verb: str, send: Callable[[Any], Awaitable[Any]]
     ) -> types.EmptyResult:
         caller = _or_refuse(lambda: self._caller(ctx))
-        upstream = self._upstream(ctx, self._resource_owner_of(caller, uri))
+        owner = self._resource_owner_of(ctx, caller, uri)
         with warnings.catch_warnings():  # removed from 2026-07-28; relayed for older clients
             warnings.simplefilter("ignore", MCPDeprecationWarning)
-            result: types.EmptyResult = await _upstream(upstream, f"resources/{verb}", send)
+            result: types.EmptyResult = await self._send(ctx, owner, f"resources/{verb}", send)
         return result
 
     async def list_prompts(
@@ -489,15 +549,16 @@ class Gateway:
         caller = _or_refuse(lambda: self._caller(ctx))
         prompts: list[types.Prompt] = []
         for upstream in self._readable(caller, GET_PROMPT):
-            page: types.ListPromptsResult = await _upstream(
-                self._upstream(ctx, upstream.name), "prompts/list", lambda s: s.list_prompts()
+            page: types.ListPromptsResult = await self._send(
+                ctx, upstream.name, "prompts/list", lambda s: s.list_prompts()
             )
             prefix = upstream.spec.prefix or ""
             prompts.extend(p.model_copy(update={"name": prefix + p.name}) for p in page.prompts)
         return types.ListPromptsResult(prompts=prompts)
 
     def _prompt_owner(self, caller: Caller, name: str) -> tuple[str, str]:
-        """The upstream a prompt comes from, by its prefix, and its name there."""
+        """The upstream a prompt comes from, by its prefix (no prefix begins another), and its
+        name there."""
         for upstream in self._readable(caller, GET_PROMPT):
             prefix = upstream.spec.prefix or ""
             if name.startswith(prefix) and name != prefix:
@@ -510,36 +571,48 @@ class Gateway:
         caller = _or_refuse(lambda: self._caller(ctx))
         owner, original = self._prompt_owner(caller, params.name)
         arguments = dict(params.arguments or {})
-        # The arguments as JSON text: a prompt's are free-form, and a policy reads a string.
         said = json.dumps(arguments, sort_keys=True, ensure_ascii=False)
         decision = await self._decided(
             caller, access_tool(owner, GET_PROMPT), {"name": original, "arguments": said}
         )
-        result: types.GetPromptResult = await _upstream(
-            self._upstream(ctx, owner),
-            "prompts/get",
-            lambda s: s.get_prompt(original, arguments or None),
+        result: types.GetPromptResult = await self._reporting(
+            caller,
+            decision,
+            self._send(
+                ctx, owner, "prompts/get", lambda s: s.get_prompt(original, arguments or None)
+            ),
         )
-        self._report_or_refuse(caller, decision, result.model_dump(mode="json", by_alias=True))
         return result
 
     async def complete(
         self, ctx: Context, params: types.CompleteRequestParams
     ) -> types.CompleteResult:
-        """Completion of a prompt's or a resource template's arguments, where the task may get
-        that prompt or read that upstream's resources."""
+        """Completing a prompt's or a resource template's argument reads the upstream: it is
+        decided as getting that prompt (the argument so far as its arguments) or reading that
+        template's URI, and what it suggests is reported to the task."""
         caller = _or_refuse(lambda: self._caller(ctx))
         ref = params.ref
+        argument = json.dumps({params.argument.name: params.argument.value}, ensure_ascii=False)
         if isinstance(ref, types.PromptReference):
             owner, original = self._prompt_owner(caller, ref.name)
             ref = ref.model_copy(update={"name": original})
+            tool, args = GET_PROMPT, {"name": original, "arguments": argument}
         else:
-            owner = self._resource_owner_of(caller, str(ref.uri))
+            owner = self._resource_owner_of(ctx, caller, str(ref.uri))
+            tool, args = READ_RESOURCE, {"uri": str(ref.uri)}
+        decision = await self._decided(caller, access_tool(owner, tool), args)
         forwarded = params.model_copy(update={"ref": ref})
-        result: types.CompleteResult = await _upstream(
-            self._upstream(ctx, owner),
-            "completion/complete",
-            lambda s: s.send_request(types.CompleteRequest(params=forwarded), types.CompleteResult),
+        result: types.CompleteResult = await self._reporting(
+            caller,
+            decision,
+            self._send(
+                ctx,
+                owner,
+                "completion/complete",
+                lambda s: s.send_request(
+                    types.CompleteRequest(params=forwarded), types.CompleteResult
+                ),
+            ),
         )
         return result
 
@@ -557,8 +630,9 @@ class Gateway:
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", MCPDeprecationWarning)
-                await _upstream(
-                    self._upstream(ctx, upstream.name),
+                await self._send(
+                    ctx,
+                    upstream.name,
                     "logging/setLevel",
                     lambda s: s.set_logging_level(params.level),
                 )
@@ -578,7 +652,18 @@ class Gateway:
             raise MCPError(INVALID_REQUEST, _refusal_text(decision))
         return decision
 
-    def _report_or_refuse(self, caller: Caller, decision: Decision, output: Any) -> None:
+    async def _reporting(self, caller: Caller, decision: Decision, answer: Awaitable[Any]) -> Any:
+        """The upstream's answer to an allowed request, once its task has taken it in; a
+        failure is reported too (its text is what the agent reads) and then raised."""
+        try:
+            result = await answer
+        except MCPError as exc:
+            self._report_or_refuse(decision, f"the request failed: {exc}")
+            raise
+        self._report_or_refuse(decision, result.model_dump(mode="json", by_alias=True))
+        return result
+
+    def _report_or_refuse(self, decision: Decision, output: Any) -> None:
         try:
             self.guard.report_decided(decision, output)
         except Exception as exc:
@@ -587,11 +672,9 @@ class Gateway:
             ) from None
 
 
-async def _upstream(upstream: Upstream, what: str, send: Callable[[Any], Awaitable[Any]]) -> Any:
-    try:
-        return await upstream.request(what, send)
-    except UpstreamUnavailable as exc:
-        raise MCPError(INVALID_REQUEST, str(exc)) from None
+def _close(connected: _Connected) -> None:
+    for upstream in connected.upstreams.values():
+        upstream.stop()
 
 
 def _serves(upstream: Upstream, what: str) -> bool:

@@ -32,7 +32,7 @@ from tether.sdk import Guard
 @dataclass(frozen=True)
 class Offered:
     """An upstream tool the gateway offers: its catalogue name, where it goes, and the
-    definition agents see (the upstream's, renamed)."""
+    definition agents see (the reviewed one: `served`)."""
 
     name: str
     upstream: str
@@ -63,8 +63,12 @@ def review(
     seen_before = guard.store.audit.has_event(IMPORTED, workspace=workspace, subject=upstream)
     result = Review(upstream)
     proposals = _proposals(tools, workspace, prefix)
-    if not seen_before:
-        importable = [p.tool for p in proposals.values() if p.tool is not None]
+    if not seen_before:  # entries a person made already are kept, and held to the list
+        importable = [
+            p.tool
+            for p in proposals.values()
+            if p.tool is not None and p.name not in catalogue and _importable_name(p.name, prefix)
+        ]
         if importable:
             guard.register_tools(workspace, importable)
             catalogue.update({t.name: t for t in importable})
@@ -79,11 +83,16 @@ def review(
         )
     for tool in tools:
         name = prefix + tool.name
-        why = _difference(catalogue.get(name), proposals[name])
-        if why is None:
-            renamed = tool.model_copy(update={"name": name})
-            result.offered[name] = Offered(name, upstream, tool.name, renamed)
+        entry = catalogue.get(name)
+        why = (
+            _difference(entry, proposals[name])
+            if _importable_name(name, prefix)
+            else "an MCP tool name holds no ':' (the gateway's own catalogue names do)"
+        )
+        if why is None and entry is not None:
+            result.offered[name] = Offered(name, upstream, tool.name, served(entry, tool))
         else:
+            why = why or "not in the catalogue"
             result.flagged[name] = why
             guard.audit.event(
                 "gateway.tool_flagged",
@@ -140,6 +149,32 @@ def accept(
             tools=[t.name for t in changed],
         )
     return [t.name for t in changed]
+
+
+def served(entry: Tool, listed: types.Tool) -> types.Tool:
+    """The definition agents are shown: the reviewed one (the catalogue's name, description and
+    input schema), with only the upstream's yes/no hints; its other text (titles, output
+    schema, metadata) was never reviewed, so it is not passed on."""
+    hints = listed.annotations
+    return types.Tool(
+        name=entry.name,
+        description=entry.description or None,
+        input_schema=entry.args_schema,
+        annotations=(
+            types.ToolAnnotations(
+                read_only_hint=hints.read_only_hint,
+                destructive_hint=hints.destructive_hint,
+                idempotent_hint=hints.idempotent_hint,
+                open_world_hint=hints.open_world_hint,
+            )
+            if hints is not None
+            else None
+        ),
+    )
+
+
+def _importable_name(name: str, prefix: str) -> bool:
+    return ":" not in name[len(prefix) :]
 
 
 def _proposals(tools: list[types.Tool], workspace: str, prefix: str) -> dict[str, Proposal]:

@@ -79,6 +79,10 @@ class Upstream:
             await self._connect()
 
     async def close(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """End the session (its task leaves the transport); the next request starts anew."""
         self._stop.set()
 
     async def session(self) -> ClientSession:
@@ -118,6 +122,8 @@ class Upstream:
         """Hold the session until closed or broken. Nothing raised here may reach the task
         group: it would end the gateway."""
         started = False
+        stop = self._stop  # this run's: a later reconnect makes its own
+        session: ClientSession | None = None
         try:
             callbacks = self.relay.callbacks() if self.relay is not None else {}
             async with (
@@ -131,14 +137,16 @@ class Upstream:
                 self._session = session
                 started = True
                 task_status.started()
-                await self._stop.wait()
+                await stop.wait()
         except Exception as exc:
             if not started:
                 raise
-            self._down(_describe(exc))
-            log.warning("upstream %s: session ended: %s", self.name, self._last_error)
+            if self._session is session:
+                self._down(_describe(exc))
+            log.warning("upstream %s: session ended: %s", self.name, _describe(exc))
         finally:
-            self._session = None
+            if session is not None and self._session is session:  # not a newer one's
+                self._session = None
 
     def _transport(self) -> AbstractAsyncContextManager[Streams]:
         spec = self.spec
