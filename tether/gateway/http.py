@@ -8,8 +8,8 @@ cannot ride on its id. What a tool call then needs of the token was proven here,
 decision takes the token alone (its claims, revocation and task are checked again there).
 `tether.gateway.client_auth.TaskAuth` is the client half, for the official MCP client.
 
-Many HTTP clients are found by their URL alone, so an MCP client here needs nothing but the
-URL and that auth. The gateway's own credentials for its upstreams are in its configuration.
+An agent needs nothing else but the URL. The gateway's own credentials for its upstreams are
+in its configuration, and never the agent's.
 """
 
 from __future__ import annotations

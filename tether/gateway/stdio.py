@@ -35,13 +35,20 @@ async def serve_stdio(
 
     gateway = Gateway(guard, config, identify)
     server = gateway.server()
+    refused: Exception | None = None
     async with anyio.create_task_group() as tasks:
         await gateway.start(tasks)
-        opened.append(await anyio.to_thread.run_sync(open_task))
-        try:
-            async with stdio_server() as (read, write):
-                await server.run(read, write, Gateway.initialization_options(server))
-        finally:
-            opened[0].end()
-            await gateway.close()
-            tasks.cancel_scope.cancel()
+        try:  # raised in here, it would leave wrapped in an exception group, unclear
+            opened.append(await anyio.to_thread.run_sync(open_task))
+        except Exception as exc:  # no grant, an unknown tool, ...: said as it is, below
+            refused = exc
+        else:
+            try:
+                async with stdio_server() as (read, write):
+                    await server.run(read, write, Gateway.initialization_options(server))
+            finally:
+                opened[0].end()
+        await gateway.close()
+        tasks.cancel_scope.cancel()
+    if refused is not None:
+        raise refused
