@@ -10,24 +10,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import conftest
+
+# The shared tests' policies (mail inside acme; the CEO needs approval; reads), and one that
+# reads the task's state: what the task read decides what it may send.
 POLICIES = {
-    "acme.cedar": """
-@id("reads")
-@reason("reading is fine")
-permit (principal, action in Action::"read", resource);
-
-@id("mail-inside")
-@reason("mail inside acme is fine")
-permit (principal, action == Action::"send_email", resource)
-when { context.args.to like "*@acme.com" };
-
-@id("ceo-needs-approval")
-@approval("admin")
-@reason("mail to the CEO needs approval")
-forbid (principal, action == Action::"send_email", resource)
-when { context.args.to == "ceo@acme.com" }
-unless { context.approved };
-
+    **conftest.POLICIES,
+    "untrusted.cedar": """
 @id("no-mail-after-untrusted")
 @reason("no e-mail once the task has read untrusted content")
 forbid (principal, action == Action::"send_email", resource)
