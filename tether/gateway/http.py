@@ -96,7 +96,7 @@ class TaskTokenAuth:
                 send, 403, "insufficient_scope", f"this gateway serves workspace {self.workspace}"
             )
             return
-        scope.setdefault("state", {})[CALLER] = Caller(token.strip(), None, claims)
+        scope.setdefault("state", {})[CALLER] = Caller(token.strip(), claims)
         # The SDK's session manager binds each MCP session to the principal that opened it:
         # here the task, so another task's token cannot use a session's id (it gets 404).
         scope["user"] = AuthenticatedUser(

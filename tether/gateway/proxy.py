@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,13 +36,13 @@ import mcp_types as types
 from anyio.abc import TaskGroup
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 
 from tether.credentials.access_token import AccessClaims
 from tether.errors import TetherError
 from tether.gateway.config import GatewayConfig
-from tether.gateway.relay import Relay
+from tether.gateway.relay import Relay, legacy
 from tether.gateway.tools import Offered, Review, review
 from tether.gateway.upstream import Upstream, UpstreamUnavailable
 from tether.model import Decision, Effect, OutputTrust, Tool
@@ -75,14 +74,15 @@ ACCESS_ARGUMENTS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class Caller:
-    """Whom a request is from: its task token (proven already, or needing `proof`) and the
-    token's claims."""
+    """Whom a request is from: its task token, checked already (with its proof over HTTP,
+    unrevoked), and the token's claims."""
 
     token: str
-    proof: str | None
     claims: AccessClaims
 
 
+# Who a request is from, its token checked (raises if it no longer stands): the HTTP door's
+# caller, or over stdio the gateway's own task.
 Identify = Callable[[Context], Caller]
 
 
@@ -297,12 +297,6 @@ class Gateway:
     def initialization_options(server: Server[Any]) -> Any:
         return server.create_initialization_options(NotificationOptions(tools_changed=True))
 
-    def _caller(self, ctx: Context) -> Caller:
-        """The request's caller, whose token must still stand (a revoked task sees nothing)."""
-        caller = self._identify(ctx)
-        self.guard.credentials.authenticate(caller.token)
-        return caller
-
     def _offered(self) -> dict[str, Offered]:
         """Every tool offered now (rebuilt when a review changes them)."""
         if self._offered_now is None:
@@ -312,7 +306,7 @@ class Gateway:
     async def list_tools(
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        caller = _or_refuse(lambda: self._caller(ctx))
+        caller = _or_refuse(lambda: self._identify(ctx))
         scope = caller.claims.tools
         return types.ListToolsResult(
             tools=[o.definition for name, o in self._offered().items() if name in scope]
@@ -322,7 +316,7 @@ class Gateway:
         self, ctx: Context, params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         try:
-            caller = self._caller(ctx)
+            caller = self._identify(ctx)
         except Exception as exc:
             return _error(f"not authorized: {_message(exc)}")
         name, args = params.name, dict(params.arguments or {})
@@ -388,7 +382,7 @@ class Gateway:
 
     async def _decide(self, caller: Caller, tool: str, args: dict[str, Any]) -> Decision:
         return await self.guard.authorize_async(
-            tool, args, token=caller.token, proof=caller.proof, workspace=self.workspace
+            tool, args, token=caller.token, proof=None, workspace=self.workspace
         )
 
     async def _step_up(
@@ -463,7 +457,7 @@ class Gateway:
     async def list_resources(
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        caller = _or_refuse(lambda: self._caller(ctx))
+        caller = _or_refuse(lambda: self._identify(ctx))
         connected = self._connection(ctx)
         listed: list[types.Resource] = []
         for upstream in self._readable(caller, READ_RESOURCE):
@@ -480,7 +474,7 @@ class Gateway:
     async def list_resource_templates(
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        caller = _or_refuse(lambda: self._caller(ctx))
+        caller = _or_refuse(lambda: self._identify(ctx))
         templates: list[types.ResourceTemplate] = []
         for upstream in self._readable(caller, READ_RESOURCE):
             page: types.ListResourceTemplatesResult = await self._send(
@@ -507,7 +501,7 @@ class Gateway:
     async def read_resource(
         self, ctx: Context, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
-        caller = _or_refuse(lambda: self._caller(ctx))
+        caller = _or_refuse(lambda: self._identify(ctx))
         uri = str(params.uri)
         owner = self._resource_owner_of(ctx, caller, uri)
         decision = await self._decided(caller, access_tool(owner, READ_RESOURCE), {"uri": uri})
@@ -536,17 +530,16 @@ class Gateway:
     async def _subscription(
         self, ctx: Context, uri: str, verb: str, send: Callable[[Any], Awaitable[Any]]
     ) -> types.EmptyResult:
-        caller = _or_refuse(lambda: self._caller(ctx))
+        caller = _or_refuse(lambda: self._identify(ctx))
         owner = self._resource_owner_of(ctx, caller, uri)
-        with warnings.catch_warnings():  # removed from 2026-07-28; relayed for older clients
-            warnings.simplefilter("ignore", MCPDeprecationWarning)
+        with legacy():  # removed from 2026-07-28; relayed for older clients
             result: types.EmptyResult = await self._send(ctx, owner, f"resources/{verb}", send)
         return result
 
     async def list_prompts(
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
-        caller = _or_refuse(lambda: self._caller(ctx))
+        caller = _or_refuse(lambda: self._identify(ctx))
         prompts: list[types.Prompt] = []
         for upstream in self._readable(caller, GET_PROMPT):
             page: types.ListPromptsResult = await self._send(
@@ -568,7 +561,7 @@ class Gateway:
     async def get_prompt(
         self, ctx: Context, params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
-        caller = _or_refuse(lambda: self._caller(ctx))
+        caller = _or_refuse(lambda: self._identify(ctx))
         owner, original = self._prompt_owner(caller, params.name)
         arguments = dict(params.arguments or {})
         said = json.dumps(arguments, sort_keys=True, ensure_ascii=False)
@@ -590,7 +583,7 @@ class Gateway:
         """Completing a prompt's or a resource template's argument reads the upstream: it is
         decided as getting that prompt (the argument so far as its arguments) or reading that
         template's URI, and what it suggests is reported to the task."""
-        caller = _or_refuse(lambda: self._caller(ctx))
+        caller = _or_refuse(lambda: self._identify(ctx))
         ref = params.ref
         argument = json.dumps({params.argument.name: params.argument.value}, ensure_ascii=False)
         if isinstance(ref, types.PromptReference):
@@ -620,7 +613,7 @@ class Gateway:
         self, ctx: Context, params: types.SetLevelRequestParams
     ) -> types.EmptyResult:
         """The agent's log level goes to each upstream of its task that logs."""
-        caller = _or_refuse(lambda: self._caller(ctx))
+        caller = _or_refuse(lambda: self._identify(ctx))
         scope = caller.claims.tools
         for upstream in self.upstreams.values():
             caps = upstream.capabilities
@@ -628,8 +621,7 @@ class Gateway:
             in_scope = offered is not None and any(name in scope for name in offered.offered)
             if caps is None or caps.logging is None or not in_scope:
                 continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", MCPDeprecationWarning)
+            with legacy():
                 await self._send(
                     ctx,
                     upstream.name,

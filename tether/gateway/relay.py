@@ -11,6 +11,8 @@ sampling and elicitation only where the agent's client supports them.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import mcp_types as types
@@ -19,6 +21,16 @@ from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR
+
+
+@contextmanager
+def legacy() -> Iterator[None]:
+    """Around relaying what the 2026-07-28 revision deprecates or removes (logging, sampling,
+    resource subscriptions): older clients and servers still use it, and the gateway passes it
+    on without warning about it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        yield
 
 
 class Relay:
@@ -76,8 +88,7 @@ class Relay:
         return result
 
     async def log(self, params: types.LoggingMessageNotificationParams) -> None:
-        with warnings.catch_warnings():  # logging is deprecated from 2026-07-28; relayed as is
-            warnings.simplefilter("ignore", MCPDeprecationWarning)
+        with legacy():
             await self.session.send_notification(
                 types.LoggingMessageNotification(params=params),
                 related_request_id=self.related,

@@ -29,9 +29,9 @@ async def serve_stdio(
 
     def identify(_: Context) -> Caller:
         task = opened[0]
-        token, proof = task.credential()
-        assert token is not None  # a task this Guard started always has one
-        return Caller(token, proof, task.claims)
+        token = task.token  # renewed as it nears expiry
+        guard.credentials.authenticate(token)  # raises once the task is revoked or ended
+        return Caller(token, task.claims)
 
     gateway = Gateway(guard, config, identify)
     server = gateway.server()
