@@ -4,21 +4,18 @@ speaking to it with an agent's task token."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2
-import uvicorn
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from served import serve_in_thread
 
 from tether import Guard
 from tether.gateway.client_auth import TaskAuth
@@ -161,26 +158,6 @@ def prepare(home: Path) -> Guard:
     return guard
 
 
-def serve_in_thread(app: Any) -> tuple[str, Callable[[], None]]:
-    """Serve an ASGI app on a free port of 127.0.0.1 from a thread: its URL, and how to stop."""
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=30)
-        listening.close()
-
-    return f"http://127.0.0.1:{listening.getsockname()[1]}", stop
-
-
 def coder_task(guard: Guard, tools: list[str], request: str = "") -> TaskHandleBase:
     """A task of agent coder for alice, with `tools`."""
     return guard.task(workspace="acme", agent="coder", user="alice", request=request, tools=tools)
@@ -198,26 +175,19 @@ def gateway(
     """The gateway on `home`'s store, serving `config`, until the block ends; once it has
     imported its upstreams' tools, `policies` (default POLICIES) are activated and alice
     delegates all of them."""
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    listens = f"http://127.0.0.1:{listening.getsockname()[1]}"
-    public = public or listens  # where agents reach it (a proxy in front, say)
-    serving = Serving(config=str(config), home=str(home), public_url=public)
-    server_guard = guard_for(serving)
-    app = build(server_guard, load_config(config), public_url=public, on_stop=server_guard.close)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
-    thread.start()
+    made: list[Guard] = []
+
+    def app(listens: str) -> Any:
+        url = public or listens  # where agents reach it (a proxy in front, say)
+        serving = Serving(config=str(config), home=str(home), public_url=url)
+        made.append(guard_for(serving))
+        return build(made[0], load_config(config), public_url=url, on_stop=made[0].close)
+
+    listens, served_app, stop = serve_in_thread(app)
     try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.02)
         tools = [t.name for t in guard.tools("acme")]
         guard.activate_policies("acme", policies or POLICIES)
         guard.grant("acme", user="alice", agent="coder", tools=tools)
-        yield Gateway(listens + "/mcp", guard, server_guard, app)
+        yield Gateway(listens + "/mcp", guard, made[0], served_app)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        listening.close()
+        stop()

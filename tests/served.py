@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -34,28 +35,42 @@ class Served:
         return token
 
 
-@contextmanager
-def served(home: Path, *, clock: Callable[[], float] = time.time) -> Iterator[Served]:
+def serve_in_thread(make_app: Callable[[str], Any]) -> tuple[str, Any, Callable[[], None]]:
+    """Serve the ASGI app `make_app(url)` gives, from a thread, on a free port of 127.0.0.1:
+    its URL, the app, and how to stop it (its lifespan ends with it)."""
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{listening.getsockname()[1]}"
-    # Tests make calls as fast as they can: the service's rate limit is tested on its own.
-    config = Serving(home=str(home), public_url=url, rate=1e6, burst=1e6)
-    app = build(config, clock=clock)
-    guard: Guard = app.state.guard
+    app = make_app(url)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listening.close()
+
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            stop()
+            raise AssertionError(f"{url} did not start")
+        time.sleep(0.01)
+    return url, app, stop
+
+
+@contextmanager
+def served(home: Path, *, clock: Callable[[], float] = time.time) -> Iterator[Served]:
+    # Tests make calls as fast as they can: the service's rate limit is tested on its own.
+    url, app, stop = serve_in_thread(
+        lambda url: build(Serving(home=str(home), public_url=url, rate=1e6, burst=1e6), clock=clock)
+    )
+    guard: Guard = app.state.guard
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.01)
         token, _ = admin_tokens.issue(
             guard.store, name="alice", roles={"*": ["admin"]}, lifetime=3600, now=time.time()
         )
         yield Served(url, guard, token)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)  # its shutdown closes the Guard
-        listening.close()
+        stop()  # its shutdown closes the Guard

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import httpx2
-from gateway_env import gateway, prepare, serve_in_thread
+from gateway_env import gateway, prepare
+from served import serve_in_thread
 
 sys.path.insert(0, str(Path(__file__).parent / "conformance"))
 from auth_proxy import SigningProxy
@@ -61,15 +62,14 @@ def test_the_gateway_passes_every_scenario_its_upstream_passes(home: Path, tmp_p
             f"    url: http://127.0.0.1:{port}/mcp\n    prefix: ''\n    timeout: 30\n"
         )
         guard = prepare(home)
-        proxy = SigningProxy.__new__(SigningProxy)  # its task is started below
-        proxy_url, stop_proxy = serve_in_thread(proxy)
+        proxy_url, proxy, stop_proxy = serve_in_thread(lambda url: SigningProxy(url + "/mcp"))
         try:
             with gateway(home, config, guard, ALLOW_ALL, public=proxy_url) as gw:
                 tools = [t.name for t in guard.tools("acme")]
                 task = guard.task(
                     workspace="acme", agent="coder", user="alice", request="", tools=tools
                 )
-                SigningProxy.__init__(proxy, task, gw.url, proxy_url + "/mcp")
+                proxy.sign_for(task, gw.url)
                 through = _conformance(proxy_url + "/mcp", tmp_path / "gateway.json")
                 task.end()
         finally:

@@ -18,14 +18,20 @@ DROPPED = {b"authorization", b"dpop", b"content-length", b"transfer-encoding", b
 
 
 class SigningProxy:
-    def __init__(self, task: TaskHandleBase, gateway: str, public: str) -> None:
-        self.task = task
-        self.gateway = gateway  # where the gateway listens (its MCP endpoint)
+    """Serve it first (its URL is the gateway's public one), then `sign_for` the agent's task
+    and the gateway's address; until then it answers nothing."""
+
+    def __init__(self, public: str) -> None:
         self.public = public  # the MCP endpoint agents are given: this proxy's
+        self.task: TaskHandleBase | None = None
+        self.gateway = ""  # where the gateway listens (its MCP endpoint)
         self.client = httpx2.AsyncClient(timeout=httpx2.Timeout(60.0))
 
+    def sign_for(self, task: TaskHandleBase, gateway: str) -> None:
+        self.task, self.gateway = task, gateway
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.task is None:
             return
         body = b""
         while True:
