@@ -441,3 +441,65 @@ def test_elicitation_is_off_unless_configured(home: Path, repo: Path) -> None:
         assert branches(repo) == ["main"]
         task.end()
     guard.close()
+
+
+def test_a_token_of_another_workspace_is_refused_at_the_door(home: Path, repo: Path) -> None:
+    """Nothing of one workspace is decidable from another: a gateway serves one workspace."""
+    guard = prepare(home)
+    with gateway(home, write_config(home.parent, repo), guard) as gw:
+        guard.add_workspace("beta")
+        guard.register_agent("beta", "coder", kind="coder", owner="alice@beta.com")
+        guard.add_user("beta", "alice")
+        guard.register_tool("beta", "read_file", effects=["read"])
+        guard.grant("beta", user="alice", agent="coder", tools=["read_file"])
+        task = guard.task(
+            workspace="beta", agent="coder", user="alice", request="", tools=["read_file"]
+        )
+        token = task.token
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Authorization": f"DPoP {token}",
+            "DPoP": task.proof("POST", gw.url, token),
+        }
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        with httpx2.Client(timeout=10) as http:
+            answer = http.post(gw.url, json=body, headers=headers)
+        assert answer.status_code == 403 and "serves workspace acme" in answer.text
+        task.end()
+    guard.close()
+
+
+def test_a_call_that_cannot_be_decided_or_recorded_is_not_made_or_not_shown(
+    home: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: no decision, no call (git never sees it); a result the task cannot take
+    in does not reach the agent."""
+    guard = prepare(home)
+    with gateway(home, write_config(home.parent, repo), guard) as gw:
+        task = coder_task(guard, ["git.git_create_branch", "git.git_status"])
+
+        async def broken(*_: Any, **__: Any) -> Any:
+            raise RuntimeError("the store is gone")
+
+        def unrecorded(*_: Any) -> None:
+            raise RuntimeError("the task cannot be written")
+
+        async def call(tool: str, args: dict[str, str]) -> types.CallToolResult:
+            async with gw.client(task) as client:
+                return await client.call_tool(tool, {"repo_path": str(repo), **args})
+
+        with monkeypatch.context() as patch:
+            patch.setattr(gw.server_guard, "authorize_async", broken)
+            undecided = anyio.run(call, "git.git_create_branch", {"branch_name": "feature"})
+        with monkeypatch.context() as patch:
+            patch.setattr(gw.server_guard, "report_decided", unrecorded)
+            unshown = anyio.run(call, "git.git_status", {})
+        assert undecided.is_error and "could not decide this call, so it was not made" in _text(
+            undecided
+        )
+        assert "the store is gone" not in _text(undecided)  # no internals to the agent
+        assert branches(repo) == ["main"]
+        assert unshown.is_error and "withheld" in _text(unshown)
+        assert "On branch" not in _text(unshown)
+        task.end()
+    guard.close()
