@@ -18,7 +18,6 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio
@@ -187,11 +186,8 @@ def build(
 def guard_for(serving: Serving) -> Guard:
     """A Guard on the shared store that decides tasks whose tokens Tether issued anywhere:
     task state lives in the store, and proofs are checked by TaskTokenAuth."""
-    store = (
-        Store(serving.db, home=Path(serving.home)) if serving.db else Store.at_home(serving.home)
-    )
     return Guard(
-        store,
+        Store.at_home(serving.home, serving.db),
         proofs=ProofRule(htm="POST", htu=serving.public_url, required=False),
         durability=serving.durability,
         shared_tasks=True,

@@ -159,7 +159,7 @@ class Guard(ToolDecorator):
         durability: Durability | None = None,
     ) -> Guard:
         """A Guard deciding in this process, on `home`'s SQLite store (or the `db` URL)."""
-        store = Store(db, home=Path(home)) if db else Store.at_home(home)
+        store = Store.at_home(home, db)
         return cls(store, durability=durability)
 
     @classmethod

@@ -17,7 +17,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import msgspec
 from starlette.applications import Starlette
@@ -64,7 +63,7 @@ def build(config: Serving, *, clock: Callable[[], float] = time.time) -> Starlet
 
 
 def _store(config: Serving) -> Store:
-    return Store(config.db, home=Path(config.home)) if config.db else Store.at_home(config.home)
+    return Store.at_home(config.home, config.db)
 
 
 def from_environment() -> Starlette:

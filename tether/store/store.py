@@ -138,12 +138,12 @@ class Store:
         self.task_events = TaskEvents(self.engine, self.writes)
 
     @classmethod
-    def at_home(cls, home: str | Path) -> Store:
-        """The store of a home: its SQLite file, or the database `TETHER_DB` names (a
+    def at_home(cls, home: str | Path, db: str | None = None) -> Store:
+        """The store of a home: the database `db` names, else the one `TETHER_DB` names (a
         PostgreSQL URL, for several processes or machines; the home keeps the rest, such as
-        the master key)."""
+        the master key), else the home's SQLite file."""
         Path(home).mkdir(parents=True, exist_ok=True)
-        return cls(os.environ.get(DB_ENV) or sqlite_url(home), home=Path(home))
+        return cls(db or os.environ.get(DB_ENV) or sqlite_url(home), home=Path(home))
 
     def close(self) -> None:
         self.listener.close()
