@@ -40,6 +40,7 @@ from tether import Guard
 from tether.gateway.client_auth import TaskAuth
 from tether.sdk.handle import TaskHandleBase
 from tether.store import Store
+from tether.workspace import POLL_INTERVAL
 
 HERE = Path(__file__).resolve().parent
 TARGET_ADDED_MS = 2.0
@@ -154,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time.sleep(0.1)
             guard.activate_policies("acme", {"bench.cedar": POLICY})
             guard.grant("acme", user="alice", agent="coder", tools=["bench.echo"])
+            time.sleep(2 * POLL_INTERVAL)  # the gateway sees the activation within one interval
             task = guard.task(
                 workspace="acme", agent="coder", user="alice", request="bench", tools=["bench.echo"]
             )

@@ -30,6 +30,7 @@ from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from tether.gateway.config import UpstreamSpec
+from tether.gateway.keepalive import KeepAliveTransport
 from tether.gateway.relay import Relay
 
 log = logging.getLogger("tether.gateway")
@@ -159,7 +160,9 @@ class Upstream:
             )
             return _pair(stdio_client(params, errlog=self._errlog or _stderr()))
         client = httpx2.AsyncClient(
-            headers=spec.headers, timeout=httpx2.Timeout(spec.timeout, read=spec.timeout)
+            headers=spec.headers,
+            timeout=httpx2.Timeout(spec.timeout, read=spec.timeout),
+            transport=KeepAliveTransport(),
         )
         return _http(spec.url, client)
 
