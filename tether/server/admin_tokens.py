@@ -35,14 +35,7 @@ def issue(
     """A new token (returned once) and its record."""
     if not name.strip():
         raise InvalidInput("an admin token belongs to someone: name them")
-    if not roles:
-        raise InvalidInput("an admin token holds at least one role in some workspace")
-    for workspace, held in roles.items():
-        unknown = sorted(set(held) - set(ROLES))
-        if unknown or not held:
-            raise InvalidInput(
-                f"roles in {workspace!r}: {unknown or held} (use {', '.join(ROLES)})"
-            )
+    check_roles(roles, holder="an admin token")
     if not 0 < lifetime <= MAX_LIFETIME:
         raise InvalidInput("an admin token lives between 0 and 366 days")
     token = PREFIX + secrets.token_urlsafe(32)
@@ -56,6 +49,18 @@ def issue(
     )
     store.admin_tokens.add(record)
     return token, record
+
+
+def check_roles(roles: Mapping[str, list[str]], *, holder: str) -> None:
+    """Roles per workspace (or "*"), each one of ROLES, at least one somewhere."""
+    if not roles:
+        raise InvalidInput(f"{holder} holds at least one role in some workspace")
+    for workspace, held in roles.items():
+        unknown = sorted(set(held) - set(ROLES))
+        if unknown or not held:
+            raise InvalidInput(
+                f"roles in {workspace!r}: {unknown or held} (use {', '.join(ROLES)})"
+            )
 
 
 def digest(token: str) -> str:
@@ -76,12 +81,17 @@ def holds_any(record: AdminTokenRecord, workspace: str) -> bool:
     return bool(record.roles.get(workspace) or record.roles.get(EVERY_WORKSPACE))
 
 
+def holds(roles: Mapping[str, list[str]], workspace: str | None, role: str) -> bool:
+    """Whether `roles` include `role` (or `admin`) in `workspace` (None: in every workspace)."""
+    held = set(roles.get(EVERY_WORKSPACE, []))
+    if workspace is not None:
+        held |= set(roles.get(workspace, []))
+    return role in held or "admin" in held
+
+
 def require(record: AdminTokenRecord, workspace: str | None, role: str) -> None:
     """Forbidden unless the token holds `role` (or `admin`) in `workspace` (None: in every
     workspace, for what spans them)."""
-    held = set(record.roles.get(EVERY_WORKSPACE, []))
-    if workspace is not None:
-        held |= set(record.roles.get(workspace, []))
-    if role not in held and "admin" not in held:
+    if not holds(record.roles, workspace, role):
         where = f"workspace {workspace}" if workspace is not None else "every workspace"
         raise Forbidden(f"this needs the {role} role in {where}")

@@ -34,11 +34,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from tether.errors import CredentialRefused
 from tether.sdk import Guard
 from tether.server import admin_tokens, problems
+from tether.server.console import console_mount
 from tether.server.endpoints import ENDPOINTS, Call, Endpoint
 from tether.server.limits import RateLimits
 from tether.server.metrics import Metrics
@@ -62,7 +63,7 @@ def create_app(
     base = public_url.rstrip("/")
     metrics = Metrics()
     limits = limits or RateLimits(rate=100.0, burst=200.0)
-    routes = [
+    routes: list[BaseRoute] = [
         Route(e.path, _wrap(e, guard, base, metrics, limits), methods=[e.method]) for e in ENDPOINTS
     ]
     openapi = _encode(document(ENDPOINTS, base))
@@ -72,6 +73,7 @@ def create_app(
 
     spec = Endpoint("GET", "/openapi.json", serve_openapi, auth="admin", role=None)
     routes.append(Route(spec.path, _wrap(spec, guard, base, metrics, limits), methods=["GET"]))
+    routes.append(console_mount(guard, base))
     handlers = {HTTPException: problems.handle, Exception: problems.handle}  # 404, 405 too
 
     @contextlib.asynccontextmanager

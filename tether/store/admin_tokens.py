@@ -35,6 +35,12 @@ class AdminTokenRecords:
             row = db.execute(query).first()
         return row_to(AdminTokenRecord, row) if row else None
 
+    def by_id(self, token_id: str) -> AdminTokenRecord | None:
+        query = sa.select(t.admin_tokens).where(t.admin_tokens.c.id == token_id)
+        with self.engine.connect() as db:
+            row = db.execute(query).first()
+        return row_to(AdminTokenRecord, row) if row else None
+
     def all(self) -> list[AdminTokenRecord]:
         query = sa.select(t.admin_tokens).order_by(t.admin_tokens.c.created_at)
         with self.engine.connect() as db:

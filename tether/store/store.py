@@ -11,7 +11,7 @@ larger than everything else a decision costs.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ from tether.store import tables as t
 from tether.store.admin_tokens import AdminTokenRecords
 from tether.store.approvals import ApprovalRecords
 from tether.store.audit import AuditRecords
+from tether.store.console import ConsoleRecords
 from tether.store.credentials import CredentialRecords
 from tether.store.notify import WORKSPACE, Listener, notify
 from tether.store.rows import row_to
@@ -134,6 +135,7 @@ class Store:
         self.credentials = CredentialRecords(self.engine, self.writes)
         self.approvals = ApprovalRecords(self.engine)
         self.admin_tokens = AdminTokenRecords(self.engine)
+        self.console = ConsoleRecords(self.engine)
         self.audit = AuditRecords(self.engine, self.writes, self._wal)
         self.task_events = TaskEvents(self.engine, self.writes)
 
@@ -340,26 +342,71 @@ class Store:
         limit: int | None = 100,
     ) -> list[DecisionRecord]:
         """The newest decisions first (`limit` None: all of them), filtered by what is given."""
-        d = t.decisions
-        query = sa.select(*[c for c in d.columns if c.name != "seq"])
-        for column, value in (
-            (d.c.workspace, workspace),
-            (d.c.task_id, task_id),
-            (d.c.agent, agent),
-            (d.c.tool, tool),
-            (d.c.effect, effect),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        if since is not None:
-            query = query.where(d.c.ts >= since)
-        if until is not None:
-            query = query.where(d.c.ts < until)
-        query = query.order_by(t.decisions.c.seq.desc())
+        equal = {"workspace": workspace, "task_id": task_id, "agent": agent, "tool": tool}
+        query = _decisions_where(
+            sa.select(*[c for c in t.decisions.columns if c.name != "seq"]),
+            {**equal, "effect": effect},
+            since=since,
+            until=until,
+        ).order_by(t.decisions.c.seq.desc())
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as db:
             return [row_to(DecisionRecord, r) for r in db.execute(query)]
+
+    def decision_page(
+        self,
+        workspace: str,
+        filters: Mapping[str, str | None],
+        *,
+        before: int | None,
+        limit: int,
+    ) -> list[tuple[int, DecisionRecord]]:
+        """A page of the workspace's log, newest first, with each record's place in it (what
+        the next page starts `before`): a page costs the same however deep it is."""
+        d = t.decisions
+        query = _decisions_where(sa.select(*d.columns), {**filters, "workspace": workspace})
+        if before is not None:
+            query = query.where(d.c.seq < before)
+        query = query.order_by(d.c.seq.desc()).limit(limit)
+        with self.engine.connect() as db:
+            rows = db.execute(query).all()
+        return [(row.seq, row_to(DecisionRecord, row)) for row in rows]
+
+    def decision_counts(
+        self, workspace: str, *, since: float, by: str, effect: str | None = None
+    ) -> list[tuple[Any, str, int]]:
+        """How many decisions since `since`, grouped by `by` (a column: agent, tool, effect)
+        and effect, or (`by` a number of seconds) by time bucket and effect."""
+        if by not in ("agent", "tool", "effect") and not by.isdigit():
+            raise ValueError(f"decisions are counted by agent, tool, effect or seconds: {by!r}")
+        d = t.decisions
+        key: Any = sa.cast(d.c.ts / float(by), sa.Integer) if by.isdigit() else getattr(d.c, by)
+        query = _decisions_where(
+            sa.select(key.label("key"), d.c.effect, sa.func.count().label("n")),
+            {"workspace": workspace, "effect": effect},
+            since=since,
+        ).group_by(key, d.c.effect)
+        with self.engine.connect() as db:
+            return [(row.key, row.effect, row.n) for row in db.execute(query)]
+
+
+def _decisions_where(
+    query: sa.Select[Any],
+    equal: Mapping[str, str | None],
+    *,
+    since: float | None = None,
+    until: float | None = None,
+) -> sa.Select[Any]:
+    d = t.decisions
+    for column, value in equal.items():
+        if value is not None:
+            query = query.where(d.c[column] == value)
+    if since is not None:
+        query = query.where(d.c.ts >= since)
+    if until is not None:
+        query = query.where(d.c.ts < until)
+    return query
 
 
 def _bundle(db: sa.Connection, workspace: str, version: str) -> PolicyBundleRecord | None:

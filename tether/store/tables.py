@@ -349,3 +349,32 @@ admin_tokens = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
 )
+
+# -- the console (DESIGN.md section 3, "server" and "console") ---------------------------------
+
+# People who sign in to the console with a password: its Argon2id hash (never the password),
+# and their roles per workspace (or "*"), as an admin token holds them.
+console_accounts = sa.Table(
+    "console_accounts",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("roles", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("disabled_at", sa.Float, nullable=True),
+)
+
+# Signed-in console sessions: only the SHA-256 of the cookie's secret is kept. `kind` says what
+# the person signed in with (`token`: `subject` is the admin token's id; `password`: the
+# account's name), read again on every request so a revoked token or a disabled account ends
+# the session at once.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)

@@ -1,0 +1,62 @@
+"""The web console's templates and static files (its routes are tether/server/console.py).
+
+Pages are rendered on the server with Jinja2 (autoescaped: every value an agent or a user
+chose is text, never markup); htmx, shipped here as a file, refreshes the live parts. Nothing
+is loaded from elsewhere, so the console works offline and under a strict Content Security
+Policy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+STATIC = Path(__file__).parent / "static"
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z"
+
+
+def _pretty(text: str | None) -> str:
+    """JSON text indented for reading (as it is, if it is not JSON)."""
+    if not text:
+        return ""
+    try:
+        return json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+def _reason_texts(reasons: str) -> str:
+    """A decision record's reasons (JSON), as one line."""
+    try:
+        return "; ".join(str(r.get("text", "")) for r in json.loads(reasons))
+    except (ValueError, AttributeError, TypeError):
+        return ""
+
+
+def environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("tether.console", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["pretty"] = _pretty
+    env.filters["reason_texts"] = _reason_texts
+    return env
+
+
+def render(env: Environment, template: str, **values: Any) -> str:
+    return env.get_template(template).render(**values)
+
+
+__all__ = ["STATIC", "environment", "render"]

@@ -1,0 +1,584 @@
+"""The web console, served by `tether serve` at /console (templates: tether/console).
+
+Every page is for a person signed in (console_auth.py) and about one workspace where they hold
+a role. What they see and what they may do follow the HTTP API's roles: an `approver` decides
+approvals, an `admin` suspends agents and revokes tasks, an `auditor` reads decisions and the
+review, a `policy-author` works on policies (`admin` may do everything). A control a person may
+not use is not shown, and its endpoint refuses them all the same: the page is a convenience,
+the check is here.
+
+Every POST carries the session's CSRF token and ends in a redirect (so a reload never repeats
+it). Whatever goes wrong is a page with a 4xx and what to do, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from tether.console import STATIC, environment, render
+from tether.errors import CredentialRefused, Forbidden, InvalidInput, NotFound, TetherError
+from tether.model import ApprovalStatus, Effect
+from tether.sdk import Guard
+from tether.server import console_auth
+from tether.server.console_auth import Person
+from tether.server.limits import RateLimits
+
+log = logging.getLogger("tether.console")
+
+PAGE = 50  # decisions a page
+CHART_HOURS = 24
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+Handler = Callable[[Request, Person, str], Response]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class Console:
+    def __init__(self, guard: Guard, *, base: str, secure: bool) -> None:
+        self.guard = guard
+        self.base = base  # the console's path: /console
+        self.secure = secure  # served over HTTPS: cookies are Secure
+        self.env = environment()
+        self.sign_ins = RateLimits(rate=0.2, burst=10.0)  # per address: a guess each 5 s
+
+    # -- rendering and the person ------------------------------------------------------------
+
+    def page(self, template: str, code: int = 200, **values: Any) -> HTMLResponse:
+        html = render(self.env, template, base=self.base, **values)
+        return HTMLResponse(html, code, headers=SECURITY_HEADERS)
+
+    def _context(
+        self, request: Request, person: Person, workspace: str, page: str
+    ) -> dict[str, Any]:
+        known = [w.name for w in self.guard.store.workspaces()]
+        return {
+            "person": person,
+            "workspace": workspace,
+            "workspaces": person.workspaces(known),
+            "page": page,
+            "flash": request.query_params.get("flash", ""),
+            "flash_error": request.query_params.get("error") == "1",
+        }
+
+    def error(
+        self, status: int, message: str, person: Person | None = None, workspace: str = ""
+    ) -> HTMLResponse:
+        """A page saying what went wrong (the person and workspace: for its header)."""
+        heading = {403: "Not allowed", 404: "Not found", 401: "Sign in again"}.get(
+            status, "That did not work"
+        )
+        return self.page(
+            "error.html",
+            status,
+            status=status,
+            heading=heading,
+            message=message,
+            person=person,
+            workspace=workspace,
+        )
+
+    def _person(self, request: Request) -> Person | None:
+        return console_auth.person(
+            self.guard.store, request.cookies.get(console_auth.COOKIE), time.time()
+        )
+
+    def view(self, *roles: str, post: bool = False) -> Callable[[Handler], Endpoint]:
+        """A page or action for someone signed in holding one of `roles` in the workspace the
+        request names (by default the first they hold a role in); an action also needs the
+        session's CSRF token."""
+
+        def wrap(handler: Handler) -> Endpoint:
+            async def endpoint(request: Request) -> Response:
+                form = dict(await request.form()) if post else {}
+                from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
+
+                return await run_in_threadpool(self._run, handler, request, form, roles, post)
+
+            return endpoint
+
+        return wrap
+
+    def _run(
+        self,
+        handler: Handler,
+        request: Request,
+        form: dict[str, Any],
+        roles: tuple[str, ...],
+        post: bool,
+    ) -> Response:
+        try:
+            admitted = self._admit(request, form, roles, post)
+            if isinstance(admitted, Response):
+                return admitted
+            person, workspace = admitted
+            request.state.form = form
+            return handler(request, person, workspace)
+        except Forbidden as exc:
+            return self.error(403, str(exc))
+        except NotFound as exc:
+            return self.error(404, str(exc))
+        except TetherError as exc:  # bad input, and whatever else Tether refused with a reason
+            return self.error(400, str(exc))
+        except Exception:
+            log.exception("console %s %s", request.method, request.url.path)
+            return self.error(500, "Something went wrong on our side; it has been logged.")
+
+    def _admit(
+        self, request: Request, form: dict[str, Any], roles: tuple[str, ...], post: bool
+    ) -> tuple[Person, str] | Response:
+        """The person and the workspace, or the answer for someone who may not go on."""
+        person = self._person(request)
+        if person is None:
+            if post:
+                return self.error(401, "Your session has ended: sign in again.")
+            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"{self.base}/sign-in?next={quote(here)}", 303)
+        if post and not console_auth.same_token(person.csrf, _text(form.get("csrf"))):
+            return self.error(
+                403,
+                "This form's CSRF token is missing or wrong, so nothing was done. Reload the "
+                "page and try again.",
+                person,
+            )
+        mine = person.workspaces([w.name for w in self.guard.store.workspaces()])
+        workspace = request.query_params.get("workspace") or (mine[0] if mine else "")
+        if workspace not in mine or not person.can(workspace, *roles):
+            shown = workspace if workspace in mine else ""
+            needed = " or ".join(roles)
+            return self.error(
+                403, f"This needs the {needed} role in workspace {workspace or '(none)'}.",
+                person, shown,
+            )  # fmt: skip
+        return person, workspace
+
+    def done(self, path: str, workspace: str, flash: str, *, error: bool = False) -> Response:
+        """After an action: back to a page, saying what happened."""
+        sep = "&" if "?" in path else "?"
+        url = f"{self.base}{path}{sep}workspace={quote(workspace)}&flash={quote(flash)}"
+        return RedirectResponse(url + ("&error=1" if error else ""), 303)
+
+    # -- signing in and out ------------------------------------------------------------------
+
+    async def sign_in_page(self, request: Request) -> Response:
+        token = request.cookies.get(console_auth.SIGN_IN_COOKIE) or console_auth.new_token()
+        response = self.page(
+            "sign_in.html",
+            person=None,
+            csrf=token,
+            next=_local(request.query_params.get("next", "")),
+            flash=request.query_params.get("flash", ""),
+            flash_error=True,
+        )
+        self._cookie(response, console_auth.SIGN_IN_COOKIE, token, 3600)
+        return response
+
+    async def sign_in(self, request: Request) -> Response:
+        form = dict(await request.form())
+        expected = request.cookies.get(console_auth.SIGN_IN_COOKIE, "")
+        if not console_auth.same_token(expected, _text(form.get("csrf"))):
+            return self.error(
+                403, "This form's CSRF token is missing or wrong. Reload the page and try again."
+            )
+        address = request.client.host if request.client else "?"
+        if self.sign_ins.take(address, 1) is not None:
+            return self.error(429, "Too many attempts to sign in from here; wait a minute.")
+        store, now = self.guard.store, time.time()
+        from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
+
+        try:
+            if form.get("with") == "token":
+                secret = await run_in_threadpool(
+                    console_auth.sign_in_with_token, store, _text(form.get("token")), now
+                )
+            else:
+                secret = await run_in_threadpool(
+                    console_auth.sign_in_with_password,
+                    store,
+                    _text(form.get("name")),
+                    _text(form.get("password")),
+                    now,
+                )
+        except CredentialRefused as exc:
+            target = f"{self.base}/sign-in?flash={quote(str(exc))}"
+            return RedirectResponse(target, 303)
+        response = RedirectResponse(_local(_text(form.get("next"))) or f"{self.base}/", 303)
+        self._cookie(response, console_auth.COOKIE, secret, int(console_auth.SESSION_SECONDS))
+        response.delete_cookie(console_auth.SIGN_IN_COOKIE, path=self.base)
+        return response
+
+    async def sign_out(self, request: Request) -> Response:
+        form = dict(await request.form())
+        secret = request.cookies.get(console_auth.COOKIE)
+        person = self._person(request)
+        if person is not None and not console_auth.same_token(person.csrf, _text(form.get("csrf"))):
+            return self.error(403, "This form's CSRF token is missing or wrong.", person)
+        console_auth.sign_out(self.guard.store, secret)
+        response = RedirectResponse(f"{self.base}/sign-in", 303)
+        response.delete_cookie(console_auth.COOKIE, path=self.base)
+        return response
+
+    def _cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path=self.base,
+            secure=self.secure,
+            httponly=True,
+            samesite="strict",
+        )
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse(f"{self.base}/approvals", 303)
+
+    # -- approvals ---------------------------------------------------------------------------
+
+    def approvals(self, request: Request, person: Person, workspace: str) -> Response:
+        return self.page(
+            "approvals.html",
+            pending=self.guard.approvals.pending(workspace),
+            **self._context(request, person, workspace, "approvals"),
+        )
+
+    def approvals_list(self, request: Request, person: Person, workspace: str) -> Response:
+        return self.page(
+            "approvals_list.html",
+            pending=self.guard.approvals.pending(workspace),
+            workspace=workspace,
+        )
+
+    def approval(self, request: Request, person: Person, workspace: str) -> Response:
+        approval = self._approval(request, workspace)
+        record = self.guard.store.decision(approval.decision_id)
+        context = json.loads(record.context) if record is not None and record.context else {}
+        why_not = self._why_not(person, approval.id, workspace)
+        return self.page(
+            "approval.html",
+            approval=approval,
+            arguments=approval.args,
+            provenance=context.get("provenance") or {},
+            can_decide=why_not is None,
+            why_not=why_not,
+            **self._context(request, person, workspace, "approvals"),
+        )
+
+    def answer(self, request: Request, person: Person, workspace: str) -> Response:
+        approval = self._approval(request, workspace)
+        why_not = self._why_not(person, approval.id, workspace)
+        if why_not is not None:
+            raise Forbidden(f"you cannot decide this request: {why_not}")
+        form = request.state.form
+        comment = _text(form.get("comment"))[:2000]
+        if form.get("answer") == "approve":
+            self.guard.approve(approval.id, approver=person.name, comment=comment)
+            said = f"Approved: {approval.agent} may now make this call of {approval.tool}."
+        elif form.get("answer") == "deny":
+            self.guard.deny(approval.id, approver=person.name, comment=comment)
+            said = f"Denied: {approval.agent}'s call of {approval.tool} will not be made."
+        else:
+            raise InvalidInput("answer approve or deny")
+        return self.done("/approvals", workspace, said)
+
+    def _approval(self, request: Request, workspace: str) -> Any:
+        approval = self.guard.approvals.get(request.path_params["approval_id"])
+        if approval.workspace != workspace:  # another workspace's: as if it did not exist
+            raise NotFound(f"no approval request {request.path_params['approval_id']!r}")
+        return approval
+
+    def _why_not(self, person: Person, approval_id: str, workspace: str) -> str | None:
+        """Why this person may not decide the request: the console's role, then the
+        workspace's own rules for approvers (their user roles, no self-approval)."""
+        if not person.can(workspace, "approver"):
+            return f"deciding approvals needs the approver role in {workspace}"
+        if self.guard.approvals.get(approval_id).status is not ApprovalStatus.PENDING:
+            return "it has been decided already"
+        return self.guard.approvals.why_not(approval_id, person.name)
+
+    # -- agents and tasks --------------------------------------------------------------------
+
+    def agents(self, request: Request, person: Person, workspace: str) -> Response:
+        store = self.guard.store
+        since = time.time() - 86400
+        counts: dict[str, dict[str, int]] = {}
+        for agent, effect, n in store.decision_counts(workspace, since=since, by="agent"):
+            counts.setdefault(agent or "", {})[effect] = n
+        rows = []
+        for agent in store.agents(workspace):
+            seen = counts.get(agent.name, {})
+            calls = sum(seen.values())
+            refused = seen.get(Effect.DENY.value, 0)
+            rows.append(
+                {
+                    "agent": agent,
+                    "tasks": len(store.open_tasks(workspace, agent=agent.name)),
+                    "calls": calls,
+                    "denied": refused,
+                    "approvals": seen.get(Effect.APPROVAL_REQUIRED.value, 0),
+                    "risk": _risk(calls, refused),
+                }
+            )
+        return self.page(
+            "agents.html",
+            rows=rows,
+            can_admin=person.can(workspace, "admin"),
+            **self._context(request, person, workspace, "agents"),
+        )
+
+    def agent(self, request: Request, person: Person, workspace: str) -> Response:
+        store = self.guard.store
+        name = request.path_params["agent"]
+        agent = store.agent(workspace, name)
+        if agent is None:
+            raise NotFound(f"no agent {name!r} in {workspace}")
+        tasks = [store.task(task_id) for task_id in store.open_tasks(workspace, agent=name)]
+        grants = [g for g in store.credentials.grants(workspace) if g.agent == name]
+        return self.page(
+            "agent.html",
+            agent=agent,
+            keys=store.credentials.agent_keys(workspace, name),
+            grants=grants,
+            tasks=[task for task in tasks if task is not None],
+            recent=store.decisions(workspace=workspace, agent=name, limit=10),
+            can_admin=person.can(workspace, "admin"),
+            now=time.time(),
+            **self._context(request, person, workspace, "agents"),
+        )
+
+    def confirm_suspend(self, request: Request, person: Person, workspace: str) -> Response:
+        name = request.path_params["agent"]
+        resume = request.url.path.endswith("/resume")
+        what = "resume" if resume else "suspend"
+        return self.page(
+            "confirm.html",
+            question=f"{what.capitalize()} agent {name}?",
+            consequence=(
+                f"{name} may act again under its grants and policies."
+                if resume
+                else f"Every call {name} makes is denied from now on, in every process, "
+                "until someone resumes it. Its tasks stay open."
+            ),
+            confirm=f"Yes, {what} {name}",
+            action=f"{self.base}/agents/{quote(name)}/{what}?workspace={quote(workspace)}",
+            back=f"{self.base}/agents/{quote(name)}?workspace={quote(workspace)}",
+            **self._context(request, person, workspace, "agents"),
+        )
+
+    def suspend(self, request: Request, person: Person, workspace: str) -> Response:
+        name = request.path_params["agent"]
+        if request.url.path.endswith("/resume"):
+            self.guard.resume_agent(workspace, name)
+            return self.done(f"/agents/{quote(name)}", workspace, f"{name} is active again.")
+        self.guard.suspend_agent(workspace, name)
+        return self.done(
+            f"/agents/{quote(name)}", workspace, f"{name} is suspended: its calls are denied."
+        )
+
+    def confirm_revoke(self, request: Request, person: Person, workspace: str) -> Response:
+        task = self._task(request, workspace)
+        return self.page(
+            "confirm.html",
+            question=f"Revoke task {task.id}?",
+            consequence=(
+                f"The task of {task.agent} for {task.user} ends now: its tokens, and those of "
+                "its sub-tasks, are refused everywhere, and its pending approvals are cancelled."
+            ),
+            confirm="Yes, revoke the task",
+            action=f"{self.base}/tasks/{task.id}/revoke?workspace={quote(workspace)}",
+            back=f"{self.base}/agents/{quote(task.agent)}?workspace={quote(workspace)}",
+            **self._context(request, person, workspace, "agents"),
+        )
+
+    def revoke(self, request: Request, person: Person, workspace: str) -> Response:
+        task = self._task(request, workspace)
+        self.guard.revoke_task(task.id)
+        return self.done(f"/agents/{quote(task.agent)}", workspace, f"Task {task.id} is revoked.")
+
+    def _task(self, request: Request, workspace: str) -> Any:
+        task = self.guard.store.task(request.path_params["task_id"])
+        if task is None or task.workspace != workspace:
+            raise NotFound(f"no task {request.path_params['task_id']!r} in {workspace}")
+        return task
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def decisions(self, request: Request, person: Person, workspace: str) -> Response:
+        store = self.guard.store
+        filters, before = _filters(request)
+        page = store.decision_page(workspace, filters, before=before, limit=PAGE)
+        values: dict[str, Any] = {
+            "rows": [record for _, record in page],
+            "older": page[-1][0] if len(page) == PAGE else None,
+            "filters": filters,
+            "query": "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v),
+        }
+        if request.url.path.endswith("/rows"):
+            return self.page("decisions_rows.html", workspace=workspace, **values)
+        since = time.time() - CHART_HOURS * 3600
+        return self.page(
+            "decisions.html",
+            chart=_timeline(store.decision_counts(workspace, since=since, by="3600"), since),
+            denied=_top(store.decision_counts(workspace, since=since, by="tool", effect="deny")),
+            effects=[e.value for e in Effect],
+            live=before is None,
+            **values,
+            **self._context(request, person, workspace, "decisions"),
+        )
+
+    def decision(self, request: Request, person: Person, workspace: str) -> Response:
+        record = self.guard.store.decision(request.path_params["decision_id"])
+        if record is None or record.workspace != workspace:
+            raise NotFound(f"no decision {request.path_params['decision_id']!r} in {workspace}")
+        context = json.loads(record.context) if record.context else {}
+        return self.page(
+            "decision.html",
+            record=record,
+            reasons=json.loads(record.reasons),
+            chain=_chain(record, context),
+            context=record.context,
+            **self._context(request, person, workspace, "decisions"),
+        )
+
+    # -- routes ------------------------------------------------------------------------------
+
+    def routes(self) -> list[BaseRoute]:
+        read = ("auditor",)
+        inbox = ("approver", "auditor")
+        return [
+            Route("/", self.home),
+            Route("/sign-in", self.sign_in_page, methods=["GET"]),
+            Route("/sign-in", self.sign_in, methods=["POST"]),
+            Route("/sign-out", self.sign_out, methods=["POST"]),
+            Route("/approvals", self.view(*inbox)(self.approvals)),
+            Route("/approvals/list", self.view(*inbox)(self.approvals_list)),
+            Route("/approvals/{approval_id}", self.view(*inbox)(self.approval)),
+            Route(
+                "/approvals/{approval_id}/answer",
+                self.view("approver", post=True)(self.answer),
+                methods=["POST"],
+            ),
+            Route("/agents", self.view(*read)(self.agents)),
+            Route("/agents/{agent}", self.view(*read)(self.agent)),
+            Route("/agents/{agent}/suspend", self.view("admin")(self.confirm_suspend)),
+            Route("/agents/{agent}/resume", self.view("admin")(self.confirm_suspend)),
+            Route(
+                "/agents/{agent}/suspend",
+                self.view("admin", post=True)(self.suspend),
+                methods=["POST"],
+            ),
+            Route(
+                "/agents/{agent}/resume",
+                self.view("admin", post=True)(self.suspend),
+                methods=["POST"],
+            ),
+            Route("/tasks/{task_id}/revoke", self.view("admin")(self.confirm_revoke)),
+            Route(
+                "/tasks/{task_id}/revoke",
+                self.view("admin", post=True)(self.revoke),
+                methods=["POST"],
+            ),
+            Route("/decisions", self.view(*read)(self.decisions)),
+            Route("/decisions/rows", self.view(*read)(self.decisions)),
+            Route("/decisions/{decision_id}", self.view(*read)(self.decision)),
+            Mount("/static", StaticFiles(directory=STATIC)),
+        ]
+
+
+def console_mount(guard: Guard, public_url: str) -> Mount:
+    """The console, mounted at /console of the service."""
+    console = Console(guard, base="/console", secure=urlsplit(public_url).scheme == "https")
+    return Mount("/console", routes=console.routes())
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _local(target: str) -> str:
+    """Only a path of this console is a place to go after signing in (no open redirect)."""
+    if target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return ""
+
+
+def _filters(request: Request) -> tuple[dict[str, str | None], int | None]:
+    query = request.query_params
+    filters = {k: (query.get(k) or None) for k in ("agent", "task_id", "tool", "effect")}
+    if filters["effect"] is not None and filters["effect"] not in {e.value for e in Effect}:
+        raise InvalidInput(f"effect is one of {', '.join(e.value for e in Effect)}")
+    before = query.get("before")
+    if before is not None and not before.isdigit():
+        raise InvalidInput("before is a place in the log (a number)")
+    return filters, int(before) if before else None
+
+
+def _risk(calls: int, denied: int) -> str:
+    """A plain reading of the last day: many refusals are what an owner should look at."""
+    if calls == 0:
+        return "idle"
+    share = denied / calls
+    return "high" if share >= 0.25 else "elevated" if share >= 0.05 else "low"
+
+
+def _timeline(counts: list[tuple[Any, str, int]], since: float) -> dict[str, Any]:
+    """Decisions per hour by effect, as bars of an inline SVG chart."""
+    first = int(since // 3600)
+    hours = [first + i for i in range(CHART_HOURS + 1)]
+    by_hour: dict[int, dict[str, int]] = {h: {} for h in hours}
+    for hour, effect, n in counts:
+        if int(hour) in by_hour:
+            by_hour[int(hour)][effect] = n
+    peak = max([sum(c.values()) for c in by_hour.values()] + [1])
+    scale = 10 ** max(0, math.floor(math.log10(peak)))
+    top = math.ceil(peak / scale) * scale
+    bars = []
+    for i, hour in enumerate(hours):
+        y = 0.0
+        for effect in (e.value for e in Effect):
+            n = by_hour[hour].get(effect, 0)
+            height = 120 * n / top
+            if n:
+                bars.append({"x": 40 + i * 22, "y": 140 - y - height, "h": height,
+                             "effect": effect, "n": n, "hour": hour})  # fmt: skip
+            y += height
+    labels = [{"x": 40 + i * 22, "text": time.strftime("%H", time.gmtime(h * 3600))}
+              for i, h in enumerate(hours) if i % 4 == 0]  # fmt: skip
+    return {"bars": bars, "top": top, "labels": labels, "total": sum(b["n"] for b in bars)}
+
+
+def _top(counts: list[tuple[Any, str, int]], limit: int = 8) -> list[dict[str, Any]]:
+    ranked = sorted(((n, str(tool)) for tool, _, n in counts), reverse=True)[:limit]
+    peak = ranked[0][0] if ranked else 1
+    return [{"tool": tool, "n": n, "width": 100 * n / peak} for n, tool in ranked]
+
+
+def _chain(record: Any, context: dict[str, Any]) -> list[str]:
+    """Who the call was made for, hop by hop: the user, each agent that delegated (the `act`
+    chain of its token, nearest last), then the agent that made it."""
+    delegation = context.get("delegation") or {}
+    delegators = delegation.get("delegators") if isinstance(delegation, dict) else None
+    hops = [record.user] if record.user else []
+    hops += [str(name) for name in reversed(delegators or [])]
+    if record.agent:
+        hops.append(record.agent)
+    return hops
+
+
+__all__ = ["Console", "console_mount"]
