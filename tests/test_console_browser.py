@@ -22,6 +22,7 @@ from test_cli import run_cli
 from tether import Guard
 from tether.model import Decision, Effect
 from tether.server import console_auth
+from tether.workspace import POLL_INTERVAL
 
 pytestmark = pytest.mark.sqlite  # the browser pass runs once; the console's store queries
 # run on both stores in test_console.py
@@ -76,14 +77,14 @@ class Agent:
     """The coder, acting for alice on its own thread: a call that needs approval waits (the
     SDK's `wait`) until a person answers in the console."""
 
-    def __init__(self, service: Served) -> None:
+    def __init__(self, service: Served, tools: list[str] | None = None) -> None:
         self.guard = Guard(service.guard.store, shared_tasks=True)
         self.task = self.guard.task(
             workspace="acme",
             agent="coder",
             user="alice",
             request="tidy the branches",
-            tools=["read_file", "delete_branch"],
+            tools=tools or ["read_file", "delete_branch"],
         )
         self.answer: Decision | None = None
         self._thread: threading.Thread | None = None
@@ -94,6 +95,16 @@ class Agent:
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
+
+    def soon(self, tool: str, args: dict[str, Any], effect: Effect) -> Decision:
+        """The call decided `effect` within a second (DESIGN.md section 6): this Guard sees
+        a change the service made when it next polls the store."""
+        deadline = time.monotonic() + 1.5
+        while True:
+            decision = self.task.authorize(tool, args)
+            if decision.effect is effect or time.monotonic() > deadline:
+                return decision
+            time.sleep(0.05)
 
     def result(self) -> Decision:
         assert self._thread is not None
@@ -158,7 +169,7 @@ def test_suspending_an_agent_in_the_console_denies_its_next_call(
     page.get_by_role("button", name="Yes, suspend coder").click()
     page.wait_for_url(re.compile(r"/console/agents/coder\?"))
     assert page.inner_text("#agent-status") == "suspended"
-    decision = agent.task.authorize("read_file", {"path": "/repo/README.md"})
+    decision = agent.soon("read_file", {"path": "/repo/README.md"}, Effect.DENY)
     assert decision.effect is Effect.DENY
     assert "suspended" in decision.reason
 
@@ -222,6 +233,61 @@ def test_decisions_feed_and_a_decision_explained(service: Served, page: Any) -> 
     assert page.inner_text("#chain").replace("\n", "") == "alice→coder"
     assert "/etc/passwd" in page.inner_text("main")
     shot(page, "decision")
+
+
+NO_TESTS = """@id("no-test-runs")
+@reason("test runs are paused")
+forbid (principal, action == Action::"run_tests", resource);
+"""
+NO_TESTS_CASE = """tests:
+  - {name: tests are paused, agent: coder, tool: run_tests, args: {target: unit}, expect: deny}
+"""
+
+
+def test_a_candidate_goes_from_validation_through_the_shadow_to_active(
+    service: Served, page: Any
+) -> None:
+    agent = Agent(service, tools=["run_tests"])
+    sign_in(page, service, "alice", then="/console/policies")
+    before = page.inner_text("#active-version")
+    page.fill("#new-name", "pause.cedar")
+    page.fill("#new-text", NO_TESTS)
+    page.click("button[value=validate]")
+    assert "Valid: " in page.inner_text("#outcome")
+    page.fill("#tests", NO_TESTS_CASE)
+    page.click("button[value=test]")
+    assert "1 of 1 cases pass" in page.inner_text("#outcome")
+    page.click("button[value=shadow]")
+    page.wait_for_url(re.compile(r"flash="))
+    assert page.inner_text("#shadow-version") != "none"
+    assert page.inner_text("#active-version") == before
+    # Enforced: still allowed; the shadow would have denied it, and the page says so (once
+    # the agent's Guard has polled the store and evaluates the shadow too).
+    time.sleep(2 * POLL_INTERVAL)
+    assert agent.task.authorize("run_tests", {"target": "unit"}).effect is Effect.ALLOW
+    page.reload()
+    assert "run_tests" in page.inner_text("#disagreements")
+    shot(page, "policies")
+    page.click("button[value=activate]")  # the candidate shown is the shadow's
+    page.wait_for_url(re.compile(r"flash="))
+    assert page.inner_text("#active-version") not in (before, "none")
+    decision = agent.soon("run_tests", {"target": "unit"}, Effect.DENY)
+    assert decision.effect is Effect.DENY
+    assert "test runs are paused" in decision.reason
+    page.get_by_role("link", name="changes").first.click()
+    assert '+forbid (principal, action == Action::"run_tests", resource);' in page.inner_text(
+        "pre.diff"
+    )
+    shot(page, "policy-diff")
+
+
+def test_the_access_review_page(service: Served, page: Any) -> None:
+    Agent(service).task.authorize("read_file", {"path": "/repo/a.py"})
+    sign_in(page, service, "carol", then="/console/review")
+    findings = page.inner_text("#findings")
+    assert findings.strip()
+    assert "coder" in page.inner_text("table")
+    shot(page, "review")
 
 
 def _csrf(page: Any, service: Served) -> str:

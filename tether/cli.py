@@ -47,7 +47,7 @@ from tether.identity import (
 )
 from tether.model import ApprovalStatus, DecisionRecord, Durability, Effect
 from tether.policy import Bundle, compile_bundle, read_policy_dir
-from tether.policy.backtest import policy_effect
+from tether.policy.backtest import shadow_disagrees
 from tether.policy.fmt import format_files
 from tether.policy.source import policy_sources
 from tether.policy.testing import (
@@ -102,6 +102,11 @@ admin_token_app = typer.Typer(
     help="Admin tokens: how people and services call the HTTP API.", no_args_is_help=True
 )
 app.add_typer(admin_token_app, name="admin-token")
+console_app = typer.Typer(
+    help="People who sign in to the web console (at /console of tether serve).",
+    no_args_is_help=True,
+)
+app.add_typer(console_app, name="console")
 gateway_app = typer.Typer(
     help="The MCP gateway: every tool call to MCP servers behind it decided by Tether.",
     no_args_is_help=True,
@@ -194,6 +199,7 @@ def demo(
     )
     out.print(
         f"\nThe HTTP API on the demo's store: {url} (docs/api.md; OpenAPI: {url}/openapi.json)\n"
+        f"The web console: {url}/console (sign in with bob's admin token; docs/console.md)\n"
         f"Admin token for bob (admin and approver in acme, for a day):\n  {token}\n"
         "Make a decision:\n"
         f"  curl -s -X POST {url}/v1/workspaces/acme/check -H 'Authorization: Bearer {token}' "
@@ -1031,7 +1037,7 @@ def audit_query(
         workspace, agent, task, tool, effect, since, until, None if disagreements else limit
     )
     if disagreements:
-        records = [r for r in records if _disagrees(r)][:limit]
+        records = [r for r in records if shadow_disagrees(r)][:limit]
     if as_json:
         for record in records:
             sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
@@ -1151,11 +1157,6 @@ def audit_explain(decision_id: str) -> None:
     if record.context:
         out.print("  context the policies saw:")
         out.print_json(record.context)
-
-
-def _disagrees(record: DecisionRecord) -> bool:
-    bundle = json.loads(record.shadow).get("bundle") if record.shadow else None
-    return bundle is not None and bundle.get("effect") != policy_effect(record).value
 
 
 def _records(
@@ -1291,7 +1292,10 @@ def serve(
         rate=rate,
         burst=burst,
     )
-    out.print(f"[green]serving[/] {public} (OpenAPI: {public}/openapi.json)", highlight=False)
+    out.print(
+        f"[green]serving[/] {public} (OpenAPI: {public}/openapi.json; console: {public}/console)",
+        highlight=False,
+    )
     run(config, host=host, port=port, workers=workers)
 
 
@@ -1308,18 +1312,50 @@ def admin_token_create(
     days: Annotated[float, typer.Option(help="How long it lives.")] = 90.0,
 ) -> None:
     """Make an admin token; it is shown once, and only its hash is kept."""
-    roles: dict[str, list[str]] = {}
-    for item in role:
-        held, _, workspace = item.partition("@")
-        if not workspace:
-            raise InvalidInput(f"--role {item!r}: write ROLE@WORKSPACE (or ROLE@*)")
-        roles.setdefault(workspace, []).append(held)
+    roles = _roles(role)
     with _guard() as guard:
         token, record = admin_tokens.issue(
             guard.store, name=name, roles=roles, lifetime=days * 86400, now=time.time()
         )
     out.print(f"[green]made[/] {record.id} for {record.name}, until {_when(record.expires_at)}")
     print(token)
+
+
+def _roles(items: list[str]) -> dict[str, list[str]]:
+    roles: dict[str, list[str]] = {}
+    for item in items:
+        held, _, workspace = item.partition("@")
+        if not workspace:
+            raise InvalidInput(f"--role {item!r}: write ROLE@WORKSPACE (or ROLE@*)")
+        roles.setdefault(workspace, []).append(held)
+    return roles
+
+
+@console_app.command("add-user")
+def console_add_user(
+    name: Annotated[str, typer.Argument(help="Who signs in: a user of the workspaces covered.")],
+    role: Annotated[
+        list[str],
+        typer.Option(
+            help="ROLE@WORKSPACE (repeat): admin, policy-author, approver or auditor; "
+            "@* for every workspace."
+        ),
+    ],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+) -> None:
+    """Add a console account (or give one a new password and roles); only the password's
+    Argon2id hash is kept."""
+    from tether.server import console_auth  # noqa: PLC0415 - only the console needs it
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _guard() as guard:
+        console_auth.add_account(guard.store, name, password, _roles(role), time.time())
+    out.print(f"[green]{name}[/] may sign in to the console")
 
 
 @admin_token_app.command("list")

@@ -42,6 +42,21 @@ def _reason_texts(reasons: str) -> str:
         return ""
 
 
+def _shadow_effect(shadow: str | None) -> str:
+    """What a record's shadow bundle would have answered."""
+    try:
+        return str(json.loads(shadow or "{}").get("bundle", {}).get("effect", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _short(version: str | None) -> str:
+    """A policy version (a SHA-256) short enough to read; pages keep the whole one in a title."""
+    if not version:
+        return "none"
+    return version if len(version) <= 20 else version[:19] + "…"
+
+
 def environment() -> Environment:
     env = Environment(
         loader=PackageLoader("tether.console", "templates"),
@@ -52,6 +67,8 @@ def environment() -> Environment:
     env.filters["when"] = _when
     env.filters["pretty"] = _pretty
     env.filters["reason_texts"] = _reason_texts
+    env.filters["shadow_effect"] = _shadow_effect
+    env.filters["short"] = _short
     return env
 
 

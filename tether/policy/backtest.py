@@ -124,3 +124,10 @@ def policy_effect(record: DecisionRecord) -> Effect:
     if record.approval_id is not None or record.stage is Stage.APPROVAL:
         return Effect.APPROVAL_REQUIRED
     return Effect(record.effect)
+
+
+def shadow_disagrees(record: DecisionRecord) -> bool:
+    """Whether the shadow bundle would have answered this call otherwise than the policies
+    that decided it."""
+    bundle = json.loads(record.shadow).get("bundle") if record.shadow else None
+    return bundle is not None and bundle.get("effect") != policy_effect(record).value

@@ -40,7 +40,7 @@ from tether.catalogue import PROVENANCES, ArgumentError, Catalogue, decision_con
 from tether.errors import InvalidInput
 from tether.identity import agent_spiffe_id
 from tether.model import Agent, Effect, Workspace
-from tether.policy.bundle import Bundle
+from tether.policy.bundle import Bundle, compile_bundle
 from tether.policy.engine import evaluate
 from tether.policy.entities import workspace_entities
 
@@ -145,6 +145,25 @@ def run_cases(
         _run(case, bundle=bundle, catalogue=catalogue, entities=entities, agents=by_name)
         for case in cases
     ]
+
+
+def run_test_text(
+    text: str,
+    files: dict[str, str],
+    catalogue: Catalogue,
+    agents: list[Agent],
+    workspace: str = WORKSPACE,
+) -> list[CaseResult]:
+    """A test file's cases (YAML text) against the policy `files` and the file's own
+    `with_policies`, typed by `catalogue`, among `agents` (or the file's own `agents:`): a
+    candidate tested before anyone activates it (the HTTP API and the console)."""
+    try:
+        tests = msgspec.yaml.decode(text.encode(), type=TestFile)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidInput(f"tests: {exc}") from exc
+    bundle = compile_bundle({**files, **tests.with_policies}, catalogue.cedar_schema())
+    chosen = fixture_agents(tests.agents, workspace) if tests.agents is not None else agents
+    return run_cases(bundle, catalogue, chosen, tests.tests, workspace)
 
 
 def fixture_agents(fixtures: list[AgentFixture], workspace: str = WORKSPACE) -> list[Agent]:

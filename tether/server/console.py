@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -26,11 +27,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from tether.audit.review import review
 from tether.console import STATIC, environment, render
 from tether.errors import CredentialRefused, Forbidden, InvalidInput, NotFound, TetherError
 from tether.model import ApprovalStatus, Effect
 from tether.sdk import Guard
 from tether.server import console_auth
+from tether.server import console_policies as policies
 from tether.server.console_auth import Person
 from tether.server.limits import RateLimits
 
@@ -38,6 +41,7 @@ log = logging.getLogger("tether.console")
 
 PAGE = 50  # decisions a page
 CHART_HOURS = 24
+REVIEW_DAYS = ("1", "7", "30", "90")
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -65,7 +69,7 @@ class Console:
         html = render(self.env, template, base=self.base, **values)
         return HTMLResponse(html, code, headers=SECURITY_HEADERS)
 
-    def _context(
+    def context(
         self, request: Request, person: Person, workspace: str, page: str
     ) -> dict[str, Any]:
         known = [w.name for w in self.guard.store.workspaces()]
@@ -255,7 +259,7 @@ class Console:
         return self.page(
             "approvals.html",
             pending=self.guard.approvals.pending(workspace),
-            **self._context(request, person, workspace, "approvals"),
+            **self.context(request, person, workspace, "approvals"),
         )
 
     def approvals_list(self, request: Request, person: Person, workspace: str) -> Response:
@@ -277,7 +281,7 @@ class Console:
             provenance=context.get("provenance") or {},
             can_decide=why_not is None,
             why_not=why_not,
-            **self._context(request, person, workspace, "approvals"),
+            **self.context(request, person, workspace, "approvals"),
         )
 
     def answer(self, request: Request, person: Person, workspace: str) -> Response:
@@ -339,7 +343,7 @@ class Console:
             "agents.html",
             rows=rows,
             can_admin=person.can(workspace, "admin"),
-            **self._context(request, person, workspace, "agents"),
+            **self.context(request, person, workspace, "agents"),
         )
 
     def agent(self, request: Request, person: Person, workspace: str) -> Response:
@@ -359,7 +363,7 @@ class Console:
             recent=store.decisions(workspace=workspace, agent=name, limit=10),
             can_admin=person.can(workspace, "admin"),
             now=time.time(),
-            **self._context(request, person, workspace, "agents"),
+            **self.context(request, person, workspace, "agents"),
         )
 
     def confirm_suspend(self, request: Request, person: Person, workspace: str) -> Response:
@@ -378,7 +382,7 @@ class Console:
             confirm=f"Yes, {what} {name}",
             action=f"{self.base}/agents/{quote(name)}/{what}?workspace={quote(workspace)}",
             back=f"{self.base}/agents/{quote(name)}?workspace={quote(workspace)}",
-            **self._context(request, person, workspace, "agents"),
+            **self.context(request, person, workspace, "agents"),
         )
 
     def suspend(self, request: Request, person: Person, workspace: str) -> Response:
@@ -403,7 +407,7 @@ class Console:
             confirm="Yes, revoke the task",
             action=f"{self.base}/tasks/{task.id}/revoke?workspace={quote(workspace)}",
             back=f"{self.base}/agents/{quote(task.agent)}?workspace={quote(workspace)}",
-            **self._context(request, person, workspace, "agents"),
+            **self.context(request, person, workspace, "agents"),
         )
 
     def revoke(self, request: Request, person: Person, workspace: str) -> Response:
@@ -439,7 +443,7 @@ class Console:
             effects=[e.value for e in Effect],
             live=before is None,
             **values,
-            **self._context(request, person, workspace, "decisions"),
+            **self.context(request, person, workspace, "decisions"),
         )
 
     def decision(self, request: Request, person: Person, workspace: str) -> Response:
@@ -453,7 +457,23 @@ class Console:
             reasons=json.loads(record.reasons),
             chain=_chain(record, context),
             context=record.context,
-            **self._context(request, person, workspace, "decisions"),
+            **self.context(request, person, workspace, "decisions"),
+        )
+
+    # -- review ------------------------------------------------------------------------------
+
+    def review(self, request: Request, person: Person, workspace: str) -> Response:
+        days = request.query_params.get("days", "30")
+        if days not in REVIEW_DAYS:
+            raise InvalidInput(f"review the last {', '.join(REVIEW_DAYS)} days")
+        now = time.time()
+        report = review(self.guard.store, workspace, since=now - int(days) * 86400, until=now)
+        return self.page(
+            "review.html",
+            report=report,
+            days=days,
+            choices=REVIEW_DAYS,
+            **self.context(request, person, workspace, "review"),
         )
 
     # -- routes ------------------------------------------------------------------------------
@@ -461,6 +481,7 @@ class Console:
     def routes(self) -> list[BaseRoute]:
         read = ("auditor",)
         inbox = ("approver", "auditor")
+        policy = ("policy-author", "auditor")
         return [
             Route("/", self.home),
             Route("/sign-in", self.sign_in_page, methods=["GET"]),
@@ -497,6 +518,15 @@ class Console:
             Route("/decisions", self.view(*read)(self.decisions)),
             Route("/decisions/rows", self.view(*read)(self.decisions)),
             Route("/decisions/{decision_id}", self.view(*read)(self.decision)),
+            Route("/policies", self.view(*policy)(partial(policies.policies, self))),
+            Route(
+                "/policies",
+                self.view("policy-author", post=True)(partial(policies.candidate, self)),
+                methods=["POST"],
+            ),
+            Route("/policies/diff", self.view(*policy)(partial(policies.diff, self))),
+            Route("/policies/{version}", self.view(*policy)(partial(policies.version, self))),
+            Route("/review", self.view(*read)(self.review)),
             Mount("/static", StaticFiles(directory=STATIC)),
         ]
 

@@ -138,8 +138,11 @@ def sign_out(store: Store, secret: str | None) -> None:
 
 
 def same_token(expected: str, submitted: str | None) -> bool:
-    """A CSRF token matches, compared in constant time; a missing one never does."""
-    return bool(expected) and bool(submitted) and hmac.compare_digest(expected, submitted or "")
+    """A CSRF token matches, compared in constant time; a missing one never does (compared as
+    UTF-8 bytes: `compare_digest` refuses non-ASCII text, and any text may be submitted)."""
+    if not expected or not submitted:
+        return False
+    return hmac.compare_digest(expected.encode(), submitted.encode("utf-8", "surrogatepass"))
 
 
 def new_token() -> str:

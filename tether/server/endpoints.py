@@ -42,9 +42,8 @@ from tether.model import (
     User,
     Workspace,
 )
-from tether.policy import compile_bundle
 from tether.policy.backtest import BacktestReport
-from tether.policy.testing import TestFile, fixture_agents, run_cases
+from tether.policy.testing import run_test_text
 from tether.sdk import Guard
 from tether.sdk.guard import DEFAULT_GRANT_LIFETIME, DEFAULT_TASK_TTL
 from tether.server import admin_tokens
@@ -646,19 +645,10 @@ def test_policies(call: Call) -> PolicyTestReport:
     agents (or the cases' own `agents:`), as `tether policy test` does."""
     body = call.body(PolicyTestBody)
     workspace = call.params["workspace"]
-    try:
-        tests = msgspec.yaml.decode(body.tests.encode(), type=TestFile)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise InvalidInput(f"tests: {exc}") from exc
     tools = call.guard.tools(workspace)
     catalogue = Catalogue({tool.name: compile_tool(tool) for tool in tools})
-    bundle = compile_bundle({**body.files, **tests.with_policies}, catalogue.cedar_schema())
-    agents = (
-        fixture_agents(tests.agents, workspace)
-        if tests.agents is not None
-        else call.guard.store.agents(workspace)
-    )
-    results = run_cases(bundle, catalogue, agents, tests.tests, workspace)
+    agents = call.guard.store.agents(workspace)
+    results = run_test_text(body.tests, body.files, catalogue, agents, workspace)
     cases = [
         CaseOutcome(
             name=r.case.name,

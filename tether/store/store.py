@@ -268,6 +268,13 @@ class Store:
             rows = db.execute(sa.select(t.users).where(t.users.c.workspace == workspace)).all()
         return [row_to(User, r) for r in rows]
 
+    def bundles(self, workspace: str) -> list[PolicyBundleRecord]:
+        """Every bundle the workspace has stored, the newest first."""
+        b = t.policy_bundles
+        query = sa.select(b).where(b.c.workspace == workspace).order_by(b.c.created_at.desc())
+        with self.engine.connect() as db:
+            return [row_to(PolicyBundleRecord, r) for r in db.execute(query)]
+
     def bundle(self, workspace: str, version: str) -> PolicyBundleRecord | None:
         with self.engine.connect() as db:
             return _bundle(db, workspace, version)
@@ -381,7 +388,10 @@ class Store:
         if by not in ("agent", "tool", "effect") and not by.isdigit():
             raise ValueError(f"decisions are counted by agent, tool, effect or seconds: {by!r}")
         d = t.decisions
-        key: Any = sa.cast(d.c.ts / float(by), sa.Integer) if by.isdigit() else getattr(d.c, by)
+        key: Any = getattr(d.c, by) if not by.isdigit() else d.c.ts / float(by)
+        if by.isdigit():  # the bucket's number: floor (PostgreSQL's CAST rounds)
+            postgres = self.engine.dialect.name == "postgresql"
+            key = sa.func.floor(key) if postgres else sa.cast(key, sa.Integer)
         query = _decisions_where(
             sa.select(key.label("key"), d.c.effect, sa.func.count().label("n")),
             {"workspace": workspace, "effect": effect},

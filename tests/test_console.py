@@ -1,0 +1,249 @@
+"""The console without a browser (on SQLite and on PostgreSQL): who may sign in and for how
+long, what each role may reach, CSRF and the headers that keep pages to themselves, and the
+store queries the pages stand on. tests/test_console_browser.py drives the same in Chromium."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from tether import Guard
+from tether.errors import CredentialRefused, InvalidInput
+from tether.model import Effect
+from tether.server import admin_tokens, console_auth
+from tether.server.app import create_app
+from tether.server.console import PAGE, _local
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def client(starter: Guard) -> Iterator[TestClient]:
+    now = time.time()
+    console_auth.add_account(starter.store, "bob", PASSWORD, {"acme": ["approver"]}, now)
+    console_auth.add_account(starter.store, "carol", PASSWORD, {"acme": ["auditor"]}, now)
+    console_auth.add_account(starter.store, "root", PASSWORD, {"*": ["admin"]}, now)
+    with TestClient(create_app(starter, public_url="http://testserver")) as client:
+        yield client
+
+
+def sign_in(client: TestClient, name: str, password: str = PASSWORD) -> Any:
+    form = client.get("/console/sign-in").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf is not None
+    return client.post(
+        "/console/sign-in",
+        data={"csrf": csrf.group(1), "with": "password", "name": name, "password": password},
+        follow_redirects=False,
+    )
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+# -- signing in --------------------------------------------------------------------------------
+
+
+def test_a_password_signs_in_and_the_cookie_is_kept_from_scripts_and_other_sites(
+    client: TestClient,
+) -> None:
+    answer = sign_in(client, "bob")
+    assert answer.status_code == 303
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith(f"{console_auth.COOKIE}=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert "Path=/console" in cookie
+    page = client.get("/console/approvals")
+    assert page.status_code == 200
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(("name", "password"), [("bob", "not the password"), ("nobody", PASSWORD)])
+def test_a_wrong_password_or_an_unknown_name_gets_the_same_refusal(
+    client: TestClient, name: str, password: str
+) -> None:
+    answer = sign_in(client, name, password)
+    assert answer.status_code == 303
+    assert "the%20name%20or%20the%20password%20is%20not%20right" in answer.headers["location"]
+    assert client.get("/console/approvals", follow_redirects=False).status_code == 303
+
+
+def test_passwords_are_kept_as_argon2id_hashes_only(starter: Guard) -> None:
+    account = console_auth.add_account(starter.store, "dana", PASSWORD, {"acme": ["auditor"]}, 0)
+    assert account.password_hash.startswith("$argon2id$")
+    assert PASSWORD not in account.password_hash
+    with pytest.raises(InvalidInput, match="12 characters"):
+        console_auth.add_account(starter.store, "dana", "short", {"acme": ["auditor"]}, 0)
+    with pytest.raises(InvalidInput, match="roles"):
+        console_auth.add_account(starter.store, "dana", PASSWORD, {"acme": ["owner"]}, 0)
+
+
+def test_a_session_ends_when_its_admin_token_is_revoked(starter: Guard) -> None:
+    store = starter.store
+    token, record = admin_tokens.issue(
+        store, name="bob", roles={"acme": ["approver"]}, lifetime=3600, now=time.time()
+    )
+    secret = console_auth.sign_in_with_token(store, token, time.time())
+    person = console_auth.person(store, secret, time.time())
+    assert person is not None and person.name == "bob" and person.can("acme", "approver")
+    store.admin_tokens.revoke(record.id, time.time())
+    assert console_auth.person(store, secret, time.time()) is None
+    with pytest.raises(CredentialRefused):
+        console_auth.sign_in_with_token(store, token, time.time())
+
+
+def test_a_session_expires_and_signing_out_ends_it(starter: Guard) -> None:
+    store = starter.store
+    console_auth.add_account(store, "bob", PASSWORD, {"acme": ["approver"]}, 0)
+    now = time.time()
+    secret = console_auth.sign_in_with_password(store, "bob", PASSWORD, now)
+    assert console_auth.person(store, secret, now + console_auth.SESSION_SECONDS - 1) is not None
+    assert console_auth.person(store, secret, now + console_auth.SESSION_SECONDS) is None
+    console_auth.sign_out(store, secret)
+    assert console_auth.person(store, secret, now) is None
+
+
+def test_signing_in_is_limited_per_address(client: TestClient) -> None:
+    answers = [sign_in(client, "bob", "guess") for _ in range(12)]
+    assert answers[-1].status_code == 429
+    assert all(a.status_code in (303, 429) for a in answers)
+
+
+@given(st.text(max_size=64), st.text(max_size=64))
+def test_a_csrf_token_matches_only_itself(expected: str, submitted: str) -> None:
+    assert console_auth.same_token(expected, submitted) == (
+        bool(expected) and expected == submitted
+    )
+    assert not console_auth.same_token(expected, None)
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["https://evil.example/console/", "//evil.example/console/x", "/v1/workspaces", "/console\\x"],
+)
+def test_after_signing_in_only_a_console_page_is_a_place_to_go(target: str) -> None:
+    assert _local(target) == ""
+    assert _local("/console/agents?workspace=acme") == "/console/agents?workspace=acme"
+
+
+# -- roles -------------------------------------------------------------------------------------
+
+
+def test_each_role_reaches_its_pages_and_no_other_workspace(
+    client: TestClient, starter: Guard
+) -> None:
+    starter.add_workspace("globex")
+    sign_in(client, "carol")  # auditor of acme
+    assert client.get("/console/decisions").status_code == 200
+    assert client.get("/console/review?workspace=acme").status_code == 200
+    refused = client.get("/console/decisions?workspace=globex")
+    assert refused.status_code == 403
+    assert "globex" not in client.get("/console/agents").text
+    client.cookies.clear()
+    sign_in(client, "bob")  # approver of acme: the inbox, not the log
+    assert client.get("/console/approvals").status_code == 200
+    assert client.get("/console/decisions").status_code == 403
+    client.cookies.clear()
+    sign_in(client, "root")  # admin everywhere
+    assert client.get("/console/decisions?workspace=globex").status_code == 200
+
+
+def test_actions_need_their_role_and_the_sessions_csrf_token(
+    client: TestClient, starter: Guard
+) -> None:
+    sign_in(client, "carol")
+    page = client.get("/console/agents/coder")
+    assert 'id="suspend"' not in page.text  # no control for an auditor
+    refused = client.post(
+        "/console/agents/coder/suspend?workspace=acme", data={"csrf": csrf_of(page.text)}
+    )
+    assert refused.status_code == 403
+    assert starter.store.agent("acme", "coder").status.value == "active"
+    client.cookies.clear()
+    sign_in(client, "root")
+    page = client.get("/console/agents/coder?workspace=acme")
+    assert 'id="suspend"' in page.text
+    refused = client.post("/console/agents/coder/suspend?workspace=acme", data={})
+    assert refused.status_code == 403
+    assert "Traceback" not in refused.text
+    done = client.post(
+        "/console/agents/coder/suspend?workspace=acme",
+        data={"csrf": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert starter.store.agent("acme", "coder").status.value == "suspended"
+
+
+def test_bad_input_is_a_page_with_a_4xx_and_no_trace(client: TestClient) -> None:
+    sign_in(client, "root")
+    for path, status in [
+        ("/console/decisions?workspace=acme&effect=maybe", 400),
+        ("/console/decisions?workspace=acme&before=x", 400),
+        ("/console/decisions/dec_nope?workspace=acme", 404),
+        ("/console/approvals/apr_nope?workspace=acme", 404),
+        ("/console/agents/nobody?workspace=acme", 404),
+        ("/console/policies/nope?workspace=acme", 404),
+        ("/console/review?workspace=acme&days=2", 400),
+    ]:
+        answer = client.get(path)
+        assert answer.status_code == status, path
+        assert "Traceback" not in answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+
+
+# -- what the pages read -----------------------------------------------------------------------
+
+
+def test_the_log_is_paged_newest_first_without_gaps(starter: Guard) -> None:
+    with starter.task(
+        workspace="acme", agent="coder", user="alice", request="read", tools=["read_file"]
+    ) as task:
+        for i in range(PAGE + 7):
+            task.authorize("read_file", {"path": f"/repo/{i}.py"})
+        task.authorize("read_file", {"path": "/etc/passwd"})
+    store = starter.store
+    first = store.decision_page("acme", {}, before=None, limit=PAGE)
+    second = store.decision_page("acme", {}, before=first[-1][0], limit=PAGE)
+    seen = [r.id for _, r in first + second]
+    everything = [r.id for r in store.decisions(workspace="acme", limit=None)]
+    assert seen == everything[: len(seen)]
+    assert len(set(seen)) == len(seen)
+    denied = store.decision_page("acme", {"effect": "deny"}, before=None, limit=PAGE)
+    assert [r.args for _, r in denied] == ['{"path":"/etc/passwd"}']
+
+
+def test_counts_by_agent_tool_and_hour(starter: Guard) -> None:
+    hour = int(time.time() // 3600)
+    late = Guard(starter.store, clock=lambda: hour * 3600 - 0.5)  # the last moment of an hour
+    with late.task(
+        workspace="acme", agent="coder", user="alice", request="read", tools=["read_file"]
+    ) as task:
+        task.authorize("read_file", {"path": "/repo/a.py"})
+        task.authorize("read_file", {"path": "/etc/shadow"})
+        task.authorize("read_file", {"path": "/etc/hosts"})
+    since = hour * 3600 - 3600.0
+    store = starter.store
+    by_agent = store.decision_counts("acme", since=since, by="agent")
+    assert sorted(by_agent) == [("coder", Effect.ALLOW.value, 1), ("coder", Effect.DENY.value, 2)]
+    by_tool = store.decision_counts("acme", since=since, by="tool", effect="deny")
+    assert by_tool == [("read_file", "deny", 2)]
+    hours = store.decision_counts("acme", since=since, by="3600")
+    assert sorted((int(h), e, n) for h, e, n in hours) == [
+        (hour - 1, "allow", 1),
+        (hour - 1, "deny", 2),
+    ]
+    with pytest.raises(ValueError, match="counted by"):
+        store.decision_counts("acme", since=since, by="args")
