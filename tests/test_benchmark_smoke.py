@@ -89,3 +89,13 @@ def test_quick_gateway_benchmark_runs(tmp_path: Path) -> None:
     figures: Any = quick_run("gateway.py", tmp_path / "gateway.json")
     assert set(figures) == {"direct", "gateway", "added_median_ms"}
     assert figures["gateway"]["median_ms"] > 0 and figures["direct"]["median_ms"] > 0
+
+
+def test_quick_console_benchmark_fetches_every_page(tmp_path: Path) -> None:
+    """Every page answers 200 on a seeded store (the benchmark asserts each fetch)."""
+    figures: Any = quick_run("console.py", tmp_path / "console.json")
+    assert figures["decisions"] == 2_000
+    assert {"approvals (inbox)", "decisions (feed, charts)", "review (30 days)"} <= set(
+        figures["pages"]
+    )
+    assert "an approval" in figures["pages"]

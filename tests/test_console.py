@@ -16,12 +16,16 @@ from starlette.testclient import TestClient
 
 from tether import Guard
 from tether.errors import CredentialRefused, InvalidInput
-from tether.model import Effect
 from tether.server import admin_tokens, console_auth
 from tether.server.app import create_app
 from tether.server.console import PAGE, _local
 
 PASSWORD = "correct horse battery staple"
+ASK_TO_DELETE = """@id("ask-to-delete")
+@approval("approver")
+@reason("deleting a branch needs a person")
+forbid (principal, action == Action::"delete_branch", resource) unless { context.approved };
+"""
 
 
 @pytest.fixture
@@ -187,8 +191,44 @@ def test_actions_need_their_role_and_the_sessions_csrf_token(
     assert starter.store.agent("acme", "coder").status.value == "suspended"
 
 
+def test_an_approver_sees_the_exact_call_and_anyone_else_sees_it_as_redaction_allows(
+    client: TestClient, starter: Guard
+) -> None:
+    workspace = starter.workspace("acme")
+    with starter.store.change("acme") as change:
+        change.set_settings({**workspace.settings, "audit": {"redact": ["branch"]}})
+    active = starter.store.bundle("acme", workspace.active_policy_version or "")
+    assert active is not None
+    starter.activate_policies("acme", {**active.files, "ask.cedar": ASK_TO_DELETE})
+    with starter.task(
+        workspace="acme", agent="coder", user="alice", request="tidy", tools=["delete_branch"]
+    ) as task:
+        asked = task.authorize("delete_branch", {"branch": "feature-secret"})
+        assert asked.approval_id is not None
+        sign_in(client, "bob")  # an approver, and a user of acme who may decide it
+        exact = client.get(f"/console/approvals/{asked.approval_id}?workspace=acme").text
+        assert "feature-secret" in exact
+        client.cookies.clear()
+        sign_in(client, "carol")
+        shown = client.get(f"/console/approvals/{asked.approval_id}?workspace=acme").text
+        assert "feature-secret" not in shown
+        assert "[redacted]" in shown
+
+
 def test_bad_input_is_a_page_with_a_4xx_and_no_trace(client: TestClient) -> None:
     sign_in(client, "root")
+    page = client.get("/console/policies?workspace=acme").text
+    huge = client.post(
+        "/console/policies?workspace=acme",
+        data={"csrf": csrf_of(page), "step": "validate", "file:x.cedar": "x" * (2 << 20)},
+    )
+    assert huge.status_code == 413
+    odd = client.post(
+        "/console/agents/coder/suspend?workspace=acme",
+        content=b"csrf=%ff%fe%00",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert odd.status_code == 403  # not the token: refused, not a 500
     for path, status in [
         ("/console/decisions?workspace=acme&effect=maybe", 400),
         ("/console/decisions?workspace=acme&before=x", 400),
@@ -236,14 +276,15 @@ def test_counts_by_agent_tool_and_hour(starter: Guard) -> None:
         task.authorize("read_file", {"path": "/etc/hosts"})
     since = hour * 3600 - 3600.0
     store = starter.store
-    by_agent = store.decision_counts("acme", since=since, by="agent")
-    assert sorted(by_agent) == [("coder", Effect.ALLOW.value, 1), ("coder", Effect.DENY.value, 2)]
-    by_tool = store.decision_counts("acme", since=since, by="tool", effect="deny")
-    assert by_tool == [("read_file", "deny", 2)]
-    hours = store.decision_counts("acme", since=since, by="3600")
+    by_agent = store.decision_counts("acme", since=since, by=("agent", "effect"))
+    assert sorted(by_agent) == [("coder", "allow", 1), ("coder", "deny", 2)]
+    by_tool = store.decision_counts("acme", since=since, by=("tool", "effect"))
+    assert sorted(by_tool) == [("read_file", "allow", 1), ("read_file", "deny", 2)]
+    hours = store.decision_counts("acme", since=since, by=("effect",), every=3600)
     assert sorted((int(h), e, n) for h, e, n in hours) == [
         (hour - 1, "allow", 1),
         (hour - 1, "deny", 2),
     ]
+    assert store.decision_counts("acme", since=since, until=since + 1, by=("agent",)) == []
     with pytest.raises(ValueError, match="counted by"):
-        store.decision_counts("acme", since=since, by="args")
+        store.decision_counts("acme", since=since, by=("args",))

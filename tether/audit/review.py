@@ -52,17 +52,20 @@ def review(store: Store, workspace: str, *, since: float, until: float) -> Revie
         for g in store.credentials.grants(workspace)
         if g.revoked_at is None and g.expires_at > until
     ]
-    decisions = store.decisions(workspace=workspace, since=since, until=until, limit=None)
+    tally = store.decision_counts(
+        workspace, since=since, until=until, by=("agent", "tool", "effect")
+    )
     tasks_by_grant = store.grants_used(workspace, since=since, until=until)
-    deciding: set[str] = set()
-    for record in decisions:
-        for reason in json.loads(record.reasons):
-            if reason.get("policy"):
-                deciding.add(reason["policy"])
+    deciding = {
+        reason["policy"]
+        for reasons in store.decision_reasons(workspace, since=since, until=until)
+        for reason in json.loads(reasons)
+        if reason.get("policy")
+    }
     for agent in snapshot.agents:
         held = sorted({t for g in grants if agent.name in (g.agent, *g.may_act) for t in g.tools})
-        mine = [d for d in decisions if d.agent == agent.name]
-        used = sorted({d.tool for d in mine if d.effect is Effect.ALLOW})
+        mine = [(tool, Effect(effect), n) for who, tool, effect, n in tally if who == agent.name]
+        used = sorted({tool for tool, effect, _ in mine if effect is Effect.ALLOW})
         unused = [t for t in held if t not in used]
         result.agents.append(
             AgentReview(
@@ -73,9 +76,9 @@ def review(store: Store, workspace: str, *, since: float, until: float) -> Revie
                 granted=held,
                 used=used,
                 unused=unused,
-                calls=len(mine),
-                denied=sum(d.effect is Effect.DENY for d in mine),
-                approvals=sum(d.effect is Effect.APPROVAL_REQUIRED for d in mine),
+                calls=sum(n for _, _, n in mine),
+                denied=sum(n for _, effect, n in mine if effect is Effect.DENY),
+                approvals=sum(n for _, effect, n in mine if effect is Effect.APPROVAL_REQUIRED),
             )
         )
         if unused:

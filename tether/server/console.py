@@ -7,8 +7,9 @@ review, a `policy-author` works on policies (`admin` may do everything). A contr
 not use is not shown, and its endpoint refuses them all the same: the page is a convenience,
 the check is here.
 
-Every POST carries the session's CSRF token and ends in a redirect (so a reload never repeats
-it). Whatever goes wrong is a page with a 4xx and what to do, never a stack trace.
+Every POST carries the session's CSRF token, and one that changes something ends in a redirect
+(so a reload never repeats it). Whatever goes wrong is a page with a 4xx and what to do, never a
+stack trace.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from tether.audit.redaction import Redaction
 from tether.audit.review import review
 from tether.console import STATIC, environment, render
 from tether.errors import CredentialRefused, Forbidden, InvalidInput, NotFound, TetherError
@@ -40,7 +43,10 @@ from tether.server.limits import RateLimits
 log = logging.getLogger("tether.console")
 
 PAGE = 50  # decisions a page
+MAX_FORM = 1 << 20  # bytes: a policy candidate's files fit many times over
 CHART_HOURS = 24
+TOP_DENIED = 8
+TASKS_SHOWN = 100  # an agent's open tasks on its page, the newest
 REVIEW_DAYS = ("1", "7", "30", "90")
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -111,9 +117,9 @@ class Console:
 
         def wrap(handler: Handler) -> Endpoint:
             async def endpoint(request: Request) -> Response:
-                form = dict(await request.form()) if post else {}
-                from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
-
+                form = await _form(request) if post else {}
+                if form is None:
+                    return self.error(413, f"A form is at most {MAX_FORM} bytes.")
                 return await run_in_threadpool(self._run, handler, request, form, roles, post)
 
             return endpoint
@@ -195,7 +201,9 @@ class Console:
         return response
 
     async def sign_in(self, request: Request) -> Response:
-        form = dict(await request.form())
+        form = await _form(request)
+        if form is None:
+            return self.error(413, f"A form is at most {MAX_FORM} bytes.")
         expected = request.cookies.get(console_auth.SIGN_IN_COOKIE, "")
         if not console_auth.same_token(expected, _text(form.get("csrf"))):
             return self.error(
@@ -205,8 +213,6 @@ class Console:
         if self.sign_ins.take(address, 1) is not None:
             return self.error(429, "Too many attempts to sign in from here; wait a minute.")
         store, now = self.guard.store, time.time()
-        from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
-
         try:
             if form.get("with") == "token":
                 secret = await run_in_threadpool(
@@ -229,7 +235,7 @@ class Console:
         return response
 
     async def sign_out(self, request: Request) -> Response:
-        form = dict(await request.form())
+        form = await _form(request) or {}
         secret = request.cookies.get(console_auth.COOKIE)
         person = self._person(request)
         if person is not None and not console_auth.same_token(person.csrf, _text(form.get("csrf"))):
@@ -274,10 +280,17 @@ class Console:
         record = self.guard.store.decision(approval.decision_id)
         context = json.loads(record.context) if record is not None and record.context else {}
         why_not = self._why_not(person, approval.id, workspace)
+        arguments = approval.args  # an approver sees the exact call they approve
+        if why_not is not None:  # anyone else: as the workspace's records keep them
+            settings = self.guard.workspace(workspace).settings
+            cut = Redaction.from_settings(settings).apply(
+                json.loads(approval.args), context=None, reasons=(), shadow=None
+            )
+            arguments = cut.args if cut is not None else approval.args
         return self.page(
             "approval.html",
             approval=approval,
-            arguments=approval.args,
+            arguments=arguments,
             provenance=context.get("provenance") or {},
             can_decide=why_not is None,
             why_not=why_not,
@@ -322,7 +335,9 @@ class Console:
         store = self.guard.store
         since = time.time() - 86400
         counts: dict[str, dict[str, int]] = {}
-        for agent, effect, n in store.decision_counts(workspace, since=since, by="agent"):
+        for agent, effect, n in store.decision_counts(
+            workspace, since=since, by=("agent", "effect")
+        ):
             counts.setdefault(agent or "", {})[effect] = n
         rows = []
         for agent in store.agents(workspace):
@@ -352,14 +367,15 @@ class Console:
         agent = store.agent(workspace, name)
         if agent is None:
             raise NotFound(f"no agent {name!r} in {workspace}")
-        tasks = [store.task(task_id) for task_id in store.open_tasks(workspace, agent=name)]
+        tasks = store.open_task_records(workspace, name, limit=TASKS_SHOWN)
         grants = [g for g in store.credentials.grants(workspace) if g.agent == name]
         return self.page(
             "agent.html",
             agent=agent,
             keys=store.credentials.agent_keys(workspace, name),
             grants=grants,
-            tasks=[task for task in tasks if task is not None],
+            tasks=tasks,
+            open_tasks=len(store.open_tasks(workspace, agent=name)),
             recent=store.decisions(workspace=workspace, agent=name, limit=10),
             can_admin=person.can(workspace, "admin"),
             now=time.time(),
@@ -438,8 +454,10 @@ class Console:
         since = time.time() - CHART_HOURS * 3600
         return self.page(
             "decisions.html",
-            chart=_timeline(store.decision_counts(workspace, since=since, by="3600"), since),
-            denied=_top(store.decision_counts(workspace, since=since, by="tool", effect="deny")),
+            **_charts(
+                store.decision_counts(workspace, since=since, by=("tool", "effect"), every=3600),
+                since,
+            ),
             effects=[e.value for e in Effect],
             live=before is None,
             **values,
@@ -537,6 +555,14 @@ def console_mount(guard: Guard, public_url: str) -> Mount:
     return Mount("/console", routes=console.routes())
 
 
+async def _form(request: Request) -> dict[str, Any] | None:
+    """The form's fields; None if it declares no size or more than MAX_FORM bytes."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit() or int(declared) > MAX_FORM:
+        return None
+    return dict(await request.form())
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
@@ -567,14 +593,18 @@ def _risk(calls: int, denied: int) -> str:
     return "high" if share >= 0.25 else "elevated" if share >= 0.05 else "low"
 
 
-def _timeline(counts: list[tuple[Any, str, int]], since: float) -> dict[str, Any]:
-    """Decisions per hour by effect, as bars of an inline SVG chart."""
+def _charts(counts: list[tuple[Any, ...]], since: float) -> dict[str, Any]:
+    """From (hour, tool, effect, count) rows: decisions per hour by effect, as the bars of an
+    inline SVG chart, and the most denied tools."""
     first = int(since // 3600)
     hours = [first + i for i in range(CHART_HOURS + 1)]
     by_hour: dict[int, dict[str, int]] = {h: {} for h in hours}
-    for hour, effect, n in counts:
+    denied: dict[str, int] = {}
+    for hour, tool, effect, n in counts:
         if int(hour) in by_hour:
-            by_hour[int(hour)][effect] = n
+            by_hour[int(hour)][effect] = by_hour[int(hour)].get(effect, 0) + n
+        if effect == Effect.DENY.value:
+            denied[tool] = denied.get(tool, 0) + n
     peak = max([sum(c.values()) for c in by_hour.values()] + [1])
     scale = 10 ** max(0, math.floor(math.log10(peak)))
     top = math.ceil(peak / scale) * scale
@@ -590,13 +620,12 @@ def _timeline(counts: list[tuple[Any, str, int]], since: float) -> dict[str, Any
             y += height
     labels = [{"x": 40 + i * 22, "text": time.strftime("%H", time.gmtime(h * 3600))}
               for i, h in enumerate(hours) if i % 4 == 0]  # fmt: skip
-    return {"bars": bars, "top": top, "labels": labels, "total": sum(b["n"] for b in bars)}
-
-
-def _top(counts: list[tuple[Any, str, int]], limit: int = 8) -> list[dict[str, Any]]:
-    ranked = sorted(((n, str(tool)) for tool, _, n in counts), reverse=True)[:limit]
-    peak = ranked[0][0] if ranked else 1
-    return [{"tool": tool, "n": n, "width": 100 * n / peak} for n, tool in ranked]
+    ranked = sorted(((n, tool) for tool, n in denied.items()), reverse=True)[:TOP_DENIED]
+    most = ranked[0][0] if ranked else 1
+    return {
+        "chart": {"bars": bars, "top": top, "labels": labels, "total": sum(b["n"] for b in bars)},
+        "denied": [{"tool": tool, "n": n, "width": 100 * n / most} for n, tool in ranked],
+    }
 
 
 def _chain(record: Any, context: dict[str, Any]) -> list[str]:

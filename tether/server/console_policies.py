@@ -25,7 +25,7 @@ from tether.server.console_auth import Person
 if TYPE_CHECKING:
     from tether.server.console import Console
 
-DISAGREEMENTS_SCANNED = 5000  # recent decisions looked through for the shadow's disagreements
+DISAGREEMENTS_SCANNED = 1000  # recent decisions looked through for the shadow's disagreements
 BACKTEST_WINDOWS = {"1 day": 86400.0, "7 days": 7 * 86400.0, "30 days": 30 * 86400.0}
 NEW_FILE = "new_file"  # the form's field for a file added to the candidate
 
@@ -112,7 +112,12 @@ def _page(
     # The candidate starts as the bundle under evaluation (the shadow's), else the active one.
     starting = current.shadow_policy_version or current.active_policy_version
     start = next((v for v in versions if v.version == starting), None)
-    recent = store.decisions(workspace=workspace, limit=DISAGREEMENTS_SCANNED)
+    # Only while a shadow runs: its disagreements are what its author is watching for.
+    recent = (
+        store.decisions(workspace=workspace, limit=DISAGREEMENTS_SCANNED)
+        if current.shadow_policy_version
+        else []
+    )
     return console.page(
         "policies.html",
         versions=versions,

@@ -293,6 +293,21 @@ class Store:
                 .values(status=status.value, ended_at=at)
             )
 
+    def open_task_records(self, workspace: str, agent: str, *, limit: int) -> list[Task]:
+        """The agent's open tasks, the newest first, at most `limit` of them."""
+        query = (
+            sa.select(t.tasks)
+            .where(
+                t.tasks.c.workspace == workspace,
+                t.tasks.c.agent == agent,
+                t.tasks.c.status == TaskStatus.OPEN.value,
+            )
+            .order_by(t.tasks.c.created_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as db:
+            return [row_to(Task, row) for row in db.execute(query)]
+
     def open_tasks(self, workspace: str, *, agent: str | None = None) -> list[str]:
         query = sa.select(t.tasks.c.id).where(
             t.tasks.c.workspace == workspace, t.tasks.c.status == TaskStatus.OPEN.value
@@ -381,24 +396,40 @@ class Store:
         return [(row.seq, row_to(DecisionRecord, row)) for row in rows]
 
     def decision_counts(
-        self, workspace: str, *, since: float, by: str, effect: str | None = None
-    ) -> list[tuple[Any, str, int]]:
-        """How many decisions since `since`, grouped by `by` (a column: agent, tool, effect)
-        and effect, or (`by` a number of seconds) by time bucket and effect."""
-        if by not in ("agent", "tool", "effect") and not by.isdigit():
-            raise ValueError(f"decisions are counted by agent, tool, effect or seconds: {by!r}")
+        self,
+        workspace: str,
+        *,
+        since: float,
+        until: float | None = None,
+        by: tuple[str, ...],
+        every: int | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """How many decisions in the window, grouped by the columns `by` (of agent, tool,
+        effect) and, with `every`, by time bucket of that many seconds: rows of (bucket number
+        if `every`, *by, count), counted where the rows are rather than loaded."""
         d = t.decisions
-        key: Any = getattr(d.c, by) if not by.isdigit() else d.c.ts / float(by)
-        if by.isdigit():  # the bucket's number: floor (PostgreSQL's CAST rounds)
+        if not by or not set(by) <= {"agent", "tool", "effect"}:
+            raise ValueError(f"decisions are counted by agent, tool or effect: {by!r}")
+        keys: list[Any] = [d.c[column] for column in by]
+        if every is not None:  # the bucket's number: floored (PostgreSQL's CAST rounds)
+            bucket: Any = d.c.ts / float(every)
             postgres = self.engine.dialect.name == "postgresql"
-            key = sa.func.floor(key) if postgres else sa.cast(key, sa.Integer)
+            keys.insert(0, sa.func.floor(bucket) if postgres else sa.cast(bucket, sa.Integer))
         query = _decisions_where(
-            sa.select(key.label("key"), d.c.effect, sa.func.count().label("n")),
-            {"workspace": workspace, "effect": effect},
-            since=since,
-        ).group_by(key, d.c.effect)
+            sa.select(*keys, sa.func.count()), {"workspace": workspace}, since=since, until=until
+        ).group_by(*keys)
         with self.engine.connect() as db:
-            return [(row.key, row.effect, row.n) for row in db.execute(query)]
+            return [tuple(row) for row in db.execute(query)]
+
+    def decision_reasons(self, workspace: str, *, since: float, until: float) -> list[str]:
+        """The distinct reasons (JSON lists) of the window's decisions: a few dozen, however
+        many decisions gave them."""
+        d = t.decisions
+        query = _decisions_where(
+            sa.select(d.c.reasons).distinct(), {"workspace": workspace}, since=since, until=until
+        )
+        with self.engine.connect() as db:
+            return list(db.execute(query).scalars())
 
 
 def _decisions_where(
