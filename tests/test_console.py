@@ -5,20 +5,25 @@ store queries the pages stand on. tests/test_console_browser.py drives the same 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
+from test_cli import cli_env
 
 from tether import Guard
 from tether.errors import CredentialRefused, InvalidInput
 from tether.server import admin_tokens, console_auth
 from tether.server.app import create_app
 from tether.server.console import PAGE, _local
+from tether.store import Store
 
 PASSWORD = "correct horse battery staple"
 ASK_TO_DELETE = """@id("ask-to-delete")
@@ -72,6 +77,17 @@ def test_a_password_signs_in_and_the_cookie_is_kept_from_scripts_and_other_sites
     assert page.status_code == 200
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
+
+
+def test_without_a_session_pages_go_to_sign_in_and_live_parts_tell_htmx_to(
+    client: TestClient,
+) -> None:
+    page = client.get("/console/decisions?workspace=acme", follow_redirects=False)
+    assert page.status_code == 303
+    assert page.headers["location"].startswith("/console/sign-in?next=")
+    live = client.get("/console/approvals/list", headers={"HX-Request": "true"})
+    assert live.status_code == 401
+    assert live.headers["hx-redirect"] == "/console/sign-in"
 
 
 @pytest.mark.parametrize(("name", "password"), [("bob", "not the password"), ("nobody", PASSWORD)])
@@ -288,3 +304,33 @@ def test_counts_by_agent_tool_and_hour(starter: Guard) -> None:
     assert store.decision_counts("acme", since=since, until=since + 1, by=("agent",)) == []
     with pytest.raises(ValueError, match="counted by"):
         store.decision_counts("acme", since=since, by=("args",))
+
+
+def test_tether_console_add_user_makes_an_account_that_signs_in(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    made = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "--home", str(home), "init"],
+        capture_output=True, text=True, timeout=60, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    add = [sys.executable, "-m", "tether.cli", "--home", str(home), "console", "add-user"]
+    added = subprocess.run(
+        [*add, "erin", "--role", "auditor@acme", "--password-stdin"],
+        input=PASSWORD + "\n", capture_output=True, text=True, timeout=60, env=cli_env(),
+        check=False,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    refused = subprocess.run(
+        [*add, "erin", "--role", "auditor@acme", "--password-stdin"],
+        input="short\n", capture_output=True, text=True, timeout=60, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "12 characters" in refused.stdout + refused.stderr
+    store = Store.at_home(home)
+    try:
+        secret = console_auth.sign_in_with_password(store, "erin", PASSWORD, time.time())
+        person = console_auth.person(store, secret, time.time())
+        assert person is not None and person.can("acme", "auditor")
+        assert not person.can("acme", "approver")
+    finally:
+        store.close()

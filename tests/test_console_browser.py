@@ -115,6 +115,7 @@ class Agent:
 
 def sign_in(page: Any, service: Served, name: str, then: str = "/console/approvals") -> None:
     page.goto(f"{service.url}{then}")
+    shot(page, "sign-in")
     page.fill("#name", name)
     page.fill("#password", PASSWORD)
     page.click("button[value=password]")

@@ -1299,16 +1299,20 @@ def serve(
     run(config, host=host, port=port, workers=workers)
 
 
+# What a person holds, per workspace: for admin tokens and console accounts alike.
+Roles = Annotated[
+    list[str],
+    typer.Option(
+        help="ROLE@WORKSPACE (repeat): admin, policy-author, approver or auditor; "
+        "@* for every workspace."
+    ),
+]
+
+
 @admin_token_app.command("create")
 def admin_token_create(
     name: Annotated[str, typer.Argument(help="Whose token: a user of the workspaces it covers.")],
-    role: Annotated[
-        list[str],
-        typer.Option(
-            help="ROLE@WORKSPACE (repeat): admin, policy-author, approver or auditor; "
-            "@* for every workspace."
-        ),
-    ],
+    role: Roles,
     days: Annotated[float, typer.Option(help="How long it lives.")] = 90.0,
 ) -> None:
     """Make an admin token; it is shown once, and only its hash is kept."""
@@ -1334,13 +1338,7 @@ def _roles(items: list[str]) -> dict[str, list[str]]:
 @console_app.command("add-user")
 def console_add_user(
     name: Annotated[str, typer.Argument(help="Who signs in: a user of the workspaces covered.")],
-    role: Annotated[
-        list[str],
-        typer.Option(
-            help="ROLE@WORKSPACE (repeat): admin, policy-author, approver or auditor; "
-            "@* for every workspace."
-        ),
-    ],
+    role: Roles,
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from stdin.")
     ] = False,

@@ -157,6 +157,8 @@ class Console:
         """The person and the workspace, or the answer for someone who may not go on."""
         person = self._person(request)
         if person is None:
+            if "hx-request" in request.headers:  # a live part of a page: htmx goes to sign in
+                return Response(status_code=401, headers={"hx-redirect": f"{self.base}/sign-in"})
             if post:
                 return self.error(401, "Your session has ended: sign in again.")
             here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
