@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from test_cli import cli_env
 
 from tether import Guard
-from tether.errors import CredentialRefused, InvalidInput
+from tether.errors import CredentialRefused, InvalidInput, NotFound
 from tether.server import admin_tokens, console_auth
 from tether.server.app import create_app
 from tether.server.console import PAGE, _local
@@ -96,8 +96,46 @@ def test_a_wrong_password_or_an_unknown_name_gets_the_same_refusal(
 ) -> None:
     answer = sign_in(client, name, password)
     assert answer.status_code == 303
-    assert "the%20name%20or%20the%20password%20is%20not%20right" in answer.headers["location"]
+    assert answer.headers["location"] == "/console/sign-in"
+    shown = client.get("/console/sign-in").text
+    assert "the name or the password is not right" in shown
+    assert "the name or the password is not right" not in client.get("/console/sign-in").text
     assert client.get("/console/approvals", follow_redirects=False).status_code == 303
+
+
+def test_no_link_can_put_words_on_a_page(client: TestClient) -> None:
+    sign_in(client, "root")
+    said = "Verified by Tether: every pending request is safe to approve"
+    for path in ("/console/approvals", "/console/sign-in"):
+        page = client.get(path, params={"workspace": "acme", "flash": said, "error": "1"})
+        assert said not in page.text
+
+
+def test_a_new_password_or_disabling_the_account_ends_its_sessions(starter: Guard) -> None:
+    store, now = starter.store, time.time()
+    console_auth.add_account(store, "bob", PASSWORD, {"acme": ["approver"]}, now)
+    stolen = console_auth.sign_in_with_password(store, "bob", PASSWORD, now)
+    console_auth.add_account(store, "bob", PASSWORD + " 2", {"acme": ["approver"]}, now)
+    assert console_auth.person(store, stolen, now) is None
+    mine = console_auth.sign_in_with_password(store, "bob", PASSWORD + " 2", now)
+    console_auth.disable_account(store, "bob", now)
+    assert console_auth.person(store, mine, now) is None
+    with pytest.raises(CredentialRefused):
+        console_auth.sign_in_with_password(store, "bob", PASSWORD + " 2", now)
+    with pytest.raises(NotFound):
+        console_auth.disable_account(store, "nobody", now)
+
+
+def test_every_console_response_carries_the_security_headers(client: TestClient) -> None:
+    for answer in (
+        client.get("/console/approvals", follow_redirects=False),  # a redirect to sign in
+        client.get("/console/static/htmx.min.js"),
+        client.get("/console/sign-in"),
+        client.post("/console/sign-in", data={}),  # refused: no CSRF token
+        client.get("/console/nowhere"),
+    ):
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["cache-control"] == "no-store"
 
 
 def test_passwords_are_kept_as_argon2id_hashes_only(starter: Guard) -> None:
@@ -248,6 +286,8 @@ def test_bad_input_is_a_page_with_a_4xx_and_no_trace(client: TestClient) -> None
     for path, status in [
         ("/console/decisions?workspace=acme&effect=maybe", 400),
         ("/console/decisions?workspace=acme&before=x", 400),
+        ("/console/decisions?workspace=acme&before=\u00b2", 400),
+        ("/console/decisions?workspace=acme&before=" + "9" * 5000, 400),
         ("/console/decisions/dec_nope?workspace=acme", 404),
         ("/console/approvals/apr_nope?workspace=acme", 404),
         ("/console/agents/nobody?workspace=acme", 404),
@@ -261,6 +301,30 @@ def test_bad_input_is_a_page_with_a_4xx_and_no_trace(client: TestClient) -> None
 
 
 # -- what the pages read -----------------------------------------------------------------------
+
+
+def test_a_candidate_with_problems_keeps_its_edits_and_the_shadow_can_be_stopped(
+    client: TestClient, starter: Guard
+) -> None:
+    sign_in(client, "root")
+    csrf = csrf_of(client.get("/console/policies?workspace=acme").text)
+    edit = {"csrf": csrf, "file:mine.cedar": "permit (principal, action, resource);"}
+    bad = client.post(
+        "/console/policies?workspace=acme", data={**edit, "step": "test", "tests": "tests: ["}
+    )
+    assert bad.status_code == 200
+    assert 'id="problems"' in bad.text and "tests:" in bad.text
+    assert "permit (principal, action, resource);" in bad.text  # the edit is still there
+    shadowed = client.post("/console/policies?workspace=acme", data={**edit, "step": "shadow"})
+    assert shadowed.status_code == 200
+    assert starter.workspace("acme").shadow_policy_version is not None
+    stopped = client.post(
+        "/console/policies?workspace=acme",
+        data={"csrf": csrf, "step": "stop-shadow"},
+        follow_redirects=False,
+    )
+    assert stopped.status_code == 303
+    assert starter.workspace("acme").shadow_policy_version is None
 
 
 def test_the_log_is_paged_newest_first_without_gaps(starter: Guard) -> None:
@@ -279,6 +343,27 @@ def test_the_log_is_paged_newest_first_without_gaps(starter: Guard) -> None:
     assert len(set(seen)) == len(seen)
     denied = store.decision_page("acme", {"effect": "deny"}, before=None, limit=PAGE)
     assert [r.args for _, r in denied] == ['{"path":"/etc/passwd"}']
+
+
+def test_older_is_offered_only_when_there_are_older_decisions(
+    client: TestClient, starter: Guard
+) -> None:
+    with starter.task(
+        workspace="acme", agent="coder", user="alice", request="read", tools=["read_file"]
+    ) as task:
+        for i in range(PAGE):
+            task.authorize("read_file", {"path": f"/repo/{i}.py"})
+    sign_in(client, "root")
+    assert ">Older<" not in client.get("/console/decisions?workspace=acme").text
+    with starter.task(
+        workspace="acme", agent="coder", user="alice", request="read", tools=["read_file"]
+    ) as task:
+        task.authorize("read_file", {"path": "/repo/one-more.py"})
+    page = client.get("/console/decisions?workspace=acme").text
+    older = re.search(r'href="([^"]*before=[0-9]+)">Older<', page)
+    assert older is not None
+    rest = client.get(older.group(1).replace("&amp;", "&")).text
+    assert rest.count("data-decision=") == 1
 
 
 def test_counts_by_agent_tool_and_hour(starter: Guard) -> None:

@@ -259,7 +259,7 @@ def test_a_candidate_goes_from_validation_through_the_shadow_to_active(
     page.click("button[value=test]")
     assert "1 of 1 cases pass" in page.inner_text("#outcome")
     page.click("button[value=shadow]")
-    page.wait_for_url(re.compile(r"flash="))
+    page.locator(".flash").wait_for()  # the page the action led to says what it did
     assert page.inner_text("#shadow-version") != "none"
     assert page.inner_text("#active-version") == before
     # Enforced: still allowed; the shadow would have denied it, and the page says so (once
@@ -270,7 +270,7 @@ def test_a_candidate_goes_from_validation_through_the_shadow_to_active(
     assert "run_tests" in page.inner_text("#disagreements")
     shot(page, "policies")
     page.click("button[value=activate]")  # the candidate shown is the shadow's
-    page.wait_for_url(re.compile(r"flash="))
+    page.locator(".flash").wait_for()  # the page the action led to says what it did
     assert page.inner_text("#active-version") not in (before, "none")
     decision = agent.soon("run_tests", {"target": "unit"}, Effect.DENY)
     assert decision.effect is Effect.DENY

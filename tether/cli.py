@@ -1356,6 +1356,16 @@ def console_add_user(
     out.print(f"[green]{name}[/] may sign in to the console")
 
 
+@console_app.command("disable-user")
+def console_disable_user(name: str) -> None:
+    """Stop a console account from signing in, and end its sessions now."""
+    from tether.server import console_auth  # noqa: PLC0415 - only the console needs it
+
+    with _guard() as guard:
+        console_auth.disable_account(guard.store, name, time.time())
+    out.print(f"[green]{name}[/] can no longer sign in to the console")
+
+
 @admin_token_app.command("list")
 def admin_token_list() -> None:
     with _guard() as guard:

@@ -1,9 +1,11 @@
 """The web console, served by `tether serve` at /console (templates: tether/console).
 
 Every page is for a person signed in (console_auth.py) and about one workspace where they hold
-a role. What they see and what they may do follow the HTTP API's roles: an `approver` decides
-approvals, an `admin` suspends agents and revokes tasks, an `auditor` reads decisions and the
-review, a `policy-author` works on policies (`admin` may do everything). A control a person may
+a role. What they may do follows the HTTP API's roles: an `approver` decides approvals, an
+`admin` suspends agents and revokes tasks, an `auditor` reads decisions and the review, a
+`policy-author` works on policies (`admin` may do everything). One reading is wider than the
+API's: an auditor also sees the approvals inbox, read-only, with the arguments and reasons as
+the workspace's records keep them (an approver sees the exact call). A control a person may
 not use is not shown, and its endpoint refuses them all the same: the page is a convenience,
 the check is here.
 
@@ -17,23 +19,28 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.audit.redaction import Redaction
 from tether.audit.review import review
 from tether.console import STATIC, environment, render
 from tether.errors import CredentialRefused, Forbidden, InvalidInput, NotFound, TetherError
-from tether.model import ApprovalStatus, Effect
+from tether.model import ApprovalStatus, Effect, Reason, Stage
 from tether.sdk import Guard
 from tether.server import console_auth
 from tether.server import console_policies as policies
@@ -43,6 +50,7 @@ from tether.server.limits import RateLimits
 log = logging.getLogger("tether.console")
 
 PAGE = 50  # decisions a page
+FLASH = "tether_console_flash"  # what an action said, for the page it leads to
 MAX_FORM = 1 << 20  # bytes: a policy candidate's files fit many times over
 CHART_HOURS = 24
 TOP_DENIED = 8
@@ -67,13 +75,13 @@ class Console:
         self.base = base  # the console's path: /console
         self.secure = secure  # served over HTTPS: cookies are Secure
         self.env = environment()
-        self.sign_ins = RateLimits(rate=0.2, burst=10.0)  # per address: a guess each 5 s
+        # Guesses: 10 at once, then one each 5 s, per address and per name tried.
+        self.sign_ins = RateLimits(rate=0.2, burst=10.0)
 
     # -- rendering and the person ------------------------------------------------------------
 
     def page(self, template: str, code: int = 200, **values: Any) -> HTMLResponse:
-        html = render(self.env, template, base=self.base, **values)
-        return HTMLResponse(html, code, headers=SECURITY_HEADERS)
+        return HTMLResponse(render(self.env, template, base=self.base, **values), code)
 
     def context(
         self, request: Request, person: Person, workspace: str, page: str
@@ -84,8 +92,7 @@ class Console:
             "workspace": workspace,
             "workspaces": person.workspaces(known),
             "page": page,
-            "flash": request.query_params.get("flash", ""),
-            "flash_error": request.query_params.get("error") == "1",
+            **_flash(request),
         }
 
     def error(
@@ -104,6 +111,11 @@ class Console:
             person=person,
             workspace=workspace,
         )
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        """The framework's refusals (no such page, wrong method) as console pages."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        return self.error(status, "There is no such page here." if status == 404 else str(exc))
 
     def _person(self, request: Request) -> Person | None:
         return console_auth.person(
@@ -140,7 +152,10 @@ class Console:
                 return admitted
             person, workspace = admitted
             request.state.form = form
-            return handler(request, person, workspace)
+            response = handler(request, person, workspace)
+            if FLASH in request.cookies:  # said once, on the page it was for
+                response.delete_cookie(FLASH, path=self.base)
+            return response
         except Forbidden as exc:
             return self.error(403, str(exc))
         except NotFound as exc:
@@ -182,10 +197,15 @@ class Console:
         return person, workspace
 
     def done(self, path: str, workspace: str, flash: str, *, error: bool = False) -> Response:
-        """After an action: back to a page, saying what happened."""
+        """After an action: back to a page, which says what happened. The words go in a
+        cookie, not the URL, so that no link can put words of its own on a page."""
         sep = "&" if "?" in path else "?"
-        url = f"{self.base}{path}{sep}workspace={quote(workspace)}&flash={quote(flash)}"
-        return RedirectResponse(url + ("&error=1" if error else ""), 303)
+        return self._flashed(f"{self.base}{path}{sep}workspace={quote(workspace)}", flash, error)
+
+    def _flashed(self, url: str, flash: str, error: bool) -> Response:
+        response = RedirectResponse(url, 303)
+        self._cookie(response, FLASH, ("!" if error else "") + quote(flash[:500]), 60)
+        return response
 
     # -- signing in and out ------------------------------------------------------------------
 
@@ -196,10 +216,10 @@ class Console:
             person=None,
             csrf=token,
             next=_local(request.query_params.get("next", "")),
-            flash=request.query_params.get("flash", ""),
-            flash_error=True,
+            **_flash(request),
         )
         self._cookie(response, console_auth.SIGN_IN_COOKIE, token, 3600)
+        response.delete_cookie(FLASH, path=self.base)
         return response
 
     async def sign_in(self, request: Request) -> Response:
@@ -212,8 +232,10 @@ class Console:
                 403, "This form's CSRF token is missing or wrong. Reload the page and try again."
             )
         address = request.client.host if request.client else "?"
-        if self.sign_ins.take(address, 1) is not None:
-            return self.error(429, "Too many attempts to sign in from here; wait a minute.")
+        name = _text(form.get("name")).casefold() if form.get("with") != "token" else ""
+        for key in (f"address/{address}", f"name/{name}" if name else ""):
+            if key and self.sign_ins.take(key, 1) is not None:
+                return self.error(429, "Too many attempts to sign in; wait a minute.")
         store, now = self.guard.store, time.time()
         try:
             if form.get("with") == "token":
@@ -229,8 +251,9 @@ class Console:
                     now,
                 )
         except CredentialRefused as exc:
-            target = f"{self.base}/sign-in?flash={quote(str(exc))}"
-            return RedirectResponse(target, 303)
+            again = _local(_text(form.get("next")))
+            target = f"{self.base}/sign-in" + (f"?next={quote(again)}" if again else "")
+            return self._flashed(target, str(exc), True)
         response = RedirectResponse(_local(_text(form.get("next"))) or f"{self.base}/", 303)
         self._cookie(response, console_auth.COOKIE, secret, int(console_auth.SESSION_SECONDS))
         response.delete_cookie(console_auth.SIGN_IN_COOKIE, path=self.base)
@@ -266,33 +289,48 @@ class Console:
     def approvals(self, request: Request, person: Person, workspace: str) -> Response:
         return self.page(
             "approvals.html",
-            pending=self.guard.approvals.pending(workspace),
+            **self._inbox(person, workspace),
             **self.context(request, person, workspace, "approvals"),
         )
 
     def approvals_list(self, request: Request, person: Person, workspace: str) -> Response:
         return self.page(
-            "approvals_list.html",
-            pending=self.guard.approvals.pending(workspace),
-            workspace=workspace,
+            "approvals_list.html", workspace=workspace, **self._inbox(person, workspace)
         )
+
+    def _inbox(self, person: Person, workspace: str) -> dict[str, Any]:
+        """The waiting requests, with their reasons as whoever looks may see them."""
+        pending = self.guard.approvals.pending(workspace)
+        exact = person.can(workspace, "approver")
+        reasons = {a.id: a.reasons if exact else self._as_kept(workspace, a)[1] for a in pending}
+        return {"pending": pending, "reasons": reasons}
+
+    def _as_kept(self, workspace: str, approval: Any) -> tuple[str, tuple[str, ...]]:
+        """A request's arguments and reasons as the workspace's decision records keep them."""
+        redaction = Redaction.from_settings(self.guard.workspace(workspace).settings)
+        cut = redaction.apply(
+            json.loads(approval.args),
+            context=None,
+            reasons=tuple(Reason(Stage.APPROVAL, text) for text in approval.reasons),
+            shadow=None,
+        )
+        if cut is None:
+            return approval.args, approval.reasons
+        return cut.args, tuple(reason.text for reason in cut.reasons)
 
     def approval(self, request: Request, person: Person, workspace: str) -> Response:
         approval = self._approval(request, workspace)
         record = self.guard.store.decision(approval.decision_id)
         context = json.loads(record.context) if record is not None and record.context else {}
         why_not = self._why_not(person, approval.id, workspace)
-        arguments = approval.args  # an approver sees the exact call they approve
-        if why_not is not None:  # anyone else: as the workspace's records keep them
-            settings = self.guard.workspace(workspace).settings
-            cut = Redaction.from_settings(settings).apply(
-                json.loads(approval.args), context=None, reasons=(), shadow=None
-            )
-            arguments = cut.args if cut is not None else approval.args
+        # Who may decide it sees the exact call; anyone else, what the records keep of it.
+        shown = (approval.args, approval.reasons) if why_not is None else None
+        arguments, reasons = shown or self._as_kept(workspace, approval)
         return self.page(
             "approval.html",
             approval=approval,
             arguments=arguments,
+            reasons=reasons,
             provenance=context.get("provenance") or {},
             can_decide=why_not is None,
             why_not=why_not,
@@ -317,10 +355,11 @@ class Console:
         return self.done("/approvals", workspace, said)
 
     def _approval(self, request: Request, workspace: str) -> Any:
-        approval = self.guard.approvals.get(request.path_params["approval_id"])
-        if approval.workspace != workspace:  # another workspace's: as if it did not exist
-            raise NotFound(f"no approval request {request.path_params['approval_id']!r}")
-        return approval
+        approval_id = request.path_params["approval_id"]
+        stored = self.guard.store.approvals.get(approval_id)
+        if stored is None or stored.workspace != workspace:  # another's: as if it were not
+            raise NotFound(f"no approval request {approval_id!r}")
+        return self.guard.approvals.get(approval_id)  # expired now if its time has passed
 
     def _why_not(self, person: Person, approval_id: str, workspace: str) -> str | None:
         """Why this person may not decide the request: the console's role, then the
@@ -444,10 +483,10 @@ class Console:
     def decisions(self, request: Request, person: Person, workspace: str) -> Response:
         store = self.guard.store
         filters, before = _filters(request)
-        page = store.decision_page(workspace, filters, before=before, limit=PAGE)
+        page = store.decision_page(workspace, filters, before=before, limit=PAGE + 1)
         values: dict[str, Any] = {
-            "rows": [record for _, record in page],
-            "older": page[-1][0] if len(page) == PAGE else None,
+            "rows": [record for _, record in page[:PAGE]],
+            "older": page[PAGE - 1][0] if len(page) > PAGE else None,
             "filters": filters,
             "query": "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v),
         }
@@ -554,13 +593,40 @@ class Console:
 def console_mount(guard: Guard, public_url: str) -> Mount:
     """The console, mounted at /console of the service."""
     console = Console(guard, base="/console", secure=urlsplit(public_url).scheme == "https")
-    return Mount("/console", routes=console.routes())
+    routes = Router(routes=console.routes())
+    pages = ExceptionMiddleware(routes, handlers={HTTPException: console.http_error})
+    return Mount("/console", app=_Secured(pages))
+
+
+class _Secured:
+    """Every console response carries SECURITY_HEADERS: pages, redirects, static files and
+    the framework's own errors alike."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def _flash(request: Request) -> dict[str, Any]:
+    """What the last action said (its cookie; see Console.done)."""
+    said = request.cookies.get(FLASH, "")
+    return {"flash": unquote(said.removeprefix("!")), "flash_error": said.startswith("!")}
 
 
 async def _form(request: Request) -> dict[str, Any] | None:
-    """The form's fields; None if it declares no size or more than MAX_FORM bytes."""
+    """The form's fields; None if it is over MAX_FORM bytes (or does not say its size, as
+    every browser does)."""
     declared = request.headers.get("content-length", "")
-    if not declared.isdigit() or int(declared) > MAX_FORM:
+    if not re.fullmatch(r"[0-9]{1,10}", declared) or int(declared) > MAX_FORM:
         return None
     return dict(await request.form())
 
@@ -582,7 +648,7 @@ def _filters(request: Request) -> tuple[dict[str, str | None], int | None]:
     if filters["effect"] is not None and filters["effect"] not in {e.value for e in Effect}:
         raise InvalidInput(f"effect is one of {', '.join(e.value for e in Effect)}")
     before = query.get("before")
-    if before is not None and not before.isdigit():
+    if before is not None and not re.fullmatch(r"[0-9]{1,18}", before):
         raise InvalidInput("before is a place in the log (a number)")
     return filters, int(before) if before else None
 

@@ -9,7 +9,8 @@ session cookie; every form they send carries the session's CSRF token.
   served over HTTPS.
 - A session remembers what it was opened with (the admin token's id, or the account's name) and
   reads its roles from there on every request: revoking the token or disabling the account
-  ends the session at once, and a change of roles applies at the next click.
+  ends the session at once, and a change of roles applies at the next click. A new password
+  ends the account's sessions (a stolen cookie dies with the old password).
 - CSRF: the synchronizer-token pattern (a random token per session, in every form and in htmx's
   requests, compared in constant time), on top of SameSite=Strict. The sign-in form, before any
   session exists, uses a double-submit cookie.
@@ -20,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from tether.errors import CredentialRefused, InvalidInput
+from tether.errors import CredentialRefused, InvalidInput, NotFound
 from tether.server import admin_tokens
 from tether.store import Store
 from tether.store.console import ConsoleAccount, ConsoleSession
@@ -37,6 +39,9 @@ SESSION_SECONDS = 8 * 3600.0
 MIN_PASSWORD = 12
 _hasher = PasswordHasher()
 _UNKNOWN = _hasher.hash(secrets.token_urlsafe(16))  # verified against for names not known
+# Each verification takes 64 MiB and most of a core for a while: a burst of sign-ins waits its
+# turn rather than taking the machine.
+_hashing = threading.BoundedSemaphore(2)
 
 
 @dataclass(frozen=True)
@@ -76,14 +81,25 @@ def add_account(
         created_at=now,
     )
     store.console.put_account(account)
+    store.console.end_sessions_of("password", name)
     return account
+
+
+def disable_account(store: Store, name: str, now: float) -> None:
+    """The account can no longer sign in, and its sessions end now; `add_account` with a new
+    password enables it again."""
+    if store.console.account(name) is None:
+        raise NotFound(f"no console account {name!r}")
+    store.console.disable_account(name, now)
+    store.console.end_sessions_of("password", name)
 
 
 def sign_in_with_password(store: Store, name: str, password: str, now: float) -> str:
     """A new session's cookie secret; CredentialRefused (one reason for every failure)."""
     account = store.console.account(name)
     try:
-        _hasher.verify(account.password_hash if account else _UNKNOWN, password)
+        with _hashing:
+            _hasher.verify(account.password_hash if account else _UNKNOWN, password)
     except (VerificationError, InvalidHashError):
         account = None
     if account is None or account.disabled_at is not None:
@@ -159,6 +175,7 @@ __all__ = [
     "SIGN_IN_COOKIE",
     "Person",
     "add_account",
+    "disable_account",
     "new_token",
     "person",
     "same_token",

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tether.catalogue import Catalogue, compile_tool
-from tether.errors import InvalidInput, NotFound, PolicyError
+from tether.errors import InvalidInput, NotFound
 from tether.policy.backtest import shadow_disagrees
 from tether.policy.testing import run_test_text
 from tether.server.console_auth import Person
@@ -64,11 +64,15 @@ def candidate(console: Console, request: Request, person: Person, workspace: str
     """Validate, test or backtest the candidate in the form (changing nothing), or activate
     it as shadow or for real."""
     form = request.state.form
-    files = _files(form)
     step = form.get("step")
     guard = console.guard
+    if step == "stop-shadow":  # the one step without a candidate
+        guard.stop_shadow(workspace)
+        return console.done("/policies", workspace, "The shadow bundle is stopped.")
+    files = _edited(form)
     outcome: dict[str, Any] = {"step": step}
     try:
+        files = _files(form)
         if step == "validate":
             bundle = guard.check_policies(workspace, files)
             outcome["version"], outcome["policies"] = bundle.version, len(bundle.policies)
@@ -87,12 +91,9 @@ def candidate(console: Console, request: Request, person: Person, workspace: str
             made = guard.activate_policies(workspace, files, shadow=step == "shadow")
             said = "shadow" if step == "shadow" else "active"
             return console.done("/policies", workspace, f"Version {made} is now {said}.")
-        elif step == "stop-shadow":
-            guard.stop_shadow(workspace)
-            return console.done("/policies", workspace, "The shadow bundle is stopped.")
         else:
             raise InvalidInput("choose validate, test, backtest, shadow or activate")
-    except PolicyError as exc:
+    except InvalidInput as exc:  # policy errors too: shown beside the edits, which are kept
         outcome["problems"] = str(exc)
     return _page(console, request, person, workspace, files=files, outcome=outcome)
 
@@ -134,13 +135,18 @@ def _page(
     )
 
 
-def _files(form: dict[str, Any]) -> dict[str, str]:
-    """The candidate's files from the form: `file:<name>` fields, and one new file."""
-    files = {
+def _edited(form: dict[str, Any]) -> dict[str, str]:
+    """The candidate's files as the form has them (`file:<name>` fields), emptied ones left out."""
+    return {
         key.removeprefix("file:"): str(value)
         for key, value in form.items()
         if key.startswith("file:") and str(value).strip()
     }
+
+
+def _files(form: dict[str, Any]) -> dict[str, str]:
+    """The candidate: the edited files and the one added, checked."""
+    files = _edited(form)
     name = str(form.get(f"{NEW_FILE}_name") or "").strip()
     if name:
         if not name.endswith(".cedar") or "/" in name:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import sqlalchemy as sa
 
@@ -62,6 +64,25 @@ class ConsoleRecords:
         sessions = t.console_sessions
         with self.engine.begin() as db:
             db.execute(sessions.delete().where(sessions.c.digest == digest))
+
+    def disable_account(self, name: str, at: float) -> bool:
+        accounts = t.console_accounts
+        query = (
+            accounts.update()
+            .where(accounts.c.name == name, accounts.c.disabled_at.is_(None))
+            .values(disabled_at=at)
+        )
+        with self.engine.begin() as db:
+            changed: Any = db.execute(query)
+        return bool(changed.rowcount)
+
+    def end_sessions_of(self, kind: str, subject: str) -> None:
+        """End every session opened with this token id or account name."""
+        sessions = t.console_sessions
+        with self.engine.begin() as db:
+            db.execute(
+                sessions.delete().where(sessions.c.kind == kind, sessions.c.subject == subject)
+            )
 
     def end_expired(self, now: float) -> None:
         sessions = t.console_sessions
