@@ -4,6 +4,7 @@ store queries the pages stand on. tests/test_console_browser.py drives the same 
 
 from __future__ import annotations
 
+import html
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from test_cli import cli_env
 
 from tether import Guard
 from tether.errors import CredentialRefused, InvalidInput, NotFound
+from tether.model import Effect
 from tether.server import admin_tokens, console_auth
 from tether.server.app import create_app
 from tether.server.console import PAGE, _local
@@ -419,3 +421,70 @@ def test_tether_console_add_user_makes_an_account_that_signs_in(tmp_path: Path) 
         assert not person.can("acme", "approver")
     finally:
         store.close()
+
+
+def test_revoking_a_task_asks_first_then_its_token_is_refused(
+    client: TestClient, starter: Guard
+) -> None:
+    task = starter.task(
+        workspace="acme", agent="coder", user="alice", request="read", tools=["read_file"]
+    )
+    assert task.authorize("read_file", {"path": "/repo/a.py"}).effect is Effect.ALLOW
+    sign_in(client, "root")
+    agent_page = client.get("/console/agents/coder?workspace=acme").text
+    assert f'data-task="{task.id}"' in agent_page
+    confirm = client.get(f"/console/tasks/{task.id}/revoke?workspace=acme")
+    assert "Yes, revoke the task" in confirm.text
+    assert starter.store.task(task.id).status.value == "open"  # asking changed nothing
+    done = client.post(
+        f"/console/tasks/{task.id}/revoke?workspace=acme",
+        data={"csrf": csrf_of(confirm.text)},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert starter.store.task(task.id).status.value == "revoked"
+    assert task.authorize("read_file", {"path": "/repo/a.py"}).effect is Effect.DENY
+    after = client.get("/console/agents/coder?workspace=acme").text
+    assert f"Task {task.id} is revoked." in after
+    assert f'data-task="{task.id}"' not in after  # no longer among the open tasks
+
+
+def test_a_sub_agents_decision_shows_the_chain_of_authority(
+    client: TestClient, starter: Guard
+) -> None:
+    planner = starter.task(
+        workspace="acme", agent="planner", user="alice", request="plan", tools=["read_file"]
+    )
+    coder = planner.delegate("coder", tools=["read_file"])
+    decision = coder.authorize("read_file", {"path": "/repo/a.py"})
+    sign_in(client, "root")
+    page = client.get(f"/console/decisions/{decision.decision_id}?workspace=acme").text
+    chain = re.search(r'<div class="chain" id="chain">(.*?)</div>', page, re.S)
+    assert chain is not None
+    hops = re.findall(r'<span class="hop">([^<]+)</span>', chain.group(1))
+    assert hops == ["alice", "planner", "coder"]
+
+
+def test_a_candidate_is_backtested_against_the_log(client: TestClient, starter: Guard) -> None:
+    with starter.task(
+        workspace="acme", agent="coder", user="alice", request="test", tools=["run_tests"]
+    ) as task:
+        assert task.authorize("run_tests", {"target": "unit"}).effect is Effect.ALLOW
+    sign_in(client, "root")
+    page = client.get("/console/policies?workspace=acme").text
+    files = dict(re.findall(r'name="(file:[^"]+)"[^>]*>([^<]*)</textarea>', page))
+    paused = 'forbid (principal, action == Action::"run_tests", resource);'
+    report = client.post(
+        "/console/policies?workspace=acme",
+        data={
+            "csrf": csrf_of(page),
+            "step": "backtest",
+            "window": "1 day",
+            **{name: html.unescape(text) for name, text in files.items()},
+            "new_file_name": "pause.cedar",
+            "new_file_text": paused,
+        },
+    ).text
+    assert re.search(r"Replayed \d+ decisions", report)
+    assert "1 would change" in report
+    assert "run_tests" in report and ">allow<" in report and ">deny<" in report
