@@ -167,6 +167,7 @@ def test_suspending_an_agent_in_the_console_denies_its_next_call(
     shot(page, "agent")
     page.click("#suspend")
     assert "Every call coder makes is denied" in page.inner_text("main")
+    shot(page, "confirm")
     page.get_by_role("button", name="Yes, suspend coder").click()
     page.wait_for_url(re.compile(r"/console/agents/coder\?"))
     assert page.inner_text("#agent-status") == "suspended"
