@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/http_api.py
 	$(BIN)/python benchmarks/gateway.py
 	$(BIN)/python benchmarks/console.py
+	$(BIN)/python benchmarks/peers/run.py
 
 # The pictures of the console in docs/console, taken by its browser tests.
 screenshots: $(STAMP) chromium

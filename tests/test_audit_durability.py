@@ -306,3 +306,31 @@ def test_sustained_appends_keep_the_write_ahead_log_bounded(store: Store, home: 
     log.close()
     assert largest <= WAL_SIZE_LIMIT + 16 * 1024 * 1024, largest
     assert verify(store, guard.credentials.keyring).intact
+
+
+def test_at_the_async_level_a_task_takes_in_an_output_before_its_record_is_committed(
+    home: Path,
+) -> None:
+    """An embedded task reports with the Decision its Guard made, not its record read back:
+    the record of an `async` decision may not be committed when the tool's output comes (the
+    peers benchmark met this: the report was refused as another task's)."""
+    with Guard.embedded(home=home, durability=Durability.ASYNC) as guard:
+        guard.add_workspace("acme")
+        guard.register_agent("acme", "ops", kind="ops", owner="alice@acme.com")
+        guard.register_tool("acme", "read_secret", effects=["secret_access"], labels=["secret"])
+        guard.activate_policies("acme", {"p.cedar": "permit (principal, action, resource);"})
+        guard.add_user("acme", "alice")
+        guard.grant("acme", user="alice", agent="ops", tools=["read_secret"])
+        with guard.task(
+            workspace="acme", agent="ops", user="alice", request="rotate", tools=["read_secret"]
+        ) as task:
+            for _ in range(20):  # one would do, when the log's window has not yet passed
+                decision = task.authorize("read_secret", {})
+                assert decision.effect is Effect.ALLOW
+                task.report(decision, "the key")
+            assert "secret" in task.state.labels
+            other = guard.task(
+                workspace="acme", agent="ops", user="alice", request="x", tools=["read_secret"]
+            )
+            with pytest.raises(InvalidInput, match="another task"):
+                other.report(decision, "the key")

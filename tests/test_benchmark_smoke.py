@@ -99,3 +99,22 @@ def test_quick_console_benchmark_fetches_every_page(tmp_path: Path) -> None:
         figures["pages"]
     )
     assert "an approval" in figures["pages"]
+
+
+@pytest.mark.parametrize("driver", ["tether_engine.py", "cedarpy_raw.py"])
+def test_the_peers_scenario_is_decided_right_by_tether_and_by_raw_cedar(
+    driver: str, tmp_path: Path
+) -> None:
+    """Every call of the peers' scenario (benchmarks/peers/scenario.py) gets the expected
+    answer; the peers themselves are installed by `make bench` only (their own venvs)."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARK.parent / "peers" / "drivers" / driver), "--rounds", "5"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["wrong"] == {}
+    assert figures["correct"] == figures["decisions"] == 5 * 13

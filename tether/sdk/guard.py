@@ -538,7 +538,9 @@ class Guard(ToolDecorator):
         record = self.store.decision(decision_id)
         if state is None:
             raise NotFound(f"task {task_id} is not open here")
-        if record is None or record.task_id != task_id:
+        if record is None:
+            raise NotFound(f"no decision {decision_id} is recorded (yet)")
+        if record.task_id != task_id:
             raise InvalidInput(f"decision {decision_id} belongs to another task")
         if record.effect is not Effect.ALLOW:
             raise InvalidInput(f"decision {decision_id} did not allow the call")
@@ -696,6 +698,13 @@ class TaskHandle(TaskHandleBase):
     def state(self) -> TaskState:
         """The task's state as its Guard knows it now (read back if it had to let it go)."""
         return self._guard._tasks.get(self.id) or self._state
+
+    def report(self, decision: Decision, output: Any) -> None:
+        """In process the Decision is this Guard's own, so its record is not read back: at the
+        `async` durability level it may not be committed yet."""
+        if decision.task_id != self.id:
+            raise InvalidInput(f"decision {decision.decision_id} belongs to another task")
+        self._guard.report_decided(decision, output)
 
     def end(self) -> None:
         self._guard._end(self._state, TaskStatus.ENDED)
