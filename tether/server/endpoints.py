@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl
 
 import msgspec
 from starlette.requests import Request
@@ -47,6 +46,7 @@ from tether.policy.testing import run_test_text
 from tether.sdk import Guard
 from tether.sdk.guard import DEFAULT_GRANT_LIFETIME, DEFAULT_TASK_TTL
 from tether.server import admin_tokens
+from tether.server.bodies import form_body, json_body
 from tether.server.problems import Problem
 from tether.session import TaskState
 from tether.store.admin_tokens import AdminTokenRecord
@@ -71,7 +71,7 @@ class Call:
     def body(self, kind: type[Any]) -> Any:
         if not self.raw:
             raise InvalidInput("send a JSON body")
-        return msgspec.json.decode(self.raw, type=kind)
+        return json_body(self.raw, kind)
 
     def require(self, workspace: str, role: str, missing: str) -> None:
         """For endpoints whose workspace is the resource's (an approval, a decision). A
@@ -289,11 +289,7 @@ def token(call: Call) -> ExchangeResponse:
     if kind == "application/json":
         request = call.body(ExchangeRequest)
     else:
-        try:
-            fields = dict(parse_qsl((call.raw or b"").decode("utf-8", "strict")))
-        except UnicodeDecodeError as exc:
-            raise InvalidInput("the form body is not UTF-8") from exc
-        request = msgspec.convert(fields, ExchangeRequest, strict=False)
+        request = msgspec.convert(form_body(call.raw or b""), ExchangeRequest, strict=False)
     proof = call.request.headers.get("dpop")
     if request.decision_id is not None:
         return _downstream(call, request, proof)
