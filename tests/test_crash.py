@@ -1,0 +1,114 @@
+"""SIGKILL `tether serve` (its whole process group: the server and its workers) in the middle of
+a bounded load on 127.0.0.1: every decision a client was answered is in the log after the
+restart, and `tether audit verify` passes. This is what `commit` durability promises."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from test_cli import cli_env
+from test_server import Agent, Server
+
+from tether import Guard
+from tether.identity import generate_key, register_key
+from tether.store import Store
+
+pytestmark = pytest.mark.sqlite  # the service on its home's SQLite file
+STARTER = Path(__file__).resolve().parent.parent / "tether" / "starter" / "acme"
+CALLERS = 4
+CALLS_BEFORE_KILL = 300  # answered calls, at least, before the kill (bounded: it stops itself)
+
+
+def serve(home: Path, port: int) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port),
+         "--workers", "2", "--rate", "100000", "--burst", "100000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        start_new_session=True,  # its own process group: the kill reaches its workers too
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return child
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    os.killpg(child.pid, signal.SIGKILL)
+    pytest.fail(f"tether serve did not start: {child.communicate()[1][-2000:]}")
+
+
+def test_every_answered_decision_survives_a_sigkill_and_the_log_verifies(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    key = generate_key()
+    with Guard.embedded(home=home) as guard:
+        guard.apply_directory(STARTER)
+        register_key(guard.store, workspace="acme", agent="coder",
+                     jwk=key.as_dict(private=False), now=time.time())  # fmt: skip
+        grant = next(g for g in guard.store.credentials.grants("acme") if g.agent == "coder").id
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = Server(url, home, "", "", "", "", key, grant)
+    child = serve(home, port)
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def call(n: int) -> None:
+        agent = Agent(server)
+        if agent.start().status_code != 200:
+            return
+        i = 0
+        while not stop.is_set() and i < 5000:
+            try:
+                response = agent.authorize("read_file", {"path": f"/repo/{n}/{i}.py"})
+            except httpx.HTTPError:
+                return  # the server is gone
+            if response.status_code == 200:
+                with lock:
+                    answered.append(response.json()["decision_id"])
+            i += 1
+
+    callers = [threading.Thread(target=call, args=(n,)) for n in range(CALLERS)]
+    try:
+        for caller in callers:
+            caller.start()
+        deadline = time.monotonic() + 60
+        while len(answered) < CALLS_BEFORE_KILL and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(child.pid, signal.SIGKILL)  # mid-load: calls are in flight
+        child.wait(timeout=30)
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(timeout=30)
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert len(answered) >= CALLS_BEFORE_KILL
+    restarted = serve(home, port)  # it opens the store as it was left
+    try:
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+    finally:
+        os.killpg(restarted.pid, signal.SIGTERM)
+        restarted.wait(timeout=30)
+    store = Store.at_home(home)
+    try:
+        missing = [d for d in answered if store.decision(d) is None]
+    finally:
+        store.close()
+    assert missing == [], f"{len(missing)} of {len(answered)} answered decisions were lost"
+    verified = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "--home", str(home), "audit", "verify"],
+        capture_output=True, text=True, timeout=120, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
