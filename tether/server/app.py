@@ -155,7 +155,8 @@ def _limit(call: Call, limits: RateLimits) -> None:
     try:
         claims = call.guard.credentials.authenticate(call.token or "")
         key = f"{claims.ws}/{claims.agent}"
-    except CredentialRefused:  # refused (and recorded) by the endpoint; limited by address
+    except Exception:  # refused, or not checkable now (the store away): the endpoint decides,
+        # and fails closed with its reason; meanwhile the caller is limited by address
         key = f"address/{call.request.client.host if call.request.client else '?'}"
 
     def charge(count: int) -> None:

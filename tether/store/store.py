@@ -127,11 +127,10 @@ class Store:
         self.engine = _engine(url)
         migrate(self.engine)
         self.listener = Listener(self.engine)  # changes other processes make (notify.py)
-        self._writer = self.engine.raw_connection()
         sqlite = self.engine.dialect.name == "sqlite"
         self._wal = WriteAheadLog(Path(str(self.engine.url.database))) if sqlite else None
         self._write_lock = WriteTurn(self._wal)
-        self.writes = HotWrites(self.engine, self._writer, self._write_lock)
+        self.writes = HotWrites(self.engine, self._write_lock)
         self.credentials = CredentialRecords(self.engine, self.writes)
         self.approvals = ApprovalRecords(self.engine)
         self.admin_tokens = AdminTokenRecords(self.engine)
@@ -149,8 +148,7 @@ class Store:
 
     def close(self) -> None:
         self.listener.close()
-        with self._write_lock:
-            self._writer.close()
+        self.writes.close()
         self.audit.close()
         self.engine.dispose()
 

@@ -51,9 +51,15 @@ class Claims:
 
 
 class HotWrites:
-    def __init__(self, engine: sa.Engine, writer: Any, turn: WriteTurn) -> None:
-        self._writer = writer  # the store's one writing connection
-        self._cursor = writer.cursor()  # used only in the turn: one for every transaction
+    """The store's one writing connection. If the database drops it (a PostgreSQL restart, a
+    network cut), the next transaction opens another: until then each write fails, and with it
+    its decision (a deny that says why); once the database is back, writes go on by themselves.
+    """
+
+    def __init__(self, engine: sa.Engine, turn: WriteTurn) -> None:
+        self._engine = engine
+        self._writer = engine.raw_connection()
+        self._cursor = self._writer.cursor()  # used only in the turn: one for every transaction
         self.turn = turn  # taken around each transaction on it (store/wal.py)
         dialect = engine.dialect
         insert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect.name]
@@ -85,12 +91,31 @@ class HotWrites:
 
     def transaction(self) -> Transaction:
         """One transaction, committed when its block ends (rolled back if it raises)."""
-        return Transaction(self, self._writer, self._cursor, self.turn)
+        return Transaction(self, self.turn)
 
     def between_transactions(self, action: Callable[[Any], None]) -> None:
         """Run `action` on the connection while no transaction is (a pragma, say)."""
         with self.turn:
-            action(self._writer)
+            action(self._live())
+
+    def close(self) -> None:
+        with self.turn, suppress(Exception):
+            self._writer.close()
+
+    def _live(self) -> Any:
+        """The writing connection, opened again first if the database dropped it (called in
+        the turn). Raises if the database is still away: the write fails, as it must."""
+        connection = getattr(self._writer, "dbapi_connection", self._writer)
+        if (  # the pool let go of it (invalidated), or psycopg says it is lost
+            connection is None
+            or getattr(connection, "broken", False)
+            or getattr(connection, "closed", False)
+        ):
+            with suppress(Exception):
+                self._writer.invalidate()  # the pool forgets it
+            self._writer = self._engine.raw_connection()
+            self._cursor = self._writer.cursor()
+        return self._writer
 
     def claim(self, claims: Claims) -> Refusal | None:
         """Make the claims alone, in a transaction of their own."""
@@ -101,14 +126,18 @@ class HotWrites:
 class Transaction:
     """A context manager (a class, not a generator: it is entered on every decision)."""
 
-    def __init__(self, writes: HotWrites, connection: Any, cursor: Any, turn: WriteTurn) -> None:
+    def __init__(self, writes: HotWrites, turn: WriteTurn) -> None:
         self._writes = writes
-        self._connection = connection
-        self._cursor = cursor
         self._turn = turn
 
     def __enter__(self) -> Transaction:
         self._turn.__enter__()
+        try:
+            self._connection = self._writes._live()
+        except BaseException:
+            self._turn.__exit__()
+            raise
+        self._cursor = self._writes._cursor
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
