@@ -60,6 +60,7 @@ class HotWrites:
         self._engine = engine
         self._writer = engine.raw_connection()
         self._cursor = self._writer.cursor()  # used only in the turn: one for every transaction
+        self._closed = False
         self.turn = turn  # taken around each transaction on it (store/wal.py)
         dialect = engine.dialect
         insert: Any = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[dialect.name]
@@ -100,11 +101,14 @@ class HotWrites:
 
     def close(self) -> None:
         with self.turn, suppress(Exception):
+            self._closed = True
             self._writer.close()
 
     def _live(self) -> Any:
         """The writing connection, opened again first if the database dropped it (called in
         the turn). Raises if the database is still away: the write fails, as it must."""
+        if self._closed:  # closed on purpose: not opened again behind the closer's back
+            raise sa.exc.ResourceClosedError("the store is closed")
         connection = getattr(self._writer, "dbapi_connection", self._writer)
         if (  # the pool let go of it (invalidated), or psycopg says it is lost
             connection is None
