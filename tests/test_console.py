@@ -21,7 +21,7 @@ from test_cli import cli_env
 
 from tether import Guard
 from tether.errors import CredentialRefused, InvalidInput, NotFound
-from tether.model import Effect
+from tether.model import ApprovalStatus, Effect
 from tether.server import admin_tokens, console_auth
 from tether.server.app import create_app
 from tether.server.console import PAGE, _local
@@ -488,3 +488,47 @@ def test_a_candidate_is_backtested_against_the_log(client: TestClient, starter: 
     assert re.search(r"Replayed \d+ decisions", report)
     assert "1 would change" in report
     assert "run_tests" in report and ">allow<" in report and ">deny<" in report
+
+
+def test_nothing_of_another_workspace_is_shown_or_changed_through_the_console(
+    client: TestClient, starter: Guard
+) -> None:
+    """DESIGN.md section 6: a person of acme, even its admin, reaches nothing of globex, by
+    naming acme and another workspace's ids, or by naming globex."""
+    console_auth.add_account(
+        starter.store, "ann", PASSWORD, {"acme": ["admin", "approver", "auditor"]}, time.time()
+    )
+    starter.add_workspace("globex")
+    starter.register_agent("globex", "ghost", kind="coder", owner="gus@globex.com")
+    starter.register_tool("globex", "delete_branch", effects=["destructive"])
+    starter.activate_policies(
+        "globex",
+        {"ask.cedar": ASK_TO_DELETE, "all.cedar": "permit (principal, action, resource);"},
+    )
+    starter.add_user("globex", "gus")
+    starter.grant("globex", user="gus", agent="ghost", tools=["delete_branch"])
+    theirs = starter.task(
+        workspace="globex", agent="ghost", user="gus", request="x", tools=["delete_branch"]
+    )
+    asked = theirs.authorize("delete_branch", {})
+    assert asked.approval_id is not None
+    sign_in(client, "ann")
+    csrf = csrf_of(client.get("/console/agents?workspace=acme").text)
+    for path in (
+        f"/console/decisions/{asked.decision_id}?workspace=acme",
+        f"/console/approvals/{asked.approval_id}?workspace=acme",
+        f"/console/tasks/{theirs.id}/revoke?workspace=acme",
+        "/console/agents/ghost?workspace=acme",
+    ):
+        assert client.get(path).status_code == 404, path
+    for path, form in (
+        (f"/console/approvals/{asked.approval_id}/answer?workspace=acme", {"answer": "approve"}),
+        (f"/console/tasks/{theirs.id}/revoke?workspace=acme", {}),
+        ("/console/agents/ghost/suspend?workspace=acme", {}),
+    ):
+        assert client.post(path, data={"csrf": csrf, **form}).status_code == 404, path
+    for path in ("/console/decisions?workspace=globex", "/console/approvals?workspace=globex"):
+        assert client.get(path).status_code == 403, path
+    assert starter.approval(asked.approval_id).status is ApprovalStatus.PENDING
+    assert starter.store.task(theirs.id).status.value == "open"
+    assert starter.store.agent("globex", "ghost").status.value == "active"

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,14 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_cli import cli_env
+from test_crash import serve, starter_home
 from test_server import Agent, Server
 
-from tether import Guard
-from tether.identity import generate_key, register_key
 from tether.store import Store
 
-STARTER = Path(__file__).resolve().parent.parent / "tether" / "starter" / "acme"
 BIN = next(Path("/usr/lib/postgresql").glob("*/bin"), Path("/nonexistent"))
 pytestmark = pytest.mark.sqlite  # runs once: it brings its own PostgreSQL
 
@@ -92,28 +88,11 @@ def test_an_outage_is_refused_with_a_reason_and_the_service_recovers_by_itself(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    key = generate_key()
-    with Guard(Store.at_home(home, cluster.url)) as guard:
-        guard.apply_directory(STARTER)
-        register_key(guard.store, workspace="acme", agent="coder",
-                     jwk=key.as_dict(private=False), now=time.time())  # fmt: skip
-        grant = next(g for g in guard.store.credentials.grants("acme") if g.agent == "coder").id
+    key, grant = starter_home(home, cluster.url)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port),
-         "--db", cluster.url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(),
-        start_new_session=True,
-    )  # fmt: skip
+    child = serve(home, port, "--db", cluster.url)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         agent = Agent(Server(url, home, "", "", "", "", key, grant))
         assert agent.start().status_code == 200
         allowed: list[str] = []

@@ -40,7 +40,7 @@ from tether.audit.redaction import Redaction
 from tether.audit.review import review
 from tether.console import STATIC, environment, render
 from tether.errors import CredentialRefused, Forbidden, InvalidInput, NotFound, TetherError
-from tether.model import ApprovalStatus, Effect, Reason, Stage
+from tether.model import ApprovalRequest, ApprovalStatus, Effect, Reason, Stage
 from tether.sdk import Guard
 from tether.server import console_auth
 from tether.server import console_policies as policies
@@ -86,11 +86,10 @@ class Console:
     def context(
         self, request: Request, person: Person, workspace: str, page: str
     ) -> dict[str, Any]:
-        known = [w.name for w in self.guard.store.workspaces()]
         return {
             "person": person,
             "workspace": workspace,
-            "workspaces": person.workspaces(known),
+            "workspaces": request.state.workspaces,  # theirs, as _admit found them
             "page": page,
             **_flash(request),
         }
@@ -194,6 +193,7 @@ class Console:
                 403, f"This needs the {needed} role in workspace {workspace or '(none)'}.",
                 person, shown,
             )  # fmt: skip
+        request.state.workspaces = mine
         return person, workspace
 
     def done(self, path: str, workspace: str, flash: str, *, error: bool = False) -> Response:
@@ -301,31 +301,23 @@ class Console:
     def _inbox(self, person: Person, workspace: str) -> dict[str, Any]:
         """The waiting requests, with their reasons as whoever looks may see them."""
         pending = self.guard.approvals.pending(workspace)
-        exact = person.can(workspace, "approver")
-        reasons = {a.id: a.reasons if exact else self._as_kept(workspace, a)[1] for a in pending}
+        if person.can(workspace, "approver"):
+            return {"pending": pending, "reasons": {a.id: a.reasons for a in pending}}
+        redaction = self._redaction(workspace)
+        reasons = {a.id: _as_kept(redaction, a)[1] for a in pending}
         return {"pending": pending, "reasons": reasons}
 
-    def _as_kept(self, workspace: str, approval: Any) -> tuple[str, tuple[str, ...]]:
-        """A request's arguments and reasons as the workspace's decision records keep them."""
-        redaction = Redaction.from_settings(self.guard.workspace(workspace).settings)
-        cut = redaction.apply(
-            json.loads(approval.args),
-            context=None,
-            reasons=tuple(Reason(Stage.APPROVAL, text) for text in approval.reasons),
-            shadow=None,
-        )
-        if cut is None:
-            return approval.args, approval.reasons
-        return cut.args, tuple(reason.text for reason in cut.reasons)
+    def _redaction(self, workspace: str) -> Redaction:
+        return Redaction.from_settings(self.guard.workspace(workspace).settings)
 
     def approval(self, request: Request, person: Person, workspace: str) -> Response:
         approval = self._approval(request, workspace)
         record = self.guard.store.decision(approval.decision_id)
         context = json.loads(record.context) if record is not None and record.context else {}
-        why_not = self._why_not(person, approval.id, workspace)
+        why_not = self._why_not(person, approval, workspace)
         # Who may decide it sees the exact call; anyone else, what the records keep of it.
         shown = (approval.args, approval.reasons) if why_not is None else None
-        arguments, reasons = shown or self._as_kept(workspace, approval)
+        arguments, reasons = shown or _as_kept(self._redaction(workspace), approval)
         return self.page(
             "approval.html",
             approval=approval,
@@ -339,7 +331,7 @@ class Console:
 
     def answer(self, request: Request, person: Person, workspace: str) -> Response:
         approval = self._approval(request, workspace)
-        why_not = self._why_not(person, approval.id, workspace)
+        why_not = self._why_not(person, approval, workspace)
         if why_not is not None:
             raise Forbidden(f"you cannot decide this request: {why_not}")
         form = request.state.form
@@ -354,21 +346,21 @@ class Console:
             raise InvalidInput("answer approve or deny")
         return self.done("/approvals", workspace, said)
 
-    def _approval(self, request: Request, workspace: str) -> Any:
+    def _approval(self, request: Request, workspace: str) -> ApprovalRequest:
         approval_id = request.path_params["approval_id"]
         stored = self.guard.store.approvals.get(approval_id)
         if stored is None or stored.workspace != workspace:  # another's: as if it were not
             raise NotFound(f"no approval request {approval_id!r}")
         return self.guard.approvals.get(approval_id)  # expired now if its time has passed
 
-    def _why_not(self, person: Person, approval_id: str, workspace: str) -> str | None:
+    def _why_not(self, person: Person, approval: ApprovalRequest, workspace: str) -> str | None:
         """Why this person may not decide the request: the console's role, then the
         workspace's own rules for approvers (their user roles, no self-approval)."""
         if not person.can(workspace, "approver"):
             return f"deciding approvals needs the approver role in {workspace}"
-        if self.guard.approvals.get(approval_id).status is not ApprovalStatus.PENDING:
+        if approval.status is not ApprovalStatus.PENDING:
             return "it has been decided already"
-        return self.guard.approvals.why_not(approval_id, person.name)
+        return self.guard.approvals.why_not(approval.id, person.name)
 
     # -- agents and tasks --------------------------------------------------------------------
 
@@ -629,6 +621,19 @@ async def _form(request: Request) -> dict[str, Any] | None:
     if not re.fullmatch(r"[0-9]{1,10}", declared) or int(declared) > MAX_FORM:
         return None
     return dict(await request.form())
+
+
+def _as_kept(redaction: Redaction, approval: ApprovalRequest) -> tuple[str, tuple[str, ...]]:
+    """A request's arguments and reasons as the workspace's decision records keep them."""
+    cut = redaction.apply(
+        json.loads(approval.args),
+        context=None,
+        reasons=tuple(Reason(Stage.APPROVAL, text) for text in approval.reasons),
+        shadow=None,
+    )
+    if cut is None:
+        return approval.args, approval.reasons
+    return cut.args, tuple(reason.text for reason in cut.reasons)
 
 
 def _text(value: Any) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 import sqlalchemy as sa
 
@@ -45,11 +43,6 @@ class ConsoleRecords:
             row = db.execute(query).first()
         return row_to(ConsoleAccount, row) if row else None
 
-    def accounts(self) -> list[ConsoleAccount]:
-        query = sa.select(t.console_accounts).order_by(t.console_accounts.c.name)
-        with self.engine.connect() as db:
-            return [row_to(ConsoleAccount, r) for r in db.execute(query)]
-
     def add_session(self, session: ConsoleSession) -> None:
         with self.engine.begin() as db:
             db.execute(t.console_sessions.insert().values(**msgspec.to_builtins(session)))
@@ -65,7 +58,7 @@ class ConsoleRecords:
         with self.engine.begin() as db:
             db.execute(sessions.delete().where(sessions.c.digest == digest))
 
-    def disable_account(self, name: str, at: float) -> bool:
+    def disable_account(self, name: str, at: float) -> None:
         accounts = t.console_accounts
         query = (
             accounts.update()
@@ -73,8 +66,7 @@ class ConsoleRecords:
             .values(disabled_at=at)
         )
         with self.engine.begin() as db:
-            changed: Any = db.execute(query)
-        return bool(changed.rowcount)
+            db.execute(query)
 
     def end_sessions_of(self, kind: str, subject: str) -> None:
         """End every session opened with this token id or account name."""

@@ -92,7 +92,7 @@ class HotWrites:
 
     def transaction(self) -> Transaction:
         """One transaction, committed when its block ends (rolled back if it raises)."""
-        return Transaction(self, self.turn)
+        return Transaction(self)
 
     def between_transactions(self, action: Callable[[Any], None]) -> None:
         """Run `action` on the connection while no transaction is (a pragma, say)."""
@@ -130,9 +130,9 @@ class HotWrites:
 class Transaction:
     """A context manager (a class, not a generator: it is entered on every decision)."""
 
-    def __init__(self, writes: HotWrites, turn: WriteTurn) -> None:
+    def __init__(self, writes: HotWrites) -> None:
         self._writes = writes
-        self._turn = turn
+        self._turn = writes.turn
 
     def __enter__(self) -> Transaction:
         self._turn.__enter__()
