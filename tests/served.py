@@ -5,7 +5,11 @@ clock."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,11 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import uvicorn
+from joserfc.jwk import ECKey
 
 from tether import Guard
+from tether.identity import generate_key, register_key
 from tether.server import admin_tokens
 from tether.server.serving import Serving, build
+from tether.store import Store
 
 
 @dataclass
@@ -74,3 +83,47 @@ def served(home: Path, *, clock: Callable[[], float] = time.time) -> Iterator[Se
         yield Served(url, guard, token)
     finally:
         stop()  # its shutdown closes the Guard
+
+
+# -- `tether serve` in a process of its own (crash, outage and replica tests) --------------------
+
+STARTER = Path(__file__).resolve().parent.parent / "tether" / "starter" / "acme"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serve(home: Path, port: int, *options: str) -> subprocess.Popen[str]:
+    """`tether serve` in a process group of its own, answering on 127.0.0.1:`port`."""
+    from test_cli import cli_env  # noqa: PLC0415 - test_cli imports conftest, which imports this
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port),
+         *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        start_new_session=True,  # its own process group: the kill reaches its workers too
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return child
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    os.killpg(child.pid, signal.SIGKILL)
+    pytest.fail(f"tether serve did not start: {child.communicate()[1][-2000:]}")
+
+
+def starter_home(home: Path, db: str | None = None) -> tuple[ECKey, str]:
+    """The starter workspace on `home` (or the database `db`), the coder's key registered:
+    the key and alice's grant to the coder, for an agent calling over HTTP."""
+    key = generate_key()
+    with Guard(Store.at_home(home, db)) as guard:
+        guard.apply_directory(STARTER)
+        register_key(guard.store, workspace="acme", agent="coder",
+                     jwk=key.as_dict(private=False), now=time.time())  # fmt: skip
+        grant = next(g for g in guard.store.credentials.grants("acme") if g.agent == "coder").id
+    return key, grant

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,58 +14,22 @@ from pathlib import Path
 
 import httpx
 import pytest
-from joserfc.jwk import ECKey
+from served import free_port, serve, starter_home
 from test_cli import cli_env
 from test_server import Agent, Server
 
-from tether import Guard
-from tether.identity import generate_key, register_key
 from tether.store import Store
 
 pytestmark = pytest.mark.sqlite  # the service on its home's SQLite file
-STARTER = Path(__file__).resolve().parent.parent / "tether" / "starter" / "acme"
 CALLERS = 4
 LOADED = ("--workers", "2", "--rate", "100000", "--burst", "100000")
 CALLS_BEFORE_KILL = 300  # answered calls, at least, before the kill (bounded: it stops itself)
 
 
-def serve(home: Path, port: int, *options: str) -> subprocess.Popen[str]:
-    """`tether serve` in a process group of its own, answering on 127.0.0.1:`port`."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port),
-         *options],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(),
-        start_new_session=True,  # its own process group: the kill reaches its workers too
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return child
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    os.killpg(child.pid, signal.SIGKILL)
-    pytest.fail(f"tether serve did not start: {child.communicate()[1][-2000:]}")
-
-
-def starter_home(home: Path, db: str | None = None) -> tuple[ECKey, str]:
-    """The starter workspace on `home` (or the database `db`), the coder's key registered:
-    the key and alice's grant to the coder, for an agent calling over HTTP."""
-    key = generate_key()
-    with Guard(Store.at_home(home, db)) as guard:
-        guard.apply_directory(STARTER)
-        register_key(guard.store, workspace="acme", agent="coder",
-                     jwk=key.as_dict(private=False), now=time.time())  # fmt: skip
-        grant = next(g for g in guard.store.credentials.grants("acme") if g.agent == "coder").id
-    return key, grant
-
-
 def test_every_answered_decision_survives_a_sigkill_and_the_log_verifies(tmp_path: Path) -> None:
     home = tmp_path / "home"
     key, grant = starter_home(home)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = Server(url, home, "", "", "", "", key, grant)
     child = serve(home, port, *LOADED)
@@ -105,12 +68,9 @@ def test_every_answered_decision_survives_a_sigkill_and_the_log_verifies(tmp_pat
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
     assert len(answered) >= CALLS_BEFORE_KILL
-    restarted = serve(home, port, *LOADED)  # it opens the store as it was left
-    try:
-        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
-    finally:
-        os.killpg(restarted.pid, signal.SIGTERM)
-        restarted.wait(timeout=30)
+    restarted = serve(home, port, *LOADED)  # it opens the store as it was left, and answers
+    os.killpg(restarted.pid, signal.SIGTERM)
+    restarted.wait(timeout=30)
     store = Store.at_home(home)
     try:
         missing = [d for d in answered if store.decision(d) is None]

@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_crash import serve, starter_home
+from served import free_port, serve, starter_home
 from test_server import Agent, Server
 
 from tether.store import Store
@@ -28,18 +27,12 @@ BIN = next(Path("/usr/lib/postgresql").glob("*/bin"), Path("/nonexistent"))
 pytestmark = pytest.mark.sqlite  # runs once: it brings its own PostgreSQL
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class Cluster:
     """A PostgreSQL cluster of the test's own, run as the postgres user (initdb refuses root)."""
 
     def __init__(self) -> None:
         # Not under pytest's own folder: the postgres user cannot enter root's (mode 0700).
-        self.folder, self.port = Path(tempfile.mkdtemp(prefix="tether-pg-")), _free_port()
+        self.folder, self.port = Path(tempfile.mkdtemp(prefix="tether-pg-")), free_port()
         folder = self.folder
         shutil.chown(folder, "postgres", "postgres")
         self._as_postgres(
@@ -89,7 +82,7 @@ def test_an_outage_is_refused_with_a_reason_and_the_service_recovers_by_itself(
 ) -> None:
     home = tmp_path / "home"
     key, grant = starter_home(home, cluster.url)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     child = serve(home, port, "--db", cluster.url)
     try:

@@ -641,8 +641,10 @@ def _text(value: Any) -> str:
 
 
 def _local(target: str) -> str:
-    """Only a path of this console is a place to go after signing in (no open redirect)."""
-    if target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
+    """Only a path of this console is a place to go after signing in (no open redirect, and
+    no way out of /console: no dot segments, plain or percent-encoded)."""
+    path = unquote(target.partition("?")[0])
+    if target.startswith("/console/") and "\\" not in target and "/." not in path:
         return target
     return ""
 
