@@ -477,3 +477,21 @@ def test_a_checkpoint_names_the_chains_that_grew_not_every_chain_ever(
     finally:
         store.close()
     assert len(chains(log)) == 3 and len(newest["chains"]) <= 2  # its decisions and events
+
+
+def test_a_checkpointer_whose_store_was_closed_under_it_stops_instead_of_retrying(
+    home: Path,
+) -> None:
+    """A Guard whose store another closed (tests share stores so) must not retry a checkpoint
+    forever on a thread of its own: a closed store says so, and the thread ends."""
+    from tether.audit.checkpoints import EVERY_RECORDS, Checkpointer  # noqa: PLC0415
+
+    store = Store.at_home(home)
+    guard = Guard(store)
+    checkpointer = Checkpointer(store, guard.credentials.keyring)
+    store.close()
+    checkpointer.appended(EVERY_RECORDS)  # starts its thread, which tries at once
+    thread = checkpointer._thread
+    assert thread is not None
+    thread.join(timeout=10)
+    assert not thread.is_alive()

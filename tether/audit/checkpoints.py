@@ -25,7 +25,7 @@ from joserfc.errors import JoseError
 from tether.audit.chain import GENESIS
 from tether.credentials.jws import sign, unverified_payload
 from tether.credentials.signing_keys import Keyring
-from tether.store import Store
+from tether.store import Store, StoreClosed
 
 log = logging.getLogger("tether.audit")
 
@@ -118,6 +118,10 @@ class Checkpointer:
     def _write(self) -> bool:
         try:
             write_checkpoint(self._store, self._keyring, self._clock())
+        except StoreClosed:  # closed under a Guard still running: nothing will ever be written
+            with self._cond:
+                self._closing = True
+            return False
         except Exception:
             log.warning("could not write an audit checkpoint; will retry", exc_info=True)
             time.sleep(RETRY_SECONDS)

@@ -50,6 +50,10 @@ class Claims:
         return bool(self.once) or self.event is not None
 
 
+class StoreClosed(RuntimeError):
+    """A write after the store was closed on purpose: there is nothing to retry."""
+
+
 class HotWrites:
     """The store's one writing connection. If the database drops it (a PostgreSQL restart, a
     network cut), the next transaction opens another: until then each write fails, and with it
@@ -108,7 +112,7 @@ class HotWrites:
         """The writing connection, opened again first if the database dropped it (called in
         the turn). Raises if the database is still away: the write fails, as it must."""
         if self._closed:  # closed on purpose: not opened again behind the closer's back
-            raise sa.exc.ResourceClosedError("the store is closed")
+            raise StoreClosed("the store is closed")
         connection = getattr(self._writer, "dbapi_connection", self._writer)
         if (  # the pool let go of it (invalidated), or psycopg says it is lost
             connection is None
