@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/gateway.py
 	$(BIN)/python benchmarks/console.py
 	$(BIN)/python benchmarks/peers/run.py
+	$(BIN)/python benchmarks/load.py
 
 # The pictures of the console in docs/console, taken by its browser tests.
 screenshots: $(STAMP) chromium

@@ -84,6 +84,26 @@ def test_quick_http_benchmark_runs_and_every_call_is_answered(tmp_path: Path) ->
     assert all(r["calls"] == 300 and r["failed"] == 0 and r["rate"] > 0 for r in results.values())
 
 
+def test_quick_load_run_answers_every_call_it_offers(tmp_path: Path) -> None:
+    """Two short steps against one and two workers (SQLite: the PostgreSQL runs need the
+    shared server, which `make bench` uses); it exits 1 if any call was not answered 200."""
+    runs: Any = quick_run("load.py", tmp_path / "load.json", "--no-pg", "--out", str(tmp_path))[
+        "runs"
+    ]
+    assert set(runs) == {"SQLite, 1 worker", "SQLite, 2 workers"}
+    for run in runs.values():
+        assert [s["offered"] for s in run["steps"]] == [50, 100]
+        assert [s["answered"] for s in run["steps"]] == [50, 100]  # one-second steps
+        assert all(s["not_200"] == 0 and s["p99_ms"] > 0 for s in run["steps"])
+        assert run["memory_mib"] and min(run["memory_mib"]) > 10  # the service's processes
+    assert {p.name for p in tmp_path.glob("load*")} >= {
+        "load.md",
+        "load-throughput.png",
+        "load-latency.png",
+        "load-memory.png",
+    }
+
+
 def test_quick_gateway_benchmark_runs(tmp_path: Path) -> None:
     """Both paths answer every call (the benchmark asserts each result is no error)."""
     figures: Any = quick_run("gateway.py", tmp_path / "gateway.json")
