@@ -12,6 +12,7 @@ reaches other replicas (docs/deployment.md).
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -67,8 +68,17 @@ def _store(config: Serving) -> Store:
 
 
 def from_environment() -> Starlette:
-    """The server's factory for each worker."""
-    return build(msgspec.json.decode(os.environ[CONFIG_ENV], type=Serving))
+    """The server's factory for each worker.
+
+    What the worker has made by now (its modules, the policies, the app) lives as long as the
+    worker: frozen out of the collector's sight, so that a full collection scans only what
+    calls leave behind. Without it, full collections of this heap paused a worker for about
+    100 ms every few seconds under load (seen with gc.callbacks), the p99 of every call due
+    meanwhile."""
+    app = build(msgspec.json.decode(os.environ[CONFIG_ENV], type=Serving))
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def run(config: Serving, *, host: str, port: int, workers: int = 1) -> None:
