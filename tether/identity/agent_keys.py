@@ -22,14 +22,16 @@ DEFAULT_OVERLAP = 600.0
 def register_key(
     store: Store, *, workspace: str, agent: str, jwk: Mapping[str, Any], now: float
 ) -> AgentKey:
-    """Add an active key. Raises InvalidInput for a key that is not a public ES256 JWK."""
+    """Add an active key. Raises InvalidInput for a key that is not a public ES256 JWK, and
+    Conflict for one the agent has already or one past MAX_KEYS (the key is fine: the agent's
+    keys as they are now leave no room for it)."""
     key = parse_public_jwk(jwk)
     current = list(usable_keys(store, workspace, agent, now))
     kid = key.thumbprint()
     if any(k.kid == kid for k in store.credentials.agent_keys(workspace, agent)):
         raise Conflict(f"agent {agent!r} already has key {kid}")
     if len(current) >= MAX_KEYS:
-        raise InvalidInput(f"agent {agent!r} already has {MAX_KEYS} keys; rotate or revoke one")
+        raise Conflict(f"agent {agent!r} already has {MAX_KEYS} keys; rotate or revoke one")
     record = AgentKey(
         workspace=workspace,
         agent=agent,
