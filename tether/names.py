@@ -9,12 +9,42 @@ allow the separators those use. Everything is ASCII: a name that merely looks li
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+import msgspec
 
 from tether.errors import InvalidInput
 
 _SEGMENT = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 _TOOL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}")
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+
+# The same rules as JSON Schema patterns (anchored: a pattern matches anywhere otherwise), for
+# the OpenAPI document's request bodies and path parameters: a name it calls valid is one the
+# checks below accept. Only the document carries them: the checks stay the service's (their
+# messages say what a name may be, where a pattern would only be quoted back).
+SEGMENT_PATTERN = f"^{_SEGMENT.pattern}$"
+TOOL_PATTERN = f"^{_TOOL.pattern}$"
+IDENTIFIER_PATTERN = f"^{_IDENTIFIER.pattern}$"
+SEGMENT_SCHEMA = {
+    "pattern": SEGMENT_PATTERN,
+    "description": "1-64 lowercase ASCII letters, digits, '.', '_' or '-', starting and ending "
+    "with a letter or digit",
+}
+TOOL_SCHEMA = {
+    "pattern": TOOL_PATTERN,
+    "description": "1-128 ASCII letters, digits, '_', '.', ':', '/' or '-', not starting with "
+    "a separator",
+}
+IDENTIFIER_SCHEMA = {"pattern": IDENTIFIER_PATTERN, "description": "a lowercase identifier"}
+Segment = Annotated[str, msgspec.Meta(extra_json_schema=SEGMENT_SCHEMA)]
+ToolName = Annotated[str, msgspec.Meta(extra_json_schema=TOOL_SCHEMA)]
+Identifier = Annotated[str, msgspec.Meta(extra_json_schema=IDENTIFIER_SCHEMA)]
+# Names held by no pattern but not blank (a user, an owner), within what the store keeps. Not
+# blank as str.strip() sees it: Python takes \x1c-\x1f and \x85 for spaces, JSON Schema's \S not.
+Named = Annotated[
+    str, msgspec.Meta(max_length=255, extra_json_schema={"pattern": r"[^\s\x1c-\x1f\x85]"})
+]
 
 
 def check_segment(kind: str, name: str) -> str:

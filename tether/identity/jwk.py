@@ -18,7 +18,7 @@ from tether.errors import InvalidInput
 
 ALGORITHM = "ES256"
 CURVE = "P-256"
-_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
+PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
 
 
 def generate_key() -> ECKey:
@@ -40,7 +40,7 @@ def parse_public_jwk(jwk: Mapping[str, Any]) -> ECKey:
     """A public ES256 key from its JWK; raises InvalidInput saying what is wrong."""
     if not isinstance(jwk, Mapping):
         raise InvalidInput("a key must be a JWK object")
-    private = sorted(m for m in _PRIVATE_MEMBERS if m in jwk)
+    private = sorted(m for m in PRIVATE_MEMBERS if m in jwk)
     if private:
         raise InvalidInput(f"the JWK carries private members {private}: send the public key only")
     if jwk.get("kty") != "EC" or jwk.get("crv") != CURVE:

@@ -7,6 +7,7 @@ import re
 from tether.errors import InvalidInput
 
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
+TRUST_DOMAIN_PATTERN = f"^{_TRUST_DOMAIN.pattern}$"  # as JSON Schema says it (the API's document)
 
 
 def check_trust_domain(trust_domain: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -26,14 +26,18 @@ from tether.credentials import (
     ExchangeRequest,
     ExchangeResponse,
 )
+from tether.credentials.grants import MAX_GRANT_LIFETIME, MAX_TASK_LIFETIME
 from tether.errors import CredentialRefused, Forbidden, InvalidInput, NotFound, problem_type
 from tether.identity import register_key
+from tether.identity.jwk import PRIVATE_MEMBERS
+from tether.identity.spiffe import TRUST_DOMAIN_PATTERN
 from tether.model import (
     Agent,
     AgentKey,
     ApprovalRequest,
     Decision,
     DecisionRecord,
+    Effect,
     Grant,
     Stage,
     TaskSummary,
@@ -41,6 +45,7 @@ from tether.model import (
     User,
     Workspace,
 )
+from tether.names import Identifier, Named, Segment, ToolName
 from tether.policy.backtest import BacktestReport
 from tether.policy.testing import run_test_text
 from tether.sdk import Guard
@@ -101,7 +106,8 @@ class Endpoint:
     response: Any = None
     status: int = 200
     summary: str = ""
-    query: tuple[str, ...] = field(default_factory=tuple)
+    query: tuple[str, ...] = field(default_factory=tuple)  # their schemas: QUERY
+    media_type: str = "application/json"  # of the answer
     # Run on the event loop rather than a worker thread: for the few endpoints that are the hot
     # path and whose work is bounded (app.py says why, and what it costs).
     inline: bool = False
@@ -120,7 +126,9 @@ MAX_BATCH = 100
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
-    calls: list[AuthorizeBody]
+    calls: Annotated[
+        list[AuthorizeBody], msgspec.Meta(extra_json_schema={"minItems": 1, "maxItems": MAX_BATCH})
+    ]
 
 
 class BatchAnswer(msgspec.Struct):
@@ -189,56 +197,108 @@ class Changed(msgspec.Struct):
     status: str
 
 
+# What a workspace's settings may say; their values' own rules (hours in
+# order, a time zone that exists, webhook URLs) are the service's to check.
+SETTINGS_SCHEMA = {
+    "description": "working_hours (docs/policy-guide.md), approvals (docs/approvals.md), audit "
+    "(docs/audit.md)",
+    "properties": {
+        "working_hours": {
+            "type": "object",
+            "properties": {
+                "start": {"type": "integer", "minimum": 0, "maximum": 23},
+                "end": {"type": "integer", "minimum": 1, "maximum": 24},
+                "weekdays": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0, "maximum": 6},
+                },
+                "timezone": {"type": "string", "description": "an IANA time zone"},
+            },
+            "required": ["start", "end"],
+        },
+        "approvals": {"type": "object"},
+        "audit": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+
+
 class WorkspaceBody(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    tenant: str = "default"
-    trust_domain: str = "tether.local"
-    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    name: Segment
+    tenant: Segment = "default"
+    trust_domain: Annotated[
+        str, msgspec.Meta(extra_json_schema={"pattern": TRUST_DOMAIN_PATTERN})
+    ] = "tether.local"
+    settings: Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=SETTINGS_SCHEMA)] = (
+        msgspec.field(default_factory=dict)
+    )
 
 
 class AgentBody(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    kind: str
-    owner: str
-    ceiling: list[str] | None = None
+    name: Segment
+    kind: Segment
+    owner: Named
+    ceiling: list[ToolName] | None = None
+
+
+# An EC P-256 public key; that its x and y are a point of the curve is the service's to check.
+PUBLIC_JWK = {
+    "properties": {
+        "kty": {"const": "EC"},
+        "crv": {"const": "P-256"},
+        "x": {"type": "string"},
+        "y": {"type": "string"},
+    },
+    "required": ["kty", "crv", "x", "y"],
+    "not": {"anyOf": [{"required": [member]} for member in PRIVATE_MEMBERS]},
+}
 
 
 class KeyBody(msgspec.Struct, forbid_unknown_fields=True):
-    jwk: dict[str, Any]  # the public half only: an agent's private key never leaves it
+    # the public half only: an agent's private key never leaves it
+    jwk: Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=PUBLIC_JWK)]
 
 
 class UserBody(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    roles: list[str] = msgspec.field(default_factory=list)
+    name: Named
+    roles: list[Identifier] = msgspec.field(default_factory=list)
 
 
 class ToolBody(msgspec.Struct, forbid_unknown_fields=True):
     """A catalogue entry (docs/catalogue.md); the tool's name is the path's."""
 
-    effects: list[str]
+    effects: Annotated[list[Identifier], msgspec.Meta(extra_json_schema={"minItems": 1})]
     args_schema: dict[str, Any] | None = None
     sinks: list[str] = msgspec.field(default_factory=list)
-    output: str = "trusted"
+    output: Annotated[str, msgspec.Meta(extra_json_schema={"enum": ["trusted", "untrusted"]})] = (
+        "trusted"
+    )
     labels: list[str] = msgspec.field(default_factory=list)
-    risk_tier: str = "low"
+    risk_tier: Annotated[str, msgspec.Meta(max_length=16)] = "low"
     description: str = ""
 
 
 class GrantBody(msgspec.Struct, forbid_unknown_fields=True):
-    user: str
-    agent: str
-    tools: list[str]
-    max_ttl: float = DEFAULT_TASK_TTL
-    may_act: list[str] = msgspec.field(default_factory=list)
-    expires_in: float = DEFAULT_GRANT_LIFETIME
+    user: Named
+    agent: Segment
+    tools: Annotated[list[ToolName], msgspec.Meta(extra_json_schema={"minItems": 1})]
+    max_ttl: Annotated[
+        float,
+        msgspec.Meta(extra_json_schema={"exclusiveMinimum": 0, "maximum": MAX_TASK_LIFETIME}),
+    ] = DEFAULT_TASK_TTL
+    may_act: list[Segment] = msgspec.field(default_factory=list)
+    expires_in: Annotated[
+        float,
+        msgspec.Meta(extra_json_schema={"exclusiveMinimum": 0, "maximum": MAX_GRANT_LIFETIME}),
+    ] = DEFAULT_GRANT_LIFETIME
 
 
 class CheckBody(msgspec.Struct, forbid_unknown_fields=True):
     """A call to decide as `agent` would make it for `user`, in a one-off task granting `tool`."""
 
-    agent: str
-    user: str
-    tool: str
+    agent: Segment
+    user: Named
+    tool: ToolName
     args: Any = None
     request: str = ""
 
@@ -763,6 +823,18 @@ def metrics(call: Call) -> Any:
     return call.request.app.state.metrics.response()
 
 
+# What each query parameter holds, as the OpenAPI document says (the handlers parse them).
+QUERY: dict[str, dict[str, Any]] = {
+    "wait": {"type": "number", "description": f"seconds, at most {MAX_WAIT:.0f}"},
+    "agent": {"type": "string"},
+    "task": {"type": "string"},
+    "tool": {"type": "string"},
+    "effect": {"type": "string", "enum": [e.value for e in Effect]},
+    "since": {"type": "number", "description": "seconds since the epoch"},
+    "limit": {"type": "integer", "description": "1 to 1,000 (nearer is taken)"},
+    "window": {"type": "number", "description": "seconds back from now"},
+}
+
 WS = "/v1/workspaces/{workspace}"
 
 ENDPOINTS: list[Endpoint] = [
@@ -1168,5 +1240,6 @@ ENDPOINTS: list[Endpoint] = [
         role="auditor",
         scope="global",
         summary="Prometheus metrics",
+        media_type="text/plain",
     ),
 ]
