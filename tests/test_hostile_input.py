@@ -119,6 +119,18 @@ def test_a_path_that_leaves_the_repository_is_denied(agent: Agent, path: str) ->
     assert answer.json()["effect"] == "deny", path
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["review?window=nan", "review?window=inf", "review?window=-1e999", "decisions?since=nan",
+     "decisions?since=inf", "decisions?limit=1.5"],
+)  # fmt: skip
+def test_seconds_are_finite_numbers(server: Server, query: str) -> None:  # noqa: F811
+    """Python reads "nan" and "inf" as floats: a review over an infinite window was answered
+    with `since: null`, which its schema does not allow."""
+    with admin(server, server.admin) as alice:
+        refused(alice.get(f"/v1/workspaces/acme/{query}"), "is ")
+
+
 def test_after_all_of_it_the_service_answers_and_its_log_verifies(
     server: Server,  # noqa: F811
     agent: Agent,

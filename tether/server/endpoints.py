@@ -8,6 +8,7 @@ tests that try every endpoint without the right credential are made from.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -498,10 +499,7 @@ def approval_status(call: Call) -> ApprovalRequest:
     """An approval the caller's task asked for, once decided or after `wait` seconds (at most
     MAX_WAIT; none by default): an agent waits for a person by asking again."""
     task_id = _agent_task(call)
-    try:
-        wait = min(max(float(call.query.get("wait", "0")), 0.0), MAX_WAIT)
-    except ValueError as exc:
-        raise InvalidInput("wait is seconds") from exc
+    wait = min(max(_seconds(call, "wait") or 0.0, 0.0), MAX_WAIT)
     request = call.guard.approvals.get(call.params["approval_id"])
     if request.task_id != task_id:  # another task's: as unknown as one that does not exist
         raise NotFound(f"no approval request {call.params['approval_id']!r} of task {task_id}")
@@ -773,9 +771,9 @@ def decisions(call: Call) -> list[DecisionRecord]:
     query = call.query
     try:
         limit = int(query.get("limit", "100"))
-        since = float(query["since"]) if "since" in query else None
     except ValueError as exc:
-        raise InvalidInput(f"limit and since are numbers: {exc}") from exc
+        raise InvalidInput(f"limit is a whole number: {exc}") from exc
+    since = _seconds(call, "since")
     return call.guard.decisions(
         call.params["workspace"],
         agent=query.get("agent"),
@@ -804,10 +802,9 @@ def verify_log(call: Call) -> VerifyReport:
 
 
 def access_review(call: Call) -> ReviewReport:
-    try:
-        window = float(call.query.get("window", str(30 * 86400)))
-    except ValueError as exc:
-        raise InvalidInput("window is seconds") from exc
+    window = _seconds(call, "window")
+    if window is None:
+        window = 30 * 86400.0
     now = time.time()
     result = review(call.guard.store, call.params["workspace"], since=now - window, until=now)
     return ReviewReport(
@@ -817,6 +814,20 @@ def access_review(call: Call) -> ReviewReport:
         result.findings,
         [msgspec.to_builtins(a.__dict__) for a in result.agents],
     )
+
+
+def _seconds(call: Call, name: str) -> float | None:
+    """A query parameter that is a number of seconds, if given: a finite one (Python reads
+    "nan" and "inf" as floats, and a review over an infinite window answered `since: null`)."""
+    if name not in call.query:
+        return None
+    try:
+        value = float(call.query[name])
+    except ValueError as exc:
+        raise InvalidInput(f"{name} is seconds: {exc}") from exc
+    if not math.isfinite(value):
+        raise InvalidInput(f"{name} is a finite number of seconds, not {call.query[name]!r}")
+    return value
 
 
 def metrics(call: Call) -> Any:
