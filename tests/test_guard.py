@@ -334,3 +334,22 @@ def test_many_threads_deciding_in_one_task(guard: Guard) -> None:
     assert all((effect is Effect.ALLOW) == (to == "bob@acme.com") for to, effect in results)
     recorded = guard.decisions("acme", task_id=task.id, limit=500)
     assert len(recorded) == 200
+
+
+def test_what_the_store_cannot_keep_is_refused_by_name_not_by_the_database(guard: Any) -> None:
+    """PostgreSQL refuses a person's name over 255 characters or a risk tier over 16 (SQLite
+    keeps them): found by schema fuzzing as 500s. Every way in refuses them first, saying why."""
+    long_name = "a" * 256
+    with pytest.raises(InvalidInput, match="owner"):
+        guard.register_agent("acme", "scribe", kind="coder", owner=long_name)
+    with pytest.raises(InvalidInput, match="255"):
+        guard.add_user("acme", long_name)
+    with pytest.raises(InvalidInput, match="16"):
+        guard.register_tool("acme", "archive", effects=["write"], risk_tier="x" * 17)
+    with pytest.raises(InvalidInput, match="255"):
+        guard.task(
+            workspace="acme", agent="coder", user=long_name, tools=["read_file"], request="x"
+        )
+    # at the limits, kept as given
+    assert guard.add_user("acme", "b" * 255).name == "b" * 255
+    guard.register_tool("acme", "archive", effects=["write"], risk_tier="x" * 16)

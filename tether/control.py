@@ -21,8 +21,17 @@ from tether.catalogue import Catalogue, compile_tool, parse_catalogue
 from tether.credentials import add_grant
 from tether.errors import Conflict, InvalidInput, NotFound, PolicyError
 from tether.identity import agent_spiffe_id, check_trust_domain
-from tether.model import Agent, AgentStatus, Grant, PolicyBundleRecord, Tool, User, Workspace
-from tether.names import check_identifier, check_segment, check_tool_name
+from tether.model import (
+    MAX_RISK_TIER,
+    Agent,
+    AgentStatus,
+    Grant,
+    PolicyBundleRecord,
+    Tool,
+    User,
+    Workspace,
+)
+from tether.names import check_identifier, check_person, check_segment, check_tool_name
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.session.risk import WorkingHours
 from tether.store import Changes, StaleRevision, Store, WorkspaceSnapshot
@@ -84,13 +93,12 @@ class Control:
         ceiling: Iterable[str] | None = None,
     ) -> Agent:
         ws = self._workspace(workspace)
-        if not owner.strip():
-            raise InvalidInput("every agent needs an accountable human owner")
+        owner = check_person("every agent's accountable human owner", owner)
         agent = Agent(
             workspace=workspace,
             name=check_segment("agent", name),
             kind=check_segment("agent kind", kind),
-            owner=owner.strip(),
+            owner=owner,
             spiffe_id=agent_spiffe_id(ws.trust_domain, workspace, name),
             created_at=self._clock(),
             ceiling=(
@@ -106,11 +114,9 @@ class Control:
         self._write(workspace, lambda c: c.set_agent_status(name, status))
 
     def add_user(self, workspace: str, name: str, roles: Iterable[str] = ()) -> User:
-        if not name.strip():
-            raise InvalidInput("a user needs a name")
         user = User(
             workspace=workspace,
-            name=name.strip(),
+            name=check_person("a user", name),
             roles=tuple(check_identifier("role", r) for r in roles),
         )
         self._write(workspace, lambda c: c.put_user(user))
@@ -122,6 +128,10 @@ class Control:
         for tool in new.values():
             if tool.workspace != workspace:
                 raise InvalidInput(f"tool {tool.name!r} belongs to workspace {tool.workspace!r}")
+            if len(tool.risk_tier) > MAX_RISK_TIER:
+                raise InvalidInput(
+                    f"tool {tool.name!r}: a risk tier is at most {MAX_RISK_TIER} characters"
+                )
 
         def attempt(snapshot: WorkspaceSnapshot) -> Callable[[Changes], None] | None:
             current = {tool.name: tool for tool in snapshot.tools}

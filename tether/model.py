@@ -129,6 +129,9 @@ class User(msgspec.Struct, frozen=True):
     roles: tuple[str, ...] = ()
 
 
+MAX_RISK_TIER = 16  # characters of a tool's risk tier: what the store keeps
+
+
 class Tool(msgspec.Struct, frozen=True):
     """One entry of a workspace's tool catalogue."""
 

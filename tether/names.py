@@ -18,6 +18,7 @@ from tether.errors import InvalidInput
 _SEGMENT = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 _TOOL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}")
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+MAX_PERSON = 255  # characters of a person's name (a user, an owner): what the store keeps
 
 # The same rules as JSON Schema patterns (anchored: a pattern matches anywhere otherwise), for
 # the OpenAPI document's request bodies and path parameters: a name it calls valid is one the
@@ -43,7 +44,8 @@ Identifier = Annotated[str, msgspec.Meta(extra_json_schema=IDENTIFIER_SCHEMA)]
 # Names held by no pattern but not blank (a user, an owner), within what the store keeps. Not
 # blank as str.strip() sees it: Python takes \x1c-\x1f and \x85 for spaces, JSON Schema's \S not.
 Named = Annotated[
-    str, msgspec.Meta(max_length=255, extra_json_schema={"pattern": r"[^\s\x1c-\x1f\x85]"})
+    str,
+    msgspec.Meta(max_length=MAX_PERSON, extra_json_schema={"pattern": r"[^\s\x1c-\x1f\x85]"}),
 ]
 
 
@@ -63,6 +65,17 @@ def check_tool_name(name: str) -> str:
             f"tool name {name!r} is not allowed: use 1-128 ASCII letters, digits, '_', '.', ':', "
             "'/' or '-', not starting with a separator"
         )
+    return name
+
+
+def check_person(what: str, name: str) -> str:
+    """A person's name (a user, an agent's owner), as kept: free text, not blank, at most
+    MAX_PERSON characters (PostgreSQL refuses a longer one: a 500 where a 400 is due)."""
+    name = name.strip()
+    if not name:
+        raise InvalidInput(f"{what} needs a name")
+    if len(name) > MAX_PERSON:
+        raise InvalidInput(f"{what}'s name is {len(name)} characters; at most {MAX_PERSON}")
     return name
 
 

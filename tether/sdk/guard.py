@@ -48,6 +48,7 @@ from tether.model import (
     User,
     Workspace,
 )
+from tether.names import MAX_PERSON
 from tether.pdp import PDP, AuthorizeRequest, ProofRule
 from tether.policy import Bundle, compile_bundle
 from tether.policy.backtest import BacktestReport, backtest
@@ -81,6 +82,8 @@ def checked_task(
     user, request = str.__str__(user), str.__str__(request)
     if not user.strip():
         raise InvalidInput("a task acts for a user; name them")
+    if len(user) > MAX_PERSON:
+        raise InvalidInput(f"a user's name is at most {MAX_PERSON} characters")
     if not 0 < ttl <= MAX_TASK_TTL:
         raise InvalidInput(f"task ttl must be between 0 and {MAX_TASK_TTL:.0f} seconds")
     return user, request, tuple(sorted({str.__str__(t) for t in tools}))

@@ -33,6 +33,7 @@ from tether.identity import register_key
 from tether.identity.jwk import PRIVATE_MEMBERS
 from tether.identity.spiffe import TRUST_DOMAIN_PATTERN
 from tether.model import (
+    MAX_RISK_TIER,
     Agent,
     AgentKey,
     ApprovalRequest,
@@ -275,7 +276,7 @@ class ToolBody(msgspec.Struct, forbid_unknown_fields=True):
         "trusted"
     )
     labels: list[str] = msgspec.field(default_factory=list)
-    risk_tier: Annotated[str, msgspec.Meta(max_length=16)] = "low"
+    risk_tier: Annotated[str, msgspec.Meta(max_length=MAX_RISK_TIER)] = "low"
     description: str = ""
 
 
