@@ -27,13 +27,13 @@ def cli_env() -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "COLUMNS": "200", **kept}
 
 
-def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tether.cli", "--home", str(home), *args],
         capture_output=True,
         text=True,
         check=False,
-        timeout=60,
+        timeout=timeout,
         env=cli_env(),
     )
 

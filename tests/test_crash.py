@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from served import free_port, serve, starter_home
-from test_cli import cli_env
+from test_cli import run_cli
 from test_server import Agent, Server
 
 from tether.store import Store
@@ -77,8 +75,5 @@ def test_every_answered_decision_survives_a_sigkill_and_the_log_verifies(tmp_pat
     finally:
         store.close()
     assert missing == [], f"{len(missing)} of {len(answered)} answered decisions were lost"
-    verified = subprocess.run(
-        [sys.executable, "-m", "tether.cli", "--home", str(home), "audit", "verify"],
-        capture_output=True, text=True, timeout=120, env=cli_env(), check=False,
-    )  # fmt: skip
+    verified = run_cli(home, "audit", "verify", timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -105,10 +105,10 @@ def test_nothing_is_decided_under_a_task_once_its_revocation_returned(guard: Gua
 
     caller = threading.Thread(target=call)
     caller.start()
-    time.sleep(0.2)
+    until(lambda: len(decisions) >= 20)
     guard.revoke_task(work.id)
     revoked_at = time.time()
-    time.sleep(0.2)
+    until(lambda: sum(1 for at, _ in decisions if at > revoked_at) >= 20)
     stop.set()
     caller.join(timeout=30)
     started_after = [d for at, d in decisions if at > revoked_at]
@@ -130,9 +130,9 @@ def test_a_bundle_activated_during_calls_is_seen_whole_or_not_at_all(guard: Guar
     callers = [threading.Thread(target=call) for _ in range(3)]
     for caller in callers:
         caller.start()
-    time.sleep(0.2)
+    until(lambda: len(seen) >= 30)
     second = guard.activate_policies("acme", {**ALLOW_ALL, **PAUSE})
-    time.sleep(0.4)
+    until(lambda: sum(1 for d in seen if d.policy_version == second) >= 30)
     stop.set()
     for caller in callers:
         caller.join(timeout=30)
@@ -142,3 +142,12 @@ def test_a_bundle_activated_during_calls_is_seen_whole_or_not_at_all(guard: Guar
         expected = Effect.ALLOW if decision.policy_version == first else Effect.DENY
         assert decision.effect is expected, decision
     assert seen[-1].policy_version == second
+
+
+def until(condition: Callable[[], bool], seconds: float = 60) -> None:
+    """Wait for the callers to have made the calls a step needs (not for a time: a slow
+    machine makes fewer calls in one); fail if they never do."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the callers stopped calling"
+        time.sleep(0.01)
