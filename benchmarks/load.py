@@ -428,10 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rates", type=int, nargs="+", help=f"offered (default {RATES})")
     parser.add_argument("--out", type=Path, help="plots and load.md here (default: docs/evidence)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    rates = QUICK_RATES if args.quick else RATES
+    rates = tuple(args.rates or (QUICK_RATES if args.quick else RATES))
     if args.quick:
         args.seconds = min(args.seconds, 1.0)
     out = args.out or (None if args.quick else HERE.parent / "docs" / "evidence")
