@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from rich.console import Console
 from rich.table import Table
+from service import free_port
 
 from tether import Guard
 from tether.gateway.client_auth import TaskAuth
@@ -48,12 +48,6 @@ POLICY = """
 @id("echo")
 permit (principal, action == Action::"bench.echo", resource);
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
@@ -122,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         home = Path(folder) / "home"
         try:
-            echo_port, gateway_port = _free_port(), _free_port()
+            echo_port, gateway_port = free_port(), free_port()
             upstream = f"http://127.0.0.1:{echo_port}/mcp"
             started.append(
                 subprocess.Popen([sys.executable, str(HERE / "mcp_echo.py"), str(echo_port)])

@@ -30,67 +30,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
-from joserfc.jwk import ECKey
 from rich.console import Console
 from rich.table import Table
+from service import authorize_request, exchange, http_request, nearest_rank, served, start_task
 
-from tether import Guard
-from tether.credentials import ACCESS_TOKEN_TYPE, GRANT_TOKEN_TYPE, make_assertion, make_proof
-from tether.identity import generate_key, register_key
-
-STARTER = Path(__file__).resolve().parent.parent / "tether" / "starter" / "acme"
 TARGET_RATE = 2_500.0
 TARGET_P99_MS = 25.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def prepare(home: Path, db: str | None = None) -> tuple[ECKey, str]:
-    key = generate_key()
-    with Guard.embedded(home=home, db=db) as guard:
-        guard.apply_directory(STARTER)
-        register_key(
-            guard.store, workspace="acme", agent="coder", jwk=key.as_dict(), now=time.time()
-        )
-        grant = next(g for g in guard.store.credentials.grants("acme") if g.agent == "coder")
-    return key, grant.id
-
-
-def start_task(client: httpx.Client, url: str, key: ECKey, grant: str) -> str:
-    now = time.time()
-    assertion = make_assertion(
-        key, agent_id="spiffe://tether.local/ws/acme/agent/coder", audience="tether", now=now
-    )
-    response = client.post(
-        "/v1/token",
-        data={
-            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "subject_token": grant,
-            "subject_token_type": GRANT_TOKEN_TYPE,
-            "actor_token": assertion,
-            "requested_token_type": ACCESS_TOKEN_TYPE,
-            "scope": "read_file",
-            "request": "benchmark",
-        },
-        headers={"DPoP": make_proof(key, htm="POST", htu=f"{url}/v1/token", now=now)},
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
 
 
 async def load(
@@ -116,12 +68,9 @@ async def load(
                     return
                 request = make(number)
                 started = time.perf_counter()
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?i)content-length: *(\d+)", head)
-                await reader.readexactly(int(length.group(1)) if length else 0)
+                status = await exchange(reader, writer, request)
                 latencies.append(time.perf_counter() - started)
-                if head[9:12] != b"200":
+                if status != b"200":
                     failures += 1
         finally:
             writer.close()
@@ -133,17 +82,10 @@ async def load(
     return {
         "rate": len(latencies) / wall,
         "p50_ms": statistics.median(ordered) * 1000,
-        "p99_ms": ordered[int(len(ordered) * 0.99) - 1] * 1000,
+        "p99_ms": nearest_rank(ordered, 0.99) * 1000,
         "calls": len(latencies),
         "failed": failures,
     }
-
-
-def http_request(method: str, path: str, port: int, headers: dict[str, str], body: bytes) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,84 +101,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     requests = 300 if args.quick else args.requests
     console = Console()
     results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as home:
-        key, grant = prepare(Path(home), args.db)
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tether.cli",
-                "--home",
-                home,
-                "serve",
-                "--port",
-                str(port),
-                "--rate",
-                "1000000",
-                "--burst",
-                "1000000",
-                "--durability",
-                "commit",
-                "--workers",
-                str(args.workers),
-                *(["--db", args.db] if args.db else []),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            with httpx.Client(base_url=url, timeout=30) as http:
-                for _ in range(300):
-                    try:
-                        if http.get("/healthz").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        time.sleep(0.1)
-                tokens = [start_task(http, url, key, grant) for _ in range(args.connections)]
-            body = json.dumps({"tool": "read_file", "args": {"path": "/repo/README.md"}}).encode()
-            authorize_url = f"{url}/v1/authorize"
-            healthz = http_request("GET", "/healthz", port, {}, b"")
-
-            def authorize(n: int, proof: str) -> bytes:
-                headers = {
-                    "Authorization": f"DPoP {tokens[n]}",
-                    "DPoP": proof,
-                    "Content-Type": "application/json",
-                }
-                return http_request("POST", "/v1/authorize", port, headers, body)
-
-            made = {
-                n: [
-                    authorize(
-                        n,
-                        make_proof(
-                            key, htm="POST", htu=authorize_url, now=time.time(), access_token=t
-                        ),
-                    )
-                    for _ in range(requests // args.connections)
-                ]
-                for n, t in enumerate(tokens)
-            }
-
-            def signed(n: int) -> bytes:
-                proof = make_proof(
-                    key, htm="POST", htu=authorize_url, now=time.time(), access_token=tokens[n]
-                )
-                return authorize(n, proof)
-
-            for name, make in (
-                ("ceiling: GET /healthz", lambda _: healthz),
-                ("authorize, proofs made ahead", lambda n: made[n].pop()),
-                ("authorize, a proof signed per call", signed),
-            ):
-                results[name] = asyncio.run(
-                    load(port, args.connections, requests, args.seconds, make)
-                )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with served(args.workers, args.db) as svc:
+        with httpx.Client(base_url=svc.url, timeout=30) as http:
+            tokens = [start_task(http, svc) for _ in range(args.connections)]
+        body = json.dumps({"tool": "read_file", "args": {"path": "/repo/README.md"}}).encode()
+        healthz = http_request("GET", "/healthz", svc.port, {}, b"")
+        made = {
+            n: [authorize_request(svc, t, body) for _ in range(requests // args.connections)]
+            for n, t in enumerate(tokens)
+        }
+        for name, make in (
+            ("ceiling: GET /healthz", lambda _: healthz),
+            ("authorize, proofs made ahead", lambda n: made[n].pop()),
+            ("authorize, a proof signed per call",
+             lambda n: authorize_request(svc, tokens[n], body)),
+        ):  # fmt: skip
+            results[name] = asyncio.run(
+                load(svc.port, args.connections, requests, args.seconds, make)
+            )
 
     store = "PostgreSQL" if args.db else "SQLite"
     title = f"tether serve, {args.workers} workers, {store} at commit"

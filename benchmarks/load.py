@@ -6,13 +6,17 @@ on PostgreSQL. Plots as PNG beside a Markdown summary.
                                         [--pg URL | --no-pg] [--seconds 5]
 
 The load is an open loop: calls are due at a fixed rate whatever the service does, and a
-call's latency runs from when it was due (or, if later, when the client's event loop woke to
-send it: its timer oversleeps by up to 1 ms), not from when a free connection took it, so a
+call's latency runs from when it was due, not from when a free connection took it, so a
 service falling behind shows as latency instead of hiding in a slower client (coordinated
-omission). Each step is `--seconds` long at one offered rate; the steps rise until the service
-keeps up with less than 80% of what is offered (or the last step). Whatever is still queued 5 s
+omission). The client's own lateness (its timer oversleeps; it shares the cores) is in that
+latency too, and shown on its own: "client late", the p99 of how long after its time a call
+was handed to a connection.
+
+Each step is `--seconds` long at one offered rate; the steps rise until the service keeps up
+with less than 80% of what is offered (or the last step). Whatever is still queued 5 s
 after a step's end is not sent and counted as missed. Everything is bounded: 127.0.0.1 only,
-at most `len(RATES)` steps per set-up.
+at most `len(RATES)` steps per set-up, each given up DRAIN + 30 s after its end (the calls
+still unanswered then count as missed).
 
 Each call is `POST /v1/authorize` at `commit` durability (its record committed before its
 answer), from `--connections` keep-alive connections, each an agent task of its own (new tasks
@@ -21,8 +25,8 @@ goes to sending. The client writes ready-made HTTP/1.1 requests (as benchmarks/h
 
 The knee: the highest offered rate at which the service served at least 95% of the calls
 within the step and kept p99 at or under 25 ms (issue 7's latency target).
-Memory: the resident set of every process of the service (its process group), summed, sampled
-every 0.25 s from /proc.
+Memory: the resident sets of the service's processes (the server and its workers) summed,
+sampled every 0.25 s from /proc (pages the workers share with the server count in each).
 """
 
 from __future__ import annotations
@@ -32,165 +36,61 @@ import asyncio
 import gc
 import json
 import os
-import re
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from argparse import Namespace
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from http_api import _free_port, http_request, prepare, start_task
-from joserfc.jwk import ECKey
+from load_report import Run, Step, markdown, plot, print_run
 from rich.console import Console
-from rich.table import Table
-
-from tether.credentials import make_proof
+from service import (
+    Service,
+    authorize_request,
+    database,
+    exchange,
+    nearest_rank,
+    served,
+    start_task,
+)
 
 RATES = (250, 500, 1_000, 1_500, 2_000, 2_500, 3_000, 3_500, 4_000, 5_000)
 QUICK_RATES = (50, 100)
-KEPT_UP = 0.95  # share of the offered calls served within the step, at or under the knee
 GIVEN_UP = 0.80  # below this share the steps stop: the service is well past its knee
-P99_MS = 25.0
 DRAIN = 5.0  # seconds after a step's end that queued calls may still be sent
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 HERE = Path(__file__).resolve().parent
 
 
-@dataclass
-class Step:
-    offered: float
-    served: float  # calls a second answered within the step
-    p50_ms: float
-    p99_ms: float
-    answered: int
-    not_200: int
-    missed: int  # due, but still queued when the step's drain ran out
-    started: float  # seconds since the set-up's load began (the memory plot's clock)
-
-
-@dataclass
-class Run:
-    store: str
-    workers: int
-    steps: list[Step] = field(default_factory=list)
-    memory: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MiB)
-
-    @property
-    def name(self) -> str:
-        return f"{self.store}, {self.workers} worker{'s' if self.workers > 1 else ''}"
-
-    @property
-    def knee(self) -> Step | None:
-        kept = [s for s in self.steps if kept_up(s)]
-        return max(kept, key=lambda s: s.offered) if kept else None
-
-
-def kept_up(step: Step) -> bool:
-    return step.served >= KEPT_UP * step.offered and step.p99_ms <= P99_MS
-
-
-# -- the service -----------------------------------------------------------------------------
-
-
-@contextmanager
-def database(server_url: str) -> Iterator[str]:
-    """A PostgreSQL database of the run's own on `server_url`'s server, dropped afterwards."""
-    name = f"tether_load_{uuid.uuid4().hex[:12]}"
-    server = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with server.connect() as db:
-        db.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with server.connect() as db:
-            db.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        server.dispose()
-
-
-@dataclass
-class Service:
-    port: int
-    pid: int  # and its process group's id
-    key: ECKey
-    grant: str
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@contextmanager
-def service(workers: int, db: str | None) -> Iterator[Service]:
-    """`tether serve` on a fresh home (or database), in a process group of its own."""
-    with tempfile.TemporaryDirectory() as home:
-        key, grant = prepare(Path(home), db)
-        port = _free_port()
-        command = [
-            sys.executable, "-m", "tether.cli", "--home", home, "serve", "--port", str(port),
-            "--rate", "1000000", "--burst", "1000000", "--durability", "commit",
-            "--workers", str(workers), *(["--db", db] if db else []),
-        ]  # fmt: skip
-        child = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
+def resident_mib(root: int) -> float:
+    """The summed resident sets of process `root` and its descendants, from /proc (read for
+    those processes only: the sampler shares the client's interpreter)."""
+    total, pending = 0, [root]
+    while pending:
+        pid = pending.pop()
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if child.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"tether serve did not start: {child.stderr.read()[-2000:]!r}")  # type: ignore[union-attr]
-                time.sleep(0.1)
-            yield Service(port, child.pid, key, grant)
-        finally:
-            os.killpg(child.pid, signal.SIGTERM)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
-
-
-def resident_mib(group: int) -> float:
-    """The summed resident set of the processes in process group `group`, from /proc."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            # after the name in parentheses (which may hold spaces): state ppid pgrp ...
-            if int(stat.rsplit(")", 1)[1].split()[2]) != group:
-                continue
-            total += int(Path(f"/proc/{entry}/statm").read_text().split()[1]) * page
-        except (OSError, IndexError, ValueError):
-            continue  # the process ended between the listing and the read
-    return total / 2**20
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue  # the process ended between the reads
+    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 @contextmanager
 def sampling(
-    group: int, into: list[tuple[float, float]], started: float, every: float = 0.25
+    root: int, into: list[tuple[float, float]], started: float, every: float = 0.25
 ) -> Iterator[None]:
+    """The service's memory into `into` every `every` seconds, on a thread, while the block runs."""
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            into.append((time.monotonic() - started, resident_mib(group)))
+            into.append((time.monotonic() - started, resident_mib(root)))
             stop.wait(every)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -205,57 +105,47 @@ def sampling(
 # -- one step of offered load ----------------------------------------------------------------
 
 
-def step(svc: Service, rate: float, seconds: float, connections: int, since: float) -> Step:
+def step(svc: Service, rate: float, seconds: float, connections: int) -> Step:
     """`rate` calls a second for `seconds`, open loop, each connection an agent task of its own."""
-    authorize_url = f"{svc.url}/v1/authorize"
     with httpx.Client(base_url=svc.url, timeout=30) as http:
-        tokens = [start_task(http, svc.url, svc.key, svc.grant) for _ in range(connections)]
+        tokens = [start_task(http, svc) for _ in range(connections)]
     body = json.dumps({"tool": "read_file", "args": {"path": "/repo/README.md"}}).encode()
     due = int(rate * seconds)
     each = due // connections + 20  # proofs per connection; a busier one signs more as it goes
-
-    def request(n: int) -> bytes:
-        proof = make_proof(
-            svc.key, htm="POST", htu=authorize_url, now=time.time(), access_token=tokens[n]
-        )
-        headers = {"Authorization": f"DPoP {tokens[n]}", "DPoP": proof,
-                   "Content-Type": "application/json"}  # fmt: skip
-        return http_request("POST", "/v1/authorize", svc.port, headers, body)
-
-    ready = [[request(n) for _ in range(each)] for n in range(connections)]
+    ready = [[authorize_request(svc, t, body) for _ in range(each)] for t in tokens]
     gc.collect()
     gc.disable()  # the client's own collections would pause it, and show as the service's latency
-    started = time.perf_counter()
     try:
-        done = asyncio.run(_offer(svc.port, rate, due, seconds, ready, request))
+        start, done = asyncio.run(_offer(svc, rate, due, seconds, ready, tokens, body))
     finally:
         gc.enable()
-    end = started + seconds
-    latencies = sorted(d - due_at for due_at, d, _ in done)
-    answered_in_time = sum(1 for _, d, _ in done if d <= end)
+    latencies = sorted(answered - at for at, _, answered, _ in done)
+    late = sorted(handed - at for at, handed, _, _ in done)
     return Step(
         offered=rate,
-        served=answered_in_time / seconds,
-        p50_ms=statistics.median(latencies) * 1000 if latencies else float("nan"),
-        p99_ms=latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else float("nan"),
+        served=sum(1 for *_, answered, _ in done if answered <= start + seconds) / seconds,
+        p50_ms=nearest_rank(latencies, 0.5) * 1000,
+        p99_ms=nearest_rank(latencies, 0.99) * 1000,
         answered=len(done),
         not_200=sum(1 for *_, status in done if status != b"200"),
         missed=due - len(done),
-        started=time.monotonic() - since,
+        client_late_ms=nearest_rank(late, 0.99) * 1000,
     )
 
 
 async def _offer(
-    port: int,
+    svc: Service,
     rate: float,
     due: int,
     seconds: float,
     ready: list[list[bytes]],
-    request: Any,
-) -> list[tuple[float, float, bytes]]:
-    """(due at, answered at, status) of every call answered."""
-    queue: asyncio.Queue[float | None] = asyncio.Queue()  # when each call was due
-    done: list[tuple[float, float, bytes]] = []
+    tokens: list[str],
+    body: bytes,
+) -> tuple[float, list[tuple[float, float, float, bytes]]]:
+    """When the first call was due, and (due at, handed to a connection at, answered at,
+    status) of every call answered before the step was given up."""
+    queue: asyncio.Queue[float | None] = asyncio.Queue()
+    done: list[tuple[float, float, float, bytes]] = []
     start = time.perf_counter() + 0.05
     give_up = start + seconds + DRAIN
 
@@ -265,149 +155,45 @@ async def _offer(
             delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            # the event loop's timer wakes up to 1 ms late: that is the client's, not the
-            # service's; waiting for a free connection still counts
-            queue.put_nowait(max(at, time.perf_counter()))
+            queue.put_nowait(at)
         for _ in ready:
             queue.put_nowait(None)
 
     async def connection(n: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
         try:
             while (at := await queue.get()) is not None:
-                if time.perf_counter() > give_up:
+                handed = time.perf_counter()
+                if handed > give_up:
                     continue  # missed: the step is over
-                writer.write(ready[n].pop() if ready[n] else request(n))
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?i)content-length: *(\d+)", head)
-                await reader.readexactly(int(length.group(1)) if length else 0)
-                done.append((at, time.perf_counter(), head[9:12]))
+                request = ready[n].pop() if ready[n] else authorize_request(svc, tokens[n], body)
+                status = await exchange(reader, writer, request)
+                done.append((at, handed, time.perf_counter(), status))
         finally:
             writer.close()
 
-    await asyncio.gather(dispatch(), *(connection(n) for n in range(len(ready))))
-    return done
+    try:
+        async with asyncio.timeout(seconds + DRAIN + 30):  # a service that stopped answering
+            await asyncio.gather(dispatch(), *(connection(n) for n in range(len(ready))))
+    except TimeoutError:
+        pass  # what was not answered counts as missed
+    return start, done
 
 
-def run(store: str, workers: int, db: str | None, rates: tuple[int, ...], args: Any) -> Run:
+def run(store: str, workers: int, db: str | None, rates: Sequence[int], args: Namespace) -> Run:
+    """One set-up, from a fresh service: a short warm-up, then the steps until it gives up."""
     result = Run(store, workers)
-    with service(workers, db) as svc:
-        since = time.monotonic()
-        with sampling(svc.pid, result.memory, since):
-            step(svc, rates[0] / 2, min(1.0, args.seconds), args.connections, since)  # warm-up
-            for rate in rates:
-                result.steps.append(step(svc, rate, args.seconds, args.connections, since))
-                if result.steps[-1].served < GIVEN_UP * rate:
-                    break
+    with served(workers, db) as svc, sampling(svc.pid, result.memory, time.monotonic()):
+        step(svc, rates[0] / 2, min(1.0, args.seconds), args.connections)  # warm-up
+        for rate in rates:
+            result.steps.append(step(svc, rate, args.seconds, args.connections))
+            if result.steps[-1].served < GIVEN_UP * rate:
+                break
     return result
 
 
-# -- report ----------------------------------------------------------------------------------
-
-
-def print_run(console: Console, r: Run) -> None:
-    table = Table(title=f"tether serve, {r.name}, commit durability")
-    for column in ("offered/s", "served/s", "p50 ms", "p99 ms", "answered", "not 200", "missed"):
-        table.add_column(column, justify="right")
-    for s in r.steps:
-        mark = "" if kept_up(s) else " [red]x[/]"
-        cells = (s.served, s.p50_ms, s.p99_ms, s.answered, s.not_200, s.missed)
-        formats = (",.0f", ".1f", ".1f", ",", ",", ",")
-        shown = (format(v, f) for v, f in zip(cells, formats, strict=True))
-        table.add_row(f"{s.offered:,.0f}{mark}", *shown)
-    console.print(table)
-    knee = r.knee
-    console.print(f"knee: {f'{knee.offered:,.0f}/s' if knee else 'below the first step'}; "
-                  f"memory {memory_line(r)}")  # fmt: skip
-
-
-def memory_line(r: Run) -> str:
-    if not r.memory:
-        return "not sampled"
-    values = [m for _, m in r.memory]
-    return f"{values[0]:.0f} MiB at start, {max(values):.0f} MiB at most, {values[-1]:.0f} at end"
-
-
-def markdown(runs: list[Run], args: Any, command: str) -> str:
-    lines = [
-        "# Load run",
-        "",
-        f"`{command}` on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}: open loop, "
-        f"`POST /v1/authorize` at commit durability, {args.connections} connections (one agent "
-        f"task each), {args.seconds:g} s per step. The knee: the highest offered rate served at "
-        f">= {KEPT_UP:.0%} within the step with p99 <= {P99_MS:g} ms.",
-        "",
-        "| set-up | knee (calls/s) | p50 / p99 at the knee (ms) | most served (calls/s) "
-        "| memory start / peak / end (MiB) |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in runs:
-        knee = r.knee
-        values = [m for _, m in r.memory] or [float("nan")]
-        most = max((s.served for s in r.steps), default=0.0)
-        lines.append(
-            f"| {r.name} | {f'{knee.offered:,.0f}' if knee else '-'} | "
-            f"{f'{knee.p50_ms:.1f} / {knee.p99_ms:.1f}' if knee else '-'} | {most:,.0f} | "
-            f"{values[0]:.0f} / {max(values):.0f} / {values[-1]:.0f} |"
-        )
-    for r in runs:
-        lines += ["", f"## {r.name}", "",
-                  "| offered/s | served/s | p50 ms | p99 ms | answered | not 200 | missed |",
-                  "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-        lines += [
-            f"| {s.offered:,.0f} | {s.served:,.0f} | {s.p50_ms:.1f} | {s.p99_ms:.1f} | "
-            f"{s.answered:,} | {s.not_200:,} | {s.missed:,} |"
-            for s in r.steps
-        ]
-    lines += ["", "![served against offered](load-throughput.png)", "",
-              "![latency against offered](load-latency.png)", "",
-              "![memory over time](load-memory.png)", ""]  # fmt: skip
-    return "\n".join(lines)
-
-
-def plot(runs: list[Run], out: Path) -> None:
-    import matplotlib  # noqa: PLC0415 - only when plotting
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    top = max(s.offered for r in runs for s in r.steps)
-    axes.plot([0, top], [0, top], color="lightgray", linestyle="--", label="served = offered")
-    for r in runs:
-        axes.plot([s.offered for s in r.steps], [s.served for s in r.steps], marker="o",
-                  label=r.name)  # fmt: skip
-    axes.set(xlabel="offered calls/s", ylabel="served calls/s", title="Throughput")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(out / "load-throughput.png", dpi=100)
-    plt.close(figure)
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for r in runs:
-        line = axes.plot([s.offered for s in r.steps], [s.p99_ms for s in r.steps], marker="o",
-                         label=f"{r.name}: p99")  # fmt: skip
-        axes.plot([s.offered for s in r.steps], [s.p50_ms for s in r.steps], marker=".",
-                  linestyle=":", color=line[0].get_color(), label=f"{r.name}: p50")  # fmt: skip
-    axes.axhline(P99_MS, color="lightgray", linestyle="--", label=f"{P99_MS:g} ms")
-    axes.set(xlabel="offered calls/s", ylabel="ms (log)", yscale="log", title="Latency")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(out / "load-latency.png", dpi=100)
-    plt.close(figure)
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for r in runs:
-        axes.plot([t for t, _ in r.memory], [m for _, m in r.memory], label=r.name)
-    axes.set(xlabel="seconds since the load began", ylabel="resident MiB (all processes)",
-             title="Memory", ylim=(0, None))  # fmt: skip
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(out / "load-memory.png", dpi=100)
-    plt.close(figure)
-
-
 def postgres_up(url: str) -> bool:
+    """Whether the PostgreSQL server answers (its runs are made on a database of their own)."""
     try:
         engine = sa.create_engine(url)
         with engine.connect():
@@ -439,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
 
     stores = ["SQLite"]
-    if not args.no_pg:
-        if postgres_up(args.pg):
-            stores.append("PostgreSQL")
-        else:
-            console.print(f"[red]PostgreSQL is not reachable at {args.pg}: its runs were NOT made")
+    no_pg = not args.no_pg and not postgres_up(args.pg)
+    if no_pg:
+        console.print(f"[red]PostgreSQL is not reachable at {args.pg}: its runs are NOT made")
+        out = args.out  # the last whole run's figures stay where they are
+    elif not args.no_pg:
+        stores.append("PostgreSQL")
     runs: list[Run] = []
     for store in stores:
         for workers in args.workers:
@@ -466,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                             "memory_mib": [m for _, m in r.memory]} for r in runs}  # fmt: skip
         args.json.write_text(json.dumps({"runs": figures, "quick": args.quick}, indent=2))
     failed = [s for r in runs for s in r.steps if s.not_200]
-    return 1 if failed else 0
+    return 1 if failed or no_pg else 0
 
 
 if __name__ == "__main__":

@@ -100,12 +100,15 @@ def serve(home: Path, port: int, *options: str) -> subprocess.Popen[str]:
     """`tether serve` in a process group of its own, answering on 127.0.0.1:`port`."""
     from test_cli import cli_env  # noqa: PLC0415 - test_cli imports conftest, which imports this
 
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port),
-         *options],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(),
-        start_new_session=True,  # its own process group: the kill reaches its workers too
-    )  # fmt: skip
+    # Its errors go to a file: a pipe nobody reads fills up (a traceback per 5xx) and stops it.
+    errors = home.parent / f"serve-{port}.stderr"
+    with errors.open("w") as sink:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port",
+             str(port), *options],
+            stdout=subprocess.DEVNULL, stderr=sink, text=True, env=cli_env(),
+            start_new_session=True,  # its own process group: the kill reaches its workers too
+        )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -113,8 +116,19 @@ def serve(home: Path, port: int, *options: str) -> subprocess.Popen[str]:
                 return child
         except httpx.HTTPError:
             time.sleep(0.1)
-    os.killpg(child.pid, signal.SIGKILL)
-    pytest.fail(f"tether serve did not start: {child.communicate()[1][-2000:]}")
+    stop(child, signal.SIGKILL)
+    pytest.fail(f"tether serve did not start: {errors.read_text()[-2000:]}")
+
+
+def stop(child: subprocess.Popen[str], how: signal.Signals = signal.SIGTERM) -> None:
+    """Stop `tether serve`'s whole process group; killed if it has not stopped in 60 s."""
+    if child.poll() is None:
+        os.killpg(child.pid, how)
+    try:
+        child.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
 
 
 def starter_home(home: Path, db: str | None = None) -> tuple[ECKey, str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from served import free_port, serve, starter_home
+from served import stop as stop_serving
 from test_cli import run_cli
 from test_server import Agent, Server
 
@@ -67,8 +68,7 @@ def test_every_answered_decision_survives_a_sigkill_and_the_log_verifies(tmp_pat
             os.killpg(child.pid, signal.SIGKILL)
     assert len(answered) >= CALLS_BEFORE_KILL
     restarted = serve(home, port, *LOADED)  # it opens the store as it was left, and answers
-    os.killpg(restarted.pid, signal.SIGTERM)
-    restarted.wait(timeout=30)
+    stop_serving(restarted)
     store = Store.at_home(home)
     try:
         missing = [d for d in answered if store.decision(d) is None]

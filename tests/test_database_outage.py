@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from served import free_port, serve, starter_home
+from served import free_port, serve, starter_home, stop
 from test_server import Agent, Server
 
 from tether.store import Store
@@ -118,8 +117,7 @@ def test_an_outage_is_refused_with_a_reason_and_the_service_recovers_by_itself(
             time.sleep(0.5)
         assert len(allowed) == 2, "the service did not decide again once the database was back"
     finally:
-        os.killpg(child.pid, signal.SIGTERM)
-        child.wait(timeout=30)
+        stop(child)
     store = Store.at_home(home, cluster.url)
     try:
         assert [d for d in allowed if store.decision(d) is None] == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -353,3 +354,11 @@ def test_what_the_store_cannot_keep_is_refused_by_name_not_by_the_database(guard
     # at the limits, kept as given
     assert guard.add_user("acme", "b" * 255).name == "b" * 255
     guard.register_tool("acme", "archive", effects=["write"], risk_tier="x" * 16)
+
+
+def test_an_admin_tokens_holder_is_held_to_the_same_rule(starter: Guard) -> None:
+    from tether.server import admin_tokens  # noqa: PLC0415 - the service's, not the Guard's
+
+    with pytest.raises(InvalidInput, match="255"):
+        admin_tokens.issue(starter.store, name="a" * 256, roles={"acme": ["admin"]},
+                           lifetime=60, now=time.time())  # fmt: skip

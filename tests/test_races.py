@@ -105,12 +105,14 @@ def test_nothing_is_decided_under_a_task_once_its_revocation_returned(guard: Gua
 
     caller = threading.Thread(target=call)
     caller.start()
-    until(lambda: len(decisions) >= 20)
-    guard.revoke_task(work.id)
-    revoked_at = time.time()
-    until(lambda: sum(1 for at, _ in decisions if at > revoked_at) >= 20)
-    stop.set()
-    caller.join(timeout=30)
+    try:
+        until(lambda: len(decisions) >= 20)
+        guard.revoke_task(work.id)
+        revoked_at = time.time()
+        until(lambda: sum(1 for at, _ in decisions if at > revoked_at) >= 20)
+    finally:
+        stop.set()
+        caller.join(timeout=30)
     started_after = [d for at, d in decisions if at > revoked_at]
     assert started_after, "the caller made no call after the revocation"
     assert all(d.effect is Effect.DENY for d in started_after)
@@ -130,12 +132,14 @@ def test_a_bundle_activated_during_calls_is_seen_whole_or_not_at_all(guard: Guar
     callers = [threading.Thread(target=call) for _ in range(3)]
     for caller in callers:
         caller.start()
-    until(lambda: len(seen) >= 30)
-    second = guard.activate_policies("acme", {**ALLOW_ALL, **PAUSE})
-    until(lambda: sum(1 for d in seen if d.policy_version == second) >= 30)
-    stop.set()
-    for caller in callers:
-        caller.join(timeout=30)
+    try:
+        until(lambda: len(seen) >= 30)
+        second = guard.activate_policies("acme", {**ALLOW_ALL, **PAUSE})
+        until(lambda: sum(1 for d in seen if d.policy_version == second) >= 30)
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(timeout=30)
     versions = {d.policy_version for d in seen}
     assert versions == {first, second}, versions
     for decision in seen:  # each answer is its version's answer, never a mixture

@@ -71,12 +71,11 @@ def check_tool_name(name: str) -> str:
 def check_person(what: str, name: str) -> str:
     """A person's name (a user, an agent's owner), as kept: free text, not blank, at most
     MAX_PERSON characters (PostgreSQL refuses a longer one: a 500 where a 400 is due)."""
-    name = name.strip()
-    if not name:
-        raise InvalidInput(f"{what} needs a name")
-    if len(name) > MAX_PERSON:
+    if len(name) > MAX_PERSON:  # as given, as the API's document counts it
         raise InvalidInput(f"{what}'s name is {len(name)} characters; at most {MAX_PERSON}")
-    return name
+    if not name.strip():
+        raise InvalidInput(f"{what} needs a name")
+    return name.strip()
 
 
 def check_identifier(kind: str, name: str) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from tether.errors import CredentialRefused, Forbidden, InvalidInput
 from tether.model import new_id
+from tether.names import check_person
 from tether.store import Store
 from tether.store.admin_tokens import AdminTokenRecord
 
@@ -33,8 +34,7 @@ def issue(
     now: float,
 ) -> tuple[str, AdminTokenRecord]:
     """A new token (returned once) and its record."""
-    if not name.strip():
-        raise InvalidInput("an admin token belongs to someone: name them")
+    name = check_person("an admin token's holder", name)
     check_roles(roles, holder="an admin token")
     if not 0 < lifetime <= MAX_LIFETIME:
         raise InvalidInput("an admin token lives between 0 and 366 days")
@@ -42,7 +42,7 @@ def issue(
     record = AdminTokenRecord(
         id=new_id("adm_"),
         digest=digest(token),
-        name=name.strip(),
+        name=name,
         roles={w: sorted(set(r)) for w, r in roles.items()},
         created_at=now,
         expires_at=now + lifetime,

@@ -107,11 +107,9 @@ def _security(endpoint: Endpoint) -> list[dict[str, list[str]]]:
 def refusals(endpoint: Endpoint) -> list[int]:
     """The statuses an endpoint may refuse a request with, from what it takes and who may call
     it: each is a problem document."""
-    statuses = {503}
+    statuses = {413, 503}  # any request may carry a body, read (and refused past 1 MiB) first
     if endpoint.body is not None or endpoint.query:
         statuses |= {400}
-    if endpoint.body is not None:
-        statuses |= {413}
     if endpoint.auth != "none":
         statuses |= {401}
     if endpoint.auth == "admin":
