@@ -9,8 +9,8 @@ The load is an open loop: calls are due at a fixed rate whatever the service doe
 call's latency runs from when it was due, not from when a free connection took it, so a
 service falling behind shows as latency instead of hiding in a slower client (coordinated
 omission). The client's own lateness (its timer oversleeps; it shares the cores) is in that
-latency too, and shown on its own: "client late", the p99 of how long after its time a call
-was handed to a connection.
+latency too, and shown on its own: "client late", the p99 of how long after its time the
+client queued a call for a connection (waiting for a free connection is not the client's).
 
 Each step is `--seconds` long at one offered rate; the steps rise until the service keeps up
 with less than 80% of what is offered (or the last step). Whatever is still queued 5 s
@@ -120,7 +120,7 @@ def step(svc: Service, rate: float, seconds: float, connections: int) -> Step:
     finally:
         gc.enable()
     latencies = sorted(answered - at for at, _, answered, _ in done)
-    late = sorted(handed - at for at, handed, _, _ in done)
+    late = sorted(queued - at for at, queued, _, _ in done)
     return Step(
         offered=rate,
         served=sum(1 for *_, answered, _ in done if answered <= start + seconds) / seconds,
@@ -142,9 +142,11 @@ async def _offer(
     tokens: list[str],
     body: bytes,
 ) -> tuple[float, list[tuple[float, float, float, bytes]]]:
-    """When the first call was due, and (due at, handed to a connection at, answered at,
-    status) of every call answered before the step was given up."""
-    queue: asyncio.Queue[float | None] = asyncio.Queue()
+    """When the first call was due, and (due at, queued for a connection at, answered at,
+    status) of every call answered before the step was given up. A call waits in the queue
+    while every connection waits for an answer: that is the service's lateness, not the
+    client's, and counts in its latency."""
+    queue: asyncio.Queue[tuple[float, float] | None] = asyncio.Queue()  # (due, queued at)
     done: list[tuple[float, float, float, bytes]] = []
     start = time.perf_counter() + 0.05
     give_up = start + seconds + DRAIN
@@ -155,20 +157,20 @@ async def _offer(
             delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            queue.put_nowait(at)
+            queue.put_nowait((at, time.perf_counter()))
         for _ in ready:
             queue.put_nowait(None)
 
     async def connection(n: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
         try:
-            while (at := await queue.get()) is not None:
-                handed = time.perf_counter()
-                if handed > give_up:
+            while (call := await queue.get()) is not None:
+                at, queued = call
+                if time.perf_counter() > give_up:
                     continue  # missed: the step is over
                 request = ready[n].pop() if ready[n] else authorize_request(svc, tokens[n], body)
                 status = await exchange(reader, writer, request)
-                done.append((at, handed, time.perf_counter(), status))
+                done.append((at, queued, time.perf_counter(), status))
         finally:
             writer.close()
 

@@ -24,7 +24,7 @@ class Step:
     answered: int
     not_200: int
     missed: int  # due, but not answered by the time the step was given up
-    client_late_ms: float  # p99 of how late the client handed calls to a connection
+    client_late_ms: float  # p99 of how late the client queued calls for a connection
 
 
 @dataclass
