@@ -96,8 +96,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def serve(home: Path, port: int, *options: str) -> subprocess.Popen[str]:
-    """`tether serve` in a process group of its own, answering on 127.0.0.1:`port`."""
+def serve(
+    home: Path, port: int, *options: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """`tether serve` in a process group of its own, answering on 127.0.0.1:`port` (`env`:
+    variables beside the CLI's bare environment)."""
     from test_cli import cli_env  # noqa: PLC0415 - test_cli imports conftest, which imports this
 
     # Its errors go to a file: a pipe nobody reads fills up (a traceback per 5xx) and stops it.
@@ -106,7 +109,7 @@ def serve(home: Path, port: int, *options: str) -> subprocess.Popen[str]:
         child = subprocess.Popen(
             [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port",
              str(port), *options],
-            stdout=subprocess.DEVNULL, stderr=sink, text=True, env=cli_env(),
+            stdout=subprocess.DEVNULL, stderr=sink, text=True, env={**cli_env(), **(env or {})},
             start_new_session=True,  # its own process group: the kill reaches its workers too
         )  # fmt: skip
     deadline = time.monotonic() + 60

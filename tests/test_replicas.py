@@ -4,9 +4,6 @@ through one is enforced by the other within a second."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +13,7 @@ import httpx
 import pytest
 from conftest import delegate
 from prometheus_client.multiprocess import MultiProcessCollector
-from test_server import _free_port
+from served import free_port, serve, stop
 from test_shared_tasks import PATH, POLICIES
 
 from tether import Guard
@@ -25,31 +22,9 @@ from tether.identity import generate_key, register_key
 from tether.server import admin_tokens
 
 
-def _serve(
-    home: Path, workers: int = 1, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], str]:
-    port = _free_port()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port),
-         "--workers", str(workers)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )  # fmt: skip
-    return child, f"http://127.0.0.1:{port}"
-
-
-def _wait_until_up(child: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    child.kill()
-    pytest.fail(f"tether serve did not start: {child.communicate()[1][-2000:]}")
+def _serve(home: Path, *options: str, env: dict[str, str] | None = None) -> tuple[Any, str]:
+    port = free_port()
+    return serve(home, port, *options, env=env), f"http://127.0.0.1:{port}"
 
 
 class Agent:
@@ -125,16 +100,15 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, str, Agent, str]]:
     """Replica A's URL, replica B's, the agent, and an admin token for acme."""
     home = tmp_path / "home"
     key, grant, token = prepare(home, {"acme": ["admin"]})
-    (a, url_a), (b, url_b) = _serve(home), _serve(home)
+    a, url_a = _serve(home)
     try:
-        _wait_until_up(a, url_a)
-        _wait_until_up(b, url_b)
-        yield url_a, url_b, Agent(key, grant), token
+        b, url_b = _serve(home)
+        try:
+            yield url_a, url_b, Agent(key, grant), token
+        finally:
+            stop(b)
     finally:
-        for child in (a, b):
-            child.terminate()
-        for child in (a, b):
-            child.wait(timeout=10)
+        stop(a)
 
 
 def test_a_task_alternating_replicas_still_trips_its_chain_rules(
@@ -202,9 +176,8 @@ def test_the_workers_of_one_serve_share_tasks_and_add_up_their_metrics(tmp_path:
     key, grant, token = prepare(home, {"*": ["auditor"]})
     samples = tmp_path / "metrics"
     samples.mkdir()
-    child, url = _serve(home, 2, {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(samples)})
+    child, url = _serve(home, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(samples)})
     try:
-        _wait_until_up(child, url)
         agent = Agent(key, grant)
         agent.start(url)
         effects: list[str] = []
@@ -227,20 +200,16 @@ def test_the_workers_of_one_serve_share_tasks_and_add_up_their_metrics(tmp_path:
             }
             assert counts == {"allow": 3.0, "deny": len(effects) - 3.0}, text
     finally:
-        child.terminate()
-        child.wait(timeout=20)
+        stop(child)
 
 
 def test_the_metrics_folder_a_serve_made_is_removed_when_it_stops(tmp_path: Path) -> None:
     home, scratch = tmp_path / "home", tmp_path / "tmp"
     scratch.mkdir()
     prepare(home, {"*": ["auditor"]})
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    child, url = _serve(home, 2, {**env, "TMPDIR": str(scratch)})
+    child, _ = _serve(home, "--workers", "2", env={"TMPDIR": str(scratch)})
     try:
-        _wait_until_up(child, url)
         assert [p.name[:15] for p in scratch.iterdir()] == ["tether-metrics-"]
     finally:
-        child.terminate()
-        child.wait(timeout=20)
+        stop(child)
     assert child.returncode == 0 and list(scratch.iterdir()) == []

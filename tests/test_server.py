@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import httpx
 import pytest
 from conftest import STARTER
 from joserfc.jwk import ECKey
+from served import free_port, serve, stop
 
 from tether import Guard
 from tether.credentials import ACCESS_TOKEN_TYPE, GRANT_TOKEN_TYPE, make_assertion, make_proof
@@ -62,12 +62,6 @@ class Server:
     grant: str
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("served")
@@ -92,25 +86,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 ("expired", "dave", {"*": ["admin"]}, 0.001),
             )
         }
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = serve(home, port)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            child.kill()
-            pytest.fail(f"tether serve did not start: {child.communicate()[1][-2000:]}")
         yield Server(
             url,
             home,
@@ -122,8 +101,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             grant,
         )
     finally:
-        child.terminate()
-        child.wait(timeout=10)
+        stop(child)
 
 
 class Agent:
@@ -361,7 +339,7 @@ def test_an_approver_of_one_workspace_cannot_act_in_another(server: Server) -> N
 
 
 def test_make_run_serves_the_demo_and_its_curl_makes_a_decision(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     child = subprocess.Popen(
         [
             sys.executable,
