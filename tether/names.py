@@ -52,19 +52,15 @@ Named = Annotated[
 def check_segment(kind: str, name: str) -> str:
     """A workspace, tenant or agent name: one SPIFFE path segment."""
     if not isinstance(name, str) or not _SEGMENT.fullmatch(name):
-        raise InvalidInput(
-            f"{kind} name {name!r} is not allowed: use 1-64 lowercase ASCII letters, digits, "
-            "'.', '_' or '-', starting and ending with a letter or digit"
-        )
+        rule = SEGMENT_SCHEMA["description"]
+        raise InvalidInput(f"{kind} name {name!r} is not allowed: use {rule}")
     return name
 
 
 def check_tool_name(name: str) -> str:
     if not isinstance(name, str) or not _TOOL.fullmatch(name):
-        raise InvalidInput(
-            f"tool name {name!r} is not allowed: use 1-128 ASCII letters, digits, '_', '.', ':', "
-            "'/' or '-', not starting with a separator"
-        )
+        rule = TOOL_SCHEMA["description"]
+        raise InvalidInput(f"tool name {name!r} is not allowed: use {rule}")
     return name
 
 
