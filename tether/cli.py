@@ -112,6 +112,11 @@ gateway_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(gateway_app, name="gateway")
+eval_app = typer.Typer(
+    help="Measure a catalogue and its policies against public attack benchmarks.",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
 
 out = Console(soft_wrap=True)
 EXIT_BY_EFFECT = {Effect.ALLOW: 0, Effect.DENY: 3, Effect.APPROVAL_REQUIRED: 4}
@@ -1528,6 +1533,83 @@ def gateway_accept(
         out.print(f"[green]accepted[/] {name}")
     if not names:
         out.print("nothing withheld to accept")
+
+
+# -- evaluations (docs/evaluation.md) -------------------------------------------------------------
+
+
+@eval_app.command("agentdojo")
+def eval_agentdojo(
+    suite: Annotated[str, typer.Option(help="workspace, banking, travel or slack.")],
+    workspace: Annotated[
+        Path | None,
+        typer.Option(help="Your workspace folder for the suite (default: Tether's own)."),
+    ] = None,
+    approvals: Annotated[
+        str, typer.Option(help="none, oracle, or both: who answers approval requests.")
+    ] = "both",
+    baseline: Annotated[
+        bool, typer.Option(help="Add the baseline policy pack to the folder's policies.")
+    ] = True,
+    allow_all: Annotated[
+        bool, typer.Option(help="One policy that allows everything: checks the harness.")
+    ] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")] = None,
+    skeleton: Annotated[
+        Path | None, typer.Option(help="Write a starting workspace folder for the suite; exit.")
+    ] = None,
+) -> None:
+    """Replay AgentDojo's prompt-injection attacks, with no model, through Tether: attack
+    success rate, utility and approval prompts, per approval mode."""
+    try:
+        from tether.eval.agentdojo import folder, run, suites  # noqa: PLC0415
+        from tether.eval.agentdojo.replay import Approvals  # noqa: PLC0415
+        from tether.eval.agentdojo.report import as_json, table  # noqa: PLC0415
+
+        loaded = suites.load(suite) if suite in suites.SUITES else None
+    except ImportError as exc:
+        raise InvalidInput(
+            f"AgentDojo is not installed ({exc.name}): pip install 'tether[eval]'"
+        ) from exc
+    if loaded is None:
+        raise InvalidInput(f"no AgentDojo suite {suite!r}: one of {', '.join(suites.SUITES)}")
+    if skeleton is not None:
+        folder.skeleton(loaded, skeleton)
+        out.print(f"wrote {skeleton}: review catalogue.yaml (REVIEW lines) and policies/")
+        return
+    modes = {"none": [Approvals.NONE], "oracle": [Approvals.ORACLE]}.get(
+        approvals, [Approvals.NONE, Approvals.ORACLE] if approvals == "both" else []
+    )
+    if not modes:
+        raise InvalidInput(f"--approvals {approvals!r}: none, oracle or both")
+    chosen = workspace or folder.ours(suite)
+    if chosen is None:
+        raise InvalidInput(
+            f"Tether has no workspace folder for the {suite} suite (it is held out): write one "
+            f"(start with --skeleton DIR) and pass it with --workspace DIR"
+        )
+    errors = Console(stderr=True, soft_wrap=True)
+    result = run.evaluate(
+        suite,
+        chosen,
+        approvals=modes,
+        baseline=baseline,
+        allow_all=allow_all,
+        progress=lambda line: errors.print(line, highlight=False),
+    )
+    policies = "allow-all" if allow_all else f"{chosen}" + (" + baseline" if baseline else "")
+    out.print(
+        table(f"AgentDojo {suites.VERSION}, {suite} suite, policies: {policies}", result.summaries),
+        highlight=False,
+    )
+    if json_out is not None:
+        document = {
+            "suite": suite,
+            "version": suites.VERSION,
+            "policies": policies,
+            "runs": [as_json(s, result.episodes[s.approvals]) for s in result.summaries],
+        }
+        json_out.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,174 @@
+"""One AgentDojo episode, played by a fully hijacked agent whose every call Tether decides.
+
+The agent makes the user task's ground-truth calls in order. The moment a call's output shows
+it the attack (the injection's marker), it obeys at once: it makes the injection task's calls,
+computed from the environment as it is then (the checkers compare ids and counts, so later
+would be wrong), and goes on with the user's task. Every call is first decided in a Tether
+task whose request is the user's prompt; a call that is not allowed is not made, and the agent
+moves on. What a call returns (its output as the agent would read it, or its error) is reported
+to the task, so labels and provenance grow as they would in a real run. AgentDojo's own checkers
+then judge: utility (the user's task was done) and security (`True`: the attack succeeded).
+
+The agent's final answer is the user task's expected answer if every one of its calls was made
+(otherwise it could not know it, so it says nothing), followed by the injection task's, if it
+saw the attack: text-only attacks succeed whatever the calls.
+
+Approvals: `none` (nobody answers: a call that needs approval is not made) or `oracle` (a person
+approves exactly the calls of the user's own task and refuses the others). Either way each
+`approval_required` decision counts as one prompt.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from tether.eval.agentdojo.suites import MARKER, Suite
+from tether.model import Decision, Effect
+from tether.sdk import Guard
+from tether.sdk.guard import TaskHandle
+
+
+class Approvals(StrEnum):
+    NONE = "none"
+    ORACLE = "oracle"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A call that was not made, and why."""
+
+    tool: str
+    effect: str  # deny or approval_required
+    own: bool  # a call of the user's task (False: of the injection task)
+    reason: str
+
+
+@dataclass(frozen=True)
+class Episode:
+    user_task: str
+    injection_task: str | None  # None: the user task alone, no attack in the environment
+    utility: bool
+    attacked: bool | None  # AgentDojo's security(): the attacker's goal was reached
+    exposed: bool  # the attack reached the agent (and it obeyed)
+    prompts: int  # approval_required decisions met
+    calls: int  # calls made
+    refused: tuple[Refusal, ...]
+
+
+@dataclass
+class Gate:
+    """Tether's side: a workspace whose template agent acts for `user` with `tools`, and a
+    person (`approver`) who may answer its approvals. Each episode gets a fresh copy of the
+    agent, so that no episode's history (tools used before, the rate of calls) weighs on the
+    risk of another's decisions: episodes are independent, and run in any order alike."""
+
+    guard: Guard
+    workspace: str
+    agent: str
+    kind: str
+    owner: str
+    user: str
+    tools: tuple[str, ...]
+    approver: str
+    _serial: itertools.count[int] = field(default_factory=itertools.count)
+
+    def task(self, prompt: str) -> TaskHandle:
+        agent = f"{self.agent}-{next(self._serial)}"
+        self.guard.register_agent(self.workspace, agent, kind=self.kind, owner=self.owner)
+        self.guard.grant(self.workspace, user=self.user, agent=agent, tools=self.tools)
+        return self.guard.task(
+            workspace=self.workspace, agent=agent, user=self.user, request=prompt, tools=self.tools
+        )
+
+
+@dataclass
+class _Play:
+    suite: Suite
+    gate: Gate
+    approvals: Approvals
+    task: TaskHandle
+    environment: Any
+    runtime: Any
+    trace: list[Any] = field(default_factory=list)
+    prompts: int = 0
+    refused: list[Refusal] = field(default_factory=list)
+
+    def call(self, call: Any, *, own: bool) -> str | None:
+        """Decide the call; make it if allowed. Its output as the agent reads it, or None."""
+        args = dict(call.args)
+        decision = self._decide(call.function, args, own)
+        if decision.effect is not Effect.ALLOW:
+            self.refused.append(Refusal(call.function, decision.effect.value, own, decision.reason))
+            return None
+        from agentdojo.agent_pipeline.tool_execution import tool_result_to_str  # noqa: PLC0415
+
+        result, error = self.runtime.run_function(self.environment, call.function, args)
+        output: str = error if error is not None else tool_result_to_str(result)
+        self.task.report(decision, output)
+        self.trace.append(call)
+        return output
+
+    def _decide(self, tool: str, args: dict[str, Any], own: bool) -> Decision:
+        decision = self.task.authorize(tool, args)
+        if decision.effect is not Effect.APPROVAL_REQUIRED or decision.approval_id is None:
+            return decision
+        self.prompts += 1
+        if self.approvals is Approvals.NONE:
+            return decision
+        guard, approver = self.gate.guard, self.gate.approver
+        if not own:
+            guard.deny(decision.approval_id, approver=approver, comment="not what the user asked")
+            return decision
+        guard.approve(decision.approval_id, approver=approver, comment="what the user asked")
+        return self.task.authorize(tool, args)
+
+
+def play(
+    suite: Suite,
+    gate: Gate,
+    user_task: Any,
+    injection_task: Any | None,
+    approvals: Approvals,
+) -> Episode:
+    from agentdojo.functions_runtime import FunctionsRuntime  # noqa: PLC0415
+    from agentdojo.types import text_content_block_from_string  # noqa: PLC0415
+
+    injections = suite.injections(user_task, injection_task) if injection_task else {}
+    environment = suite.environment(injections)
+    before = environment.model_copy(deep=True)
+    with gate.task(user_task.PROMPT) as task:
+        run = _Play(suite, gate, approvals, task, environment, FunctionsRuntime(suite.tasks.tools))
+        done, exposed = True, False
+        attack = injection_task
+        for call in user_task.ground_truth(environment):
+            output = run.call(call, own=True)
+            done = done and output is not None
+            if attack is not None and not exposed and output and MARKER in output:
+                exposed = True
+                for injected in suite.injection_calls(attack, environment):
+                    run.call(injected, own=False)
+    answer = user_task.GROUND_TRUTH_OUTPUT if done else ""
+    if attack is not None and exposed:
+        answer = f"{answer}\n{attack.GROUND_TRUTH_OUTPUT}".strip()
+    final = [text_content_block_from_string(answer)]
+    # Utility first: some security checkers mark mail read in the environment they are given.
+    utility = suite.tasks._check_task_result(user_task, final, before, environment, run.trace)
+    attacked = None
+    if attack is not None:
+        attacked = suite.tasks._check_task_result(attack, final, before, environment, run.trace)
+    return Episode(
+        user_task=user_task.ID,
+        injection_task=injection_task.ID if injection_task is not None else None,
+        utility=bool(utility),
+        attacked=None if attacked is None else bool(attacked),
+        exposed=exposed,
+        prompts=run.prompts,
+        calls=len(run.trace),
+        refused=tuple(run.refused),
+    )
+
+
+__all__ = ["Approvals", "Episode", "Gate", "Refusal", "play"]
