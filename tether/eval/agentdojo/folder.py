@@ -24,6 +24,7 @@ from tether.eval.agentdojo.replay import Gate
 from tether.eval.agentdojo.suites import VERSION, Suite
 from tether.policy.source import read_policy_dir
 from tether.sdk import Guard
+from tether.store import sqlite_url
 
 OURS = Path(__file__).resolve().parent / "workspaces"
 AGENT = "assistant"
@@ -83,7 +84,9 @@ def prepare(home: Path, folder: Path, *, baseline: bool = True, allow_all: bool 
         policies = dict(ALLOW_ALL)
     elif baseline:
         policies |= {f"baseline/{name}": text for name, text in read_policy_dir(BASELINE).items()}
-    guard = Guard.embedded(home)
+    # Its own SQLite store, whatever TETHER_DB names: an evaluation's throwaway workspaces and
+    # hundreds of agents have no place in a real store.
+    guard = Guard.embedded(home, db=sqlite_url(home))
     guard.apply_directory(msgspec.structs.replace(read, policies=policies))
     agent = next((a for a in spec.agents if a.name == AGENT), None)
     grant = next((g for g in spec.grants if g.agent == AGENT), None)

@@ -21,6 +21,7 @@ approves exactly the calls of the user's own task and refuses the others). Eithe
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -29,6 +30,8 @@ from tether.eval.agentdojo.suites import MARKER, Suite
 from tether.model import Decision, Effect
 from tether.sdk import Guard
 from tether.sdk.guard import TaskHandle
+
+_ID = re.compile(r"\b([a-z]{2,4})_[0-9a-f]{32}\b")  # a decision's or an approval's id
 
 
 class Approvals(StrEnum):
@@ -101,7 +104,8 @@ class _Play:
         args = dict(call.args)
         decision = self._decide(call.function, args, own)
         if decision.effect is not Effect.ALLOW:
-            self.refused.append(Refusal(call.function, decision.effect.value, own, decision.reason))
+            reason = _ID.sub(r"\1_…", decision.reason)  # the same in every run
+            self.refused.append(Refusal(call.function, decision.effect.value, own, reason))
             return None
         from agentdojo.agent_pipeline.tool_execution import tool_result_to_str  # noqa: PLC0415
 
