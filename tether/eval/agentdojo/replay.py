@@ -20,6 +20,8 @@ approves exactly the calls of the user's own task and refuses the others). Eithe
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -159,10 +161,12 @@ def play(
         answer = f"{answer}\n{attack.GROUND_TRUTH_OUTPUT}".strip()
     final = [text_content_block_from_string(answer)]
     # Utility first: some security checkers mark mail read in the environment they are given.
-    utility = suite.tasks._check_task_result(user_task, final, before, environment, run.trace)
-    attacked = None
-    if attack is not None:
-        attacked = suite.tasks._check_task_result(attack, final, before, environment, run.trace)
+    # Some print why they fail; the verdict is what counts, and stdout is the report's.
+    with contextlib.redirect_stdout(io.StringIO()):
+        utility = suite.tasks._check_task_result(user_task, final, before, environment, run.trace)
+        attacked = None
+        if attack is not None:
+            attacked = suite.tasks._check_task_result(attack, final, before, environment, run.trace)
     return Episode(
         user_task=user_task.ID,
         injection_task=injection_task.ID if injection_task is not None else None,
