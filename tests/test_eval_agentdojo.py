@@ -9,6 +9,8 @@ give the same episodes.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -242,6 +244,28 @@ def test_the_command_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     assert set(runs) == {"none", "oracle"}
     assert runs["none"]["pairs"] == len(runs["none"]["episodes"]) - runs["none"]["user_tasks"]
     assert f"{runs['none']['asr']:.1%}" in none
+
+
+def test_it_runs_offline_and_gives_the_same_figures(tmp_path: Path, banking_result: Result) -> None:
+    """In a network namespace of its own (no interface but a loopback that is down), the
+    command gives the figures the in-process run gave."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("this test needs root and unshare(1), to run the command without a network")
+    out = tmp_path / "offline.json"
+    done = subprocess.run(
+        ["unshare", "--net", sys.executable, "-m", "tether.cli", "eval", "agentdojo",
+         "--suite", "banking", "--json", str(out)],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(out.read_text())["runs"]
+    for run, summary in zip(runs, banking_result.summaries, strict=True):
+        assert {k: run[k] for k in ("approvals", "asr", "utility", "prompts_per_task")} == {
+            "approvals": summary.approvals.value,
+            "asr": summary.asr,
+            "utility": summary.utility,
+            "prompts_per_task": summary.prompts_per_task,
+        }
 
 
 def test_held_out_suites_need_a_folder_of_your_own(tmp_path: Path) -> None:
