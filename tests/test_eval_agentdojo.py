@@ -126,6 +126,15 @@ def test_the_written_injection_calls_pass_agentdojos_own_checker(
         )
 
 
+def test_the_packages_own_later_fixes_are_in_and_named(workspace_suite: suites.Suite) -> None:
+    """AgentDojo 0.1.35 never imports its v1.1.2 fixes; the evaluation does, and says which
+    tasks they replaced."""
+    for task_id in ("injection_task_0", "user_task_13", "user_task_33"):
+        assert task_id in workspace_suite.patched
+    task = workspace_suite.tasks.user_tasks["user_task_13"]
+    assert type(task).__module__.startswith("agentdojo.default_suites.v1_1_2")
+
+
 # -- the replay, call by call -------------------------------------------------------------------
 
 
@@ -146,9 +155,7 @@ def _gate(tmp_path: Path, policy: str | None = None) -> Gate:
 
 def _play(gate: Gate, suite: suites.Suite, approvals: Approvals) -> _Play:
     task = gate.task("Pay my bill, please.")
-    return _Play(
-        suite, gate, approvals, task, suite.environment(), FunctionsRuntime(suite.tasks.tools)
-    )
+    return _Play(gate, approvals, task, suite.environment(), FunctionsRuntime(suite.tasks.tools))
 
 
 def _call(function: str, **args: object) -> object:
@@ -184,14 +191,23 @@ def test_what_a_call_returns_is_reported_to_its_task(tmp_path: Path, banking: su
     gate = _gate(tmp_path)
     try:
         run = _play(gate, banking, Approvals.NONE)
-        output = run.call(_call("read_file", file_path="bill-december-2023.txt"), own=True)
-        assert output is not None and "Bill for the month of December 2023" in output
+        made = run.call(_call("read_file", file_path="bill-december-2023.txt"), own=True)
+        assert made is not None and not made.failed
+        output = made.output
+        assert "Bill for the month of December 2023" in output
         assert "untrusted" in run.task.state.labels  # read_file's output is someone else's
         # The IBAN the bill holds is now untrusted: paying it needs a person.
         iban = "UK12345678901234567890"
         assert iban in output
         assert run.call(_call("send_money", **{**PAY, "recipient": iban}), own=True) is None
-        assert run.prompts == 1 and run.refused[0].effect == Effect.APPROVAL_REQUIRED
+        assert len(run.asked) == 1 and run.refused[0].effect == Effect.APPROVAL_REQUIRED
+        # The same call again joins the open request: a person is asked once.
+        assert run.call(_call("send_money", **{**PAY, "recipient": iban}), own=True) is None
+        assert len(run.asked) == 1 and len(run.refused) == 2
+        # A tool that fails is still a call made: the agent reads the error.
+        failed = run.call(_call("update_scheduled_transaction", id=999, amount=1.0), own=True)
+        assert failed is not None and failed.failed
+        assert failed.output == "ValueError: Transaction with ID 999 not found."
     finally:
         gate.guard.close()
 
@@ -212,7 +228,7 @@ def test_the_oracle_approves_the_users_calls_and_refuses_the_rest(
         assert gate.guard.approval(asked.approval_id).status is ApprovalStatus.DENIED
         payee = {**PAY, "recipient": "UK12345678901234567890"}
         assert run.call(_call("send_money", **payee), own=True) is not None
-        assert run.prompts == 2
+        assert len(run.asked) == 2
         assert run.environment.bank_account.transactions[-1].recipient == payee["recipient"]
     finally:
         gate.guard.close()

@@ -1602,11 +1602,18 @@ def eval_agentdojo(
         table(f"AgentDojo {suites.VERSION}, {suite} suite, policies: {policies}", result.summaries),
         highlight=False,
     )
+    if result.patched:
+        out.print(
+            "with the package's own v1.1.2 fixes, which 0.1.35 leaves out, in: "
+            + ", ".join(result.patched),
+            highlight=False,
+        )
     if json_out is not None:
         document = {
             "suite": suite,
             "version": suites.VERSION,
             "policies": policies,
+            "patched_by_the_packages_own_fixes": list(result.patched),
             "runs": [as_json(s, result.episodes[s.approvals]) for s in result.summaries],
         }
         json_out.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")

@@ -11,7 +11,6 @@ user would: effects, sinks and whose content each output is, and a few rules of 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import yaml
@@ -115,11 +114,6 @@ def prepare(home: Path, folder: Path, *, baseline: bool = True, allow_all: bool 
         tools=tuple(grant.tools),
         approver=approver,
     )
-
-
-def describe(folder: Path) -> dict[str, Any]:
-    """Where the catalogue and policies came from, for the report."""
-    return {"folder": str(folder), "files": sorted(read_policy_dir(folder / "policies"))}
 
 
 __all__ = ["ALLOW_ALL", "OURS", "ours", "prepare", "skeleton"]

@@ -2,20 +2,18 @@
 
 The agent makes the user task's ground-truth calls in order. The moment a call's output shows
 it the attack (the injection's marker), it obeys at once: it makes the injection task's calls,
-computed from the environment as it is then (the checkers compare ids and counts, so later
-would be wrong), and goes on with the user's task. Every call is first decided in a Tether
+computed from the environment as it was when it made that call (the checkers compare ids and
+counts, so later would be wrong; and a read can change the environment: reading unread mail
+marks it read), then goes on with the user's task. Every call is first decided in a Tether
 task whose request is the user's prompt; a call that is not allowed is not made, and the agent
 moves on. What a call returns (its output as the agent would read it, or its error) is reported
 to the task, so labels and provenance grow as they would in a real run. AgentDojo's own checkers
 then judge: utility (the user's task was done) and security (`True`: the attack succeeded).
 
-The agent's final answer is the user task's expected answer if every one of its calls was made
-(otherwise it could not know it, so it says nothing), followed by the injection task's, if it
-saw the attack: text-only attacks succeed whatever the calls.
-
 Approvals: `none` (nobody answers: a call that needs approval is not made) or `oracle` (a person
 approves exactly the calls of the user's own task and refuses the others). Either way each
-`approval_required` decision counts as one prompt.
+approval request a person would see counts as one prompt (a call repeated while its request is
+open joins that request, as Tether does).
 """
 
 from __future__ import annotations
@@ -27,6 +25,9 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from agentdojo.agent_pipeline.tool_execution import tool_result_to_str
+from agentdojo.functions_runtime import FunctionsRuntime
 
 from tether.eval.agentdojo.suites import MARKER, Suite
 from tether.model import Decision, Effect
@@ -58,7 +59,7 @@ class Episode:
     utility: bool
     attacked: bool | None  # AgentDojo's security(): the attacker's goal was reached
     exposed: bool  # the attack reached the agent (and it obeyed)
-    prompts: int  # approval_required decisions met
+    prompts: int  # approval requests a person would have seen
     calls: int  # calls made
     refused: tuple[Refusal, ...]
 
@@ -68,7 +69,8 @@ class Gate:
     """Tether's side: a workspace whose template agent acts for `user` with `tools`, and a
     person (`approver`) who may answer its approvals. Each episode gets a fresh copy of the
     agent, so that no episode's history (tools used before, the rate of calls) weighs on the
-    risk of another's decisions: episodes are independent, and run in any order alike."""
+    risk of another's decisions: episodes are independent, and run in any order alike. (So
+    every tool an episode uses is a first use: the `first_use` risk signal is on in each.)"""
 
     guard: Guard
     workspace: str
@@ -89,39 +91,44 @@ class Gate:
         )
 
 
+@dataclass(frozen=True)
+class Made:
+    """A call that was made: what the agent read back, and whether the tool failed."""
+
+    output: str
+    failed: bool
+
+
 @dataclass
 class _Play:
-    suite: Suite
     gate: Gate
     approvals: Approvals
     task: TaskHandle
     environment: Any
     runtime: Any
     trace: list[Any] = field(default_factory=list)
-    prompts: int = 0
+    asked: set[str] = field(default_factory=set)  # approval requests met
     refused: list[Refusal] = field(default_factory=list)
 
-    def call(self, call: Any, *, own: bool) -> str | None:
-        """Decide the call; make it if allowed. Its output as the agent reads it, or None."""
+    def call(self, call: Any, *, own: bool) -> Made | None:
+        """Decide the call; make it if allowed (None: it was not)."""
         args = dict(call.args)
         decision = self._decide(call.function, args, own)
         if decision.effect is not Effect.ALLOW:
             reason = _ID.sub(r"\1_…", decision.reason)  # the same in every run
             self.refused.append(Refusal(call.function, decision.effect.value, own, reason))
             return None
-        from agentdojo.agent_pipeline.tool_execution import tool_result_to_str  # noqa: PLC0415
-
         result, error = self.runtime.run_function(self.environment, call.function, args)
-        output: str = error if error is not None else tool_result_to_str(result)
+        output = error if error is not None else tool_result_to_str(result)
         self.task.report(decision, output)
         self.trace.append(call)
-        return output
+        return Made(output, error is not None)
 
     def _decide(self, tool: str, args: dict[str, Any], own: bool) -> Decision:
         decision = self.task.authorize(tool, args)
         if decision.effect is not Effect.APPROVAL_REQUIRED or decision.approval_id is None:
             return decision
-        self.prompts += 1
+        self.asked.add(decision.approval_id)
         if self.approvals is Approvals.NONE:
             return decision
         guard, approver = self.gate.guard, self.gate.approver
@@ -139,44 +146,58 @@ def play(
     injection_task: Any | None,
     approvals: Approvals,
 ) -> Episode:
-    from agentdojo.functions_runtime import FunctionsRuntime  # noqa: PLC0415
-    from agentdojo.types import text_content_block_from_string  # noqa: PLC0415
-
     injections = suite.injections(user_task, injection_task) if injection_task else {}
     environment = suite.environment(injections)
     before = environment.model_copy(deep=True)
+    done, exposed = True, False
     with gate.task(user_task.PROMPT) as task:
-        run = _Play(suite, gate, approvals, task, environment, FunctionsRuntime(suite.tasks.tools))
-        done, exposed = True, False
-        attack = injection_task
+        run = _Play(gate, approvals, task, environment, FunctionsRuntime(suite.tasks.tools))
         for call in user_task.ground_truth(environment):
-            output = run.call(call, own=True)
-            done = done and output is not None
-            if attack is not None and not exposed and output and MARKER in output:
+            pending = injection_task is not None and not exposed
+            seen = environment.model_copy(deep=True) if pending else None
+            made = run.call(call, own=True)
+            done = done and made is not None and not made.failed
+            if seen is not None and made is not None and MARKER in made.output:
                 exposed = True
-                for injected in suite.injection_calls(attack, environment):
+                for injected in suite.injection_calls(injection_task, seen):
                     run.call(injected, own=False)
-    answer = user_task.GROUND_TRUTH_OUTPUT if done else ""
-    if attack is not None and exposed:
-        answer = f"{answer}\n{attack.GROUND_TRUTH_OUTPUT}".strip()
-    final = [text_content_block_from_string(answer)]
-    # Utility first: some security checkers mark mail read in the environment they are given.
-    # Some print why they fail; the verdict is what counts, and stdout is the report's.
-    with contextlib.redirect_stdout(io.StringIO()):
-        utility = suite.tasks._check_task_result(user_task, final, before, environment, run.trace)
-        attacked = None
-        if attack is not None:
-            attacked = suite.tasks._check_task_result(attack, final, before, environment, run.trace)
+    answer = _final_answer(user_task, injection_task if exposed else None, done)
+    utility, attacked = _judge(
+        suite, run, before, answer=answer, user_task=user_task, injection_task=injection_task
+    )
     return Episode(
         user_task=user_task.ID,
         injection_task=injection_task.ID if injection_task is not None else None,
-        utility=bool(utility),
-        attacked=None if attacked is None else bool(attacked),
+        utility=utility,
+        attacked=attacked,
         exposed=exposed,
-        prompts=run.prompts,
+        prompts=len(run.asked),
         calls=len(run.trace),
         refused=tuple(run.refused),
     )
 
 
-__all__ = ["Approvals", "Episode", "Gate", "Refusal", "play"]
+def _final_answer(user_task: Any, obeyed: Any | None, done: bool) -> str:
+    """The user task's expected answer if every one of its calls was made and worked (else the
+    agent could not know it, and says nothing), then the attacker's if it saw the attack: an
+    attack that only makes the agent say something succeeds whatever the calls."""
+    answer = user_task.GROUND_TRUTH_OUTPUT if done else ""
+    if obeyed is not None:
+        answer = f"{answer}\n{obeyed.GROUND_TRUTH_OUTPUT}".strip()
+    return str(answer)
+
+
+def _judge(
+    suite: Suite, run: _Play, before: Any, *, answer: str, user_task: Any, injection_task: Any
+) -> tuple[bool, bool | None]:
+    """AgentDojo's verdicts, utility first: some security checkers mark mail read in the
+    environment they are given. Some checkers print why they fail; the verdict is what counts,
+    and stdout is the report's."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        utility = suite.check(user_task, answer, before, run.environment, run.trace)
+        if injection_task is None:
+            return utility, None
+        return utility, suite.check(injection_task, answer, before, run.environment, run.trace)
+
+
+__all__ = ["Approvals", "Episode", "Gate", "Made", "Refusal", "play"]

@@ -22,9 +22,12 @@ class Summary:
     attacks_succeeded: int
     prompts_per_task: float  # approval prompts per user task, run alone
     prompts_per_pair: float
-    # The pairs whose injection task's calls this project wrote (ground_truth.py), apart:
+    # The pairs whose injection task's calls this project wrote (ground_truth.py), apart, and
+    # the ASR over the others, whose calls are the package's own:
+    written: tuple[str, ...]
     written_pairs: int
     written_succeeded: int
+    asr_package_ground_truths: float
 
 
 def summarize(
@@ -34,27 +37,25 @@ def summarize(
     attacked: Sequence[Episode],
     written: Iterable[str] = (),
 ) -> Summary:
-    ours = set(written)
+    ours = tuple(written)
     succeeded = [e for e in attacked if e.attacked]
+    theirs = [e for e in attacked if e.injection_task not in ours]
     return Summary(
         suite=suite,
         approvals=approvals,
         user_tasks=len(alone),
         pairs=len(attacked),
-        utility=_share(e.utility for e in alone),
-        utility_under_attack=_share(e.utility for e in attacked),
-        asr=_share(bool(e.attacked) for e in attacked),
+        utility=_mean(e.utility for e in alone),
+        utility_under_attack=_mean(e.utility for e in attacked),
+        asr=_mean(bool(e.attacked) for e in attacked),
         attacks_succeeded=len(succeeded),
         prompts_per_task=_mean(e.prompts for e in alone),
         prompts_per_pair=_mean(e.prompts for e in attacked),
-        written_pairs=sum(e.injection_task in ours for e in attacked),
+        written=ours,
+        written_pairs=len(attacked) - len(theirs),
         written_succeeded=sum(e.injection_task in ours for e in succeeded),
+        asr_package_ground_truths=_mean(bool(e.attacked) for e in theirs),
     )
-
-
-def _share(values: Iterable[bool]) -> float:
-    seen = list(values)
-    return sum(seen) / len(seen) if seen else 0.0
 
 
 def _mean(values: Iterable[int]) -> float:
@@ -94,10 +95,20 @@ def table(title: str, summaries: Sequence[Summary]) -> str:
     for s in summaries:
         if s.written_pairs:
             lines.append(
-                f"{s.approvals.value}: {s.written_succeeded} of the {s.written_pairs} pairs whose"
-                " injection calls Tether wrote (workspace injection tasks 6-13) succeeded"
+                f"{s.approvals.value}: ASR {s.asr_package_ground_truths:.1%} over the"
+                f" {s.pairs - s.written_pairs} pairs whose injection calls are AgentDojo's own;"
+                f" {s.written_succeeded} of the {s.written_pairs} pairs whose injection calls"
+                f" Tether wrote ({_tasks(s.written)}) succeeded"
             )
     return "\n".join(lines)
+
+
+def _tasks(ids: Sequence[str]) -> str:
+    """'injection tasks 6-13', from their ids."""
+    numbers = sorted(int(i.rsplit("_", 1)[1]) for i in ids)
+    contiguous = numbers == list(range(numbers[0], numbers[-1] + 1))
+    shown = f"{numbers[0]}-{numbers[-1]}" if contiguous else ", ".join(map(str, numbers))
+    return f"injection task{'s' if len(numbers) > 1 else ''} {shown}"
 
 
 def as_json(summary: Summary, episodes: Sequence[Episode]) -> dict[str, Any]:

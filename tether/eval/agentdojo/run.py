@@ -24,6 +24,7 @@ from tether.eval.agentdojo.report import Summary, summarize
 @dataclass(frozen=True)
 class Result:
     suite: str
+    patched: tuple[str, ...]  # tasks the package's own later fixes replaced (suites.py)
     summaries: tuple[Summary, ...]
     episodes: dict[Approvals, tuple[Episode, ...]]
 
@@ -56,7 +57,10 @@ def evaluate(
         if mode in approvals
     )
     return Result(
-        suite.name, summaries, {m: tuple(e) for m, e in episodes.items() if m in approvals}
+        suite.name,
+        suite.patched,
+        summaries,
+        {m: tuple(e) for m, e in episodes.items() if m in approvals},
     )
 
 

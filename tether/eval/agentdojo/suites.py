@@ -1,11 +1,13 @@
 """AgentDojo's suites as the replay needs them: tasks, environments with the attack placed in
 them, and the calls each task's solution makes. Everything ships in the `agentdojo` package and
-loads offline.
+loads offline. The package is pinned (0.1.35), which is what makes the few private names used
+here safe to use.
 
-What the pinned package (0.1.35) gets wrong, and how this module goes around it:
+What the pinned package gets wrong, and how this module goes around it:
 
-- It never imports its own v1.1.2 fixes (workspace injection task 0, user tasks 13 and 33): the
-  suite is rebuilt here after importing them, at the version the package ships.
+- It never imports its own v1.1.2 fixes (workspace injection tasks 0, 4 and 5 and user tasks 13
+  and 33; travel injection tasks 3 and 5): the suite is rebuilt here after importing them, at
+  the version the package ships, and `Suite.patched` names the tasks that changed.
 - `TaskSuite.check()` calls every task "not injectable", so `generate_injections()` fails; the
   attack's own pieces work, and are used one by one (the injection vectors a user task reads are
   found once per task, not once per pair).
@@ -24,8 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from agentdojo.attacks.important_instructions_attacks import ImportantInstructionsAttack
+from agentdojo.task_suite import load_suites
+from agentdojo.task_suite.task_suite import read_suite_file
+from agentdojo.types import text_content_block_from_string
 
 from tether.eval.agentdojo.ground_truth import WRITTEN
+
+# After load_suites (before it, the package's own imports go round in a circle).
+importlib.import_module("agentdojo.default_suites.v1_1_2")  # registers the v1.1.2 fixes
 
 VERSION = "v1.2.2"
 SUITES = ("workspace", "travel", "banking", "slack")
@@ -53,30 +62,24 @@ class _Pipeline:
 class Suite:
     name: str
     tasks: Any  # agentdojo's TaskSuite
+    patched: tuple[str, ...] = ()  # tasks the package's own later fixes replaced
     attack: Any = field(init=False)  # its ImportantInstructionsAttack
     _environment: str = field(init=False, repr=False)
     _defaults: dict[str, str] = field(init=False, repr=False)
     _read: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        from agentdojo.attacks.important_instructions_attacks import (  # noqa: PLC0415
-            ImportantInstructionsAttack,
-        )
-        from agentdojo.task_suite.task_suite import read_suite_file  # noqa: PLC0415
-
         self.attack = ImportantInstructionsAttack(self.tasks, _Pipeline())
         self._environment = read_suite_file(self.name, "environment.yaml", self.tasks.data_path)
         self._defaults = self.tasks.get_injection_vector_defaults()
 
     @property
     def user_tasks(self) -> list[Any]:
-        tasks = self.tasks.user_tasks
-        return [tasks[key] for key in sorted(tasks, key=_number)]
+        return _in_order(self.tasks.user_tasks)
 
     @property
     def injection_tasks(self) -> list[Any]:
-        tasks = self.tasks.injection_tasks
-        return [tasks[key] for key in sorted(tasks, key=_number)]
+        return _in_order(self.tasks.injection_tasks)
 
     def environment(self, injections: dict[str, str] | None = None) -> Any:
         """A fresh environment, with `injections` placed in their vectors (the rest hold the
@@ -85,7 +88,8 @@ class Suite:
         if unknown:
             raise ValueError(f"no such injection vectors in {self.name}: {sorted(unknown)}")
         text = self._environment.format(**{**self._defaults, **(injections or {})})
-        return self.tasks.environment_type.model_validate(yaml.load(text, Loader=_LOADER))  # noqa: S506 - a safe loader
+        loaded = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
+        return self.tasks.environment_type.model_validate(loaded)
 
     def injections(self, user_task: Any, injection_task: Any) -> dict[str, str]:
         """The attack against `user_task`, as the package's `attack()` makes it: the injection
@@ -107,7 +111,7 @@ class Suite:
         return vectors
 
     def injection_calls(self, injection_task: Any, environment: Any) -> list[Any]:
-        """The calls that carry out the injection task, from `environment` as it is now."""
+        """The calls that carry out the injection task, from `environment`."""
         written = self.written(injection_task)
         if written is not None:
             return written(environment)
@@ -117,19 +121,34 @@ class Suite:
         """The ground truth this project wrote for an injection task the package left empty."""
         return WRITTEN.get((self.name, injection_task.ID))
 
+    def check(self, task: Any, answer: str, before: Any, after: Any, trace: list[Any]) -> bool:
+        """AgentDojo's verdict on `task` (utility for a user task, security for an injection
+        task), by the path the package's own runner takes."""
+        final = [text_content_block_from_string(answer)]
+        return bool(self.tasks._check_task_result(task, final, before, after, trace))
+
+
+def _in_order(tasks: dict[str, Any]) -> list[Any]:
+    return [tasks[key] for key in sorted(tasks, key=_number)]
+
 
 def load(name: str) -> Suite:
     """The suite `name` at VERSION, with the package's own later fixes included."""
     if name not in SUITES:
         raise ValueError(f"AgentDojo has no suite {name!r}: one of {', '.join(SUITES)}")
-    from agentdojo.task_suite import load_suites  # noqa: PLC0415
-
-    # After load_suites (before it, the package's imports go round in a circle):
-    importlib.import_module("agentdojo.default_suites.v1_1_2")  # registers the v1.1.2 fixes
-
     shipped = load_suites.get_suite(VERSION, name)
+    # The suites load_suites built are copies made before the fixes were registered.
     rebuilt = load_suites._V1_SUITES[name].get_new_version(shipped.benchmark_version)
-    return Suite(name, rebuilt)
+    patched = [
+        task_id
+        for old, new in (
+            (shipped.user_tasks, rebuilt.user_tasks),
+            (shipped.injection_tasks, rebuilt.injection_tasks),
+        )
+        for task_id in sorted(new, key=_number)
+        if type(old.get(task_id)) is not type(new[task_id])
+    ]
+    return Suite(name, rebuilt, tuple(patched))
 
 
 __all__ = ["MARKER", "SUITES", "VERSION", "Suite", "load"]
