@@ -19,6 +19,7 @@ import pytest
 from agentdojo.functions_runtime import FunctionCall, FunctionsRuntime
 from agentdojo.types import text_content_block_from_string
 
+from tether.errors import InvalidInput
 from tether.eval.agentdojo import folder, suites
 from tether.eval.agentdojo.replay import Approvals, Gate, _Play
 from tether.eval.agentdojo.run import Result, evaluate
@@ -293,6 +294,16 @@ def test_held_out_suites_need_a_folder_of_your_own(tmp_path: Path) -> None:
     assert done.returncode == 1 and "no AgentDojo suite 'nowhere'" in done.stderr
     done = _tether("eval", "agentdojo", "--suite", "banking", "--approvals", "sometimes")
     assert done.returncode == 1 and "--approvals" in done.stderr
+
+
+def test_a_folder_without_a_reviewer_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    target = tmp_path / "mine"
+    shutil.copytree(_ours("banking"), target)
+    spec = (target / "workspace.yaml").read_text()
+    (target / "workspace.yaml").write_text(spec.replace("roles: [admin, approver]", "roles: []"))
+    with pytest.raises(InvalidInput, match="roles admin and approver"):
+        folder.prepare(tmp_path / "home", target)
+    assert not (tmp_path / "home").exists()  # no store was made
 
 
 def test_a_skeleton_is_a_folder_the_evaluation_runs_on(tmp_path: Path) -> None:

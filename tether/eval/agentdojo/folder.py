@@ -83,10 +83,6 @@ def prepare(home: Path, folder: Path, *, baseline: bool = True, allow_all: bool 
         policies = dict(ALLOW_ALL)
     elif baseline:
         policies |= {f"baseline/{name}": text for name, text in read_policy_dir(BASELINE).items()}
-    # Its own SQLite store, whatever TETHER_DB names: an evaluation's throwaway workspaces and
-    # hundreds of agents have no place in a real store.
-    guard = Guard.embedded(home, db=sqlite_url(home))
-    guard.apply_directory(msgspec.structs.replace(read, policies=policies))
     agent = next((a for a in spec.agents if a.name == AGENT), None)
     grant = next((g for g in spec.grants if g.agent == AGENT), None)
     if agent is None or grant is None:
@@ -104,6 +100,14 @@ def prepare(home: Path, folder: Path, *, baseline: bool = True, allow_all: bool 
             f"{folder}/workspace.yaml: no user but {grant.user} with roles admin and approver"
             " (the person who answers approvals in the oracle mode)"
         )
+    # Its own SQLite store, whatever TETHER_DB names: an evaluation's throwaway workspaces and
+    # hundreds of agents have no place in a real store.
+    guard = Guard.embedded(home, db=sqlite_url(home))
+    try:
+        guard.apply_directory(msgspec.structs.replace(read, policies=policies))
+    except BaseException:
+        guard.close()
+        raise
     return Gate(
         guard,
         spec.name,
