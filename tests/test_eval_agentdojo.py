@@ -309,9 +309,10 @@ def test_a_folder_without_a_reviewer_is_refused_before_anything_runs(tmp_path: P
 def test_a_skeleton_is_a_folder_the_evaluation_runs_on(tmp_path: Path) -> None:
     """The skeleton assumes the worst of every tool: nothing is attacked, and nothing is done
     without a person, until someone reviews the catalogue."""
-    target = tmp_path / "mine"
+    target = tmp_path / "mine [draft]"  # printed as it is, not as console markup
     done = _tether("eval", "agentdojo", "--suite", "banking", "--skeleton", str(target))
     assert done.returncode == 0, done.stderr
+    assert f"wrote {target}" in done.stdout
     assert "REVIEW" in (target / "catalogue.yaml").read_text()
     out = tmp_path / "mine.json"
     done = _tether(
@@ -319,6 +320,7 @@ def test_a_skeleton_is_a_folder_the_evaluation_runs_on(tmp_path: Path) -> None:
         "none", "--json", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert f"policies: {target} + baseline" in done.stdout
     (run,) = json.loads(out.read_text())["runs"]
     assert run["asr"] == 0.0
     assert run["prompts_per_task"] >= 1  # every tool is taken as destructive

@@ -1575,12 +1575,16 @@ def eval_agentdojo(
         raise InvalidInput(f"no AgentDojo suite {suite!r}: one of {', '.join(suites.SUITES)}")
     if skeleton is not None:
         folder.skeleton(loaded, skeleton)
-        out.print(f"wrote {skeleton}: review catalogue.yaml (REVIEW lines) and policies/")
+        out.print(
+            f"wrote {skeleton}: review catalogue.yaml (REVIEW lines) and policies/", markup=False
+        )
         return
-    modes = {"none": [Approvals.NONE], "oracle": [Approvals.ORACLE]}.get(
-        approvals, [Approvals.NONE, Approvals.ORACLE] if approvals == "both" else []
-    )
-    if not modes:
+    modes = {
+        "none": [Approvals.NONE],
+        "oracle": [Approvals.ORACLE],
+        "both": [Approvals.NONE, Approvals.ORACLE],
+    }.get(approvals)
+    if modes is None:
         raise InvalidInput(f"--approvals {approvals!r}: none, oracle or both")
     chosen = workspace or folder.ours(suite)
     if chosen is None:
@@ -1595,18 +1599,20 @@ def eval_agentdojo(
         approvals=modes,
         baseline=baseline,
         allow_all=allow_all,
-        progress=lambda line: errors.print(line, highlight=False),
+        progress=lambda line: errors.print(line, highlight=False, markup=False),
     )
     policies = "allow-all" if allow_all else f"{chosen}" + (" + baseline" if baseline else "")
     out.print(
         table(f"AgentDojo {suites.VERSION}, {suite} suite, policies: {policies}", result.summaries),
         highlight=False,
+        markup=False,  # a folder's path is not markup
     )
     if result.patched:
         out.print(
             "with the package's own v1.1.2 fixes, which 0.1.35 leaves out, in: "
             + ", ".join(result.patched),
             highlight=False,
+            markup=False,
         )
     if json_out is not None:
         document = {
