@@ -4,6 +4,7 @@ through one is enforced by the other within a second."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,9 @@ from tether.identity import generate_key, register_key
 from tether.server import admin_tokens
 
 
-def _serve(home: Path, *options: str, env: dict[str, str] | None = None) -> tuple[Any, str]:
+def _serve(
+    home: Path, *options: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     return serve(home, port, *options, env=env), f"http://127.0.0.1:{port}"
 

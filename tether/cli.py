@@ -1566,13 +1566,11 @@ def eval_agentdojo(
         from tether.eval.agentdojo.replay import Approvals  # noqa: PLC0415
         from tether.eval.agentdojo.report import as_json, table  # noqa: PLC0415
 
-        loaded = suites.load(suite) if suite in suites.SUITES else None
     except ImportError as exc:
         raise InvalidInput(
             f"AgentDojo is not installed ({exc.name}): pip install 'tether[eval]'"
         ) from exc
-    if loaded is None:
-        raise InvalidInput(f"no AgentDojo suite {suite!r}: one of {', '.join(suites.SUITES)}")
+    loaded = suites.load(suite)
     if skeleton is not None:
         folder.skeleton(loaded, skeleton)
         out.print(
@@ -1594,7 +1592,7 @@ def eval_agentdojo(
         )
     errors = Console(stderr=True, soft_wrap=True)
     result = run.evaluate(
-        suite,
+        loaded,
         chosen,
         approvals=modes,
         baseline=baseline,

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tether.eval.agentdojo.replay import Approvals, Episode
+from tether.eval.agentdojo.suites import task_number
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def table(title: str, summaries: Sequence[Summary]) -> str:
 
 def _tasks(ids: Sequence[str]) -> str:
     """'injection tasks 6-13', from their ids."""
-    numbers = sorted(int(i.rsplit("_", 1)[1]) for i in ids)
+    numbers = sorted(task_number(i) for i in ids)
     contiguous = numbers == list(range(numbers[0], numbers[-1] + 1))
     shown = f"{numbers[0]}-{numbers[-1]}" if contiguous else ", ".join(map(str, numbers))
     return f"injection task{'s' if len(numbers) > 1 else ''} {shown}"

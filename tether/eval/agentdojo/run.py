@@ -30,7 +30,7 @@ class Result:
 
 
 def evaluate(
-    suite_name: str,
+    suite: suites.Suite,
     folder: Path,
     *,
     approvals: Sequence[Approvals] = (Approvals.NONE, Approvals.ORACLE),
@@ -38,7 +38,6 @@ def evaluate(
     allow_all: bool = False,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Result:
-    suite = suites.load(suite_name)
     written = [t.ID for t in suite.injection_tasks if suite.written(t) is not None]
     pairs = [(u, i) for u in suite.user_tasks for i in suite.injection_tasks]
     with tempfile.TemporaryDirectory(prefix="tether-eval-") as home:

@@ -31,6 +31,7 @@ from agentdojo.task_suite import load_suites
 from agentdojo.task_suite.task_suite import read_suite_file
 from agentdojo.types import text_content_block_from_string
 
+from tether.errors import InvalidInput
 from tether.eval.agentdojo.ground_truth import WRITTEN
 
 # After load_suites (before it, the package's own imports go round in a circle).
@@ -47,7 +48,8 @@ MARKER = "<INFORMATION>"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _number(task_id: str) -> int:
+def task_number(task_id: str) -> int:
+    """`user_task_13` -> 13: tasks are kept and shown in this order."""
     return int(re.sub(r"\D", "", task_id))
 
 
@@ -129,13 +131,13 @@ class Suite:
 
 
 def _in_order(tasks: dict[str, Any]) -> list[Any]:
-    return [tasks[key] for key in sorted(tasks, key=_number)]
+    return [tasks[key] for key in sorted(tasks, key=task_number)]
 
 
 def load(name: str) -> Suite:
     """The suite `name` at VERSION, with the package's own later fixes included."""
     if name not in SUITES:
-        raise ValueError(f"AgentDojo has no suite {name!r}: one of {', '.join(SUITES)}")
+        raise InvalidInput(f"no AgentDojo suite {name!r}: one of {', '.join(SUITES)}")
     shipped = load_suites.get_suite(VERSION, name)
     # The suites load_suites built are copies made before the fixes were registered.
     rebuilt = load_suites._V1_SUITES[name].get_new_version(shipped.benchmark_version)
@@ -145,7 +147,7 @@ def load(name: str) -> Suite:
             (shipped.user_tasks, rebuilt.user_tasks),
             (shipped.injection_tasks, rebuilt.injection_tasks),
         )
-        for task_id in sorted(new, key=_number)
+        for task_id in sorted(new, key=task_number)
         if type(old.get(task_id)) is not type(new[task_id])
     ]
     return Suite(name, rebuilt, tuple(patched))
