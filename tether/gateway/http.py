@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.errors import CredentialRefused
 from tether.gateway.config import GatewayConfig, load_config
+from tether.gateway.hot_path import HotPath
 from tether.gateway.proxy import Caller, Context, Gateway
 from tether.model import Durability
 from tether.pdp import ProofRule
@@ -159,7 +160,7 @@ def build(
         ),
     )
     mcp = TaskTokenAuth(
-        StreamableHTTPASGIApp(manager),
+        HotPath(StreamableHTTPASGIApp(manager), gateway, manager, caller_key=CALLER),
         guard,
         endpoint=public + MCP_PATH,
         workspace=config.workspace,

@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import anyio
 import mcp_types as types
 from anyio.abc import TaskGroup
@@ -41,7 +42,9 @@ from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 
 from tether.credentials.access_token import AccessClaims
 from tether.errors import TetherError
+from tether.gateway import forward
 from tether.gateway.config import GatewayConfig
+from tether.gateway.forward import Notify
 from tether.gateway.relay import Relay, legacy
 from tether.gateway.tools import Offered, Review, review
 from tether.gateway.upstream import Upstream, UpstreamUnavailable
@@ -119,6 +122,7 @@ class Gateway:
         self.reviews: dict[str, Review] = {}
         self._offered_now: dict[str, Offered] | None = None
         self._connected: dict[object, _Connected] = {}  # agent sessions, least recent first
+        self._posters: dict[str, aiohttp.ClientSession] = {}  # HTTP upstreams: forward.py
         self._tasks: TaskGroup | None = None
 
     # -- starting ---------------------------------------------------------------------------
@@ -127,6 +131,11 @@ class Gateway:
         """Connect to every upstream and review its tools. One that cannot start is logged and
         offers nothing until it can: the gateway still serves the others."""
         self._tasks = tasks
+        self._posters = {
+            name: forward.client(spec.headers)
+            for name, spec in self.config.upstreams.items()
+            if spec.url
+        }
         for name, upstream in self.upstreams.items():
             try:
                 await upstream.start(tasks)
@@ -140,6 +149,8 @@ class Gateway:
             _close(connected)
         for upstream in self.upstreams.values():
             await upstream.close()
+        for poster in self._posters.values():
+            await poster.close()
 
     async def _housekeeping(self) -> None:
         """Now and then: close the upstream sessions of agent sessions gone quiet, and try
@@ -178,6 +189,7 @@ class Gateway:
                         spec,
                         tasks=self._tasks,
                         relay=Relay(ctx.session),
+                        poster=self._posters.get(n),
                         on_list_changed=self._list_changed,
                     )
                     for n, spec in self.config.upstreams.items()
@@ -200,12 +212,8 @@ class Gateway:
         async with connected.locks[name]:
             assert upstream.relay is not None
             upstream.relay.bind(ctx.session, ctx.request_id)
-            connected.in_flight += 1
-            try:
+            with _counted(connected):
                 yield upstream
-            finally:
-                connected.in_flight -= 1
-                connected.used = time.monotonic()
 
     async def _send(
         self, ctx: Context, name: str, what: str, send: Callable[[Any], Awaitable[Any]]
@@ -320,14 +328,70 @@ class Gateway:
         except Exception as exc:
             return _error(f"not authorized: {_message(exc)}")
         name, args = params.name, dict(params.arguments or {})
+
+        async def ask(decision: Decision) -> Decision:
+            return await self._step_up(ctx, caller, decision, name, args)
+
+        async def send(connected: _Connected, offered: Offered) -> types.CallToolResult:
+            async with self._using(ctx, offered.upstream, connected) as upstream:
+                return await upstream.call_tool(offered.original, args, _progress(ctx))
+
+        return await self._call(
+            caller, name, args, lambda: self._connection(ctx), ask=ask, send=send
+        )
+
+    def hot_connection(self, key: str) -> _Connected | None:
+        """The agent session's upstream sessions, if its tool calls may take the hot path
+        (hot_path.py): the session has been served here before, and its client can be asked
+        nothing during a call (no sampling, no elicitation), so nothing an upstream or an
+        approval needs of it goes unrelayed."""
+        connected = self._connected.get(key)
+        if connected is None:
+            return None
+        caps = connected.session.client_capabilities
+        if caps is None or caps.sampling is not None or caps.elicitation is not None:
+            return None
+        return connected
+
+    async def hot_call(
+        self,
+        connected: _Connected,
+        caller: Caller,
+        name: str,
+        args: dict[str, Any],
+        notify: Notify,
+    ) -> types.CallToolResult:
+        """A tool call on the hot path: decided, made and reported as `call_tool` does; what
+        the upstream sends meanwhile goes to `notify`, the answer's own stream."""
+
+        async def send(connected: _Connected, offered: Offered) -> types.CallToolResult:
+            with _counted(connected):
+                upstream = connected.upstreams[offered.upstream]
+                return await upstream.call_tool(offered.original, args, None, notify)
+
+        return await self._call(caller, name, args, lambda: connected, ask=None, send=send)
+
+    async def _call(
+        self,
+        caller: Caller,
+        name: str,
+        args: dict[str, Any],
+        connect: Callable[[], _Connected],
+        *,
+        ask: Callable[[Decision], Awaitable[Decision]] | None,
+        send: Callable[[_Connected, Offered], Awaitable[types.CallToolResult]],
+    ) -> types.CallToolResult:
+        """Decide the call (asking the person through `ask` if it can), make it if allowed
+        (`send`), and report what it returned, or how it failed, to its task before the agent
+        sees it."""
         offered = self._offered().get(name)
         if offered is None:
             return _error(self._withheld(name, caller))
         try:
-            connected = self._connection(ctx)  # before deciding: an allow is spent once made
+            connected = connect()  # before deciding: an allow is spent once made
             decision = await self._decide(caller, name, args)
-            if decision.effect is Effect.APPROVAL_REQUIRED:
-                decision = await self._step_up(ctx, caller, decision, name, args)
+            if decision.effect is Effect.APPROVAL_REQUIRED and ask is not None:
+                decision = await ask(decision)
         except Exception as exc:  # no decision: no call
             log.exception("deciding %s", name)
             return _error(f"Tether could not decide this call, so it was not made: {_message(exc)}")
@@ -335,24 +399,8 @@ class Gateway:
             return _refused(decision)
         if self._offered().get(name) is not offered:  # withheld while a person decided
             return _error(self._withheld(name, caller))
-        return await self._forward(ctx, connected, decision, offered, args)
-
-    async def _forward(
-        self,
-        ctx: Context,
-        connected: _Connected,
-        decision: Decision,
-        offered: Offered,
-        args: dict[str, Any],
-    ) -> types.CallToolResult:
-        """Make the allowed call, and report what it returned (or how it failed) to its task
-        before the agent sees it."""
         try:
-            async with self._using(ctx, offered.upstream, connected) as upstream:
-                result: types.CallToolResult = await upstream.request(
-                    f"tools/call {offered.original}",
-                    lambda s: s.call_tool(offered.original, args, progress_callback=_progress(ctx)),
-                )
+            result = await send(connected, offered)
         except Exception as exc:  # down, hung, its error, or an answer that does not parse
             why = str(exc) if isinstance(exc, UpstreamUnavailable | MCPError) else _message(exc)
             failure = f"the call was allowed (decision {decision.decision_id}) but failed: {why}"
@@ -662,6 +710,18 @@ class Gateway:
             raise MCPError(
                 INVALID_REQUEST, f"the result could not be recorded in the task: {_message(exc)}"
             ) from None
+
+
+@contextmanager
+def _counted(connected: _Connected) -> Iterator[None]:
+    """A request to one of the agent session's upstream sessions is under way: they are not
+    closed for being idle meanwhile."""
+    connected.in_flight += 1
+    try:
+        yield
+    finally:
+        connected.in_flight -= 1
+        connected.used = time.monotonic()
 
 
 def _close(connected: _Connected) -> None:

@@ -14,10 +14,11 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TextIO
 
+import aiohttp
 import anyio
 import httpx2
 import mcp_types as types
@@ -25,10 +26,12 @@ from anyio.abc import TaskGroup, TaskStatus
 from mcp.client.session import ClientSession, IncomingMessage
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
+from tether.gateway import forward
 from tether.gateway.config import UpstreamSpec
 from tether.gateway.keepalive import KeepAliveTransport
 from tether.gateway.relay import Relay
@@ -37,6 +40,7 @@ log = logging.getLogger("tether.gateway")
 
 RETRY_SECONDS = 1.0  # an upstream that went down is started again at most this often
 Streams = tuple[Any, Any]
+BACK_CHANNEL = {"sampling_callback", "elicitation_callback"}  # what lets an upstream ask mid-call
 
 
 class UpstreamUnavailable(Exception):
@@ -52,18 +56,25 @@ class Upstream:
         *,
         tasks: TaskGroup | None = None,
         relay: Relay | None = None,
+        poster: aiohttp.ClientSession | None = None,
         on_list_changed: Callable[[Upstream], Awaitable[None]] | None = None,
         errlog: TextIO | None = None,
     ) -> None:
         """`tasks`: where the session's task runs (`start` gives it too); `relay`: the agent
-        session this upstream session serves (relay.py), or None for the gateway's own."""
+        session this upstream session serves (relay.py), or None for the gateway's own;
+        `poster`: the connections tool calls are posted on (forward.py), or None to make them
+        through the SDK's session."""
         self.name = name
         self.spec = spec
         self.relay = relay
+        self.poster = poster
         self.capabilities: types.ServerCapabilities | None = None
         self._on_list_changed = on_list_changed
         self._errlog = errlog
         self._session: ClientSession | None = None
+        self._session_id: str | None = None  # over HTTP: the id the upstream gave the session
+        self.protocol_version: str | None = None
+        self.back_channel = False  # whether the session offers the upstream sampling or elicitation
         self._stop = anyio.Event()
         self._lock = anyio.Lock()
         self._tasks = tasks
@@ -127,6 +138,7 @@ class Upstream:
         session: ClientSession | None = None
         try:
             callbacks = self.relay.callbacks() if self.relay is not None else {}
+            self.back_channel = bool(callbacks.keys() & BACK_CHANNEL)
             async with (
                 self._transport() as streams,
                 ClientSession(
@@ -135,6 +147,7 @@ class Upstream:
             ):
                 result = await session.initialize()
                 self.capabilities = result.capabilities
+                self.protocol_version = result.protocol_version
                 self._session = session
                 started = True
                 task_status.started()
@@ -159,12 +172,19 @@ class Upstream:
                 cwd=spec.cwd or None,
             )
             return _pair(stdio_client(params, errlog=self._errlog or _stderr()))
+        self._session_id = None
         client = httpx2.AsyncClient(
             headers=spec.headers,
             timeout=httpx2.Timeout(spec.timeout, read=spec.timeout),
             transport=KeepAliveTransport(),
+            event_hooks={"response": [self._remember_session]},
         )
         return _http(spec.url, client)
+
+    async def _remember_session(self, response: httpx2.Response) -> None:
+        session_id = response.headers.get(forward.SESSION_HEADER)
+        if session_id:
+            self._session_id = session_id
 
     def _down(self, why: str) -> None:
         self._last_error = why
@@ -206,6 +226,73 @@ class Upstream:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
             self._down(_describe(exc))
             raise UpstreamUnavailable(f"upstream {self.name} is down: {self._last_error}") from exc
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        progress: ProgressFnT | None,
+        notify: forward.Notify | None = None,
+    ) -> types.CallToolResult:
+        """Call a tool: posted on the session directly (forward.py) when it is over HTTP, the
+        upstream cannot ask the agent anything on it and no progress is asked for; else
+        through the SDK's session. What the upstream sends meanwhile goes to `notify`, or
+        else to the relay. Fails closed as `request` does."""
+        what = f"tools/call {name}"
+        if self.poster is not None and self.spec.url and progress is None:
+            await self.session()  # connected (so what it offers is known), or unavailable
+            direct = not self.back_channel
+        else:
+            direct = False
+        if not direct:
+            result: types.CallToolResult = await self.request(
+                what, lambda s: s.call_tool(name, arguments, progress_callback=progress)
+            )
+            return result
+        assert self.poster is not None
+        version = self.protocol_version
+        assert version is not None
+        try:
+            with anyio.fail_after(self.spec.timeout):
+                return await forward.call_tool(
+                    self.poster,
+                    self.spec.url,
+                    session_id=self._session_id,
+                    protocol_version=version,
+                    name=name,
+                    arguments=arguments,
+                    notify=lambda message: self._notified(message, notify),
+                    finish=self._off_path,
+                )
+        except TimeoutError:
+            raise UpstreamUnavailable(
+                f"upstream {self.name} did not answer {what} within {self.spec.timeout:g} s"
+            ) from None
+        except forward.SessionGone:
+            self._down("it no longer knows the session")
+            raise UpstreamUnavailable(
+                f"upstream {self.name} ended the session; the call was not made"
+            ) from None
+        except aiohttp.ClientError as exc:
+            self._down(_describe(exc))
+            raise UpstreamUnavailable(f"upstream {self.name} is down: {self._last_error}") from exc
+
+    def _off_path(self, work: Coroutine[Any, Any, None]) -> None:
+        assert self._tasks is not None
+        self._tasks.start_soon(lambda: work)
+
+    async def _notified(
+        self, notification: types.ServerNotification, notify: forward.Notify | None
+    ) -> None:
+        if isinstance(notification, types.ToolListChangedNotification):
+            await self._message(notification)
+        elif notify is not None:
+            await notify(notification)
+        elif isinstance(notification, types.LoggingMessageNotification):
+            if self.relay is not None:
+                await self.relay.log(notification.params)
+        else:
+            await self._message(notification)
 
     async def list_tools(self) -> list[types.Tool]:
         """Every tool the upstream offers (all pages)."""

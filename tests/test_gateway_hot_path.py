@@ -1,0 +1,462 @@
+"""The gateway's hot path (tether/gateway/hot_path.py, forward.py): a plain `tools/call` on an
+established session is decided, made and reported without the SDK's session machinery on
+either side, and answers exactly what the SDK's path answers; everything else still goes
+through the SDK.
+
+The upstreams are the SDK's own server in this process, one answering with event streams and
+one with JSON, with tools that log, ask their client things mid-call, or fail."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+import pytest
+from gateway_env import coder_task, gateway, prepare
+from hypothesis import given
+from hypothesis import strategies as st
+from mcp.server.lowlevel import Server
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types import INVALID_PARAMS
+from served import serve_in_thread
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from tether.gateway.hot_path import SdkSessions, _tools_call
+from tether.gateway.relay import legacy
+from tether.model import Effect
+
+PERMIT_ALL = {"all.cedar": '@id("all")\npermit (principal, action, resource);'}
+VERSION = "2025-11-25"
+TOOLS = [
+    types.Tool(
+        name="echo",
+        input_schema={"type": "object", "properties": {"text": {"type": "string"}}},
+        description="Say the text back.",
+    ),
+    *(
+        types.Tool(name=name, input_schema={"type": "object"}, description=about)
+        for name, about in [
+            ("chatty", "Log twice, then answer."),
+            ("asks", "Ping the client and ask it for its roots, mid-call."),
+            ("refuses", "Answer with a JSON-RPC error."),
+        ]
+    ),
+]
+
+
+async def _list(ctx: Any, params: Any) -> types.ListToolsResult:
+    return types.ListToolsResult(tools=TOOLS)
+
+
+async def _call(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    args = params.arguments or {}
+    related = ServerMessageMetadata(related_request_id=ctx.request_id)
+    if params.name == "chatty":
+        for n in (1, 2):
+            with legacy():  # deprecated from 2026-07-28, still what clients use
+                await ctx.session.send_log_message(
+                    "info", f"step {n}", "chatty", related_request_id=ctx.request_id
+                )
+        text = "done"
+    elif params.name == "asks":
+        await ctx.session.send_request(types.PingRequest(), types.EmptyResult, metadata=related)
+        try:
+            await ctx.session.send_request(
+                types.ListRootsRequest(), types.ListRootsResult, metadata=related
+            )
+            roots = "answered"
+        except MCPError as exc:
+            roots = f"refused ({exc.error.message})"
+        text = f"ping answered; roots {roots}"
+    elif params.name == "refuses":
+        raise MCPError(INVALID_PARAMS, "no such thing here")
+    else:
+        text = str(args.get("text", ""))
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+
+
+class _Forgetful:
+    """The upstream's door: while `forget` is set, it answers every request on a session 404,
+    as an upstream restarted (and so without its sessions) does."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.forget = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers", []))
+        if self.forget and b"mcp-session-id" in headers:
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def upstreams() -> Iterator[dict[str, tuple[str, _Forgetful]]]:
+    """Two upstreams: `sse` answers calls with event streams (the SDK's default), `json` with
+    one JSON message."""
+    served: dict[str, tuple[str, _Forgetful]] = {}
+    stops = []
+    for name, json_response in (("sse", False), ("json", True)):
+        manager = StreamableHTTPSessionManager(
+            app=Server(name, on_list_tools=_list, on_call_tool=_call), json_response=json_response
+        )
+        door = _Forgetful(StreamableHTTPASGIApp(manager))
+
+        def make_app(_url: str, manager: Any = manager, door: Any = door) -> Starlette:
+            @asynccontextmanager
+            async def lifespan(_: Starlette) -> AsyncIterator[None]:
+                async with manager.run():
+                    yield
+
+            route = Route("/mcp", door, methods=["GET", "POST", "DELETE"])
+            return Starlette(routes=[route], lifespan=lifespan)
+
+        url, _, stop = serve_in_thread(make_app)
+        served[name] = (url + "/mcp", door)
+        stops.append(stop)
+    try:
+        yield served
+    finally:
+        for stop in stops:
+            stop()
+
+
+def _config(folder: Path, upstreams: dict[str, tuple[str, _Forgetful]]) -> Path:
+    config = folder / "gateway.yaml"
+    lines = ["workspace: acme", "upstreams:"]
+    for name, (url, _) in upstreams.items():
+        lines += [f"  {name}:", f"    url: {url}", "    timeout: 5"]
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+class _Raw:
+    """An agent speaking the streamable HTTP transport by hand, so what the gateway answers
+    (JSON or an event stream) can be seen."""
+
+    def __init__(self, url: str, task: Any, capabilities: dict[str, Any] | None = None) -> None:
+        self.url, self.task = url, task
+        self.session: str | None = None
+        self.ids = iter(range(1, 1000))
+        opened = self.post(
+            "initialize",
+            {
+                "protocolVersion": VERSION,
+                "capabilities": capabilities or {},
+                "clientInfo": {"name": "raw", "version": "1"},
+            },
+        )
+        assert opened.status_code == 200, opened.text
+        self.session = opened.headers["mcp-session-id"]
+        self.post("notifications/initialized", None, notification=True)
+
+    def post(
+        self, method: str, params: Any, *, notification: bool = False, task: Any = None
+    ) -> httpx2.Response:
+        task = task or self.task
+        body: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            body["params"] = params
+        if not notification:
+            body["id"] = next(self.ids)
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Authorization": f"DPoP {task.token}",
+            "DPoP": task.proof("POST", self.url, task.token),
+        }
+        if self.session is not None:
+            headers |= {"Mcp-Session-Id": self.session, "MCP-Protocol-Version": VERSION}
+        with httpx2.Client(timeout=20) as http:
+            return http.post(self.url, json=body, headers=headers)
+
+    def call(self, tool: str, args: dict[str, Any], **meta: Any) -> tuple[str, list[Any]]:
+        """The answer's content type and the JSON-RPC messages in it, in order."""
+        params: dict[str, Any] = {"name": tool, "arguments": args}
+        if meta:
+            params["_meta"] = meta
+        answer = self.post("tools/call", params)
+        assert answer.status_code == 200, answer.text
+        kind = answer.headers["content-type"].split(";")[0]
+        if kind == "application/json":
+            return kind, [answer.json()]
+        data = [line[5:].strip() for line in answer.text.splitlines() if line.startswith("data:")]
+        return kind, [json.loads(d) for d in data if d]
+
+
+def _text(message: dict[str, Any]) -> str:
+    return " ".join(c["text"] for c in message["result"]["content"])
+
+
+def test_a_plain_call_on_a_served_session_takes_the_hot_path(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """The session's first call opens its upstream sessions through the SDK (an event
+    stream); the next ones are answered in JSON by the hot path: decided, made and reported
+    all the same, whichever kind of answer the upstream gives."""
+    guard = prepare(home)
+    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
+        task = coder_task(guard, ["sse.echo", "json.echo"])
+        agent = _Raw(gw.url, task)
+        kinds = []
+        for n, tool in enumerate(["sse.echo", "sse.echo", "json.echo", "json.echo"]):
+            kind, [answer] = agent.call(tool, {"text": f"call {n}"})
+            kinds.append(kind)
+            assert _text(answer) == f"call {n}" and not answer["result"].get("isError")
+        # The first opens the agent session's upstream sessions; later ones, even to another
+        # upstream (whose session it opens then), take the hot path.
+        assert kinds == ["text/event-stream"] + ["application/json"] * 3
+        state = gw.server_guard.task_state(task.id)
+        assert [s.tool for s in state.history] == ["sse.echo", "sse.echo", "json.echo", "json.echo"]
+        assert all(s.effect is Effect.ALLOW for s in state.history)
+        assert state.executed == 4  # every result was reported to the task
+        task.end()
+    guard.close()
+
+
+def test_a_denied_call_on_the_hot_path_never_reaches_the_upstream(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    policies = {
+        "p.cedar": """
+@id("all")
+permit (principal, action, resource);
+
+@id("no-secrets")
+@reason("no secrets go upstream")
+forbid (principal, action == Action::"sse.echo", resource)
+when { context.args has text && context.args.text like "*AKIA*" };
+"""
+    }
+    guard = prepare(home)
+    with gateway(home, _config(home.parent, upstreams), guard, policies) as gw:
+        task = coder_task(guard, ["sse.echo"])
+        agent = _Raw(gw.url, task)
+        agent.call("sse.echo", {"text": "warm"})
+        kind, [answer] = agent.call("sse.echo", {"text": "AKIAIOSFODNN7EXAMPLE"})
+        assert kind == "application/json"
+        result = answer["result"]
+        assert result["isError"] and "no secrets go upstream" in result["content"][0]["text"]
+        assert result["_meta"]["tether/decision"]["effect"] == "deny"
+        state = gw.server_guard.task_state(task.id)
+        assert state.executed == 1  # the denied call was not made, so nothing was reported
+        task.end()
+    guard.close()
+
+
+def test_notifications_during_a_hot_call_come_before_its_answer(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """What the upstream logs during the call reaches the agent on the call's own stream,
+    before the result, as through the SDK."""
+    guard = prepare(home)
+    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
+        task = coder_task(guard, ["sse.chatty"])
+        agent = _Raw(gw.url, task)
+        answers = [agent.call("sse.chatty", {}) for _ in range(2)]  # the SDK's path, the hot one
+        for kind, messages in answers:
+            assert kind == "text/event-stream"
+            assert [m.get("method") for m in messages] == [
+                "notifications/message",
+                "notifications/message",
+                None,
+            ]
+            assert [m["params"]["data"] for m in messages[:2]] == ["step 1", "step 2"]
+            assert _text(messages[2]) == "done"
+        task.end()
+    guard.close()
+
+
+def test_what_an_upstream_asks_mid_call_is_answered_as_the_sdk_client_answers_it(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """A ping is answered; a request the session did not offer (roots) is refused."""
+    guard = prepare(home)
+    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
+        task = coder_task(guard, ["sse.asks"])
+        agent = _Raw(gw.url, task)
+        texts = []
+        for _ in range(2):
+            _kind, messages = agent.call("sse.asks", {})
+            texts.append(_text(messages[-1]))
+        assert texts[0] == texts[1]
+        assert texts[1].startswith("ping answered; roots refused")
+        task.end()
+    guard.close()
+
+
+def test_an_upstreams_error_on_the_hot_path_is_the_calls_failure_reported_to_the_task(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    guard = prepare(home)
+    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
+        task = coder_task(guard, ["sse.echo", "sse.refuses", "json.refuses"])
+        agent = _Raw(gw.url, task)
+        agent.call("sse.echo", {"text": "warm"})
+        for tool in ("sse.refuses", "json.refuses"):
+            _kind, [answer] = agent.call(tool, {})
+            text = answer["result"]["content"][0]["text"]
+            assert answer["result"]["isError"] and "no such thing here" in text, text
+            assert "was allowed" in text
+        assert gw.server_guard.task_state(task.id).executed == 3
+        task.end()
+    guard.close()
+
+
+def test_an_upstream_that_lost_the_session_fails_the_call_and_the_next_one_starts_anew(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    guard = prepare(home)
+    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
+        task = coder_task(guard, ["sse.echo"])
+        agent = _Raw(gw.url, task)
+        agent.call("sse.echo", {"text": "warm"})
+        door = upstreams["sse"][1]
+        door.forget = True
+        _kind, [answer] = agent.call("sse.echo", {"text": "lost"})
+        text = answer["result"]["content"][0]["text"]
+        assert answer["result"]["isError"] and "ended the session; the call was not made" in text
+        door.forget = False
+        anyio.run(anyio.sleep, 1.1)  # a session gone down is opened again after a second
+        _kind, [answer] = agent.call("sse.echo", {"text": "again"})
+        assert _text(answer) == "again"
+        task.end()
+    guard.close()
+
+
+def test_sessions_that_need_the_sdk_keep_its_path(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """A client that may be asked mid-call (elicitation, sampling), or a call that asks for
+    progress, is served by the SDK: what an upstream or an approval needs of the client is
+    relayed there."""
+    guard = prepare(home)
+    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
+        task = coder_task(guard, ["json.echo"])
+        asking = _Raw(gw.url, task, {"elicitation": {}})
+        kinds = [asking.call("json.echo", {"text": "x"})[0] for _ in range(2)]
+        assert kinds == ["text/event-stream"] * 2
+        plain = _Raw(gw.url, task)
+        plain.call("json.echo", {"text": "warm"})
+        kind, messages = plain.call("json.echo", {"text": "p"}, progressToken="t1")
+        assert kind == "text/event-stream" and _text(messages[-1]) == "p"
+        task.end()
+    guard.close()
+
+
+def test_another_tasks_token_cannot_use_a_sessions_hot_path(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    guard = prepare(home)
+    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
+        mine = coder_task(guard, ["sse.echo"])
+        other = coder_task(guard, ["sse.echo"])
+        agent = _Raw(gw.url, mine)
+        agent.call("sse.echo", {"text": "warm"})
+        params = {"name": "sse.echo", "arguments": {"text": "x"}}
+        assert agent.post("tools/call", params, task=other).status_code == 404
+        assert agent.post("tools/call", params).status_code == 200
+        mine.end()
+        other.end()
+    guard.close()
+
+
+def test_a_session_on_the_hot_path_is_held_against_idle_expiry_only_while_a_call_runs() -> None:
+    """The SDK ends a session idle for its timeout; a hot call holds it like the SDK's own
+    requests, and its idle time starts again afterwards (SdkSessions reads the SDK's tables)."""
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        manager = StreamableHTTPSessionManager(
+            app=Server("idle"), json_response=True, session_idle_timeout=0.3
+        )
+        app = StreamableHTTPASGIApp(manager)
+        async with manager.run():
+            transport = httpx2.ASGITransport(app=app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+                opened = await http.post(
+                    "/mcp",
+                    json={
+                        "jsonrpc": "2.0",
+                        "id": 0,
+                        "method": "initialize",
+                        "params": {
+                            "protocolVersion": VERSION,
+                            "capabilities": {},
+                            "clientInfo": {"name": "t", "version": "1"},
+                        },
+                    },
+                    headers={"Accept": "application/json, text/event-stream"},
+                )
+            session_id = opened.headers["mcp-session-id"]
+            sessions = SdkSessions(manager)
+            held = sessions.live(session_id, None)
+            assert held is not None and sessions.live("nonsense", None) is None
+            with sessions.held(held):
+                assert held.idle_scope is not None and held.idle_scope.deadline == math.inf
+                await anyio.sleep(0.6)  # past the timeout, mid-call
+                during = sessions.live(session_id, None) is not None
+            after_call = sessions.live(session_id, None) is not None
+            await anyio.sleep(0.6)
+            expired = sessions.live(session_id, None) is None
+            return during, after_call, expired
+
+    assert anyio.run(scenario) == (True, True, True)
+
+
+def test_only_a_plain_tools_call_is_read_as_one() -> None:
+    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "a.b"}}
+    assert _tools_call(json.dumps(body).encode()) == (7, "a.b", {})
+    for changed in (
+        {"method": "tools/list"},
+        {"id": True},
+        {"id": None},
+        {"params": {"name": "a.b", "_meta": {"progressToken": 1}}},
+        {"params": {"name": "a.b", "arguments": []}},
+        {"params": {"name": "a.b", "extra": 1}},
+        {"jsonrpc": "1.0"},
+        {"extra": 1},
+    ):
+        assert _tools_call(json.dumps(body | changed).encode()) is None, changed
+    assert _tools_call(b"[" + json.dumps(body).encode() + b"]") is None  # a batch
+    assert _tools_call(b"{not json") is None
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    request_id=st.one_of(st.integers(), st.text()),
+    name=st.text(),
+    arguments=st.dictionaries(st.text(), JSON, max_size=4),
+    anything=JSON,
+)
+def test_the_hot_path_reads_a_call_exactly_or_leaves_it_to_the_sdk(
+    request_id: int | str, name: str, arguments: dict[str, Any], anything: Any
+) -> None:
+    """Whatever the body, reading it never raises: a plain call is read exactly as sent, and
+    anything else is not read at all (the SDK answers it)."""
+    call = {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
+    assert _tools_call(json.dumps(call).encode()) == (request_id, name, arguments)
+    read = _tools_call(json.dumps(anything).encode())
+    assert read is None or (isinstance(anything, dict) and anything.get("method") == "tools/call")

@@ -1,0 +1,261 @@
+"""The hot path: a `tools/call` on an established MCP session, answered without the SDK's
+server session machinery.
+
+Why: the gateway is on the path of every tool call an agent makes. Through the SDK's session
+manager a call costs about 1 ms of the gateway's CPU before and after Tether's own work (the
+request parsed into models, a task and memory streams per request, an event stream per
+answer). Here a plain `tools/call` is read once, decided, made (forward.py) and answered with
+one JSON message, or with an event stream if the upstream sends notifications first.
+
+Only what needs nothing else of the SDK takes this path; everything else (opening a session,
+every other method, a batch, a call asking for progress, a session whose client may be asked
+something mid-call) goes to the SDK as it came, so behaviour is the SDK's there. A call takes
+the hot path only on a session the SDK still serves, owned by the same task (the check the SDK
+itself makes), after the same transport checks (content type, Host and Origin); and the
+session is held against idle expiry while the call runs, as the SDK holds it for its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
+from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecurityMiddleware
+from mcp_types import INTERNAL_ERROR
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tether.gateway.proxy import Caller, Gateway
+
+log = logging.getLogger("tether.gateway")
+
+SESSION_HEADER = "mcp-session-id"
+VERSION_HEADER = "mcp-protocol-version"
+MAX_BODY = 1 << 20  # a larger call goes to the SDK, which applies its own limit
+CALL_KEYS = {"name", "arguments", "_meta"}
+
+
+class HotPath:
+    """ASGI: between the task-token check (which put the caller in the request's state) and
+    the SDK's application."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        gateway: Gateway,
+        manager: StreamableHTTPSessionManager,
+        *,
+        caller_key: str,
+    ) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.sessions = SdkSessions(manager)
+        self.security = TransportSecurityMiddleware(manager.security_settings)
+        self.caller_key = caller_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        if scope["type"] != "http" or scope["method"] != "POST" or not _plain(headers):
+            await self.app(scope, receive, send)
+            return
+        body = await _body(receive)
+        session_id = headers[SESSION_HEADER]
+        call = _tools_call(body)
+        transport = self.sessions.live(session_id, scope.get("user"))
+        connected = self.gateway.hot_connection(session_id) if transport is not None else None
+        caller = scope.get("state", {}).get(self.caller_key)
+        if (
+            call is None
+            or transport is None
+            or connected is None
+            or not isinstance(caller, Caller)
+            or await self.security.validate_request(Request(scope), is_post=True) is not None
+        ):
+            await self.app(scope, _replay(body, receive), send)
+            return
+        request_id, name, args = call
+        answer = _Answer(send, session_id)
+        with self.sessions.held(transport):
+            try:
+                result = await self.gateway.hot_call(connected, caller, name, args, answer.notify)
+                message: dict[str, Any] = {
+                    "jsonrpc": "2.0",
+                    "id": request_id,
+                    "result": result.model_dump(by_alias=True, mode="json", exclude_none=True),
+                }
+            except Exception:  # fail closed, without a trace for the client
+                log.exception("the hot path of tools/call %s", name)
+                message = {
+                    "jsonrpc": "2.0",
+                    "id": request_id,
+                    "error": {"code": INTERNAL_ERROR, "message": "the gateway failed the call"},
+                }
+            await answer.finish(message)
+
+
+class SdkSessions:
+    """The SDK session manager's sessions, as the hot path needs them.
+
+    The SDK offers no public way to look a session up or to hold it while a request it did
+    not serve runs, so this reads its session and owner tables and its in-flight count, the
+    same ones its own request handling uses. The SDK's version is pinned (constraints.txt) and
+    tests/test_gateway_hot_path.py fails if these change.
+    """
+
+    def __init__(self, manager: StreamableHTTPSessionManager) -> None:
+        self.manager = manager
+
+    def live(self, session_id: str, user: object) -> StreamableHTTPServerTransport | None:
+        """The session's transport, if the SDK still serves it and `user` opened it."""
+        transport = self.manager._server_instances.get(session_id)
+        if transport is None or transport.is_terminated:
+            return None
+        if transport.idle_scope is not None and transport.idle_scope.cancel_called:
+            return None
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        if requestor != self.manager._session_owners.get(session_id):
+            return None
+        return transport
+
+    @contextmanager
+    def held(self, transport: StreamableHTTPServerTransport) -> Iterator[None]:
+        """The session does not expire for being idle while the call runs; its idle time
+        starts again after, as after a request the SDK served."""
+        timeout, idle = self.manager.session_idle_timeout, transport.idle_scope
+        if timeout is None or idle is None:
+            yield
+            return
+        transport._requests_in_flight += 1
+        idle.deadline = math.inf
+        try:
+            yield
+        finally:
+            transport._requests_in_flight -= 1
+            if not transport._requests_in_flight:
+                idle.deadline = anyio.current_time() + timeout
+
+
+class _Answer:
+    """The answer to the agent's POST: one JSON message, unless the upstream sends
+    notifications before its result; then an event stream of them and the result, as the SDK
+    answers."""
+
+    def __init__(self, send: Send, session_id: str) -> None:
+        self._send = send
+        self._session = session_id.encode()
+        self._streaming = False
+
+    async def notify(self, notification: types.ServerNotification) -> None:
+        if not self._streaming:
+            self._streaming = True
+            await self._start(b"text/event-stream", [(b"cache-control", b"no-cache")])
+        data = notification.model_dump_json(by_alias=True, exclude_none=True).encode()
+        await self._send({"type": "http.response.body", "body": _event(data), "more_body": True})
+
+    async def finish(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        if self._streaming:
+            await self._send({"type": "http.response.body", "body": _event(data)})
+            return
+        await self._start(b"application/json", [(b"content-length", str(len(data)).encode())])
+        await self._send({"type": "http.response.body", "body": data})
+
+    async def _start(self, content_type: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", content_type),
+                    (SESSION_HEADER.encode(), self._session),
+                    *extra,
+                ],
+            }
+        )
+
+
+def _event(data: bytes) -> bytes:
+    return b"event: message\r\ndata: " + data + b"\r\n\r\n"
+
+
+def _plain(headers: Headers) -> bool:
+    """A POST the hot path may take: on a session of a handshake protocol version, JSON, of a
+    size read at once, from a client that accepts either kind of answer."""
+    accept = headers.get("accept", "")
+    length = headers.get("content-length", "")
+    return (
+        SESSION_HEADER in headers
+        and headers.get(VERSION_HEADER) in HANDSHAKE_PROTOCOL_VERSIONS
+        and headers.get("content-type", "").lower().startswith("application/json")
+        and "application/json" in accept
+        and "text/event-stream" in accept
+        and length.isdigit()
+        and int(length) <= MAX_BODY
+    )
+
+
+def _tools_call(body: bytes) -> tuple[str | int, str, dict[str, Any]] | None:
+    """The request's id, tool and arguments, if it is one plain `tools/call` (no progress
+    asked for); None for anything else, which the SDK answers."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        return None
+    request_id, params = message.get("id"), message.get("params")
+    if (
+        message.get("method") != "tools/call"
+        or message.keys() - {"jsonrpc", "id", "method", "params"}
+        or isinstance(request_id, bool)
+        or not isinstance(request_id, str | int)
+        or not isinstance(params, dict)
+        or params.keys() - CALL_KEYS
+        or not isinstance(params.get("name"), str)
+        or not isinstance(params.get("arguments", {}), dict)
+    ):
+        return None
+    meta = params.get("_meta")
+    if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
+        return None
+    return request_id, params["name"], params.get("arguments") or {}
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The request as it came, for the SDK: its body once, then the connection's events."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+__all__ = ["HotPath", "SdkSessions"]
