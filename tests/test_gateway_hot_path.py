@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -182,6 +183,17 @@ class _Raw:
         with httpx2.Client(timeout=20) as http:
             return http.post(self.url, json=body, headers=headers)
 
+    def warm(self, tool: str, args: dict[str, Any]) -> str:
+        """Call until the call is allowed (the gateway sees the policies just activated on its
+        next look at the store); the content type of the answer that was."""
+        deadline = time.monotonic() + 20
+        while True:
+            kind, messages = self.call(tool, args)
+            if not messages[-1]["result"].get("isError"):
+                return kind
+            assert time.monotonic() < deadline, messages
+            time.sleep(0.05)
+
     def call(self, tool: str, args: dict[str, Any], **meta: Any) -> tuple[str, list[Any]]:
         """The answer's content type and the JSON-RPC messages in it, in order."""
         params: dict[str, Any] = {"name": tool, "arguments": args}
@@ -210,18 +222,25 @@ def test_a_plain_call_on_a_served_session_takes_the_hot_path(
     with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
         task = coder_task(guard, ["sse.echo", "json.echo"])
         agent = _Raw(gw.url, task)
+        assert agent.warm("sse.echo", {"text": "first"}) == "text/event-stream"
+        before = gw.server_guard.task_state(task.id).executed
         kinds = []
         for n, tool in enumerate(["sse.echo", "sse.echo", "json.echo", "json.echo"]):
             kind, [answer] = agent.call(tool, {"text": f"call {n}"})
             kinds.append(kind)
             assert _text(answer) == f"call {n}" and not answer["result"].get("isError")
-        # The first opens the agent session's upstream sessions; later ones, even to another
-        # upstream (whose session it opens then), take the hot path.
-        assert kinds == ["text/event-stream"] + ["application/json"] * 3
+        # The first call opened the agent session's upstream sessions; later ones, even to
+        # another upstream (whose session is opened then), take the hot path.
+        assert kinds == ["application/json"] * 4
         state = gw.server_guard.task_state(task.id)
-        assert [s.tool for s in state.history] == ["sse.echo", "sse.echo", "json.echo", "json.echo"]
-        assert all(s.effect is Effect.ALLOW for s in state.history)
-        assert state.executed == 4  # every result was reported to the task
+        assert [s.tool for s in list(state.history)[-4:]] == [
+            "sse.echo",
+            "sse.echo",
+            "json.echo",
+            "json.echo",
+        ]
+        assert all(s.effect is Effect.ALLOW for s in list(state.history)[-4:])
+        assert state.executed == before + 4  # every result was reported to the task
         task.end()
     guard.close()
 
@@ -244,7 +263,7 @@ when { context.args has text && context.args.text like "*AKIA*" };
     with gateway(home, _config(home.parent, upstreams), guard, policies) as gw:
         task = coder_task(guard, ["sse.echo"])
         agent = _Raw(gw.url, task)
-        agent.call("sse.echo", {"text": "warm"})
+        agent.warm("sse.echo", {"text": "warm"})
         kind, [answer] = agent.call("sse.echo", {"text": "AKIAIOSFODNN7EXAMPLE"})
         assert kind == "application/json"
         result = answer["result"]
@@ -252,6 +271,49 @@ when { context.args has text && context.args.text like "*AKIA*" };
         assert result["_meta"]["tether/decision"]["effect"] == "deny"
         state = gw.server_guard.task_state(task.id)
         assert state.executed == 1  # the denied call was not made, so nothing was reported
+        task.end()
+    guard.close()
+
+
+def test_a_replayed_hot_call_is_denied_in_its_decision_and_never_made_again(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """On the hot path the proof's one-time id is claimed in the decision's transaction, not
+    at the door: the same request sent again is decided (and recorded) as a denial, and the
+    upstream is not called a second time; a replay of a call to a tool not offered is
+    refused as well."""
+    guard = prepare(home)
+    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
+        task = coder_task(guard, ["sse.echo"])
+        agent = _Raw(gw.url, task)
+        agent.warm("sse.echo", {"text": "warm"})
+        assert agent.session is not None
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Authorization": f"DPoP {task.token}",
+            "DPoP": task.proof("POST", gw.url, task.token),
+            "Mcp-Session-Id": agent.session,
+            "MCP-Protocol-Version": VERSION,
+        }
+        call = {"name": "sse.echo", "arguments": {"text": "once"}}
+        unknown = {"name": "sse.nothing", "arguments": {}}
+        answers = []
+        with httpx2.Client(timeout=20) as http:
+            for params in (call, call):
+                body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params}
+                answers.append(http.post(gw.url, json=body, headers=headers).json()["result"])
+            headers["DPoP"] = task.proof("POST", gw.url, task.token)
+            for params in (unknown, unknown):
+                body = {"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": params}
+                answers.append(http.post(gw.url, json=body, headers=headers).json()["result"])
+        made, replayed, withheld, withheld_again = answers
+        assert not made.get("isError") and made["content"][0]["text"] == "once"
+        assert replayed["isError"] and "already used" in replayed["content"][0]["text"]
+        assert replayed["_meta"]["tether/decision"]["effect"] == "deny"
+        assert withheld["isError"] and "unknown tool" in withheld["content"][0]["text"]
+        assert withheld_again["isError"] and "already used" in withheld_again["content"][0]["text"]
+        state = gw.server_guard.task_state(task.id)
+        assert state.executed == 2  # the warm-up and the first: the replay was not made
         task.end()
     guard.close()
 
@@ -265,6 +327,8 @@ def test_notifications_during_a_hot_call_come_before_its_answer(
     with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
         task = coder_task(guard, ["sse.chatty"])
         agent = _Raw(gw.url, task)
+        agent.warm("sse.chatty", {})
+        agent = _Raw(gw.url, task)  # a new session: its first call goes through the SDK
         answers = [agent.call("sse.chatty", {}) for _ in range(2)]  # the SDK's path, the hot one
         for kind, messages in answers:
             assert kind == "text/event-stream"
@@ -287,6 +351,8 @@ def test_what_an_upstream_asks_mid_call_is_answered_as_the_sdk_client_answers_it
     with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
         task = coder_task(guard, ["sse.asks"])
         agent = _Raw(gw.url, task)
+        agent.warm("sse.asks", {})
+        agent = _Raw(gw.url, task)  # a new session: its first call goes through the SDK
         texts = []
         for _ in range(2):
             _kind, messages = agent.call("sse.asks", {})
@@ -304,7 +370,7 @@ def test_an_upstreams_error_on_the_hot_path_is_the_calls_failure_reported_to_the
     with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
         task = coder_task(guard, ["sse.echo", "sse.refuses", "json.refuses"])
         agent = _Raw(gw.url, task)
-        agent.call("sse.echo", {"text": "warm"})
+        agent.warm("sse.echo", {"text": "warm"})
         for tool in ("sse.refuses", "json.refuses"):
             _kind, [answer] = agent.call(tool, {})
             text = answer["result"]["content"][0]["text"]
@@ -322,7 +388,7 @@ def test_an_upstream_that_lost_the_session_fails_the_call_and_the_next_one_start
     with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
         task = coder_task(guard, ["sse.echo"])
         agent = _Raw(gw.url, task)
-        agent.call("sse.echo", {"text": "warm"})
+        agent.warm("sse.echo", {"text": "warm"})
         door = upstreams["sse"][1]
         door.forget = True
         _kind, [answer] = agent.call("sse.echo", {"text": "lost"})
@@ -346,10 +412,11 @@ def test_sessions_that_need_the_sdk_keep_its_path(
     with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
         task = coder_task(guard, ["json.echo"])
         asking = _Raw(gw.url, task, {"elicitation": {}})
+        asking.warm("json.echo", {"text": "warm"})
         kinds = [asking.call("json.echo", {"text": "x"})[0] for _ in range(2)]
         assert kinds == ["text/event-stream"] * 2
         plain = _Raw(gw.url, task)
-        plain.call("json.echo", {"text": "warm"})
+        plain.warm("json.echo", {"text": "warm"})
         kind, messages = plain.call("json.echo", {"text": "p"}, progressToken="t1")
         assert kind == "text/event-stream" and _text(messages[-1]) == "p"
         task.end()
@@ -364,7 +431,7 @@ def test_another_tasks_token_cannot_use_a_sessions_hot_path(
         mine = coder_task(guard, ["sse.echo"])
         other = coder_task(guard, ["sse.echo"])
         agent = _Raw(gw.url, mine)
-        agent.call("sse.echo", {"text": "warm"})
+        agent.warm("sse.echo", {"text": "warm"})
         params = {"name": "sse.echo", "arguments": {"text": "x"}}
         assert agent.post("tools/call", params, task=other).status_code == 404
         assert agent.post("tools/call", params).status_code == 200

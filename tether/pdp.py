@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -606,13 +606,17 @@ class PDP:
         except Exception as exc:  # the last line of defence: never an exception, never an allow
             return self._failed(request, exc)
 
-    async def decide_async(self, request: AuthorizeRequest) -> Decision:
+    async def decide_async(
+        self, request: AuthorizeRequest, *, once: Sequence[tuple[str, float]] = ()
+    ) -> Decision:
         """`decide` for an event loop: while this call's record waits for its commit, the
         loop decides others, and the records that wait together are committed together
-        (`AuditLog.append_async`): one transaction for the calls a worker has in flight."""
+        (`AuditLog.append_async`): one transaction for the calls a worker has in flight.
+        `once`: one-time ids the caller checked but did not write (its proof's), claimed in
+        the decision's transaction; a replay is denied."""
         request = _recordable(request)
         held: Lock | None = None
-        steps = self._decide(request, False)
+        steps = self._decide(request, False, once)
         try:
             step = next(steps)
             while True:
@@ -681,10 +685,12 @@ class PDP:
             log.exception("the denial could not be recorded")
         return decision
 
-    def _decide(self, request: AuthorizeRequest, proven: bool) -> Steps[Decision]:
+    def _decide(
+        self, request: AuthorizeRequest, proven: bool, once: Sequence[tuple[str, float]] = ()
+    ) -> Steps[Decision]:
         """The pipeline, as steps its driver carries out: `Hold` a task's lock, and `Write`
         a record (the driver sends back what became of its claims, or throws in the error)."""
-        call = Call(request, self._clock())
+        call = Call(request, self._clock(), once=list(once))
         stage = self._stage
         denial = stage(
             Stage.AUTHENTICATE,

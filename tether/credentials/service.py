@@ -13,7 +13,7 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +192,13 @@ class Credentials:
                 )
             self._verified[digest] = _Verified(claims, key.kid)
         return claims
+
+    def claim_once(self, once: Sequence[tuple[str, float]]) -> bool:
+        """Write one-time ids checked earlier but not written (a proof verified at a door that
+        may yet have them claimed with a decision: `Guard.authorize_async(once=...)`); False if
+        one of them was used before."""
+        now = self._clock()
+        return all(self.store.credentials.remember_once(key, until, now) for key, until in once)
 
     def _remember_once(self, now: float) -> Callable[[str, float], bool]:
         return lambda key, until: self.store.credentials.remember_once(key, until, now)

@@ -1,5 +1,6 @@
 """The hot path: a `tools/call` on an established MCP session, answered without the SDK's
-server session machinery.
+server session machinery, and decided with its proof's one-time id claimed in the decision's
+own transaction.
 
 Why: the gateway is on the path of every tool call an agent makes. Through the SDK's session
 manager a call costs about 1 ms of the gateway's CPU before and after Tether's own work (the
@@ -34,7 +35,7 @@ from mcp_types import INTERNAL_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from tether.gateway.proxy import Caller, Gateway
 
@@ -47,43 +48,33 @@ CALL_KEYS = {"name", "arguments", "_meta"}
 
 
 class HotPath:
-    """ASGI: between the task-token check (which put the caller in the request's state) and
-    the SDK's application."""
+    """Tried by the task-token check (http.py) on each request it lets in, before the SDK."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        gateway: Gateway,
-        manager: StreamableHTTPSessionManager,
-        *,
-        caller_key: str,
-    ) -> None:
-        self.app = app
+    def __init__(self, gateway: Gateway, manager: StreamableHTTPSessionManager) -> None:
         self.gateway = gateway
         self.sessions = SdkSessions(manager)
         self.security = TransportSecurityMiddleware(manager.security_settings)
-        self.caller_key = caller_key
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, caller: Caller
+    ) -> Receive | None:
+        """Answer the request if it is a call the hot path takes (None); else give back how to
+        receive it as it came, for the SDK."""
         headers = Headers(scope=scope)
-        if scope["type"] != "http" or scope["method"] != "POST" or not _plain(headers):
-            await self.app(scope, receive, send)
-            return
+        if scope["method"] != "POST" or not _plain(headers):
+            return receive
         body = await _body(receive)
         session_id = headers[SESSION_HEADER]
         call = _tools_call(body)
         transport = self.sessions.live(session_id, scope.get("user"))
         connected = self.gateway.hot_connection(session_id) if transport is not None else None
-        caller = scope.get("state", {}).get(self.caller_key)
         if (
             call is None
             or transport is None
             or connected is None
-            or not isinstance(caller, Caller)
             or await self.security.validate_request(Request(scope), is_post=True) is not None
         ):
-            await self.app(scope, _replay(body, receive), send)
-            return
+            return _replay(body, receive)
         request_id, name, args = call
         answer = _Answer(send, session_id)
         with self.sessions.held(transport):
@@ -102,6 +93,7 @@ class HotPath:
                     "error": {"code": INTERNAL_ERROR, "message": "the gateway failed the call"},
                 }
             await answer.finish(message)
+        return None
 
 
 class SdkSessions:

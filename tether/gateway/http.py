@@ -15,7 +15,6 @@ in its configuration, and never the agent's.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -31,6 +30,7 @@ from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tether.credentials.dpop import REPLAYED
 from tether.errors import CredentialRefused
 from tether.gateway.config import GatewayConfig, load_config
 from tether.gateway.hot_path import HotPath
@@ -40,7 +40,6 @@ from tether.pdp import ProofRule
 from tether.sdk import Guard
 from tether.store import Store
 
-CONFIG_ENV = "TETHER_GATEWAY_CONFIG"
 MCP_PATH = "/mcp"
 CALLER = "tether.caller"
 
@@ -57,11 +56,20 @@ class TaskTokenAuth:
     """ASGI middleware: a request reaches MCP only with a valid task token of the gateway's
     workspace, proven by a fresh DPoP proof for this endpoint and method."""
 
-    def __init__(self, app: ASGIApp, guard: Guard, *, endpoint: str, workspace: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        guard: Guard,
+        *,
+        endpoint: str,
+        workspace: str,
+        hot_path: HotPath | None = None,
+    ) -> None:
         self.app = app
         self.guard = guard
         self.endpoint = endpoint
         self.workspace = workspace
+        self.hot_path = hot_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,6 +85,12 @@ class TaskTokenAuth:
             )
             await _refuse(send, 401, "invalid_token", why)
             return
+        once: list[tuple[str, float]] = []  # the proof's one-time id: written in _admit
+
+        def keep(key: str, until: float) -> bool:
+            once.append((key, until))
+            return True
+
         try:
             claims = self.guard.credentials.authenticate(
                 token.strip(),
@@ -84,6 +98,7 @@ class TaskTokenAuth:
                 htm=scope["method"],
                 htu=self.endpoint,
                 require_proof=True,
+                remember_once=keep,
             )
         except CredentialRefused as exc:
             await _refuse(send, 401, exc.error, str(exc))
@@ -96,7 +111,6 @@ class TaskTokenAuth:
                 send, 403, "insufficient_scope", f"this gateway serves workspace {self.workspace}"
             )
             return
-        scope.setdefault("state", {})[CALLER] = Caller(token.strip(), claims)
         # The SDK's session manager binds each MCP session to the principal that opened it:
         # here the task, so another task's token cannot use a session's id (it gets 404).
         scope["user"] = AuthenticatedUser(
@@ -108,6 +122,25 @@ class TaskTokenAuth:
                 claims={"iss": claims.iss},
             )
         )
+        await self._admit(scope, receive, send, Caller(token.strip(), claims, once=tuple(once)))
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send, caller: Caller) -> None:
+        """A proven request: a call the hot path takes claims the proof with its decision;
+        any other has it written first, then goes to the SDK."""
+        if self.hot_path is not None:
+            rest = await self.hot_path.serve(scope, receive, send, caller)
+            if rest is None:
+                return
+            receive = rest
+        try:
+            fresh = self.guard.credentials.claim_once(caller.once)
+        except Exception:
+            await _refuse(send, 503, "temporarily_unavailable", "the proof could not be recorded")
+            return
+        if not fresh:
+            await _refuse(send, 401, "invalid_dpop_proof", REPLAYED)
+            return
+        scope.setdefault("state", {})[CALLER] = Caller(caller.token, caller.claims)
         await self.app(scope, receive, send)
 
 
@@ -160,10 +193,11 @@ def build(
         ),
     )
     mcp = TaskTokenAuth(
-        HotPath(StreamableHTTPASGIApp(manager), gateway, manager, caller_key=CALLER),
+        StreamableHTTPASGIApp(manager),
         guard,
         endpoint=public + MCP_PATH,
         workspace=config.workspace,
+        hot_path=HotPath(gateway, manager),
     )
 
     @asynccontextmanager
@@ -195,33 +229,26 @@ def guard_for(serving: Serving) -> Guard:
     )
 
 
-def from_environment() -> Starlette:
-    """The application factory the server imports in each worker."""
-    serving = msgspec.json.decode(os.environ[CONFIG_ENV], type=Serving)
+def run(serving: Serving, *, host: str, port: int) -> None:
+    """Serve until interrupted, in this process: one worker, since the upstream sessions are
+    held in it. Served by uvicorn (with httptools), not granian as `tether serve` is: a gateway
+    is on the path of each call, and uvicorn parses and answers on the event loop, where
+    granian hands every request body and response between its threads and the loop; that took
+    about 0.5 ms more per call in benchmarks/gateway.py (docs/gateway.md)."""
+    import uvicorn  # noqa: PLC0415 - only serving needs the server
+
+    config = load_config(serving.config)  # a bad file is said before the server starts
     guard = guard_for(serving)
-    return build(
-        guard, load_config(serving.config), public_url=serving.public_url, on_stop=guard.close
+    app = build(guard, config, public_url=serving.public_url, on_stop=guard.close)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
     )
 
 
-def run(serving: Serving, *, host: str, port: int) -> None:
-    """Serve until interrupted (one worker: the upstream sessions are held in it)."""
-    from granian import Granian  # noqa: PLC0415 - only serving needs the server
-    from granian.constants import Interfaces  # noqa: PLC0415
-
-    load_config(serving.config)  # a bad file is said before the server starts
-    guard_for(serving).close()  # the store made and migrated once
-    os.environ[CONFIG_ENV] = msgspec.json.encode(serving).decode()
-    Granian(
-        f"{__name__}:from_environment",
-        factory=True,
-        address=host,
-        port=port,
-        workers=1,
-        interface=Interfaces.ASGI,
-        log_enabled=False,
-        workers_kill_timeout=5,
-    ).serve()
-
-
-__all__ = ["Serving", "TaskTokenAuth", "build", "from_environment", "run"]
+__all__ = ["Serving", "TaskTokenAuth", "build", "run"]

@@ -41,6 +41,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 
 from tether.credentials.access_token import AccessClaims
+from tether.credentials.dpop import REPLAYED
 from tether.errors import TetherError
 from tether.gateway import forward
 from tether.gateway.config import GatewayConfig
@@ -78,10 +79,12 @@ ACCESS_ARGUMENTS: dict[str, dict[str, Any]] = {
 @dataclass(frozen=True)
 class Caller:
     """Whom a request is from: its task token, checked already (with its proof over HTTP,
-    unrevoked), and the token's claims."""
+    unrevoked), and the token's claims. `once`: the proof's one-time id, checked but not yet
+    written: the decision of a call on the hot path claims it (http.py)."""
 
     token: str
     claims: AccessClaims
+    once: tuple[tuple[str, float], ...] = ()
 
 
 # Who a request is from, its token checked (raises if it no longer stands): the HTTP door's
@@ -386,7 +389,7 @@ class Gateway:
         sees it."""
         offered = self._offered().get(name)
         if offered is None:
-            return _error(self._withheld(name, caller))
+            return self._not_offered(caller, name)
         try:
             connected = connect()  # before deciding: an allow is spent once made
             decision = await self._decide(caller, name, args)
@@ -406,6 +409,13 @@ class Gateway:
             failure = f"the call was allowed (decision {decision.decision_id}) but failed: {why}"
             return self._reported(decision, failure, _error(failure))
         return self._reported(decision, _output(result), result)
+
+    def _not_offered(self, caller: Caller, name: str) -> types.CallToolResult:
+        """A call of a tool not offered: the proof's one-time id is written first (no decision
+        claims it), so a replay is refused here too."""
+        if caller.once and not self.guard.credentials.claim_once(caller.once):
+            return _error(f"not authorized: {REPLAYED}")
+        return _error(self._withheld(name, caller))
 
     def _withheld(self, name: str, caller: Caller) -> str:
         for upstream_review in self.reviews.values():
@@ -430,7 +440,7 @@ class Gateway:
 
     async def _decide(self, caller: Caller, tool: str, args: dict[str, Any]) -> Decision:
         return await self.guard.authorize_async(
-            tool, args, token=caller.token, proof=None, workspace=self.workspace
+            tool, args, token=caller.token, proof=None, workspace=self.workspace, once=caller.once
         )
 
     async def _step_up(

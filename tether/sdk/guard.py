@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -632,14 +632,24 @@ class Guard(ToolDecorator):
         )
 
     async def authorize_async(
-        self, tool: str, args: Any, *, token: str, proof: str | None, workspace: str | None = None
+        self,
+        tool: str,
+        args: Any,
+        *,
+        token: str,
+        proof: str | None,
+        workspace: str | None = None,
+        once: Sequence[tuple[str, float]] = (),
     ) -> Decision:
         """`authorize` for the service's event loop (a call over HTTP, with its token and
-        proof): the calls a worker has in flight are recorded in one commit."""
+        proof): the calls a worker has in flight are recorded in one commit. `once`: the
+        one-time id of a proof checked already but not written (`Credentials.authenticate`
+        with a `remember_once` that keeps it), claimed with the decision's record, so a
+        replay is denied and the call costs one transaction, not two."""
         request = AuthorizeRequest(
             tool=tool, args=args, workspace=workspace, token=token, proof=proof
         )
-        return await self._pdp.decide_async(request)
+        return await self._pdp.decide_async(request, once=once)
 
     def _forget_expired(self, now: float) -> None:
         """Expired tasks can no longer act (the task gate sees to that); this frees their state."""
