@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from gateway_env import coder_task, gateway, prepare
+from gateway_env import Gateway, coder_task, gateway, prepare
 from hypothesis import given
 from hypothesis import strategies as st
 from mcp.server.lowlevel import Server
@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 from tether.gateway.hot_path import SdkSessions, _tools_call
 from tether.gateway.relay import legacy
 from tether.model import Effect
+from tether.sdk.handle import TaskHandleBase
 
 PERMIT_ALL = {"all.cedar": '@id("all")\npermit (principal, action, resource);'}
 VERSION = "2025-11-25"
@@ -208,6 +209,24 @@ class _Raw:
         return kind, [json.loads(d) for d in data if d]
 
 
+@contextmanager
+def _served(
+    home: Path,
+    upstreams: dict[str, tuple[str, _Forgetful]],
+    tools: list[str],
+    policies: dict[str, str] = PERMIT_ALL,
+) -> Iterator[tuple[Gateway, TaskHandleBase]]:
+    """The gateway in front of `upstreams`, and a task of agent coder with `tools`."""
+    guard = prepare(home)
+    with gateway(home, _config(home.parent, upstreams), guard, policies) as gw:
+        task = coder_task(guard, tools)
+        try:
+            yield gw, task
+        finally:
+            task.end()
+    guard.close()
+
+
 def _text(message: dict[str, Any]) -> str:
     return " ".join(c["text"] for c in message["result"]["content"])
 
@@ -218,9 +237,7 @@ def test_a_plain_call_on_a_served_session_takes_the_hot_path(
     """The session's first call opens its upstream sessions through the SDK (an event
     stream); the next ones are answered in JSON by the hot path: decided, made and reported
     all the same, whichever kind of answer the upstream gives."""
-    guard = prepare(home)
-    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
-        task = coder_task(guard, ["sse.echo", "json.echo"])
+    with _served(home, upstreams, ["sse.echo", "json.echo"]) as (gw, task):
         agent = _Raw(gw.url, task)
         assert agent.warm("sse.echo", {"text": "first"}) == "text/event-stream"
         before = gw.server_guard.task_state(task.id).executed
@@ -241,8 +258,6 @@ def test_a_plain_call_on_a_served_session_takes_the_hot_path(
         ]
         assert all(s.effect is Effect.ALLOW for s in list(state.history)[-4:])
         assert state.executed == before + 4  # every result was reported to the task
-        task.end()
-    guard.close()
 
 
 def test_a_denied_call_on_the_hot_path_never_reaches_the_upstream(
@@ -259,9 +274,7 @@ forbid (principal, action == Action::"sse.echo", resource)
 when { context.args has text && context.args.text like "*AKIA*" };
 """
     }
-    guard = prepare(home)
-    with gateway(home, _config(home.parent, upstreams), guard, policies) as gw:
-        task = coder_task(guard, ["sse.echo"])
+    with _served(home, upstreams, ["sse.echo"], policies) as (gw, task):
         agent = _Raw(gw.url, task)
         agent.warm("sse.echo", {"text": "warm"})
         kind, [answer] = agent.call("sse.echo", {"text": "AKIAIOSFODNN7EXAMPLE"})
@@ -271,8 +284,6 @@ when { context.args has text && context.args.text like "*AKIA*" };
         assert result["_meta"]["tether/decision"]["effect"] == "deny"
         state = gw.server_guard.task_state(task.id)
         assert state.executed == 1  # the denied call was not made, so nothing was reported
-        task.end()
-    guard.close()
 
 
 def test_a_replayed_hot_call_is_denied_in_its_decision_and_never_made_again(
@@ -282,9 +293,7 @@ def test_a_replayed_hot_call_is_denied_in_its_decision_and_never_made_again(
     at the door: the same request sent again is decided (and recorded) as a denial, and the
     upstream is not called a second time; a replay of a call to a tool not offered is
     refused as well."""
-    guard = prepare(home)
-    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
-        task = coder_task(guard, ["sse.echo"])
+    with _served(home, upstreams, ["sse.echo"]) as (gw, task):
         agent = _Raw(gw.url, task)
         agent.warm("sse.echo", {"text": "warm"})
         assert agent.session is not None
@@ -314,8 +323,6 @@ def test_a_replayed_hot_call_is_denied_in_its_decision_and_never_made_again(
         assert withheld_again["isError"] and "already used" in withheld_again["content"][0]["text"]
         state = gw.server_guard.task_state(task.id)
         assert state.executed == 2  # the warm-up and the first: the replay was not made
-        task.end()
-    guard.close()
 
 
 def test_notifications_during_a_hot_call_come_before_its_answer(
@@ -323,9 +330,7 @@ def test_notifications_during_a_hot_call_come_before_its_answer(
 ) -> None:
     """What the upstream logs during the call reaches the agent on the call's own stream,
     before the result, as through the SDK."""
-    guard = prepare(home)
-    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
-        task = coder_task(guard, ["sse.chatty"])
+    with _served(home, upstreams, ["sse.chatty"]) as (gw, task):
         agent = _Raw(gw.url, task)
         agent.warm("sse.chatty", {})
         agent = _Raw(gw.url, task)  # a new session: its first call goes through the SDK
@@ -339,17 +344,13 @@ def test_notifications_during_a_hot_call_come_before_its_answer(
             ]
             assert [m["params"]["data"] for m in messages[:2]] == ["step 1", "step 2"]
             assert _text(messages[2]) == "done"
-        task.end()
-    guard.close()
 
 
 def test_what_an_upstream_asks_mid_call_is_answered_as_the_sdk_client_answers_it(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
 ) -> None:
     """A ping is answered; a request the session did not offer (roots) is refused."""
-    guard = prepare(home)
-    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
-        task = coder_task(guard, ["sse.asks"])
+    with _served(home, upstreams, ["sse.asks"]) as (gw, task):
         agent = _Raw(gw.url, task)
         agent.warm("sse.asks", {})
         agent = _Raw(gw.url, task)  # a new session: its first call goes through the SDK
@@ -359,16 +360,12 @@ def test_what_an_upstream_asks_mid_call_is_answered_as_the_sdk_client_answers_it
             texts.append(_text(messages[-1]))
         assert texts[0] == texts[1]
         assert texts[1].startswith("ping answered; roots refused")
-        task.end()
-    guard.close()
 
 
 def test_an_upstreams_error_on_the_hot_path_is_the_calls_failure_reported_to_the_task(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
 ) -> None:
-    guard = prepare(home)
-    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
-        task = coder_task(guard, ["sse.echo", "sse.refuses", "json.refuses"])
+    with _served(home, upstreams, ["sse.echo", "sse.refuses", "json.refuses"]) as (gw, task):
         agent = _Raw(gw.url, task)
         agent.warm("sse.echo", {"text": "warm"})
         for tool in ("sse.refuses", "json.refuses"):
@@ -377,16 +374,12 @@ def test_an_upstreams_error_on_the_hot_path_is_the_calls_failure_reported_to_the
             assert answer["result"]["isError"] and "no such thing here" in text, text
             assert "was allowed" in text
         assert gw.server_guard.task_state(task.id).executed == 3
-        task.end()
-    guard.close()
 
 
 def test_an_upstream_that_lost_the_session_fails_the_call_and_the_next_one_starts_anew(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
 ) -> None:
-    guard = prepare(home)
-    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
-        task = coder_task(guard, ["sse.echo"])
+    with _served(home, upstreams, ["sse.echo"]) as (gw, task):
         agent = _Raw(gw.url, task)
         agent.warm("sse.echo", {"text": "warm"})
         door = upstreams["sse"][1]
@@ -398,8 +391,6 @@ def test_an_upstream_that_lost_the_session_fails_the_call_and_the_next_one_start
         anyio.run(anyio.sleep, 1.1)  # a session gone down is opened again after a second
         _kind, [answer] = agent.call("sse.echo", {"text": "again"})
         assert _text(answer) == "again"
-        task.end()
-    guard.close()
 
 
 def test_sessions_that_need_the_sdk_keep_its_path(
@@ -408,9 +399,7 @@ def test_sessions_that_need_the_sdk_keep_its_path(
     """A client that may be asked mid-call (elicitation, sampling), or a call that asks for
     progress, is served by the SDK: what an upstream or an approval needs of the client is
     relayed there."""
-    guard = prepare(home)
-    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
-        task = coder_task(guard, ["json.echo"])
+    with _served(home, upstreams, ["json.echo"]) as (gw, task):
         asking = _Raw(gw.url, task, {"elicitation": {}})
         asking.warm("json.echo", {"text": "warm"})
         kinds = [asking.call("json.echo", {"text": "x"})[0] for _ in range(2)]
@@ -419,25 +408,19 @@ def test_sessions_that_need_the_sdk_keep_its_path(
         plain.warm("json.echo", {"text": "warm"})
         kind, messages = plain.call("json.echo", {"text": "p"}, progressToken="t1")
         assert kind == "text/event-stream" and _text(messages[-1]) == "p"
-        task.end()
-    guard.close()
 
 
 def test_another_tasks_token_cannot_use_a_sessions_hot_path(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
 ) -> None:
-    guard = prepare(home)
-    with gateway(home, _config(home.parent, upstreams), guard, PERMIT_ALL) as gw:
-        mine = coder_task(guard, ["sse.echo"])
-        other = coder_task(guard, ["sse.echo"])
+    with _served(home, upstreams, ["sse.echo"]) as (gw, mine):
+        other = coder_task(gw.guard, ["sse.echo"])
         agent = _Raw(gw.url, mine)
         agent.warm("sse.echo", {"text": "warm"})
         params = {"name": "sse.echo", "arguments": {"text": "x"}}
         assert agent.post("tools/call", params, task=other).status_code == 404
         assert agent.post("tools/call", params).status_code == 200
-        mine.end()
         other.end()
-    guard.close()
 
 
 def test_a_session_on_the_hot_path_is_held_against_idle_expiry_only_while_a_call_runs() -> None:

@@ -14,6 +14,7 @@ in its configuration, and never the agent's.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -240,6 +241,8 @@ def run(serving: Serving, *, host: str, port: int) -> None:
     config = load_config(serving.config)  # a bad file is said before the server starts
     guard = guard_for(serving)
     app = build(guard, config, public_url=serving.public_url, on_stop=guard.close)
+    gc.collect()  # what is made by now lives as long as the process: out of the collector's
+    gc.freeze()  # sight, as in `tether serve`'s workers (tether/server/serving.py)
     uvicorn.run(
         app,
         host=host,
