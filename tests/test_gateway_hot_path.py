@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from gateway_env import Gateway, coder_task, gateway, prepare
+from gateway_env import FIXTURES, Gateway, coder_task, gateway, prepare
 from hypothesis import given
 from hypothesis import strategies as st
 from mcp.server.lowlevel import Server
@@ -33,6 +35,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from tether.gateway import forward
 from tether.gateway.hot_path import SdkSessions, _tools_call
 from tether.gateway.relay import legacy
 from tether.model import Effect
@@ -137,10 +140,12 @@ def upstreams() -> Iterator[dict[str, tuple[str, _Forgetful]]]:
 
 
 def _config(folder: Path, upstreams: dict[str, tuple[str, _Forgetful]]) -> Path:
+    """The gateway in front of `upstreams`, and of `odd`, a command (tests/fixtures)."""
     config = folder / "gateway.yaml"
     lines = ["workspace: acme", "upstreams:"]
     for name, (url, _) in upstreams.items():
         lines += [f"  {name}:", f"    url: {url}", "    timeout: 5"]
+    lines += ["  odd:", f"    command: [{sys.executable}, {FIXTURES / 'mcp_upstream.py'}]"]
     config.write_text("\n".join(lines) + "\n")
     return config
 
@@ -396,10 +401,10 @@ def test_an_upstream_that_lost_the_session_fails_the_call_and_the_next_one_start
 def test_sessions_that_need_the_sdk_keep_its_path(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
 ) -> None:
-    """A client that may be asked mid-call (elicitation, sampling), or a call that asks for
-    progress, is served by the SDK: what an upstream or an approval needs of the client is
-    relayed there."""
-    with _served(home, upstreams, ["json.echo"]) as (gw, task):
+    """A client that may be asked mid-call (elicitation, sampling), a call that asks for
+    progress, or a call to an upstream that is a command, is served by the SDK: what an
+    upstream or an approval needs of the client is relayed there."""
+    with _served(home, upstreams, ["json.echo", "odd.echo"]) as (gw, task):
         asking = _Raw(gw.url, task, {"elicitation": {}})
         asking.warm("json.echo", {"text": "warm"})
         kinds = [asking.call("json.echo", {"text": "x"})[0] for _ in range(2)]
@@ -408,6 +413,8 @@ def test_sessions_that_need_the_sdk_keep_its_path(
         plain.warm("json.echo", {"text": "warm"})
         kind, messages = plain.call("json.echo", {"text": "p"}, progressToken="t1")
         assert kind == "text/event-stream" and _text(messages[-1]) == "p"
+        kind, messages = plain.call("odd.echo", {"text": "c"})  # its upstream is a command
+        assert kind == "text/event-stream" and _text(messages[-1]) == "echo: c"
 
 
 def test_another_tasks_token_cannot_use_a_sessions_hot_path(
@@ -510,3 +517,71 @@ def test_the_hot_path_reads_a_call_exactly_or_leaves_it_to_the_sdk(
     assert _tools_call(json.dumps(call).encode()) == (request_id, name, arguments)
     read = _tools_call(json.dumps(anything).encode())
     assert read is None or (isinstance(anything, dict) and anything.get("method") == "tools/call")
+
+
+class _Content:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+class _Answered:
+    """What forward.py reads of an upstream's answer: its body, in the chunks it came in."""
+
+    url = "http://upstream.test/mcp"
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.content = _Content(chunks)
+
+
+LOGGED = {
+    "jsonrpc": "2.0",
+    "method": "notifications/message",
+    "params": {"level": "info", "data": "step"},
+}
+ANSWER = {"jsonrpc": "2.0", "id": "tether-1", "result": {"content": []}}
+STREAM = (
+    b": a comment, then a priming event with no data\r\n\r\nid: 1\r\n\r\n"
+    b"event: message\r\ndata: " + json.dumps(LOGGED).encode() + b"\r\n\r\n"
+    b'event: other\r\ndata: {"jsonrpc": "2.0", "id": "tether-1", "result": {}}\r\n\r\n'
+    b'data: {"jsonrpc": "2.0", "method": "notifications/nothing-known"}\n\n'
+    b'data: {"jsonrpc": "2.0", "id": "someone-else", "result": {}}\n\n'
+    b'data: {"jsonrpc": "2.0",\ndata: "id": "tether-1", "result": {"content": []}}\n\n'
+)
+
+
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12))
+def test_an_event_stream_reads_the_same_wherever_its_chunks_are_cut(cuts: list[int]) -> None:
+    """Comments, events of another type, unknown notifications and answers to other ids are
+    passed over; a known notification is handed on; the answer is found, though its data
+    spans two lines; however the bytes arrive."""
+    points = [0, *sorted(set(cuts)), len(STREAM)]
+    chunks = [STREAM[a:b] for a, b in pairwise(points) if b > a]
+    seen: list[Any] = []
+
+    async def notify(notification: types.ServerNotification) -> None:
+        seen.append(notification.model_dump(by_alias=True, exclude_none=True))
+
+    async def read() -> dict[str, Any]:
+        answered = cast(Any, _Answered(chunks))
+        return await forward._from_events(cast(Any, None), answered, "tether-1", {}, notify)
+
+    assert anyio.run(read) == ANSWER
+    assert seen == [{"method": LOGGED["method"], "params": LOGGED["params"]}]
+
+
+def test_an_event_larger_than_the_sdks_limit_fails_the_call() -> None:
+    huge = b"data: " + b"x" * forward.MAX_EVENT_BYTES
+
+    async def notify(notification: types.ServerNotification) -> None:
+        raise AssertionError(notification)
+
+    async def read() -> dict[str, Any]:
+        answered = cast(Any, _Answered([huge[i : i + 65536] for i in range(0, len(huge), 65536)]))
+        return await forward._from_events(cast(Any, None), answered, "tether-1", {}, notify)
+
+    with pytest.raises(MCPError, match="over 1,048,576 bytes"):
+        anyio.run(read)

@@ -18,18 +18,24 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
 import anyio
 import mcp_types as types
+from mcp.client.streamable_http import DEFAULT_MAX_SSE_EVENT_SIZE
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
+from pydantic import ValidationError
+
+log = logging.getLogger("tether.gateway")
 
 SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
-MAX_EVENT_BYTES = 16 << 20  # an answer larger than this fails the call
+# An event larger than this fails the call, as on the SDK's path (its client's default).
+MAX_EVENT_BYTES = DEFAULT_MAX_SSE_EVENT_SIZE
 DRAIN_SECONDS = 1.0
 _ids = itertools.count(1)  # ours are strings, so never an id the SDK's session has in flight
 
@@ -124,12 +130,15 @@ async def _from_events(
     """The response to `request_id` from the event stream, handling what comes before it."""
     pending = bytearray()  # the line being received
     data: list[bytes] = []  # the event's data lines so far
+    kind = b"message"  # the event's type: only messages carry JSON-RPC (as the SDK reads them)
     size = 0  # the event's bytes so far
     async for chunk in response.content.iter_any():
         pending += chunk
         size += len(chunk)
         if size > MAX_EVENT_BYTES:
-            raise MCPError(INVALID_REQUEST, "the upstream's answer is too large")
+            raise MCPError(
+                INVALID_REQUEST, f"an event from the upstream is over {MAX_EVENT_BYTES:,} bytes"
+            )
         if b"\n" not in chunk:
             continue
         *lines, rest = pending.split(b"\n")
@@ -138,19 +147,31 @@ async def _from_events(
             line = bytes(raw).removesuffix(b"\r")
             if line.startswith(b"data:"):
                 data.append(line[5:].removeprefix(b" "))
+            elif line.startswith(b"event:"):
+                kind = line[6:].strip()
             elif not line:  # a blank line ends an event
                 size = len(pending)
-            if not line and data:
-                message = _parse(b"\n".join(data))
-                data = []
+                message = _parse(b"\n".join(data)) if data and kind == b"message" else None
+                data, kind = [], b"message"
+                if message is None:
+                    continue
                 if "method" not in message:
                     if message.get("id") == request_id:
                         return message
                 elif "id" in message:
                     await _answer(http, str(response.url), headers, message)
                 else:
-                    await notify(types.server_notification_adapter.validate_python(message))
+                    await _notify(notify, message)
     raise MCPError(CONNECTION_CLOSED, "the upstream ended the call's stream without an answer")
+
+
+async def _notify(notify: Notify, message: dict[str, Any]) -> None:
+    try:
+        notification = types.server_notification_adapter.validate_python(message)
+    except ValidationError:  # not one the protocol knows: dropped, as the SDK's client does
+        log.debug("dropped an unknown notification from an upstream: %s", message.get("method"))
+        return
+    await notify(notification)
 
 
 async def _answer(

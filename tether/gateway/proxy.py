@@ -348,13 +348,21 @@ class Gateway:
         (hot_path.py): the session has been served here before, and its client can be asked
         nothing during a call (no sampling, no elicitation), so nothing an upstream or an
         approval needs of it goes unrelayed."""
-        connected = self._connected.get(key)
+        connected = self._connected.pop(key, None)
         if connected is None:
             return None
+        self._connected[key] = connected  # now the most recent
         caps = connected.session.client_capabilities
         if caps is None or caps.sampling is not None or caps.elicitation is not None:
             return None
         return connected
+
+    def hot_tool(self, name: str) -> bool:
+        """Whether a call of tool `name` may take the hot path: its upstream is a URL (a call
+        to a command goes through the SDK's session and its relay), or it is not offered (the
+        refusal is the same on either path)."""
+        offered = self._offered().get(name)
+        return offered is None or bool(self.config.upstreams[offered.upstream].url)
 
     async def hot_call(
         self,

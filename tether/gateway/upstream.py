@@ -72,7 +72,7 @@ class Upstream:
         self._on_list_changed = on_list_changed
         self._errlog = errlog
         self._session: ClientSession | None = None
-        self._session_id: str | None = None  # over HTTP: the id the upstream gave the session
+        self._session_ids: list[str] = []  # over HTTP: the id the upstream gave the session
         self.protocol_version: str | None = None
         self.back_channel = False  # whether the session offers the upstream sampling or elicitation
         self._stop = anyio.Event()
@@ -172,19 +172,21 @@ class Upstream:
                 cwd=spec.cwd or None,
             )
             return _pair(stdio_client(params, errlog=self._errlog or _stderr()))
-        self._session_id = None
+        ids: list[str] = []  # this connection's session id, from the answer that opened it
+        self._session_ids = ids
+
+        async def remember(response: httpx2.Response) -> None:
+            session_id = response.headers.get(forward.SESSION_HEADER)
+            if session_id and not ids:
+                ids.append(session_id)
+
         client = httpx2.AsyncClient(
             headers=spec.headers,
             timeout=httpx2.Timeout(spec.timeout, read=spec.timeout),
             transport=KeepAliveTransport(),
-            event_hooks={"response": [self._remember_session]},
+            event_hooks={"response": [remember]},
         )
         return _http(spec.url, client)
-
-    async def _remember_session(self, response: httpx2.Response) -> None:
-        session_id = response.headers.get(forward.SESSION_HEADER)
-        if session_id:
-            self._session_id = session_id
 
     def _down(self, why: str) -> None:
         self._last_error = why
@@ -257,7 +259,7 @@ class Upstream:
                 return await forward.call_tool(
                     self.poster,
                     self.spec.url,
-                    session_id=self._session_id,
+                    session_id=self._session_ids[0] if self._session_ids else None,
                     protocol_version=version,
                     name=name,
                     arguments=arguments,
