@@ -1,14 +1,14 @@
 """A `tools/call` to a streamable HTTP upstream, posted as one JSON-RPC request on an MCP session
 the SDK's client opened: the upstream half of the gateway's hot path (hot_path.py).
 
-Why not the SDK's client session for it: with its transport (httpx) a call costs the gateway
-about 1.5 ms of CPU; posted here with aiohttp, whose HTTP parser is compiled, about 0.6 ms
-(measured against benchmarks/mcp_echo.py alone). What stays with the SDK: opening the session
-(the handshake), everything that is not a tool call, and any call during which the upstream
-may ask the agent something (sampling, elicitation) or report progress (upstream.py chooses).
-So what can arrive here mid-call is a notification, which is handed on, or a request the
-session did not offer to answer (a ping is answered), which is refused as the SDK's client
-refuses a request it has no callback for.
+Why not the SDK's client session for it: posted with httpx (the SDK client's HTTP library), a
+call to benchmarks/mcp_echo.py cost the caller 1.6 ms of CPU; with aiohttp, whose HTTP parser
+is compiled, 0.6 ms (a one-off script, 1,000 calls each; docs/gateway.md). What stays with the
+SDK: opening the session (the handshake), everything that is not a tool call, and any call
+during which the upstream may ask the agent something (sampling, elicitation) or report
+progress (upstream.py chooses). So what can arrive here mid-call is a notification, which is
+handed on, or a request the session did not offer to answer (a ping is answered), which is
+refused as the SDK's client refuses a request it has no callback for.
 
 The wire is the streamable HTTP transport's: a POST with the session's id and protocol
 version, answered by one JSON message or by an event stream that carries the response.
@@ -26,14 +26,14 @@ import aiohttp
 import anyio
 import mcp_types as types
 from mcp.client.streamable_http import DEFAULT_MAX_SSE_EVENT_SIZE
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from pydantic import ValidationError
 
 log = logging.getLogger("tether.gateway")
 
-SESSION_HEADER = "mcp-session-id"
-VERSION_HEADER = "mcp-protocol-version"
 # An event larger than this fails the call, as on the SDK's path (its client's default).
 MAX_EVENT_BYTES = DEFAULT_MAX_SSE_EVENT_SIZE
 DRAIN_SECONDS = 1.0
@@ -72,10 +72,10 @@ async def call_tool(
     headers = {
         "accept": "application/json, text/event-stream",
         "content-type": "application/json",
-        VERSION_HEADER: protocol_version,
+        MCP_PROTOCOL_VERSION_HEADER: protocol_version,
     }
     if session_id is not None:  # a stateless upstream gives none
-        headers[SESSION_HEADER] = session_id
+        headers[MCP_SESSION_ID_HEADER] = session_id
     body = {
         "jsonrpc": "2.0",
         "id": request_id,

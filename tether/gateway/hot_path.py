@@ -30,9 +30,10 @@ from typing import Any
 import anyio
 import mcp_types as types
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
-from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import INTERNAL_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
@@ -43,8 +44,6 @@ from tether.gateway.proxy import Caller, Gateway
 
 log = logging.getLogger("tether.gateway")
 
-SESSION_HEADER = "mcp-session-id"
-VERSION_HEADER = "mcp-protocol-version"
 MAX_BODY = 1 << 20  # a larger call goes to the SDK, which applies its own limit
 CALL_KEYS = {"name", "arguments", "_meta"}
 
@@ -58,15 +57,14 @@ class HotPath:
         self.security = TransportSecurityMiddleware(manager.security_settings)
 
     async def serve(
-        self, scope: Scope, receive: Receive, send: Send, caller: Caller
+        self, scope: Scope, headers: Headers, receive: Receive, send: Send, caller: Caller
     ) -> Receive | None:
         """Answer the request if it is a call the hot path takes (None); else give back how to
         receive it as it came, for the SDK."""
-        headers = Headers(scope=scope)
         if scope["method"] != "POST" or not _plain(headers):
             return receive
         body = await _body(receive)
-        session_id = headers[SESSION_HEADER]
+        session_id = headers[MCP_SESSION_ID_HEADER]
         call = _tools_call(body)
         transport = self.sessions.live(session_id, scope.get("user"))
         connected = self.gateway.hot_connection(session_id) if transport is not None else None
@@ -173,7 +171,7 @@ class _Answer:
                 "status": 200,
                 "headers": [
                     (b"content-type", content_type),
-                    (SESSION_HEADER.encode(), self._session),
+                    (MCP_SESSION_ID_HEADER.encode(), self._session),
                     *extra,
                 ],
             }
@@ -190,8 +188,8 @@ def _plain(headers: Headers) -> bool:
     accept = headers.get("accept", "")
     length = headers.get("content-length", "")
     return (
-        SESSION_HEADER in headers
-        and headers.get(VERSION_HEADER) in HANDSHAKE_PROTOCOL_VERSIONS
+        MCP_SESSION_ID_HEADER in headers
+        and headers.get(MCP_PROTOCOL_VERSION_HEADER) in HANDSHAKE_PROTOCOL_VERSIONS
         and headers.get("content-type", "").lower().startswith("application/json")
         and "application/json" in accept
         and "text/event-stream" in accept

@@ -123,13 +123,16 @@ class TaskTokenAuth:
                 claims={"iss": claims.iss},
             )
         )
-        await self._admit(scope, receive, send, Caller(token.strip(), claims, once=tuple(once)))
+        caller = Caller(token.strip(), claims, once=tuple(once))
+        await self._admit(scope, headers, receive, send, caller)
 
-    async def _admit(self, scope: Scope, receive: Receive, send: Send, caller: Caller) -> None:
+    async def _admit(
+        self, scope: Scope, headers: Headers, receive: Receive, send: Send, caller: Caller
+    ) -> None:
         """A proven request: a call the hot path takes claims the proof with its decision;
         any other has it written first, then goes to the SDK."""
         if self.hot_path is not None:
-            rest = await self.hot_path.serve(scope, receive, send, caller)
+            rest = await self.hot_path.serve(scope, headers, receive, send, caller)
             if rest is None:
                 return
             receive = rest

@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from mcp.client.session import ClientSession, IncomingMessage
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
@@ -176,7 +177,7 @@ class Upstream:
         self._session_ids = ids
 
         async def remember(response: httpx2.Response) -> None:
-            session_id = response.headers.get(forward.SESSION_HEADER)
+            session_id = response.headers.get(MCP_SESSION_ID_HEADER)
             if session_id and not ids:
                 ids.append(session_id)
 
