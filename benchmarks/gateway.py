@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -74,9 +75,19 @@ async def _client(url: str, auth: httpx2.Auth | None) -> AsyncIterator[ClientSes
         yield session
 
 
+def _cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user and kernel, all threads (proc(5): fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _measure(
-    upstream: str, gateway: str, task: TaskHandleBase, calls: int
-) -> dict[str, list[float]]:
+    upstream: str, gateway: str, task: TaskHandleBase, calls: int, pids: dict[str, int]
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Each path's call times, and the CPU seconds each server process used over the timed
+    calls. The gateway's CPU per call, as a multiple of the upstream's (which serves every call
+    on both paths), is a steadier figure than latency on a shared machine whose speed drifts:
+    it shows what a change to the gateway is worth."""
     times: dict[str, list[float]] = {"direct": [], "gateway": []}
     async with _client(upstream, None) as direct, _client(gateway, TaskAuth(task)) as through:
         paths = {"direct": (direct, "echo"), "gateway": (through, "bench.echo")}
@@ -89,6 +100,7 @@ async def _measure(
                 result = await session.call_tool(tool, {"text": "warm"})
                 assert not result.is_error, result
         done = 0
+        cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         while done < calls:
             for name, (session, tool) in paths.items():
                 for i in range(BLOCK):
@@ -97,7 +109,7 @@ async def _measure(
                     times[name].append(time.perf_counter() - started)
                     assert not result.is_error, result
             done += BLOCK
-    return times
+    return times, {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
 
 
 def _p99(values: list[float]) -> float:
@@ -155,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             task = guard.task(
                 workspace="acme", agent="coder", user="alice", request="bench", tools=["bench.echo"]
             )
-            times = anyio.run(_measure, upstream, gateway, task, calls)
+            pids = {"upstream": started[0].pid, "gateway": started[1].pid}
+            times, cpu = anyio.run(_measure, upstream, gateway, task, calls, pids)
             task.end()
             guard.close()
         finally:
@@ -181,8 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"added by the gateway at the median: {added:.2f} ms ({ratio:.2f}x the direct call); "
         f"target <= {TARGET_ADDED_MS:g} ms: {verdict}"
     )
+    cpu_ms = {
+        "gateway": cpu["gateway"] / calls * 1e3,
+        "upstream": cpu["upstream"] / calls / 2 * 1e3,
+    }
+    console.print(
+        f"CPU per call: gateway {cpu_ms['gateway']:.2f} ms, upstream {cpu_ms['upstream']:.2f} ms "
+        f"({cpu_ms['gateway'] / cpu_ms['upstream']:.2f}x)"
+    )
     if args.json:
-        args.json.write_text(json.dumps({**figures, "added_median_ms": added}, indent=2))
+        summary = {**figures, "added_median_ms": added, "cpu_per_call_ms": cpu_ms}
+        args.json.write_text(json.dumps(summary, indent=2))
     return 0
 
 

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given
 from hypothesis import strategies as st
+from joserfc import jws
 from joserfc.jwk import ECKey
 
 from tether.credentials.jws import sign, unverified_header, unverified_payload, verified_payload
@@ -39,6 +40,23 @@ def test_a_good_token_reads_and_every_bit_of_its_signature_matters() -> None:
     other = ECKey.generate_key("P-256")
     with pytest.raises(CredentialRefused, match="does not verify"):
         verified_payload(token, other, "token")
+
+
+def test_what_tether_signs_another_implementation_reads() -> None:
+    """Signing is Tether's own few lines over `cryptography`: joserfc, a general JWS library,
+    must read the result as the same header and payload."""
+    token = sign({"typ": "dpop+jwt", "kid": "k1"}, b'{"jti":"x"}', KEY)
+    read = jws.deserialize_compact(token, KEY, algorithms=["ES256"])
+    assert read.payload == b'{"jti":"x"}'
+    assert read.headers() == {"alg": "ES256", "typ": "dpop+jwt", "kid": "k1"}
+
+
+def test_signing_needs_a_private_p256_key() -> None:
+    public = ECKey.import_key(KEY.as_dict(private=False))
+    with pytest.raises(ValueError, match="private EC P-256"):
+        sign({}, b"{}", public)
+    with pytest.raises(ValueError, match="private EC P-256"):
+        sign({}, b"{}", ECKey.generate_key("P-384"))
 
 
 @pytest.mark.parametrize(

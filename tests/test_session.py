@@ -63,6 +63,42 @@ def test_near_misses_do_not_label(text: str) -> None:
     assert detect([text]) == {}
 
 
+# Pieces built from the detectors' own hints and matches, so the property reaches every branch.
+PIECE = st.lists(
+    st.sampled_from(
+        [
+            "AKIAIOSFODNN7EXAMPLE",
+            "aws_secret_access_key = ",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "4111 1111 1111 1111",
+            "4111",
+            " 1111",
+            "GB82 WEST 1234 5698 7654 32",
+            "bob@acme.com",
+            "@",
+            "eyJhbGciOiJIUzI1NiJ9.",
+            "eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+            "sk-",
+            "x" * 20,
+            "\0",
+            " ",
+            "7",
+        ]
+    ),
+    max_size=6,
+).map("".join)
+
+
+@given(st.lists(PIECE, max_size=6))
+def test_pieces_read_together_find_what_each_finds_alone(pieces: list[str]) -> None:
+    """`detect` first searches the pieces joined, to skip detectors no piece can match: that
+    must never skip one that a piece does match, nor match across two pieces."""
+    alone: dict[str, str] = {}
+    for piece in pieces:
+        alone |= detect([piece])
+    assert detect(pieces) == alone
+
+
 def test_checksums() -> None:
     assert luhn("4012888888881881") and not luhn("4012888888881882")
     assert iban_checksum("FR14 2004 1010 0505 0001 3M02 606") and not iban_checksum(
@@ -150,6 +186,24 @@ def test_an_ordinary_address_is_found_in_its_usual_surroundings(address: str, ar
     p.saw([f"contact: {around.format(address)} today"], trusted=False)
     assert p.of(address) == "untrusted"
     assert p.of(address.upper()) == "untrusted"
+
+
+@given(st.lists(PIECE, max_size=6), st.booleans())
+def test_an_output_remembers_what_its_pieces_hold_each_alone(
+    pieces: list[str], trusted: bool
+) -> None:
+    """One output's pieces are indexed in one pass, each read apart: no value spans two."""
+    together, apart = Provenance("r"), Provenance("r")
+    together.saw(pieces, trusted=trusted)
+    for piece in pieces:
+        apart.saw([piece], trusted=trusted)
+    for kind in ("trusted", "untrusted"):
+        mine, theirs = getattr(together, kind), getattr(apart, kind)
+        assert (mine.tokens, mine.folded, mine.forms) == (
+            theirs.tokens,
+            theirs.folded,
+            theirs.forms,
+        )
 
 
 def test_url_normalisation() -> None:

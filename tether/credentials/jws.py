@@ -5,9 +5,10 @@ without padding, a JSON object header with `alg` ES256 (never `none`, never a MA
 confusion) and no `crit` extension, and a 64-byte P-256 signature that verifies. Every failure is
 a CredentialRefused naming what was wrong.
 
-Reading is done here, with `cryptography` verifying the signature, rather than by joserfc's
-general JWS machinery: a DPoP proof is read on every remote call, and the general path cost
-about three times the signature check itself. joserfc still signs.
+Reading and signing are done here, with `cryptography`, rather than by joserfc's general JWS
+machinery: an agent signs a DPoP proof for every remote call and Tether reads it, and the
+general path cost about three times the signature itself, each way (143 against 43 µs to sign,
+measured in one process). joserfc still makes and holds the keys.
 """
 
 from __future__ import annotations
@@ -21,19 +22,21 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from joserfc import jws
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from joserfc.jwk import ECKey
 
 from tether.errors import CredentialRefused
 from tether.identity.jwk import ALGORITHM
 
 MAX_TOKEN_BYTES = 8192
-_ALGORITHMS = [ALGORITHM]
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _SIGNATURE_BYTES = 64  # ES256: r and s, 32 bytes each
 _ECDSA = ec.ECDSA(hashes.SHA256())
 _decode_json = msgspec.json.Decoder().decode
+_encode_json = msgspec.json.Encoder().encode
 
 
 class _Malformed(ValueError):
@@ -116,7 +119,16 @@ def verified_payload(token: str, key: ECKey, what: str, error: str = "invalid_to
 
 
 def sign(header: dict[str, Any], payload: bytes, key: ECKey) -> str:
-    result = jws.serialize_compact(
-        {"alg": ALGORITHM, **header}, payload, key, algorithms=_ALGORITHMS
-    )
-    return result if isinstance(result, str) else result.decode()
+    """A compact JWS of `payload`, signed ES256 by the private `key`, `alg` put in `header`."""
+    private = key.private_key
+    if not isinstance(private, ec.EllipticCurvePrivateKey) or not isinstance(
+        private.curve, ec.SECP256R1
+    ):
+        raise ValueError("signing needs a private EC P-256 key")
+    signed = f"{_b64encode(_encode_json({'alg': ALGORITHM, **header}))}.{_b64encode(payload)}"
+    r, s = decode_dss_signature(private.sign(signed.encode(), _ECDSA))
+    return f"{signed}.{_b64encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

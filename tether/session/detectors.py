@@ -152,19 +152,21 @@ DETECTORS = (
 )
 
 
+# Up to this many characters, an output's pieces are first searched joined, for which
+# detectors could match at all: most outputs hold none of the hints, and twelve detectors over
+# many small pieces (a structured output's every `key: value`) cost more than the search.
+PREFILTER_CHARS = 64 * 1024
+
+
 def detect(pieces: Iterable[str]) -> dict[str, str]:
     """{detector name: label} for every detector that found a valid match in the text."""
+    pieces = tuple(pieces)
+    detectors = _possible(pieces) if sum(map(len, pieces)) <= PREFILTER_CHARS else DETECTORS
     found: dict[str, str] = {}
     for piece in pieces:
         digits: int | None = None
-        for detector in DETECTORS:
-            if detector.name in found:
-                continue
-            hints = detector.hints
-            if isinstance(hints, re.Pattern):
-                if hints.search(piece) is None:
-                    continue
-            elif not any(hint in piece for hint in hints):
+        for detector in detectors:
+            if detector.name in found or not _hinted(detector, piece):
                 continue
             if detector.min_digits:
                 digits = _digits(piece) if digits is None else digits
@@ -173,3 +175,19 @@ def detect(pieces: Iterable[str]) -> dict[str, str]:
             if any(detector.valid(candidate) for candidate in detector.find(piece)):
                 found[detector.name] = detector.label
     return found
+
+
+def _possible(pieces: tuple[str, ...]) -> tuple[Detector, ...]:
+    """The detectors whose hints and digit count the pieces together meet. A piece that meets
+    a detector's needs makes the whole meet them (no hint holds the NUL joining the pieces),
+    so this only ever drops detectors that no piece would run."""
+    whole = "\0".join(pieces)
+    digits = _digits(whole)
+    return tuple(d for d in DETECTORS if digits >= d.min_digits and _hinted(d, whole))
+
+
+def _hinted(detector: Detector, text: str) -> bool:
+    hints = detector.hints
+    if isinstance(hints, re.Pattern):
+        return hints.search(text) is not None
+    return any(hint in text for hint in hints)

@@ -102,22 +102,25 @@ class Seen:
         most = max(len(self.tokens), len(self.folded), len(self.forms))
         return most >= MAX_VALUES or self.chars >= MAX_CHARS
 
-    def add(self, text: str, *, except_in: Seen | None = None) -> None:
-        """Remember the values in `text`, but for those already in `except_in`."""
-        if self.full or not text:
+    def add(self, texts: Iterable[str], *, except_in: Seen | None = None) -> None:
+        """Remember the values in `texts` (each read apart: no value spans two), but for those
+        already in `except_in`."""
+        if self.full:
             return
-        tokens = _TOKEN.findall(text)
-        found = Seen()
-        found.tokens.update(tokens)
-        found.folded.update(map(str.lower, tokens))
-        found.folded.update(address.lower() for address in emails(text))
-        found.forms.update(_forms(text, tokens))
-        for kind in ("tokens", "folded", "forms"):
-            values: set[str] = getattr(found, kind)
-            if except_in is not None:
-                values -= getattr(except_in, kind)
-            getattr(self, kind).update(values)
-            self.chars += sum(map(len, values))
+        tokens: list[str] = []
+        addresses: set[str] = set()
+        forms: set[str] = set()
+        for text in texts:
+            in_text = _TOKEN.findall(text)
+            tokens += in_text
+            if "@" in text:
+                addresses.update(address.lower() for address in emails(text))
+            forms.update(_forms(text, in_text))
+        news = (set(tokens), {*map(str.lower, tokens), *addresses}, forms)
+        for kind, found in zip(("tokens", "folded", "forms"), news, strict=True):
+            kept = found - getattr(except_in, kind) if except_in is not None else found
+            getattr(self, kind).update(kept)
+            self.chars += sum(map(len, kept))
 
     def has(self, key: tuple[str, str]) -> bool:
         kind, value = key
@@ -188,7 +191,7 @@ class Provenance:
         request = request[:MAX_INDEXED]
         self.request_tokens = _TOKEN.findall(request)
         self.user = Seen()
-        self.user.add(request)
+        self.user.add((request,))
         self.trusted = Seen()
         self.untrusted = Seen()
         self.agent = Seen()  # values the agent put in arguments: never vouched for by an echo
@@ -199,16 +202,14 @@ class Provenance:
         might be echoing one of them."""
         if trusted and self.agent.full:
             return
-        for piece in first_indexed(texts):
-            if trusted:
-                self.trusted.add(piece, except_in=self.agent)
-            else:
-                self.untrusted.add(piece)
+        if trusted:
+            self.trusted.add(first_indexed(texts), except_in=self.agent)
+        else:
+            self.untrusted.add(first_indexed(texts))
 
     def said(self, texts: Iterable[str]) -> None:
         """The agent put these values in a call's arguments."""
-        for piece in first_indexed(texts):
-            self.agent.add(piece)
+        self.agent.add(first_indexed(texts))
 
     def of(self, value: object) -> str:
         """The provenance of a sink argument's value (a list: its least vouched-for element)."""
