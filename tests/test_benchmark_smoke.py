@@ -107,8 +107,9 @@ def test_quick_load_run_answers_every_call_it_offers(tmp_path: Path) -> None:
 def test_quick_gateway_benchmark_runs(tmp_path: Path) -> None:
     """Both paths answer every call (the benchmark asserts each result is no error)."""
     figures: Any = quick_run("gateway.py", tmp_path / "gateway.json")
-    assert set(figures) == {"direct", "gateway", "added_median_ms"}
+    assert set(figures) == {"direct", "gateway", "added_median_ms", "cpu_per_call_ms"}
     assert figures["gateway"]["median_ms"] > 0 and figures["direct"]["median_ms"] > 0
+    assert figures["cpu_per_call_ms"]["gateway"] > 0 and figures["cpu_per_call_ms"]["upstream"] > 0
 
 
 def test_quick_console_benchmark_fetches_every_page(tmp_path: Path) -> None:

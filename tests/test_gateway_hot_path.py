@@ -519,22 +519,15 @@ def test_the_hot_path_reads_a_call_exactly_or_leaves_it_to_the_sdk(
     assert read is None or (isinstance(anything, dict) and anything.get("method") == "tools/call")
 
 
-class _Content:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-
-
 class _Answered:
     """What forward.py reads of an upstream's answer: its body, in the chunks it came in."""
 
-    url = "http://upstream.test/mcp"
-
     def __init__(self, chunks: list[bytes]) -> None:
-        self.content = _Content(chunks)
+        self._chunks = chunks
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
 
 
 LOGGED = {

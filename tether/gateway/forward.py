@@ -2,11 +2,11 @@
 the SDK's client opened: the upstream half of the gateway's hot path (hot_path.py).
 
 Why not the SDK's client session for it: posted with httpx (the SDK client's HTTP library), a
-call to benchmarks/mcp_echo.py cost the caller 1.6 ms of CPU; with aiohttp, whose HTTP parser
-is compiled, 0.6 ms (a one-off script, 1,000 calls each; docs/gateway.md). What stays with the
-SDK: opening the session (the handshake), everything that is not a tool call, and any call
-during which the upstream may ask the agent something (sampling, elicitation) or report
-progress (upstream.py chooses). So what can arrive here mid-call is a notification, which is
+call to benchmarks/mcp_echo.py cost the caller 1.6 ms of CPU; with aiohttp 0.6 ms, and over
+http1.py's connections 0.2 ms (one-off scripts, 1,000 calls each; docs/gateway.md). What
+stays with the SDK: opening the session (the handshake), everything that is not a tool call,
+and any call during which the upstream may ask the agent something (sampling, elicitation) or
+report progress (upstream.py chooses). So what can arrive here mid-call is a notification, which is
 handed on, or a request the session did not offer to answer (a ping is answered), which is
 refused as the SDK's client refuses a request it has no callback for.
 
@@ -20,9 +20,9 @@ import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import suppress
 from typing import Any
 
-import aiohttp
 import anyio
 import mcp_types as types
 from mcp.client.streamable_http import DEFAULT_MAX_SSE_EVENT_SIZE
@@ -32,10 +32,13 @@ from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from pydantic import ValidationError
 
+from tether.gateway.http1 import ConnectionFailed, Pool, Response
+
 log = logging.getLogger("tether.gateway")
 
 # An event larger than this fails the call, as on the SDK's path (its client's default).
 MAX_EVENT_BYTES = DEFAULT_MAX_SSE_EVENT_SIZE
+MAX_JSON_BYTES = 64 << 20  # an answer in one JSON message larger than this fails the call
 DRAIN_SECONDS = 1.0
 _ids = itertools.count(1)  # ours are strings, so never an id the SDK's session has in flight
 
@@ -47,15 +50,8 @@ class SessionGone(Exception):
     must be opened again."""
 
 
-def client(headers: dict[str, str]) -> aiohttp.ClientSession:
-    """The connections to one upstream, kept alive from call to call, with the gateway's own
-    credentials for it (never an agent's). Timeouts are the caller's (a deadline per call)."""
-    return aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=None))
-
-
 async def call_tool(
-    http: aiohttp.ClientSession,
-    url: str,
+    http: Pool,
     *,
     session_id: str | None,
     protocol_version: str,
@@ -65,7 +61,7 @@ async def call_tool(
     finish: Callable[[Coroutine[Any, Any, None]], None],
 ) -> types.CallToolResult:
     """Call `name` upstream and return its result. The upstream's JSON-RPC error is raised as
-    MCPError (as the SDK's client raises it); a broken connection as aiohttp.ClientError.
+    MCPError (as the SDK's client raises it); a broken connection as http1.ConnectionFailed.
     `finish` runs what is left after the answer (reading an event stream to its end, so its
     connection is kept) off the call's path."""
     request_id = f"tether-{next(_ids)}"
@@ -82,47 +78,43 @@ async def call_tool(
         "method": "tools/call",
         "params": {"name": name, "arguments": arguments},
     }
-    response = await http.post(url, data=_encode(body), headers=headers)
+    response = await http.post(_encode(body), headers)
     try:
         if response.status == 404:
             raise SessionGone("the upstream no longer knows this session")
-        content_type = response.content_type.lower()
-        if response.status == 202 or response.status >= 400:
+        content_type = response.content_type
+        if response.status == 202 or response.status >= 300:
             if content_type == "application/json":
-                raise _error(await response.read())
+                raise _error(await response.read(MAX_JSON_BYTES))
             raise MCPError(INVALID_REQUEST, f"the upstream answered HTTP {response.status}")
         if content_type == "application/json":
-            answer = _parse(await response.read())
+            answer = _parse(await response.read(MAX_JSON_BYTES))
         elif content_type == "text/event-stream":
             answer = await _from_events(http, response, request_id, headers, notify)
-            finish(_to_the_end(response))
+            if not response.complete:
+                finish(_to_the_end(response))
             return _result(answer)
         else:
             raise MCPError(INVALID_REQUEST, f"unexpected content type {content_type!r}")
     except BaseException:
         response.close()
         raise
-    response.release()
     return _result(answer)
 
 
-async def _to_the_end(response: aiohttp.ClientResponse) -> None:
+async def _to_the_end(response: Response) -> None:
     """Read an answered event stream to its end, so its connection goes back to the pool; a
     server still sending after DRAIN_SECONDS gets the connection closed instead."""
     with anyio.move_on_after(DRAIN_SECONDS):
-        try:
-            async for _ in response.content.iter_any():
+        with suppress(ConnectionFailed):
+            async for _ in response.chunks():
                 pass
-            response.release()
-            return
-        except aiohttp.ClientError:
-            pass
     response.close()
 
 
 async def _from_events(
-    http: aiohttp.ClientSession,
-    response: aiohttp.ClientResponse,
+    http: Pool,
+    response: Response,
     request_id: str,
     headers: dict[str, str],
     notify: Notify,
@@ -132,7 +124,7 @@ async def _from_events(
     data: list[bytes] = []  # the event's data lines so far
     kind = b"message"  # the event's type: only messages carry JSON-RPC (as the SDK reads them)
     size = 0  # the event's bytes so far
-    async for chunk in response.content.iter_any():
+    async for chunk in response.chunks():
         pending += chunk
         size += len(chunk)
         if size > MAX_EVENT_BYTES:
@@ -159,7 +151,7 @@ async def _from_events(
                     if message.get("id") == request_id:
                         return message
                 elif "id" in message:
-                    await _answer(http, str(response.url), headers, message)
+                    await _answer(http, headers, message)
                 else:
                     await _notify(notify, message)
     raise MCPError(CONNECTION_CLOSED, "the upstream ended the call's stream without an answer")
@@ -174,9 +166,7 @@ async def _notify(notify: Notify, message: dict[str, Any]) -> None:
     await notify(notification)
 
 
-async def _answer(
-    http: aiohttp.ClientSession, url: str, headers: dict[str, str], request: dict[str, Any]
-) -> None:
+async def _answer(http: Pool, headers: dict[str, str], request: dict[str, Any]) -> None:
     """What the upstream asks its client mid-call: a ping is answered, anything else is
     refused, as the SDK's client refuses a request it has no callback for."""
     reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request["id"]}
@@ -184,8 +174,11 @@ async def _answer(
         reply["result"] = {}
     else:
         reply["error"] = {"code": METHOD_NOT_FOUND, "message": "Method not found"}
-    async with http.post(url, data=_encode(reply), headers=headers) as answered:
-        await answered.read()
+    answered = await http.post(_encode(reply), headers)
+    try:
+        await answered.read(MAX_JSON_BYTES)
+    finally:
+        answered.close()
 
 
 def _result(message: dict[str, Any]) -> types.CallToolResult:
@@ -215,4 +208,4 @@ def _encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-__all__ = ["SessionGone", "call_tool", "client"]
+__all__ = ["SessionGone", "call_tool"]

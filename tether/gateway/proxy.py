@@ -31,7 +31,6 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import anyio
 import mcp_types as types
 from anyio.abc import TaskGroup
@@ -43,7 +42,7 @@ from mcp_types import INVALID_PARAMS, INVALID_REQUEST
 from tether.credentials.access_token import AccessClaims
 from tether.credentials.dpop import REPLAYED
 from tether.errors import TetherError
-from tether.gateway import forward
+from tether.gateway import http1
 from tether.gateway.config import GatewayConfig
 from tether.gateway.forward import Notify
 from tether.gateway.relay import Relay, legacy
@@ -125,7 +124,7 @@ class Gateway:
         self.reviews: dict[str, Review] = {}
         self._offered_now: dict[str, Offered] | None = None
         self._connected: dict[object, _Connected] = {}  # agent sessions, least recent first
-        self._posters: dict[str, aiohttp.ClientSession] = {}  # HTTP upstreams: forward.py
+        self._posters: dict[str, http1.Pool] = {}  # HTTP upstreams: forward.py
         self._tasks: TaskGroup | None = None
 
     # -- starting ---------------------------------------------------------------------------
@@ -134,11 +133,10 @@ class Gateway:
         """Connect to every upstream and review its tools. One that cannot start is logged and
         offers nothing until it can: the gateway still serves the others."""
         self._tasks = tasks
-        self._posters = {
-            name: forward.client(spec.headers)
-            for name, spec in self.config.upstreams.items()
-            if spec.url
-        }
+        for name, spec in self.config.upstreams.items():
+            poster = http1.pool(spec.url, spec.headers) if spec.url else None
+            if poster is not None:
+                self._posters[name] = poster
         for name, upstream in self.upstreams.items():
             try:
                 await upstream.start(tasks)

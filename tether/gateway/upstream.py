@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TextIO
 
-import aiohttp
 import anyio
 import httpx2
 import mcp_types as types
@@ -32,7 +31,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
-from tether.gateway import forward
+from tether.gateway import forward, http1
 from tether.gateway.config import UpstreamSpec
 from tether.gateway.keepalive import KeepAliveTransport
 from tether.gateway.relay import Relay
@@ -57,7 +56,7 @@ class Upstream:
         *,
         tasks: TaskGroup | None = None,
         relay: Relay | None = None,
-        poster: aiohttp.ClientSession | None = None,
+        poster: http1.Pool | None = None,
         on_list_changed: Callable[[Upstream], Awaitable[None]] | None = None,
         errlog: TextIO | None = None,
     ) -> None:
@@ -259,7 +258,6 @@ class Upstream:
             with anyio.fail_after(self.spec.timeout):
                 return await forward.call_tool(
                     self.poster,
-                    self.spec.url,
                     session_id=self._session_ids[0] if self._session_ids else None,
                     protocol_version=version,
                     name=name,
@@ -276,7 +274,7 @@ class Upstream:
             raise UpstreamUnavailable(
                 f"upstream {self.name} ended the session; the call was not made"
             ) from None
-        except aiohttp.ClientError as exc:
+        except http1.ConnectionFailed as exc:
             self._down(_describe(exc))
             raise UpstreamUnavailable(f"upstream {self.name} is down: {self._last_error}") from exc
 
