@@ -238,3 +238,37 @@ def test_urls_this_client_would_not_reach_as_the_sdk_does_get_no_pool(
     assert http1.pool("http://upstream.internal/mcp", {}) is None
     monkeypatch.setenv("no_proxy", "upstream.internal")
     assert http1.pool("http://upstream.internal/mcp", {}) is not None
+
+
+@pytest.mark.parametrize("ends", [True, False])
+def test_a_released_response_keeps_its_connection_only_if_it_ends_in_time(ends: bool) -> None:
+    """After the answer, the rest of an event stream is dropped as it comes; its connection
+    carries the next post if the stream ends within the time given, and is closed if not."""
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while not reader.at_eof():
+            try:
+                await request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+            writer.write(b"transfer-encoding: chunked\r\n\r\n" + chunked(b"data: answer\n\n"))
+            await asyncio.sleep(0.05)
+            writer.write(chunked(b": the rest\n\n") + (b"0\r\n\r\n" if ends else b""))
+
+    async def run() -> None:
+        async with serving(handler) as url:
+            pool = http1.Pool(url, {})
+            for _ in range(3):
+                response = await pool.post(b"{}", {})
+                async for chunk in response.chunks():
+                    assert chunk == b"data: answer\n\n"
+                    break
+                response.release(0.5)
+                await asyncio.sleep(0.6)
+
+    asyncio.run(run())
+    assert connections == (1 if ends else 3)

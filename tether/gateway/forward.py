@@ -19,11 +19,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from contextlib import suppress
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
 import mcp_types as types
 from mcp.client.streamable_http import DEFAULT_MAX_SSE_EVENT_SIZE
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
@@ -32,14 +30,14 @@ from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
 from pydantic import ValidationError
 
-from tether.gateway.http1 import ConnectionFailed, Pool, Response
+from tether.gateway.http1 import Pool, Response
 
 log = logging.getLogger("tether.gateway")
 
 # An event larger than this fails the call, as on the SDK's path (its client's default).
 MAX_EVENT_BYTES = DEFAULT_MAX_SSE_EVENT_SIZE
 MAX_JSON_BYTES = 64 << 20  # an answer in one JSON message larger than this fails the call
-DRAIN_SECONDS = 1.0
+DRAIN_SECONDS = 1.0  # an event stream still sending this long after the answer: closed
 _ids = itertools.count(1)  # ours are strings, so never an id the SDK's session has in flight
 
 Notify = Callable[[types.ServerNotification], Awaitable[None]]
@@ -58,12 +56,11 @@ async def call_tool(
     name: str,
     arguments: dict[str, Any],
     notify: Notify,
-    finish: Callable[[Coroutine[Any, Any, None]], None],
 ) -> types.CallToolResult:
     """Call `name` upstream and return its result. The upstream's JSON-RPC error is raised as
     MCPError (as the SDK's client raises it); a broken connection as http1.ConnectionFailed.
-    `finish` runs what is left after the answer (reading an event stream to its end, so its
-    connection is kept) off the call's path."""
+    What an event stream sends after the answer is dropped as it comes, off the call's path,
+    so that its connection carries the next call."""
     request_id = f"tether-{next(_ids)}"
     headers = {
         "accept": "application/json, text/event-stream",
@@ -91,8 +88,7 @@ async def call_tool(
             answer = _parse(await response.read(MAX_JSON_BYTES))
         elif content_type == "text/event-stream":
             answer = await _from_events(http, response, request_id, headers, notify)
-            if not response.complete:
-                finish(_to_the_end(response))
+            response.release(DRAIN_SECONDS)  # its connection is kept: no new one per call
             return _result(answer)
         else:
             raise MCPError(INVALID_REQUEST, f"unexpected content type {content_type!r}")
@@ -100,16 +96,6 @@ async def call_tool(
         response.close()
         raise
     return _result(answer)
-
-
-async def _to_the_end(response: Response) -> None:
-    """Read an answered event stream to its end, so its connection goes back to the pool; a
-    server still sending after DRAIN_SECONDS gets the connection closed instead."""
-    with anyio.move_on_after(DRAIN_SECONDS):
-        with suppress(ConnectionFailed):
-            async for _ in response.chunks():
-                pass
-    response.close()
 
 
 async def _from_events(

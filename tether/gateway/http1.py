@@ -119,6 +119,7 @@ class Response:
         self._unread = 0
         self._error: ConnectionFailed | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._released: asyncio.TimerHandle | None = None  # the rest is dropped as it comes
 
     @property
     def content_type(self) -> str:
@@ -157,7 +158,20 @@ class Response:
         if not self.complete:
             self._connection.abort()
 
+    def release(self, within: float) -> None:
+        """Done reading: the rest of the body is dropped as it comes, with no task waiting on
+        it, and the connection goes back to the pool when the response ends; one that has not
+        ended `within` seconds from now is closed."""
+        if self.complete or self._released is not None:
+            return
+        self._chunks.clear()
+        self._unread = 0
+        self._connection.resume()
+        self._released = asyncio.get_running_loop().call_later(within, self.close)
+
     def _feed(self, chunk: bytes) -> None:
+        if self._released is not None:
+            return
         self._chunks.append(chunk)
         self._unread += len(chunk)
         if self._unread >= READ_PAUSE_BYTES:
@@ -165,6 +179,8 @@ class Response:
         self._wake()
 
     def _end(self, error: ConnectionFailed | None) -> None:
+        if self._released is not None:
+            self._released.cancel()
         if error is None:
             self.complete = True
         else:

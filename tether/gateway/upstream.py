@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TextIO
 
@@ -263,7 +263,6 @@ class Upstream:
                     name=name,
                     arguments=arguments,
                     notify=lambda message: self._notified(message, notify),
-                    finish=self._off_path,
                 )
         except TimeoutError:
             raise UpstreamUnavailable(
@@ -277,10 +276,6 @@ class Upstream:
         except http1.ConnectionFailed as exc:
             self._down(_describe(exc))
             raise UpstreamUnavailable(f"upstream {self.name} is down: {self._last_error}") from exc
-
-    def _off_path(self, work: Coroutine[Any, Any, None]) -> None:
-        assert self._tasks is not None
-        self._tasks.start_soon(lambda: work)
 
     async def _notified(
         self, notification: types.ServerNotification, notify: forward.Notify | None
