@@ -32,6 +32,17 @@ async def request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], by
     return head[0], headers, body
 
 
+async def requests(
+    reader: asyncio.StreamReader,
+) -> AsyncIterator[tuple[str, dict[str, str], bytes]]:
+    """Each request on the connection, until the client closes it."""
+    while not reader.at_eof():
+        try:
+            yield await request(reader)
+        except asyncio.IncompleteReadError:
+            return
+
+
 def ok(body: bytes, *extra: str) -> bytes:
     lines = ["HTTP/1.1 200 OK", "content-type: application/json", *extra]
     return ("\r\n".join(lines) + f"\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
@@ -48,11 +59,8 @@ def test_posts_go_on_one_kept_alive_connection_with_their_headers() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while not reader.at_eof():
-            try:
-                seen.append(await request(reader))
-            except asyncio.IncompleteReadError:
-                break
+        async for asked in requests(reader):
+            seen.append(asked)
             writer.write(ok(b'{"n":%d}' % len(seen)))
 
     async def run() -> list[bytes]:
@@ -181,11 +189,7 @@ def test_a_large_body_is_read_whole_and_a_limit_holds() -> None:
     body = bytes(range(256)) * (5 * 4096)  # 5 MiB: reading pauses and resumes on the way
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while not reader.at_eof():
-            try:
-                await request(reader)
-            except asyncio.IncompleteReadError:
-                break
+        async for _ in requests(reader):
             writer.write(ok(body))
 
     async def run() -> bytes:
@@ -234,6 +238,7 @@ def test_urls_this_client_would_not_reach_as_the_sdk_does_get_no_pool(
     monkeypatch.delenv("no_proxy", raising=False)
     assert http1.pool("http://upstream.internal/mcp", {}) is not None
     assert http1.pool("http://user:secret@upstream.internal/mcp", {}) is None
+    assert http1.pool("http://upstream.internal/mcp", {"x": "a\nb"}) is None
     monkeypatch.setenv("http_proxy", "http://proxy.internal:3128")
     assert http1.pool("http://upstream.internal/mcp", {}) is None
     monkeypatch.setenv("no_proxy", "upstream.internal")
@@ -249,11 +254,7 @@ def test_a_released_response_keeps_its_connection_only_if_it_ends_in_time(ends: 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while not reader.at_eof():
-            try:
-                await request(reader)
-            except asyncio.IncompleteReadError:
-                break
+        async for _ in requests(reader):
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
             writer.write(b"transfer-encoding: chunked\r\n\r\n" + chunked(b"data: answer\n\n"))
             await asyncio.sleep(0.05)

@@ -34,18 +34,26 @@ class ConnectionFailed(Exception):
 
 def pool(url: str, headers: Mapping[str, str]) -> Pool | None:
     """A pool of connections for posting to `url` with `headers` (the gateway's credentials
-    for that upstream), or None if this client would not reach it as the SDK's client does."""
+    for that upstream), or None if this client would not reach it as the SDK's client does (or
+    cannot send the headers: the SDK's client then says what is wrong with them)."""
     parts = urlsplit(url)
-    if parts.username is not None or parts.password is not None or not parts.hostname:
+    if not url.isascii() or parts.username is not None or parts.password is not None:
         return None
-    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(
-        parts.hostname
-    ):
+    try:
+        if not parts.hostname or parts.port == 0:
+            return None
+        if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(
+            parts.hostname
+        ):
+            return None
+        return Pool(url, headers)
+    except ValueError:  # a port out of range, or a header HTTP does not allow
         return None
-    return Pool(url, headers)
 
 
 class Pool:
+    """Kept-alive connections to one upstream, each carrying one POST at a time."""
+
     def __init__(self, url: str, headers: Mapping[str, str]) -> None:
         parts = urlsplit(url)
         assert parts.hostname is not None
@@ -53,16 +61,18 @@ class Pool:
         self._address = (parts.hostname, parts.port or (443 if secure else 80))
         self._ssl: ssl.SSLContext | None = httpx2.create_ssl_context() if secure else None
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._head = f"POST {target} HTTP/1.1\r\nhost: {parts.netloc}\r\n{_lines(headers)}"
+        head = f"POST {target} HTTP/1.1\r\nhost: {parts.netloc}\r\n{_lines(headers)}"
+        self._head = head.encode("latin-1")  # what cannot be sent is refused here, at once
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
 
     async def post(self, body: bytes, headers: Mapping[str, str]) -> Response:
         """Send a POST and return its response once its head has come; its body is read from
-        the response. Raises ConnectionFailed."""
+        the response. Raises ConnectionFailed (ValueError for headers HTTP does not allow)."""
+        own = f"{_lines(headers)}content-length: {len(body)}\r\n\r\n"
+        request = self._head + own.encode("latin-1") + body
         connection = self._idle_connection() or await self._connect()
-        head = f"{self._head}{_lines(headers)}content-length: {len(body)}\r\n\r\n"
-        response = connection.send(head.encode("latin-1") + body)
+        response = connection.send(request)
         try:
             await response.head
         except BaseException:  # failed or cancelled mid-request: the connection's state is lost
