@@ -41,6 +41,7 @@ from tether.gateway.relay import legacy
 from tether.model import Effect
 from tether.sdk.handle import TaskHandleBase
 
+HANG_SECONDS = 6  # longer than the gateway waits for an upstream here (`timeout` in _config)
 PERMIT_ALL = {"all.cedar": '@id("all")\npermit (principal, action, resource);'}
 VERSION = "2025-11-25"
 TOOLS = [
@@ -55,6 +56,7 @@ TOOLS = [
             ("chatty", "Log twice, then answer."),
             ("asks", "Ping the client and ask it for its roots, mid-call."),
             ("refuses", "Answer with a JSON-RPC error."),
+            ("hangs", "Answer after longer than the gateway waits."),
         ]
     ),
 ]
@@ -86,6 +88,9 @@ async def _call(ctx: Any, params: types.CallToolRequestParams) -> types.CallTool
         text = f"ping answered; roots {roots}"
     elif params.name == "refuses":
         raise MCPError(INVALID_PARAMS, "no such thing here")
+    elif params.name == "hangs":
+        await anyio.sleep(HANG_SECONDS)
+        text = "too late"
     else:
         text = str(args.get("text", ""))
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
@@ -263,6 +268,19 @@ def test_a_plain_call_on_a_served_session_takes_the_hot_path(
         ]
         assert all(s.effect is Effect.ALLOW for s in list(state.history)[-4:])
         assert state.executed == before + 4  # every result was reported to the task
+
+
+def test_an_upstream_that_hangs_fails_the_hot_call_closed_and_the_next_call_goes_on(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    with _served(home, upstreams, ["sse.echo", "sse.hangs"]) as (gw, task):
+        agent = _Raw(gw.url, task)
+        agent.warm("sse.echo", {"text": "warm"})
+        kind, [answer] = agent.call("sse.hangs", {})
+        assert kind == "application/json" and answer["result"]["isError"]
+        assert "did not answer tools/call hangs within 5 s" in _text(answer)
+        kind, [answer] = agent.call("sse.echo", {"text": "still here"})
+        assert kind == "application/json" and _text(answer) == "still here"
 
 
 def test_a_denied_call_on_the_hot_path_never_reaches_the_upstream(

