@@ -70,8 +70,8 @@ def emails(text: str) -> Iterator[str]:
             yield local.group(0) + domain.group(0)
 
 
-def _digits(text: str) -> int:
-    return sum(text.count(d) for d in "0123456789")
+def digit_count(text: str) -> int:
+    return sum(map(text.count, "0123456789"))
 
 
 def _finder(pattern: re.Pattern[str] | str) -> Callable[[str], Iterable[str]]:
@@ -169,7 +169,7 @@ def detect(pieces: Iterable[str]) -> dict[str, str]:
             if detector.name in found or not _hinted(detector, piece):
                 continue
             if detector.min_digits:
-                digits = _digits(piece) if digits is None else digits
+                digits = digit_count(piece) if digits is None else digits
                 if digits < detector.min_digits:
                     continue
             if any(detector.valid(candidate) for candidate in detector.find(piece)):
@@ -182,7 +182,7 @@ def _possible(pieces: tuple[str, ...]) -> tuple[Detector, ...]:
     a detector's needs makes the whole meet them (no hint holds the NUL joining the pieces),
     so this only ever drops detectors that no piece would run."""
     whole = "\0".join(pieces)
-    digits = _digits(whole)
+    digits = digit_count(whole)
     return tuple(d for d in DETECTORS if digits >= d.min_digits and _hinted(d, whole))
 
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from tether.catalogue.cedar_schema import PROVENANCES
-from tether.session.detectors import IBAN, emails, iban_checksum
+from tether.session.detectors import IBAN, digit_count, emails, iban_checksum
 
 USER, TRUSTED, UNTRUSTED, UNSEEN = PROVENANCES
 # For a list of values (several recipients), the least vouched-for element decides.
@@ -136,7 +136,7 @@ def _forms(text: str, tokens: list[str]) -> Iterable[str]:
     if "/" in text:
         for path in set(filter(_PATH_START.match, tokens)):
             yield "path:" + normalize_path(path)
-    if sum(text.count(d) for d in "0123456789") >= _MIN_PHONE_DIGITS:
+    if digit_count(text) >= _MIN_PHONE_DIGITS:
         if text.lower() != text:  # an IBAN starts with two capital letters
             for candidate in IBAN.findall(text):
                 if iban_checksum(candidate):
