@@ -145,6 +145,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> None:
             pool = http1.Pool(url, {})
             first = await (await pool.post(b"{}", {})).read(100)
             await asyncio.sleep(0.05)  # the close arrives
+            assert not pool._idle and not pool._all  # nothing kept of the closed connection
             second = await (await pool.post(b"{}", {})).read(100)
             return [first, second]
 

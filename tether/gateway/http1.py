@@ -113,6 +113,8 @@ class Pool:
 
     def _gone(self, connection: _Connection) -> None:
         self._all.discard(connection)
+        if connection in self._idle:  # closed by the upstream while idle
+            self._idle.remove(connection)
 
 
 class Response:
