@@ -98,14 +98,17 @@ async def _call(ctx: Any, params: types.CallToolRequestParams) -> types.CallTool
 
 class _Forgetful:
     """The upstream's door: while `forget` is set, it answers every request on a session 404,
-    as an upstream restarted (and so without its sessions) does."""
+    as an upstream restarted (and so without its sessions) does. It keeps every request's
+    headers (`seen`)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.forget = False
+        self.seen: list[dict[bytes, bytes]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers", []))
+        self.seen.append(headers)
         if self.forget and b"mcp-session-id" in headers:
             await send({"type": "http.response.start", "status": 404, "headers": []})
             await send({"type": "http.response.body", "body": b""})
@@ -150,6 +153,7 @@ def _config(folder: Path, upstreams: dict[str, tuple[str, _Forgetful]]) -> Path:
     lines = ["workspace: acme", "upstreams:"]
     for name, (url, _) in upstreams.items():
         lines += [f"  {name}:", f"    url: {url}", "    timeout: 5"]
+        lines += ["    headers: {Authorization: Bearer upstream-secret}"]
     lines += ["  odd:", f"    command: [{sys.executable}, {FIXTURES / 'mcp_upstream.py'}]"]
     config.write_text("\n".join(lines) + "\n")
     return config
@@ -268,6 +272,24 @@ def test_a_plain_call_on_a_served_session_takes_the_hot_path(
         ]
         assert all(s.effect is Effect.ALLOW for s in list(state.history)[-4:])
         assert state.executed == before + 4  # every result was reported to the task
+
+
+def test_upstreams_get_the_gateways_credentials_never_the_agents_token(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """As the MCP authorization specification requires of a proxy: every request to an
+    upstream, on the SDK's path (opening the session) and on the hot path, carries the
+    gateway's own credentials for it, and neither the agent's token nor its proof."""
+    with _served(home, upstreams, ["sse.echo", "json.echo"]) as (gw, task):
+        token = task.token
+        agent = _Raw(gw.url, task)
+        agent.warm("sse.echo", {"text": "warm"})
+        hot = [agent.call(tool, {"text": "hot"})[0] for tool in ("sse.echo", "json.echo")]
+        assert hot == ["application/json"] * 2
+    seen = [h for _, door in upstreams.values() for h in door.seen]
+    assert len(seen) >= 4
+    assert all(h.get(b"authorization") == b"Bearer upstream-secret" for h in seen)
+    assert not any(b"dpop" in h or token.encode() in b" ".join(h.values()) for h in seen)
 
 
 def test_an_upstream_that_hangs_fails_the_hot_call_closed_and_the_next_call_goes_on(

@@ -97,9 +97,10 @@ def test_a_streamed_body_is_read_as_it_comes_not_at_its_end() -> None:
             pool = http1.Pool(url, {})
             response = await pool.post(b"{}", {})
             read = []
-            async for chunk in response.chunks():
-                read.append(chunk)
-                release.set()
+            async with asyncio.timeout(10):  # a client that waited for the end would hang
+                async for chunk in response.chunks():
+                    read.append(chunk)
+                    release.set()
             assert response.complete
             return read
 

@@ -52,7 +52,7 @@ def _b64(segment: str) -> bytes:
         raise _Malformed(f"a segment is not base64url: {exc}") from exc
     # One text per token: unused low bits in the last character would make another text of
     # the same signature (a proof that is "different" yet the same), so they must be zero.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode():
+    if _b64encode(raw) != segment:
         raise _Malformed("a segment is not canonical base64url")
     return raw
 

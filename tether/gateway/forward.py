@@ -2,13 +2,14 @@
 the SDK's client opened: the upstream half of the gateway's hot path (hot_path.py).
 
 Why not the SDK's client session for it: posted with httpx (the SDK client's HTTP library), a
-call to benchmarks/mcp_echo.py cost the caller 1.6 ms of CPU; with aiohttp 0.6 ms, and over
-http1.py's connections 0.2 ms (one-off scripts, 1,000 calls each; docs/gateway.md). What
-stays with the SDK: opening the session (the handshake), everything that is not a tool call,
-and any call during which the upstream may ask the agent something (sampling, elicitation) or
-report progress (upstream.py chooses). So what can arrive here mid-call is a notification, which is
-handed on, or a request the session did not offer to answer (a ping is answered), which is
-refused as the SDK's client refuses a request it has no callback for.
+call to benchmarks/mcp_echo.py cost the caller 1.6 ms of CPU; with aiohttp 0.5 to 0.6 ms, and
+over http1.py's connections 0.21 to 0.25 ms (one-off scripts, 1,000 calls each;
+docs/gateway.md). What stays with the SDK: opening the session (the handshake), everything
+that is not a tool call, and any call during which the upstream may ask the agent something
+(sampling, elicitation) or report progress (upstream.py chooses). So what can arrive here
+mid-call is a notification, which is handed on, or a request the session did not offer to
+answer (a ping is answered), which is refused as the SDK's client refuses a request it has no
+callback for.
 
 The wire is the streamable HTTP transport's: a POST with the session's id and protocol
 version, answered by one JSON message or by an event stream that carries the response.
