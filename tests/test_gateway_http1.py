@@ -275,3 +275,109 @@ def test_a_released_response_keeps_its_connection_only_if_it_ends_in_time(ends: 
 
     asyncio.run(run())
     assert connections == (1 if ends else 3)
+
+
+def held_server() -> tuple[Handler, asyncio.Event, list[int]]:
+    """A server that answers each request only once `gate` is set; `seen` counts connections
+    (its length) and the requests on each."""
+    gate = asyncio.Event()
+    seen: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(0)
+        mine = len(seen) - 1
+        async for _ in requests(reader):
+            seen[mine] += 1
+            await gate.wait()
+            writer.write(ok(b"{}"))
+
+    return handler, gate, seen
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def test_posts_past_the_cap_wait_for_a_connection_that_comes_free() -> None:
+    handler, gate, seen = held_server()
+
+    async def run() -> list[bytes]:
+        async with serving(handler) as url:
+            pool = http1.Pool(url, {}, max_connections=2)
+
+            async def call() -> bytes:
+                return await (await pool.post(b"{}", {})).read(100)
+
+            calls = [asyncio.create_task(call()) for _ in range(5)]
+            await eventually(lambda: sum(seen) == 2)
+            await asyncio.sleep(0.2)  # time enough for a third connection, were one opened
+            assert seen == [1, 1] and pool.connections == 2
+            gate.set()
+            async with asyncio.timeout(5):
+                return await asyncio.gather(*calls)
+
+    assert asyncio.run(run()) == [b"{}"] * 5
+    assert len(seen) == 2 and sum(seen) == 5
+
+
+def test_a_post_that_stops_waiting_passes_its_turn_on() -> None:
+    """A call cancelled while waiting (its deadline passed) leaves the queue; one cancelled as
+    it was handed a connection hands it to the next in line, so no connection is lost."""
+    handler, gate, seen = held_server()
+
+    async def run() -> bytes:
+        async with serving(handler) as url:
+            pool = http1.Pool(url, {}, max_connections=1)
+
+            async def gives_up() -> None:
+                async with asyncio.timeout(0.1):
+                    await pool.post(b"{}", {})
+
+            # Queued in this order behind the post below, which takes the one connection.
+            waiting = [asyncio.create_task(c) for c in (gives_up(), pool.post(b"{}", {}))]
+            last = asyncio.create_task(pool.post(b"{}", {}))
+            asyncio.get_running_loop().call_later(0.3, gate.set)
+            response = await pool.post(b"{}", {})
+            # Its answer came whole: its connection is handed to the second call in line, which
+            # has not run yet. Cancelled now, it must pass the connection on to the last.
+            waiting[1].cancel()
+            assert await response.read(100) == b"{}"
+            outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+            assert [type(o) for o in outcomes] == [TimeoutError, asyncio.CancelledError]
+            async with asyncio.timeout(5):
+                answer = await (await last).read(100)
+            assert not pool._waiting
+            return answer
+
+    assert asyncio.run(run()) == b"{}"
+    assert seen == [2]  # one connection: the first call's, then the last's
+
+
+def test_a_connection_that_closes_makes_room_for_a_post_waiting() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await request(reader)
+        if connections == 1:
+            await asyncio.sleep(0.1)
+            writer.close()  # no answer
+            return
+        writer.write(ok(b"{}"))
+
+    async def run() -> bytes:
+        async with serving(handler) as url:
+            pool = http1.Pool(url, {}, max_connections=1)
+            first = asyncio.create_task(pool.post(b"{}", {}))
+            await eventually(lambda: connections == 1)
+            second = asyncio.create_task(pool.post(b"{}", {}))
+            with pytest.raises(ConnectionFailed, match="closed the connection"):
+                await first
+            async with asyncio.timeout(5):
+                return await (await second).read(100)
+
+    assert asyncio.run(run()) == b"{}"
+    assert connections == 2

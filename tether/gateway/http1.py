@@ -26,6 +26,7 @@ import httptools
 import httpx2
 
 READ_PAUSE_BYTES = 1 << 20  # a response's unread body past this: stop reading the socket
+MAX_CONNECTIONS = 100  # to one upstream; more posts at once wait for one of them
 
 
 class ConnectionFailed(Exception):
@@ -53,9 +54,14 @@ def pool(url: str, headers: Mapping[str, str]) -> Pool | None:
 
 
 class Pool:
-    """Kept-alive connections to one upstream, each carrying one POST at a time."""
+    """Kept-alive connections to one upstream, each carrying one POST at a time, at most
+    `max_connections` of them: a burst of agents' calls does not open a connection each on an
+    upstream that may refuse or crumble under them; the calls past the cap wait their turn
+    (within their own deadline), each handed the next connection that comes free."""
 
-    def __init__(self, url: str, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, url: str, headers: Mapping[str, str], max_connections: int = MAX_CONNECTIONS
+    ) -> None:
         parts = urlsplit(url)
         assert parts.hostname is not None
         secure = parts.scheme == "https"
@@ -66,13 +72,16 @@ class Pool:
         self._head = head.encode("latin-1")  # what cannot be sent is refused here, at once
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
+        self._max = max_connections
+        self._opening = 0  # connections being opened, counted against the cap
+        self._waiting: deque[asyncio.Future[_Connection | None]] = deque()
 
     async def post(self, body: bytes, headers: Mapping[str, str]) -> Response:
         """Send a POST and return its response once its head has come; its body is read from
         the response. Raises ConnectionFailed (ValueError for headers HTTP does not allow)."""
         own = f"{_lines(headers)}content-length: {len(body)}\r\n\r\n"
         request = self._head + own.encode("latin-1") + body
-        connection = self._idle_connection() or await self._connect()
+        connection = await self._connection()
         response = connection.send(request)
         try:
             await response.head
@@ -86,6 +95,33 @@ class Pool:
             connection.abort()
         self._idle.clear()
 
+    @property
+    def connections(self) -> int:
+        """Connections open or being opened."""
+        return len(self._all) + self._opening
+
+    async def _connection(self) -> _Connection:
+        """An idle connection, a new one while under the cap, or the next one freed."""
+        while True:
+            idle = self._idle_connection()
+            if idle is not None:
+                return idle
+            if self.connections < self._max:
+                return await self._connect()
+            waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                handed = await waiter
+            except BaseException:  # cancelled (its deadline): what it was handed goes on
+                if waiter.done() and not waiter.cancelled():
+                    self._hand_on(waiter.result())
+                elif waiter in self._waiting:
+                    self._waiting.remove(waiter)
+                raise
+            if handed is not None and handed.usable:
+                return handed
+            # None: a connection closed, so there is room to open one (or another was idle)
+
     def _idle_connection(self) -> _Connection | None:
         while self._idle:
             connection = self._idle.pop()
@@ -96,6 +132,7 @@ class Pool:
     async def _connect(self) -> _Connection:
         host, port = self._address
         loop = asyncio.get_running_loop()
+        self._opening += 1
         try:
             _, connection = await loop.create_connection(
                 lambda: _Connection(self),
@@ -104,18 +141,36 @@ class Pool:
                 ssl=self._ssl,
                 server_hostname=host if self._ssl is not None else None,
             )
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc}") from exc
+        except BaseException as exc:
+            self._opening -= 1
+            self._hand_on(None)  # the room it would have taken is free
+            if isinstance(exc, OSError | ssl.SSLError):
+                raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc}") from exc
+            raise
+        self._opening -= 1
         self._all.add(connection)
         return connection
 
     def _kept(self, connection: _Connection) -> None:
-        self._idle.append(connection)
+        """A connection is free for another post: the first call waiting gets it."""
+        self._hand_on(connection)
 
     def _gone(self, connection: _Connection) -> None:
         self._all.discard(connection)
         if connection in self._idle:  # closed by the upstream while idle
             self._idle.remove(connection)
+        self._hand_on(None)  # room for a call waiting to open one
+
+    def _hand_on(self, connection: _Connection | None) -> None:
+        """To the first call still waiting: a free connection, or (None) word that there is
+        room to open one. With no one waiting, a free connection waits idle."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        if connection is not None and connection.usable:
+            self._idle.append(connection)
 
 
 class Response:
