@@ -107,9 +107,15 @@ def test_quick_load_run_answers_every_call_it_offers(tmp_path: Path) -> None:
 def test_quick_gateway_benchmark_runs(tmp_path: Path) -> None:
     """Both paths answer every call (the benchmark asserts each result is no error)."""
     figures: Any = quick_run("gateway.py", tmp_path / "gateway.json")
-    assert set(figures) == {"direct", "gateway", "added_median_ms", "cpu_per_call_ms"}
-    assert figures["gateway"]["median_ms"] > 0 and figures["direct"]["median_ms"] > 0
-    assert figures["cpu_per_call_ms"]["gateway"] > 0 and figures["cpu_per_call_ms"]["upstream"] > 0
+    paths = {"direct", "gateway", "gateway_sdk_path"}
+    assert set(figures) == paths | {
+        "added_median_ms",
+        "added_sdk_path_median_ms",
+        "cpu_per_call_ms",
+    }
+    assert all(figures[path]["median_ms"] > 0 for path in paths)
+    cpu = figures["cpu_per_call_ms"]
+    assert set(cpu) == paths - {"direct"} | {"upstream"} and all(v > 0 for v in cpu.values())
 
 
 def test_quick_console_benchmark_fetches_every_page(tmp_path: Path) -> None:

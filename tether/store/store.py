@@ -58,6 +58,7 @@ class StaleRevision(Conflict):
 
 
 T = TypeVar("T")
+_REVISIONS = sa.select(t.workspaces.c.name, t.workspaces.c.revision)  # asked often: built once
 
 
 def sqlite_url(home: str | Path) -> str:
@@ -211,7 +212,7 @@ class Store:
     def revisions(self) -> dict[str, int]:
         """Each workspace's revision: the cheap question every process asks to stay current."""
         with self.engine.connect() as db:
-            rows = db.execute(sa.select(t.workspaces.c.name, t.workspaces.c.revision)).all()
+            rows = db.execute(_REVISIONS).all()
         return {name: revision for name, revision in rows}  # noqa: C416 - rows are Row objects
 
     def snapshot(self, name: str) -> WorkspaceSnapshot | None:
