@@ -57,6 +57,7 @@ TOOLS = [
             ("asks", "Ping the client and ask it for its roots, mid-call."),
             ("refuses", "Answer with a JSON-RPC error."),
             ("hangs", "Answer after longer than the gateway waits."),
+            ("elicits", "Ask the person for a name, mid-call."),
         ]
     ),
 ]
@@ -86,6 +87,13 @@ async def _call(ctx: Any, params: types.CallToolRequestParams) -> types.CallTool
         except MCPError as exc:
             roots = f"refused ({exc.error.message})"
         text = f"ping answered; roots {roots}"
+    elif params.name == "elicits":
+        asked = await ctx.session.elicit_form(
+            "Your name?",
+            {"type": "object", "properties": {"name": {"type": "string"}}},
+            related_request_id=ctx.request_id,
+        )
+        text = f"{asked.action}: {(asked.content or {}).get('name')}"
     elif params.name == "refuses":
         raise MCPError(INVALID_PARAMS, "no such thing here")
     elif params.name == "hangs":
@@ -457,6 +465,47 @@ def test_sessions_that_need_the_sdk_keep_its_path(
         assert kind == "text/event-stream" and _text(messages[-1]) == "echo: c"
 
 
+def test_an_eliciting_clients_call_is_posted_directly_and_what_the_upstream_asks_is_relayed(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that offers elicitation is served through the SDK's session (an approval may
+    need to ask it something), but its calls to an HTTP upstream are posted directly
+    (forward.py), and what the upstream asks it mid-call goes to it and back (relay.py)."""
+    posted: list[str] = []
+    post = forward.call_tool
+
+    async def counted(*args: Any, **kwargs: Any) -> types.CallToolResult:
+        posted.append(kwargs["name"])
+        return await post(*args, **kwargs)
+
+    monkeypatch.setattr(forward, "call_tool", counted)
+    asked: list[str] = []
+
+    async def person(_context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+    async def run(gw: Gateway, task: TaskHandleBase) -> list[str]:
+        async with gw.client(task, elicitation_callback=person) as client:
+            deadline = time.monotonic() + 20
+            while (await client.call_tool("sse.echo", {"text": "warm"})).is_error:
+                assert time.monotonic() < deadline, "the policies never came into force"
+                await anyio.sleep(0.05)
+            texts = []
+            for _ in range(2):
+                result = await client.call_tool("sse.elicits", {})
+                assert not result.is_error, result
+                texts.append(cast(types.TextContent, result.content[0]).text)
+            return texts
+
+    with _served(home, upstreams, ["sse.echo", "sse.elicits"]) as (gw, task):
+        texts = anyio.run(run, gw, task)
+        executed = gw.server_guard.task_state(task.id).executed
+    assert texts == ["accept: Ada"] * 2 and asked == ["Your name?"] * 2
+    assert posted.count("elicits") == 2  # neither went through the SDK's client session
+    assert executed >= 3  # the warm call and both asks were reported to the task
+
+
 def test_another_tasks_token_cannot_use_a_sessions_hot_path(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
 ) -> None:
@@ -600,7 +649,9 @@ def test_an_event_stream_reads_the_same_wherever_its_chunks_are_cut(cuts: list[i
 
     async def read() -> dict[str, Any]:
         answered = cast(Any, _Answered(chunks))
-        return await forward._from_events(cast(Any, None), answered, "tether-1", {}, notify)
+        return await forward._from_events(
+            cast(Any, None), answered, "tether-1", {}, notify=notify, ask=None
+        )
 
     assert anyio.run(read) == ANSWER
     assert seen == [{"method": LOGGED["method"], "params": LOGGED["params"]}]
@@ -614,7 +665,9 @@ def test_an_event_larger_than_the_sdks_limit_fails_the_call() -> None:
 
     async def read() -> dict[str, Any]:
         answered = cast(Any, _Answered([huge[i : i + 65536] for i in range(0, len(huge), 65536)]))
-        return await forward._from_events(cast(Any, None), answered, "tether-1", {}, notify)
+        return await forward._from_events(
+            cast(Any, None), answered, "tether-1", {}, notify=notify, ask=None
+        )
 
     with pytest.raises(MCPError, match="over 1,048,576 bytes"):
         anyio.run(read)

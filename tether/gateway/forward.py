@@ -5,11 +5,11 @@ Why not the SDK's client session for it: posted with httpx (the SDK client's HTT
 call to benchmarks/mcp_echo.py cost the caller 1.6 ms of CPU; with aiohttp 0.5 to 0.6 ms, and
 over http1.py's connections 0.21 to 0.25 ms (one-off scripts, 1,000 calls each;
 docs/gateway.md). What stays with the SDK: opening the session (the handshake), everything
-that is not a tool call, and any call during which the upstream may ask the agent something
-(sampling, elicitation) or report progress (upstream.py chooses). So what can arrive here
-mid-call is a notification, which is handed on, or a request the session did not offer to
-answer (a ping is answered), which is refused as the SDK's client refuses a request it has no
-callback for.
+that is not a tool call, and any call that asks for progress (upstream.py chooses). What can
+arrive here mid-call is a notification, which is handed on, or a request: a ping is
+answered, sampling and elicitation are asked of the agent where its client offers them
+(relay.py, on the SDK's path; the hot path serves only clients that offer neither), and
+anything else is refused as the SDK's client refuses a request it has no callback for.
 
 The wire is the streamable HTTP transport's: a POST with the session's id and protocol
 version, answered by one JSON message or by an event stream that carries the response.
@@ -42,6 +42,9 @@ DRAIN_SECONDS = 1.0  # an event stream still sending this long after the answer:
 _ids = itertools.count(1)  # ours are strings, so never an id the SDK's session has in flight
 
 Notify = Callable[[types.ServerNotification], Awaitable[None]]
+# What the upstream asks mid-call, asked of the agent: the reply's `result` or `error`, or None
+# for a request no one takes (refused).
+Ask = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
 class SessionGone(Exception):
@@ -57,11 +60,13 @@ async def call_tool(
     name: str,
     arguments: dict[str, Any],
     notify: Notify,
+    ask: Ask | None = None,
 ) -> types.CallToolResult:
     """Call `name` upstream and return its result. The upstream's JSON-RPC error is raised as
     MCPError (as the SDK's client raises it); a broken connection as http1.ConnectionFailed.
     What an event stream sends after the answer is dropped as it comes, off the call's path,
-    so that its connection carries the next call."""
+    so that its connection carries the next call. `ask`: where requests the upstream makes
+    mid-call go (relay.py), besides a ping, which is answered here."""
     request_id = f"tether-{next(_ids)}"
     headers = {
         "accept": "application/json, text/event-stream",
@@ -88,7 +93,7 @@ async def call_tool(
         if content_type == "application/json":
             answer = _parse(await response.read(MAX_JSON_BYTES))
         elif content_type == "text/event-stream":
-            answer = await _from_events(http, response, request_id, headers, notify)
+            answer = await _from_events(http, response, request_id, headers, notify=notify, ask=ask)
             response.release(DRAIN_SECONDS)  # its connection is kept: no new one per call
             return _result(answer)
         else:
@@ -104,7 +109,9 @@ async def _from_events(
     response: Response,
     request_id: str,
     headers: dict[str, str],
+    *,
     notify: Notify,
+    ask: Ask | None,
 ) -> dict[str, Any]:
     """The response to `request_id` from the event stream, handling what comes before it."""
     pending = bytearray()  # the line being received
@@ -138,7 +145,7 @@ async def _from_events(
                     if message.get("id") == request_id:
                         return message
                 elif "id" in message:
-                    await _answer(http, headers, message)
+                    await _answer(http, headers, message, ask)
                 else:
                     await _notify(notify, message)
     raise MCPError(CONNECTION_CLOSED, "the upstream ended the call's stream without an answer")
@@ -153,12 +160,18 @@ async def _notify(notify: Notify, message: dict[str, Any]) -> None:
     await notify(notification)
 
 
-async def _answer(http: Pool, headers: dict[str, str], request: dict[str, Any]) -> None:
-    """What the upstream asks its client mid-call: a ping is answered, anything else is
-    refused, as the SDK's client refuses a request it has no callback for."""
+async def _answer(
+    http: Pool, headers: dict[str, str], request: dict[str, Any], ask: Ask | None
+) -> None:
+    """What the upstream asks its client mid-call: a ping is answered, what `ask` takes is
+    asked of the agent, anything else is refused, as the SDK's client refuses a request it has
+    no callback for."""
     reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request["id"]}
+    asked = await ask(request) if ask is not None and request.get("method") != "ping" else None
     if request.get("method") == "ping":
         reply["result"] = {}
+    elif asked is not None:
+        reply |= asked
     else:
         reply["error"] = {"code": METHOD_NOT_FOUND, "message": "Method not found"}
     answered = await http.post(_encode(reply), headers)

@@ -21,6 +21,7 @@ from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR
+from pydantic import ValidationError
 
 
 @contextmanager
@@ -60,7 +61,7 @@ class Relay:
         return ServerMessageMetadata(related_request_id=self.related)
 
     async def sample(
-        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
+        self, context: ClientRequestContext | None, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.ErrorData:
         try:
             result: types.CreateMessageResult = await self.session.send_request(
@@ -75,7 +76,7 @@ class Relay:
         return result
 
     async def elicit(
-        self, context: ClientRequestContext, params: types.ElicitRequestParams
+        self, context: ClientRequestContext | None, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
         try:
             result: types.ElicitResult = await self.session.send_request(
@@ -86,6 +87,27 @@ class Relay:
         except Exception as exc:
             return types.ErrorData(code=INTERNAL_ERROR, message=f"the agent's client: {exc}")
         return result
+
+    async def answer(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The reply (its `result` or `error`) to what an upstream asks during a call posted
+        directly (forward.py), asked of the agent as the SDK's client session asks it through
+        `callbacks`; None for what those callbacks do not take, which the caller refuses as
+        the SDK's client refuses a request it has no callback for."""
+        callbacks = self.callbacks()
+        try:
+            asked = types.server_request_adapter.validate_python(request)
+        except ValidationError:
+            return None
+        reply: Any
+        if isinstance(asked, types.CreateMessageRequest) and "sampling_callback" in callbacks:
+            with legacy():
+                reply = await self.sample(None, asked.params)
+        elif isinstance(asked, types.ElicitRequest) and "elicitation_callback" in callbacks:
+            reply = await self.elicit(None, asked.params)
+        else:
+            return None
+        data = reply.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return {"error": data} if isinstance(reply, types.ErrorData) else {"result": data}
 
     async def log(self, params: types.LoggingMessageNotificationParams) -> None:
         with legacy():

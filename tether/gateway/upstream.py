@@ -237,22 +237,19 @@ class Upstream:
         progress: ProgressFnT | None,
         notify: forward.Notify | None = None,
     ) -> types.CallToolResult:
-        """Call a tool: posted on the session directly (forward.py) when it is over HTTP, the
-        upstream cannot ask the agent anything on it and no progress is asked for; else
-        through the SDK's session. What the upstream sends meanwhile goes to `notify`, or
-        else to the relay. Fails closed as `request` does."""
+        """Call a tool: posted on the session directly (forward.py) when it is over HTTP and
+        no progress is asked for; else through the SDK's session. What the upstream sends
+        meanwhile goes to `notify`, or else to the relay; what it asks the agent (sampling,
+        elicitation, where the agent's client offers them) goes to the relay, which the SDK's
+        path points at the agent's request being served (proxy.py, `_using`). Fails closed
+        as `request` does."""
         what = f"tools/call {name}"
-        if self.poster is not None and self.spec.url and progress is None:
-            await self.session()  # connected (so what it offers is known), or unavailable
-            direct = not self.back_channel
-        else:
-            direct = False
-        if not direct:
+        if self.poster is None or not self.spec.url or progress is not None:
             result: types.CallToolResult = await self.request(
                 what, lambda s: s.call_tool(name, arguments, progress_callback=progress)
             )
             return result
-        assert self.poster is not None
+        await self.session()  # connected (so what it offers is known), or unavailable
         version = self.protocol_version
         assert version is not None
         try:
@@ -266,6 +263,7 @@ class Upstream:
                     name=name,
                     arguments=arguments,
                     notify=lambda message: self._notified(message, notify),
+                    ask=self.relay.answer if self.relay is not None and self.back_channel else None,
                 )
         except TimeoutError:
             raise UpstreamUnavailable(
