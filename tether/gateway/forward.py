@@ -167,10 +167,9 @@ async def _answer(
     asked of the agent, anything else is refused, as the SDK's client refuses a request it has
     no callback for."""
     reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request["id"]}
-    asked = await ask(request) if ask is not None and request.get("method") != "ping" else None
     if request.get("method") == "ping":
         reply["result"] = {}
-    elif asked is not None:
+    elif ask is not None and (asked := await ask(request)) is not None:
         reply |= asked
     else:
         reply["error"] = {"code": METHOD_NOT_FOUND, "message": "Method not found"}
