@@ -506,6 +506,45 @@ def test_an_eliciting_clients_call_is_posted_directly_and_what_the_upstream_asks
     assert executed >= 3  # the warm call and both asks were reported to the task
 
 
+def test_what_an_upstream_asks_on_a_direct_post_goes_to_that_calls_agent_and_no_other(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """Two agents' calls are in flight at once, each on its own session; what the upstream
+    asks during each reaches the person behind that call's agent only."""
+    asked: dict[str, list[str]] = {"ada": [], "bob": []}
+
+    def person(name: str) -> Any:
+        async def answer(_context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+            asked[name].append(params.message)
+            await anyio.sleep(0.2)  # both calls wait on their person at once
+            return types.ElicitResult(action="accept", content={"name": name})
+
+        return answer
+
+    async def calls(gw: Gateway, task: TaskHandleBase, name: str, texts: dict[str, str]) -> None:
+        async with gw.client(task, elicitation_callback=person(name)) as client:
+            deadline = time.monotonic() + 20
+            while (await client.call_tool("sse.echo", {"text": "warm"})).is_error:
+                assert time.monotonic() < deadline, "the policies never came into force"
+                await anyio.sleep(0.05)
+            result = await client.call_tool("sse.elicits", {})
+            texts[name] = cast(types.TextContent, result.content[0]).text
+
+    async def run(gw: Gateway, tasks: dict[str, TaskHandleBase]) -> dict[str, str]:
+        texts: dict[str, str] = {}
+        async with anyio.create_task_group() as group:
+            for name, task in tasks.items():
+                group.start_soon(calls, gw, task, name, texts)
+        return texts
+
+    with _served(home, upstreams, ["sse.echo", "sse.elicits"]) as (gw, ada):
+        bob = coder_task(gw.guard, ["sse.echo", "sse.elicits"])
+        texts = anyio.run(run, gw, {"ada": ada, "bob": bob})
+        bob.end()
+    assert texts == {"ada": "accept: ada", "bob": "accept: bob"}
+    assert asked == {"ada": ["Your name?"], "bob": ["Your name?"]}
+
+
 def test_another_tasks_token_cannot_use_a_sessions_hot_path(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
 ) -> None:

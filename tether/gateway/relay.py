@@ -91,8 +91,10 @@ class Relay:
     async def answer(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """The reply (its `result` or `error`) to what an upstream asks during a call posted
         directly (forward.py), asked of the agent as the SDK's client session asks it through
-        `callbacks`; None for what those callbacks do not take, which the caller refuses as
-        the SDK's client refuses a request it has no callback for."""
+        `callbacks` (what the upstream was offered when the session opened); None for what
+        those callbacks do not take, which the caller refuses as the SDK's client refuses a
+        request it has no callback for. A session on the hot path offers neither, so its
+        relay, not pointed at a hot call's request, is never asked anything."""
         callbacks = self.callbacks()
         try:
             asked = types.server_request_adapter.validate_python(request)
@@ -100,8 +102,7 @@ class Relay:
             return None
         reply: Any
         if isinstance(asked, types.CreateMessageRequest) and "sampling_callback" in callbacks:
-            with legacy():
-                reply = await self.sample(None, asked.params)
+            reply = await self.sample(None, asked.params)
         elif isinstance(asked, types.ElicitRequest) and "elicitation_callback" in callbacks:
             reply = await self.elicit(None, asked.params)
         else:

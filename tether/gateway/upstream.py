@@ -41,7 +41,6 @@ log = logging.getLogger("tether.gateway")
 
 RETRY_SECONDS = 1.0  # an upstream that went down is started again at most this often
 Streams = tuple[Any, Any]
-BACK_CHANNEL = {"sampling_callback", "elicitation_callback"}  # what lets an upstream ask mid-call
 
 
 class UpstreamUnavailable(Exception):
@@ -75,7 +74,6 @@ class Upstream:
         self._session: ClientSession | None = None
         self._session_ids: list[str] = []  # over HTTP: the id the upstream gave the session
         self.protocol_version: str | None = None
-        self.back_channel = False  # whether the session offers the upstream sampling or elicitation
         self._stop = anyio.Event()
         self._lock = anyio.Lock()
         self._tasks = tasks
@@ -139,7 +137,6 @@ class Upstream:
         session: ClientSession | None = None
         try:
             callbacks = self.relay.callbacks() if self.relay is not None else {}
-            self.back_channel = bool(callbacks.keys() & BACK_CHANNEL)
             async with (
                 self._transport() as streams,
                 ClientSession(
@@ -263,7 +260,7 @@ class Upstream:
                     name=name,
                     arguments=arguments,
                     notify=lambda message: self._notified(message, notify),
-                    ask=self.relay.answer if self.relay is not None and self.back_channel else None,
+                    ask=self.relay.answer if self.relay is not None else None,
                 )
         except TimeoutError:
             raise UpstreamUnavailable(
