@@ -25,6 +25,7 @@ import pytest
 from gateway_env import FIXTURES, Gateway, coder_task, gateway, prepare
 from hypothesis import given
 from hypothesis import strategies as st
+from mcp.client.session import ClientSession
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
@@ -36,7 +37,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tether.gateway import forward
-from tether.gateway.hot_path import SdkSessions, _tools_call
+from tether.gateway.hot_path import HotPath, SdkSessions, _tools_call
+from tether.gateway.proxy import Gateway as ProxyGateway
 from tether.gateway.relay import legacy
 from tether.model import Effect
 from tether.sdk.handle import TaskHandleBase
@@ -49,6 +51,12 @@ TOOLS = [
         name="echo",
         input_schema={"type": "object", "properties": {"text": {"type": "string"}}},
         description="Say the text back.",
+    ),
+    types.Tool(  # not destructive, so the user the agent acts for may approve it
+        name="note",
+        input_schema={"type": "object", "properties": {"text": {"type": "string"}}},
+        description="Write the text down.",
+        annotations=types.ToolAnnotations(destructive_hint=False),
     ),
     *(
         types.Tool(name=name, input_schema={"type": "object"}, description=about)
@@ -155,10 +163,12 @@ def upstreams() -> Iterator[dict[str, tuple[str, _Forgetful]]]:
             stop()
 
 
-def _config(folder: Path, upstreams: dict[str, tuple[str, _Forgetful]]) -> Path:
+def _config(
+    folder: Path, upstreams: dict[str, tuple[str, _Forgetful]], *, elicit: bool = False
+) -> Path:
     """The gateway in front of `upstreams`, and of `odd`, a command (tests/fixtures)."""
     config = folder / "gateway.yaml"
-    lines = ["workspace: acme", "upstreams:"]
+    lines = ["workspace: acme", f"approvals: {{elicit: {str(elicit).lower()}}}", "upstreams:"]
     for name, (url, _) in upstreams.items():
         lines += [f"  {name}:", f"    url: {url}", "    timeout: 5"]
         lines += ["    headers: {Authorization: Bearer upstream-secret}"]
@@ -237,10 +247,12 @@ def _served(
     upstreams: dict[str, tuple[str, _Forgetful]],
     tools: list[str],
     policies: dict[str, str] = PERMIT_ALL,
+    *,
+    elicit: bool = False,
 ) -> Iterator[tuple[Gateway, TaskHandleBase]]:
     """The gateway in front of `upstreams`, and a task of agent coder with `tools`."""
     guard = prepare(home)
-    with gateway(home, _config(home.parent, upstreams), guard, policies) as gw:
+    with gateway(home, _config(home.parent, upstreams, elicit=elicit), guard, policies) as gw:
         task = coder_task(guard, tools)
         try:
             yield gw, task
@@ -390,6 +402,7 @@ def test_notifications_during_a_hot_call_come_before_its_answer(
         answers = [agent.call("sse.chatty", {}) for _ in range(2)]  # the SDK's path, the hot one
         for kind, messages in answers:
             assert kind == "text/event-stream"
+            assert all(m["jsonrpc"] == "2.0" for m in messages)
             assert [m.get("method") for m in messages] == [
                 "notifications/message",
                 "notifications/message",
@@ -397,6 +410,28 @@ def test_notifications_during_a_hot_call_come_before_its_answer(
             ]
             assert [m["params"]["data"] for m in messages[:2]] == ["step 1", "step 2"]
             assert _text(messages[2]) == "done"
+
+
+def test_the_official_client_takes_in_what_an_upstream_logs_during_a_hot_call(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The messages on a hot call's stream are JSON-RPC messages the official client reads:
+    the upstream's log messages reach its logging callback, in order, before the result."""
+    hot = _hot_calls(monkeypatch)
+    logged: list[Any] = []
+
+    async def log(params: types.LoggingMessageNotificationParams) -> None:
+        logged.append(params.data)
+
+    async def run(gw: Gateway, task: TaskHandleBase) -> str:
+        async with gw.client(task, logging_callback=log) as client:
+            await _warm(client)
+            result = await client.call_tool("sse.chatty", {})
+            return cast(types.TextContent, result.content[0]).text
+
+    with _served(home, upstreams, ["sse.echo", "sse.chatty"]) as (gw, task):
+        assert anyio.run(run, gw, task) == "done"
+    assert hot == ["sse.chatty"] and logged == ["step 1", "step 2"]
 
 
 def test_what_an_upstream_asks_mid_call_is_answered_as_the_sdk_client_answers_it(
@@ -446,17 +481,18 @@ def test_an_upstream_that_lost_the_session_fails_the_call_and_the_next_one_start
         assert _text(answer) == "again"
 
 
-def test_sessions_that_need_the_sdk_keep_its_path(
+def test_calls_that_need_the_sdk_keep_its_path(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
 ) -> None:
-    """A client that may be asked mid-call (elicitation, sampling), a call that asks for
-    progress, or a call to an upstream that is a command, is served by the SDK: what an
-    upstream or an approval needs of the client is relayed there."""
+    """A call that asks for progress, or a call to an upstream that is a command, is served by
+    the SDK. A client that may be asked things mid-call (elicitation, sampling) is not such a
+    call: with nothing to ask, its calls are answered in JSON by the hot path."""
     with _served(home, upstreams, ["json.echo", "odd.echo"]) as (gw, task):
-        asking = _Raw(gw.url, task, {"elicitation": {}})
-        asking.warm("json.echo", {"text": "warm"})
-        kinds = [asking.call("json.echo", {"text": "x"})[0] for _ in range(2)]
-        assert kinds == ["text/event-stream"] * 2
+        for offers in ({"elicitation": {}}, {"sampling": {}}):
+            asking = _Raw(gw.url, task, offers)
+            asking.warm("json.echo", {"text": "warm"})
+            kinds = [asking.call("json.echo", {"text": "x"})[0] for _ in range(2)]
+            assert kinds == ["application/json"] * 2
         plain = _Raw(gw.url, task)
         plain.warm("json.echo", {"text": "warm"})
         kind, messages = plain.call("json.echo", {"text": "p"}, progressToken="t1")
@@ -465,12 +501,33 @@ def test_sessions_that_need_the_sdk_keep_its_path(
         assert kind == "text/event-stream" and _text(messages[-1]) == "echo: c"
 
 
-def test_an_eliciting_clients_call_is_posted_directly_and_what_the_upstream_asks_is_relayed(
+def _hot_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tools of the calls the hot path takes from now on (Gateway.hot_call counted)."""
+    taken: list[str] = []
+    hot_call = ProxyGateway.hot_call
+
+    async def counted(self: ProxyGateway, *args: Any, **kwargs: Any) -> types.CallToolResult:
+        taken.append(args[2])
+        return await hot_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProxyGateway, "hot_call", counted)
+    return taken
+
+
+async def _warm(client: ClientSession, tool: str = "sse.echo") -> None:
+    """Call until the call is allowed: the gateway sees the policies on its next look."""
+    deadline = time.monotonic() + 20
+    while (await client.call_tool(tool, {"text": "warm"})).is_error:
+        assert time.monotonic() < deadline, "the policies never came into force"
+        await anyio.sleep(0.05)
+
+
+def test_an_eliciting_clients_calls_take_the_hot_path_and_what_the_upstream_asks_reaches_it(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A client that offers elicitation is served through the SDK's session (an approval may
-    need to ask it something), but its calls to an HTTP upstream are posted directly
-    (forward.py), and what the upstream asks it mid-call goes to it and back (relay.py)."""
+    """A client that offers elicitation: once its session is served, its calls take the hot
+    path, posted directly (forward.py), and what the upstream asks mid-call is asked of the
+    client on the call's own stream; the client's reply, a POST of its own, goes back."""
     posted: list[str] = []
     post = forward.call_tool
 
@@ -479,6 +536,7 @@ def test_an_eliciting_clients_call_is_posted_directly_and_what_the_upstream_asks
         return await post(*args, **kwargs)
 
     monkeypatch.setattr(forward, "call_tool", counted)
+    hot = _hot_calls(monkeypatch)
     asked: list[str] = []
 
     async def person(_context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
@@ -487,10 +545,7 @@ def test_an_eliciting_clients_call_is_posted_directly_and_what_the_upstream_asks
 
     async def run(gw: Gateway, task: TaskHandleBase) -> list[str]:
         async with gw.client(task, elicitation_callback=person) as client:
-            deadline = time.monotonic() + 20
-            while (await client.call_tool("sse.echo", {"text": "warm"})).is_error:
-                assert time.monotonic() < deadline, "the policies never came into force"
-                await anyio.sleep(0.05)
+            await _warm(client)
             texts = []
             for _ in range(2):
                 result = await client.call_tool("sse.elicits", {})
@@ -502,8 +557,187 @@ def test_an_eliciting_clients_call_is_posted_directly_and_what_the_upstream_asks
         texts = anyio.run(run, gw, task)
         executed = gw.server_guard.task_state(task.id).executed
     assert texts == ["accept: Ada"] * 2 and asked == ["Your name?"] * 2
-    assert posted.count("elicits") == 2  # neither went through the SDK's client session
+    assert hot.count("sse.elicits") == 2  # both on the hot path, not the SDK's session
+    assert posted.count("elicits") == 2  # and posted directly, not by the SDK's client
     assert executed >= 3  # the warm call and both asks were reported to the task
+
+
+APPROVAL_POLICIES = {
+    "p.cedar": """
+@id("all")
+permit (principal, action, resource);
+
+@id("risky-needs-approval")
+@approval("admin")
+@reason("a risky note needs an admin's approval")
+forbid (principal, action == Action::"sse.note", resource)
+when { context.args has text && context.args.text like "*risky*" }
+unless { context.approved };
+"""
+}
+
+
+def test_an_approval_on_the_hot_path_is_asked_of_the_person_at_the_client(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that needs approval, on the hot path of a client that offers elicitation: the
+    person is asked on the call's own stream; an approval lets exactly that call through (its
+    proof was spent by the first decision, and is not refused as a replay by the second), a
+    refusal leaves it refused, and neither answer reaches the upstream otherwise."""
+    hot = _hot_calls(monkeypatch)
+    asked: list[str] = []
+    answers = iter(["approve", "deny"])
+
+    async def person(_context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"decision": next(answers)})
+
+    async def run(gw: Gateway, task: TaskHandleBase) -> list[types.CallToolResult]:
+        async with gw.client(task, elicitation_callback=person) as client:
+            await _warm(client)
+            return [await client.call_tool("sse.note", {"text": f"risky {n}"}) for n in (1, 2)]
+
+    tools = ["sse.echo", "sse.note"]
+    with _served(home, upstreams, tools, APPROVAL_POLICIES, elicit=True) as (gw, task):
+        approved, denied = anyio.run(run, gw, task)
+        history = list(gw.server_guard.task_state(task.id).history)
+    assert hot == ["sse.note", "sse.note"]
+    assert not approved.is_error and cast(types.TextContent, approved.content[0]).text == "risky 1"
+    assert denied.is_error and "denied" in cast(types.TextContent, denied.content[0]).text
+    assert len(asked) == 2 and all("sse.note" in a for a in asked)
+    assert "risky 1" in asked[0] and "risky 2" in asked[1]
+    assert [c.effect for c in history[-4:]] == [
+        Effect.APPROVAL_REQUIRED,
+        Effect.ALLOW,
+        Effect.APPROVAL_REQUIRED,
+        Effect.DENY,
+    ]
+
+
+class _Asking:
+    """An eliciting agent by hand, over one async HTTP client: a hot call to `sse.elicits`
+    whose answer stream is read event by event, and replies posted as the client chooses."""
+
+    def __init__(self, http: httpx2.AsyncClient, url: str, task: Any, session: str) -> None:
+        self.http, self.url, self.task, self.session = http, url, task, session
+
+    def headers(self, task: Any = None, proof: str | None = None) -> dict[str, str]:
+        task = task or self.task
+        return {
+            "Accept": "application/json, text/event-stream",
+            "Authorization": f"DPoP {task.token}",
+            "DPoP": proof or task.proof("POST", self.url, task.token),
+            "Mcp-Session-Id": self.session,
+            "MCP-Protocol-Version": VERSION,
+        }
+
+    async def reply(
+        self, request_id: str, name: str, *, task: Any = None, proof: str | None = None
+    ) -> httpx2.Response:
+        body = {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "result": {"action": "accept", "content": {"name": name}},
+        }
+        return await self.http.post(self.url, json=body, headers=self.headers(task, proof))
+
+    @asynccontextmanager
+    async def call(
+        self, tool: str = "sse.elicits", args: dict[str, Any] | None = None
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """The call's answer, message by message."""
+        body = {"jsonrpc": "2.0", "id": 77, "method": "tools/call"}
+        body["params"] = {"name": tool, "arguments": args or {}}
+        async with self.http.stream("POST", self.url, json=body, headers=self.headers()) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+
+            async def messages() -> AsyncIterator[dict[str, Any]]:
+                async for line in r.aiter_lines():
+                    if line.startswith("data:"):
+                        yield json.loads(line[5:])
+
+            yield messages()
+
+
+def test_a_reply_reaches_only_the_call_that_asked_on_its_own_session_and_proof(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """What a hot call asks its client is answered only by a reply on that session, from its
+    task, with a proof not used before: one on another session of the same task, one with
+    another task's token, and one with a spent proof are not taken; the call goes on waiting
+    and takes the right reply."""
+
+    async def run(gw: Gateway, task: TaskHandleBase, other: TaskHandleBase) -> list[Any]:
+        mine = _Raw(gw.url, task, {"elicitation": {}})
+        mine.warm("sse.echo", {"text": "warm"})
+        elsewhere = _Raw(gw.url, task, {"elicitation": {}})
+        elsewhere.warm("sse.echo", {"text": "warm"})
+        assert mine.session is not None and elsewhere.session is not None
+        async with httpx2.AsyncClient(timeout=20) as http:
+            agent = _Asking(http, gw.url, task, mine.session)
+            other_session = _Asking(http, gw.url, task, elsewhere.session)
+            async with agent.call() as messages:
+                asked = await anext(messages)
+                assert asked["method"] == "elicitation/create" and asked["jsonrpc"] == "2.0"
+                request_id = asked["id"]
+                spent = task.proof("POST", gw.url, task.token)
+                statuses = [
+                    (await other_session.reply(request_id, "Eve")).status_code,
+                    (await agent.reply(request_id, "Eve", task=other)).status_code,
+                    (await agent.reply("tether-ask-0", "Eve", proof=spent)).status_code,
+                    (await agent.reply(request_id, "Eve", proof=spent)).status_code,
+                    (await agent.reply(request_id, "Ada")).status_code,
+                ]
+                answer = await anext(messages)
+        return [statuses, answer]
+
+    with _served(home, upstreams, ["sse.echo", "sse.elicits"]) as (gw, task):
+        other = coder_task(gw.guard, ["sse.echo", "sse.elicits"])
+        statuses, answer = anyio.run(run, gw, task, other)
+        other.end()
+    # Another session's reply goes to the SDK, which knows no such request; another task's
+    # token is refused the session (404); an unknown id goes to the SDK and spends the proof,
+    # so the right id with that proof is a replay (401); the right reply is taken (202).
+    assert statuses == [202, 404, 202, 401, 202]
+    assert _text(answer) == "accept: Ada"
+
+
+def test_a_client_that_goes_away_while_asked_fails_only_its_own_call(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that closes its call's connection while the call waits for a person's answer
+    (an approval: no upstream's deadline bounds that wait): the call stops waiting, the call
+    is not made, and the session goes on serving."""
+    waiting: list[dict[Any, Any]] = []
+    init = HotPath.__init__
+
+    def kept(self: HotPath, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        waiting.append(self._asked)
+
+    monkeypatch.setattr(HotPath, "__init__", kept)
+
+    async def run(gw: Gateway, task: TaskHandleBase) -> tuple[str, int, str]:
+        agent = _Raw(gw.url, task, {"elicitation": {}})
+        agent.warm("sse.echo", {"text": "warm"})
+        assert agent.session is not None
+        asking = _Asking(httpx2.AsyncClient(timeout=20), gw.url, task, agent.session)
+        async with asking.http, asking.call("sse.note", {"text": "risky"}) as messages:
+            asked = (await anext(messages))["method"]
+            in_flight = len(waiting[0])
+        deadline = time.monotonic() + 10
+        while waiting[0]:
+            assert time.monotonic() < deadline, "the call still waits for a client gone away"
+            await anyio.sleep(0.05)
+        _kind, [answer] = agent.call("sse.echo", {"text": "still here"})
+        return asked, in_flight, _text(answer)
+
+    tools = ["sse.echo", "sse.note"]
+    with _served(home, upstreams, tools, APPROVAL_POLICIES, elicit=True) as (gw, task):
+        asked, in_flight, text = anyio.run(run, gw, task)
+        notes = [c for c in gw.server_guard.task_state(task.id).history if c.tool == "sse.note"]
+    assert (asked, in_flight, text) == ("elicitation/create", 1, "still here")
+    assert [c.effect for c in notes] == [Effect.APPROVAL_REQUIRED]  # decided, never made
 
 
 def test_what_an_upstream_asks_on_a_direct_post_goes_to_that_calls_agent_and_no_other(

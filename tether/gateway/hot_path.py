@@ -6,26 +6,30 @@ Why: the gateway is on the path of every tool call an agent makes. Through the S
 manager a call took about 0.8 ms at the gateway around Tether's own work (the request parsed
 into models, a task and memory streams per request, an event stream per answer:
 docs/gateway.md). Here a plain `tools/call` is read once, decided, made (forward.py) and
-answered with one JSON message, or with an event stream if the upstream sends notifications
-first.
+answered with one JSON message, or with an event stream if something goes to the client
+first: the upstream's notifications, or a request to the client (an approval asked of the
+person, or what the upstream asks mid-call: sampling, elicitation), whose reply the client
+posts back and this path takes too, as the SDK would.
 
 Only what needs nothing else of the SDK takes this path; everything else (opening a session,
 every other method, a batch, a call asking for progress, a call to an upstream that is a
-command, a session whose client may be asked something mid-call) goes to the SDK as it came,
-so behaviour is the SDK's there. A call takes the hot path only on a session the SDK still
-serves, owned by the same task (the check the SDK itself makes), after the same transport
-checks (content type, Host and Origin); and the session is held against idle expiry while
-the call runs, as the SDK holds it for its own.
+command) goes to the SDK as it came, so behaviour is the SDK's there. A call, or a reply,
+takes the hot path only on a session the SDK still serves, owned by the same task (the check
+the SDK itself makes), after the same transport checks (content type, Host and Origin); and
+the session is held against idle expiry while the call runs, as the SDK holds it for its
+own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import mcp_types as types
@@ -33,19 +37,25 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorizat
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware
+from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
-from mcp_types import INTERNAL_ERROR
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from tether.credentials.dpop import REPLAYED
+from tether.gateway.challenge import refuse
 from tether.gateway.proxy import Caller, Gateway
 
 log = logging.getLogger("tether.gateway")
 
 MAX_BODY = 1 << 20  # a larger call goes to the SDK, which applies its own limit
 CALL_KEYS = {"name", "arguments", "_meta"}
+R = TypeVar("R", bound=BaseModel)
+_ask_ids = itertools.count(1)
 
 
 class HotPath:
@@ -55,32 +65,42 @@ class HotPath:
         self.gateway = gateway
         self.sessions = SdkSessions(manager)
         self.security = TransportSecurityMiddleware(manager.security_settings)
+        # What hot calls have asked their clients and wait for: (session, request id).
+        self._asked: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
 
     async def serve(
         self, scope: Scope, headers: Headers, receive: Receive, send: Send, caller: Caller
     ) -> Receive | None:
-        """Answer the request if it is a call the hot path takes (None); else give back how to
-        receive it as it came, for the SDK."""
+        """Answer the request if it is a call the hot path takes, or a reply to what a hot
+        call asked (None); else give back how to receive it as it came, for the SDK."""
         if scope["method"] != "POST" or not _plain(headers):
             return receive
         body = await _body(receive)
         session_id = headers[MCP_SESSION_ID_HEADER]
-        call = _tools_call(body)
         transport = self.sessions.live(session_id, scope.get("user"))
+        call = _tools_call(body)
+        if call is None:
+            reply = _reply(body) if transport is not None else None
+            asked = self._asked.get((session_id, reply[0])) if reply is not None else None
+            if reply is None or asked is None or not await self._secure(scope):
+                return _replay(body, receive)
+            await self._deliver(asked, reply[1], caller, send, session_id)
+            return None
         connected = self.gateway.hot_connection(session_id) if transport is not None else None
         if (
-            call is None
-            or transport is None
+            transport is None
             or connected is None
             or not self.gateway.hot_tool(call[1])
-            or await self.security.validate_request(Request(scope), is_post=True) is not None
+            or not await self._secure(scope)
         ):
             return _replay(body, receive)
         request_id, name, args = call
-        answer = _Answer(send, session_id)
+        answer = _Answer(send, receive, session_id, self._asked)
         with self.sessions.held(transport):
             try:
-                result = await self.gateway.hot_call(connected, caller, name, args, answer.notify)
+                result = await self.gateway.hot_call(
+                    connected, caller, name, args, notify=answer.notify, ask_client=answer.ask
+                )
                 message: dict[str, Any] = {
                     "jsonrpc": "2.0",
                     "id": request_id,
@@ -95,6 +115,44 @@ class HotPath:
                 }
             await answer.finish(message)
         return None
+
+    async def _secure(self, scope: Scope) -> bool:
+        """The transport's own checks (content type, Host, Origin), as the SDK makes them."""
+        return await self.security.validate_request(Request(scope), is_post=True) is None
+
+    async def _deliver(
+        self,
+        asked: asyncio.Future[dict[str, Any]],
+        reply: dict[str, Any],
+        caller: Caller,
+        send: Send,
+        session_id: str,
+    ) -> None:
+        """A client's reply to what a hot call asked it: its proof is spent here (as the door
+        spends it for a request the SDK serves), then the call waiting for it goes on, and the
+        client is answered 202, as the SDK answers a reply."""
+        try:
+            fresh = self.gateway.guard.credentials.claim_once(caller.once)
+        except Exception:
+            await refuse(send, 503, "temporarily_unavailable", "the proof could not be recorded")
+            return
+        if not fresh:
+            await refuse(send, 401, "invalid_dpop_proof", REPLAYED)
+            return
+        if not asked.done():
+            asked.set_result(reply)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 202,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (MCP_SESSION_ID_HEADER.encode(), session_id.encode()),
+                    (b"content-length", b"0"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
 
 
 class SdkSessions:
@@ -140,21 +198,59 @@ class SdkSessions:
 
 
 class _Answer:
-    """The answer to the agent's POST: one JSON message, unless the upstream sends
-    notifications before its result; then an event stream of them and the result, as the SDK
-    answers."""
+    """The answer to the agent's POST: one JSON message, unless something goes to the client
+    before the result (the upstream's notifications, or what the call asks the client: an
+    approval, or what the upstream asks mid-call); then an event stream of those and the
+    result, as the SDK answers."""
 
-    def __init__(self, send: Send, session_id: str) -> None:
+    def __init__(
+        self,
+        send: Send,
+        receive: Receive,
+        session_id: str,
+        asked: dict[tuple[str, str], asyncio.Future[dict[str, Any]]],
+    ) -> None:
         self._send = send
+        self._receive = receive
+        self._session_id = session_id
         self._session = session_id.encode()
+        self._asked = asked
         self._streaming = False
 
     async def notify(self, notification: types.ServerNotification) -> None:
-        if not self._streaming:
-            self._streaming = True
-            await self._start(b"text/event-stream", [(b"cache-control", b"no-cache")])
-        data = notification.model_dump_json(by_alias=True, exclude_none=True).encode()
-        await self._send({"type": "http.response.body", "body": _event(data), "more_body": True})
+        await self._message(notification.model_dump(by_alias=True, mode="json", exclude_none=True))
+
+    async def ask(self, request: types.ServerRequest, result: type[R]) -> R:
+        """Ask the client on this answer's stream, as the SDK asks on the stream of the
+        request being served, and wait for its reply: a POST of its own, which `HotPath`
+        hands here (`_deliver`). The id is a string, never one of the SDK session's own.
+        Raises MCPError for the client's error, and fails if the client goes away first."""
+        request_id = f"tether-ask-{next(_ask_ids)}"
+        key = (self._session_id, request_id)
+        replied = asyncio.get_running_loop().create_future()
+        self._asked[key] = replied
+        try:
+            asking = request.model_dump(by_alias=True, mode="json", exclude_none=True)
+            await self._message({"id": request_id, **asking})
+            reply = await self._replied(replied)
+        finally:
+            del self._asked[key]
+        if "error" in reply:
+            raise MCPError.from_error_data(types.ErrorData.model_validate(reply["error"]))
+        return result.model_validate(reply.get("result"))
+
+    async def _replied(self, replied: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
+        """The reply, unless the client closes the call's connection first (its POST had been
+        read whole, so all it can still say is that it went away)."""
+        gone: asyncio.Future[Any] = asyncio.ensure_future(self._receive())
+        waiting: set[asyncio.Future[Any]] = {replied, gone}
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not replied.done():
+            raise MCPError(CONNECTION_CLOSED, "the agent's client went away before it replied")
+        return replied.result()
 
     async def finish(self, message: dict[str, Any]) -> None:
         data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
@@ -163,6 +259,17 @@ class _Answer:
             return
         await self._start(b"application/json", [(b"content-length", str(len(data)).encode())])
         await self._send({"type": "http.response.body", "body": data})
+
+    async def _message(self, message: dict[str, Any]) -> None:
+        """A JSON-RPC message (a notification, or a request) on the answer's stream."""
+        data = json.dumps({"jsonrpc": "2.0", **message}, separators=(",", ":"), ensure_ascii=False)
+        await self._event(data.encode())
+
+    async def _event(self, data: bytes) -> None:
+        if not self._streaming:
+            self._streaming = True
+            await self._start(b"text/event-stream", [(b"cache-control", b"no-cache")])
+        await self._send({"type": "http.response.body", "body": _event(data), "more_body": True})
 
     async def _start(self, content_type: bytes, extra: list[tuple[bytes, bytes]]) -> None:
         await self._send(
@@ -223,6 +330,24 @@ def _tools_call(body: bytes) -> tuple[str | int, str, dict[str, Any]] | None:
     if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
         return None
     return request_id, params["name"], params.get("arguments") or {}
+
+
+def _reply(body: bytes) -> tuple[str, dict[str, Any]] | None:
+    """A JSON-RPC reply (a result or an error) with a string id, the kind the hot path's own
+    requests to a client carry, and its id; None for anything else."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    if (
+        not isinstance(message, dict)
+        or message.get("jsonrpc") != "2.0"
+        or "method" in message
+        or ("result" in message) == ("error" in message)
+    ):
+        return None
+    reply_id = message.get("id")
+    return (reply_id, message) if isinstance(reply_id, str) else None
 
 
 async def _body(receive: Receive) -> bytes:

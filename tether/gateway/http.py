@@ -15,7 +15,6 @@ in its configuration, and never the agent's.
 from __future__ import annotations
 
 import gc
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -33,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.credentials.dpop import REPLAYED
 from tether.errors import CredentialRefused
+from tether.gateway.challenge import refuse
 from tether.gateway.config import GatewayConfig, load_config
 from tether.gateway.hot_path import HotPath
 from tether.gateway.proxy import Caller, Context, Gateway
@@ -84,7 +84,7 @@ class TaskTokenAuth:
                 if scheme.lower() != "bearer"
                 else "a bearer token is not accepted here: the task token is DPoP-bound"
             )
-            await _refuse(send, 401, "invalid_token", why)
+            await refuse(send, 401, "invalid_token", why)
             return
         once: list[tuple[str, float]] = []  # the proof's one-time id: written in _admit
 
@@ -102,13 +102,13 @@ class TaskTokenAuth:
                 remember_once=keep,
             )
         except CredentialRefused as exc:
-            await _refuse(send, 401, exc.error, str(exc))
+            await refuse(send, 401, exc.error, str(exc))
             return
         except Exception:  # fail closed, without a trace for the client
-            await _refuse(send, 503, "temporarily_unavailable", "the token could not be checked")
+            await refuse(send, 503, "temporarily_unavailable", "the token could not be checked")
             return
         if claims.ws != self.workspace:
-            await _refuse(
+            await refuse(
                 send, 403, "insufficient_scope", f"this gateway serves workspace {self.workspace}"
             )
             return
@@ -139,34 +139,13 @@ class TaskTokenAuth:
         try:
             fresh = self.guard.credentials.claim_once(caller.once)
         except Exception:
-            await _refuse(send, 503, "temporarily_unavailable", "the proof could not be recorded")
+            await refuse(send, 503, "temporarily_unavailable", "the proof could not be recorded")
             return
         if not fresh:
-            await _refuse(send, 401, "invalid_dpop_proof", REPLAYED)
+            await refuse(send, 401, "invalid_dpop_proof", REPLAYED)
             return
         scope.setdefault("state", {})[CALLER] = Caller(caller.token, caller.claims)
         await self.app(scope, receive, send)
-
-
-async def _refuse(send: Send, status: int, error: str, description: str) -> None:
-    body = json.dumps({"error": error, "error_description": description}).encode()
-    challenge = f'DPoP error="{error}", error_description="{_quoted(description)}"'
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"www-authenticate", challenge.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def _quoted(text: str) -> str:
-    return "".join(c for c in text if c.isprintable() and c not in '"\\')[:300]
 
 
 def _caller(ctx: Context) -> Caller:

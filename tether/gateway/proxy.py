@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -45,7 +45,7 @@ from tether.errors import TetherError
 from tether.gateway import http1
 from tether.gateway.config import GatewayConfig
 from tether.gateway.forward import Notify
-from tether.gateway.relay import Relay, legacy
+from tether.gateway.relay import AskClient, Relay, ask_agent, legacy
 from tether.gateway.tools import Offered, Review, review
 from tether.gateway.upstream import Upstream, UpstreamUnavailable
 from tether.model import Decision, Effect, OutputTrust, Tool
@@ -89,6 +89,8 @@ class Caller:
 # Who a request is from, its token checked (raises if it no longer stands): the HTTP door's
 # caller, or over stdio the gateway's own task.
 Identify = Callable[[Context], Caller]
+# Ask the person at the agent's client to fill in a form: its message and schema.
+ElicitForm = Callable[[str, dict[str, Any]], Awaitable[types.ElicitResult]]
 
 
 @dataclass
@@ -329,9 +331,10 @@ class Gateway:
         except Exception as exc:
             return _error(f"not authorized: {_message(exc)}")
         name, args = params.name, dict(params.arguments or {})
+        elicit = _elicit_form(ctx) if _can_elicit(ctx) else None
 
         async def ask(decision: Decision) -> Decision:
-            return await self._step_up(ctx, caller, decision, name, args)
+            return await self._step_up(elicit, caller, decision, name, args)
 
         async def send(connected: _Connected, offered: Offered) -> types.CallToolResult:
             async with self._using(ctx, offered.upstream, connected) as upstream:
@@ -343,17 +346,13 @@ class Gateway:
 
     def hot_connection(self, key: str) -> _Connected | None:
         """The agent session's upstream sessions, if its tool calls may take the hot path
-        (hot_path.py): the session has been served here before, and its client can be asked
-        nothing during a call (no sampling, no elicitation), so nothing an upstream or an
-        approval needs of it goes unrelayed."""
+        (hot_path.py): the session has been served here before, so what its client offers
+        (sampling, elicitation) is known."""
         connected = self._connected.pop(key, None)
         if connected is None:
             return None
         self._connected[key] = connected  # now the most recent
-        caps = connected.session.client_capabilities
-        if caps is None or caps.sampling is not None or caps.elicitation is not None:
-            return None
-        return connected
+        return connected if connected.session.client_capabilities is not None else None
 
     def hot_tool(self, name: str) -> bool:
         """Whether a call of tool `name` may take the hot path: its upstream is a URL (a call
@@ -368,17 +367,32 @@ class Gateway:
         caller: Caller,
         name: str,
         args: dict[str, Any],
+        *,
         notify: Notify,
+        ask_client: AskClient,
     ) -> types.CallToolResult:
-        """A tool call on the hot path: decided, made and reported as `call_tool` does; what
-        the upstream sends meanwhile goes to `notify`, the answer's own stream."""
+        """A tool call on the hot path: decided, made and reported as `call_tool` does. What
+        the upstream sends meanwhile goes to `notify`, and what the call asks the client (an
+        approval, or what the upstream asks it) to `ask_client`: both on the answer's own
+        stream, where the client offers it."""
+        offers = connected.session.client_capabilities
+
+        async def upstream_asks(request: dict[str, Any]) -> dict[str, Any] | None:
+            return await ask_agent(request, offers, ask_client)
 
         async def send(connected: _Connected, offered: Offered) -> types.CallToolResult:
             with _counted(connected):
                 upstream = connected.upstreams[offered.upstream]
-                return await upstream.call_tool(offered.original, args, None, notify)
+                return await upstream.call_tool(
+                    offered.original, args, None, notify, ask=upstream_asks
+                )
 
-        return await self._call(caller, name, args, lambda: connected, ask=None, send=send)
+        elicit = _asking(ask_client) if offers and offers.elicitation is not None else None
+
+        async def step_up(decision: Decision) -> Decision:
+            return await self._step_up(elicit, caller, decision, name, args)
+
+        return await self._call(caller, name, args, lambda: connected, ask=step_up, send=send)
 
     async def _call(
         self,
@@ -450,18 +464,24 @@ class Gateway:
         )
 
     async def _step_up(
-        self, ctx: Context, caller: Caller, decision: Decision, tool: str, args: dict[str, Any]
+        self,
+        elicit: ElicitForm | None,
+        caller: Caller,
+        decision: Decision,
+        tool: str,
+        args: dict[str, Any],
     ) -> Decision:
-        """Ask the person at the client, when the client can be asked and that person (the user
-        the agent acts for) may decide this request; then decide the call again. Otherwise, or
-        if they close the form, the decision stands: the agent retries once someone decides."""
+        """Ask the person at the client (`elicit`, where the client can be asked), when that
+        person (the user the agent acts for) may decide this request; then decide the call
+        again, its proof spent already by the first decision. Otherwise, or if they close the
+        form, the decision stands: the agent retries once someone decides."""
         approval_id = decision.approval_id
-        if approval_id is None or not self.config.approvals.elicit or not _can_elicit(ctx):
+        if approval_id is None or not self.config.approvals.elicit or elicit is None:
             return decision
         person = self.guard.approval(approval_id).user
         if self.guard.approvals.why_not(approval_id, person) is not None:
             return decision
-        answer = await ctx.session.elicit_form(
+        answer = await elicit(
             _question(tool, args, decision),
             {
                 "type": "object",
@@ -475,7 +495,6 @@ class Gateway:
                 },
                 "required": ["decision"],
             },
-            related_request_id=ctx.request_id,
         )
         if answer.action == "cancel":
             return decision
@@ -489,7 +508,7 @@ class Gateway:
             await anyio.to_thread.run_sync(
                 lambda: self.guard.deny(approval_id, approver=person, comment=comment)
             )
-        return await self._decide(caller, tool, args)
+        return await self._decide(replace(caller, once=()), tool, args)
 
     def _reported(
         self, decision: Decision, output: Any, answer: types.CallToolResult
@@ -762,6 +781,28 @@ def _or_refuse(identify: Callable[[], Caller]) -> Caller:
 def _can_elicit(ctx: Context) -> bool:
     caps = ctx.session.client_capabilities
     return caps is not None and caps.elicitation is not None
+
+
+def _elicit_form(ctx: Context) -> ElicitForm:
+    """Ask the person through the SDK's session, on the stream of the request being served."""
+
+    async def elicit(message: str, schema: dict[str, Any]) -> types.ElicitResult:
+        return await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
+
+    return elicit
+
+
+def _asking(ask_client: AskClient) -> ElicitForm:
+    """Ask the person the way the SDK's `elicit_form` does, through `ask_client`."""
+
+    async def elicit(message: str, schema: dict[str, Any]) -> types.ElicitResult:
+        params = types.ElicitRequestFormParams(message=message, requested_schema=schema)
+        answer: types.ElicitResult = await ask_client(
+            types.ElicitRequest(params=params), types.ElicitResult
+        )
+        return answer
+
+    return elicit
 
 
 def _progress(ctx: Context) -> Any:

@@ -11,9 +11,9 @@ sampling and elicitation only where the agent's client supports them.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import mcp_types as types
 from mcp.client.context import ClientRequestContext
@@ -21,7 +21,17 @@ from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class AskClient(Protocol):
+    """Send a request to the agent's client and return its answer as `result` (MCPError when
+    the client answers with an error): on the SDK's path through its session, on the hot
+    path on the call's own answer (hot_path.py)."""
+
+    def __call__(self, request: types.ServerRequest, result: type[R]) -> Awaitable[R]: ...
 
 
 @contextmanager
@@ -49,9 +59,9 @@ class Relay:
         """The ClientSession callbacks of an upstream session serving this agent."""
         callbacks: dict[str, Any] = {"logging_callback": self.log}
         capabilities = self.session.client_capabilities
-        if capabilities is not None and capabilities.sampling is not None:
+        if _offers(capabilities, "sampling"):
             callbacks["sampling_callback"] = self.sample
-        if capabilities is not None and capabilities.elicitation is not None:
+        if _offers(capabilities, "elicitation"):
             callbacks["elicitation_callback"] = self.elicit
         return callbacks
 
@@ -63,52 +73,23 @@ class Relay:
     async def sample(
         self, context: ClientRequestContext | None, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.ErrorData:
-        try:
-            result: types.CreateMessageResult = await self.session.send_request(
-                types.CreateMessageRequest(params=params),
-                types.CreateMessageResult,
-                metadata=self._metadata(),
-            )
-        except MCPError as exc:
-            return exc.error
-        except Exception as exc:
-            return types.ErrorData(code=INTERNAL_ERROR, message=f"the agent's client: {exc}")
-        return result
+        return await _asked(
+            self._send, types.CreateMessageRequest(params=params), types.CreateMessageResult
+        )
 
     async def elicit(
         self, context: ClientRequestContext | None, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
-        try:
-            result: types.ElicitResult = await self.session.send_request(
-                types.ElicitRequest(params=params), types.ElicitResult, metadata=self._metadata()
-            )
-        except MCPError as exc:
-            return exc.error
-        except Exception as exc:
-            return types.ErrorData(code=INTERNAL_ERROR, message=f"the agent's client: {exc}")
-        return result
+        return await _asked(self._send, types.ElicitRequest(params=params), types.ElicitResult)
 
     async def answer(self, request: dict[str, Any]) -> dict[str, Any] | None:
-        """The reply (its `result` or `error`) to what an upstream asks during a call posted
-        directly (forward.py), asked of the agent as the SDK's client session asks it through
-        `callbacks` (what the upstream was offered when the session opened); None for what
-        those callbacks do not take, which the caller refuses as the SDK's client refuses a
-        request it has no callback for. A session on the hot path offers neither, so its
-        relay, not pointed at a hot call's request, is never asked anything."""
-        callbacks = self.callbacks()
-        try:
-            asked = types.server_request_adapter.validate_python(request)
-        except ValidationError:
-            return None
-        reply: Any
-        if isinstance(asked, types.CreateMessageRequest) and "sampling_callback" in callbacks:
-            reply = await self.sample(None, asked.params)
-        elif isinstance(asked, types.ElicitRequest) and "elicitation_callback" in callbacks:
-            reply = await self.elicit(None, asked.params)
-        else:
-            return None
-        data = reply.model_dump(by_alias=True, mode="json", exclude_none=True)
-        return {"error": data} if isinstance(reply, types.ErrorData) else {"result": data}
+        """What an upstream asks during a call posted directly (forward.py) on the SDK's path,
+        asked of the agent on the request being served; see `ask_agent`."""
+        return await ask_agent(request, self.session.client_capabilities, self._send)
+
+    async def _send(self, request: types.ServerRequest, result: type[R]) -> R:
+        answer: R = await self.session.send_request(request, result, metadata=self._metadata())
+        return answer
 
     async def log(self, params: types.LoggingMessageNotificationParams) -> None:
         with legacy():
@@ -126,3 +107,42 @@ class Relay:
             | types.PromptListChangedNotification,
         ):
             await self.session.send_notification(notification)
+
+
+async def ask_agent(
+    request: dict[str, Any], capabilities: types.ClientCapabilities | None, send: AskClient
+) -> dict[str, Any] | None:
+    """The reply (its `result` or `error`) to what an upstream asks mid-call, asked of the
+    agent's client through `send` where that client offers it (sampling, elicitation: what
+    the upstream itself was offered, `Relay.callbacks`); None for anything else, which the
+    caller refuses as the SDK's client refuses a request it has no callback for."""
+    try:
+        asked = types.server_request_adapter.validate_python(request)
+    except ValidationError:
+        return None
+    reply: Any
+    if isinstance(asked, types.CreateMessageRequest) and _offers(capabilities, "sampling"):
+        reply = await _asked(send, asked, types.CreateMessageResult)
+    elif isinstance(asked, types.ElicitRequest) and _offers(capabilities, "elicitation"):
+        reply = await _asked(send, asked, types.ElicitResult)
+    else:
+        return None
+    data = reply.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return {"error": data} if isinstance(reply, types.ErrorData) else {"result": data}
+
+
+def _offers(capabilities: types.ClientCapabilities | None, what: str) -> bool:
+    return capabilities is not None and getattr(capabilities, what) is not None
+
+
+async def _asked(
+    send: AskClient, request: types.ServerRequest, result: type[R]
+) -> R | types.ErrorData:
+    """The client's answer, or its refusal as the error to pass on (never an exception: the
+    upstream that asked gets an answer either way)."""
+    try:
+        return await send(request, result)
+    except MCPError as exc:
+        return exc.error
+    except Exception as exc:
+        return types.ErrorData(code=INTERNAL_ERROR, message=f"the agent's client: {exc}")

@@ -233,13 +233,15 @@ class Upstream:
         arguments: dict[str, Any],
         progress: ProgressFnT | None,
         notify: forward.Notify | None = None,
+        *,
+        ask: forward.Ask | None = None,
     ) -> types.CallToolResult:
         """Call a tool: posted on the session directly (forward.py) when it is over HTTP and
         no progress is asked for; else through the SDK's session. What the upstream sends
         meanwhile goes to `notify`, or else to the relay; what it asks the agent (sampling,
-        elicitation, where the agent's client offers them) goes to the relay, which the SDK's
-        path points at the agent's request being served (proxy.py, `_using`). Fails closed
-        as `request` does."""
+        elicitation, where the agent's client offers them) goes to `ask` (the hot path's: on
+        the call's own answer), or else to the relay, which the SDK's path points at the
+        agent's request being served (proxy.py, `_using`). Fails closed as `request` does."""
         what = f"tools/call {name}"
         if self.poster is None or not self.spec.url or progress is not None:
             result: types.CallToolResult = await self.request(
@@ -260,7 +262,7 @@ class Upstream:
                     name=name,
                     arguments=arguments,
                     notify=lambda message: self._notified(message, notify),
-                    ask=self.relay.answer if self.relay is not None else None,
+                    ask=ask or (self.relay.answer if self.relay is not None else None),
                 )
         except TimeoutError:
             raise UpstreamUnavailable(
