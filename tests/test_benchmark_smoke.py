@@ -107,10 +107,10 @@ def test_quick_load_run_answers_every_call_it_offers(tmp_path: Path) -> None:
 def test_quick_gateway_benchmark_runs(tmp_path: Path) -> None:
     """Both paths answer every call (the benchmark asserts each result is no error)."""
     figures: Any = quick_run("gateway.py", tmp_path / "gateway.json")
-    paths = {"direct", "gateway", "gateway_sdk_path"}
+    paths = {"direct", "gateway", "gateway_eliciting"}
     assert set(figures) == paths | {
         "added_median_ms",
-        "added_sdk_path_median_ms",
+        "added_eliciting_median_ms",
         "cpu_per_call_ms",
     }
     assert all(figures[path]["median_ms"] > 0 for path in paths)

@@ -8,8 +8,8 @@ docs/gateway.md). What stays with the SDK: opening the session (the handshake), 
 that is not a tool call, and any call that asks for progress (upstream.py chooses). What can
 arrive here mid-call is a notification, which is handed on, or a request: a ping is
 answered, sampling and elicitation are asked of the agent where its client offers them
-(relay.py, on the SDK's path; the hot path serves only clients that offer neither), and
-anything else is refused as the SDK's client refuses a request it has no callback for.
+(relay.py: on the stream of the agent's call, hot or served by the SDK), and anything else
+is refused as the SDK's client refuses a request it has no callback for.
 
 The wire is the streamable HTTP transport's: a POST with the session's id and protocol
 version, answered by one JSON message or by an event stream that carries the response.
