@@ -1,13 +1,30 @@
 """The gateway's refusals at its door: an OAuth error (RFC 6750 section 3) with the `DPoP`
 challenge RFC 9449 section 7.1 asks of a resource server, for a request whose token or proof
 does not stand. Both the door (http.py) and the hot path (a reply to what it asked the
-client, whose proof it claims itself) refuse this way."""
+client, whose proof it spends itself) refuse this way."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from starlette.types import Send
+
+from tether.credentials.dpop import REPLAYED
+from tether.credentials.service import Credentials
+
+
+async def spent(credentials: Credentials, once: Sequence[tuple[str, float]], send: Send) -> bool:
+    """Write the request's proof's one-time id, checked at the door; False when the request
+    was refused instead: the proof was used before (a replay), or could not be written."""
+    try:
+        fresh = credentials.claim_once(once)
+    except Exception:
+        await refuse(send, 503, "temporarily_unavailable", "the proof could not be recorded")
+        return False
+    if not fresh:
+        await refuse(send, 401, "invalid_dpop_proof", REPLAYED)
+    return fresh
 
 
 async def refuse(send: Send, status: int, error: str, description: str) -> None:

@@ -46,8 +46,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from tether.credentials.dpop import REPLAYED
-from tether.gateway.challenge import refuse
+from tether.gateway.challenge import spent
 from tether.gateway.proxy import Caller, Gateway
 
 log = logging.getLogger("tether.gateway")
@@ -131,13 +130,7 @@ class HotPath:
         """A client's reply to what a hot call asked it: its proof is spent here (as the door
         spends it for a request the SDK serves), then the call waiting for it goes on, and the
         client is answered 202, as the SDK answers a reply."""
-        try:
-            fresh = self.gateway.guard.credentials.claim_once(caller.once)
-        except Exception:
-            await refuse(send, 503, "temporarily_unavailable", "the proof could not be recorded")
-            return
-        if not fresh:
-            await refuse(send, 401, "invalid_dpop_proof", REPLAYED)
+        if not await spent(self.gateway.guard.credentials, caller.once, send):
             return
         if not asked.done():
             asked.set_result(reply)

@@ -30,9 +30,8 @@ from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tether.credentials.dpop import REPLAYED
 from tether.errors import CredentialRefused
-from tether.gateway.challenge import refuse
+from tether.gateway.challenge import refuse, spent
 from tether.gateway.config import GatewayConfig, load_config
 from tether.gateway.hot_path import HotPath
 from tether.gateway.proxy import Caller, Context, Gateway
@@ -136,13 +135,7 @@ class TaskTokenAuth:
             if rest is None:
                 return
             receive = rest
-        try:
-            fresh = self.guard.credentials.claim_once(caller.once)
-        except Exception:
-            await refuse(send, 503, "temporarily_unavailable", "the proof could not be recorded")
-            return
-        if not fresh:
-            await refuse(send, 401, "invalid_dpop_proof", REPLAYED)
+        if not await spent(self.guard.credentials, caller.once, send):
             return
         scope.setdefault("state", {})[CALLER] = Caller(caller.token, caller.claims)
         await self.app(scope, receive, send)
