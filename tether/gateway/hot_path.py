@@ -79,7 +79,7 @@ class HotPath:
         transport = self.sessions.live(session_id, scope.get("user"))
         call = _tools_call(body)
         if call is None:
-            reply = _reply(body) if transport is not None else None
+            reply = _reply(body) if transport is not None and self._asked else None
             asked = self._asked.get((session_id, reply[0])) if reply is not None else None
             if reply is None or asked is None or not await self._secure(scope):
                 return _replay(body, receive)
