@@ -112,7 +112,9 @@ def test_quick_gateway_benchmark_runs(tmp_path: Path) -> None:
         "added_median_ms",
         "added_eliciting_median_ms",
         "cpu_per_call_ms",
+        "steal_percent",
     }
+    assert 0 <= figures["steal_percent"] <= 100
     assert all(figures[path]["median_ms"] > 0 for path in paths)
     cpu = figures["cpu_per_call_ms"]
     assert set(cpu) == paths - {"direct"} | {"upstream"} and all(v > 0 for v in cpu.values())
