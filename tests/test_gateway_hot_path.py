@@ -641,6 +641,11 @@ class _Asking:
         }
         return await self.http.post(self.url, json=body, headers=self.headers(task, proof))
 
+    async def cancel(self, request_id: int) -> httpx2.Response:
+        body = {"jsonrpc": "2.0", "method": "notifications/cancelled"}
+        body["params"] = {"requestId": request_id, "reason": "the agent gave up"}
+        return await self.http.post(self.url, json=body, headers=self.headers())
+
     @asynccontextmanager
     async def call(
         self, tool: str = "sse.elicits", args: dict[str, Any] | None = None
@@ -738,6 +743,53 @@ def test_a_client_that_goes_away_while_asked_fails_only_its_own_call(
         notes = [c for c in gw.server_guard.task_state(task.id).history if c.tool == "sse.note"]
     assert (asked, in_flight, text) == ("elicitation/create", 1, "still here")
     assert [c.effect for c in notes] == [Effect.APPROVAL_REQUIRED]  # decided, never made
+
+
+def test_a_hot_call_its_client_cancels_is_stopped_and_never_answered(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`notifications/cancelled` for a hot call, on its session, stops it and it is not
+    answered (as the SDK treats a request its client cancels); the same notice on another
+    session of the task is not taken. The session goes on serving."""
+    running: list[dict[Any, Any]] = []
+    init = HotPath.__init__
+
+    def kept(self: HotPath, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        running.append(self._calls)
+
+    monkeypatch.setattr(HotPath, "__init__", kept)
+
+    async def run(gw: Gateway, task: TaskHandleBase) -> tuple[list[int], list[Any], str]:
+        agent, elsewhere = _Raw(gw.url, task), _Raw(gw.url, task)
+        for raw in (agent, elsewhere):
+            raw.warm("sse.echo", {"text": "warm"})
+        assert agent.session is not None and elsewhere.session is not None
+        answered: list[Any] = []
+        async with httpx2.AsyncClient(timeout=20) as http:
+            mine = _Asking(http, gw.url, task, agent.session)
+
+            async def hanging() -> None:
+                async with mine.call("sse.hangs") as messages:
+                    answered.extend([m async for m in messages])
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(hanging)
+                while not running[0]:  # the gateway is making the call
+                    await anyio.sleep(0.01)
+                other = await _Asking(http, gw.url, task, elsewhere.session).cancel(77)
+                await anyio.sleep(0.2)  # time enough for a call cancelled by it to end
+                statuses = [other.status_code, len(running[0]), (await mine.cancel(77)).status_code]
+        _kind, [answer] = agent.call("sse.echo", {"text": "still here"})
+        return statuses, answered, _text(answer)
+
+    with _served(home, upstreams, ["sse.echo", "sse.hangs"]) as (gw, task):
+        statuses, answered, text = anyio.run(run, gw, task)
+        state = gw.server_guard.task_state(task.id)
+        hangs = [c for c in state.history if c.tool == "sse.hangs"]
+    assert statuses == [202, 1, 202]  # the other session's notice left the call running
+    assert answered == [] and text == "still here"
+    assert [c.effect for c in hangs] == [Effect.ALLOW]  # decided and made, then cancelled
 
 
 def test_what_an_upstream_asks_on_a_direct_post_goes_to_that_calls_agent_and_no_other(

@@ -66,12 +66,15 @@ class HotPath:
         self.security = TransportSecurityMiddleware(manager.security_settings)
         # What hot calls have asked their clients and wait for: (session, request id).
         self._asked: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        # The hot calls being made, by (session, the client's request id): to cancel.
+        self._calls: dict[tuple[str, str | int], asyncio.Future[types.CallToolResult]] = {}
 
     async def serve(
         self, scope: Scope, headers: Headers, receive: Receive, send: Send, caller: Caller
     ) -> Receive | None:
-        """Answer the request if it is a call the hot path takes, or a reply to what a hot
-        call asked (None); else give back how to receive it as it came, for the SDK."""
+        """Answer the request if it is a call the hot path takes, a reply to what a hot call
+        asked, or a client's cancellation of a hot call (None); else give back how to receive
+        it as it came, for the SDK."""
         if scope["method"] != "POST" or not _plain(headers):
             return receive
         body = await _body(receive)
@@ -79,12 +82,9 @@ class HotPath:
         transport = self.sessions.live(session_id, scope.get("user"))
         call = _tools_call(body)
         if call is None:
-            reply = _reply(body) if transport is not None and self._asked else None
-            asked = self._asked.get((session_id, reply[0])) if reply is not None else None
-            if reply is None or asked is None or not await self._secure(scope):
-                return _replay(body, receive)
-            await self._deliver(asked, reply[1], caller, send, session_id)
-            return None
+            if transport is not None and await self._taken(scope, body, caller, send, session_id):
+                return None
+            return _replay(body, receive)
         connected = self.gateway.hot_connection(session_id) if transport is not None else None
         if (
             transport is None
@@ -95,45 +95,49 @@ class HotPath:
             return _replay(body, receive)
         request_id, name, args = call
         answer = _Answer(send, receive, session_id, self._asked)
+        key = (session_id, request_id)
         with self.sessions.held(transport):
-            try:
-                result = await self.gateway.hot_call(
+            made = asyncio.ensure_future(
+                self.gateway.hot_call(
                     connected, caller, name, args, notify=answer.notify, ask_client=answer.ask
                 )
-                message: dict[str, Any] = {
-                    "jsonrpc": "2.0",
-                    "id": request_id,
-                    "result": result.model_dump(by_alias=True, mode="json", exclude_none=True),
-                }
-            except Exception:  # fail closed, without a trace for the client
-                log.exception("the hot path of tools/call %s", name)
-                message = {
-                    "jsonrpc": "2.0",
-                    "id": request_id,
-                    "error": {"code": INTERNAL_ERROR, "message": "the gateway failed the call"},
-                }
-            await answer.finish(message)
+            )
+            self._calls[key] = made
+            try:
+                message = await _outcome(made, request_id, name)
+            finally:
+                if self._calls.get(key) is made:
+                    del self._calls[key]
+            await (answer.finish(message) if message is not None else answer.end())
         return None
 
     async def _secure(self, scope: Scope) -> bool:
         """The transport's own checks (content type, Host, Origin), as the SDK makes them."""
         return await self.security.validate_request(Request(scope), is_post=True) is None
 
-    async def _deliver(
-        self,
-        asked: asyncio.Future[dict[str, Any]],
-        reply: dict[str, Any],
-        caller: Caller,
-        send: Send,
-        session_id: str,
-    ) -> None:
-        """A client's reply to what a hot call asked it: its proof is spent here (as the door
-        spends it for a request the SDK serves), then the call waiting for it goes on, and the
-        client is answered 202, as the SDK answers a reply."""
+    async def _taken(
+        self, scope: Scope, body: bytes, caller: Caller, send: Send, session_id: str
+    ) -> bool:
+        """Whether the POST was for a hot call, and taken: a reply to what the call asked its
+        client, or the client's cancellation of the call, on the call's own session. Neither
+        is known to the SDK, which would drop it. Its proof is spent here, as the door spends
+        it for a request the SDK serves; the client is answered 202, as the SDK answers."""
+        if not self._asked and not self._calls:
+            return False
+        message = _notice(body)
+        if message is None:
+            return False
+        reply_id, cancelled_id = _reply_id(message), _cancelled_id(message)
+        asked = self._asked.get((session_id, reply_id)) if reply_id is not None else None
+        running = self._calls.get((session_id, cancelled_id)) if cancelled_id is not None else None
+        if (asked is None and running is None) or not await self._secure(scope):
+            return False
         if not await spent(self.gateway.guard.credentials, caller.once, send):
-            return
-        if not asked.done():
-            asked.set_result(reply)
+            return True
+        if asked is not None and not asked.done():
+            asked.set_result(message)
+        if running is not None:
+            running.cancel()  # never answered, as the SDK treats a request its client cancels
         await send(
             {
                 "type": "http.response.start",
@@ -146,6 +150,32 @@ class HotPath:
             }
         )
         await send({"type": "http.response.body", "body": b""})
+        return True
+
+
+async def _outcome(
+    made: asyncio.Future[types.CallToolResult], request_id: str | int, name: str
+) -> dict[str, Any] | None:
+    """The answer to the call being `made`; None if its client cancelled it (`_taken`)."""
+    try:
+        result = await made
+    except asyncio.CancelledError:
+        running = asyncio.current_task()
+        if running is not None and running.cancelling():  # the gateway is stopping
+            raise
+        return None
+    except Exception:  # fail closed, without a trace for the client
+        log.exception("the hot path of tools/call %s", name)
+        return {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "error": {"code": INTERNAL_ERROR, "message": "the gateway failed the call"},
+        }
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "result": result.model_dump(by_alias=True, mode="json", exclude_none=True),
+    }
 
 
 class SdkSessions:
@@ -216,7 +246,7 @@ class _Answer:
     async def ask(self, request: types.ServerRequest, result: type[R]) -> R:
         """Ask the client on this answer's stream, as the SDK asks on the stream of the
         request being served, and wait for its reply: a POST of its own, which `HotPath`
-        hands here (`_deliver`). The id is a string, never one of the SDK session's own.
+        hands here (`_taken`). The id is a string, never one of the SDK session's own.
         Raises MCPError for the client's error, and fails if the client goes away first."""
         request_id = f"tether-ask-{next(_ask_ids)}"
         key = (self._session_id, request_id)
@@ -252,6 +282,12 @@ class _Answer:
             return
         await self._start(b"application/json", [(b"content-length", str(len(data)).encode())])
         await self._send({"type": "http.response.body", "body": data})
+
+    async def end(self) -> None:
+        """The answer to a call its client cancelled: no message, as the SDK answers none."""
+        if not self._streaming:
+            await self._start(b"text/event-stream", [(b"cache-control", b"no-cache")])
+        await self._send({"type": "http.response.body", "body": b""})
 
     async def _message(self, message: dict[str, Any]) -> None:
         """A JSON-RPC message (a notification, or a request) on the answer's stream."""
@@ -325,22 +361,36 @@ def _tools_call(body: bytes) -> tuple[str | int, str, dict[str, Any]] | None:
     return request_id, params["name"], params.get("arguments") or {}
 
 
-def _reply(body: bytes) -> tuple[str, dict[str, Any]] | None:
-    """A JSON-RPC reply (a result or an error) with a string id, the kind the hot path's own
-    requests to a client carry, and its id; None for anything else."""
+def _notice(body: bytes) -> dict[str, Any] | None:
+    """The POST's message, if it is one JSON-RPC message that no request of the SDK's could
+    be: a reply, or a notification."""
     try:
         message = json.loads(body)
     except ValueError:
         return None
-    if (
-        not isinstance(message, dict)
-        or message.get("jsonrpc") != "2.0"
-        or "method" in message
-        or ("result" in message) == ("error" in message)
-    ):
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        return None
+    return message
+
+
+def _reply_id(message: dict[str, Any]) -> str | None:
+    """The id of a reply (a result or an error) with a string id, the kind the hot path's own
+    requests to a client carry."""
+    if "method" in message or ("result" in message) == ("error" in message):
         return None
     reply_id = message.get("id")
-    return (reply_id, message) if isinstance(reply_id, str) else None
+    return reply_id if isinstance(reply_id, str) else None
+
+
+def _cancelled_id(message: dict[str, Any]) -> str | int | None:
+    """The request a `notifications/cancelled` names."""
+    params = message.get("params")
+    if message.get("method") != "notifications/cancelled" or "id" in message:
+        return None
+    request_id = params.get("requestId") if isinstance(params, dict) else None
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        return None
+    return request_id
 
 
 async def _body(receive: Receive) -> bytes:
