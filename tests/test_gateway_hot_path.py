@@ -37,7 +37,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tether.gateway import forward
-from tether.gateway.hot_path import HotPath, SdkSessions, _tools_call
+from tether.gateway.hot_path import HotPath, SdkSessions, _jsonrpc, _tools_call
 from tether.gateway.proxy import Gateway as ProxyGateway
 from tether.gateway.relay import legacy
 from tether.model import Effect
@@ -514,6 +514,19 @@ def _hot_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return taken
 
 
+def _hot_paths(monkeypatch: pytest.MonkeyPatch) -> list[HotPath]:
+    """The gateway's hot path, once the gateway has started."""
+    made: list[HotPath] = []
+    init = HotPath.__init__
+
+    def kept(self: HotPath, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(HotPath, "__init__", kept)
+    return made
+
+
 async def _warm(client: ClientSession, tool: str = "sse.echo") -> None:
     """Call until the call is allowed: the gateway sees the policies on its next look."""
     deadline = time.monotonic() + 20
@@ -713,14 +726,7 @@ def test_a_client_that_goes_away_while_asked_fails_only_its_own_call(
     """A client that closes its call's connection while the call waits for a person's answer
     (an approval: no upstream's deadline bounds that wait): the call stops waiting, the call
     is not made, and the session goes on serving."""
-    waiting: list[dict[Any, Any]] = []
-    init = HotPath.__init__
-
-    def kept(self: HotPath, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        waiting.append(self._asked)
-
-    monkeypatch.setattr(HotPath, "__init__", kept)
+    hot_paths = _hot_paths(monkeypatch)
 
     async def run(gw: Gateway, task: TaskHandleBase) -> tuple[str, int, str]:
         agent = _Raw(gw.url, task, {"elicitation": {}})
@@ -729,9 +735,9 @@ def test_a_client_that_goes_away_while_asked_fails_only_its_own_call(
         asking = _Asking(httpx2.AsyncClient(timeout=20), gw.url, task, agent.session)
         async with asking.http, asking.call("sse.note", {"text": "risky"}) as messages:
             asked = (await anext(messages))["method"]
-            in_flight = len(waiting[0])
+            in_flight = len(hot_paths[0]._asked)
         deadline = time.monotonic() + 10
-        while waiting[0]:
+        while hot_paths[0]._asked:
             assert time.monotonic() < deadline, "the call still waits for a client gone away"
             await anyio.sleep(0.05)
         _kind, [answer] = agent.call("sse.echo", {"text": "still here"})
@@ -751,14 +757,7 @@ def test_a_hot_call_its_client_cancels_is_stopped_and_never_answered(
     """`notifications/cancelled` for a hot call, on its session, stops it and it is not
     answered (as the SDK treats a request its client cancels); the same notice on another
     session of the task is not taken. The session goes on serving."""
-    running: list[dict[Any, Any]] = []
-    init = HotPath.__init__
-
-    def kept(self: HotPath, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        running.append(self._calls)
-
-    monkeypatch.setattr(HotPath, "__init__", kept)
+    hot_paths = _hot_paths(monkeypatch)
 
     async def run(gw: Gateway, task: TaskHandleBase) -> tuple[list[int], list[Any], str]:
         agent, elsewhere = _Raw(gw.url, task), _Raw(gw.url, task)
@@ -775,11 +774,15 @@ def test_a_hot_call_its_client_cancels_is_stopped_and_never_answered(
 
             async with anyio.create_task_group() as group:
                 group.start_soon(hanging)
-                while not running[0]:  # the gateway is making the call
+                while not hot_paths[0]._calls:  # the gateway is making the call
                     await anyio.sleep(0.01)
                 other = await _Asking(http, gw.url, task, elsewhere.session).cancel(77)
                 await anyio.sleep(0.2)  # time enough for a call cancelled by it to end
-                statuses = [other.status_code, len(running[0]), (await mine.cancel(77)).status_code]
+                statuses = [
+                    other.status_code,
+                    len(hot_paths[0]._calls),
+                    (await mine.cancel(77)).status_code,
+                ]
         _kind, [answer] = agent.call("sse.echo", {"text": "still here"})
         return statuses, answered, _text(answer)
 
@@ -886,9 +889,15 @@ def test_a_session_on_the_hot_path_is_held_against_idle_expiry_only_while_a_call
     assert anyio.run(scenario) == (True, True, True)
 
 
+def _call_of(body: bytes) -> tuple[str | int, str, dict[str, Any]] | None:
+    """What the hot path reads a POST's body as: a plain `tools/call`, or None."""
+    message = _jsonrpc(body)
+    return _tools_call(message) if message is not None else None
+
+
 def test_only_a_plain_tools_call_is_read_as_one() -> None:
     body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "a.b"}}
-    assert _tools_call(json.dumps(body).encode()) == (7, "a.b", {})
+    assert _call_of(json.dumps(body).encode()) == (7, "a.b", {})
     for changed in (
         {"method": "tools/list"},
         {"id": True},
@@ -899,9 +908,9 @@ def test_only_a_plain_tools_call_is_read_as_one() -> None:
         {"jsonrpc": "1.0"},
         {"extra": 1},
     ):
-        assert _tools_call(json.dumps(body | changed).encode()) is None, changed
-    assert _tools_call(b"[" + json.dumps(body).encode() + b"]") is None  # a batch
-    assert _tools_call(b"{not json") is None
+        assert _call_of(json.dumps(body | changed).encode()) is None, changed
+    assert _call_of(b"[" + json.dumps(body).encode() + b"]") is None  # a batch
+    assert _call_of(b"{not json") is None
 
 
 JSON = st.recursive(
@@ -928,8 +937,8 @@ def test_the_hot_path_reads_a_call_exactly_or_leaves_it_to_the_sdk(
         "method": "tools/call",
         "params": {"name": name, "arguments": arguments},
     }
-    assert _tools_call(json.dumps(call).encode()) == (request_id, name, arguments)
-    read = _tools_call(json.dumps(anything).encode())
+    assert _call_of(json.dumps(call).encode()) == (request_id, name, arguments)
+    read = _call_of(json.dumps(anything).encode())
     assert read is None or (isinstance(anything, dict) and anything.get("method") == "tools/call")
 
 

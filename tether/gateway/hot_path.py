@@ -80,9 +80,14 @@ class HotPath:
         body = await _body(receive)
         session_id = headers[MCP_SESSION_ID_HEADER]
         transport = self.sessions.live(session_id, scope.get("user"))
-        call = _tools_call(body)
+        message = _jsonrpc(body)
+        call = _tools_call(message) if message is not None else None
         if call is None:
-            if transport is not None and await self._taken(scope, body, caller, send, session_id):
+            if (
+                message is not None
+                and transport is not None
+                and await self._taken(scope, message, caller, send, session_id)
+            ):
                 return None
             return _replay(body, receive)
         connected = self.gateway.hot_connection(session_id) if transport is not None else None
@@ -116,16 +121,13 @@ class HotPath:
         return await self.security.validate_request(Request(scope), is_post=True) is None
 
     async def _taken(
-        self, scope: Scope, body: bytes, caller: Caller, send: Send, session_id: str
+        self, scope: Scope, message: dict[str, Any], caller: Caller, send: Send, session_id: str
     ) -> bool:
         """Whether the POST was for a hot call, and taken: a reply to what the call asked its
         client, or the client's cancellation of the call, on the call's own session. Neither
         is known to the SDK, which would drop it. Its proof is spent here, as the door spends
         it for a request the SDK serves; the client is answered 202, as the SDK answers."""
         if not self._asked and not self._calls:
-            return False
-        message = _notice(body)
-        if message is None:
             return False
         reply_id, cancelled_id = _reply_id(message), _cancelled_id(message)
         asked = self._asked.get((session_id, reply_id)) if reply_id is not None else None
@@ -334,15 +336,20 @@ def _plain(headers: Headers) -> bool:
     )
 
 
-def _tools_call(body: bytes) -> tuple[str | int, str, dict[str, Any]] | None:
-    """The request's id, tool and arguments, if it is one plain `tools/call` (no progress
-    asked for); None for anything else, which the SDK answers."""
+def _jsonrpc(body: bytes) -> dict[str, Any] | None:
+    """The POST's message, if it is one JSON-RPC message (not a batch)."""
     try:
         message = json.loads(body)
     except ValueError:
         return None
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
         return None
+    return message
+
+
+def _tools_call(message: dict[str, Any]) -> tuple[str | int, str, dict[str, Any]] | None:
+    """The request's id, tool and arguments, if it is one plain `tools/call` (no progress
+    asked for); None for anything else, which the SDK answers."""
     request_id, params = message.get("id"), message.get("params")
     if (
         message.get("method") != "tools/call"
@@ -359,18 +366,6 @@ def _tools_call(body: bytes) -> tuple[str | int, str, dict[str, Any]] | None:
     if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
         return None
     return request_id, params["name"], params.get("arguments") or {}
-
-
-def _notice(body: bytes) -> dict[str, Any] | None:
-    """The POST's message, if it is one JSON-RPC message that no request of the SDK's could
-    be: a reply, or a notification."""
-    try:
-        message = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-        return None
-    return message
 
 
 def _reply_id(message: dict[str, Any]) -> str | None:
