@@ -238,7 +238,6 @@ class _Answer:
         self._send = send
         self._receive = receive
         self._session_id = session_id
-        self._session = session_id.encode()
         self._asked = asked
         self._streaming = False
 
@@ -309,7 +308,7 @@ class _Answer:
                 "status": 200,
                 "headers": [
                     (b"content-type", content_type),
-                    (MCP_SESSION_ID_HEADER.encode(), self._session),
+                    (MCP_SESSION_ID_HEADER.encode(), self._session_id.encode()),
                     *extra,
                 ],
             }

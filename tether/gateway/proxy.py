@@ -45,7 +45,7 @@ from tether.errors import TetherError
 from tether.gateway import http1
 from tether.gateway.config import GatewayConfig
 from tether.gateway.forward import Notify
-from tether.gateway.relay import AskClient, Relay, ask_agent, legacy
+from tether.gateway.relay import AskClient, Relay, ask_agent, legacy, offers
 from tether.gateway.tools import Offered, Review, review
 from tether.gateway.upstream import Upstream, UpstreamUnavailable
 from tether.model import Decision, Effect, OutputTrust, Tool
@@ -331,7 +331,8 @@ class Gateway:
         except Exception as exc:
             return _error(f"not authorized: {_message(exc)}")
         name, args = params.name, dict(params.arguments or {})
-        elicit = _elicit_form(ctx) if _can_elicit(ctx) else None
+        can_elicit = offers(ctx.session.client_capabilities, "elicitation")
+        elicit = _elicit_form(ctx) if can_elicit else None
 
         async def ask(decision: Decision) -> Decision:
             return await self._step_up(elicit, caller, decision, name, args)
@@ -375,10 +376,10 @@ class Gateway:
         the upstream sends meanwhile goes to `notify`, and what the call asks the client (an
         approval, or what the upstream asks it) to `ask_client`: both on the answer's own
         stream, where the client offers it."""
-        offers = connected.session.client_capabilities
+        capabilities = connected.session.client_capabilities
 
         async def upstream_asks(request: dict[str, Any]) -> dict[str, Any] | None:
-            return await ask_agent(request, offers, ask_client)
+            return await ask_agent(request, capabilities, ask_client)
 
         async def send(connected: _Connected, offered: Offered) -> types.CallToolResult:
             with _counted(connected):
@@ -387,7 +388,7 @@ class Gateway:
                     offered.original, args, None, notify, ask=upstream_asks
                 )
 
-        elicit = _asking(ask_client) if offers and offers.elicitation is not None else None
+        elicit = _asking(ask_client) if offers(capabilities, "elicitation") else None
 
         async def step_up(decision: Decision) -> Decision:
             return await self._step_up(elicit, caller, decision, name, args)
@@ -776,11 +777,6 @@ def _or_refuse(identify: Callable[[], Caller]) -> Caller:
         return identify()
     except Exception as exc:
         raise MCPError(INVALID_REQUEST, f"not authorized: {_message(exc)}") from None
-
-
-def _can_elicit(ctx: Context) -> bool:
-    caps = ctx.session.client_capabilities
-    return caps is not None and caps.elicitation is not None
 
 
 def _elicit_form(ctx: Context) -> ElicitForm:

@@ -59,9 +59,9 @@ class Relay:
         """The ClientSession callbacks of an upstream session serving this agent."""
         callbacks: dict[str, Any] = {"logging_callback": self.log}
         capabilities = self.session.client_capabilities
-        if _offers(capabilities, "sampling"):
+        if offers(capabilities, "sampling"):
             callbacks["sampling_callback"] = self.sample
-        if _offers(capabilities, "elicitation"):
+        if offers(capabilities, "elicitation"):
             callbacks["elicitation_callback"] = self.elicit
         return callbacks
 
@@ -121,9 +121,9 @@ async def ask_agent(
     except ValidationError:
         return None
     reply: Any
-    if isinstance(asked, types.CreateMessageRequest) and _offers(capabilities, "sampling"):
+    if isinstance(asked, types.CreateMessageRequest) and offers(capabilities, "sampling"):
         reply = await _asked(send, asked, types.CreateMessageResult)
-    elif isinstance(asked, types.ElicitRequest) and _offers(capabilities, "elicitation"):
+    elif isinstance(asked, types.ElicitRequest) and offers(capabilities, "elicitation"):
         reply = await _asked(send, asked, types.ElicitResult)
     else:
         return None
@@ -131,7 +131,8 @@ async def ask_agent(
     return {"error": data} if isinstance(reply, types.ErrorData) else {"result": data}
 
 
-def _offers(capabilities: types.ClientCapabilities | None, what: str) -> bool:
+def offers(capabilities: types.ClientCapabilities | None, what: str) -> bool:
+    """Whether the agent's client offers `what` ("sampling", "elicitation")."""
     return capabilities is not None and getattr(capabilities, what) is not None
 
 
