@@ -654,10 +654,10 @@ class _Asking:
         }
         return await self.http.post(self.url, json=body, headers=self.headers(task, proof))
 
-    async def cancel(self, request_id: int) -> httpx2.Response:
+    async def cancel(self, request_id: int, *, proof: str | None = None) -> httpx2.Response:
         body = {"jsonrpc": "2.0", "method": "notifications/cancelled"}
         body["params"] = {"requestId": request_id, "reason": "the agent gave up"}
-        return await self.http.post(self.url, json=body, headers=self.headers())
+        return await self.http.post(self.url, json=body, headers=self.headers(proof=proof))
 
     @asynccontextmanager
     async def call(
@@ -756,7 +756,8 @@ def test_a_hot_call_its_client_cancels_is_stopped_and_never_answered(
 ) -> None:
     """`notifications/cancelled` for a hot call, on its session, stops it and it is not
     answered (as the SDK treats a request its client cancels); the same notice on another
-    session of the task is not taken. The session goes on serving."""
+    session of the task, or with a proof used before, is not taken. The session goes on
+    serving."""
     hot_paths = _hot_paths(monkeypatch)
 
     async def run(gw: Gateway, task: TaskHandleBase) -> tuple[list[int], list[Any], str]:
@@ -776,13 +777,14 @@ def test_a_hot_call_its_client_cancels_is_stopped_and_never_answered(
                 group.start_soon(hanging)
                 while not hot_paths[0]._calls:  # the gateway is making the call
                     await anyio.sleep(0.01)
-                other = await _Asking(http, gw.url, task, elsewhere.session).cancel(77)
-                await anyio.sleep(0.2)  # time enough for a call cancelled by it to end
+                spent = task.proof("POST", gw.url, task.token)
+                other = _Asking(http, gw.url, task, elsewhere.session)
                 statuses = [
-                    other.status_code,
-                    len(hot_paths[0]._calls),
-                    (await mine.cancel(77)).status_code,
+                    (await other.cancel(77, proof=spent)).status_code,
+                    (await mine.cancel(77, proof=spent)).status_code,  # a replayed proof
                 ]
+                await anyio.sleep(0.2)  # time enough for a call cancelled by either to end
+                statuses += [len(hot_paths[0]._calls), (await mine.cancel(77)).status_code]
         _kind, [answer] = agent.call("sse.echo", {"text": "still here"})
         return statuses, answered, _text(answer)
 
@@ -790,7 +792,8 @@ def test_a_hot_call_its_client_cancels_is_stopped_and_never_answered(
         statuses, answered, text = anyio.run(run, gw, task)
         state = gw.server_guard.task_state(task.id)
         hangs = [c for c in state.history if c.tool == "sse.hangs"]
-    assert statuses == [202, 1, 202]  # the other session's notice left the call running
+    # Neither the other session's notice nor one with a spent proof stopped the call.
+    assert statuses == [202, 401, 1, 202]
     assert answered == [] and text == "still here"
     assert [c.effect for c in hangs] == [Effect.ALLOW]  # decided and made, then cancelled
 
