@@ -44,6 +44,7 @@ from tether.model import Effect
 from tether.sdk.handle import TaskHandleBase
 
 HANG_SECONDS = 6  # longer than the gateway waits for an upstream here (`timeout` in _config)
+STOPPED: list[types.RequestId] = []  # the `hangs` calls an upstream was told to stop
 PERMIT_ALL = {"all.cedar": '@id("all")\npermit (principal, action, resource);'}
 VERSION = "2025-11-25"
 TOOLS = [
@@ -105,7 +106,11 @@ async def _call(ctx: Any, params: types.CallToolRequestParams) -> types.CallTool
     elif params.name == "refuses":
         raise MCPError(INVALID_PARAMS, "no such thing here")
     elif params.name == "hangs":
-        await anyio.sleep(HANG_SECONDS)
+        try:
+            await anyio.sleep(HANG_SECONDS)
+        except anyio.get_cancelled_exc_class():  # told to stop (notifications/cancelled)
+            STOPPED.append(ctx.request_id)
+            raise
         text = "too late"
     else:
         text = str(args.get("text", ""))
@@ -138,6 +143,7 @@ def upstreams() -> Iterator[dict[str, tuple[str, _Forgetful]]]:
     one JSON message."""
     served: dict[str, tuple[str, _Forgetful]] = {}
     stops = []
+    STOPPED.clear()
     for name, json_response in (("sse", False), ("json", True)):
         manager = StreamableHTTPSessionManager(
             app=Server(name, on_list_tools=_list, on_call_tool=_call), json_response=json_response
@@ -166,13 +172,15 @@ def upstreams() -> Iterator[dict[str, tuple[str, _Forgetful]]]:
 def _config(
     folder: Path, upstreams: dict[str, tuple[str, _Forgetful]], *, elicit: bool = False
 ) -> Path:
-    """The gateway in front of `upstreams`, and of `odd`, a command (tests/fixtures)."""
+    """The gateway in front of `upstreams`, and of `odd`, a command (tests/fixtures), which
+    writes the calls it is told to stop in `odd-stopped` there."""
     config = folder / "gateway.yaml"
     lines = ["workspace: acme", f"approvals: {{elicit: {str(elicit).lower()}}}", "upstreams:"]
     for name, (url, _) in upstreams.items():
         lines += [f"  {name}:", f"    url: {url}", "    timeout: 5"]
         lines += ["    headers: {Authorization: Bearer upstream-secret}"]
-    lines += ["  odd:", f"    command: [{sys.executable}, {FIXTURES / 'mcp_upstream.py'}]"]
+    odd = [sys.executable, FIXTURES / "mcp_upstream.py", folder / "odd-stopped"]
+    lines += ["  odd:", f"    command: [{', '.join(map(str, odd))}]"]
     config.write_text("\n".join(lines) + "\n")
     return config
 
@@ -321,8 +329,19 @@ def test_an_upstream_that_hangs_fails_the_hot_call_closed_and_the_next_call_goes
         kind, [answer] = agent.call("sse.hangs", {})
         assert kind == "application/json" and answer["result"]["isError"]
         assert "did not answer tools/call hangs within 5 s" in _text(answer)
+        _told_to_stop(1)  # the upstream, too, stops the call the gateway gave up on
         kind, [answer] = agent.call("sse.echo", {"text": "still here"})
         assert kind == "application/json" and _text(answer) == "still here"
+
+
+def _told_to_stop(calls: int) -> None:
+    """Wait until the upstream has stopped that many `hangs` calls on being told to (less time
+    than one takes to end by itself), each of them a call the gateway posted."""
+    deadline = time.monotonic() + HANG_SECONDS / 2
+    while len(STOPPED) < calls and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(STOPPED) == calls, STOPPED
+    assert all(str(request_id).startswith("tether-") for request_id in STOPPED)
 
 
 def test_a_denied_call_on_the_hot_path_never_reaches_the_upstream(
@@ -784,18 +803,64 @@ def test_a_hot_call_its_client_cancels_is_stopped_and_never_answered(
                     (await mine.cancel(77, proof=spent)).status_code,  # a replayed proof
                 ]
                 await anyio.sleep(0.2)  # time enough for a call cancelled by either to end
-                statuses += [len(hot_paths[0]._calls), (await mine.cancel(77)).status_code]
+                statuses += [len(hot_paths[0]._calls), len(STOPPED)]
+                statuses.append((await mine.cancel(77)).status_code)
         _kind, [answer] = agent.call("sse.echo", {"text": "still here"})
         return statuses, answered, _text(answer)
 
     with _served(home, upstreams, ["sse.echo", "sse.hangs"]) as (gw, task):
         statuses, answered, text = anyio.run(run, gw, task)
+        _told_to_stop(1)
         state = gw.server_guard.task_state(task.id)
         hangs = [c for c in state.history if c.tool == "sse.hangs"]
-    # Neither the other session's notice nor one with a spent proof stopped the call.
-    assert statuses == [202, 401, 1, 202]
+    # Neither the other session's notice nor one with a spent proof stopped the call, here or
+    # upstream; the right one stopped it in both.
+    assert statuses == [202, 401, 1, 0, 202]
     assert answered == [] and text == "still here"
     assert [c.effect for c in hangs] == [Effect.ALLOW]  # decided and made, then cancelled
+
+
+def test_a_call_the_official_client_abandons_is_abandoned_upstream_on_either_path(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The official client cancels a call it stops waiting for (`notifications/cancelled`),
+    and the gateway tells the upstream in turn, as the SDK's client would: for a session's
+    first call, which the SDK's path serves, and for the next, on the hot path."""
+    hot = _hot_calls(monkeypatch)
+
+    async def run(gw: Gateway, task: TaskHandleBase) -> None:
+        async with gw.client(task) as client:
+            await _warm(client)
+        async with gw.client(task) as client:  # its first call goes through the SDK
+            for calls in (1, 2):
+                with anyio.move_on_after(1):
+                    await client.call_tool("sse.hangs", {})
+                await anyio.to_thread.run_sync(_told_to_stop, calls)
+
+    with _served(home, upstreams, ["sse.echo", "sse.hangs"]) as (gw, task):
+        anyio.run(run, gw, task)
+    assert hot[-1:] == ["sse.hangs"] and hot.count("sse.hangs") == 1
+
+
+def test_a_call_to_a_command_upstream_its_client_abandons_is_abandoned_there_too(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """Calls to a command upstream take the SDK's client session, which tells the upstream
+    when its caller stops waiting: the official client's cancellation reaches it."""
+
+    async def run(gw: Gateway, task: TaskHandleBase) -> None:
+        async with gw.client(task) as client:
+            await _warm(client, "odd.echo")
+            with anyio.move_on_after(1):
+                await client.call_tool("odd.hang", {})
+
+    with _served(home, upstreams, ["odd.echo", "odd.hang"]) as (gw, task):
+        anyio.run(run, gw, task)
+        stopped = home.parent / "odd-stopped"
+        deadline = time.monotonic() + 10
+        while not stopped.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(stopped.read_text().split()) == 1
 
 
 def test_what_an_upstream_asks_on_a_direct_post_goes_to_that_calls_agent_and_no_other(

@@ -17,6 +17,7 @@ version, answered by one JSON message or by an event stream that carries the res
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -40,6 +41,9 @@ MAX_EVENT_BYTES = DEFAULT_MAX_SSE_EVENT_SIZE
 MAX_JSON_BYTES = 64 << 20  # an answer in one JSON message larger than this fails the call
 DRAIN_SECONDS = 1.0  # an event stream still sending this long after the answer: closed
 _ids = itertools.count(1)  # ours are strings, so never an id the SDK's session has in flight
+CANCEL_SECONDS = 5.0  # telling an upstream that a call was abandoned: given up after this
+ABANDONED = "the gateway abandoned the call: its agent cancelled it, or it ran past its timeout"
+_telling: set[asyncio.Task[None]] = set()  # cancellations being sent upstream
 
 Notify = Callable[[types.ServerNotification], Awaitable[None]]
 # What the upstream asks mid-call, asked of the agent: the reply's `result` or `error`, or None
@@ -81,8 +85,9 @@ async def call_tool(
         "method": "tools/call",
         "params": {"name": name, "arguments": arguments},
     }
-    response = await http.post(_encode(body), headers)
+    response = await http.send(_encode(body), headers)
     try:
+        await response.arrived()
         if response.status == 404:
             raise SessionGone("the upstream no longer knows this session")
         content_type = response.content_type
@@ -98,10 +103,39 @@ async def call_tool(
             return _result(answer)
         else:
             raise MCPError(INVALID_REQUEST, f"unexpected content type {content_type!r}")
-    except BaseException:
+    except BaseException as exc:
         response.close()
+        if isinstance(exc, asyncio.CancelledError):  # its agent cancelled it, or its deadline
+            _abandon(http, headers, request_id)  # came: the upstream is told to stop
         raise
     return _result(answer)
+
+
+def _abandon(http: Pool, headers: dict[str, str], request_id: str) -> None:
+    """Tell the upstream that a request it was sent is abandoned, as the SDK's client does
+    (and as the protocol's versions up to 2025-11-25 ask: a closed connection is not a
+    cancellation there). Sent from a task of its own, so the call's own end waits for nothing;
+    that task is kept until it ends."""
+    told = asyncio.get_running_loop().create_task(_cancel(http, headers, request_id))
+    _telling.add(told)
+    told.add_done_callback(_telling.discard)
+
+
+async def _cancel(http: Pool, headers: dict[str, str], request_id: str) -> None:
+    notice = {
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": request_id, "reason": ABANDONED},
+    }
+    try:
+        async with asyncio.timeout(CANCEL_SECONDS):
+            told = await http.post(_encode(notice), headers)
+            try:
+                await told.read(MAX_JSON_BYTES)
+            finally:
+                told.close()
+    except Exception as exc:  # it was a courtesy: an upstream down or hung is not told
+        log.info("could not tell the upstream that %s was abandoned: %r", request_id, exc)
 
 
 async def _from_events(

@@ -79,16 +79,17 @@ class Pool:
     async def post(self, body: bytes, headers: Mapping[str, str]) -> Response:
         """Send a POST and return its response once its head has come; its body is read from
         the response. Raises ConnectionFailed (ValueError for headers HTTP does not allow)."""
+        response = await self.send(body, headers)
+        await response.arrived()
+        return response
+
+    async def send(self, body: bytes, headers: Mapping[str, str]) -> Response:
+        """Send a POST, on the next connection free, and return its response before its head
+        has come (`Response.arrived`): from then on, the upstream may be acting on it."""
         own = f"{_lines(headers)}content-length: {len(body)}\r\n\r\n"
         request = self._head + own.encode("latin-1") + body
         connection = await self._connection()
-        response = connection.send(request)
-        try:
-            await response.head
-        except BaseException:  # failed or cancelled mid-request: the connection's state is lost
-            response.close()
-            raise
-        return response
+        return connection.send(request)
 
     async def close(self) -> None:
         for connection in list(self._all):
@@ -174,8 +175,8 @@ class Pool:
 
 
 class Response:
-    """A response whose head has come (`status`, `headers` by lower-case name) and whose body
-    arrives as the upstream sends it."""
+    """The response to a request sent: its head (`status`, `headers` by lower-case name) once
+    it has `arrived`, and its body as the upstream sends it."""
 
     def __init__(self, connection: _Connection) -> None:
         self.status = 0
@@ -188,6 +189,15 @@ class Response:
         self._error: ConnectionFailed | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._released: asyncio.TimerHandle | None = None  # the rest is dropped as it comes
+
+    async def arrived(self) -> None:
+        """Wait for the head. Raises ConnectionFailed; failed or cancelled mid-request, the
+        connection is closed, its state lost."""
+        try:
+            await self.head
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def content_type(self) -> str:
