@@ -9,8 +9,11 @@ fresh DPoP proof signed by the client, is authenticated, decided by Cedar policy
 recorded, forwarded upstream, and its result reported to the task before it is returned: what
 a real agent's call costs. A third path is a client that offers elicitation, which the gateway
 may ask something mid-call (an approval, or what the upstream asks) on the call's own stream;
-its figures are printed beside. The paths alternate in blocks, so drift in the machine's
-speed falls on all.
+its figures are printed beside. A fourth path is a reference: the same calls through a proxy
+that only passes them on (benchmarks/passthrough.py, served and posting upstream as the
+gateway's hot path is), so what one more process on the path costs on this machine is seen
+apart from Tether's own work. The paths alternate in blocks, so drift in the machine's speed
+falls on all.
 
 Target (issue 8): <= 2 ms added at the median over streamable HTTP.
 
@@ -48,7 +51,8 @@ from tether.store import Store
 HERE = Path(__file__).resolve().parent
 TARGET_ADDED_MS = 2.0
 BLOCK = 100  # calls on one path before switching to the next
-PATHS = ("direct", "gateway", "gateway_eliciting")
+PATHS = ("direct", "gateway", "gateway_eliciting", "passthrough")
+SERVED_BY = {"gateway": "gateway", "gateway_eliciting": "gateway", "passthrough": "passthrough"}
 POLICY = """
 @id("echo")
 permit (principal, action == Action::"bench.echo", resource);
@@ -102,7 +106,7 @@ def _machine_ticks() -> tuple[int, int]:
 
 
 async def _measure(
-    upstream: str, gateway: str, task: TaskHandleBase, calls: int, pids: dict[str, int]
+    urls: dict[str, str], task: TaskHandleBase, calls: int, pids: dict[str, int]
 ) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
     """Each path's call times, and the CPU seconds each server process used over each path's
     timed calls (read around each block). The gateway's CPU per call, as a multiple of the
@@ -110,15 +114,18 @@ async def _measure(
     a shared machine whose speed drifts: it shows what a change to the gateway is worth."""
     times: dict[str, list[float]] = {path: [] for path in PATHS}
     cpu = {path: dict.fromkeys(pids, 0.0) for path in PATHS}
+    gateway = urls["gateway"]
     async with (
-        _client(upstream, None) as direct,
+        _client(urls["upstream"], None) as direct,
         _client(gateway, TaskAuth(task)) as through,
         _client(gateway, TaskAuth(task), offers_elicitation=True) as asking,
+        _client(urls["passthrough"], None) as passed,
     ):
         paths = {
             "direct": (direct, "echo"),
             "gateway": (through, "bench.echo"),
             "gateway_eliciting": (asking, "bench.echo"),
+            "passthrough": (passed, "echo"),
         }
         deadline = time.monotonic() + 30  # the gateway sees the activation on its next poll
         while (await through.call_tool("bench.echo", {"text": "ready?"})).is_error:
@@ -159,12 +166,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         home = Path(folder) / "home"
         try:
-            echo_port, gateway_port = free_port(), free_port()
+            echo_port, gateway_port, passing_port = free_port(), free_port(), free_port()
             upstream = f"http://127.0.0.1:{echo_port}/mcp"
             started.append(
                 subprocess.Popen([sys.executable, str(HERE / "mcp_echo.py"), str(echo_port)])
             )
             _wait_for(upstream, started[-1])
+            passing = [str(HERE / "passthrough.py"), upstream, str(passing_port)]
+            started.append(subprocess.Popen([sys.executable, *passing]))
+            passthrough = f"http://127.0.0.1:{passing_port}/mcp"
+            _wait_for(passthrough, started[-1])
             config = Path(folder) / "gateway.yaml"
             config.write_text(f"workspace: acme\nupstreams:\n  bench:\n    url: {upstream}\n")
             guard = Guard(Store.at_home(home), shared_tasks=True)
@@ -198,9 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             task = guard.task(
                 workspace="acme", agent="coder", user="alice", request="bench", tools=["bench.echo"]
             )
-            pids = {"upstream": started[0].pid, "gateway": started[1].pid}
+            pids = {"upstream": started[0].pid, "passthrough": started[1].pid}
+            pids["gateway"] = started[2].pid
+            urls = {"upstream": upstream, "gateway": gateway, "passthrough": passthrough}
             ticks_before = _machine_ticks()
-            times, cpu = anyio.run(_measure, upstream, gateway, task, calls, pids)
+            times, cpu = anyio.run(_measure, urls, task, calls, pids)
             stolen, ticks = (a - b for a, b in zip(_machine_ticks(), ticks_before, strict=True))
             steal_percent = 100 * stolen / max(ticks, 1)
             task.end()
@@ -220,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "direct": "direct",
         "gateway": "gateway",
         "gateway_eliciting": "gateway, client offering elicitation",
+        "passthrough": "a proxy passing calls on (reference)",
     }
     figures = {}
     for name, values in times.items():
@@ -239,14 +253,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"for a client offering elicitation: {added['gateway_eliciting']:.2f} ms "
         f"({figures['gateway_eliciting']['median_ms'] / direct:.2f}x)"
     )
+    console.print(
+        f"a proxy that only passes calls on adds {added['passthrough']:.2f} ms: one more process "
+        f"on the path, here; the gateway's own work beyond it "
+        f"{added['gateway'] - added['passthrough']:.2f} ms"
+    )
     upstream_cpu = sum(cpu[path]["upstream"] for path in PATHS) / (calls * len(PATHS))
-    cpu_ms = {path: cpu[path]["gateway"] / calls * 1e3 for path in PATHS[1:]}
+    cpu_ms = {path: cpu[path][SERVED_BY[path]] / calls * 1e3 for path in PATHS[1:]}
     cpu_ms["upstream"] = upstream_cpu * 1e3
     console.print(
         f"CPU per call: gateway {cpu_ms['gateway']:.2f} ms "
         f"({cpu_ms['gateway'] / cpu_ms['upstream']:.2f}x the upstream's {cpu_ms['upstream']:.2f}"
         f" ms); for a client offering elicitation {cpu_ms['gateway_eliciting']:.2f} ms "
-        f"({cpu_ms['gateway_eliciting'] / cpu_ms['upstream']:.2f}x)"
+        f"({cpu_ms['gateway_eliciting'] / cpu_ms['upstream']:.2f}x); the proxy passing calls "
+        f"on {cpu_ms['passthrough']:.2f} ms ({cpu_ms['passthrough'] / cpu_ms['upstream']:.2f}x)"
     )
     console.print(
         f"CPU time the host took from this machine (steal) meanwhile: {steal_percent:.1f}%"
@@ -256,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **figures,
             "added_median_ms": added["gateway"],
             "added_eliciting_median_ms": added["gateway_eliciting"],
+            "added_passthrough_median_ms": added["passthrough"],
             "cpu_per_call_ms": cpu_ms,
             "steal_percent": steal_percent,
         }

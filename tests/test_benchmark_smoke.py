@@ -105,12 +105,13 @@ def test_quick_load_run_answers_every_call_it_offers(tmp_path: Path) -> None:
 
 
 def test_quick_gateway_benchmark_runs(tmp_path: Path) -> None:
-    """Both paths answer every call (the benchmark asserts each result is no error)."""
+    """Every path answers every call (the benchmark asserts each result is no error)."""
     figures: Any = quick_run("gateway.py", tmp_path / "gateway.json")
-    paths = {"direct", "gateway", "gateway_eliciting"}
+    paths = {"direct", "gateway", "gateway_eliciting", "passthrough"}
     assert set(figures) == paths | {
         "added_median_ms",
         "added_eliciting_median_ms",
+        "added_passthrough_median_ms",
         "cpu_per_call_ms",
         "steal_percent",
     }
