@@ -7,14 +7,23 @@ from typing import Any
 
 import cedarpy
 import pytest
-from conftest import sample_context
+from conftest import POLICIES, sample_context
 
 from tether import Guard
-from tether.model import Effect, Stage
+from tether.model import AgentStatus, Effect, Stage
 from tether.policy import Verdict, evaluate
 from tether.policy.engine import _interpret
 from tether.workspace import WorkspaceView
 
+TRIAL = """
+@id("trial") @mode("shadow")
+forbid (principal, action == Action::"send_email", resource);
+"""
+FILES = """
+@id("no-secrets")
+forbid (principal, action == Action::"read_file", resource)
+when { context.args has path && context.args.path like "*secret*" };
+"""
 AMOUNT_SCHEMA = {
     "type": "object",
     "properties": {"to": {"type": "string"}, "n": {"type": "integer"}},
@@ -184,3 +193,40 @@ def test_an_answer_cedar_cannot_attribute_is_a_deny(
     outcome = _interpret(_Result(decision, errors, ["p0"]), bundle.by_key, "t", "coder", {})
     assert outcome.effect is Effect.DENY
     assert outcome.reasons[0].text.startswith("policy could not be evaluated")
+
+
+def test_a_workspace_change_that_leaves_policies_and_catalogue_alone_keeps_their_bundles(
+    guard: Guard,
+) -> None:
+    """Registering an agent, suspending one or adding a user does not compile the policies
+    again: the new view is served by the same bundles, enforced and shadow. A change to the
+    policies, or to a tool's definition (the schema they are checked against), compiles them."""
+    guard.activate_policies("acme", {"trial.cedar": TRIAL}, shadow=True)
+    before = view(guard)
+    assert before.bundle is not None and before.shadow is not None
+
+    guard.register_agent("acme", "planner", kind="planner", owner="alice@acme.com")
+    guard.suspend_agent("acme", "planner")
+    guard.add_user("acme", "carol")
+    after = view(guard)
+    assert after is not before and after.agents["planner"].status is AgentStatus.SUSPENDED
+    assert after.bundle is before.bundle and after.shadow is before.shadow
+
+    guard.activate_policies("acme", {**POLICIES, "files.cedar": FILES})
+    changed = view(guard)
+    assert changed.bundle is not None and changed.bundle.version != before.bundle.version
+    assert changed.shadow is before.shadow
+
+    guard.register_tool(
+        "acme",
+        "read_file",
+        effects=["read"],
+        args_schema={
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "lines": {"type": "integer"}},
+        },
+    )
+    retyped = view(guard)
+    assert retyped.bundle is not None and retyped.bundle.version != changed.bundle.version
+    assert retyped.shadow is not None and retyped.shadow.version != before.shadow.version
+    assert decide(guard, "send_email", {"to": "bob@acme.com"}).outcome.effect is Effect.ALLOW
