@@ -209,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             task = guard.task(
                 workspace="acme", agent="coder", user="alice", request="bench", tools=["bench.echo"]
             )
-            pids = {"upstream": started[0].pid, "passthrough": started[1].pid}
-            pids["gateway"] = started[2].pid
+            names = ("upstream", "passthrough", "gateway")  # in the order they were started
+            pids = {name: process.pid for name, process in zip(names, started, strict=True)}
             urls = {"upstream": upstream, "gateway": gateway, "passthrough": passthrough}
             ticks_before = _machine_ticks()
             times, cpu = anyio.run(_measure, urls, task, calls, pids)

@@ -30,11 +30,6 @@ class PassThrough:
         self.pool: Pool | None = None  # made on the server's event loop, at the first post
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         if scope["method"] != "POST":
             await send({"type": "http.response.start", "status": 405, "headers": []})
             await send({"type": "http.response.body", "body": b""})
@@ -61,6 +56,7 @@ if __name__ == "__main__":
         host="127.0.0.1",
         port=int(sys.argv[2]),
         http="httptools",
+        lifespan="off",  # nothing to start or stop: its pool is made at the first post
         log_level="warning",
         access_log=False,
     )

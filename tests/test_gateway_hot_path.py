@@ -334,14 +334,15 @@ def test_an_upstream_that_hangs_fails_the_hot_call_closed_and_the_next_call_goes
         assert kind == "application/json" and _text(answer) == "still here"
 
 
-def _told_to_stop(calls: int) -> None:
+def _told_to_stop(calls: int, *, posted: bool = True) -> None:
     """Wait until the upstream has stopped that many `hangs` calls on being told to (less time
-    than one takes to end by itself), each of them a call the gateway posted."""
+    than one takes to end by itself). `posted`: each of them a call the gateway posted itself,
+    else one the SDK's client session made (an id of its own, a number)."""
     deadline = time.monotonic() + HANG_SECONDS / 2
     while len(STOPPED) < calls and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(STOPPED) == calls, STOPPED
-    assert all(str(request_id).startswith("tether-") for request_id in STOPPED)
+    assert all(str(request_id).startswith("tether-") == posted for request_id in STOPPED)
 
 
 def test_a_denied_call_on_the_hot_path_never_reaches_the_upstream(
@@ -825,7 +826,8 @@ def test_a_call_the_official_client_abandons_is_abandoned_upstream_on_either_pat
 ) -> None:
     """The official client cancels a call it stops waiting for (`notifications/cancelled`),
     and the gateway tells the upstream in turn, as the SDK's client would: for a session's
-    first call, which the SDK's path serves, and for the next, on the hot path."""
+    first call, which the SDK's path serves, and for the next, on the hot path. The notices
+    carry the gateway's credentials for the upstream, never the agent's token."""
     hot = _hot_calls(monkeypatch)
 
     async def run(gw: Gateway, task: TaskHandleBase) -> None:
@@ -839,7 +841,31 @@ def test_a_call_the_official_client_abandons_is_abandoned_upstream_on_either_pat
 
     with _served(home, upstreams, ["sse.echo", "sse.hangs"]) as (gw, task):
         anyio.run(run, gw, task)
+        token = task.token
     assert hot[-1:] == ["sse.hangs"] and hot.count("sse.hangs") == 1
+    seen = upstreams["sse"][1].seen
+    assert all(h.get(b"authorization") == b"Bearer upstream-secret" for h in seen)
+    assert not any(b"dpop" in h or token.encode() in b" ".join(h.values()) for h in seen)
+
+
+def test_a_call_asking_for_progress_its_client_abandons_is_abandoned_upstream_by_the_sdk(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """A call asking for progress goes upstream through the SDK's client session, which
+    tells the upstream, with an id of its own, when the gateway stops waiting."""
+
+    async def progress(*_: Any) -> None:
+        pass
+
+    async def run(gw: Gateway, task: TaskHandleBase) -> None:
+        async with gw.client(task) as client:
+            await _warm(client)
+            with anyio.move_on_after(1):
+                await client.call_tool("sse.hangs", {}, progress_callback=progress)
+
+    with _served(home, upstreams, ["sse.echo", "sse.hangs"]) as (gw, task):
+        anyio.run(run, gw, task)
+        _told_to_stop(1, posted=False)
 
 
 def test_a_call_to_a_command_upstream_its_client_abandons_is_abandoned_there_too(

@@ -331,8 +331,9 @@ class Gateway:
         except Exception as exc:
             return _error(f"not authorized: {_message(exc)}")
         name, args = params.name, dict(params.arguments or {})
-        can_elicit = offers(ctx.session.client_capabilities, "elicitation")
-        elicit = _elicit_form(ctx) if can_elicit else None
+        elicit = (
+            _elicit_form(ctx) if offers(ctx.session.client_capabilities, "elicitation") else None
+        )
 
         async def ask(decision: Decision) -> Decision:
             return await self._step_up(elicit, caller, decision, name, args)
