@@ -29,6 +29,8 @@ from tether.server import admin_tokens
 from tether.server.serving import Serving, build
 from tether.store import Store
 
+GRACE_SECONDS = 5  # as `tether gateway serve` gives open connections when it is stopped
+
 
 @dataclass
 class Served:
@@ -51,7 +53,10 @@ def serve_in_thread(make_app: Callable[[str], Any]) -> tuple[str, Any, Callable[
     listening.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{listening.getsockname()[1]}"
     app = make_app(url)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACE_SECONDS
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
 
@@ -59,6 +64,9 @@ def serve_in_thread(make_app: Callable[[str], Any]) -> tuple[str, Any, Callable[
         server.should_exit = True
         thread.join(timeout=30)
         listening.close()
+        # Stopped: a server left running would go on acting (on an upstream, on a store)
+        # after its test has moved on.
+        assert not thread.is_alive(), f"{url} did not stop"
 
     deadline = time.monotonic() + 60
     while not server.started:

@@ -9,6 +9,7 @@ proofs name it and the gateway's Host check expects it.
 
 from __future__ import annotations
 
+import anyio
 import httpx2
 from starlette.types import Receive, Scope, Send
 
@@ -52,17 +53,33 @@ class SigningProxy:
         )
         response = await self.client.send(request, stream=True)
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": [
-                        (k.lower(), v) for k, v in response.headers.raw if k.lower() not in DROPPED
-                    ],
-                }
-            )
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            async with anyio.create_task_group() as streaming:
+                # A client that goes (the CLI ends a scenario with its event stream open) ends
+                # the stream to the gateway too, as a client of the gateway's own would: held
+                # open, it would keep the gateway from stopping.
+                streaming.start_soon(_cancel_when_gone, receive, streaming.cancel_scope)
+                await _relay(response, send)
+                streaming.cancel_scope.cancel()
         finally:
             await response.aclose()
+
+
+async def _relay(response: httpx2.Response, send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": [
+                (k.lower(), v) for k, v in response.headers.raw if k.lower() not in DROPPED
+            ],
+        }
+    )
+    async for chunk in response.aiter_raw():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _cancel_when_gone(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
