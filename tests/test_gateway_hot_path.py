@@ -119,13 +119,16 @@ async def _call(ctx: Any, params: types.CallToolRequestParams) -> types.CallTool
 
 class _Forgetful:
     """The upstream's door: while `forget` is set, it answers every request on a session 404,
-    as an upstream restarted (and so without its sessions) does. It keeps every request's
-    headers (`seen`)."""
+    as an upstream restarted (and so without its sessions) does; while `deaf` is set, it never
+    answers a notice that a call is cancelled, and waits for its sender to give up (`deafened`
+    says "held" as one comes, "given up" as its sender goes). It keeps every request's headers
+    (`seen`)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.forget = False
+        self.forget = self.deaf = False
         self.seen: list[dict[bytes, bytes]] = []
+        self.deafened: list[str] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers", []))
@@ -134,7 +137,33 @@ class _Forgetful:
             await send({"type": "http.response.start", "status": 404, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
+        if self.deaf and scope["method"] == "POST":
+            body, more = b"", True
+            while more:
+                message = await receive()
+                body, more = body + message.get("body", b""), message.get("more_body", False)
+            if b'"notifications/cancelled"' in body:
+                self.deafened.append("held")
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                self.deafened.append("given up")
+                return
+            receive = _once(body, receive)
         await self.app(scope, receive, send)
+
+
+def _once(body: bytes, receive: Receive) -> Receive:
+    """`receive` with a body already read given back first."""
+    given = False
+
+    async def again() -> Any:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return again
 
 
 @pytest.fixture
@@ -846,6 +875,39 @@ def test_a_call_the_official_client_abandons_is_abandoned_upstream_on_either_pat
     seen = upstreams["sse"][1].seen
     assert all(h.get(b"authorization") == b"Bearer upstream-secret" for h in seen)
     assert not any(b"dpop" in h or token.encode() in b" ".join(h.values()) for h in seen)
+
+
+def test_an_upstream_deaf_to_the_notice_that_a_call_was_abandoned_holds_nothing_up(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notice goes on the side: while the upstream sits on it, the session's next call is
+    made and answered; the gateway gives the notice up after CANCEL_SECONDS (5 s), and drops
+    its connection."""
+    hot = _hot_calls(monkeypatch)
+    door = upstreams["sse"][1]
+
+    async def run(gw: Gateway, task: TaskHandleBase) -> tuple[str, list[str]]:
+        async with gw.client(task) as client:
+            await _warm(client)
+            door.deaf = True
+            with anyio.move_on_after(0.5):
+                await client.call_tool("sse.hangs", {})
+            with anyio.fail_after(10):
+                while not door.deafened:
+                    await anyio.sleep(0.01)
+            meanwhile = await client.call_tool("sse.echo", {"text": "meanwhile"})
+            deafened_then = list(door.deafened)
+            with anyio.fail_after(forward.CANCEL_SECONDS + 10):
+                while len(door.deafened) < 2 or forward._telling:
+                    await anyio.sleep(0.01)
+        assert isinstance(meanwhile.content[0], types.TextContent)
+        return meanwhile.content[0].text, deafened_then
+
+    with _served(home, upstreams, ["sse.echo", "sse.hangs"]) as (gw, task):
+        answered, deafened_then = anyio.run(run, gw, task)
+    assert hot[-2:] == ["sse.hangs", "sse.echo"]  # both on the hot path, whose notice it is
+    assert answered == "meanwhile" and deafened_then == ["held"]
+    assert door.deafened == ["held", "given up"]
 
 
 def test_a_call_asking_for_progress_its_client_abandons_is_abandoned_upstream_by_the_sdk(
