@@ -79,9 +79,10 @@ def build_view(snapshot: WorkspaceSnapshot, previous: WorkspaceView | None = Non
 def _compiled(files: Mapping[str, str], schema: Any, before: Bundle | None) -> Bundle:
     """`files` compiled against `schema`: `before` if it is that very bundle (its version is a
     digest of both), else compiled now."""
-    if before is not None and before.version == bundle_version(files, schema):
+    version = bundle_version(files, schema)
+    if before is not None and before.version == version:
         return before
-    return compile_bundle(files, schema)
+    return compile_bundle(files, schema, version)
 
 
 def _shadow(snapshot: WorkspaceSnapshot, schema: Any, before: Bundle | None) -> Bundle | None:

@@ -157,8 +157,11 @@ def parse_schema(cedar_schema: Mapping[str, Any]) -> Any:
     return cedarpy.Schema.from_json_str(json.dumps(cedar_schema))
 
 
-def compile_bundle(files: Mapping[str, str], cedar_schema: Mapping[str, Any]) -> Bundle:
-    """Parse, check and validate every policy; raise PolicyError listing every problem found."""
+def compile_bundle(
+    files: Mapping[str, str], cedar_schema: Mapping[str, Any], version: str | None = None
+) -> Bundle:
+    """Parse, check and validate every policy; raise PolicyError listing every problem found.
+    `version`: their `bundle_version`, when the caller has just computed it."""
     schema = parse_schema(cedar_schema)
     problems: list[PolicyProblem] = []
     policies: dict[str, Policy] = {}
@@ -189,7 +192,7 @@ def compile_bundle(files: Mapping[str, str], cedar_schema: Mapping[str, Any]) ->
         for tool, tool_groups in groups.items()
     }
     return Bundle(
-        version=bundle_version(files, cedar_schema),
+        version=version or bundle_version(files, cedar_schema),
         files=dict(files),
         cedar_schema=cedar_schema,
         schema=schema,
