@@ -11,7 +11,7 @@ from conftest import POLICIES, sample_context
 
 from tether import Guard
 from tether.model import AgentStatus, Effect, Stage
-from tether.policy import Verdict, evaluate
+from tether.policy import Verdict, bundle_version, evaluate
 from tether.policy.engine import _interpret
 from tether.workspace import WorkspaceView
 
@@ -229,4 +229,8 @@ def test_a_workspace_change_that_leaves_policies_and_catalogue_alone_keeps_their
     retyped = view(guard)
     assert retyped.bundle is not None and retyped.bundle.version != changed.bundle.version
     assert retyped.shadow is not None and retyped.shadow.version != before.shadow.version
+    # Each bundle compiled anew is named by the digest of what it holds (the decisions'
+    # policy_version), as the version its view was built with said.
+    for bundle in (changed.bundle, retyped.bundle, retyped.shadow):
+        assert bundle.version == bundle_version(bundle.files, bundle.cedar_schema)
     assert decide(guard, "send_email", {"to": "bob@acme.com"}).outcome.effect is Effect.ALLOW
