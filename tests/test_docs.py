@@ -13,6 +13,7 @@ from conftest import STARTER
 
 from tether import Guard
 from tether.catalogue import Catalogue, compile_tool, load_catalogue_file
+from tether.gateway.config import parse_config
 from tether.policy import compile_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +60,19 @@ def test_workspace_settings_examples_are_accepted(where: str, text: str, home: P
     settings = msgspec.yaml.decode(text)["settings"]
     with Guard.embedded(home=home) as guard:
         assert guard.add_workspace("acme", settings=settings).settings == settings
+
+
+GATEWAY_CONFIGS = [(where, text) for where, text in blocks("yaml") if "\nupstreams:" in text]
+
+
+@pytest.mark.parametrize(("where", "text"), GATEWAY_CONFIGS, ids=[w for w, _ in GATEWAY_CONFIGS])
+def test_gateway_configuration_examples_are_accepted(
+    where: str, text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in re.findall(r"\$\{(\w+)\}", text):
+        monkeypatch.setenv(name, f"<{name}>")
+    config = parse_config(msgspec.yaml.decode(text), folder=tmp_path)  # no unknown field
+    assert config.upstreams
 
 
 @pytest.mark.parametrize(
@@ -143,3 +157,4 @@ EXPECTED_OUTPUT = {
 
 def test_there_are_examples_to_check() -> None:
     assert len(blocks("cedar")) >= 6 and blocks("python") and CATALOGUES and SETTINGS
+    assert GATEWAY_CONFIGS

@@ -52,6 +52,15 @@ def test_the_gateway_sets_the_dpop_header_itself(tmp_path: Path) -> None:
         parse_config(config(command=["x"], headers={"A": "b"}), folder=tmp_path)
 
 
+def test_the_limits_on_answering_and_on_starting_are_apart_and_bounded(tmp_path: Path) -> None:
+    spec = parse_config(config(command=["x"], timeout=2), folder=tmp_path).upstreams["git"]
+    assert (spec.timeout, spec.start_timeout) == (2, 30)
+    for field in ("timeout", "start_timeout"):
+        for wrong in (0, -1, 3601):
+            with pytest.raises(InvalidInput, match=f"{field} must be between 0 and 3600"):
+                parse_config(config(command=["x"], **{field: wrong}), folder=tmp_path)
+
+
 def test_names_and_prefixes(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="upstream 'Git!'"):
         parse_config(

@@ -7,6 +7,7 @@ fronts, each by a command (stdio) or a URL (streamable HTTP).
         command: [python, -m, mcp_server_git, --repository, ./repo]
         env: {GIT_AUTHOR_NAME: tether}
         timeout: 30
+        start_timeout: 60
       files:
         url: https://files.internal/mcp
         headers: {Authorization: "Bearer ${FILES_MCP_TOKEN}"}
@@ -35,6 +36,7 @@ from tether.errors import InvalidInput
 from tether.names import check_segment
 
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_START_TIMEOUT = 30.0
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}[._]")
 _UPSTREAM_NAME = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?")
@@ -50,6 +52,10 @@ class UpstreamSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cwd: str = ""
     headers: dict[str, str] = {}
     timeout: float = DEFAULT_TIMEOUT  # seconds a request may take before it fails closed
+    # Seconds starting it (the process, or the connection, and the MCP handshake) may take: a
+    # server that is slow to start (a package runner, a cold interpreter) is not thereby slow to
+    # answer, so this is apart from `timeout`.
+    start_timeout: float = DEFAULT_START_TIMEOUT
     # What its tools' and prompts' names are prefixed with (default `<name>.`); "" keeps
     # them as they are, for a gateway with one upstream (no prefix may begin another).
     prefix: str | None = None
@@ -118,8 +124,9 @@ def _checked(name: str, spec: UpstreamSpec, folder: Path) -> UpstreamSpec:
         raise InvalidInput(f"{where}: give exactly one of command (stdio) and url (HTTP)")
     if spec.url and not spec.url.startswith(("http://", "https://")):
         raise InvalidInput(f"{where}: url must be http:// or https://")
-    if not 0 < spec.timeout <= 3600:
-        raise InvalidInput(f"{where}: timeout must be between 0 and 3600 seconds")
+    for field in ("timeout", "start_timeout"):
+        if not 0 < getattr(spec, field) <= 3600:
+            raise InvalidInput(f"{where}: {field} must be between 0 and 3600 seconds")
     forwarded = {k.lower() for k in spec.headers}
     if spec.command and spec.headers:
         raise InvalidInput(f"{where}: headers are for an HTTP upstream")

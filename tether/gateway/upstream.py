@@ -84,7 +84,7 @@ class Upstream:
 
     async def start(self, tasks: TaskGroup) -> None:
         """Connect and initialize, in a task of `tasks`; raises UpstreamUnavailable if that fails
-        within the upstream's timeout."""
+        or takes longer than the upstream's `start_timeout`."""
         self._tasks = tasks
         async with self._lock:
             await self._connect()
@@ -118,12 +118,12 @@ class Upstream:
         self._last_attempt = time.monotonic()
         self._stop = anyio.Event()
         try:
-            with anyio.fail_after(self.spec.timeout):
+            with anyio.fail_after(self.spec.start_timeout):
                 await self._tasks.start(self._run)
         except TimeoutError:
             self._down("it did not complete the MCP handshake in time")
             raise UpstreamUnavailable(
-                f"upstream {self.name} did not start within {self.spec.timeout:g} s"
+                f"upstream {self.name} did not start within {self.spec.start_timeout:g} s"
             ) from None
         except Exception as exc:
             self._down(_describe(exc))
