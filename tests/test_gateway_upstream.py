@@ -14,12 +14,15 @@ from tether.gateway.config import UpstreamSpec
 from tether.gateway.upstream import Upstream, UpstreamUnavailable
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SLOW_START = 1.5  # seconds the upstream below sleeps before it is the MCP server
+SLOW_START = 2.5  # seconds the upstream below sleeps before it is the MCP server
 
 
 def _slow_to_start() -> tuple[str, ...]:
-    server = FIXTURES / "mcp_upstream.py"
-    code = f"import runpy, time; time.sleep({SLOW_START}); runpy.run_path({str(server)!r}, run_name='__main__')"
+    server = str(FIXTURES / "mcp_upstream.py")
+    code = (
+        f"import runpy, time; time.sleep({SLOW_START}); "
+        f"runpy.run_path({server!r}, run_name='__main__')"
+    )
     return (sys.executable, "-c", code)
 
 
@@ -37,7 +40,7 @@ async def _echo(spec: UpstreamSpec) -> str:
 def test_an_upstream_slower_to_start_than_to_answer_is_started() -> None:
     """A request limit shorter than the start (a package runner, a cold interpreter) once made
     such a server impossible to start: the start had to fit within the request limit."""
-    spec = UpstreamSpec(command=_slow_to_start(), timeout=SLOW_START / 2, start_timeout=30)
+    spec = UpstreamSpec(command=_slow_to_start(), timeout=2, start_timeout=30)
     assert anyio.run(_echo, spec) == "echo: hi"
 
 
