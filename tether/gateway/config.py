@@ -54,7 +54,8 @@ class UpstreamSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timeout: float = DEFAULT_TIMEOUT  # seconds a request may take before it fails closed
     # Seconds starting it (the process, or the connection, and the MCP handshake) may take: a
     # server that is slow to start (a package runner, a cold interpreter) is not thereby slow to
-    # answer, so this is apart from `timeout`.
+    # answer, so this is apart from `timeout` (which still holds each HTTP request of the
+    # handshake, as it holds every request).
     start_timeout: float = DEFAULT_START_TIMEOUT
     # What its tools' and prompts' names are prefixed with (default `<name>.`); "" keeps
     # them as they are, for a gateway with one upstream (no prefix may begin another).
