@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import anyio
+from gateway_env import FIXTURES
 
 from tether.gateway.config import UpstreamSpec
 from tether.gateway.upstream import Upstream, UpstreamUnavailable
 
-FIXTURES = Path(__file__).parent / "fixtures"
 SLOW_START = 2.5  # seconds the upstream below sleeps before it is the MCP server
 
 
