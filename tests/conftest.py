@@ -85,9 +85,9 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-def acme(g: Any) -> None:
+def acme(g: Any, settings: dict[str, Any] | None = None) -> None:
     """A workspace `acme` with agent `coder`, tools send_email and read_file, and POLICIES."""
-    g.add_workspace("acme")
+    g.add_workspace("acme", settings=settings)
     g.register_agent("acme", "coder", kind="coder", owner="alice@acme.com")
     g.register_tool(
         "acme", "send_email", effects=["external"], sinks=["to"], args_schema=EMAIL_SCHEMA

@@ -8,7 +8,9 @@ embedded pipeline, or change or read the stored state behind its back, run embed
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -158,6 +160,27 @@ def test_bytes_arguments_are_denied_since_policies_would_see_base64(guard: Any, 
         assert calls == 0 and direct.decision_id == nested.decision_id == ""
 
 
+@pytest.mark.parametrize("odd", [math.inf, -math.inf, math.nan])
+def test_floats_json_cannot_carry_are_denied_since_policies_would_see_null(
+    guard: Any, mode: str, odd: float
+) -> None:
+    # JSON writes NaN and infinity as null: a bound such as `context.args.limit > 1000` would
+    # not hold, and an approval given for null would be spent on infinity.
+    with open_task(guard) as task:
+        direct = task.authorize("send_email", {"to": "a@acme.com", "subject": odd})
+        nested = task.authorize("send_email", {"to": "a@acme.com", "x": {"y": [1.5, odd]}})
+        finite = task.authorize("send_email", {"to": "a@acme.com", "x": [1.5, -0.0, 1e308]})
+        calls = task.state.calls
+    assert deny_stage(direct)[:2] == (Effect.DENY, Stage.CONTEXT)
+    assert f"argument `subject` is {odd!r}, which JSON cannot carry" in deny_stage(direct)[2]
+    assert f"argument `x.y[1]` is {odd!r}" in deny_stage(nested)[2]
+    assert "cannot carry" not in finite.reason  # finite floats go on (to the schema, here)
+    if mode == "embedded":
+        assert calls == 3
+    else:  # a remote Guard denies them without asking (JSON would carry null)
+        assert calls == 1 and direct.decision_id == nested.decision_id == ""
+
+
 def test_huge_arguments_are_denied_and_not_stored_whole(guard: Any, mode: str) -> None:
     huge = {"to": "a@acme.com", "subject": "x" * 2_000_000}
     with open_task(guard) as task:
@@ -210,6 +233,33 @@ def test_a_task_cannot_act_in_another_workspace(guard: Any) -> None:
     assert "belongs to workspace acme (its token was issued there); it cannot act in beta" in (
         d.reason
     )
+    # Recorded where its token was issued: naming a workspace files nothing in that one's log.
+    assert d.workspace == "acme"
+    assert recorded(guard, d.decision_id).args_digest
+    assert d.decision_id not in {r.id for r in guard.decisions("beta")}
+
+
+def test_a_refused_call_keeps_no_more_of_its_arguments_than_its_workspace_allows(
+    home: Path, clock: Clock, store: Store
+) -> None:
+    """An expired token is still a genuine one: its denial is its task's, cut as its workspace
+    cuts records. A call no credential ties to a workspace keeps only the digest."""
+    secret = {"to": "bob@acme.com", "subject": "hunter2-SECRET"}
+    with Guard(Store.at_home(home), clock=clock) as guard:
+        acme(guard, settings={"audit": {"redact": ["subject"]}})
+        with open_task(guard) as task:
+            token = task.token
+            clock.now += 400  # past the token's five minutes, within the task's life
+            expired = guard.authorize(task.id, "send_email", secret, token=token)
+            no_token = guard.authorize(None, "send_email", secret, workspace="acme")
+    assert "the token expired" in deny_stage(expired)[2]
+    log = {r.id: r for r in store.decisions(limit=10)}
+    stale, anonymous = log[expired.decision_id], log[no_token.decision_id]
+    assert (stale.workspace, stale.task_id) == ("acme", task.id)
+    assert json.loads(stale.args) == {"to": "bob@acme.com", "subject": "[redacted]"}
+    assert anonymous.workspace is None and json.loads(anonymous.args) == {}
+    real = hashlib.sha256(json.dumps(secret, sort_keys=True, separators=(",", ":")).encode())
+    assert stale.args_digest == anonymous.args_digest == real.hexdigest()
 
 
 def change_store(*statements: str) -> Callable[[Guard], None]:
@@ -313,8 +363,13 @@ def test_calls_outside_any_task_or_in_unknown_tasks_are_denied_and_recorded(
         f"the token is for task {task.id}, not task_forged",
     )
     if mode == "embedded":
-        # A refused credential names no workspace: the records are in the store's log, not acme's.
+        # No credential proves a workspace: the records are in the store's log, not acme's,
+        # though the first call named acme (a name alone would let anyone write in its log).
         log = {r.id: r for r in store.decisions(limit=10)}
+        assert {log[d.decision_id].workspace for d in (no_task, unknown)} == {None}
+        assert not {no_task.decision_id, unknown.decision_id} & {
+            r.id for r in guard.decisions("acme")
+        }
         assert log[no_task.decision_id].stage is Stage.AUTHENTICATE
         assert log[unknown.decision_id].effect is Effect.DENY
         assert log[borrowed.decision_id].effect is Effect.DENY

@@ -151,7 +151,10 @@ def test_a_task_outlives_its_tokens_and_hands_part_of_it_to_a_sub_agent(
             "acme", user="alice", agent="coder", tools=["read_file"], may_act=["helper"]
         )
         with start(alice, tools=["read_file"], grant=chain.id) as task:
-            sub = task.delegate("helper", request="read the notes")
+            # The sub-task carries the user's request; the delegating agent cannot write one.
+            with pytest.raises(CredentialRefused, match="cannot write another"):
+                task.delegate("helper", request="read the notes")
+            sub = task.delegate("helper")
             assert sub.claims.agent == "helper" and sub.claims.tasks == (task.id,)
             first = (task.claims.jti, sub.claims.jti)
             clock.now += 250  # past four fifths of a five-minute token
@@ -159,7 +162,7 @@ def test_a_task_outlives_its_tokens_and_hands_part_of_it_to_a_sub_agent(
             assert sub.authorize("read_file", {"path": "/notes"}).allowed
             assert (task.claims.jti, sub.claims.jti) != first  # both renewed over HTTP
             assert (task.claims.task, sub.claims.task) == (task.id, sub.id)
-            assert sub.state.task.request == "read the notes" and sub.state.calls == 1
+            assert sub.state.task.request == "tidy up" and sub.state.calls == 1
         after = sub.authorize("read_file", {"path": "/notes"})
         assert after.effect is Effect.DENY and f"task {task.id} was ended" in after.reason
 

@@ -117,6 +117,30 @@ def test_a_task_alternating_replicas_keeps_its_chain_rules(
     assert "secret" in task.state.labels and task.state.calls == 6
 
 
+def test_a_sub_task_sees_what_its_parent_read_on_another_replica(
+    replicas: tuple[Guard, Guard],
+) -> None:
+    """Replica b has the parent's state cached from deciding a call of the sub-task; the
+    parent then reads a secret through replica a. b's next decision in the sub-task sees it."""
+    a, b = replicas
+    a.register_agent("acme", "helper", kind="coder", owner="alice@acme.com")
+    tools = ["read_file", "read_secret", "http_post"]
+    grant = a.grant("acme", user="alice", agent="coder", tools=tools, may_act=["helper"])
+    parent = a.task(
+        workspace="acme", agent="coder", user="alice", request="tidy", tools=tools, grant=grant.id
+    )
+    sub = parent.delegate("helper", tools=["http_post"])
+    before = on(b, sub, "http_post", {"path": "/status"})
+    read = parent.authorize("read_secret", {})
+    parent.report(read, "the deploy key")
+    after = b.authorize(None, "http_post", {"path": "/status"}, token=sub.token)
+    assert (before, read.effect) == (Effect.ALLOW, Effect.ALLOW)
+    assert after.effect is Effect.DENY, after.reason
+    assert after.reasons[0].policy == "no-exfiltration-after-a-secret"
+    sub.end()
+    parent.end()
+
+
 def test_concurrent_calls_on_two_replicas_are_decided_one_at_a_time(
     replicas: tuple[Guard, Guard],
 ) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import msgspec
 
 from tether.approvals import Approvals, ApprovalSettings, call_hash, canonical_json
 from tether.audit import AuditLog
-from tether.audit.redaction import FULL, Redaction
+from tether.audit.redaction import DIGEST, FULL, Redaction
 from tether.catalogue import ArgumentError, CompiledTool, decision_context
 from tether.credentials import AccessClaims, Credentials
 from tether.credentials.dpop import REPLAYED
@@ -114,6 +115,7 @@ class Call:
     outside: bool = False  # aimed at another workspace (the task remembers it: a risk signal)
     spend: ApprovalRequest | None = None  # the approval that allows it, used once it counts
     said: bytes | None = None  # the arguments (JSON) the decision read: the agent said them
+    inherited: frozenset[str] = frozenset()  # its parent tasks' labels its task lacked
     # One-time ids (its proof's) checked but not yet written: claimed with its record.
     once: list[tuple[str, float]] = field(default_factory=list)
     decision_id: str = field(default_factory=lambda: new_id("dec_"))
@@ -145,6 +147,7 @@ class Call:
             at=self.now,
             args=self.said,
             outside=self.outside,
+            inherited=self.inherited,
         )
 
 
@@ -248,20 +251,19 @@ def task_gate(call: Call) -> Reason | None:
     return None
 
 
-def build_context(call: Call, activity: Activity) -> Reason | None:
+def build_context(call: Call, activity: Activity, tasks: TaskStates) -> Reason | None:
     """Everything the policies may look at, typed as the workspace's Cedar schema says: the
-    arguments, the task's state, where each sink argument's value came from, and the risk."""
+    arguments, the task's state (with the labels of the tasks it was delegated from), where
+    each sink argument's value came from, and the risk."""
     assert call.task is not None and call.tool is not None and call.view is not None
+    if call.task.task.parent is not None:
+        call.inherited = tasks.inherited(call.task)
     call.args_json = _encode_sorted(call.request.args)
     if len(call.args_json) > MAX_ARGS_BYTES:
         return Reason(Stage.CONTEXT, f"arguments are larger than {MAX_ARGS_BYTES} bytes")
-    binary = binary_argument(call.request.args)
-    if binary is not None:
-        return Reason(
-            Stage.CONTEXT,
-            f"argument `{binary}` is bytes: policies would see its base64 text, not what the "
-            "tool gets; pass text",
-        )
+    unfaithful = unfaithful_argument(call.request.args)
+    if unfaithful is not None:
+        return Reason(Stage.CONTEXT, unfaithful)
     # Policies see the arguments as JSON, exactly as recorded: no Python subclass (an enum
     # member that is a str, say) can compare differently from the value the tool gets.
     plain = _decode(call.args_json)
@@ -278,7 +280,7 @@ def build_context(call: Call, activity: Activity) -> Reason | None:
     )
     call.context = decision_context(
         args=args,
-        task=task.context(call.tool.name, call.view.catalogue.effects),
+        task=task.context(call.tool.name, call.view.catalogue.effects, call.inherited),
         tool=call.tool.context,
         provenance=task.sources(plain, call.tool.spec.sinks),
         risk=risk.context(),
@@ -289,9 +291,12 @@ def build_context(call: Call, activity: Activity) -> Reason | None:
     return None
 
 
-def binary_argument(args: Any) -> str | None:
-    """The path of the first bytes value in `args` (already encoded, so of bounded size).
-    Every call pays for the first walk; only a call with bytes pays for naming the path."""
+def unfaithful_argument(args: Any) -> str | None:
+    """Why the policies would not see an argument of `args` (already encoded, so of bounded
+    size) as the tool gets it, if one is so: bytes, which JSON carries as base64 text, or a
+    float JSON cannot carry (NaN, infinity), which the encoder writes as null, so a policy's
+    bound or an approval given for null would let infinity through. Every call pays for the
+    first walk; only such a call pays for naming the path."""
     stack = [args]
     while stack:
         value = stack.pop()
@@ -300,7 +305,15 @@ def binary_argument(args: Any) -> str | None:
         elif isinstance(value, list | tuple):
             stack.extend(value)
         elif isinstance(value, bytes | bytearray | memoryview):
-            return _path_to(args, value)
+            return (
+                f"argument `{_path_to(args, value)}` is bytes: policies would see its base64 "
+                "text, not what the tool gets; pass text"
+            )
+        elif isinstance(value, float) and not math.isfinite(value):
+            return (
+                f"argument `{_path_to(args, value)}` is {value!r}, which JSON cannot carry: "
+                "policies would see null, not what the tool gets"
+            )
     return None
 
 
@@ -464,10 +477,14 @@ def record_of(call: Call, decision: Decision, views: Views | None = None) -> Wri
 def _redaction(call: Call, decision: Decision, views: Views | None) -> Redaction:
     """The redaction for a call denied before it reached its workspace's view: the record's
     workspace's, made stricter by the task's when the call aimed outside it (the arguments are
-    then the data of both). Only denials pay for this lookup."""
+    then the data of both). A call no credential ties to a workspace keeps only the digest:
+    whose data it holds, and so what may be kept of it, is unknown. Only denials pay for this
+    lookup."""
     if views is None:
         return FULL
-    names = {decision.workspace}
+    if decision.workspace is None:
+        return DIGEST
+    names = {decision.workspace, call.request.workspace}
     if call.task is not None:
         names.add(call.task.task.workspace)
     elif call.claims is not None:
@@ -673,7 +690,7 @@ class PDP:
             effect=Effect.DENY,
             reasons=(Reason(Stage.ANSWER, text),),
             policy_version=None,
-            workspace=request.workspace,
+            workspace=None,  # nothing was proven: the request's own word files it nowhere
             agent=None,
             task_id=request.task_id,
             tool=request.tool,
@@ -712,7 +729,7 @@ class PDP:
                 reason = denial or (
                     stage(Stage.WORKSPACE, workspace_gate, call, self._views)
                     or stage(Stage.TASK, task_gate, call)
-                    or stage(Stage.CONTEXT, build_context, call, self._activity)
+                    or stage(Stage.CONTEXT, build_context, call, self._activity, self._tasks)
                     or stage(Stage.POLICY, apply_policy, call)
                     or stage(Stage.APPROVAL, seek_approval, call, self._approvals)
                 )
@@ -878,8 +895,9 @@ def _answer(call: Call, denial: Reason | None) -> Decision:
         effect=effect,
         reasons=reasons,
         policy_version=bundle.version if bundle is not None else None,
-        workspace=call.request.workspace
-        or (task.workspace if task else claims.ws if claims else None),
+        # The workspace a genuine credential proved, never the one the request names: else a
+        # caller could file records (with another workspace's arguments) in any workspace's log.
+        workspace=task.workspace if task else claims.ws if claims else None,
         agent=task.agent if task else claims.agent if claims else None,
         task_id=task.id if task else claims.task if claims else None,
         tool=call.request.tool,

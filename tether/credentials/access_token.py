@@ -91,7 +91,9 @@ def decode(
     token: object, keyring: Keyring, *, issuer: str, audience: str, now: float, skew: float
 ) -> tuple[AccessClaims, SigningKey]:
     """The claims of a token this service issued to `audience`, checked in full, and the key
-    that signed it; raises CredentialRefused with the first thing wrong."""
+    that signed it; raises CredentialRefused with the first thing wrong, carrying the claims
+    once their signature is verified (a genuine token refused: its denial is its task's, kept
+    as that workspace keeps records)."""
     header = unverified_header(token, "access token")
     assert isinstance(token, str)
     if header.get("typ") != TOKEN_TYPE:
@@ -106,13 +108,15 @@ def decode(
     except msgspec.DecodeError as exc:
         raise CredentialRefused(f"the token's claims are malformed: {exc}") from exc
     if claims.iss != issuer:
-        raise CredentialRefused(f"the token was issued by {claims.iss!r}, not {issuer!r}")
+        raise CredentialRefused(
+            f"the token was issued by {claims.iss!r}, not {issuer!r}", subject=claims
+        )
     if claims.aud != audience:
         raise CredentialRefused(
-            f"wrong audience: the token is for {claims.aud!r}, not {audience!r}"
+            f"wrong audience: the token is for {claims.aud!r}, not {audience!r}", subject=claims
         )
     if now >= claims.exp:
-        raise CredentialRefused(f"the token expired {now - claims.exp:.0f} s ago")
+        raise CredentialRefused(f"the token expired {now - claims.exp:.0f} s ago", subject=claims)
     if claims.iat > now + skew:
-        raise CredentialRefused("the token is issued in the future")
+        raise CredentialRefused("the token is issued in the future", subject=claims)
     return claims, key

@@ -271,7 +271,7 @@ class Credentials:
             workspace=grant.workspace,
             agent=agent.name,
             user=grant.user,
-            request=request.request,
+            request=self._users_request(request, parent),
             tools=tuple(sorted(new.tools)),
             created_at=now,
             expires_at=task_end,
@@ -502,6 +502,25 @@ class Credentials:
             status = task.status.value if task.status is not TaskStatus.OPEN else "expired"
             raise CredentialRefused(f"task {task.id} is {status}", "invalid_grant")
         return task
+
+    def _users_request(self, request: ExchangeRequest, parent: AccessClaims | None) -> str:
+        """The user's request a new task carries: a sub-task carries its parent's, since the
+        agent handing work on is not the user. Its words in `request` would count as the
+        user's (a value they hold would have the provenance `user`), so a different text is
+        refused rather than taken."""
+        if parent is None:
+            return request.request
+        task = self.store.task(parent.task)
+        if task is None:
+            raise CredentialRefused(f"task {parent.task} is unknown", "invalid_grant")
+        if request.request and request.request != task.request:
+            raise CredentialRefused(
+                f"a sub-task carries the user's request of task {task.id}; the delegating "
+                "agent cannot write another (its instructions to the sub-agent are its own, "
+                "not the user's)",
+                "invalid_request",
+            )
+        return task.request
 
     def _new_task_end(
         self, request: ExchangeRequest, grant: Grant, parent: AccessClaims | None, now: float

@@ -84,7 +84,7 @@ from tether.model import (
     User,
     Workspace,
 )
-from tether.pdp import ProofRule, binary_argument
+from tether.pdp import ProofRule, unfaithful_argument
 from tether.policy import Bundle, compile_bundle, read_policy_dir
 from tether.policy.backtest import BacktestReport
 from tether.sdk.decorator import ToolDecorator
@@ -420,13 +420,9 @@ class RemoteGuard(ToolDecorator):
             body = _encode({"tool": tool, "args": args, "workspace": workspace})
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidInput(f"the arguments of a call go to Tether as JSON: {exc}") from exc
-        binary = binary_argument(args)  # after encoding: `args` hold no cycle
-        if binary is not None:
-            why = (
-                f"argument `{binary}` is bytes: policies would see its base64 text, not what the "
-                "tool gets; pass text"
-            )
-            return _denied_here(task_id, tool, workspace, Reason(Stage.CONTEXT, why))
+        unfaithful = unfaithful_argument(args)  # after encoding: `args` hold no cycle
+        if unfaithful is not None:
+            return _denied_here(task_id, tool, workspace, Reason(Stage.CONTEXT, unfaithful))
         headers = {"Authorization": f"DPoP {token}", **({"DPoP": proof} if proof else {})}
         response = self._send("POST", "/v1/authorize", content=body, headers=headers)
         if response.status_code == 401:  # refused, and recorded: the decision comes with it

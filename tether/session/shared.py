@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tether.model import Task, TaskStatus
-from tether.session.task import Event, TaskState
+from tether.session.task import Decided, Event, TaskState
 from tether.store import Store
 
 MAX_CACHED = 10_000  # shared states kept in memory; the rest are read back when used
@@ -117,6 +117,37 @@ class TaskStates:
                     return state.labels - before
                 self.catch_up(state)
         raise RuntimeError(f"task {state.id} kept changing elsewhere; the report was not kept")
+
+    def inherited(self, state: TaskState) -> frozenset[str]:
+        """The labels the tasks `state`'s was delegated from hold and it does not yet.
+
+        What a parent task read, its sub-agents act on: a sub-task that started clean would
+        let an agent shed the `secret` and `untrusted` labels (and the rules keyed on them) by
+        handing the next step to a sub-agent. So each decision in a sub-task sees its parents'
+        labels as they are then, and its event makes them the sub-task's own. Raises
+        LookupError if a parent is not open (its sub-tasks cannot act then either)."""
+        labels: set[str] = set()
+        parent = state.task.parent
+        while parent is not None:
+            ancestor = self.get(parent)
+            if ancestor is None:
+                raise LookupError(f"task {parent}, which this task was delegated from, is not open")
+            labels |= ancestor.labels
+            labels |= self._labels_added_elsewhere(ancestor)
+            parent = ancestor.task.parent
+        return frozenset(labels - state.labels)
+
+    def _labels_added_elsewhere(self, state: TaskState) -> set[str]:
+        """Where tasks are shared, the labels of the events other processes added to `state`'s
+        task since this one applied its last: read only, since the state is another call's to
+        change (its own decision may be under way)."""
+        if self._aead is None:
+            return set()
+        labels: set[str] = set()
+        for seq, sealed in self._store.task_events.after(state.id, state.seq):
+            event = self._unseal(state.id, seq, sealed)
+            labels |= event.inherited if isinstance(event, Decided) else event.labels
+        return labels
 
     def catch_up(self, state: TaskState) -> None:
         """Apply the events other processes added (the caller holds `state.lock`)."""

@@ -32,7 +32,8 @@ UNSCANNED = "unscanned"  # the label of a task whose outputs were too large to r
 
 class Decided(msgspec.Struct, frozen=True, tag=True):
     """A call was decided in the task. `args`: its arguments (JSON) once the decision read
-    them, which the agent has then said; `outside`: it was aimed at another workspace."""
+    them, which the agent has then said; `outside`: it was aimed at another workspace;
+    `inherited`: labels its parent tasks held then that it did not (the decision saw them)."""
 
     decision_id: str
     tool: str
@@ -41,6 +42,7 @@ class Decided(msgspec.Struct, frozen=True, tag=True):
     at: float
     args: bytes | None = None
     outside: bool = False
+    inherited: frozenset[str] = frozenset()  # labels of the tasks it was delegated from
 
 
 class Observed(msgspec.Struct, frozen=True, tag=True):
@@ -118,9 +120,12 @@ class TaskState:
     def id(self) -> str:
         return self.task.id
 
-    def context(self, tool: str, effects: list[str]) -> dict[str, Any]:
+    def context(
+        self, tool: str, effects: list[str], inherited: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         """`context.task` as policies see it, for a call of `tool`; `effects` are every effect
-        of the workspace's catalogue (each gets a count, zero if unused)."""
+        of the workspace's catalogue (each gets a count, zero if unused); `inherited`: labels
+        its parent tasks hold that it does not yet."""
         return {
             "id": self.task.id,
             "user": self.task.user,
@@ -131,7 +136,7 @@ class TaskState:
             "denied": self.denied,
             "tool_calls": self.calls_by_tool[tool],
             "effect_calls": {effect: self.calls_by_effect[effect] for effect in effects},
-            "labels": sorted(self.labels),
+            "labels": sorted(self.labels | inherited if inherited else self.labels),
         }
 
     def sources(self, args: dict[str, Any], sinks: tuple[str, ...]) -> dict[str, str]:
@@ -162,6 +167,7 @@ class TaskState:
             return self._observed(event)
 
     def _decided(self, event: Decided) -> None:
+        self.labels |= event.inherited
         if event.outside:
             self.outside_workspace += 1
         if event.args is not None:
