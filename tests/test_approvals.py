@@ -21,6 +21,7 @@ from conftest import Clock, OpenGuard
 
 from tether import Guard
 from tether.approvals import ApprovalSettings, verify_webhook
+from tether.approvals.settings import Webhook
 from tether.approvals.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, Notifier, sign
 from tether.errors import Conflict, CredentialRefused, Forbidden, InvalidInput
 from tether.model import ApprovalEvent, ApprovalStatus, Effect, Stage
@@ -361,12 +362,12 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 def test_a_new_request_is_delivered_to_the_webhook_signed_with_retries(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TETHER_TEST_HOOK", "hook-secret")
+    monkeypatch.setenv("TETHER_WEBHOOK_TEST", "hook-secret")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Receiver.failures_left, _Receiver.received = 2, []
     url = f"http://127.0.0.1:{server.server_port}/hooks/tether"
-    hooks = {"approvals": {"webhooks": [{"url": url, "secret_env": "TETHER_TEST_HOOK"}]}}
+    hooks = {"approvals": {"webhooks": [{"url": url, "secret_env": "TETHER_WEBHOOK_TEST"}]}}
     try:
         with Guard.embedded(home=home) as guard:
             setup(guard, settings=hooks)
@@ -387,13 +388,15 @@ def test_a_new_request_is_delivered_to_the_webhook_signed_with_retries(
 def test_an_unreachable_webhook_is_recorded_as_failed(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TETHER_TEST_HOOK", "hook-secret")
+    monkeypatch.setenv("TETHER_WEBHOOK_TEST", "hook-secret")
     with Guard.embedded(home=home) as guard:
         setup(
             guard,
             settings={
                 "approvals": {
-                    "webhooks": [{"url": "http://127.0.0.1:9/x", "secret_env": "TETHER_TEST_HOOK"}]
+                    "webhooks": [
+                        {"url": "http://127.0.0.1:9/x", "secret_env": "TETHER_WEBHOOK_TEST"}
+                    ]
                 }
             },
         )
@@ -501,7 +504,11 @@ def _payload(token: str) -> bytes:
 def test_webhooks_are_https_and_verification_never_raises() -> None:
     with pytest.raises(InvalidInput, match="use an https URL"):
         ApprovalSettings.from_settings(
-            {"approvals": {"webhooks": [{"url": "http://chat.example/x", "secret_env": "S"}]}}
+            {
+                "approvals": {
+                    "webhooks": [{"url": "http://chat.example/x", "secret_env": "TETHER_WEBHOOK_S"}]
+                }
+            }
         )
     now = 1_800_000_000
     signature = sign(b"k", now, b"{}")
@@ -522,15 +529,15 @@ class _Garbage(http.server.BaseHTTPRequestHandler):
 def test_a_broken_endpoint_does_not_stop_the_other_webhooks(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TETHER_TEST_HOOK", "hook-secret")
+    monkeypatch.setenv("TETHER_WEBHOOK_TEST", "hook-secret")
     bad = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
     good = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     for server in (bad, good):
         threading.Thread(target=server.serve_forever, daemon=True).start()
     _Receiver.failures_left, _Receiver.received = 0, []
     hooks = [
-        {"url": f"http://127.0.0.1:{bad.server_port}/x", "secret_env": "TETHER_TEST_HOOK"},
-        {"url": f"http://127.0.0.1:{good.server_port}/y", "secret_env": "TETHER_TEST_HOOK"},
+        {"url": f"http://127.0.0.1:{bad.server_port}/x", "secret_env": "TETHER_WEBHOOK_TEST"},
+        {"url": f"http://127.0.0.1:{good.server_port}/y", "secret_env": "TETHER_WEBHOOK_TEST"},
     ]
     try:
         with Guard.embedded(home=home) as guard:
@@ -548,6 +555,89 @@ def test_a_broken_endpoint_does_not_stop_the_other_webhooks(
     assert ("notified", f"http://127.0.0.1:{good.server_port}/…") in events
     failed = [d for e, d in events if e == "notify_failed"]
     assert failed and failed[0].startswith(f"http://127.0.0.1:{bad.server_port}/…: ")
+
+
+def test_a_webhook_secret_can_only_be_a_tether_webhook_variable(guard: Any) -> None:
+    """Whoever writes a workspace's settings chooses the webhook's URL too: keyed by any other
+    variable of the server (a database password, the master key), its signature over a known
+    body would be an offline guessing oracle for that secret. Refused when settings are set."""
+    for name in ("PGPASSWORD", "TETHER_MASTER_KEY", "TETHER_WEBHOOK_", "TETHER_WEBHOOK_X\n"):
+        hook = {"url": "https://chat.example/hooks/tether", "secret_env": name}
+        with pytest.raises(
+            InvalidInput, match="must name a variable starting with TETHER_WEBHOOK_"
+        ):
+            guard.add_workspace("globex", settings={"approvals": {"webhooks": [hook]}})
+    hook = {"url": "https://chat.example/hooks/tether", "secret_env": "TETHER_WEBHOOK_CHAT"}
+    guard.add_workspace("globex", settings={"approvals": {"webhooks": [hook]}})
+
+
+def test_a_webhook_is_never_keyed_by_another_variable_nor_tells_if_it_exists(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings that were not validated (built in code) still cannot have a notification
+    signed with another variable, and what the event says does not depend on whether it is set."""
+    monkeypatch.setenv("PGPASSWORD", "summer2024")
+    monkeypatch.delenv("TETHER_NO_SUCH_VARIABLE", raising=False)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Receiver.failures_left, _Receiver.received = 0, []
+    url = f"http://127.0.0.1:{server.server_port}/hook"
+    unchecked = ApprovalSettings(
+        webhooks=(Webhook(url, "PGPASSWORD"), Webhook(url, "TETHER_NO_SUCH_VARIABLE"))
+    )
+    try:
+        with Guard.embedded(home=home) as guard:
+            setup(guard)
+            with task(guard) as t:
+                asked = guard.approvals.ask(
+                    workspace="acme",
+                    task_id=t.id,
+                    agent="coder",
+                    user="alice",
+                    tool="delete_branch",
+                    effects=["destructive"],
+                    args='{"branch":"old"}',
+                    call_hash="0" * 64,
+                    reasons=["destructive changes need an admin"],
+                    policies=["destructive-needs-admin"],
+                    approver_roles=["admin"],
+                    decision_id="dec_test",
+                    settings=unchecked,
+                )
+                guard.approvals.close(timeout=10)  # what was sent, if anything, has arrived
+            events = guard.store.approvals.events(asked.id)
+    finally:
+        server.shutdown()
+    assert _Receiver.received == []
+    failed = [e.detail for e in events if e.event == "notify_failed"]
+    assert len(failed) == 2 and failed[0] == failed[1]
+    assert "TETHER_WEBHOOK_" in failed[0] and "not set" not in failed[0]
+
+
+def test_a_webhook_whose_secret_is_unset_is_recorded_without_its_url_path(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chat webhooks carry their secret in the path: the event in the approvals table and in
+    the audit chain shows the scheme and host only, as for every other delivery outcome."""
+    monkeypatch.delenv("TETHER_WEBHOOK_UNSET", raising=False)
+    url = "https://hooks.chat.example/services/T0001/B0002/XoXoSecretToken"
+    hook = {"url": url, "secret_env": "TETHER_WEBHOOK_UNSET"}
+    with Guard.embedded(home=home) as guard:
+        setup(guard, settings={"approvals": {"webhooks": [hook]}})
+        with task(guard) as t:
+            asked = t.authorize("delete_branch", {"branch": "old"}).approval_id or ""
+        failed = [
+            e.detail for e in guard.store.approvals.events(asked) if e.event == "notify_failed"
+        ]
+        chained = [
+            e.detail
+            for e in guard.store.audit.events(workspace="acme", limit=1000)
+            if e.kind == "approval.notify_failed"
+        ]
+    shown = "https://hooks.chat.example/…: the secret variable TETHER_WEBHOOK_UNSET is not set"
+    assert failed == [shown]
+    assert [json.loads(detail)["detail"] for detail in chained] == [shown]
+    assert "XoXoSecretToken" not in chained[0]
 
 
 def test_a_call_decided_again_still_finds_its_approval(

@@ -5,6 +5,7 @@ store queries the pages stand on. tests/test_console_browser.py drives the same 
 from __future__ import annotations
 
 import html
+import json
 import re
 import subprocess
 import sys
@@ -279,6 +280,28 @@ def test_an_approver_sees_the_exact_call_and_anyone_else_sees_it_as_redaction_al
         shown = client.get(f"/console/approvals/{asked.approval_id}?workspace=acme").text
         assert "feature-secret" not in shown
         assert "[redacted]" in shown
+
+
+def test_an_approver_sees_look_alike_characters_escaped_as_the_cli_shows_them(
+    client: TestClient, starter: Guard
+) -> None:
+    """A Cyrillic "а" or a right-to-left override in an argument must not pass for what it
+    imitates: the page shows the call in ASCII (`\\u` escapes) like `tether approvals show`."""
+    active = starter.store.bundle("acme", starter.workspace("acme").active_policy_version or "")
+    assert active is not None
+    starter.activate_policies("acme", {**active.files, "ask.cedar": ASK_TO_DELETE})
+    branch = "p\u0430yroll-\u202egnp.exe"
+    with starter.task(
+        workspace="acme", agent="coder", user="alice", request="tidy", tools=["delete_branch"]
+    ) as task:
+        asked = task.authorize("delete_branch", {"branch": branch})
+        assert asked.approval_id is not None
+        sign_in(client, "bob")
+        page = client.get(f"/console/approvals/{asked.approval_id}?workspace=acme").text
+    shown = re.search(r'<pre id="arguments">(.*?)</pre>', page, re.DOTALL)
+    assert shown is not None and shown.group(1).isascii()
+    assert "\u0430" not in page and "\u202e" not in page
+    assert json.loads(html.unescape(shown.group(1))) == {"branch": branch}  # the call, as JSON
 
 
 def test_bad_input_is_a_page_with_a_4xx_and_no_trace(client: TestClient) -> None:

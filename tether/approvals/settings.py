@@ -9,11 +9,15 @@
 `self_approval_forbidden`: the effects for which the user an agent acts for may not approve
 that agent's request themselves (a hijacked agent should not be one click from its own user's
 yes on money, deletions or secrets). A webhook's secret is named by an environment variable and
-never stored.
+never stored; only a variable whose name starts with `TETHER_WEBHOOK_` may be named, since
+whoever writes a workspace's settings chooses the URL too: naming any other variable of the
+server (a database password, the master key) would get its HMAC over a known body sent to them,
+an offline guessing oracle.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +28,14 @@ from tether.errors import InvalidInput
 
 DEFAULT_TTL = 900.0
 DEFAULT_SELF_APPROVAL_FORBIDDEN = ("destructive", "financial", "secret_access")
+VARIABLE_PREFIX = "TETHER_WEBHOOK_"
+_VARIABLE_NAME = re.compile(re.escape(VARIABLE_PREFIX) + r"[A-Za-z0-9_]+")
+
+
+def is_webhook_secret(name: str) -> bool:
+    """Whether a webhook may be keyed by the environment variable `name`: only variables meant
+    as webhook secrets, never another secret of the server's environment."""
+    return _VARIABLE_NAME.fullmatch(name) is not None
 
 
 class Webhook(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -52,5 +64,11 @@ class ApprovalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise InvalidInput(
                     "settings.approvals.webhooks: use an https URL (plain http only to this "
                     "machine): a notification carries the call's arguments"
+                )
+            if not is_webhook_secret(hook.secret_env):
+                raise InvalidInput(
+                    f"settings.approvals.webhooks: secret_env {hook.secret_env[:80]!r} must name a "
+                    f"variable starting with {VARIABLE_PREFIX} (then letters, digits or _): no "
+                    "other variable of the server may key a webhook"
                 )
         return parsed

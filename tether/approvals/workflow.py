@@ -20,8 +20,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from tether.approvals.settings import ApprovalSettings
-from tether.approvals.webhooks import Notifier
+from tether.approvals.settings import VARIABLE_PREFIX, ApprovalSettings, Webhook, is_webhook_secret
+from tether.approvals.webhooks import Notifier, redacted
 from tether.errors import Conflict, Forbidden, NotFound
 from tether.model import (
     ApprovalEvent,
@@ -298,12 +298,11 @@ class Approvals:
             return
         body = json.dumps(notification(request), sort_keys=True).encode()
         for hook in settings.webhooks:
-            secret = os.environ.get(hook.secret_env)
-            if not secret:
-                detail = f"{hook.url}: the secret variable {hook.secret_env} is not set"
-                self._record(request.id, "notify_failed", detail)
+            secret, missing = _secret_of(hook)
+            if missing:
+                self._record(request.id, "notify_failed", f"{redacted(hook.url)}: {missing}")
                 continue
-            self._deliveries().send(hook.url, secret.encode(), body, request.id)
+            self._deliveries().send(hook.url, secret, body, request.id)
 
     def _deliveries(self) -> Notifier:
         with self._notifier_lock:
@@ -331,6 +330,18 @@ class Approvals:
             call_hash=request.call_hash,
             detail=event.detail,
         )
+
+
+def _secret_of(hook: Webhook) -> tuple[bytes, str]:
+    """The hook's secret, or why there is none. A variable not named `TETHER_WEBHOOK_…` is
+    never read, even if settings that were not validated name it (fail closed), and the answer
+    says nothing of whether it exists: the workspace's writer chose both it and the URL."""
+    if not is_webhook_secret(hook.secret_env):
+        return b"", f"the secret variable must be named {VARIABLE_PREFIX}…; it was not read"
+    secret = os.environ.get(hook.secret_env)
+    if not secret:
+        return b"", f"the secret variable {hook.secret_env} is not set"
+    return secret.encode(), ""
 
 
 def notification(request: ApprovalRequest) -> dict[str, object]:

@@ -25,13 +25,16 @@ def _when(ts: float | None) -> str:
 
 
 def _pretty(text: str | None) -> str:
-    """JSON text indented for reading (as it is, if it is not JSON)."""
+    """JSON text indented for reading, ASCII only as `tether approvals show` and the webhooks
+    show a call (approvals/workflow.py `shown_args`): non-ASCII as \\u escapes, so a Cyrillic
+    "а" or a right-to-left override in what an agent chose cannot pass for what it imitates.
+    Text that is not JSON is shown as it is, its non-ASCII escaped the same way."""
     if not text:
         return ""
     try:
-        return json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
+        return json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=True)
     except ValueError:
-        return text
+        return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _reason_texts(reasons: str) -> str:
