@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from test_cli import run_cli
 from tether import Guard
 from tether.audit import record_hash, verify
 from tether.audit.chain import GENESIS
+from tether.audit.checkpoints import write_checkpoint
 from tether.credentials.jws import unverified_payload
 from tether.model import DecisionRecord
 from tether.store import DB_FILE, Store
@@ -495,3 +497,94 @@ def test_a_checkpointer_whose_store_was_closed_under_it_stops_instead_of_retryin
     assert thread is not None
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def _live_writer(home: Path, calls: int) -> Guard:
+    """A writer still running (its Guard open, so no closing checkpoint yet) that appended
+    `calls` decisions."""
+    guard = Guard.embedded(home=home)
+    with guard.task(
+        workspace="acme", agent="coder", user="alice", request="", tools=["send_email"]
+    ) as task:
+        for i in range(calls):
+            task.authorize("send_email", {"to": "bob@acme.com", "subject": f"#{i}"})
+    return guard
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_live_writer_does_not_sign_its_own_chain_cut_short(
+    log: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone with the database deletes a running writer's newest records (no checkpoint
+    names them yet): the writer's next checkpoint must state the head it committed, not the
+    cut one it reads back, or verify would find the log intact."""
+    guard = _live_writer(log, 20)
+    chain = guard.audit.chain.id
+    with db(log) as conn:
+        conn.execute("DELETE FROM decisions WHERE chain = ? AND chain_seq > 12", (chain,))
+    with caplog.at_level(logging.ERROR, logger="tether.audit"):
+        guard.close()  # its closing checkpoint
+    problems = check(log)
+    assert any(f"{chain} reached #20, now it ends at #12: truncated" in p for p in problems), (
+        problems
+    )
+    assert any(chain in e and "short of #20" in e for e in _errors(caplog)), caplog.text
+
+
+def test_a_live_writer_does_not_sign_its_newest_record_rewritten(
+    log: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The newest record edited and its hash recomputed: its links still hold (nothing follows
+    it), so only the head its writer committed, signed, tells it from the original."""
+    guard = _live_writer(log, 20)
+    chain = guard.audit.chain.id
+    newest = rows(log, chain)[-1]
+    forged = msgspec.structs.replace(newest, effect=_flipped(newest.effect))
+    forged = msgspec.structs.replace(forged, hash=record_hash(forged))
+    with db(log) as conn:
+        conn.execute(
+            "UPDATE decisions SET effect = ?, hash = ? WHERE id = ?",
+            (str(forged.effect), forged.hash, newest.id),
+        )
+    with caplog.at_level(logging.ERROR, logger="tether.audit"):
+        guard.close()
+    problems = check(log)
+    assert any(f"{chain} #20 is not the record it signed: rewritten" in p for p in problems), (
+        problems
+    )
+    assert any(chain in e and "not the record this writer" in e for e in _errors(caplog))
+
+
+def test_writers_signing_their_own_heads_beside_each_other_raise_no_false_alarm(
+    log: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint by a process that writes nothing (as `tether audit checkpoint`) reads a live
+    writer's newest records, so that the writer's own next checkpoint, reading only what came
+    after, finds none of them: it must look them up, not take them for lost, and still sign its
+    head. Beside it another writer's checkpoints are written on their thread while it appends.
+    No error is logged, and the log verifies."""
+    monkeypatch.setattr("tether.audit.checkpoints.LOOKBACK", 0)
+    with caplog.at_level(logging.ERROR, logger="tether.audit"):
+        first = _live_writer(log, 10)
+        chain = first.audit.chain.id
+        store = Store.at_home(log)
+        writing_nothing = Guard(store)
+        try:
+            write_checkpoint(store, writing_nothing.credentials.keyring, time.time())
+        finally:
+            writing_nothing.close()
+        monkeypatch.setattr("tether.audit.checkpoints.EVERY_RECORDS", 3)
+        second = _live_writer(log, 10)
+        second.close()
+        first.close()
+    assert _errors(caplog) == []
+    assert check(log) == []
+    store = Store.at_home(log)
+    try:
+        newest = json.loads(unverified_payload(store.audit.checkpoints()[-1][2]))
+    finally:
+        store.close()
+    assert newest["chains"][chain][0] == 10  # first's closing one: its head, though not read

@@ -4,6 +4,7 @@ Killing a real process at each level is in test_processes.py."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -12,14 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tether import Guard
 from tether.audit import AuditLog, verify
+from tether.audit.checkpoints import OwnChains, _put_own_heads
 from tether.audit.log import DURABILITY_ENV, durability_from_env
 from tether.audit.writers import Background, GroupCommit, LogUnavailable
 from tether.errors import InvalidInput
 from tether.model import DecisionRecord, Durability, Effect, Stage, new_id
 from tether.store import DB_FILE, Store
+from tether.store.audit import LOGS
 from tether.store.store import WAL_SIZE_LIMIT
 
 
@@ -334,3 +338,70 @@ def test_at_the_async_level_a_task_takes_in_an_output_before_its_record_is_commi
             )
             with pytest.raises(InvalidInput, match="another task"):
                 other.report(decision, "the key")
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_writer_signs_the_head_it_committed_not_the_one_the_store_gives_back(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The newest records of a live writer deleted in the database (on either backend): its
+    closing checkpoint states its own head, logs that the store lost records, and verify finds
+    the chain short of that head instead of calling the log intact."""
+    log, guard = open_log(store, Durability.COMMIT)
+    for i in range(20):
+        log.append(decision(i))
+    decisions = LOGS["decisions"]
+    with store.engine.begin() as db:
+        db.execute(
+            sa.delete(decisions).where(
+                (decisions.c.chain == log.chain.id) & (decisions.c.chain_seq > 12)
+            )
+        )
+    with caplog.at_level(logging.ERROR, logger="tether.audit"):
+        log.close()
+    problems = verify(store, guard.credentials.keyring).problems
+    assert any(f"{log.chain.id} reached #20, now it ends at #12: truncated" in p for p in problems)
+    assert any(log.chain.id in e and "short of #20" in e for e in _errors(caplog))
+
+
+def test_checkpoints_written_while_batches_commit_sign_only_committed_heads(
+    store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit, two writers, checkpoints on each writer's thread every few records while
+    threads append, and what a checkpoint would state read at the worst moment, while a batch
+    is stored but not committed: a head counts once its batch has committed, so the writer's
+    head then is the one before the batch, as the store's is (no error); and the log verifies."""
+    monkeypatch.setattr("tether.audit.checkpoints.EVERY_RECORDS", 5)
+    first, guard = open_log(store, Durability.COMMIT)
+    second = AuditLog(store, guard.credentials.keyring)  # another writer, as another process
+    own = OwnChains(first.heads)
+    stated: list[tuple[int, int]] = []  # (the head a checkpoint states, the batch's first place)
+    real_insert = store.audit.insert
+
+    def insert(tx: Any, batch: Any) -> None:
+        real_insert(tx, batch)  # in its transaction, not yet committed
+        if batch and batch[0][0].chain == first.chain.id:
+            read, _ = store.audit.heads(after={})
+            _put_own_heads(store, own, first.heads(), read)
+            stated.append((read.get(first.chain.id, (0, ""))[0], batch[0][0].chain_seq))
+
+    monkeypatch.setattr(store.audit, "insert", insert)
+    with caplog.at_level(logging.ERROR, logger="tether.audit"):
+        threads = [
+            threading.Thread(target=lambda log=log: [log.append(decision(i)) for i in range(40)])
+            for log in (first, second, first, second, first, second)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        first.close()
+        second.close()
+    assert _errors(caplog) == []
+    assert first.chain.seq == second.chain.seq == 120
+    assert stated and all(head == at - 1 for head, at in stated), stated
+    report = verify(store, guard.credentials.keyring)
+    assert report.intact, report.problems

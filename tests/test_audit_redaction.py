@@ -247,7 +247,8 @@ def test_a_call_aimed_at_another_workspace_keeps_no_more_than_either_allows(make
         decision = guard.authorize(task.id, "call_api", CALL, workspace="beta")
     stored = guard.store.decision(decision.decision_id)
     assert stored is not None and stored.stage is Stage.WORKSPACE
-    assert stored.workspace == "beta" and stored.args == "{}"
+    # Filed in acme's log (where the token was issued), cut as beta's setting would cut it.
+    assert stored.workspace == "acme" and stored.args == "{}"
 
 
 def test_a_changed_setting_applies_to_the_next_decision(make: Any) -> None:
@@ -411,3 +412,65 @@ def test_a_short_number_under_a_cut_field_is_cut_from_the_reasons_too(make: Any)
     said = " ".join(filter(None, (stored.args, stored.reasons, stored.context, stored.shadow)))
     assert "is not of type" in stored.reasons  # the schema error that quoted it...
     assert not re.search(r"(?<![\w.])123(?![\w.])", said)  # ...quotes it no more
+
+
+_integer = {"type": "integer"}
+UNLOCK_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "card": _string,
+        "pin": _integer,
+        "confirm": _integer,
+        "again": {"type": "number"},
+        "other": _integer,
+        "codes": {"type": "array", "items": _integer},
+        "ok": {"type": "boolean"},
+    },
+}
+
+
+def test_a_kept_number_repeating_a_cut_number_is_cut_but_a_boolean_is_not(home: Path) -> None:
+    """A PIN and its confirmation: the confirmation is not a named field, but it repeats the
+    withheld value, so it must go from `args` and the context's `args` as a string would. A
+    boolean is not a number here, although True == 1."""
+    with Guard.embedded(home=home) as guard:
+        guard.add_workspace("bank", settings={"audit": {"redact": ["pin"]}})
+        guard.register_agent("bank", "ops", kind="ops", owner="alice@acme.com")
+        guard.register_tool("bank", "unlock", effects=["secret_access"], args_schema=UNLOCK_SCHEMA)
+        guard.activate_policies("bank", {"p.cedar": "permit (principal, action, resource);"})
+        delegate(guard, "bank", "ops", users=("alice",))
+
+        def decide(args: dict[str, Any]) -> DecisionRecord:
+            with guard.task(
+                workspace="bank", agent="ops", user="alice", request="x", tools=["unlock"]
+            ) as task:
+                decision = task.authorize("unlock", args)
+            assert decision.effect is Effect.ALLOW, decision.reason
+            stored = guard.store.decision(decision.decision_id)
+            assert stored is not None
+            return stored
+
+        args = {
+            "card": "4111-xx",
+            "pin": 739215,
+            "confirm": 739215,
+            "again": 739215.0,
+            "other": 739216,
+            "codes": [1, 739215],
+        }
+        stored = decide(args)
+        expected = {
+            "card": "4111-xx",
+            "pin": MARKER,
+            "confirm": MARKER,
+            "again": MARKER,
+            "other": 739216,
+            "codes": [1, MARKER],
+        }
+        assert json.loads(stored.args) == expected
+        assert _context(stored)["args"] == expected
+        assert "739215" not in _text(stored) and stored.args_digest == _digest(args)
+
+        stored = decide({"card": "4111-xx", "pin": 1, "confirm": 1, "ok": True})
+        kept = {"card": "4111-xx", "pin": MARKER, "confirm": MARKER, "ok": True}
+        assert json.loads(stored.args) == kept and _context(stored)["args"] == kept

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -73,17 +73,34 @@ class _Canonical:
 _CANONICAL = {kind: _Canonical(kind) for kind in (DecisionRecord, AuditEvent)}
 
 
+class Head(NamedTuple):
+    """A chain's last committed record: its place, its hash and its id (None before the first)."""
+
+    seq: int
+    hash: str
+    id: str | None
+
+
 class Chain:
     """One writer's chain of one log. `link` numbers records after the head and hashes them;
     the head moves (`advance`) only once the store has committed them, so a batch that failed
     leaves no hole: the next batch links to the last record that is really there.
 
-    Not thread-safe by itself: the log's one committer (group commit) is its only user."""
+    Not thread-safe by itself: the log's one committer (group commit) is its only user. Others
+    may read `committed`, which is replaced whole, so they never see a place with another
+    place's hash (a checkpoint signs it: checkpoints.py)."""
 
     def __init__(self) -> None:
         self.id = new_id("chain_")
-        self.seq = 0
-        self.head = GENESIS
+        self.committed = Head(0, GENESIS, None)
+
+    @property
+    def seq(self) -> int:
+        return self.committed.seq
+
+    @property
+    def head(self) -> str:
+        return self.committed.hash
 
     def link(self, records: Sequence[Record]) -> list[Record]:
         linked = []
@@ -101,4 +118,5 @@ class Chain:
 
     def advance(self, committed: Sequence[DecisionRecord | AuditEvent]) -> None:
         if committed:
-            self.seq, self.head = committed[-1].chain_seq or 0, committed[-1].hash or GENESIS
+            last = committed[-1]
+            self.committed = Head(last.chain_seq or 0, last.hash or GENESIS, last.id)

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, NamedTuple
 
-from tether.audit.chain import Chain
-from tether.audit.checkpoints import Checkpointer
+from tether.audit.chain import Chain, Head
+from tether.audit.checkpoints import Checkpointer, OwnChains
 from tether.audit.writers import Background, GroupCommit, LogUnavailable
 from tether.credentials.signing_keys import Keyring
 from tether.errors import InvalidInput
@@ -89,7 +89,7 @@ class AuditLog:
         self.durability = durability
         self.chain = Chain()  # the decisions'
         self.events_chain = Chain()
-        self._checkpoints = Checkpointer(store, keyring, clock)
+        self._checkpoints = Checkpointer(store, keyring, clock, OwnChains(self.heads))
         self._decisions: GroupCommit[_Pending, Refusal | None] | Background[_Pending]
         if durability is Durability.ASYNC:
             self._decisions = Background(
@@ -176,6 +176,14 @@ class AuditLog:
                 detail=json.dumps(detail, sort_keys=True, default=str),
             )
         )
+
+    def heads(self) -> dict[str, tuple[str, Head]]:
+        """This writer's chains, each with its log and the head it has committed: what its
+        checkpoints sign for them, whatever the store gives back (checkpoints.py)."""
+        return {
+            chain.id: (log, chain.committed)
+            for chain, log in ((self.chain, "decisions"), (self.events_chain, "events"))
+        }
 
     def _commit_decisions(self, batch: list[_Pending]) -> list[Refusal | None]:
         """One transaction: each record's claims, then the records whose claims held, linked

@@ -17,15 +17,17 @@ workspace says what its records keep:
 - `digest`: no argument value at all: `args` is `{}` and so is the context's `args`.
 
 In every mode the record's `args_digest` is the SHA-256 of the real canonical arguments, so
-whoever holds the arguments can prove they are the ones decided on. The same cut applies to
-the context's `args` (the arguments, converted for Cedar), and a withheld value is also cut
-from the record's other texts wherever it appears verbatim: the arguments kept (another
-argument may repeat it), the task's request in the context (the user's words: that is how a
-sink's provenance is `user`), the reasons (an argument-schema error quotes the value it
-refuses) and the shadow outcome. A value shorter than MIN_CUT characters is cut from those only
-where it appears quoted (as an error quotes it), so that a one-letter value does not shred every
-word. Field names, ids and the rest of the context are kept: they say what the call was, not
-what it said.
+whoever holds the arguments can prove they are the ones decided on. It is not salted, so it
+also lets whoever holds the record test guesses of a withheld value: it does not protect one
+that can be guessed (a PIN), and docs/audit.md says so. The same cut applies to the context's
+`args` (the arguments, converted for Cedar), and a withheld value is also cut from the record's
+other texts wherever it appears verbatim: the arguments kept (another argument may repeat it; a
+kept number equal to a withheld one is cut whole), the task's request in the context (the
+user's words: that is how a sink's provenance is `user`), the reasons (an argument-schema error
+quotes the value it refuses) and the shadow outcome. A value shorter than MIN_CUT characters is
+cut from those only where it appears quoted (as an error quotes it), so that a one-letter value
+does not shred every word. Field names, ids and the rest of the context are kept: they say what
+the call was, not what it said.
 
 A record whose arguments were cut says so in its context (`"redaction": {...}`): a backtest
 cannot replay it faithfully, and counts it apart instead of re-deciding it on altered data.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -250,6 +253,7 @@ class _Scrubber:
     def __init__(self, withheld: Iterable[Any]) -> None:
         plain: set[str] = set()
         bounded: set[str] = set()  # numbers: whole ones only (1234, not the 1234 in 912345)
+        self._numbers: set[int | float] = set()  # (withheld leaves hold no booleans)
         for value in withheld:
             if isinstance(value, str):
                 if not value:
@@ -261,6 +265,7 @@ class _Scrubber:
                     plain.add(value)
             else:  # a number: cut however short (a CVV), but only where it stands alone
                 bounded.add(json.dumps(value))
+                self._numbers.add(value)
         self._needles = sorted(plain | bounded, key=len, reverse=True)
         self._bounded = bounded
         self._spent = 0
@@ -277,14 +282,34 @@ class _Scrubber:
         return _pattern(present, self._bounded).sub(MARKER, text)
 
     def tree(self, value: Any) -> Any:
-        """Every string value inside `value` cut (object keys are kept)."""
+        """Every string value inside `value` cut, and every number equal to a withheld one (a
+        kept argument may repeat it: a PIN and its confirmation); object keys are kept."""
         if isinstance(value, str):
             return self.text(value)
+        if self._numbers and _number(value) in self._numbers:
+            return MARKER
         if isinstance(value, dict):
             return {key: self.tree(item) for key, item in value.items()}
         if isinstance(value, list):
             return [self.tree(item) for item in value]
         return value
+
+
+def _number(value: Any) -> int | float | None:
+    """The number an argument's value is, if it is one: itself, or in the context's (Cedar's)
+    form of the arguments, a decimal `{"__extn": {"fn": "decimal", "arg": "739215.0"}}`. A
+    boolean is not one, though True == 1 (so a set holding 1 would say it holds True)."""
+    if type(value) is int or type(value) is float:
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        extension = value.get("__extn")
+        if not isinstance(extension, dict) or extension.get("fn") != "decimal":
+            return None
+        text = extension.get("arg")
+        if isinstance(text, str):
+            with suppress(ValueError):
+                return float(text)  # at most 4 places (catalogue/json_schema.py): a float holds it
+    return None
 
 
 def _pattern(needles: list[str], bounded: set[str]) -> re.Pattern[str]:
