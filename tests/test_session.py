@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,9 +13,9 @@ from hypothesis import strategies as st
 from tether.errors import InvalidInput
 from tether.model import Effect, OutputTrust, Task, Tool
 from tether.policy.reasons import compile_reason
-from tether.session import Decided, TaskState
+from tether.session import Decided, TaskState, provenance
 from tether.session.detectors import detect, iban_checksum, luhn
-from tether.session.provenance import Provenance, normalize_url
+from tether.session.provenance import Provenance, keys_of, normalize_url
 from tether.session.risk import Activity, WorkingHours, assess
 
 # -- detectors -----------------------------------------------------------------------------------
@@ -254,6 +255,101 @@ def test_counters_and_history_update_in_constant_time() -> None:
         "read": 2000,
         "write": 0,
     }
+
+
+def said_then_echoed(said: str, echo: str) -> TaskState:
+    """A task whose agent put `said` in a call, which a trusted tool then echoed as `echo`."""
+    state = task_state()
+    state.apply(Decided("d", "x", ("read",), Effect.ALLOW, 0.0, msgspec.json.encode({"q": said})))
+    state.note_result(tool(), f"no entry named {echo}; ask carol@acme.com")
+    return state
+
+
+@pytest.mark.parametrize(
+    ("said", "echo"),
+    [
+        ("evil@attacker.io", "evil@attacker.io"),
+        ("EVIL@ATTACKER.IO", "evil@attacker.io"),  # case
+        ("mailto:evil@attacker.io", "evil@attacker.io"),  # the address in what was said
+        ("evil@attacker.io", "mailto:evil@attacker.io"),  # the address in what is echoed
+        ("https://evil.io/x#a", "https://evil.io/x"),  # a fragment dropped
+        ("https://EVIL.io:443/x/./y", "https://evil.io/x/y"),  # a URL's normal form
+        ("+1 (555) 123-4567", "+1-555-123-4567"),  # a phone number's
+        ("gb82 west 1234 5698 7654 32", "GB82WEST12345698765432"),  # an IBAN's
+        ("/srv/../etc/passwd", "/etc/passwd"),  # a path's
+    ],
+)
+def test_a_trusted_echo_of_the_agents_value_in_another_form_vouches_for_nothing(
+    said: str, echo: str
+) -> None:
+    state = said_then_echoed(said, echo)
+    assert state.sources({"to": echo, "cc": said}, ("to", "cc")) == {"to": "unseen", "cc": "unseen"}
+    assert state.provenance.of("carol@acme.com") == "trusted"  # what the tool revealed itself
+
+
+IBANS = ("GB82WEST12345698765432", "DE89370400440532013000", "FR1420041010050500013M02606")
+SAID = st.one_of(
+    st.emails(),
+    st.builds(str.upper, ORDINARY),
+    st.from_regex(
+        r"(?i:(https?|ftp)://[a-z0-9-]{1,8}(\.[a-z]{2,4})+(:(80|443|8443))?)", fullmatch=True
+    ).flatmap(
+        lambda origin: st.builds(
+            "".join,
+            st.tuples(
+                st.just(origin),
+                st.lists(st.sampled_from(["/a", "/B", "/..", "/.", "/", "/x.y"]), max_size=4).map(
+                    "".join
+                ),
+                st.sampled_from(["", "?q=1", "#frag", "?q=1#f", "."]),
+            ),
+        )
+    ),
+    st.from_regex(r"\+?\d{1,3}[ .-]?\(?\d{3}\)?[ .-]?\d{3}[ .-]?\d{4}", fullmatch=True),
+    st.builds(
+        lambda iban, width, case: case(
+            " ".join(iban[i : i + width] for i in range(0, len(iban), width))
+        ),
+        st.sampled_from(IBANS),
+        st.sampled_from([4, 30]),  # spaced in fours, or not at all
+        st.sampled_from([str, str.lower]),
+    ),
+    st.builds(
+        "".join,
+        st.tuples(
+            st.sampled_from(["/", "~/", "./", "../"]),
+            st.lists(st.sampled_from(["a", "B", "..", ".", "etc"]), max_size=4).map("/".join),
+        ),
+    ),
+    st.text(st.characters(codec="ascii", exclude_characters="\x00"), min_size=1, max_size=20),
+)
+
+
+@given(SAID, st.data())
+def test_no_normal_form_of_the_agents_value_is_vouched_for_by_a_trusted_echo(
+    said: str, data: st.DataObject
+) -> None:
+    """Whatever the agent said, a trusted output repeating it in any form a lookup normalises
+    values to (the values of `keys_of`) vouches neither for that form nor for what was said."""
+    forms = [key.partition(":")[2] if kind == "forms" else key for kind, key in keys_of(said)]
+    echo = data.draw(st.sampled_from([said, said.lower(), *forms]))
+    state = said_then_echoed(said, echo)
+    assert state.provenance.of(echo) != "trusted"
+    assert state.provenance.of(said) != "trusted"
+
+
+def test_a_call_too_long_to_remember_whole_stops_trusted_outputs_vouching(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past MAX_INDEXED characters, a call's arguments are not remembered: an exact echo of a
+    value hidden after padding could otherwise vouch for it."""
+    monkeypatch.setattr(provenance, "MAX_INDEXED", 1000)
+    state = task_state()
+    args = {"a": "x" * 1000, "q": "evil@attacker.io"}
+    state.apply(Decided("d", "x", ("read",), Effect.ALLOW, 0.0, msgspec.json.encode(args)))
+    state.note_result(tool(), "no entry named evil@attacker.io; ask carol@acme.com")
+    assert state.provenance.of("evil@attacker.io") == "unseen"
+    assert state.provenance.of("carol@acme.com") == "unseen"  # the price: nothing is vouched for
 
 
 # -- risk ----------------------------------------------------------------------------------------

@@ -12,7 +12,12 @@ there, and every sink argument of a call gets a provenance:
 A trusted tool vouches only for what it reveals: a value the agent itself had already put in
 the arguments of a call is not promoted by a trusted output that repeats it (a "not found: X"
 echo, or a note the agent wrote and read back), since an injected agent could launder any value
-that way.
+that way. Nor is a repetition in another form: a value of the output is the agent's own if any
+of its keys (as written, case-folded, an address in it, a normal form) is a key of what the
+agent said, and it is then remembered under none of them; what the agent said is keyed as a
+lookup keys it (`keys_of`), normal forms case-folded too, so `EVIL@X.IO` said and `evil@x.io`
+echoed, or a URL echoed without its `#fragment`, are one value. Arguments past what is indexed
+of a call are not remembered, so from then on a trusted output vouches for nothing.
 
 Values are matched whole, never as substrings (`bob@acme.com` is not `bob@acme.com.evil.io`),
 after normalisation: case for e-mail addresses and host names, trailing punctuation, IBAN and
@@ -87,6 +92,9 @@ def normalize_path(text: str) -> str:
     return posixpath.normpath(text)
 
 
+Found = tuple[set[str], set[str], set[str]]  # tokens, folded, forms (Seen's sets)
+
+
 class Seen:
     """The values found in one kind of content: whole tokens (as written, and case-folded) and
     normalised forms of URLs, IBANs, phone numbers and paths."""
@@ -104,47 +112,85 @@ class Seen:
 
     def add(self, texts: Iterable[str], *, except_in: Seen | None = None) -> None:
         """Remember the values in `texts` (each read apart: no value spans two), but for those
-        already in `except_in`."""
+        that are `except_in`'s (see `_without`)."""
         if self.full:
             return
         tokens: list[str] = []
         addresses: set[str] = set()
-        forms: set[str] = set()
+        forms: list[tuple[str, str]] = []
         for text in texts:
             in_text = _TOKEN.findall(text)
             tokens += in_text
             if "@" in text:
                 addresses.update(address.lower() for address in emails(text))
-            forms.update(_forms(text, in_text))
-        news = (set(tokens), {*map(str.lower, tokens), *addresses}, forms)
-        for kind, found in zip(("tokens", "folded", "forms"), news, strict=True):
-            kept = found - getattr(except_in, kind) if except_in is not None else found
+            forms += _forms(text, in_text)
+        exact = set(tokens)
+        news = (exact, {*map(str.lower, exact), *addresses}, {form for _, form in forms})
+        if except_in is not None:
+            news = except_in._without(news, addresses, forms)
+        for kind, kept in zip(("tokens", "folded", "forms"), news, strict=True):
             getattr(self, kind).update(kept)
             self.chars += sum(map(len, kept))
+
+    def hold(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Remember these keys too ((set, value) pairs, as `keys_of` gives them)."""
+        for kind, value in keys:
+            getattr(self, kind).add(value)
+            self.chars += len(value)
+
+    def _without(self, news: Found, addresses: set[str], forms: list[tuple[str, str]]) -> Found:
+        """`news` (tokens, folded, forms found in one output, its `addresses` and its `forms` by
+        where each was found) less every value that is this Seen's: a value any of whose keys is
+        here is dropped under all of them (a token: as written, case-folded, the addresses in
+        it, its URL or path form; a phone number or IBAN: its form). Usually nothing is: three
+        set intersections, and the output is read again only when something is."""
+        exact, folded, formed = news
+        own = exact & self.tokens
+        own_folded = folded & self.folded
+        own_forms = formed & self.forms
+        if not (own or own_folded or own_forms):
+            return news
+        if own_folded:
+            own.update(token for token in exact if token.lower() in own_folded)
+            if not own_folded.isdisjoint(addresses):
+                own.update(t for t in exact if "@" in t and not own_folded.isdisjoint(_in(t)))
+        if own_forms:
+            own.update(source for source, form in forms if form in own_forms and source in exact)
+        own_folded |= {token.lower() for token in own}
+        own_folded.update(address for token in own if "@" in token for address in _in(token))
+        own_forms |= {form for source, form in forms if source in own}
+        return exact - own, folded - own_folded, formed - own_forms
 
     def has(self, key: tuple[str, str]) -> bool:
         kind, value = key
         return value in getattr(self, kind)
 
 
-def _forms(text: str, tokens: list[str]) -> Iterable[str]:
+def _in(token: str) -> set[str]:
+    """The addresses in a token (`mailto:eve@evil.io`), case-folded."""
+    return {address.lower() for address in emails(token)}
+
+
+def _forms(text: str, tokens: list[str]) -> Iterable[tuple[str, str]]:
+    """The normal forms in `text`, each with what it was found in: a token (a URL, a path), or
+    the text of a phone number or IBAN (which may span several tokens)."""
     if "://" in text:
         for url in set(filter(_URL_START.match, tokens)):
             normal = normalize_url(url)
             if normal:
-                yield "url:" + normal
+                yield url, "url:" + normal
     if "/" in text:
         for path in set(filter(_PATH_START.match, tokens)):
-            yield "path:" + normalize_path(path)
+            yield path, "path:" + normalize_path(path)
     if digit_count(text) >= _MIN_PHONE_DIGITS:
         if text.lower() != text:  # an IBAN starts with two capital letters
             for candidate in IBAN.findall(text):
                 if iban_checksum(candidate):
-                    yield "iban:" + candidate.replace(" ", "")
+                    yield candidate, "iban:" + candidate.replace(" ", "")
         for candidate in set(_PHONE.findall(text)):
             phone = normalize_phone(candidate)
             if phone:
-                yield "phone:" + phone
+                yield candidate, "phone:" + phone
 
 
 def keys_of(value: str) -> list[tuple[str, str]]:
@@ -173,6 +219,24 @@ def keys_of(value: str) -> list[tuple[str, str]]:
     return keys
 
 
+def _said_keys(pieces: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """The keys a lookup would give the values the agent said, so that an echo in any form a
+    lookup normalises to is the agent's own: `keys_of` of each argument's whole value (a piece,
+    or the value of a `name: value` piece, as content.text_of writes an argument: after the
+    first `: `, or the last if the name has one), and each normal form case-folded, as a token
+    of an output repeating it is indexed."""
+    values: set[str] = set()
+    for piece in pieces:
+        if ": " in piece:
+            values.update((piece.partition(": ")[2], piece.rpartition(": ")[2]))
+        else:
+            values.add(piece)
+    for value in values:
+        for kind, key in keys_of(value):
+            yield kind, key
+            yield "folded", (key.partition(":")[2] if kind == "forms" else key).lower()
+
+
 def first_indexed(texts: Iterable[str]) -> Iterator[str]:
     """The pieces of one output (or one call's arguments), up to MAX_INDEXED characters."""
     budget = MAX_INDEXED
@@ -195,12 +259,13 @@ class Provenance:
         self.trusted = Seen()
         self.untrusted = Seen()
         self.agent = Seen()  # values the agent put in arguments: never vouched for by an echo
+        self.agent_cut = False  # some of them were past MAX_INDEXED: not remembered
 
     def saw(self, texts: Iterable[str], *, trusted: bool) -> None:
         """Remember the values in one output (its first MAX_INDEXED characters). Once the
         agent's own values are past remembering, a trusted output vouches for nothing more: it
         might be echoing one of them."""
-        if trusted and self.agent.full:
+        if trusted and (self.agent.full or self.agent_cut):
             return
         if trusted:
             self.trusted.add(first_indexed(texts), except_in=self.agent)
@@ -208,8 +273,18 @@ class Provenance:
             self.untrusted.add(first_indexed(texts))
 
     def said(self, texts: Iterable[str]) -> None:
-        """The agent put these values in a call's arguments."""
-        self.agent.add(first_indexed(texts))
+        """The agent put these values in a call's arguments: remembered as any content's are,
+        and also under every key a lookup would give them (`_said_keys`). Arguments longer than
+        MAX_INDEXED characters are not remembered at all, and from then on trusted outputs
+        vouch for nothing (`saw`): any value of theirs could be the unremembered part."""
+        pieces = tuple(texts)
+        if sum(map(len, pieces)) > MAX_INDEXED:
+            self.agent_cut = True
+        if self.agent_cut:
+            return
+        self.agent.add(pieces)
+        if not self.agent.full:
+            self.agent.hold(_said_keys(pieces))
 
     def of(self, value: object) -> str:
         """The provenance of a sink argument's value (a list: its least vouched-for element)."""
