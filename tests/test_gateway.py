@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx2
@@ -27,6 +27,7 @@ from gateway_env import (
 )
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
 from served import served
 
 from tether import Guard
@@ -501,5 +502,46 @@ def test_a_call_that_cannot_be_decided_or_recorded_is_not_made_or_not_shown(
         assert branches(repo) == ["main"]
         assert unshown.is_error and "withheld" in _text(unshown)
         assert "On branch" not in _text(unshown)
+        task.end()
+    guard.close()
+
+
+def test_a_resource_two_upstreams_list_is_read_from_neither(home: Path) -> None:
+    """A resource is read from the upstream whose listing named it; a URI that two upstreams
+    list could be either's, and is refused with a message saying so, whichever listed it
+    last. What one upstream alone lists is read from it."""
+    guard = prepare(home)
+    config = home.parent / "gateway.yaml"
+    lines = ["workspace: acme", "upstreams:"]
+    for name in ("ra", "rb"):
+        command = [sys.executable, str(FIXTURES / "resource_upstream.py"), name]
+        lines += [f"  {name}:", f"    command: [{', '.join(command)}]", "    timeout: 20"]
+    config.write_text("\n".join(lines) + "\n")
+    allow = {"all.cedar": '@id("all")\npermit (principal, action, resource);'}
+    with gateway(home, config, guard, allow) as gw:
+        task = coder_task(guard, ["ra:resources/read", "rb:resources/read"])
+
+        async def read() -> tuple[list[str], list[str], str]:
+            async with gw.client(task) as client:
+                listed = [str(r.uri) for r in (await client.list_resources()).resources]
+                texts = []
+                for uri in ("mem://ra-only", "mem://rb-only"):
+                    deadline = anyio.current_time() + 20
+                    while True:  # until the policies are in force at the gateway
+                        try:
+                            got = await client.read_resource(uri)
+                            break
+                        except MCPError:
+                            assert anyio.current_time() < deadline, "never allowed"
+                            await anyio.sleep(0.05)
+                    texts.append(cast(types.TextResourceContents, got.contents[0]).text)
+                with pytest.raises(MCPError) as refused:
+                    await client.read_resource("mem://shared")
+                return listed, texts, str(refused.value)
+
+        listed, texts, refusal = anyio.run(read)
+        assert listed.count("mem://shared") == 2
+        assert texts == ["mem://ra-only from ra", "mem://rb-only from rb"]
+        assert "mem://shared is listed by more than one upstream" in refusal
         task.end()
     guard.close()

@@ -25,7 +25,9 @@ import pytest
 from gateway_env import FIXTURES, Gateway, coder_task, gateway, prepare
 from hypothesis import given
 from hypothesis import strategies as st
+from mcp.client.client import Client
 from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
@@ -36,7 +38,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tether.gateway import forward
+from tether.gateway import forward, http, proxy
+from tether.gateway.client_auth import TaskAuth
 from tether.gateway.hot_path import HotPath, SdkSessions, _jsonrpc, _tools_call
 from tether.gateway.proxy import Gateway as ProxyGateway
 from tether.gateway.relay import legacy
@@ -47,6 +50,7 @@ HANG_SECONDS = 6  # longer than the gateway waits for an upstream here (`timeout
 STOPPED: list[types.RequestId] = []  # the `hangs` calls an upstream was told to stop
 PERMIT_ALL = {"all.cedar": '@id("all")\npermit (principal, action, resource);'}
 VERSION = "2025-11-25"
+LEAKED = "AKIAIOSFODNN7EXAMPLE"  # an AWS access key id, of AWS's documentation
 TOOLS = [
     types.Tool(
         name="echo",
@@ -63,6 +67,7 @@ TOOLS = [
         types.Tool(name=name, input_schema={"type": "object"}, description=about)
         for name, about in [
             ("chatty", "Log twice, then answer."),
+            ("leaky", "Log a key, then answer without it."),
             ("asks", "Ping the client and ask it for its roots, mid-call."),
             ("refuses", "Answer with a JSON-RPC error."),
             ("hangs", "Answer after longer than the gateway waits."),
@@ -85,6 +90,12 @@ async def _call(ctx: Any, params: types.CallToolRequestParams) -> types.CallTool
                 await ctx.session.send_log_message(
                     "info", f"step {n}", "chatty", related_request_id=ctx.request_id
                 )
+        text = "done"
+    elif params.name == "leaky":
+        with legacy():
+            await ctx.session.send_log_message(
+                "info", f"using key={LEAKED}", "leaky", related_request_id=ctx.request_id
+            )
         text = "done"
     elif params.name == "asks":
         await ctx.session.send_request(types.PingRequest(), types.EmptyResult, metadata=related)
@@ -483,6 +494,38 @@ def test_the_official_client_takes_in_what_an_upstream_logs_during_a_hot_call(
     assert hot == ["sse.chatty"] and logged == ["step 1", "step 2"]
 
 
+def test_what_an_upstream_logs_during_a_call_is_reported_to_the_task_on_either_path(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent reads a call's log messages as it reads its result: a key an upstream logs
+    is a secret the task has seen (its `secret` label), on the SDK's path (a session's first
+    call) and on the hot path alike, though the result itself holds none."""
+    hot = _hot_calls(monkeypatch)
+    logged: list[Any] = []
+
+    async def log(params: types.LoggingMessageNotificationParams) -> None:
+        logged.append(params.data)
+
+    async def run(gw: Gateway, task: TaskHandleBase, hot_call: bool) -> set[str]:
+        async with gw.client(task) as client:
+            await _warm(client)
+        async with gw.client(task, logging_callback=log) as client:
+            if hot_call:  # a session's first call takes the SDK's path; the next, the hot one
+                await client.call_tool("sse.echo", {"text": "first"})
+            result = await client.call_tool("sse.leaky", {})
+            assert cast(types.TextContent, result.content[0]).text == "done"
+        return set(gw.server_guard.task_state(task.id).labels)
+
+    tools = ["sse.echo", "sse.leaky"]
+    with _served(home, upstreams, tools) as (gw, sdk_task):
+        hot_task = coder_task(gw.guard, tools)  # labels only rise in a task: one for each path
+        seen = [anyio.run(run, gw, sdk_task, False), anyio.run(run, gw, hot_task, True)]
+        hot_task.end()
+    assert hot.count("sse.leaky") == 1  # the second task's
+    assert logged == [f"using key={LEAKED}"] * 2
+    assert seen[0] >= {"secret"} and seen[1] >= {"secret"}, seen
+
+
 def test_what_an_upstream_asks_mid_call_is_answered_as_the_sdk_client_answers_it(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
 ) -> None:
@@ -674,6 +717,47 @@ def test_an_approval_on_the_hot_path_is_asked_of_the_person_at_the_client(
         Effect.APPROVAL_REQUIRED,
         Effect.DENY,
     ]
+
+
+def test_a_call_too_long_for_an_approval_form_is_not_asked_but_left_pending(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A form shows at most FORM_ARGUMENTS characters of a call's arguments, and *approve*
+    would approve all of them: an agent could push the harmful part out of view. Such a call
+    is not asked through elicitation, on either path; its approval is left pending, named in
+    the error, for someone to decide where the whole call is shown."""
+    hot = _hot_calls(monkeypatch)
+    asked: list[str] = []
+
+    async def person(_context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"decision": "approve"})
+
+    text = "risky " + "x" * proxy.FORM_ARGUMENTS + " and then: rm -rf / (out of view)"
+
+    async def run(gw: Gateway, task: TaskHandleBase) -> list[types.CallToolResult]:
+        async with gw.client(task, elicitation_callback=person) as client:
+            await _warm(client)
+        async with gw.client(task, elicitation_callback=person) as client:
+            # a session's first call takes the SDK's path; the next, the hot path
+            return [await client.call_tool("sse.note", {"text": text}) for _ in range(2)]
+
+    async def again(gw: Gateway, task: TaskHandleBase) -> types.CallToolResult:
+        async with gw.client(task) as client:
+            return await client.call_tool("sse.note", {"text": text})
+
+    tools = ["sse.echo", "sse.note"]
+    with _served(home, upstreams, tools, APPROVAL_POLICIES, elicit=True) as (gw, task):
+        pending = anyio.run(run, gw, task)
+        assert hot.count("sse.note") == 1 and not asked
+        for result in pending:
+            meta = result.meta or {}
+            approval_id = meta["tether/decision"]["approval_id"]
+            said = cast(types.TextContent, result.content[0]).text
+            assert result.is_error and "approval required" in said and approval_id in said
+        gw.guard.approve(approval_id, approver="bob")
+        made = anyio.run(again, gw, task)
+    assert not made.is_error and cast(types.TextContent, made.content[0]).text == text
 
 
 class _Asking:
@@ -1001,6 +1085,123 @@ def test_another_tasks_token_cannot_use_a_sessions_hot_path(
         assert agent.post("tools/call", params, task=other).status_code == 404
         assert agent.post("tools/call", params).status_code == 200
         other.end()
+
+
+MODERN = "2026-07-28"  # the SDK serves it per request: no handshake, no session, no owner
+
+
+def _modern_call(url: str, task: Any, session_id: str, text: str) -> httpx2.Response:
+    """A `tools/call` of `sse.echo` on the 2026-07-28 wire, naming `session_id`."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    params = {"name": "sse.echo", "arguments": {"text": text}, "_meta": meta}
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Authorization": f"DPoP {task.token}",
+        "DPoP": task.proof("POST", url, task.token),
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "sse.echo",
+        "Mcp-Session-Id": session_id,
+    }
+    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}
+    with httpx2.Client(timeout=20) as http:
+        return http.post(url, json=body, headers=headers)
+
+
+def test_a_protocol_version_without_sessions_is_refused_at_the_door(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """The SDK serves 2026-07-28 per request, without its check of a session's owner: there,
+    another task could name a session's id and be served on its upstream sessions, or name
+    made-up ids whose entries push other agents' upstream sessions out. The door refuses the
+    version (400, the SDK's -32022, naming the versions served) before MCP sees it."""
+    with _served(home, upstreams, ["sse.echo"]) as (gw, mine):
+        agent = _Raw(gw.url, mine)
+        agent.warm("sse.echo", {"text": "warm"})
+        assert agent.session is not None
+        held = dict(gw.app.state.gateway._connected)
+        other = coder_task(gw.guard, ["sse.echo"], request="another task")
+        door = upstreams["sse"][1]
+        seen = len(door.seen)
+        answers = [_modern_call(gw.url, other, s, "x") for s in (agent.session, "made-up")]
+        for answer in answers:
+            assert answer.status_code == 400, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == -32022 and "2025-11-25" in error["message"]
+            assert error["data"] == {
+                "supported": ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"],
+                "requested": MODERN,
+            }
+        assert len(door.seen) == seen  # nothing reached the upstream
+        assert gw.app.state.gateway._connected == held
+        kind, [answer] = agent.call("sse.echo", {"text": "still mine"})
+        assert kind == "application/json" and _text(answer) == "still mine"
+        other.end()
+
+
+def test_an_agent_session_serves_only_the_task_that_opened_it(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's own check, behind the door's: were a request of a version without
+    sessions let in, its session id is not taken as a key (no entry is made for a made-up
+    one); and a held agent session refuses another task's request, without re-pointing it
+    at that request, even where the protocol version is not the reason."""
+    with _served(home, upstreams, ["sse.echo"]) as (gw, mine):
+        agent = _Raw(gw.url, mine)
+        agent.warm("sse.echo", {"text": "warm"})
+        assert agent.session is not None
+        proxy_gateway = gw.app.state.gateway
+        held = dict(proxy_gateway._connected)
+        mine_held = held[agent.session]
+        session_object = mine_held.session
+        other = coder_task(gw.guard, ["sse.echo"], request="another task")
+        door = upstreams["sse"][1]
+        seen = len(door.seen)
+        monkeypatch.setattr(http, "SERVED_VERSIONS", (*proxy.SERVED_VERSIONS, MODERN))
+        refused = []
+        for session_id in (agent.session, "made-up-1", "made-up-2"):
+            answer = _modern_call(gw.url, other, session_id, "from another task")
+            assert answer.status_code == 200, answer.text
+            refused.append(answer.json()["result"])
+        monkeypatch.setattr(proxy, "SERVED_VERSIONS", (*proxy.SERVED_VERSIONS, MODERN))
+        answer = _modern_call(gw.url, other, agent.session, "from another task")
+        refused.append(answer.json()["result"])
+        texts = [r["content"][0]["text"] for r in refused]
+        assert all(
+            r["isError"] and "was not made" in t for r, t in zip(refused, texts, strict=True)
+        )
+        assert all(f"protocol version {MODERN} is not served" in t for t in texts[:3])
+        assert "opened by another task" in texts[3]
+        assert len(door.seen) == seen  # nothing reached the upstream
+        assert proxy_gateway._connected == held  # no entry made, none pushed out
+        assert mine_held.session is session_object and mine_held.task == mine.id
+        assert not any(u._stop.is_set() for u in mine_held.upstreams.values())
+        other.end()
+
+
+def test_the_official_client_probing_for_a_later_version_falls_back_to_the_handshake(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]]
+) -> None:
+    """The official `Client`, in its default mode, first asks for 2026-07-28 (`server/
+    discover`); refused at the door with the versions served, it opens a session with
+    initialize, and its calls are decided and made in it."""
+
+    async def run(gw: Gateway, task: TaskHandleBase) -> tuple[str | None, str]:
+        async with (
+            httpx2.AsyncClient(auth=TaskAuth(task), timeout=30) as http,
+            Client(streamable_http_client(gw.url, http_client=http)) as client,
+        ):
+            deadline = time.monotonic() + 20
+            while (result := await client.call_tool("sse.echo", {"text": "hi"})).is_error:
+                assert time.monotonic() < deadline, result
+                await anyio.sleep(0.05)
+            return client.protocol_version, cast(types.TextContent, result.content[0]).text
+
+    with _served(home, upstreams, ["sse.echo"]) as (gw, task):
+        assert anyio.run(run, gw, task) == (VERSION, "hi")
 
 
 def test_a_session_on_the_hot_path_is_held_against_idle_expiry_only_while_a_call_runs() -> None:

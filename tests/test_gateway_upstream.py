@@ -4,15 +4,23 @@ closed within that limit and leaves no process behind."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
+from typing import cast
 
 import anyio
+import mcp_types as types
+import pytest
 from gateway_env import FIXTURES
+from mcp.client.stdio import DEFAULT_INHERITED_ENV_VARS
 
 from tether.gateway.config import UpstreamSpec
 from tether.gateway.upstream import Upstream, UpstreamUnavailable
 
+# Set by Python itself at start under the C locale (PEP 538), whatever its parent passed.
+PLATFORM_ADDED = {"LC_CTYPE"}
 SLOW_START = 2.5  # seconds the upstream below sleeps before it is the MCP server
 
 
@@ -61,6 +69,34 @@ def test_an_upstream_that_never_completes_its_handshake_fails_closed_in_time(
     # The message names the limit that ended the start: this one, not the request's 30 s.
     assert anyio.run(start) == "upstream mute did not start within 1 s"
     assert not _running(marker), "the process that never answered was left running"
+
+
+async def _environment(spec: UpstreamSpec) -> dict[str, str]:
+    """The environment an upstream command was started with (tests/fixtures/env_upstream.py)."""
+    async with anyio.create_task_group() as tasks:
+        upstream = Upstream("env", spec)
+        await upstream.start(tasks)
+        result = await upstream.call_tool("environment", {}, None)
+        upstream.stop()
+    seen: dict[str, str] = json.loads(cast(types.TextContent, result.content[0]).text)
+    return seen
+
+
+@pytest.mark.parametrize("env", [{}, {"GIT_AUTHOR_NAME": "tether"}])
+def test_an_upstream_command_gets_its_own_env_and_never_the_gateways(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream is a third party's program: it gets the SDK's few safe variables (PATH,
+    HOME...) and its own `env` over them, with or without one, and none of the gateway's
+    own environment, which holds other upstreams' secrets and the store's URL."""
+    monkeypatch.setenv("FILES_MCP_TOKEN", "for-the-files-upstream-only")
+    monkeypatch.setenv("TETHER_DATABASE_URL", "postgresql://tether:hunter2@db/tether")
+    command = (sys.executable, str(FIXTURES / "env_upstream.py"))
+    seen = anyio.run(_environment, UpstreamSpec(command=command, env=env))
+    assert seen.get("PATH") == os.environ["PATH"]  # the SDK's defaults are still there
+    assert {k: seen.get(k) for k in env} == env
+    assert "FILES_MCP_TOKEN" not in seen and "TETHER_DATABASE_URL" not in seen
+    assert set(seen) - set(env) <= set(DEFAULT_INHERITED_ENV_VARS) | PLATFORM_ADDED
 
 
 def _running(marker: str) -> list[str]:

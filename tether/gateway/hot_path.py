@@ -90,7 +90,9 @@ class HotPath:
             ):
                 return None
             return _replay(body, receive)
-        connected = self.gateway.hot_connection(session_id) if transport is not None else None
+        connected = (
+            self.gateway.hot_connection(session_id, caller) if transport is not None else None
+        )
         if (
             transport is None
             or connected is None

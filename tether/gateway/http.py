@@ -4,8 +4,12 @@ Every HTTP request must carry the agent's DPoP-bound task token (`Authorization:
 and a fresh proof for it (`DPoP: <proof>`, `htm` POST/GET/DELETE, `htu` the MCP endpoint), as
 RFC 9449 asks of a protected resource: a request without both is a 401 before MCP sees it, and
 a proof is good once. A session belongs to the task that opened it: another task's token
-cannot ride on its id. What a tool call then needs of the token was proven here, so the
-decision takes the token alone (its claims, revocation and task are checked again there).
+cannot ride on its id. That holds for the protocol versions opened with the initialize
+handshake, whose sessions the SDK binds to their owner; a request naming a later version (the
+SDK serves 2026-07-28 per request, with no session and no owner check) is a 400 naming the
+versions served, so no client can name another's session id on that wire. What a tool call
+then needs of the token was proven here, so the decision takes the token alone (its claims,
+revocation and task are checked again there).
 `tether.gateway.client_auth.TaskAuth` is the client half, for the official MCP client.
 
 An agent needs nothing else but the URL. The gateway's own credentials for its upstreams are
@@ -15,6 +19,7 @@ in its configuration, and never the agent's.
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -25,6 +30,8 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.routing import Route
@@ -34,7 +41,7 @@ from tether.errors import CredentialRefused
 from tether.gateway.challenge import refuse, spent
 from tether.gateway.config import GatewayConfig, load_config
 from tether.gateway.hot_path import HotPath
-from tether.gateway.proxy import Caller, Context, Gateway
+from tether.gateway.proxy import SERVED_VERSIONS, Caller, Context, Gateway
 from tether.model import Durability
 from tether.pdp import ProofRule
 from tether.sdk import Guard
@@ -111,6 +118,10 @@ class TaskTokenAuth:
                 send, 403, "insufficient_scope", f"this gateway serves workspace {self.workspace}"
             )
             return
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        if version is not None and version not in SERVED_VERSIONS:
+            await unsupported(send, version)
+            return
         # The SDK's session manager binds each MCP session to the principal that opened it:
         # here the task, so another task's token cannot use a session's id (it gets 404).
         scope["user"] = AuthenticatedUser(
@@ -139,6 +150,32 @@ class TaskTokenAuth:
             return
         scope.setdefault("state", {})[CALLER] = Caller(caller.token, caller.claims)
         await self.app(scope, receive, send)
+
+
+async def unsupported(send: Send, version: str) -> None:
+    """A request of a protocol version the gateway does not serve: the JSON-RPC error the
+    SDK answers with for a version it does not serve (-32022, at 400), naming those served.
+    A client that probes for a later version (the official client's `server/discover`)
+    falls back to the initialize handshake on it."""
+    served = ", ".join(SERVED_VERSIONS)
+    error = {
+        "code": UNSUPPORTED_PROTOCOL_VERSION,
+        "message": f"protocol version {version} is not served here; this gateway serves "
+        f"{served}, opened with initialize",
+        "data": {"supported": list(SERVED_VERSIONS), "requested": version},
+    }
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _caller(ctx: Context) -> Caller:

@@ -9,10 +9,11 @@
   decision of that tool (the URI its argument), and its content is reported to the task.
 - `prompts/*`: the same with `<upstream>:prompts/get` (the prompt's name and arguments).
 
-Each agent session gets upstream sessions of its own, so what an upstream sends its client
-during a request (sampling, elicitation, logs, progress, resource updates) reaches that agent and
-no other (relay.py); sessions unused for `IDLE_SECONDS` are closed. The gateway also holds one
-session per upstream of its own, to review tool lists.
+Each agent session gets upstream sessions of its own, serving the task that opened it alone, so
+what an upstream sends its client during a request (sampling, elicitation, logs, progress,
+resource updates) reaches that agent and no other (relay.py), and what it sends during a tool
+call is reported to the task with the call's result; sessions unused for `IDLE_SECONDS` are
+closed. The gateway also holds one session per upstream of its own, to review tool lists.
 
 Whatever goes wrong on the way (no decision, an upstream down or hanging, a result the task
 could not take in) is an error answer: no call, read or completion is forwarded that was not
@@ -38,6 +39,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, INVALID_REQUEST
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from tether.credentials.access_token import AccessClaims
 from tether.credentials.dpop import REPLAYED
@@ -45,7 +47,7 @@ from tether.errors import TetherError
 from tether.gateway import http1
 from tether.gateway.config import GatewayConfig
 from tether.gateway.forward import Notify
-from tether.gateway.relay import AskClient, Relay, ask_agent, legacy, offers
+from tether.gateway.relay import AskClient, Relay, Shown, ask_agent, legacy, offers
 from tether.gateway.tools import Offered, Review, review
 from tether.gateway.upstream import Upstream, UpstreamUnavailable
 from tether.model import Decision, Effect, OutputTrust, Tool
@@ -56,6 +58,11 @@ log = logging.getLogger("tether.gateway")
 IDLE_SECONDS = 600.0  # an agent session's upstream sessions close after this long unused
 MAX_AGENT_SESSIONS = 256  # agent sessions holding upstream sessions at once
 HOUSEKEEPING_SECONDS = 30.0
+SHOWN = "tether/notified"  # a call's reported output: what its agent was shown as it ran
+FORM_ARGUMENTS = 2000  # characters of a call's arguments (JSON) an approval form shows at most
+# The protocol versions the gateway serves: those opened with the initialize handshake, whose
+# sessions the SDK binds to the task that opened them (and the gateway its upstream sessions).
+SERVED_VERSIONS: tuple[str, ...] = HANDSHAKE_PROTOCOL_VERSIONS
 READ_RESOURCE = "resources/read"
 GET_PROMPT = "prompts/get"
 Context = ServerRequestContext[Any, Any]
@@ -97,11 +104,13 @@ ElicitForm = Callable[[str, dict[str, Any]], Awaitable[types.ElicitResult]]
 class _Connected:
     """One agent session's own upstream sessions (each with its relay back to the agent: a
     request to an upstream is made one at a time per session, so what the upstream sends
-    meanwhile goes to the request it belongs to), and the resources its listings found."""
+    meanwhile goes to the request it belongs to), and the resources its listings found.
+    `task`: the task that opened the agent session, the only one served on it."""
 
     upstreams: dict[str, Upstream]
     locks: dict[str, anyio.Lock]
     session: Any  # the agent's latest request's session object: for notifications
+    task: str
     resource_owner: dict[str, str | None] = field(default_factory=dict)  # uri -> upstream
     used: float = field(default_factory=time.monotonic)
     in_flight: int = 0
@@ -171,15 +180,28 @@ class Gateway:
                     except Exception as exc:
                         log.warning("upstream %s is still not available: %s", name, exc)
 
-    def _connection(self, ctx: Context) -> _Connected:
+    def _connection(self, ctx: Context, caller: Caller) -> _Connected:
         """The agent session's own upstream sessions (made on first use; the least recently
-        used agent session's are closed past MAX_AGENT_SESSIONS)."""
+        used agent session's are closed past MAX_AGENT_SESSIONS), for the task that opened it
+        alone: another task's request is refused, and changes nothing of them.
+
+        Over HTTP the session's id is the request's `Mcp-Session-Id`, which only the SDK's
+        handshake-era transport vouches for (a session it opened, of this same caller: it
+        checks the owner). A request of a later protocol version carries no session of the
+        SDK's, so the header is whatever the client wrote: it is refused rather than taken
+        as a key, which would hand it another agent's upstream sessions, or make entries
+        that push other agents' out. The door refuses those versions first (http.py)."""
         request = ctx.request
-        key: object = "stdio"  # over stdio there is one agent session
+        key: object = "stdio"  # over stdio there is one agent session, of one task
         if request is not None:
             key = request.headers.get("mcp-session-id") or ""
             if not key:  # stateful HTTP always has one; never share another agent's
                 raise MCPError(INVALID_REQUEST, "an MCP session is needed (Mcp-Session-Id)")
+            if ctx.protocol_version not in SERVED_VERSIONS:
+                raise MCPError(INVALID_REQUEST, _no_session(ctx.protocol_version))
+        held = self._connected.get(key)
+        if held is not None and held.task != caller.claims.task:
+            raise MCPError(INVALID_REQUEST, "this MCP session was opened by another task")
         connected = self._connected.pop(key, None)
         if connected is None:
             idle = [k for k, c in self._connected.items() if not c.in_flight]
@@ -199,6 +221,7 @@ class Gateway:
                 },
                 {n: anyio.Lock() for n in self.config.upstreams},
                 ctx.session,
+                caller.claims.task,
             )
         self._connected[key] = connected  # now the most recent
         connected.session, connected.used = ctx.session, time.monotonic()
@@ -206,24 +229,28 @@ class Gateway:
 
     @asynccontextmanager
     async def _using(
-        self, ctx: Context, name: str, connected: _Connected | None = None
+        self, ctx: Context, name: str, connected: _Connected, shown: Shown | None = None
     ) -> AsyncIterator[Upstream]:
         """The agent session's upstream `name`, its alone while the block runs, with what it
-        sends its client pointed at this request."""
-        connected = connected or self._connection(ctx)
+        sends its client pointed at this request (and kept in `shown`, if given)."""
         upstream = connected.upstreams[name]
         async with connected.locks[name]:
             assert upstream.relay is not None
-            upstream.relay.bind(ctx.session, ctx.request_id)
+            upstream.relay.bind(ctx.session, ctx.request_id, shown)
             with _counted(connected):
                 yield upstream
 
     async def _send(
-        self, ctx: Context, name: str, what: str, send: Callable[[Any], Awaitable[Any]]
+        self,
+        ctx: Context,
+        caller: Caller,
+        name: str,
+        what: str,
+        send: Callable[[Any], Awaitable[Any]],
     ) -> Any:
         """A request other than a tool call to upstream `name`; what goes wrong is an MCP
         error naming it, without the internals of the gateway or the upstream's answer."""
-        async with self._using(ctx, name) as upstream:
+        async with self._using(ctx, name, self._connection(ctx, caller)) as upstream:
             try:
                 return await upstream.request(what, send)
             except MCPError:
@@ -338,21 +365,31 @@ class Gateway:
         async def ask(decision: Decision) -> Decision:
             return await self._step_up(elicit, caller, decision, name, args)
 
+        shown: Shown = []
+
         async def send(connected: _Connected, offered: Offered) -> types.CallToolResult:
-            async with self._using(ctx, offered.upstream, connected) as upstream:
-                return await upstream.call_tool(offered.original, args, _progress(ctx))
+            async with self._using(ctx, offered.upstream, connected, shown) as upstream:
+                return await upstream.call_tool(offered.original, args, _progress(ctx, shown))
 
         return await self._call(
-            caller, name, args, lambda: self._connection(ctx), ask=ask, send=send
+            caller,
+            name,
+            args,
+            lambda: self._connection(ctx, caller),
+            ask=ask,
+            send=send,
+            shown=shown,
         )
 
-    def hot_connection(self, key: str) -> _Connected | None:
+    def hot_connection(self, key: str, caller: Caller) -> _Connected | None:
         """The agent session's upstream sessions, if its tool calls may take the hot path
         (hot_path.py): the session has been served here before, so what its client offers
-        (sampling, elicitation) is known."""
-        connected = self._connected.pop(key, None)
-        if connected is None:
+        (sampling, elicitation) is known, and it was opened by the caller's task (another
+        task's request goes to the SDK, which refuses it, untouched here)."""
+        connected = self._connected.get(key)
+        if connected is None or connected.task != caller.claims.task:
             return None
+        del self._connected[key]
         self._connected[key] = connected  # now the most recent
         return connected if connected.session.client_capabilities is not None else None
 
@@ -374,10 +411,15 @@ class Gateway:
         ask_client: AskClient,
     ) -> types.CallToolResult:
         """A tool call on the hot path: decided, made and reported as `call_tool` does. What
-        the upstream sends meanwhile goes to `notify`, and what the call asks the client (an
-        approval, or what the upstream asks it) to `ask_client`: both on the answer's own
-        stream, where the client offers it."""
+        the upstream sends meanwhile goes to `notify` (and is kept, to be reported with the
+        result), and what the call asks the client (an approval, or what the upstream asks it)
+        to `ask_client`: both on the answer's own stream, where the client offers it."""
         capabilities = connected.session.client_capabilities
+        shown: Shown = []  # filled only by a call that has notifications
+
+        async def showing(notification: types.ServerNotification) -> None:
+            shown.append(notification)
+            await notify(notification)
 
         async def upstream_asks(request: dict[str, Any]) -> dict[str, Any] | None:
             return await ask_agent(request, capabilities, ask_client)
@@ -386,7 +428,7 @@ class Gateway:
             with _counted(connected):
                 upstream = connected.upstreams[offered.upstream]
                 return await upstream.call_tool(
-                    offered.original, args, None, notify, ask=upstream_asks
+                    offered.original, args, None, showing, ask=upstream_asks
                 )
 
         elicit = _asking(ask_client) if offers(capabilities, "elicitation") else None
@@ -394,7 +436,9 @@ class Gateway:
         async def step_up(decision: Decision) -> Decision:
             return await self._step_up(elicit, caller, decision, name, args)
 
-        return await self._call(caller, name, args, lambda: connected, ask=step_up, send=send)
+        return await self._call(
+            caller, name, args, lambda: connected, ask=step_up, send=send, shown=shown
+        )
 
     async def _call(
         self,
@@ -405,10 +449,12 @@ class Gateway:
         *,
         ask: Callable[[Decision], Awaitable[Decision]] | None,
         send: Callable[[_Connected, Offered], Awaitable[types.CallToolResult]],
+        shown: Shown,
     ) -> types.CallToolResult:
         """Decide the call (asking the person through `ask` if it can), make it if allowed
         (`send`), and report what it returned, or how it failed, to its task before the agent
-        sees it."""
+        sees it, with what the agent was shown while it ran (`shown`, which `send` fills: the
+        upstream's notifications, passed on as they came)."""
         offered = self._offered().get(name)
         if offered is None:
             return self._not_offered(caller, name)
@@ -429,8 +475,8 @@ class Gateway:
         except Exception as exc:  # down, hung, its error, or an answer that does not parse
             why = str(exc) if isinstance(exc, UpstreamUnavailable | MCPError) else _message(exc)
             failure = f"the call was allowed (decision {decision.decision_id}) but failed: {why}"
-            return self._reported(decision, failure, _error(failure))
-        return self._reported(decision, _output(result), result)
+            return self._reported(decision, _with_shown(failure, shown), _error(failure))
+        return self._reported(decision, _with_shown(_output(result), shown), result)
 
     def _not_offered(self, caller: Caller, name: str) -> types.CallToolResult:
         """A call of a tool not offered: the proof's one-time id is written first (no decision
@@ -476,15 +522,19 @@ class Gateway:
         """Ask the person at the client (`elicit`, where the client can be asked), when that
         person (the user the agent acts for) may decide this request; then decide the call
         again, its proof spent already by the first decision. Otherwise, or if they close the
-        form, the decision stands: the agent retries once someone decides."""
+        form, or if the call is too long for a form to show whole (`_question`), the decision
+        stands: the agent retries once someone decides."""
         approval_id = decision.approval_id
         if approval_id is None or not self.config.approvals.elicit or elicit is None:
+            return decision
+        question = _question(tool, args, decision)
+        if question is None:
             return decision
         person = self.guard.approval(approval_id).user
         if self.guard.approvals.why_not(approval_id, person) is not None:
             return decision
         answer = await elicit(
-            _question(tool, args, decision),
+            question,
             {
                 "type": "object",
                 "properties": {
@@ -543,16 +593,18 @@ class Gateway:
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         caller = _or_refuse(lambda: self._identify(ctx))
-        connected = self._connection(ctx)
+        connected = self._connection(ctx, caller)
         listed: list[types.Resource] = []
         for upstream in self._readable(caller, READ_RESOURCE):
             page: types.ListResourcesResult = await self._send(
-                ctx, upstream.name, "resources/list", lambda s: s.list_resources()
+                ctx, caller, upstream.name, "resources/list", lambda s: s.list_resources()
             )
             for resource in page.resources:
                 uri, owners = str(resource.uri), connected.resource_owner
-                # A URI two upstreams list is neither's: reading it is refused.
-                owners[uri] = upstream.name if owners.get(uri, upstream.name) else None
+                # A URI two upstreams list (in this listing or an earlier one) is neither's,
+                # for good: reading it is refused, whichever lists it again.
+                owner = owners.get(uri, upstream.name)
+                owners[uri] = upstream.name if owner == upstream.name else None
             listed.extend(page.resources)
         return types.ListResourcesResult(resources=listed)
 
@@ -564,6 +616,7 @@ class Gateway:
         for upstream in self._readable(caller, READ_RESOURCE):
             page: types.ListResourceTemplatesResult = await self._send(
                 ctx,
+                caller,
                 upstream.name,
                 "resources/templates/list",
                 lambda s: s.list_resource_templates(),
@@ -573,10 +626,17 @@ class Gateway:
 
     def _resource_owner_of(self, ctx: Context, caller: Caller, uri: str) -> str:
         """The upstream a resource comes from: the one whose listing in this agent session
-        named it, or the task's only upstream with resources."""
+        named it, or the task's only upstream with resources. A URI two upstreams listed is
+        refused: either could be the one that serves it."""
         candidates = {u.name for u in self._readable(caller, READ_RESOURCE)}
-        owners = self._connection(ctx).resource_owner
+        owners = self._connection(ctx, caller).resource_owner
         owner = owners.get(uri) if uri in owners else None
+        if uri in owners and owner is None:
+            raise MCPError(
+                INVALID_PARAMS,
+                f"resource {uri} is listed by more than one upstream, so which one would serve "
+                "it cannot be told: it is not read",
+            )
         if uri not in owners and len(candidates) == 1:
             owner = next(iter(candidates))
         if owner is None or owner not in candidates:
@@ -593,7 +653,7 @@ class Gateway:
         result: types.ReadResourceResult = await self._reporting(
             caller,
             decision,
-            self._send(ctx, owner, "resources/read", lambda s: s.read_resource(uri)),
+            self._send(ctx, caller, owner, "resources/read", lambda s: s.read_resource(uri)),
         )
         return result
 
@@ -618,7 +678,9 @@ class Gateway:
         caller = _or_refuse(lambda: self._identify(ctx))
         owner = self._resource_owner_of(ctx, caller, uri)
         with legacy():  # removed from 2026-07-28; relayed for older clients
-            result: types.EmptyResult = await self._send(ctx, owner, f"resources/{verb}", send)
+            result: types.EmptyResult = await self._send(
+                ctx, caller, owner, f"resources/{verb}", send
+            )
         return result
 
     async def list_prompts(
@@ -628,7 +690,7 @@ class Gateway:
         prompts: list[types.Prompt] = []
         for upstream in self._readable(caller, GET_PROMPT):
             page: types.ListPromptsResult = await self._send(
-                ctx, upstream.name, "prompts/list", lambda s: s.list_prompts()
+                ctx, caller, upstream.name, "prompts/list", lambda s: s.list_prompts()
             )
             prefix = upstream.spec.prefix or ""
             prompts.extend(p.model_copy(update={"name": prefix + p.name}) for p in page.prompts)
@@ -657,7 +719,11 @@ class Gateway:
             caller,
             decision,
             self._send(
-                ctx, owner, "prompts/get", lambda s: s.get_prompt(original, arguments or None)
+                ctx,
+                caller,
+                owner,
+                "prompts/get",
+                lambda s: s.get_prompt(original, arguments or None),
             ),
         )
         return result
@@ -685,6 +751,7 @@ class Gateway:
             decision,
             self._send(
                 ctx,
+                caller,
                 owner,
                 "completion/complete",
                 lambda s: s.send_request(
@@ -709,6 +776,7 @@ class Gateway:
             with legacy():
                 await self._send(
                     ctx,
+                    caller,
                     upstream.name,
                     "logging/setLevel",
                     lambda s: s.set_logging_level(params.level),
@@ -802,14 +870,19 @@ def _asking(ask_client: AskClient) -> ElicitForm:
     return elicit
 
 
-def _progress(ctx: Context) -> Any:
-    """Relay the upstream's progress on a call to the agent, if the agent asked for it."""
+def _progress(ctx: Context, shown: Shown) -> Any:
+    """Relay the upstream's progress on a call to the agent, if the agent asked for it (and
+    keep it in `shown`: its message is text the agent reads)."""
     token = ctx.meta.get("progress_token") if ctx.meta is not None else None
     if token is None:
         return None
     related = str(ctx.request_id) if ctx.request_id is not None else None
 
     async def relay(progress: float, total: float | None, message: str | None) -> None:
+        params = types.ProgressNotificationParams(
+            progress_token=token, progress=progress, total=total, message=message
+        )
+        shown.append(types.ProgressNotification(params=params))
         await ctx.session.send_progress_notification(
             token, progress, total, message, related_request_id=related
         )
@@ -819,6 +892,28 @@ def _progress(ctx: Context) -> Any:
 
 def _output(result: types.CallToolResult) -> Any:
     return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _with_shown(output: Any, shown: Shown) -> Any:
+    """A call's output as reported to its task: with the notifications its agent was shown
+    while it ran, under SHOWN (a key no result has), so that what the task takes in (labels,
+    secrets, provenance) is all the agent read. Unchanged for a call with none."""
+    if not shown:
+        return output
+    notified = [n.model_dump(mode="json", by_alias=True, exclude_none=True) for n in shown]
+    return (
+        {**output, SHOWN: notified}
+        if isinstance(output, dict)
+        else {"output": output, SHOWN: notified}
+    )
+
+
+def _no_session(version: str) -> str:
+    """Why a request of a protocol version without the handshake's sessions is not served."""
+    return (
+        f"protocol version {version} is not served by this gateway, which keeps each agent's "
+        f"upstream sessions in the agent's MCP session: it serves {', '.join(SERVED_VERSIONS)}"
+    )
 
 
 def _message(exc: BaseException) -> str:
@@ -856,11 +951,15 @@ def _error(text: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
 
 
-def _question(tool: str, args: dict[str, Any], decision: Decision) -> str:
+def _question(tool: str, args: dict[str, Any], decision: Decision) -> str | None:
+    """The approval form's text, naming the call whole; None when its arguments are longer
+    than a form shows (FORM_ARGUMENTS). Cut short, the form would show part of the call while
+    *approve* approved all of it, and an agent could push what matters out of view: such a
+    call is left to be approved where the whole of it is shown (`tether approvals`)."""
     reasons = "; ".join(r.text for r in decision.reasons)
     shown = json.dumps(args, sort_keys=True, ensure_ascii=False)
-    if len(shown) > 2000:
-        shown = shown[:2000] + "…"
+    if len(shown) > FORM_ARGUMENTS:
+        return None
     return (
         f"Your agent asks to call {tool} with {shown}. Tether needs a person's approval: "
         f"{reasons}. Approve this one call? (approval {decision.approval_id})"

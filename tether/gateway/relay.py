@@ -6,6 +6,11 @@ it serves changed. Through the gateway the client is the agent's, so each agent 
 upstream sessions of its own (proxy.py), and their requests and notifications are relayed to
 that session, on the stream of the agent's request they belong to. The upstream is offered
 sampling and elicitation only where the agent's client supports them.
+
+What is relayed during a request is also kept for it (`Shown`), where the request asks: the
+agent reads a tool call's notifications as it reads its result, so they are reported to the
+task with the result (proxy.py), and a secret or an instruction an upstream slips into a log
+message is seen as one in the result would be.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from mcp_types import INTERNAL_ERROR
 from pydantic import BaseModel, ValidationError
 
 R = TypeVar("R", bound=BaseModel)
+# What a request being served has passed on to its agent, in order: notifications.
+Shown = list[types.ServerNotification]
 
 
 class AskClient(Protocol):
@@ -51,9 +58,17 @@ class Relay:
     def __init__(self, session: ServerSession) -> None:
         self.session = session
         self.related: types.RequestId | None = None  # the agent's request being served
+        self.shown: Shown | None = None  # where what it relays for that request is kept
 
-    def bind(self, session: ServerSession, request_id: types.RequestId | None) -> None:
-        self.session, self.related = session, request_id
+    def bind(
+        self, session: ServerSession, request_id: types.RequestId | None, shown: Shown | None = None
+    ) -> None:
+        self.session, self.related, self.shown = session, request_id, shown
+
+    def _showing(self, notification: types.ServerNotification) -> None:
+        """Kept before it is sent: what may have reached the agent counts as shown."""
+        if self.shown is not None:
+            self.shown.append(notification)
 
     def callbacks(self) -> dict[str, Any]:
         """The ClientSession callbacks of an upstream session serving this agent."""
@@ -93,10 +108,9 @@ class Relay:
 
     async def log(self, params: types.LoggingMessageNotificationParams) -> None:
         with legacy():
-            await self.session.send_notification(
-                types.LoggingMessageNotification(params=params),
-                related_request_id=self.related,
-            )
+            notification = types.LoggingMessageNotification(params=params)
+            self._showing(notification)
+            await self.session.send_notification(notification, related_request_id=self.related)
 
     async def notify(self, notification: types.ServerNotification) -> None:
         """A resource (or the resource or prompt list) changed upstream: tell the agent."""
@@ -106,6 +120,7 @@ class Relay:
             | types.ResourceListChangedNotification
             | types.PromptListChangedNotification,
         ):
+            self._showing(notification)
             await self.session.send_notification(notification)
 
 

@@ -163,10 +163,13 @@ class Upstream:
     def _transport(self) -> AbstractAsyncContextManager[Streams]:
         spec = self.spec
         if spec.command:
+            # Its `env` alone, laid by the SDK over the few variables it deems safe (PATH,
+            # HOME, USER...): never the gateway's own environment, which holds the other
+            # upstreams' secrets and the store's URL, and is no business of a third party's.
             params = StdioServerParameters(
                 command=spec.command[0],
                 args=list(spec.command[1:]),
-                env={**os.environ, **spec.env} if spec.env else None,
+                env=dict(spec.env) or None,
                 cwd=spec.cwd or None,
             )
             return _pair(stdio_client(params, errlog=self._errlog or _stderr()))
