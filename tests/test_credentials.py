@@ -5,14 +5,19 @@ chains, DPoP, revocation, key rotation, JWT-SVIDs and downstream tokens (DESIGN.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 from conftest import Clock
-from hypothesis import HealthCheck, given, settings
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from joserfc import jws
 from joserfc.jwk import ECKey
@@ -23,17 +28,25 @@ from tether.credentials import (
     GRANT_TOKEN_TYPE,
     JWT_SVID_TOKEN_TYPE,
     ExchangeRequest,
+    check_proof,
     make_assertion,
     make_proof,
 )
 from tether.credentials import access_token as access_tokens
+from tether.credentials import verifier as verifier_module
 from tether.credentials.access_token import AccessClaims
+from tether.credentials.actors import UNPROVEN_SVID
+from tether.credentials.jws import sign as sign_jws
+from tether.credentials.signing_keys import JWKS_MAX_AGE, Keyring
 from tether.credentials.verifier import TokenVerifier
-from tether.errors import CredentialRefused, InvalidInput, TetherError
+from tether.errors import Conflict, CredentialRefused, InvalidInput, TetherError
 from tether.identity import generate_key, parse_public_jwk, public_jwk, register_key, rotate_key
+from tether.identity.agent_keys import key_subject
+from tether.identity.jwk import parsed_thumbprint, thumbprint
 from tether.model import Effect, Stage
 from tether.pdp import PDP, AuthorizeRequest, ProofRule
 from tether.store import Store
+from tether.store.credentials import SigningKeyRecord
 
 HTU = "https://tether.test/v1/authorize"
 PERMIT_ALL = {"all.cedar": "permit (principal, action, resource);"}
@@ -641,13 +654,13 @@ def test_a_jwt_svid_proves_a_mapped_agent_from_a_trusted_domain(guard: Guard, cl
     good = _svid(authority, "spiffe://prod.example/ns/ci/sa/planner", "tether", clock.now + 60)
     claims = attempt(good)
     assert claims.agent == "planner" and claims.jkt == dpop_key.thumbprint()
-    with refused("trust domain 'evil.example', which this workspace does not trust"):
+    with refused(UNPROVEN_SVID):  # from a domain the workspace does not trust
         attempt(
             _svid(authority, "spiffe://evil.example/ns/ci/sa/planner", "tether", clock.now + 60)
         )
     with refused("not mapped to an agent"):
         attempt(_svid(authority, "spiffe://prod.example/ns/ci/sa/other", "tether", clock.now + 60))
-    with refused("JWT-SVID is not valid"):
+    with refused(UNPROVEN_SVID):  # signed by a key its domain's bundle does not hold
         attempt(
             _svid(
                 generate_key(), "spiffe://prod.example/ns/ci/sa/planner", "tether", clock.now + 60
@@ -674,6 +687,44 @@ def test_a_jwt_svid_proves_a_mapped_agent_from_a_trusted_domain(guard: Guard, cl
                 {"alg": "ES256", "typ": "JWT", "kid": "k1"}, long_lived, authority
             )
         )
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    subject=st.sampled_from(["acme", "beta", "grant_doesnotexist", "unreadable"]),
+    domain=st.sampled_from(["prod.example", "guess.example", "x.invalid"]),
+    signer=st.sampled_from(["trusted authority", "anyone"]),
+)
+def test_an_unproven_jwt_svid_learns_nothing(
+    guard: Guard, clock: Clock, subject: str, domain: str, signer: str
+) -> None:
+    """Before an SVID verifies, whichever subject it names (a grant that exists, in a workspace
+    trusting that domain or not, or none) and whoever signed it, the refusal is one and the
+    same: no grant's existence, nor which domains a workspace trusts, can be probed."""
+    if not hasattr(guard, "_authority"):
+        guard._authority = generate_key()  # type: ignore[attr-defined]
+        bundle = {"keys": [{**public_jwk(guard._authority), "kid": "k1", "use": "jwt-svid"}]}  # type: ignore[attr-defined]
+        guard.store.credentials.put_trust_bundle("acme", "prod.example", json.dumps(bundle), 0)
+        guard._grants = {ws: grant(guard, ws=ws) for ws in ("acme", "beta")}  # type: ignore[attr-defined]
+    grants: dict[str, str] = guard._grants  # type: ignore[attr-defined]
+    authority: ECKey = guard._authority  # type: ignore[attr-defined]
+    key = authority if signer == "trusted authority" else generate_key()
+    if (subject, domain, signer) == ("acme", "prod.example", "trusted authority"):
+        key = generate_key()  # that one would prove itself: sign it with the wrong key
+    svid = _svid(key, f"spiffe://{domain}/ns/ci/sa/planner", "tether", clock.now + 60)
+    if subject == "unreadable":
+        svid = svid[:-10]
+    request = ExchangeRequest(
+        subject_token=grants.get(subject, subject),
+        subject_token_type=GRANT_TOKEN_TYPE,
+        actor_token=svid,
+        actor_token_type=JWT_SVID_TOKEN_TYPE,
+    )
+    with pytest.raises(CredentialRefused) as refusal:
+        guard.credentials.exchange(request, dpop_jkt=generate_key().thumbprint())
+    assert (str(refusal.value), refusal.value.error) == (UNPROVEN_SVID, "invalid_client")
 
 
 # -- downstream tokens ------------------------------------------------------------------------------------
@@ -1046,3 +1097,382 @@ def test_a_point_off_the_curve_is_refused_every_time_it_is_sent() -> None:
             parse_public_jwk({"kty": "EC", "crv": "P-256", "x": zero, "y": zero})
     good = generate_key().as_dict(private=False)
     assert parse_public_jwk(good) is parse_public_jwk(dict(good))  # imported once
+
+
+# -- agent keys: one key, one agent, one thumbprint ----------------------------------------------------
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def test_a_key_revocation_reaches_only_its_workspace_and_agent(guard: Guard, clock: Clock) -> None:
+    """A public key is public (every DPoP proof carries it): revoking it as another workspace's
+    key must not touch the agent that really holds it."""
+    g = grant(guard)
+    token, claims = exchange(guard, g, "planner")
+    planner = guard.store.credentials.agent_keys("acme", "planner")[0]
+    # A store from before keys were unique: beta's rogue holds acme/planner's public key too.
+    guard.store.credentials.add_agent_key(
+        msgspec.structs.replace(planner, workspace="beta", agent="rogue")
+    )
+    guard.credentials.revoke_agent_key("beta", "rogue", planner.kid)
+    assert authenticate(guard, token, proof_for(guard, token)).jti == claims.jti
+    clock.now += 1
+    exchange(guard, g, "planner")  # and it still gets new ones
+    guard.credentials.revoke_agent_key("acme", "planner", planner.kid)
+    with refused(f"the agent key it is bound to \\({planner.kid}\\) was revoked"):
+        authenticate(guard, token, proof_for(guard, token))
+
+
+def test_a_key_is_registered_to_one_agent_only(guard: Guard, clock: Clock) -> None:
+    held = public_jwk(guard.agent_keys.get("acme", "planner"))
+    with pytest.raises(Conflict, match="already registered to another agent: a key proves one"):
+        register_key(guard.store, workspace="beta", agent="rogue", jwk=held, now=clock.now)
+    with pytest.raises(Conflict, match="already registered to agent 'planner'"):
+        register_key(guard.store, workspace="acme", agent="coder", jwk=held, now=clock.now)
+    with pytest.raises(Conflict, match="'planner' already has key"):
+        register_key(guard.store, workspace="acme", agent="planner", jwk=held, now=clock.now)
+    guard.credentials.revoke_agent_key("acme", "planner", parse_public_jwk(held).thumbprint())
+    with pytest.raises(Conflict, match="another agent"):  # a revoked key stays its agent's
+        register_key(guard.store, workspace="beta", agent="rogue", jwk=held, now=clock.now)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    holder=st.tuples(st.sampled_from(["acme", "beta"]), st.sampled_from(["planner", "coder"])),
+    revoker=st.tuples(st.sampled_from(["acme", "beta"]), st.sampled_from(["planner", "coder"])),
+    same_key=st.booleans(),
+    effective_in=st.integers(-600, 600),
+)
+def test_a_key_revocation_refuses_exactly_its_agents_tokens_from_its_time(
+    guard: Guard,
+    clock: Clock,
+    holder: tuple[str, str],
+    revoker: tuple[str, str],
+    same_key: bool,
+    effective_in: int,
+) -> None:
+    """Whatever the workspaces, agents and times: a key revocation refuses a token if and only
+    if it names the token's workspace, agent and key, and its time has come."""
+    kid, other = _b64(os.urandom(32)), _b64(os.urandom(32))  # fresh keys: examples share a store
+    claims = AccessClaims(
+        **{
+            **_claims_of(exchange(guard, grant(guard), "planner")[0]),
+            "ws": holder[0],
+            "agent": holder[1],
+            "cnf": {"jkt": kid},
+        }
+    )
+    guard.store.credentials.add_revocation(
+        "key",
+        revoker[0],
+        key_subject(revoker[1], kid if same_key else other),
+        at=clock.now + effective_in,
+        expires_at=clock.now + 7200,
+        reason="revoked",
+    )
+    revocations = guard.credentials.revocations
+    revocations.refresh()
+    why = revocations.check(claims, clock.now)
+    assert (why is not None) == (holder == revoker and same_key and effective_in <= 0), why
+
+
+def test_a_retired_keys_tokens_end_when_it_retires(
+    guard: Guard, home: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tokens issued before a rotation end with the key they are bound to, in every
+    process, without a call reading the agent's keys."""
+    g = grant(guard)
+    token, claims = exchange(guard, g, "planner")  # five minutes, bound to the key to retire
+    new = generate_key()
+    rotate_key(
+        guard.store,
+        workspace="acme",
+        agent="planner",
+        jwk=public_jwk(new),
+        now=clock.now,
+        overlap=10,
+    )
+    other = Guard(Store.at_home(home), clock=clock)  # another process on the same store
+    try:
+
+        def no_reads(*_: Any) -> Any:
+            raise AssertionError("the hot path read the agent's keys")
+
+        monkeypatch.setattr(guard.store.credentials, "agent_keys", no_reads)
+        clock.now += 9  # the overlap: still good
+        assert authenticate(guard, token, proof_for(guard, token)).jti == claims.jti
+        assert other.credentials.authenticate(token).jti == claims.jti
+        clock.now += 1  # retired
+        for process in (guard, other):
+            with refused(f"the agent key it is bound to \\({claims.jkt}\\) was retired"):
+                process.credentials.authenticate(token)
+        monkeypatch.undo()
+        fresh, renewed = exchange(guard, g, "planner", key=new)
+        assert renewed.jkt == thumbprint(new) and guard.credentials.authenticate(fresh)
+    finally:
+        other.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    scalar=st.integers(1, P256_ORDER - 1),
+    member=st.sampled_from(["x", "y"]),
+    variant=st.sampled_from(["leading zero", "padding", "unused bits", "standard alphabet"]),
+    data=st.data(),
+)
+def test_a_key_has_one_text_and_one_thumbprint(
+    scalar: int, member: str, variant: str, data: st.DataObject
+) -> None:
+    """RFC 7518 section 6.2.1.2: a coordinate is exactly 32 bytes, in one canonical text; any
+    other text of the same key is refused, so it can never be named by a second kid."""
+    key = ECKey.import_key(ec.derive_private_key(scalar, ec.SECP256R1()).public_key())
+    jwk = public_jwk(key)
+    assert thumbprint(parse_public_jwk(jwk)) == key.thumbprint() == parsed_thumbprint(jwk)
+    text = jwk[member]
+    raw = base64.urlsafe_b64decode(text + "=")
+    if variant == "leading zero":
+        other = _b64(b"\0" * data.draw(st.integers(1, 3)) + raw)
+    elif variant == "padding":
+        other = text + "="
+    elif variant == "unused bits":
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        last = alphabet.index(text[-1]) | data.draw(st.integers(1, 3))
+        other = text[:-1] + alphabet[last]
+    else:
+        assume("-" in text or "_" in text)
+        other = text.replace("-", "+").replace("_", "/")
+    assert base64.urlsafe_b64decode(other.replace("+", "-").replace("/", "_") + "===")[-32:] == raw
+    with pytest.raises(InvalidInput, match="exactly 32 bytes in unpadded base64url"):
+        parse_public_jwk({**jwk, member: other})
+
+
+def test_a_short_coordinate_is_refused() -> None:
+    """A coordinate whose first byte is zero is still sent as 32 bytes, never 31."""
+    key = next(k for k in iter(generate_key, None) if public_jwk(k)["x"].startswith("AA"))
+    jwk = public_jwk(key)
+    raw = base64.urlsafe_b64decode(jwk["x"] + "=")
+    assert raw[0] == 0 and parse_public_jwk(jwk)
+    with pytest.raises(InvalidInput, match="exactly 32 bytes"):
+        parse_public_jwk({**jwk, "x": _b64(raw[1:])})
+
+
+# -- the downstream verifier: current keys only, each token once ---------------------------------------
+
+
+def _downstream_for(key: ECKey, kid: str, now: float, jti: str) -> str:
+    """A downstream token as Tether signs one (with `key`, naming `kid`)."""
+    claims = {
+        "iss": "tether",
+        "sub": "alice",
+        "aud": "https://bank.example",
+        "iat": int(now),
+        "exp": int(now) + 60,
+        "jti": jti,
+        "scope": "pay",
+        "use": "downstream",
+        "act": {"sub": "spiffe://tether.local/ws/acme/agent/planner"},
+    }
+    return sign_jws({"typ": "at+jwt", "kid": kid}, json.dumps(claims).encode(), key)
+
+
+def test_the_downstream_verifier_drops_a_retired_signing_key(guard: Guard, clock: Clock) -> None:
+    """A leaked signing key, rotated away: once Tether stops publishing it, a verifier that
+    has run all along stops trusting it within the JWKS max age."""
+    keyring = guard.credentials.keyring
+    leaked = keyring.signing_key(clock.now)
+    verifier = TokenVerifier(
+        jwks=guard.credentials.jwks, issuer="tether", audience="https://bank.example", clock=clock
+    )
+    assert verifier.verify(_downstream_for(leaked.key, leaked.kid, clock.now, "tok_1"))
+    keyring.rotate(clock.now, lead=0)
+    retire_at = next(k.retire_at for k in keyring.all_keys() if k.kid == leaked.kid)
+    assert retire_at is not None
+    clock.now = retire_at  # retired: no longer published
+    assert leaked.kid not in {k["kid"] for k in guard.credentials.jwks()["keys"]}
+    with pytest.raises(CredentialRefused, match="unknown signing key"):
+        verifier.verify(_downstream_for(leaked.key, leaked.kid, clock.now, "tok_2"))
+    assert JWKS_MAX_AGE == verifier_module.MAX_AGE  # what Tether tells verifiers to cache
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 400), st.booleans()), max_size=40))
+def test_the_verifier_never_trusts_a_jwks_older_than_its_max_age(
+    steps: list[tuple[int, bool]],
+) -> None:
+    """Whenever tokens come, and whatever kids they name: each is checked against a JWKS
+    fetched at most MAX_AGE ago, and the JWKS is never fetched more often than every
+    REFETCH_AFTER seconds, however many unknown kids are sent."""
+    key, clock, fetched = generate_key(), Clock(), []
+
+    def jwks() -> dict[str, Any]:
+        fetched.append(clock.now)
+        return {"keys": [{**public_jwk(key), "kid": "k1"}]}
+
+    verifier = TokenVerifier(
+        jwks=jwks, issuer="tether", audience="https://bank.example", clock=clock
+    )
+    for n, (advance, known) in enumerate(steps):
+        clock.now += advance
+        token = _downstream_for(key, "k1" if known else "k2", clock.now, f"tok_{n}")
+        if known:
+            assert verifier.verify(token)["jti"] == f"tok_{n}"
+        else:
+            with pytest.raises(CredentialRefused, match="unknown signing key"):
+                verifier.verify(token)
+        assert clock.now - fetched[-1] < verifier_module.MAX_AGE
+    assert all(b - a >= verifier_module.REFETCH_AFTER for a, b in itertools.pairwise(fetched))
+
+
+def test_a_downstream_token_is_accepted_once(guard: Guard, clock: Clock) -> None:
+    """One allowed decision, one downstream token, one downstream call: the same token again,
+    or its other ECDSA signature, is a replay."""
+    grant(guard)
+    verifier = TokenVerifier(
+        jwks=guard.credentials.jwks, issuer="tether", audience="https://bank.example", clock=clock
+    )
+    with guard.task(
+        workspace="acme", agent="planner", user="alice", request="", tools=["pay"]
+    ) as t:
+        token = t.downstream_token(t.authorize("pay", {}), "https://bank.example")
+        claims = verifier.verify(token)
+        for again in (token, _other_signature(token)):
+            with pytest.raises(CredentialRefused, match=f"{claims['jti']} was already used"):
+                verifier.verify(again)
+        second = t.downstream_token(t.authorize("pay", {}), "https://bank.example")
+        assert verifier.verify(second)["decision"] != claims["decision"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(order=st.lists(st.integers(0, 4), max_size=30))
+def test_each_downstream_token_is_accepted_at_its_first_use_only(order: list[int]) -> None:
+    key, clock = generate_key(), Clock()
+    verifier = TokenVerifier(
+        jwks={"keys": [{**public_jwk(key), "kid": "k1"}]},
+        issuer="tether",
+        audience="https://bank.example",
+        clock=clock,
+    )
+    tokens = [_downstream_for(key, "k1", clock.now, f"tok_{n}") for n in range(5)]
+    seen: set[int] = set()
+    for n in order:
+        clock.now += 1
+        if n in seen:
+            with pytest.raises(CredentialRefused, match="already used"):
+                verifier.verify(tokens[n])
+        else:
+            assert verifier.verify(tokens[n])["jti"] == f"tok_{n}"
+        seen.add(n)
+
+
+def test_the_verifiers_replay_cache_is_bounded_and_fails_closed(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full of live tokens, it refuses another rather than forget one; an expired token's id
+    is forgotten, so it holds no more than the live tokens."""
+    monkeypatch.setattr(verifier_module, "REMEMBERED", 2)
+    key = generate_key()
+    verifier = TokenVerifier(
+        jwks={"keys": [{**public_jwk(key), "kid": "k1"}]},
+        issuer="tether",
+        audience="https://bank.example",
+        clock=clock,
+    )
+    for jti in ("tok_1", "tok_2"):
+        verifier.verify(_downstream_for(key, "k1", clock.now, jti))
+    with pytest.raises(CredentialRefused, match="2 tokens are live and remembered already"):
+        verifier.verify(_downstream_for(key, "k1", clock.now, "tok_3"))
+    clock.now += 60 + 30  # the first two expired, leeway included
+    verifier.verify(_downstream_for(key, "k1", clock.now, "tok_3"))
+    verifier.verify(_downstream_for(key, "k1", clock.now, "tok_4"))
+
+
+def test_a_proof_read_twice_is_checked_in_full_both_times(guard: Guard, clock: Clock) -> None:
+    """The HTTP service reads a request's proof twice (its rate bucket, then its call): only
+    its signature is remembered, never its request, its time or its one use."""
+    token, claims = exchange(guard, grant(guard), "planner")
+    proof = proof_for(guard, token)
+    seen: set[str] = set()
+
+    def once(key: str, _until: float) -> bool:
+        fresh = key not in seen
+        seen.add(key)
+        return fresh
+
+    def check(**kw: Any) -> str:
+        spec = {"htm": "POST", "htu": HTU, "now": clock.now, "access_token": token}
+        return check_proof(proof, **{"remember_once": lambda *_: True, **spec, **kw})
+
+    assert check() == check() == claims.jkt  # checked, not claimed: as the rate limit does
+    with refused("the DPoP proof is for"):
+        check(htu="https://tether.test/v1/other")
+    with refused("the DPoP proof is for POST, not GET"):
+        check(htm="GET")
+    with refused("not bound to this token"):
+        check(access_token=exchange(guard, grant(guard), "planner")[0])
+    assert check(remember_once=once) == claims.jkt
+    with refused("already used"):
+        check(remember_once=once)
+    with refused("must be fresh"):
+        check(now=clock.now + 61)
+
+
+# -- the service's signing keys: a superseded rotation --------------------------------------------------
+
+
+class _SigningKeyTable:
+    """The store's signing keys, in memory: what a Keyring reads and writes."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, SigningKeyRecord] = {}
+
+    def signing_keys(self) -> list[SigningKeyRecord]:
+        return sorted(self.rows.values(), key=lambda r: r.activate_at)
+
+    def add_signing_key(self, key: SigningKeyRecord, *, retire: dict[str, float]) -> None:
+        self.rows[key.kid] = key
+        for kid, at in retire.items():
+            self.rows[kid] = msgspec.structs.replace(self.rows[kid], retire_at=at)
+
+
+@settings(max_examples=300, deadline=None)
+@example(steps=[(0, 0), (0, 300), (1, None)])  # two keys activated at one instant
+@example(steps=[(0, 300), (10, 86400), (3900, None)])  # a rotation superseding a pending one
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 5000), st.none() | st.integers(0, 86400)), min_size=1, max_size=8
+    )
+)
+def test_a_signing_key_outlives_every_token_it_signs(steps: list[tuple[int, int | None]]) -> None:
+    """Whatever rotations come, with whatever leads, superseding each other or not: the key
+    that signs at any moment verifies for the longest token life after it, and there always is
+    one that was published beforehand (none is made on the spot for want of a signer)."""
+    clock = Clock()
+    store = SimpleNamespace(credentials=_SigningKeyTable())
+    ring = Keyring(store, bytes(32), max_token_ttl=3600, skew=30, clock=clock)  # type: ignore[arg-type]
+    made = [ring.signing_key(clock.now)]
+    for advance, lead in steps:
+        clock.now += advance
+        if lead is not None:
+            made.append(ring.rotate(clock.now, lead=lead))
+        key = ring.signing_key(clock.now)
+        assert key.retire_at is None or key.retire_at >= clock.now + 3600 + 30
+    assert len(ring.all_keys()) == len(made)
+
+
+def test_a_withdrawn_rotation_leaves_the_signer_signing(guard: Guard, clock: Clock) -> None:
+    keyring = guard.credentials.keyring
+    current = keyring.signing_key(clock.now)
+    keyring.rotate(clock.now, lead=300)
+    clock.now += 10
+    later = keyring.rotate(clock.now, lead=86400)  # supersedes the pending one
+    clock.now += 3900  # past where the withdrawn key would have retired the current one
+    token, _ = exchange(guard, grant(guard), "planner")
+    assert jws.extract_compact(token.encode()).headers()["kid"] == current.kid
+    clock.now += 250
+    assert authenticate(guard, token, proof_for(guard, token))
+    assert {k.kid for k in keyring.all_keys()} >= {current.kid, later.kid}
+    assert len(keyring.all_keys()) == 3  # no key made at once, never published in advance

@@ -22,6 +22,9 @@ from tether.model import Agent, AgentStatus, KeyStatus
 from tether.store import Store
 
 MAX_SVID_TTL = 900  # a JWT-SVID presented as an actor token lives at most this long
+UNPROVEN_SVID = (
+    "the JWT-SVID does not prove an identity from a trust domain the subject's workspace trusts"
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def authenticate_actor(
             store,
             token,
             dpop_jkt,
-            workspace=subject_workspace(),
+            workspace=subject_workspace,
             issuer=issuer,
             skew=skew,
             now=now,
@@ -98,14 +101,12 @@ def _svid(
     token: str,
     dpop_jkt: str | None,
     *,
-    workspace: str,
+    workspace: Callable[[], str],
     issuer: str,
     skew: float,
     now: float,
 ) -> Actor:
-    spiffe_id = verify_jwt_svid(
-        token, audience=issuer, bundles=store.credentials.trust_bundles(workspace)
-    )
+    spiffe_id, subject_workspace = _proven_svid(store, token, workspace, issuer)
     claims = json.loads(unverified_payload(token, "JWT-SVID", "invalid_client"))  # verified
     iat, exp = claims.get("iat"), claims.get("exp")
     if not isinstance(iat, int | float) or not isinstance(exp, int | float):
@@ -121,17 +122,32 @@ def _svid(
     replay = hashlib.sha256(f"svid:{said}".encode()).hexdigest()
     if not store.credentials.remember_once(replay, exp + skew, now):
         raise CredentialRefused("the JWT-SVID was already used (replay)", "invalid_client")
-    name = store.credentials.identity(workspace, spiffe_id)
+    name = store.credentials.identity(subject_workspace, spiffe_id)
     if name is None:
         raise CredentialRefused(
-            f"{spiffe_id} is not mapped to an agent of workspace {workspace}", "invalid_client"
+            f"{spiffe_id} is not mapped to an agent of workspace {subject_workspace}",
+            "invalid_client",
         )
     if dpop_jkt is None:
         raise CredentialRefused(
             "a JWT-SVID actor must send a DPoP proof: the token is bound to its key",
             "invalid_dpop_proof",
         )
-    return Actor(_active(store, workspace, name), dpop_jkt, None)
+    return Actor(_active(store, subject_workspace, name), dpop_jkt, None)
+
+
+def _proven_svid(
+    store: Store, token: str, workspace: Callable[[], str], issuer: str
+) -> tuple[str, str]:
+    """The SPIFFE id a JWT-SVID proves, and the subject's workspace, whose trust bundles
+    checked it. Until it verifies, every failure reads the same: whether the subject exists,
+    and which trust domains its workspace trusts, are not told to an unproven caller."""
+    try:
+        subject_workspace = workspace()
+        bundles = store.credentials.trust_bundles(subject_workspace)
+        return verify_jwt_svid(token, audience=issuer, bundles=bundles), subject_workspace
+    except CredentialRefused as exc:
+        raise CredentialRefused(UNPROVEN_SVID, "invalid_client") from exc
 
 
 def _active(store: Store, workspace: str, name: str) -> Agent:

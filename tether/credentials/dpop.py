@@ -6,6 +6,11 @@ private key whose thumbprint the token carries in `cnf.jkt`. A stolen token is u
 the key; a stolen proof is useless for any other request, after `MAX_PROOF_AGE`, or a second
 time: every `jti` is remembered in the store's replay cache (so across processes and replicas)
 until the proof would be too old anyway.
+
+The HTTP service reads a request's proof twice (to know whose rate the request counts against,
+then for the call itself), so a proof whose signature verified is remembered by the hash of its
+text, briefly: what a signature proves depends on the text alone. Everything that depends on the
+request, the time or the replay cache is checked every time.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ ERROR = "invalid_dpop_proof"
 # Remember a key until a time; False if it was already remembered (the proof is a replay).
 RememberOnce = Callable[[str, float], bool]
 REPLAYED = "the DPoP proof was already used (replay)"
+SIGNED_MEMO = 4096  # proofs whose signature verified: from a request's first reading to its second
 
 
 class ProofClaims(msgspec.Struct, frozen=True):
@@ -44,6 +50,7 @@ class ProofClaims(msgspec.Struct, frozen=True):
 
 _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder(ProofClaims)
+_signed: dict[bytes, tuple[str, ProofClaims]] = {}  # SHA-256 of a proof -> its key's jkt, claims
 
 
 def token_hash(access_token: str) -> str:
@@ -79,21 +86,7 @@ def check_proof(
 ) -> str:
     """Check a proof for the request (`htm`, `htu`) and token; returns the thumbprint of its key,
     which the caller compares with the token's `cnf.jkt`. Raises CredentialRefused."""
-    header = unverified_header(proof, "DPoP proof", ERROR)
-    assert isinstance(proof, str)
-    if header.get("typ") != PROOF_TYPE:
-        raise CredentialRefused(
-            f"the DPoP proof's typ is {header.get('typ')!r}, not {PROOF_TYPE}", ERROR
-        )
-    try:
-        key = parse_public_jwk(header.get("jwk"))  # type: ignore[arg-type]
-    except InvalidInput as exc:
-        raise CredentialRefused(f"the DPoP proof's jwk: {exc}", ERROR) from exc
-    payload = verified_payload(proof, key, "DPoP proof", ERROR)
-    try:
-        claims = _decoder.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise CredentialRefused(f"the DPoP proof's claims are malformed: {exc}", ERROR) from exc
+    jkt, claims = _signed_claims(proof)
     if claims.htm != htm:
         raise CredentialRefused(f"the DPoP proof is for {claims.htm}, not {htm}", ERROR)
     if _normal_url(claims.htu) != _normal_url(htu):
@@ -108,11 +101,39 @@ def check_proof(
         raise CredentialRefused("the DPoP proof is not bound to this token (ath)", ERROR)
     if not 12 <= len(claims.jti) <= 128:
         raise CredentialRefused("the DPoP proof needs a unique, random jti", ERROR)
-    jkt = parsed_thumbprint(header["jwk"])
     replay_key = hashlib.sha256(f"dpop:{jkt}:{claims.jti}".encode()).hexdigest()
     if not remember_once(replay_key, claims.iat + MAX_PROOF_AGE + skew):
         raise CredentialRefused(REPLAYED, ERROR)
     return jkt
+
+
+def _signed_claims(proof: object) -> tuple[str, ProofClaims]:
+    """The thumbprint of the key in the proof's header and the claims that key signed, checked
+    once per proof text (SIGNED_MEMO)."""
+    header = unverified_header(proof, "DPoP proof", ERROR)
+    assert isinstance(proof, str)
+    digest = hashlib.sha256(proof.encode()).digest()
+    hit = _signed.get(digest)
+    if hit is not None:
+        return hit
+    if header.get("typ") != PROOF_TYPE:
+        raise CredentialRefused(
+            f"the DPoP proof's typ is {header.get('typ')!r}, not {PROOF_TYPE}", ERROR
+        )
+    try:
+        key = parse_public_jwk(header.get("jwk"))  # type: ignore[arg-type]
+    except InvalidInput as exc:
+        raise CredentialRefused(f"the DPoP proof's jwk: {exc}", ERROR) from exc
+    payload = verified_payload(proof, key, "DPoP proof", ERROR)
+    try:
+        claims = _decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise CredentialRefused(f"the DPoP proof's claims are malformed: {exc}", ERROR) from exc
+    signed = (parsed_thumbprint(header["jwk"]), claims)
+    if len(_signed) >= SIGNED_MEMO:
+        _signed.clear()  # a proof is read twice within one request: nothing older is needed
+    _signed[digest] = signed
+    return signed
 
 
 def _normal_url(url: str) -> tuple[str, str, str]:

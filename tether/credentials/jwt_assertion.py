@@ -14,6 +14,7 @@ from joserfc.jwk import ECKey
 
 from tether.credentials.jws import sign, unverified_header, unverified_payload, verified_payload
 from tether.errors import CredentialRefused
+from tether.identity.jwk import thumbprint
 
 ASSERTION_TYPE = "JWT"
 MAX_ASSERTION_TTL = 300
@@ -45,7 +46,7 @@ def make_assertion(
         exp=int(now) + ttl,
         jti=os.urandom(16).hex(),
     )
-    return sign({"typ": ASSERTION_TYPE, "kid": key.thumbprint()}, _encode(claims), key)
+    return sign({"typ": ASSERTION_TYPE, "kid": thumbprint(key)}, _encode(claims), key)
 
 
 def assertion_subject(token: object) -> tuple[str, str]:

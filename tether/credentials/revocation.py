@@ -10,6 +10,11 @@ process that issued them, also those issued up to the allowed clock skew after i
 agent that is resumed gets working tokens again only once that much time has passed. Every
 entry is forgotten once no token it could refuse is still alive, so the maps stay as small as the
 live tokens.
+
+A key revocation is the agent's key in its workspace (written by identity/agent_keys.py, when a
+key is revoked or rotated away), and takes effect at its `at`: the key's retirement may be
+ahead. Its tokens are refused from then on, checked here rather than by reading the agent's keys
+on each call.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from enum import StrEnum
 from tether.credentials.access_token import AccessClaims
 from tether.errors import InvalidInput
 from tether.identity import parse_agent_spiffe_id
+from tether.identity.agent_keys import KEY_REVOKED
 from tether.store import Store
+from tether.store.credentials import RevocationRecord
 from tether.store.notify import REVOCATION
 
 POLL_INTERVAL = 0.25
@@ -35,7 +42,7 @@ class Revoked(StrEnum):
     TOKEN = "token"
     TASK = "task"
     GRANT = "grant"
-    KEY = "key"  # an agent key: every token bound to it (cnf.jkt)
+    KEY = KEY_REVOKED  # an agent's key: every token bound to it (cnf.jkt), from `at` on
     AGENT = "agent"
     WORKSPACE = "workspace"
 
@@ -96,9 +103,26 @@ class Revocations:
             after = max(0, self._seq - LOOKBACK)
             for row in self._store.credentials.revocations_since(after, now):
                 self._seq = max(self._seq, row.seq)
-                key = f"{row.workspace}/{row.subject}" if row.kind == Revoked.AGENT else row.subject
-                until = row.expires_at if row.expires_at is not None else math.inf
-                self._entries[row.kind][key] = (row.at, row.reason, until)
+                self._load(row)
+
+    def _load(self, row: RevocationRecord) -> None:
+        until = row.expires_at if row.expires_at is not None else math.inf
+        entry = (row.at, row.reason, until)
+        entries = self._entries[row.kind]
+        if row.kind == Revoked.AGENT:
+            key = f"{row.workspace}/{row.subject}"
+        elif row.kind == Revoked.KEY:
+            # workspace/agent/kid; workspace/kid for a row written before revocations named
+            # the agent (refusing that kid in its own workspace only)
+            key = f"{row.workspace}/{row.subject}"
+            if "/" not in row.subject:
+                entry = (row.at, "revoked", until)
+            earlier = entries.get(key)
+            if earlier is not None and earlier[0] <= row.at:  # a key stops at its first stop
+                entry = (earlier[0], earlier[1], max(earlier[2], until))
+        else:
+            key = row.subject
+        entries[key] = entry
 
     def _prune(self, now: float) -> None:
         self._pruned_at = now
@@ -124,8 +148,9 @@ class Revocations:
         found = entries[Revoked.GRANT].get(claims.grant)
         if found is not None:
             return f"grant {claims.grant} was {found[1]}"
-        if claims.jkt is not None and claims.jkt in entries[Revoked.KEY]:
-            return f"the agent key it is bound to ({claims.jkt}) was revoked"
+        why = self._key_stopped(claims, now)
+        if why is not None:
+            return why
         found = entries[Revoked.WORKSPACE].get(claims.ws)
         if found is not None and claims.iat <= found[0] + self._skew:
             return (
@@ -137,6 +162,18 @@ class Revocations:
                 if found is not None and claims.iat <= found[0] + self._skew:
                     return f"agent {agent} was suspended: its credentials were revoked"
         return None
+
+    def _key_stopped(self, claims: AccessClaims, now: float) -> str | None:
+        """Why the token's key no longer stands for its agent (revoked, or retired), if so."""
+        keys = self._entries[Revoked.KEY]
+        if not keys or claims.jkt is None:
+            return None
+        found = keys.get(f"{claims.ws}/{claims.agent}/{claims.jkt}") or keys.get(
+            f"{claims.ws}/{claims.jkt}"
+        )
+        if found is None or now < found[0]:
+            return None
+        return f"the agent key it is bound to ({claims.jkt}) was {found[1]}"
 
 
 def _delegators(claims: AccessClaims) -> list[str]:

@@ -583,15 +583,17 @@ class Credentials:
         return tree
 
     def revoke_agent_key(self, workspace: str, agent: str, kid: str) -> None:
-        """The key proves nothing from now on, and every token bound to it is refused."""
-        now = self._clock()
-        revoke_key(self.store, workspace, agent, kid, now)
-        self._revoke(
-            Revoked.KEY,
-            workspace,
-            kid,
+        """The key proves nothing from now on, and every token bound to it is refused: this
+        agent's, in this workspace (another agent presenting the same public key is not it)."""
+        revoke_key(self.store, workspace, agent, kid, self._clock())  # with its revocation
+        self.revocations.refresh()  # enforced here at once, elsewhere at the next poll
+        self._events(
+            "credential.revoked",
+            workspace=workspace,
+            actor=None,
+            subject=kid,
+            revoked=Revoked.KEY.value,
             reason="its key was revoked",
-            expires_at=now + MAX_TOKEN_TTL + self.settings.skew,
         )
 
     def revoke_grant(self, grant_id: str, *, reason: str = "revoked by its user") -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import secrets
 import threading
@@ -129,8 +130,10 @@ class Keyring:
     def _signer(self, now: float) -> SigningKey | None:
         ready = [k for k in self._keys.values() if k.activate_at <= now and k.verifies_at(now)]
         # A key with a retirement date has a successor: it signs only while no successor can.
+        # Of keys activated at one instant, the one retiring last was the signer when the last
+        # rotation set the retirements.
         current = [k for k in ready if k.retire_at is None] or ready
-        return max(current, key=lambda k: k.activate_at) if current else None
+        return max(current, key=_signing_order) if current else None
 
     def verification_key(self, kid: str, now: float) -> SigningKey | None:
         """The key `kid` names if it is published and not retired at `now`."""
@@ -187,12 +190,7 @@ class Keyring:
         nonce = secrets.token_bytes(12)
         sealed = base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, pem, kid.encode()))
         activate_at = now + lead
-        retire = {}
-        for k in self._keys.values():
-            if k.activate_at > now:  # published, never signed, and now superseded
-                retire[k.kid] = now
-            elif k.retire_at is None or k.retire_at > activate_at + self._grace:
-                retire[k.kid] = activate_at + self._grace
+        retire = self._retirements(now, activate_at)
         record = SigningKeyRecord(
             kid=kid,
             public_jwk=public_jwk(key),
@@ -203,6 +201,22 @@ class Keyring:
         self._store.credentials.add_signing_key(record, retire=retire)
         self._reload()
         return self._keys[kid]
+
+    def _retirements(self, now: float, activate_at: float) -> dict[str, float]:
+        """When each key retires once a new key signs from `activate_at`. A pending key
+        (published, never signed) is withdrawn now. The key signing now goes on signing until
+        then, so it verifies until every token it signs meanwhile has expired: later than a
+        pending key it had been due to hand over to said, if that key is withdrawn with a
+        longer lead. Older keys keep the earlier retirement their own successor gave them."""
+        signer = self._signer(now)
+        signing = signer.kid if signer is not None else None
+        retire, handover = {}, activate_at + self._grace
+        for k in self._keys.values():
+            if k.activate_at > now:  # published, never signed, and now superseded
+                retire[k.kid] = now
+            elif k.kid == signing or k.retire_at is None or k.retire_at > handover:
+                retire[k.kid] = handover
+        return retire
 
     def _decrypt(self, record: SigningKeyRecord) -> SigningKey:
         sealed = base64.urlsafe_b64decode(record.private_key)
@@ -220,3 +234,7 @@ class Keyring:
             activate_at=record.activate_at,
             retire_at=record.retire_at,
         )
+
+
+def _signing_order(key: SigningKey) -> tuple[float, float]:
+    return key.activate_at, key.retire_at if key.retire_at is not None else math.inf

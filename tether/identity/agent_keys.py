@@ -3,6 +3,15 @@
 An agent may hold several active keys (one per replica, say). Rotating adds a new key and moves
 the others to retiring: they keep verifying for an overlap, so an agent's in-flight assertions
 and proofs survive the switch, and stop verifying when it ends. A revoked key stops at once.
+
+A key that stops (retired at the end of its overlap, or revoked) also stops the tokens bound to
+it: each stop is written as a key revocation, effective from then, which every process holds in
+memory (credentials/revocation.py), so no call reads the keys to find it out. A revocation names
+the workspace and the agent as well as the key: a public key is public (every DPoP proof carries
+it), and a revocation made in one workspace must reach nothing in another.
+
+A key proves one agent only: registering a key that any agent, in any workspace, already has is
+refused, so no two agents share a thumbprint.
 """
 
 from __future__ import annotations
@@ -10,26 +19,38 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sa
+
 from tether.errors import Conflict, InvalidInput, NotFound
-from tether.identity.jwk import parse_public_jwk, public_jwk
+from tether.identity.jwk import parse_public_jwk, public_jwk, thumbprint
 from tether.model import AgentKey, KeyStatus
 from tether.store import Store
+from tether.store import tables as t
 
 MAX_KEYS = 8  # active and retiring together: more is a leak, not a rotation
 DEFAULT_OVERLAP = 600.0
+KEY_REVOKED = "key"  # the kind of revocation these are (credentials.revocation.Revoked.KEY)
+# How long after a key stops a token bound to it may still be alive: the longest token lifetime
+# (credentials.service.MAX_TOKEN_TTL) plus the clock skew between processes, both ways.
+TOKENS_OUTLIVE_A_KEY = 3600.0 + 2 * 30.0
+
+
+def key_subject(agent: str, kid: str) -> str:
+    """What a key revocation names, in its workspace: the agent and the key (a kid alone would
+    reach every agent presenting that public key, in any workspace)."""
+    return f"{agent}/{kid}"
 
 
 def register_key(
     store: Store, *, workspace: str, agent: str, jwk: Mapping[str, Any], now: float
 ) -> AgentKey:
     """Add an active key. Raises InvalidInput for a key that is not a public ES256 JWK, and
-    Conflict for one the agent has already or one past MAX_KEYS (the key is fine: the agent's
-    keys as they are now leave no room for it)."""
+    Conflict for one that this or any other agent has already, or one past MAX_KEYS (the key is
+    fine: the agent's keys as they are now leave no room for it)."""
     key = parse_public_jwk(jwk)
     current = list(usable_keys(store, workspace, agent, now))
-    kid = key.thumbprint()
-    if any(k.kid == kid for k in store.credentials.agent_keys(workspace, agent)):
-        raise Conflict(f"agent {agent!r} already has key {kid}")
+    kid = thumbprint(key)
+    _refuse_if_held(store, workspace, agent, kid)
     if len(current) >= MAX_KEYS:
         raise Conflict(f"agent {agent!r} already has {MAX_KEYS} keys; rotate or revoke one")
     record = AgentKey(
@@ -53,13 +74,15 @@ def rotate_key(
     now: float,
     overlap: float = DEFAULT_OVERLAP,
 ) -> AgentKey:
-    """Add `jwk` as active; every other active key retires `overlap` seconds from now."""
+    """Add `jwk` as active; every other active key retires `overlap` seconds from now, and the
+    tokens bound to it with it."""
     if not 0 <= overlap <= 7 * 86400:
         raise InvalidInput("the rotation overlap must be between 0 and 7 days")
     previous = list(usable_keys(store, workspace, agent, now))
     record = register_key(store, workspace=workspace, agent=agent, jwk=jwk, now=now)
     for key in previous:
         if key.status is KeyStatus.ACTIVE:
+            _stop_tokens(store, workspace, agent, key.kid, at=now + overlap, why="retired")
             store.credentials.set_agent_key(
                 workspace, agent, key.kid, KeyStatus.RETIRING, now + overlap
             )
@@ -67,8 +90,13 @@ def rotate_key(
 
 
 def revoke_key(store: Store, workspace: str, agent: str, kid: str, now: float) -> None:
+    """The key verifies nothing from `now`, and the tokens bound to it are refused (within a
+    revocation poll in other processes; `Credentials.revoke_agent_key` also at once in its)."""
     if not any(k.kid == kid for k in store.credentials.agent_keys(workspace, agent)):
         raise NotFound(f"agent {agent!r} of workspace {workspace!r} has no key {kid!r}")
+    # The revocation first: if the status is not written after it, the key's new tokens are
+    # refused (fail closed) rather than its old ones accepted.
+    _stop_tokens(store, workspace, agent, kid, at=now, why="revoked")
     store.credentials.set_agent_key(workspace, agent, kid, KeyStatus.REVOKED, now)
 
 
@@ -81,3 +109,36 @@ def _usable(key: AgentKey, now: float) -> bool:
     if key.status is KeyStatus.ACTIVE:
         return True
     return key.status is KeyStatus.RETIRING and key.retire_at is not None and now < key.retire_at
+
+
+def _stop_tokens(
+    store: Store, workspace: str, agent: str, kid: str, *, at: float, why: str
+) -> None:
+    """Refuse, from `at`, every token bound to the agent's key `kid`."""
+    store.credentials.add_revocation(
+        KEY_REVOKED,
+        workspace,
+        key_subject(agent, kid),
+        at=at,
+        expires_at=at + TOKENS_OUTLIVE_A_KEY,
+        reason=why,
+    )
+
+
+def _refuse_if_held(store: Store, workspace: str, agent: str, kid: str) -> None:
+    """Conflict if any agent already has the key `kid`, whatever its status: a key proves one
+    agent. Another workspace's agent is not named (nothing of a workspace shows in another)."""
+    query = sa.select(t.agent_keys.c.workspace, t.agent_keys.c.agent).where(
+        t.agent_keys.c.kid == kid
+    )
+    with store.credentials.engine.connect() as db:
+        holders = [(row.workspace, row.agent) for row in db.execute(query)]
+    if (workspace, agent) in holders:
+        raise Conflict(f"agent {agent!r} already has key {kid}")
+    if holders:
+        named = [name for ws, name in holders if ws == workspace]
+        whose = f"agent {named[0]!r}" if named else "another agent"
+        raise Conflict(
+            f"key {kid} is already registered to {whose}: a key proves one agent only; "
+            f"generate a new key for {agent!r}"
+        )

@@ -150,14 +150,12 @@ def _handle(endpoint: Endpoint, call: Call, limits: RateLimits) -> Any:
 
 
 def _limit(call: Call, limits: RateLimits) -> None:
-    """429 past the agent's rate: this request counts one call now, and `call.charge` lets an
-    endpoint count the rest once it has read them (a batch: each of its calls)."""
-    try:
-        claims = call.guard.credentials.authenticate(call.token or "")
-        key = f"{claims.ws}/{claims.agent}"
-    except Exception:  # refused, or not checkable now (the store away): the endpoint decides,
-        # and fails closed with its reason; meanwhile the caller is limited by address
-        key = f"address/{call.request.client.host if call.request.client else '?'}"
+    """429 past the caller's rate: this request counts one call now, and `call.charge` lets an
+    endpoint count the rest once it has read them (a batch: each of its calls). An agent's
+    bucket is charged only for a request its key proves; any other is limited by address."""
+    key = _proven_agent(call) or (
+        f"address/{call.request.client.host if call.request.client else '?'}"
+    )
 
     def charge(count: int) -> None:
         wait = limits.take(key, count) if count > 0 else None
@@ -166,6 +164,31 @@ def _limit(call: Call, limits: RateLimits) -> None:
 
     call.charge = charge
     charge(1)
+
+
+def _proven_agent(call: Call) -> str | None:
+    """`workspace/agent` of a request whose task token verifies and whose DPoP proof, for this
+    very request, is signed by the token's key; else None. A stolen token alone must not use
+    up its agent's rate. The proof's one-time id is not spent here: the endpoint claims it
+    (with the decision, for a decision), and refuses a replay there."""
+    if call.token is None:
+        return None
+    try:
+        claims = call.guard.credentials.authenticate(
+            call.token,
+            proof=call.proof,
+            htm=call.request.method,
+            htu=call.url,
+            require_proof=True,
+            remember_once=_checked_not_claimed,
+        )
+    except Exception:  # refused, or not checkable now (the store away): the endpoint decides,
+        return None  # and fails closed with its reason; meanwhile the caller is limited by address
+    return f"{claims.ws}/{claims.agent}"
+
+
+def _checked_not_claimed(_key: str, _until: float) -> bool:
+    return True
 
 
 def _authenticate(endpoint: Endpoint, call: Call) -> None:
