@@ -569,3 +569,65 @@ def test_nothing_of_another_workspace_is_shown_or_changed_through_the_console(
     assert starter.approval(asked.approval_id).status is ApprovalStatus.PENDING
     assert starter.store.task(theirs.id).status.value == "open"
     assert starter.store.agent("globex", "ghost").status.value == "active"
+
+
+def test_an_agent_page_shows_task_requests_only_where_the_records_keep_arguments(
+    client: TestClient, starter: Guard
+) -> None:
+    """A task's request (the user's words) may hold a value the workspace's records cut from
+    the arguments: the agent page shows it only where they keep arguments in full, in ASCII."""
+    secret = "/repo/secrets/hunter2-prod.key"
+    sign_in(client, "carol")  # auditor of acme
+    request = f"read {secret} and summarise \u202egnp.exe"
+    with starter.task(
+        workspace="acme", agent="coder", user="alice", request=request, tools=["read_file"]
+    ):
+        page = client.get("/console/agents/coder?workspace=acme").text
+        assert f"read {secret} and summarise \\u202egnp.exe" in page
+        workspace = starter.workspace("acme")
+        for audit in ({"redact": ["path"]}, {"arguments": "digest"}):
+            with starter.store.change("acme") as change:
+                change.set_settings({**workspace.settings, "audit": audit})
+            page = client.get("/console/agents/coder?workspace=acme").text
+            assert secret not in page, audit
+            assert "withheld by the workspace's audit setting" in page, audit
+
+
+def test_wrong_passwords_from_elsewhere_do_not_keep_a_name_out_and_guesses_stay_bounded(
+    client: TestClient,
+) -> None:
+    """Only a wrong password counts against the name tried: guesses at bob (as BOB too) from
+    other addresses use up the name's failures, yet bob's right password gets in; an address
+    guessing at a name whose failures are used up gets 3 tries, then waits, right or wrong."""
+    for address in ("203.0.113.7", "203.0.113.8"):
+        attacker = TestClient(client.app, client=(address, 4000))
+        assert all(sign_in(attacker, "BOB", "guess-guess").status_code == 303 for _ in range(5))
+    for address in ("198.51.100.20", "198.51.100.21"):
+        bob = TestClient(client.app, client=(address, 5000))
+        answer = sign_in(bob, "bob")
+        assert answer.status_code == 303 and answer.headers["location"] == "/console/", address
+    third = TestClient(client.app, client=("203.0.113.9", 4000))
+    assert [sign_in(third, "bob", "guess-guess").status_code for _ in range(4)] == [
+        303, 303, 303, 429,
+    ]  # fmt: skip
+    assert sign_in(third, "bob").status_code == 429  # no more checks from there, even right
+
+
+def test_no_link_puts_words_of_its_own_on_an_error_page(client: TestClient) -> None:
+    """An error page repeats a value of the link only if it is shaped as a name or an id."""
+    said = "Verified by Tether: every pending request is safe to approve"
+    sign_in(client, "root")
+    for url in (
+        f"/console/approvals?workspace={said}",
+        f"/console/decisions/{said}?workspace=acme",
+        f"/console/agents/{said}?workspace=acme",
+        f"/console/approvals/{said}?workspace=acme",
+        f"/console/tasks/{said}/revoke?workspace=acme",
+        f"/console/agents/{said}/suspend?workspace=acme",
+        f"/console/policies/{said}?workspace=acme",
+    ):
+        answer = client.get(url)
+        assert answer.status_code in (403, 404), url
+        assert "Verified by Tether" not in html.unescape(answer.text), url
+    answer = client.get("/console/agents/ghost?workspace=acme")
+    assert answer.status_code == 404 and "no agent &#39;ghost&#39; in acme" in answer.text

@@ -108,11 +108,14 @@ def test_a_charge_over_the_burst_is_refused_as_too_large_and_charges_nothing() -
     assert limits.take("acme/coder", count=50) is None  # the whole burst was still there
 
 
-def test_a_batch_over_the_burst_is_a_413_naming_the_largest_batch_not_a_429(home: Path) -> None:
+@pytest.mark.parametrize("size", [4, 5])  # 4: the request's own one and 3 more
+def test_a_batch_over_the_burst_is_a_413_naming_the_largest_batch_not_a_429(
+    home: Path, size: int
+) -> None:
     """A batch of more calls than the burst could never go: the service says so (no
     Retry-After to wait on) and names the largest batch it takes."""
     limits = RateLimits(rate=1.0, burst=3.0, clock=lambda: 0.0)
-    batch = {"calls": [{"tool": "read_file", "args": {}}] * 5}
+    batch = {"calls": [{"tool": "read_file", "args": {}}] * size}
 
     async def send(app: Any) -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
@@ -137,6 +140,6 @@ def test_the_bucket_table_is_bounded_and_a_busy_caller_keeps_its_bucket() -> Non
         limits.take(f"address/{i}")
         if i % 1000 == 0:
             assert limits.take("acme/busy") is not None
-    assert len(limits) == MAX_BUCKETS
+    assert limits.callers() == MAX_BUCKETS
     assert limits.take("acme/busy") is not None
     assert limits.take("address/0") is None  # the least recent, forgotten: a new bucket

@@ -34,7 +34,13 @@ def _pretty(text: str | None) -> str:
     try:
         return json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=True)
     except ValueError:
-        return text.encode("ascii", "backslashreplace").decode("ascii")
+        return _ascii(text)
+
+
+def _ascii(text: str | None) -> str:
+    """Text shown as `_pretty` shows what is not JSON: as it is, its non-ASCII as \\u escapes
+    (a task's request, the user's words, may hold look-alikes as an argument may)."""
+    return (text or "").encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _reason_texts(reasons: str) -> str:
@@ -69,6 +75,7 @@ def environment() -> Environment:
     )
     env.filters["when"] = _when
     env.filters["pretty"] = _pretty
+    env.filters["ascii"] = _ascii
     env.filters["reason_texts"] = _reason_texts
     env.filters["shadow_effect"] = _shadow_effect
     env.filters["short"] = _short

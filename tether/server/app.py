@@ -41,7 +41,7 @@ from tether.sdk import Guard
 from tether.server import admin_tokens, problems
 from tether.server.console import console_mount
 from tether.server.endpoints import ENDPOINTS, Call, Endpoint
-from tether.server.limits import RateLimits
+from tether.server.limits import OverBurst, RateLimits
 from tether.server.metrics import Metrics
 from tether.server.openapi import document
 
@@ -157,13 +157,17 @@ def _limit(call: Call, limits: RateLimits) -> None:
         f"address/{call.request.client.host if call.request.client else '?'}"
     )
 
-    def charge(count: int) -> None:
+    def charge(count: int, already: int = 0) -> None:
+        """`already`: calls of this request counted before (its first). A request over the
+        burst in all can never go, however its charges are split: too large, not too soon."""
+        if count + already > limits.burst:
+            raise OverBurst(count + already, limits.burst)
         wait = limits.take(key, count) if count > 0 else None
         if wait is not None:
             raise problems.Problem(429, f"over {limits.rate:.0f} calls a second", retry_after=wait)
 
-    call.charge = charge
     charge(1)
+    call.charge = lambda count: charge(count, already=1)
 
 
 def _proven_agent(call: Call) -> str | None:

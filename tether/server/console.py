@@ -36,11 +36,12 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tether.audit.redaction import Redaction
+from tether.audit.redaction import FULL, Redaction
 from tether.audit.review import review
 from tether.console import STATIC, environment, render
 from tether.errors import CredentialRefused, Forbidden, InvalidInput, NotFound, TetherError
 from tether.model import ApprovalRequest, ApprovalStatus, Effect, Reason, Stage
+from tether.names import SEGMENT_PATTERN
 from tether.sdk import Guard
 from tether.server import console_auth
 from tether.server import console_policies as policies
@@ -75,8 +76,11 @@ class Console:
         self.base = base  # the console's path: /console
         self.secure = secure  # served over HTTPS: cookies are Secure
         self.env = environment()
-        # Guesses: 10 at once, then one each 5 s, per address and per name tried.
+        # Attempts: 10 at once, then one each 5 s, per address; wrong passwords the same per
+        # name tried. Past a name's, each address may still try it 3 times, then once a minute.
         self.sign_ins = RateLimits(rate=0.2, burst=10.0)
+        self.failures = RateLimits(rate=0.2, burst=10.0)
+        self.guessed = RateLimits(rate=1 / 60, burst=3.0)
 
     # -- rendering and the person ------------------------------------------------------------
 
@@ -156,11 +160,11 @@ class Console:
                 response.delete_cookie(FLASH, path=self.base)
             return response
         except Forbidden as exc:
-            return self.error(403, str(exc))
+            return self.error(403, _own(request, str(exc), "This is not allowed here."))
         except NotFound as exc:
-            return self.error(404, str(exc))
+            return self.error(404, _own(request, str(exc), "There is no such thing here."))
         except TetherError as exc:  # bad input, and whatever else Tether refused with a reason
-            return self.error(400, str(exc))
+            return self.error(400, _own(request, str(exc), "That request is not valid here."))
         except Exception:
             log.exception("console %s %s", request.method, request.url.path)
             return self.error(500, "Something went wrong on our side; it has been logged.")
@@ -189,10 +193,9 @@ class Console:
         if workspace not in mine or not person.can(workspace, *roles):
             shown = workspace if workspace in mine else ""
             needed = " or ".join(roles)
-            return self.error(
-                403, f"This needs the {needed} role in workspace {workspace or '(none)'}.",
-                person, shown,
-            )  # fmt: skip
+            named = _shaped(workspace) or not workspace  # no words of a link's own
+            where = f"workspace {workspace or '(none)'}" if named else "that workspace"
+            return self.error(403, f"This needs the {needed} role in {where}.", person, shown)
         request.state.workspaces = mine
         return person, workspace
 
@@ -233,9 +236,11 @@ class Console:
             )
         address = request.client.host if request.client else "?"
         name = _text(form.get("name")).casefold() if form.get("with") != "token" else ""
-        for key in (f"address/{address}", f"name/{name}" if name else ""):
-            if key and self.sign_ins.take(key, 1) is not None:
-                return self.error(429, "Too many attempts to sign in; wait a minute.")
+        pair = f"{name}@{address}"
+        if self.sign_ins.take(f"address/{address}", 1) is not None or (
+            name and not self.failures.has(name) and not self.guessed.has(pair)
+        ):
+            return self.error(429, "Too many attempts to sign in; wait a minute.")
         store, now = self.guard.store, time.time()
         try:
             if form.get("with") == "token":
@@ -251,6 +256,9 @@ class Console:
                     now,
                 )
         except CredentialRefused as exc:
+            if name:  # only a wrong password counts against the name: the right one is let in
+                self.failures.take(name, 1)
+                self.guessed.take(pair, 1)
             again = _local(_text(form.get("next")))
             target = f"{self.base}/sign-in" + (f"?next={quote(again)}" if again else "")
             return self._flashed(target, str(exc), True)
@@ -350,7 +358,7 @@ class Console:
         approval_id = request.path_params["approval_id"]
         stored = self.guard.store.approvals.get(approval_id)
         if stored is None or stored.workspace != workspace:  # another's: as if it were not
-            raise NotFound(f"no approval request {approval_id!r}")
+            raise NotFound(f"no approval request {_quoted(approval_id, 'with that id')}")
         return self.guard.approvals.get(approval_id)  # expired now if its time has passed
 
     def _why_not(self, person: Person, approval: ApprovalRequest, workspace: str) -> str | None:
@@ -399,7 +407,7 @@ class Console:
         name = request.path_params["agent"]
         agent = store.agent(workspace, name)
         if agent is None:
-            raise NotFound(f"no agent {name!r} in {workspace}")
+            raise NotFound(f"no agent {_quoted(name)} in {workspace}")
         tasks = store.open_task_records(workspace, name, limit=TASKS_SHOWN)
         grants = [g for g in store.credentials.grants(workspace) if g.agent == name]
         return self.page(
@@ -408,6 +416,10 @@ class Console:
             keys=store.credentials.agent_keys(workspace, name),
             grants=grants,
             tasks=tasks,
+            # A task's request (the user's words) may hold what the workspace's records cut
+            # from the arguments, and which values a task's calls will carry is not known
+            # ahead: it is shown only where the records keep arguments in full.
+            requests_kept=self._redaction(workspace) is FULL,
             open_tasks=len(store.open_tasks(workspace, agent=name)),
             recent=store.decisions(workspace=workspace, agent=name, limit=10),
             can_admin=person.can(workspace, "admin"),
@@ -417,6 +429,8 @@ class Console:
 
     def confirm_suspend(self, request: Request, person: Person, workspace: str) -> Response:
         name = request.path_params["agent"]
+        if self.guard.store.agent(workspace, name) is None:  # no question in a link's words
+            raise NotFound(f"no agent {_quoted(name)} in {workspace}")
         resume = request.url.path.endswith("/resume")
         what = "resume" if resume else "suspend"
         return self.page(
@@ -467,7 +481,9 @@ class Console:
     def _task(self, request: Request, workspace: str) -> Any:
         task = self.guard.store.task(request.path_params["task_id"])
         if task is None or task.workspace != workspace:
-            raise NotFound(f"no task {request.path_params['task_id']!r} in {workspace}")
+            raise NotFound(
+                f"no task {_quoted(request.path_params['task_id'], 'with that id')} in {workspace}"
+            )
         return task
 
     # -- decisions ---------------------------------------------------------------------------
@@ -500,7 +516,8 @@ class Console:
     def decision(self, request: Request, person: Person, workspace: str) -> Response:
         record = self.guard.store.decision(request.path_params["decision_id"])
         if record is None or record.workspace != workspace:
-            raise NotFound(f"no decision {request.path_params['decision_id']!r} in {workspace}")
+            decision_id = request.path_params["decision_id"]
+            raise NotFound(f"no decision {_quoted(decision_id, 'with that id')} in {workspace}")
         context = json.loads(record.context) if record.context else {}
         return self.page(
             "decision.html",
@@ -634,6 +651,30 @@ def _as_kept(redaction: Redaction, approval: ApprovalRequest) -> tuple[str, tupl
     if cut is None:
         return approval.args, approval.reasons
     return cut.args, tuple(reason.text for reason in cut.reasons)
+
+
+def _shaped(value: str) -> bool:
+    """Whether a value a link chose has the shape of an id or a name (a workspace's, an
+    agent's: one lowercase segment, as every id is), so that a page may repeat it."""
+    return re.fullmatch(SEGMENT_PATTERN, value) is not None
+
+
+def _quoted(value: str, instead: str = "by that name") -> str:
+    """A value a link chose, for an error page: quoted if it is shaped as an id or a name,
+    else `instead`, so that no link can put words of its own on a page."""
+    return repr(value) if _shaped(value) else instead
+
+
+def _own(request: Request, message: str, instead: str) -> str:
+    """An error's message, unless it repeats a value of the link (its path or query) that is
+    not shaped as an id or a name: then `instead`."""
+    chosen = [*request.path_params.values(), *request.query_params.values()]
+    repeated = (
+        value
+        for value in chosen
+        if isinstance(value, str) and value and (value in message or repr(value)[1:-1] in message)
+    )
+    return instead if any(not _shaped(value) for value in repeated) else message
 
 
 def _text(value: Any) -> str:

@@ -54,6 +54,7 @@ from tether.sdk import Guard
 from tether.sdk.guard import DEFAULT_GRANT_LIFETIME, DEFAULT_TASK_TTL
 from tether.server import admin_tokens
 from tether.server.bodies import form_body, json_body
+from tether.server.limits import OverBurst
 from tether.server.problems import Problem
 from tether.session import TaskState
 from tether.store.admin_tokens import AdminTokenRecord
@@ -149,6 +150,21 @@ class ReportBody(msgspec.Struct, forbid_unknown_fields=True):
 class Health(msgspec.Struct):
     status: str
     detail: str = ""
+
+
+class ListedWorkspace(msgspec.Struct, frozen=True):
+    """A workspace as `GET /v1/workspaces` lists it: the whole record (a `Workspace`, field for
+    field) where the token may read it, else only its name, the rest null (its settings hold
+    secrets, such as webhook URLs)."""
+
+    name: str
+    tenant: str | None = None
+    trust_domain: str | None = None
+    created_at: float | None = None
+    revision: int | None = None
+    active_policy_version: str | None = None
+    settings: dict[str, Any] | None = None
+    shadow_policy_version: str | None = None
 
 
 class Ended(msgspec.Struct):
@@ -400,7 +416,14 @@ def authorize_batch(call: Call) -> BatchAnswer:
     body = call.body(BatchBody)
     if not 1 <= len(body.calls) <= MAX_BATCH:
         raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} calls")
-    call.charge(len(body.calls) - 1)  # the request itself was counted as one
+    try:
+        call.charge(len(body.calls) - 1)  # the request itself was counted as one
+    except OverBurst as exc:  # more than the rate's burst: no wait would let it through
+        raise Problem(
+            413,
+            f"a batch of {len(body.calls)} calls is over this service's burst: waiting does "
+            f"not help; send at most {exc.largest} calls a batch",
+        ) from exc
     _proven(call)
     return BatchAnswer(
         [
@@ -533,13 +556,17 @@ def apply_folder(call: Call) -> Changed:
     return Changed(call.guard.apply_directory(folder), "applied")
 
 
-def workspaces(call: Call) -> list[Workspace]:
+def workspaces(call: Call) -> list[ListedWorkspace]:
+    """The workspaces the token holds a role in: in full where it may read the workspace
+    (`auditor`, as `GET /v1/workspaces/{workspace}` asks), else only the name."""
     assert call.admin is not None
     held = call.admin.roles
     return [
-        w
+        ListedWorkspace(**msgspec.structs.asdict(w))
+        if admin_tokens.holds(held, w.name, "auditor")
+        else ListedWorkspace(w.name)
         for w in call.guard.store.workspaces()
-        if admin_tokens.EVERY_WORKSPACE in held or w.name in held
+        if admin_tokens.holds_any(call.admin, w.name)
     ]
 
 
@@ -943,8 +970,8 @@ ENDPOINTS: list[Endpoint] = [
         auth="admin",
         role="auditor",
         scope="resource",
-        response=list[Workspace],
-        summary="The workspaces the token covers",
+        response=list[ListedWorkspace],
+        summary="The workspaces the token covers (in full where it may read them; else names)",
     ),
     Endpoint(
         "POST",
