@@ -1,8 +1,9 @@
 """Per-agent rate limits: a token bucket per caller, in this process.
 
 An agent that loops (or is made to) must not starve the others or fill the log: past its rate
-it gets 429 with Retry-After. Callers are known by their verified token's agent; a call whose
-token does not verify is limited by its client address instead, since it can claim anything.
+it gets 429 with Retry-After. Callers are known by their token's agent when the token verifies
+and the request's proof is signed by its key; any other call is limited by its client address
+instead (it can claim anything, and a stolen token alone must not spend its agent's rate).
 
 The table holds at most MAX_BUCKETS buckets, the least recently used forgotten first, each call
 O(1): a caller that keeps calling keeps its bucket (it is never the least recent), and a bucket
