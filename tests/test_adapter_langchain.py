@@ -8,6 +8,7 @@ ToolMessage), or with the bare arguments.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +19,14 @@ from adapters_env import OpenGuard, set_up, start
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import (
     BaseTool,
+    InjectedToolArg,
     InjectedToolCallId,
     StructuredTool,
     ToolException,
     tool,
 )
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tether.model import Effect
 from tether.sdk import ApprovalRequired
@@ -215,8 +217,10 @@ def test_outside_a_task_every_call_is_denied(
     assert message.status == "error" and "no task" in message.content
     assert SENT == []
     if mode == "embedded":  # recorded; a remote Guard has no credential to send it with
-        (record,) = guard.decisions("acme", tool="send_email")
-        assert record.effect == "deny" and record.id in message.content
+        # No credential proved a workspace: in the store's log, not in acme's.
+        (record,) = [r for r in guard.store.decisions(limit=5) if r.tool == "send_email"]
+        assert record.effect == "deny" and record.id in message.content and record.workspace is None
+        assert guard.decisions("acme", tool="send_email") == []
 
 
 def test_an_explicit_task_decides_calls_made_outside_its_with(guard: Any) -> None:
@@ -367,3 +371,51 @@ def test_tools_written_as_classes_or_with_a_json_schema_are_guarded(
             message = guarded.invoke(call("fetch_page", url="https://example.com"))
             assert task.state.executed == 1 and "untrusted" in task.state.labels
         assert message.content == "page at https://example.com"
+
+
+class EmailArgs(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True)  # an ordinary pydantic setting
+
+    to: str
+    subject: str = ""
+
+
+def _send(to: str, subject: str = "") -> str:
+    SENT.append(to)
+    return f"sent to {to}"
+
+
+def test_a_call_is_decided_on_the_arguments_the_tool_runs_with(guard: Any, mode: str) -> None:
+    """The tool's own schema may change what the model sent (strip it, fill in a default): the
+    call is decided on what the tool would run with, not on the model's text."""
+    stripping = StructuredTool.from_function(
+        _send, name="send_email", description="Send an e-mail.", args_schema=EmailArgs
+    )
+    guarded = guard_tool(guard, stripping, workspace="acme")
+    with start(guard):
+        message = guarded.invoke(call("send_email", to=" ceo@acme.com"))
+        assert message.status == "error" and "needs approval" in message.content
+        assert guarded.invoke(call("send_email", to="bob@acme.com")).status == "success"
+    assert SENT == ["bob@acme.com"]
+    approval, allowed = guard.decisions("acme", tool="send_email", limit=2)[::-1]
+    assert json.loads(approval.args) == {"to": "ceo@acme.com", "subject": ""}
+    assert json.loads(allowed.args) == {"to": "bob@acme.com", "subject": ""}  # its default
+
+
+def test_a_value_the_model_sends_for_an_injected_argument_is_refused(guard: Any) -> None:
+    """An injected argument is the application's to give: sent in the model's tool call, it
+    is refused on the record (the catalogue does not declare it), and the tool does not run."""
+    ran: list[tuple[str, str]] = []
+
+    @tool
+    def read_file(path: str, account: Annotated[str, InjectedToolArg]) -> str:
+        """Read a file of an account (the application gives the account)."""
+        ran.append((path, account))
+        return "contents"
+
+    guarded = guard_tool(guard, read_file, workspace="acme")
+    with start(guard):
+        message = guarded.invoke(call("read_file", path="/notes", account="someone-else"))
+        assert message.status == "error" and "`account`: not declared" in message.content
+        assert guarded.invoke({"path": "/notes", "account": "mine"}) == "contents"
+    assert ran == [("/notes", "mine")]

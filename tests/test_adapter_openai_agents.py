@@ -11,12 +11,13 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from adapters_env import OpenGuard, set_up, start
 from agents import Agent, FunctionTool, RunConfig, Runner, function_tool
 from agents.tool_context import ToolContext
+from pydantic import StringConstraints
 from scripted_model import ScriptedModel
 
 from tether.model import Effect
@@ -200,8 +201,10 @@ def test_outside_a_task_every_call_is_denied(
     said = invoke(tools["send_email"], to="bob@acme.com", subject="")
     assert "no task" in said and SENT == []
     if mode == "embedded":  # recorded; a remote Guard has no credential to send it with
-        (record,) = guard.decisions("acme", tool="send_email")
-        assert record.effect == "deny" and record.id in said
+        # No credential proved a workspace: in the store's log, not in acme's.
+        (record,) = [r for r in guard.store.decisions(limit=5) if r.tool == "send_email"]
+        assert record.effect == "deny" and record.id in said and record.workspace is None
+        assert guard.decisions("acme", tool="send_email") == []
 
 
 def test_an_explicit_task_decides_calls_made_outside_its_with(guard: Any) -> None:
@@ -286,3 +289,26 @@ def test_the_runners_tasks_inherit_the_task_of_the_code_that_started_the_run(
         assert task.state.executed == 1
     (outside,) = run().seen
     assert "no task" in outside
+
+
+def test_a_call_is_decided_on_the_arguments_the_tool_runs_with(guard: Any) -> None:
+    """The tool's own parameter model may change what the model sent (strip it, fill in a
+    default): the call is decided on what the tool runs with, not on the model's text."""
+
+    @function_tool(name_override="send_email", strict_mode=False)
+    def stripping(
+        to: Annotated[str, StringConstraints(strip_whitespace=True)], subject: str = ""
+    ) -> str:
+        """Send an e-mail."""
+        SENT.append(to)
+        return f"sent to {to}"
+
+    register_tool(guard, stripping, workspace="acme", effects=["external"], sinks=["to"])
+    guarded = guard_tool(guard, stripping, workspace="acme")
+    with start(guard):
+        assert "needs approval" in invoke(guarded, to=" ceo@acme.com", subject="")
+        assert invoke(guarded, to=" bob@acme.com") == "sent to bob@acme.com"
+    assert SENT == ["bob@acme.com"]
+    approval, allowed = guard.decisions("acme", tool="send_email", limit=2)[::-1]
+    assert json.loads(approval.args) == {"to": "ceo@acme.com", "subject": ""}
+    assert json.loads(allowed.args) == {"to": "bob@acme.com", "subject": ""}  # its default

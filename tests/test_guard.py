@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,6 +191,123 @@ def test_async_tools_are_guarded(guard: Guard) -> None:
         assert asyncio.run(agent()) == "contents of /repo/a.py"
     with pytest.raises(Denied):
         asyncio.run(agent())
+
+
+SECRET = "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+READ_SCHEMA = {"type": "object", "properties": {"path": {"type": "string"}}}
+
+
+def test_a_tool_cannot_stream_its_output(guard: Guard) -> None:
+    """A generator's content comes after the call was reported (even after its task ended),
+    unread by any detector: such a tool is refused when it is registered."""
+    with pytest.raises(TypeError, match="return the content"):
+
+        @guard.tool(workspace="acme", effects=["read"], name="read_file")
+        def read(path: str) -> Iterator[str]:
+            yield SECRET
+
+    with pytest.raises(TypeError, match="return the content"):
+
+        @guard.tool(workspace="acme", effects=["read"], name="read_file")
+        async def read_async(path: str) -> AsyncIterator[str]:
+            yield SECRET
+
+    class Reader:
+        async def __call__(self, path: str) -> AsyncIterator[str]:
+            yield SECRET
+
+    with pytest.raises(TypeError, match="return the content"):
+        guard.tool(workspace="acme", effects=["read"], name="read_file", args_schema=READ_SCHEMA)(
+            Reader()
+        )
+
+
+def test_what_an_awaitable_resolves_to_is_reported(guard: Guard) -> None:
+    """A tool that hands back an awaitable (a sync function returning a coroutine, an object
+    whose __call__ is async) is reported with what the agent reads once it awaits it."""
+
+    async def fetch() -> str:
+        return SECRET
+
+    @guard.tool(workspace="acme", effects=["read"], name="read_file")
+    def read(path: str) -> Awaitable[str]:
+        return fetch()
+
+    class Reader:
+        async def __call__(self, path: str) -> str:
+            return SECRET
+
+    read_object = guard.tool(
+        workspace="acme", effects=["read"], name="read_file", args_schema=READ_SCHEMA
+    )(Reader())
+
+    for tool in (read, read_object):
+        with guard.task(
+            workspace="acme", agent="coder", user="alice", request="", tools=["read_file"]
+        ) as task:
+            assert asyncio.run(_awaited(tool("/repo/a.py"))) == SECRET
+            assert "secret" in task.state.labels and "unscanned" not in task.state.labels
+
+
+async def _awaited(result: Any) -> Any:
+    return await result
+
+
+def test_a_stream_returned_is_reported_as_unread(guard: Guard) -> None:
+    async def chunks() -> AsyncIterator[str]:
+        yield SECRET
+
+    @guard.tool(workspace="acme", effects=["read"], name="read_file")
+    def read(path: str) -> AsyncIterator[str]:
+        return chunks()
+
+    with guard.task(
+        workspace="acme", agent="coder", user="alice", request="", tools=["read_file"]
+    ) as task:
+        read("/repo/a.py")
+        assert "unscanned" in task.state.labels  # what it will yield is unknown, not clean
+
+
+def test_an_async_tool_decides_and_reports_off_the_event_loop(
+    guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision (a remote Guard's HTTP round trip, say) must not stall the agent's other
+    coroutines: here the decision waits for another coroutine to run, which it can only do
+    while the decision is in flight off the loop."""
+    released = threading.Event()
+    threads: dict[str, int] = {}
+
+    @guard.tool(workspace="acme", effects=["read"], name="read_file")
+    async def read(path: str) -> str:
+        return f"contents of {path}"
+
+    async def agent() -> str:
+        call = asyncio.create_task(read("/repo/a.py"))
+        await asyncio.sleep(0)  # the call starts, and asks for its decision
+        released.set()  # this coroutine runs while the decision is in flight
+        return await call
+
+    with guard.task(
+        workspace="acme", agent="coder", user="alice", request="", tools=["read_file"]
+    ) as task:
+        decide, report = guard.authorize, task.report
+
+        def authorize(*args: Any, **kwargs: Any) -> Any:
+            threads["authorize"] = threading.get_ident()
+            if not released.wait(timeout=10):  # a safety net: only a blocked loop gets here
+                raise AssertionError("the event loop was blocked while the call was decided")
+            return decide(*args, **kwargs)
+
+        def reported(*args: Any, **kwargs: Any) -> Any:
+            threads["report"] = threading.get_ident()
+            return report(*args, **kwargs)
+
+        monkeypatch.setattr(guard, "authorize", authorize)
+        monkeypatch.setattr(task, "report", reported)
+        assert asyncio.run(agent()) == "contents of /repo/a.py"
+        assert task.state.executed == 1
+    loop_thread = threading.get_ident()
+    assert threads["authorize"] != loop_thread and threads["report"] != loop_thread
 
 
 def test_task_start_refuses_what_cannot_work(guard: Guard, mode: str) -> None:

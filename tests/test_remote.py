@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from conftest import STARTER, Clock, acme
 from served import Served, served
@@ -33,7 +34,7 @@ from tether.errors import (
     Unavailable,
 )
 from tether.identity import generate_key, public_jwk
-from tether.model import ApprovalStatus, Effect, KeyStatus, TaskStatus
+from tether.model import ApprovalStatus, Decision, Effect, KeyStatus, TaskStatus
 from tether.sdk.remote import RemoteGuard, RemoteTaskHandle
 
 
@@ -292,3 +293,47 @@ def test_an_output_too_large_for_one_report_labels_the_task_unscanned(service: S
         assert "secret" in task.state.labels
         recorded = service.guard.decisions("acme", task_id=task.id, limit=1)[0]
         assert json.loads(recorded.args) == {"path": "/small"}
+
+
+# An allow, as a service (or whatever sits between it and the agent) sends it.
+ALLOWED = {
+    "decision_id": "dec_1",
+    "effect": "allow",
+    "reasons": [],
+    "policy_version": "v1",
+    "workspace": "acme",
+    "agent": "coder",
+    "task_id": "task_mine",
+    "tool": "send_email",
+}
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [{"tool": "read_file"}, {"task_id": "task_other"}, {"decision_id": ""}],
+    ids=["another tool", "another task", "no record"],
+)
+def test_an_answer_for_another_call_is_a_deny(wrong: dict[str, str]) -> None:
+    """A misrouted replica or a caching proxy can answer with another call's allow: it must
+    not run this call (no service here: the answers are made up, as such a proxy would)."""
+    sent = {"body": ALLOWED}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=sent["body"])
+
+    with RemoteGuard("http://tether.invalid") as guard:
+        guard._http = httpx.Client(base_url=guard.url, transport=httpx.MockTransport(answer))
+
+        def ask() -> object:
+            return guard.authorize("task_mine", "send_email", {"to": "x"}, token="t", proof="p")
+
+        assert ask() == msgspec.convert(ALLOWED, Decision)  # this call's answer stands
+        sent["body"] = {**ALLOWED, **wrong}
+        decision = ask()
+    assert isinstance(decision, Decision)
+    assert (decision.effect, decision.tool, decision.task_id) == (
+        Effect.DENY,
+        "send_email",
+        "task_mine",
+    )
+    assert "does not answer this call" in decision.reasons[0].text

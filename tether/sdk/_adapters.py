@@ -5,7 +5,8 @@ the call returned, and the text the model reads when a call may not run.
 The adapters follow `@guard.tool` (decorator.py): decide first, run only on allow, report what
 the agent read. They differ from it in one way: a framework's tool already has a name and an
 argument schema the model sees, so the adapters take both from the tool, never from Python
-signatures, and decide the arguments exactly as the model sent them.
+signatures, and decide the arguments the tool will run with: the model's, validated by the
+tool's own schema, as `@guard.tool` decides a call's arguments with its defaults applied.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ needs of them is `register_tool` and `authorize`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ParamSpec, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from tether.model import Decision, Effect, Tool
 from tether.sdk.errors import ApprovalRequired, Denied
@@ -76,6 +77,7 @@ class ToolDecorator:
         effects, sinks, labels = tuple(effects), tuple(sinks), tuple(labels)
 
         def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            _refuse_streams(fn)
             tool_name = name or fn.__name__
             guard.register_tool(
                 workspace,
@@ -104,18 +106,16 @@ class ToolDecorator:
                 assert handle is not None  # an allowed call always has a task
                 return handle, decision
 
-            if inspect.iscoroutinefunction(fn):
+            if _is_async(fn):
 
                 @functools.wraps(fn)
                 async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-                    handle, decision = authorize(args, kwargs)
-                    try:
-                        result = await fn(*args, **kwargs)
-                    except Exception as exc:
-                        handle.report(decision, _failure(exc))
-                        raise
-                    handle.report(decision, result)
-                    return result
+                    # Off the event loop, as the adapters decide (_adapters.py): a remote
+                    # Guard's round trip must not stall the agent's other coroutines. The
+                    # thread gets a copy of this context, so `current_task()` is the same.
+                    handle, decision = await asyncio.to_thread(authorize, args, kwargs)
+                    pending = cast("Awaitable[Any]", fn(*args, **kwargs))
+                    return await _reported(handle, decision, pending)
 
                 return guarded_async  # type: ignore[return-value]
 
@@ -127,12 +127,47 @@ class ToolDecorator:
                 except Exception as exc:
                     handle.report(decision, _failure(exc))
                     raise
+                if inspect.isawaitable(result):
+                    # What the agent reads is what this resolves to: report that, once the
+                    # caller awaits it, never the unawaited object.
+                    return _reported(handle, decision, result)  # type: ignore[return-value]
                 handle.report(decision, result)
                 return result
 
             return guarded
 
         return decorate
+
+
+def _refuse_streams(fn: Callable[..., Any]) -> None:
+    """A tool's result is reported to its task when the call returns; a generator's content
+    comes later, piece by piece, even after the task has ended, and no detector would read
+    it. So a tool returns its content whole."""
+    for code in (fn, type(fn).__call__):
+        if inspect.isgeneratorfunction(code) or inspect.isasyncgenfunction(code):
+            name = getattr(fn, "__name__", repr(fn))
+            raise TypeError(
+                f"{name}: a tool cannot be a generator (its output would be read after the "
+                "call was reported, unchecked): return the content instead"
+            )
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling `fn` gives a coroutine: an `async def`, or an object whose `__call__`
+    is one (which `iscoroutinefunction(fn)` does not see)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+async def _reported(handle: TaskHandleBase, decision: Decision, pending: Awaitable[Any]) -> Any:
+    """Await what an allowed call returned, then report it to the task (in a thread: a remote
+    Guard's report is an HTTP request): the agent gets it only once the task has heard."""
+    try:
+        result = await pending
+    except Exception as exc:
+        await asyncio.to_thread(handle.report, decision, _failure(exc))
+        raise
+    await asyncio.to_thread(handle.report, decision, result)
+    return result
 
 
 def _failure(exc: Exception) -> str:

@@ -9,9 +9,12 @@
 
 `guard_tools` wraps any `BaseTool` (a `@tool` function, a `StructuredTool`, a subclass) in a
 `GuardedTool` with the same name, description and schema, so the model is shown exactly what it
-was shown before. A call is decided with the arguments the model sent (injected arguments such as
-`InjectedToolCallId` are not the model's and are left out); it runs only when allowed, and its
-task is told what the model will read (the ToolMessage content), or the error text if it raised.
+was shown before. A call is decided with the arguments the tool will run with: the model's,
+validated by the tool's own schema (defaults filled in, values normalised), and the tool runs
+with that validated input. A value the model sends for an injected argument (other than the
+tool call's id, which LangChain fills) is refused; the application gives those itself, by
+invoking with the arguments. A call runs only when allowed, and its task is told what the model
+will read (the ToolMessage content), or the error text if it raised.
 
 A refused call raises `ToolDenied`, a `ToolException`: LangChain's own way for a tool to say that
 it failed in a way the model should hear about. Guarded tools handle it by default
@@ -37,11 +40,16 @@ from tether.sdk.handle import Decides, TaskHandleBase
 try:
     from langchain_core.messages import ToolMessage
     from langchain_core.runnables import RunnableConfig
-    from langchain_core.tools import BaseTool, ToolException
-    from langchain_core.tools.base import ArgsSchema
+    from langchain_core.tools import BaseTool, InjectedToolCallId, ToolException
+    from langchain_core.tools.base import (
+        ArgsSchema,
+        _is_injected_arg_type,
+        get_all_basemodel_annotations,
+    )
     from langchain_core.utils.function_calling import convert_to_openai_function
     from langchain_core.utils.pydantic import TypeBaseModel
-    from pydantic import PrivateAttr
+    from pydantic import BaseModel, PrivateAttr
+    from pydantic_core import to_jsonable_python
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "tether.sdk.langchain needs LangChain: pip install 'tether[langchain]'"
@@ -118,12 +126,13 @@ class GuardedTool(BaseTool):
         **kwargs: Any,
     ) -> Any:
         """Decide the call; run the wrapped tool only if it is allowed, then report its output."""
+        runs, decided = _prepared(self.wrapped, tool_input, tool_call_id)
         try:
-            call = self._gate.decide(self.name, _model_args(self.wrapped, tool_input))
+            call = self._gate.decide(self.name, decided)
         except Denied as denied:
             return self._refused(denied, tool_call_id)
         try:
-            result = self.wrapped.run(tool_input, *args, tool_call_id=tool_call_id, **kwargs)
+            result = self.wrapped.run(runs, *args, tool_call_id=tool_call_id, **kwargs)
         except Exception as exc:
             call.failed(exc)
             raise
@@ -138,12 +147,13 @@ class GuardedTool(BaseTool):
         **kwargs: Any,
     ) -> Any:
         """`run` for `ainvoke`: the decision is made off the event loop (see Gate)."""
+        runs, decided = _prepared(self.wrapped, tool_input, tool_call_id)
         try:
-            call = await self._gate.decide_async(self.name, _model_args(self.wrapped, tool_input))
+            call = await self._gate.decide_async(self.name, decided)
         except Denied as denied:
             return self._refused(denied, tool_call_id)
         try:
-            result = await self.wrapped.arun(tool_input, *args, tool_call_id=tool_call_id, **kwargs)
+            result = await self.wrapped.arun(runs, *args, tool_call_id=tool_call_id, **kwargs)
         except Exception as exc:
             await call.failed_async(exc)
             raise
@@ -254,15 +264,61 @@ def register_tool(
     )
 
 
-def _model_args(tool: BaseTool, tool_input: str | dict[str, Any]) -> Any:
-    """The arguments the model sent. A bare string goes to the first argument, as LangChain
-    passes it; from a dict, only the arguments LangChain injects itself are left out. Anything
-    else the model sent stays, and is refused if the catalogue does not declare it: what a
-    policy cannot see must not run."""
+def _prepared(
+    tool: BaseTool, tool_input: str | dict[str, Any], tool_call_id: str | None
+) -> tuple[str | dict[str, Any], dict[str, Any]]:
+    """What `tool` will run with, and the arguments that call is decided with: the same.
+
+    The input is validated first by the tool's own schema (`_parse_input`, as LangChain does
+    when it runs the tool), which may normalise values (`str_strip_whitespace`, validators)
+    and fills in the defaults the model left out; the call is decided on that, as JSON, and
+    the tool is handed that validated input, not the model's. What the model sent beyond it
+    (an argument the schema does not declare, a value for an injected argument) is decided
+    too, so the catalogue refuses it on the record. Input the schema refuses is decided as
+    sent: the tool refuses it again before it runs, its own way."""
+    given = _given(tool, tool_input)
+    sent = _model_args(tool, given, from_model=tool_call_id is not None)
+    try:
+        parsed = tool._parse_input(dict(given), tool_call_id)  # LangChain's own validation
+    except Exception:
+        return tool_input, sent
+    if not isinstance(parsed, dict):  # pragma: no cover - a dict in gives a dict out
+        return tool_input, sent
+    validated = to_jsonable_python(tool._filter_injected_args(parsed))
+    return parsed, {**sent, **validated}
+
+
+def _given(tool: BaseTool, tool_input: str | dict[str, Any]) -> dict[str, Any]:
+    """The input as arguments: a bare string goes to the first argument, as LangChain passes
+    it (so it is validated, and its siblings' defaults applied, like any other call)."""
     if isinstance(tool_input, str):
         names = list(tool.args)
         return {names[0]: tool_input} if names else {}
-    return tool._filter_injected_args(dict(tool_input))  # LangChain's own rule
+    return dict(tool_input)
+
+
+def _model_args(tool: BaseTool, given: dict[str, Any], *, from_model: bool) -> dict[str, Any]:
+    """The arguments of a call as its caller sent them. From a model's tool call, only what
+    LangChain injects itself (the tool call's id) is left out: a value the model sends for an
+    argument the application injects must not reach the tool, so it stays, and the catalogue,
+    which does not declare it, refuses the call. From the application's own call (bare
+    arguments), the injected arguments are its own, and are left out of the decision."""
+    if from_model:
+        own = _call_id_args(tool)
+        return {k: v for k, v in given.items() if k not in own}
+    return tool._filter_injected_args(given)  # LangChain's own rule
+
+
+def _call_id_args(tool: BaseTool) -> frozenset[str]:
+    """The arguments LangChain fills with the tool call's id (InjectedToolCallId), whatever
+    the model sent for them."""
+    names = {"tool_call_id"} & set(tool._injected_args_keys)
+    schema = tool.args_schema
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        for name, kind in get_all_basemodel_annotations(schema).items():
+            if _is_injected_arg_type(kind, injected_type=InjectedToolCallId):
+                names.add(name)
+    return frozenset(names)
 
 
 def _read(result: Any) -> Any:

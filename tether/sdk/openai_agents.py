@@ -11,9 +11,11 @@
 `Agent.as_tool`) and puts Tether in front of its `on_invoke_tool`, the one entry point every call
 of it goes through, the Runner's included: the copy keeps its name, description, schema and
 settings, so the model is shown exactly what it was shown before. A call is decided with the
-arguments the model sent (the JSON object, as sent); it runs only when allowed, and its task is
-told what the model will read, which for a tool whose failure function turns an error into a
-message is that message.
+arguments the tool will run with: for a `@function_tool`, the model's JSON validated by the
+tool's own parameter model (defaults filled in, values normalised), which the tool then runs
+with, unparsed again; for a tool made another way, the JSON as sent. It runs only when allowed,
+and its task is told what the model will read, which for a tool whose failure function turns an
+error into a message is that message.
 
 A refused call does not run, and the model reads why (`on_denied`, by default the reason and the
 decision, and for a call that needs approval the approval request): the same way the SDK itself
@@ -45,6 +47,8 @@ from tether.sdk.handle import Decides, TaskHandleBase
 try:
     from agents import FunctionTool
     from agents import Tool as AgentTool
+    from agents._function_tool_arguments import PreparedFunctionArguments
+    from agents.function_schema import FuncSchema
     from agents.tool_context import ToolContext
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -95,15 +99,19 @@ def guard_tool(
     gate = Gate(guard, workspace, task=task, wait=wait)
     name = tool.name
     invoke = tool.on_invoke_tool  # bound to `tool`: its own failure handling stays as it was
+    params = _params(invoke)
 
     async def on_invoke_tool(ctx: ToolContext[Any], arguments: str) -> Any:
+        prepared, decided = _prepared(params, arguments)
         try:
-            call = await gate.decide_async(name, _model_args(arguments))
+            call = await gate.decide_async(name, decided)
         except Denied as denied:
             if on_denied is None:
                 raise
             message = on_denied(ctx, denied)
             return await message if inspect.isawaitable(message) else message
+        if prepared is not None:  # the tool runs with what was decided: no second parse
+            ctx._function_tool_arguments = prepared
         try:
             result = await invoke(ctx, arguments)
         except Exception as exc:
@@ -171,6 +179,56 @@ def register_tool(
         risk_tier=risk_tier,
         description=tool.description,
     )
+
+
+_Params = tuple[FuncSchema, Callable[..., PreparedFunctionArguments]]
+
+
+def _params(invoke: Any) -> _Params | None:
+    """The parameter model of a `@function_tool` tool, and the SDK's own preparer of its
+    arguments, or None for a tool made another way (by hand, `Agent.as_tool`: its invoker
+    parses the JSON itself). The SDK keeps both in its invoker's approval hook, where it
+    prepares arguments once to evaluate `needs_approval` and then runs with them: the same
+    hook serves here to decide on exactly what will run."""
+    hook = getattr(getattr(invoke, "_invoke_tool_impl", None), "__agents_prepare_arguments__", None)
+    if hook is None:
+        return None
+    try:
+        found = inspect.getclosurevars(hook).nonlocals
+    except (TypeError, ValueError):  # pragma: no cover - another SDK's hook
+        return None
+    schema, preparer = found.get("schema"), found.get("_prepare_arguments")
+    if not isinstance(schema, FuncSchema) or not callable(preparer):  # pragma: no cover
+        return None
+    return schema, preparer
+
+
+def _prepared(
+    params: _Params | None, arguments: str
+) -> tuple[PreparedFunctionArguments | None, Any]:
+    """The arguments the tool will run with, prepared as the SDK prepares them, and the
+    arguments that call is decided with: the same.
+
+    The model's JSON is validated by the tool's own parameter model, which may normalise
+    values (`StringConstraints(strip_whitespace=True)`, validators) and fills in the defaults
+    the model left out; the call is decided on that, as JSON, and the tool runs with those very
+    values (no second parse). What the model sent beyond it is decided too, so the catalogue
+    refuses an undeclared argument on the record. Arguments the model refuses, and the calls
+    of a tool with no model here, are decided as sent: the tool refuses them again before it
+    runs, or gets exactly that JSON."""
+    sent = _model_args(arguments)
+    if params is None or not isinstance(sent, dict):
+        return None, sent
+    schema, preparer = params
+    try:
+        parsed = schema.params_pydantic_model(**sent)
+        args, kwargs = schema.to_call_args(parsed)
+    except Exception:
+        return None, sent
+    prepared = PreparedFunctionArguments(
+        owner=preparer, arguments=arguments, args=args, kwargs=kwargs
+    )
+    return prepared, {**sent, **parsed.model_dump(mode="json")}
 
 
 def _model_args(arguments: str) -> Any:

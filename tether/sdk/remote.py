@@ -15,6 +15,8 @@ Where the two cannot be the same, by nature of the network:
   and not recorded;
 - a call in one task with the token of another is denied here, and not recorded: the service
   decides every call in its token's task;
+- an answer that is not this call's (for another tool or task, or naming no decision record:
+  a misrouted replica, a caching proxy) is a deny here, whatever effect it says;
 - a call whose arguments hold bytes is denied here, and not recorded: JSON would carry their
   base64 text, which policies would decide on while the tool got the bytes;
 - an output reported is read here, as the service reads it (tether/session/content.py), and its
@@ -430,7 +432,8 @@ class RemoteGuard(ToolDecorator):
             if recorded is not None:  # a refusal, whatever a proxy or a broken server says
                 decision = msgspec.convert(recorded, Decision)
                 return msgspec.structs.replace(decision, effect=Effect.DENY)
-        return _answer(response, Decision)
+        answered = _token_task(token) or task_id  # the service decides in the token's task
+        return _this_calls(_answer(response, Decision), answered, tool, workspace)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -698,6 +701,25 @@ def _token_task(token: str) -> str | None:
         return _claims(token).task
     except Exception:
         return None
+
+
+def _this_calls(
+    decision: Decision, task_id: str | None, tool: str, workspace: str | None
+) -> Decision:
+    """`decision`, if it answers this call: a deny otherwise. A misrouted replica or a caching
+    proxy can hand back a well-formed allow for another tool or task (or one recorded nowhere),
+    and that must never run this call."""
+    why = None
+    if not decision.decision_id:
+        why = "names no decision record"
+    elif decision.tool != tool:
+        why = f"is for tool {decision.tool!r}, not {tool!r}"
+    elif decision.task_id != task_id:
+        why = f"is for task {decision.task_id}, not {task_id}"
+    if why is None:
+        return decision
+    reason = Reason(Stage.ANSWER, f"the service's answer {why}: it does not answer this call")
+    return _denied_here(task_id, tool, workspace, reason)
 
 
 def _unasked(task_id: str | None, tool: str, workspace: str | None) -> Decision:

@@ -9,7 +9,8 @@ which the caller records as a label rather than pretending it was clean).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import inspect
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from io import IOBase
 from typing import Any
@@ -73,8 +74,10 @@ def _strings(output: Any) -> Iterator[str | None]:  # noqa: PLR0912 - a branch p
             stack.extend(reversed(list(value)))
         elif isinstance(value, int | float) and not isinstance(value, bool):
             yield _describe(value)  # a card or account number may come as a number
-        elif isinstance(value, Iterator | IOBase):
-            yield None  # a stream: reading it here would consume it; what it holds is unknown
+        elif isinstance(value, Iterator | AsyncIterator | IOBase) or inspect.isawaitable(value):
+            # A stream, or a result still to come (a coroutine, a future): reading it here
+            # would consume it, or cannot be done at all; what it holds is unknown.
+            yield None
         elif value is not None and not isinstance(value, bool):
             yield _describe(value)
 
