@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import pytest
 from adapters_env import OpenGuard, set_up, start
-from langchain_core.messages import ToolMessage
+from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import (
     BaseTool,
     InjectedToolArg,
@@ -26,6 +26,8 @@ from langchain_core.tools import (
     tool,
 )
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import InjectedState, ToolNode
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.model import Effect
@@ -419,3 +421,28 @@ def test_a_value_the_model_sends_for_an_injected_argument_is_refused(guard: Any)
         assert message.status == "error" and "`account`: not declared" in message.content
         assert guarded.invoke({"path": "/notes", "account": "mine"}) == "contents"
     assert ran == [("/notes", "mine")]
+
+
+def test_langgraphs_tool_node_fills_the_state_a_tool_asks_for(guard: Any) -> None:
+    """LangGraph's ToolNode drops what the model sent for injected arguments and fills the
+    state, store and runtime itself: those are the loop's, left out of the decision (the
+    graph's state holds messages, not call arguments), and the tool runs with them."""
+    ran: list[tuple[str, int]] = []
+
+    @tool
+    def read_file(path: str, state: Annotated[dict[str, Any], InjectedState]) -> str:
+        """Read a file (the graph gives its state)."""
+        ran.append((path, len(state["messages"])))
+        return "contents"
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("tools", ToolNode([guard_tool(guard, read_file, workspace="acme")]))
+    graph.add_edge(START, "tools")
+    graph.add_edge("tools", END)
+    asked = AIMessage(content="", tool_calls=[call("read_file", path="/notes", state="forged")])
+    with start(guard):
+        answered = graph.compile().invoke({"messages": [asked]})["messages"][-1]
+    assert (answered.status, answered.content) == ("success", "contents")
+    assert ran == [("/notes", 1)]  # the graph's state, not the model's "forged"
+    (record,) = guard.decisions("acme", tool="read_file", limit=1)
+    assert json.loads(record.args) == {"path": "/notes"}

@@ -54,6 +54,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "tether.sdk.langchain needs LangChain: pip install 'tether[langchain]'"
     ) from exc
+try:  # what LangGraph's ToolNode fills itself, when LangGraph is there
+    from langgraph.prebuilt import InjectedState, InjectedStore, ToolRuntime
+
+    LOOP_FILLED: tuple[type, ...] = (InjectedToolCallId, InjectedState, InjectedStore, ToolRuntime)
+except ImportError:  # pragma: no cover - depends on the environment
+    LOOP_FILLED = (InjectedToolCallId,)
 
 __all__ = ["GuardedTool", "ToolDenied", "args_schema", "guard_tool", "guard_tools", "register_tool"]
 
@@ -299,24 +305,27 @@ def _given(tool: BaseTool, tool_input: str | dict[str, Any]) -> dict[str, Any]:
 
 def _model_args(tool: BaseTool, given: dict[str, Any], *, from_model: bool) -> dict[str, Any]:
     """The arguments of a call as its caller sent them. From a model's tool call, only what
-    LangChain injects itself (the tool call's id) is left out: a value the model sends for an
+    the agent loop fills itself (`_loop_filled`) is left out: a value the model sends for an
     argument the application injects must not reach the tool, so it stays, and the catalogue,
     which does not declare it, refuses the call. From the application's own call (bare
     arguments), the injected arguments are its own, and are left out of the decision."""
     if from_model:
-        own = _call_id_args(tool)
+        own = _loop_filled(tool)
         return {k: v for k, v in given.items() if k not in own}
     return tool._filter_injected_args(given)  # LangChain's own rule
 
 
-def _call_id_args(tool: BaseTool) -> frozenset[str]:
-    """The arguments LangChain fills with the tool call's id (InjectedToolCallId), whatever
-    the model sent for them."""
+def _loop_filled(tool: BaseTool) -> frozenset[str]:
+    """The arguments the agent loop fills itself, whatever the model sent for them: the tool
+    call's id (InjectedToolCallId, LangChain's), and LangGraph's state, store and runtime
+    (InjectedState, InjectedStore, ToolRuntime), which its ToolNode sets after dropping what
+    the model sent for any injected argument. A generic InjectedToolArg is no loop's to fill:
+    a model's value for it is refused."""
     names = {"tool_call_id"} & set(tool._injected_args_keys)
     schema = tool.args_schema
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         for name, kind in get_all_basemodel_annotations(schema).items():
-            if _is_injected_arg_type(kind, injected_type=InjectedToolCallId):
+            if any(_is_injected_arg_type(kind, injected_type=t) for t in LOOP_FILLED):
                 names.add(name)
     return frozenset(names)
 
