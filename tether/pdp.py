@@ -484,11 +484,7 @@ def _redaction(call: Call, decision: Decision, views: Views | None) -> Redaction
         return FULL
     if decision.workspace is None:
         return DIGEST
-    names = {decision.workspace, call.request.workspace}
-    if call.task is not None:
-        names.add(call.task.task.workspace)
-    elif call.claims is not None:
-        names.add(call.claims.ws)
+    names = {decision.workspace, call.request.workspace}  # the first is the task's (`_answer`)
     return Redaction.strictest(views.redaction(name) for name in names if name is not None)
 
 
