@@ -406,11 +406,15 @@ STAGE_FUNCTIONS = [
 
 @pytest.mark.parametrize(("function", "stage"), STAGE_FUNCTIONS)
 def test_every_stage_that_raises_yields_a_deny_naming_it(
-    embedded: Guard, monkeypatch: pytest.MonkeyPatch, function: str, stage: Stage
+    embedded: Guard,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    function: str,
+    stage: Stage,
 ) -> None:
     # Embedded only: it injects a fault into a stage of the in-process pipeline.
     def boom(*_: Any) -> None:
-        raise RuntimeError("injected fault")
+        raise RuntimeError("injected fault at /srv/tether/secret.key")
 
     with open_task(embedded) as task:
         assert task.authorize("send_email", MAIL).allowed
@@ -418,11 +422,15 @@ def test_every_stage_that_raises_yields_a_deny_naming_it(
         d = task.authorize("send_email", MAIL)
     assert d.effect is Effect.DENY
     assert d.reasons[0].stage is stage
-    assert (
-        d.reasons[0].text
-        == f"{stage.value} stage failed, so the call is denied: RuntimeError: injected fault"
+    # The caller learns the stage and the kind of failure; its text (which can be anything:
+    # a path here) goes to the operator's log, under the decision's id.
+    assert d.reasons[0].text == (
+        f"{stage.value} stage failed, so the call is denied: "
+        "RuntimeError (the details are in Tether's log)"
     )
     assert any(r.id == d.decision_id for r in embedded.store.decisions(limit=3))
+    logged = [r for r in caplog.records if d.decision_id in r.getMessage()]
+    assert logged and "secret.key" in str(logged[0].exc_info[1] if logged[0].exc_info else "")
 
 
 def test_a_decision_that_cannot_be_recorded_is_a_deny(
@@ -430,7 +438,7 @@ def test_a_decision_that_cannot_be_recorded_is_a_deny(
 ) -> None:
     # Embedded only: it injects a fault into the in-process audit log.
     def full_disk(*_: Any, **__: Any) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
+        raise sqlite3.OperationalError("database or disk is full: /var/lib/tether/tether.db")
 
     with open_task(embedded) as task:
         monkeypatch.setattr(embedded.store.audit, "insert", full_disk)
@@ -440,7 +448,7 @@ def test_a_decision_that_cannot_be_recorded_is_a_deny(
         Effect.DENY,
         Stage.RECORD,
         "the decision could not be recorded, so the call is denied: "
-        "OperationalError: database or disk is full",
+        "OperationalError (the details are in Tether's log)",
     )
     # Its task's event is written in the record's transaction, so the call did not count in
     # the task either (it was not made): what a task remembers is always what was recorded.
@@ -529,7 +537,7 @@ def test_a_failure_outside_every_stage_is_still_a_deny(
     assert deny_stage(d) == (
         Effect.DENY,
         Stage.ANSWER,
-        "the decision failed, so the call is denied: MemoryError: no room to answer",
+        "the decision failed, so the call is denied: MemoryError (the details are in Tether's log)",
     )
     (stored,) = [r for r in embedded.store.decisions(task_id=task.id) if r.id == d.decision_id]
     assert (stored.effect, stored.stage) == (Effect.DENY, Stage.ANSWER)

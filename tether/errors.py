@@ -107,3 +107,13 @@ def error_class(type_uri: str) -> type[TetherError] | None:
     """The class a problem document's `type` names, if it names one."""
     name = type_uri.removeprefix(PROBLEM_TYPE) if type_uri.startswith(PROBLEM_TYPE) else ""
     return _BY_NAME.get(name)
+
+
+def shown(exc: BaseException) -> str:
+    """What a caller may be told of an exception: a TetherError's message, which is written
+    for them, and of anything else only its kind. Another exception's text can carry what is
+    not the caller's to see: a database's host and user, a statement's parameters (in a group
+    commit, other calls' values), a file's path. Whoever catches it logs it in full."""
+    if isinstance(exc, TetherError):
+        return str(exc)
+    return f"{type(exc).__name__} (the details are in Tether's log)"

@@ -38,7 +38,7 @@ from tether.audit.redaction import DIGEST, FULL, Redaction
 from tether.catalogue import ArgumentError, CompiledTool, decision_context
 from tether.credentials import AccessClaims, Credentials
 from tether.credentials.dpop import REPLAYED
-from tether.errors import CredentialRefused, TetherError
+from tether.errors import CredentialRefused, shown
 from tether.model import (
     Agent,
     AgentStatus,
@@ -353,7 +353,7 @@ def _shadow(call: Call) -> dict[str, Any]:
         outcome = _evaluate(call, call.context, call.view.shadow).outcome
     except Exception as exc:
         log.warning("shadow bundle %s failed", version, exc_info=True)
-        return {"version": version, "error": _describe(exc)}
+        return {"version": version, "error": shown(exc)}
     return {
         "version": version,
         "effect": outcome.effect.value,
@@ -679,10 +679,11 @@ class PDP:
             return result
 
     def _failed(self, request: AuthorizeRequest, exc: Exception) -> Decision:
-        log.exception("decision failed")
-        text = f"the decision failed, so the call is denied: {_describe(exc)}"
+        decision_id = new_id("dec_")
+        log.error("decision %s failed", decision_id, exc_info=exc)
+        text = f"the decision failed, so the call is denied: {shown(exc)}"
         decision = Decision(
-            decision_id=new_id("dec_"),
+            decision_id=decision_id,
             effect=Effect.DENY,
             reasons=(Reason(Stage.ANSWER, text),),
             policy_version=None,
@@ -783,7 +784,7 @@ class PDP:
             why = f"approval {call.spend.id} was already used, or has expired"
         except Exception as exc:
             log.exception("approval %s could not be used", call.spend.id)
-            why = f"approval {call.spend.id} could not be used: {_describe(exc)}"
+            why = f"approval {call.spend.id} could not be used: {shown(exc)}"
         return _denied(decision, Reason(Stage.APPROVAL, why))
 
     def _stage(
@@ -823,7 +824,7 @@ class PDP:
             refused = yield msgspec.structs.replace(write, claims=claims or None)
         except Exception as exc:
             log.exception("decision %s could not be recorded", decision.decision_id)
-            text = f"the decision could not be recorded, so the call is denied: {_describe(exc)}"
+            text = f"the decision could not be recorded, so the call is denied: {shown(exc)}"
             return _denied(decision, Reason(Stage.RECORD, text))
         if refused is Refusal.TASK_MOVED:
             return None
@@ -848,8 +849,10 @@ class PDP:
 def _unkept(call: Call, decision: Decision, exc: Exception) -> Decision:
     """The deny of a call whose task's state could not be kept."""
     assert call.task is not None
-    log.exception("task %s could not be updated", call.task.id)
-    text = f"the task's state could not be kept, so the call is denied: {_describe(exc)}"
+    log.error(
+        "decision %s: task %s could not be updated", call.decision_id, call.task.id, exc_info=exc
+    )
+    text = f"the task's state could not be kept, so the call is denied: {shown(exc)}"
     return _denied(decision, Reason(Stage.RECORD, text))
 
 
@@ -865,12 +868,8 @@ def _guarded(
     try:
         return fn(call, *args)
     except Exception as exc:
-        log.warning("stage %s failed", stage.value, exc_info=True)
-        return Reason(stage, f"{stage.value} stage failed, so the call is denied: {_describe(exc)}")
-
-
-def _describe(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, TetherError) else f"{type(exc).__name__}: {exc}"
+        log.warning("decision %s: stage %s failed", call.decision_id, stage.value, exc_info=True)
+        return Reason(stage, f"{stage.value} stage failed, so the call is denied: {shown(exc)}")
 
 
 def _answer(call: Call, denial: Reason | None) -> Decision:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -23,10 +24,12 @@ from tether.audit.chain import Chain, Head
 from tether.audit.checkpoints import Checkpointer, OwnChains
 from tether.audit.writers import Background, GroupCommit, LogUnavailable
 from tether.credentials.signing_keys import Keyring
-from tether.errors import InvalidInput
+from tether.errors import InvalidInput, shown
 from tether.model import AuditEvent, DecisionRecord, Durability, new_id
 from tether.store import Store
 from tether.store.writes import Claims, Refusal
+
+log = logging.getLogger("tether.audit")
 
 ASYNC_WINDOW = 0.1  # seconds a record may wait at `async`
 ASYNC_PENDING = 1000  # records that may wait at `async`
@@ -143,7 +146,8 @@ class AuditLog:
             assert isinstance(self._decisions, GroupCommit)
             outcomes = self._decisions.submit_all([pending for pending, _ in waiting])
         except Exception as exc:  # no answer may wait for ever
-            outcomes = [LogUnavailable(f"{type(exc).__name__}: {exc}")] * len(waiting)
+            log.error("committing %d decision records failed", len(waiting), exc_info=exc)
+            outcomes = [LogUnavailable(shown(exc))] * len(waiting)
         for (_, future), outcome in zip(waiting, outcomes, strict=True):
             if future.done():  # its caller went away
                 continue

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from tether.errors import TetherError
+from tether.errors import TetherError, shown
 
 log = logging.getLogger("tether.audit")
 
@@ -89,7 +89,8 @@ class GroupCommit(Generic[Item, Result]):
                 raise RuntimeError(f"{len(said)} results for {len(batch)} records")
             results[:], error = said, None
         except Exception as exc:  # every record of the batch fails with it
-            error = f"{type(exc).__name__}: {exc}"
+            log.error("a group commit of %d records failed", len(batch), exc_info=exc)
+            error = shown(exc)
         finally:
             self._cond.acquire()
             for done, result in zip(batch, results, strict=True):
@@ -145,7 +146,7 @@ class Background(Generic[Item]):
             except Exception as exc:
                 log.error("could not write %d audit records; retrying: %s", len(batch), exc)
                 with self._cond:
-                    self._failure = f"{type(exc).__name__}: {exc}"
+                    self._failure = shown(exc)
                     self._cond.notify_all()
                     if self._closing:
                         log.error("closing: %d audit records were not written", len(batch))

@@ -43,7 +43,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from tether.credentials.access_token import AccessClaims
 from tether.credentials.dpop import REPLAYED
-from tether.errors import TetherError
+from tether.errors import shown
 from tether.gateway import http1
 from tether.gateway.config import GatewayConfig
 from tether.gateway.forward import Notify
@@ -917,7 +917,7 @@ def _no_session(version: str) -> str:
 
 
 def _message(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, TetherError | MCPError) else type(exc).__name__
+    return str(exc) if isinstance(exc, MCPError) else shown(exc)
 
 
 def _refusal_text(decision: Decision) -> str:
