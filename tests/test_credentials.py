@@ -5,9 +5,11 @@ chains, DPoP, revocation, key rotation, JWT-SVIDs and downstream tokens (DESIGN.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,7 +43,7 @@ from tether.credentials.signing_keys import JWKS_MAX_AGE, Keyring
 from tether.credentials.verifier import TokenVerifier
 from tether.errors import Conflict, CredentialRefused, InvalidInput, TetherError
 from tether.identity import generate_key, parse_public_jwk, public_jwk, register_key, rotate_key
-from tether.identity.agent_keys import key_subject
+from tether.identity.agent_keys import MAX_KEYS, key_subject
 from tether.identity.jwk import parsed_thumbprint, thumbprint
 from tether.model import Effect, Stage
 from tether.pdp import PDP, AuthorizeRequest, ProofRule
@@ -1114,7 +1116,7 @@ def test_a_key_revocation_reaches_only_its_workspace_and_agent(guard: Guard, clo
     planner = guard.store.credentials.agent_keys("acme", "planner")[0]
     # A store from before keys were unique: beta's rogue holds acme/planner's public key too.
     guard.store.credentials.add_agent_key(
-        msgspec.structs.replace(planner, workspace="beta", agent="rogue")
+        msgspec.structs.replace(planner, workspace="beta", agent="rogue"), lambda _: None
     )
     guard.credentials.revoke_agent_key("beta", "rogue", planner.kid)
     assert authenticate(guard, token, proof_for(guard, token)).jti == claims.jti
@@ -1136,6 +1138,63 @@ def test_a_key_is_registered_to_one_agent_only(guard: Guard, clock: Clock) -> No
     guard.credentials.revoke_agent_key("acme", "planner", parse_public_jwk(held).thumbprint())
     with pytest.raises(Conflict, match="another agent"):  # a revoked key stays its agent's
         register_key(guard.store, workspace="beta", agent="rogue", jwk=held, now=clock.now)
+
+
+def _at_once(register: Any, each: list[Any]) -> None:
+    """`register(x)` for every x of `each`, each on its thread, all let go together."""
+    start = threading.Barrier(len(each))
+
+    def run(x: Any) -> None:
+        start.wait()
+        register(x)
+
+    threads = [threading.Thread(target=run, args=(x,)) for x in each]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+
+def test_one_key_registered_to_several_agents_at_once_goes_to_one(
+    guard: Guard, clock: Clock
+) -> None:
+    """Each registration checks that no agent has the key, then adds it: made at once, each
+    would pass the check before the others wrote, and one key would prove several agents."""
+    agents = [f"agent{i}" for i in range(6)]
+    for _ in range(5):
+        jwk = public_jwk(generate_key())
+        outcomes: dict[str, str] = {}
+
+        def register(
+            agent: str, jwk: dict[str, Any] = jwk, outcomes: dict[str, str] = outcomes
+        ) -> None:
+            try:
+                register_key(guard.store, workspace="acme", agent=agent, jwk=jwk, now=clock.now)
+                outcomes[agent] = "registered"
+            except Conflict as exc:
+                outcomes[agent] = str(exc)
+
+        _at_once(register, agents)
+        winners = [agent for agent, outcome in outcomes.items() if outcome == "registered"]
+        assert len(outcomes) == len(agents) and len(winners) == 1, outcomes
+        kid = parse_public_jwk(jwk).thumbprint()
+        holders = [
+            a
+            for a in agents
+            if kid in {k.kid for k in guard.store.credentials.agent_keys("acme", a)}
+        ]
+        assert holders == winners
+
+
+def test_an_agent_given_keys_at_once_gets_no_more_than_it_may_hold(
+    guard: Guard, clock: Clock
+) -> None:
+    def register(jwk: dict[str, Any]) -> None:
+        with contextlib.suppress(Conflict):
+            register_key(guard.store, workspace="acme", agent="coder", jwk=jwk, now=clock.now)
+
+    _at_once(register, [public_jwk(generate_key()) for _ in range(MAX_KEYS + 4)])
+    assert len(guard.store.credentials.agent_keys("acme", "coder")) == MAX_KEYS
 
 
 @settings(

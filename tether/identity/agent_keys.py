@@ -19,13 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy as sa
-
 from tether.errors import Conflict, InvalidInput, NotFound
 from tether.identity.jwk import parse_public_jwk, public_jwk, thumbprint
 from tether.model import AgentKey, KeyStatus
 from tether.store import Store
-from tether.store import tables as t
 
 MAX_KEYS = 8  # active and retiring together: more is a leak, not a rotation
 DEFAULT_OVERLAP = 600.0
@@ -48,20 +45,22 @@ def register_key(
     Conflict for one that this or any other agent has already, or one past MAX_KEYS (the key is
     fine: the agent's keys as they are now leave no room for it)."""
     key = parse_public_jwk(jwk)
-    current = list(usable_keys(store, workspace, agent, now))
-    kid = thumbprint(key)
-    _refuse_if_held(store, workspace, agent, kid)
-    if len(current) >= MAX_KEYS:
-        raise Conflict(f"agent {agent!r} already has {MAX_KEYS} keys; rotate or revoke one")
     record = AgentKey(
         workspace=workspace,
         agent=agent,
-        kid=kid,
+        kid=thumbprint(key),
         jwk=public_jwk(key),
         status=KeyStatus.ACTIVE,
         created_at=now,
     )
-    store.credentials.add_agent_key(record)
+
+    def admit(registered: list[AgentKey]) -> None:
+        _refuse_if_held(record, [k for k in registered if k.kid == record.kid])
+        own = [k for k in registered if (k.workspace, k.agent) == (workspace, agent)]
+        if sum(_usable(k, now) for k in own) >= MAX_KEYS:
+            raise Conflict(f"agent {agent!r} already has {MAX_KEYS} keys; rotate or revoke one")
+
+    store.credentials.add_agent_key(record, admit)
     return record
 
 
@@ -125,20 +124,15 @@ def _stop_tokens(
     )
 
 
-def _refuse_if_held(store: Store, workspace: str, agent: str, kid: str) -> None:
-    """Conflict if any agent already has the key `kid`, whatever its status: a key proves one
+def _refuse_if_held(key: AgentKey, holders: list[AgentKey]) -> None:
+    """Conflict if any agent already has the key, whatever its status: a key proves one
     agent. Another workspace's agent is not named (nothing of a workspace shows in another)."""
-    query = sa.select(t.agent_keys.c.workspace, t.agent_keys.c.agent).where(
-        t.agent_keys.c.kid == kid
-    )
-    with store.credentials.engine.connect() as db:
-        holders = [(row.workspace, row.agent) for row in db.execute(query)]
-    if (workspace, agent) in holders:
-        raise Conflict(f"agent {agent!r} already has key {kid}")
+    if any((h.workspace, h.agent) == (key.workspace, key.agent) for h in holders):
+        raise Conflict(f"agent {key.agent!r} already has key {key.kid}")
     if holders:
-        named = [name for ws, name in holders if ws == workspace]
+        named = [h.agent for h in holders if h.workspace == key.workspace]
         whose = f"agent {named[0]!r}" if named else "another agent"
         raise Conflict(
-            f"key {kid} is already registered to {whose}: a key proves one agent only; "
-            f"generate a new key for {agent!r}"
+            f"key {key.kid} is already registered to {whose}: a key proves one agent only; "
+            f"generate a new key for {key.agent!r}"
         )

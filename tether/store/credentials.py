@@ -7,7 +7,7 @@ revocations are read by sequence number so every process can load just the new o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -79,8 +79,21 @@ class CredentialRecords:
 
     # -- agent keys ----------------------------------------------------------------------------
 
-    def add_agent_key(self, key: AgentKey) -> None:
+    def add_agent_key(self, key: AgentKey, admit: Callable[[list[AgentKey]], None]) -> None:
+        """Add `key` unless `admit` raises, given the keys registered with its kid or to its
+        agent as this transaction reads them. The transaction takes the table's write lock
+        before reading, so registrations go one at a time: two made at once cannot give one
+        key to two agents, nor an agent more keys than it may have, as both would pass a
+        check that each read before the other wrote."""
+        same_key_or_agent = (t.agent_keys.c.kid == key.kid) | (
+            (t.agent_keys.c.workspace == key.workspace) & (t.agent_keys.c.agent == key.agent)
+        )
         with self.engine.begin() as db:
+            if db.dialect.name == "postgresql":  # self-exclusive; readers go on
+                db.execute(sa.text("LOCK TABLE agent_keys IN SHARE ROW EXCLUSIVE MODE"))
+            else:  # SQLite takes its one write lock at a transaction's first write
+                db.execute(t.agent_keys.update().where(sa.false()).values(kid=t.agent_keys.c.kid))
+            admit(_rows(AgentKey, db.execute(sa.select(t.agent_keys).where(same_key_or_agent))))
             db.execute(t.agent_keys.insert().values(**msgspec.to_builtins(key)))
 
     def agent_keys(self, workspace: str, agent: str) -> list[AgentKey]:
