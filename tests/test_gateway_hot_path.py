@@ -72,6 +72,7 @@ TOOLS = [
             ("refuses", "Answer with a JSON-RPC error."),
             ("hangs", "Answer after longer than the gateway waits."),
             ("elicits", "Ask the person for a name, mid-call."),
+            ("samples", "Ask the client's model about a key, mid-call; answer without it."),
         ]
     ),
 ]
@@ -114,6 +115,15 @@ async def _call(ctx: Any, params: types.CallToolRequestParams) -> types.CallTool
             related_request_id=ctx.request_id,
         )
         text = f"{asked.action}: {(asked.content or {}).get('name')}"
+    elif params.name == "samples":
+        question = types.TextContent(type="text", text=f"Which service is key={LEAKED} for?")
+        with legacy():
+            sampled = await ctx.session.create_message(
+                [types.SamplingMessage(role="user", content=question)],
+                max_tokens=20,
+                related_request_id=ctx.request_id,
+            )
+        text = f"sampled: {cast(types.TextContent, sampled.content).text}"
     elif params.name == "refuses":
         raise MCPError(INVALID_PARAMS, "no such thing here")
     elif params.name == "hangs":
@@ -524,6 +534,41 @@ def test_what_an_upstream_logs_during_a_call_is_reported_to_the_task_on_either_p
     assert hot.count("sse.leaky") == 1  # the second task's
     assert logged == [f"using key={LEAKED}"] * 2
     assert seen[0] >= {"secret"} and seen[1] >= {"secret"}, seen
+
+
+def test_what_an_upstream_asks_the_agents_model_mid_call_is_reported_to_the_task_on_either_path(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sampling request's messages go to the agent's model: a key an upstream puts in one
+    is a secret the task has seen (its `secret` label), though neither the model's answer nor
+    the result holds it; on the SDK's path (a session's first call) and on the hot path."""
+    hot = _hot_calls(monkeypatch)
+    prompts: list[str] = []
+
+    async def model(_context: Any, params: types.CreateMessageRequestParams) -> Any:
+        prompts.append(cast(types.TextContent, params.messages[0].content).text)
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="AWS"), model="m"
+        )
+
+    async def run(gw: Gateway, task: TaskHandleBase, hot_call: bool) -> set[str]:
+        async with gw.client(task) as client:
+            await _warm(client)
+        async with gw.client(task, sampling_callback=model) as client:
+            if hot_call:  # a session's first call takes the SDK's path; the next, the hot one
+                await client.call_tool("sse.echo", {"text": "first"})
+            result = await client.call_tool("sse.samples", {})
+            assert cast(types.TextContent, result.content[0]).text == "sampled: AWS", result
+        return set(gw.server_guard.task_state(task.id).labels)
+
+    tools = ["sse.echo", "sse.samples"]
+    with _served(home, upstreams, tools) as (gw, sdk_task):
+        hot_task = coder_task(gw.guard, tools)  # labels only rise in a task: one for each path
+        seen = [anyio.run(run, gw, sdk_task, False), anyio.run(run, gw, hot_task, True)]
+        hot_task.end()
+    assert hot.count("sse.samples") == 1  # the second task's
+    assert prompts == [f"Which service is key={LEAKED} for?"] * 2
+    assert "secret" in seen[0] and "secret" in seen[1], seen
 
 
 def test_what_an_upstream_asks_mid_call_is_answered_as_the_sdk_client_answers_it(

@@ -47,7 +47,7 @@ from tether.errors import shown
 from tether.gateway import http1
 from tether.gateway.config import GatewayConfig
 from tether.gateway.forward import Notify
-from tether.gateway.relay import AskClient, Relay, Shown, ask_agent, legacy, offers
+from tether.gateway.relay import AskClient, R, Relay, Shown, ask_agent, legacy, offers
 from tether.gateway.tools import Offered, Review, review
 from tether.gateway.upstream import Upstream, UpstreamUnavailable
 from tether.model import Decision, Effect, OutputTrust, Tool
@@ -58,7 +58,7 @@ log = logging.getLogger("tether.gateway")
 IDLE_SECONDS = 600.0  # an agent session's upstream sessions close after this long unused
 MAX_AGENT_SESSIONS = 256  # agent sessions holding upstream sessions at once
 HOUSEKEEPING_SECONDS = 30.0
-SHOWN = "tether/notified"  # a call's reported output: what its agent was shown as it ran
+SHOWN = "tether/shown"  # a call's reported output: what its agent was shown as it ran
 FORM_ARGUMENTS = 2000  # characters of a call's arguments (JSON) an approval form shows at most
 # The protocol versions the gateway serves: those opened with the initialize handshake, whose
 # sessions the SDK binds to the task that opened them (and the gateway its upstream sessions).
@@ -415,14 +415,18 @@ class Gateway:
         result), and what the call asks the client (an approval, or what the upstream asks it)
         to `ask_client`: both on the answer's own stream, where the client offers it."""
         capabilities = connected.session.client_capabilities
-        shown: Shown = []  # filled only by a call that has notifications
+        shown: Shown = []  # filled only by a call that has notifications or asks
 
         async def showing(notification: types.ServerNotification) -> None:
             shown.append(notification)
             await notify(notification)
 
+        async def showing_asks(request: types.ServerRequest, result: type[R]) -> R:
+            shown.append(request)
+            return await ask_client(request, result)
+
         async def upstream_asks(request: dict[str, Any]) -> dict[str, Any] | None:
-            return await ask_agent(request, capabilities, ask_client)
+            return await ask_agent(request, capabilities, showing_asks)
 
         async def send(connected: _Connected, offered: Offered) -> types.CallToolResult:
             with _counted(connected):
@@ -895,9 +899,10 @@ def _output(result: types.CallToolResult) -> Any:
 
 
 def _with_shown(output: Any, shown: Shown) -> Any:
-    """A call's output as reported to its task: with the notifications its agent was shown
-    while it ran, under SHOWN (a key no result has), so that what the task takes in (labels,
-    secrets, provenance) is all the agent read. Unchanged for a call with none."""
+    """A call's output as reported to its task: with what its agent was shown while it ran
+    (notifications, and what the upstream asked its client), under SHOWN (a key no result
+    has), so that what the task takes in (labels, secrets, provenance) is all the agent read.
+    Unchanged for a call with none."""
     if not shown:
         return output
     notified = [n.model_dump(mode="json", by_alias=True, exclude_none=True) for n in shown]

@@ -8,9 +8,11 @@ that session, on the stream of the agent's request they belong to. The upstream 
 sampling and elicitation only where the agent's client supports them.
 
 What is relayed during a request is also kept for it (`Shown`), where the request asks: the
-agent reads a tool call's notifications as it reads its result, so they are reported to the
-task with the result (proxy.py), and a secret or an instruction an upstream slips into a log
-message is seen as one in the result would be.
+agent reads a tool call's notifications as it reads its result, and what an upstream asks its
+client mid-call (a sampling request's messages go to the agent's model; an elicitation's to
+the person at the client), so they are reported to the task with the result (proxy.py), and a
+secret or an instruction an upstream slips into a log message or a question is seen as one in
+the result would be.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from mcp_types import INTERNAL_ERROR
 from pydantic import BaseModel, ValidationError
 
 R = TypeVar("R", bound=BaseModel)
-# What a request being served has passed on to its agent, in order: notifications.
-Shown = list[types.ServerNotification]
+# What a request being served has passed on to its agent, in order: notifications, and what
+# the upstream asked the agent's client.
+Shown = list[types.ServerNotification | types.ServerRequest]
 
 
 class AskClient(Protocol):
@@ -65,10 +68,10 @@ class Relay:
     ) -> None:
         self.session, self.related, self.shown = session, request_id, shown
 
-    def _showing(self, notification: types.ServerNotification) -> None:
+    def _showing(self, message: types.ServerNotification | types.ServerRequest) -> None:
         """Kept before it is sent: what may have reached the agent counts as shown."""
         if self.shown is not None:
-            self.shown.append(notification)
+            self.shown.append(message)
 
     def callbacks(self) -> dict[str, Any]:
         """The ClientSession callbacks of an upstream session serving this agent."""
@@ -103,6 +106,7 @@ class Relay:
         return await ask_agent(request, self.session.client_capabilities, self._send)
 
     async def _send(self, request: types.ServerRequest, result: type[R]) -> R:
+        self._showing(request)
         answer: R = await self.session.send_request(request, result, metadata=self._metadata())
         return answer
 
