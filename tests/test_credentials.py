@@ -39,11 +39,12 @@ from tether.credentials import verifier as verifier_module
 from tether.credentials.access_token import AccessClaims
 from tether.credentials.actors import UNPROVEN_SVID
 from tether.credentials.jws import sign as sign_jws
+from tether.credentials.service import MAX_SKEW, MAX_TOKEN_TTL, Settings
 from tether.credentials.signing_keys import JWKS_MAX_AGE, Keyring
 from tether.credentials.verifier import TokenVerifier
 from tether.errors import Conflict, CredentialRefused, InvalidInput, TetherError
 from tether.identity import generate_key, parse_public_jwk, public_jwk, register_key, rotate_key
-from tether.identity.agent_keys import MAX_KEYS, key_subject
+from tether.identity.agent_keys import MAX_KEYS, TOKENS_OUTLIVE_A_KEY, key_subject
 from tether.identity.jwk import parsed_thumbprint, thumbprint
 from tether.model import Effect, Stage
 from tether.pdp import PDP, AuthorizeRequest, ProofRule
@@ -1138,6 +1139,15 @@ def test_a_key_is_registered_to_one_agent_only(guard: Guard, clock: Clock) -> No
     guard.credentials.revoke_agent_key("acme", "planner", parse_public_jwk(held).thumbprint())
     with pytest.raises(Conflict, match="another agent"):  # a revoked key stays its agent's
         register_key(guard.store, workspace="beta", agent="rogue", jwk=held, now=clock.now)
+
+
+def test_a_stopped_keys_revocation_outlives_every_token_bound_to_it() -> None:
+    """A key's revocation is kept while a token bound to it could still be taken: its longest
+    life, with the largest clock skew a deployment may allow on either side."""
+    assert TOKENS_OUTLIVE_A_KEY >= MAX_TOKEN_TTL + 2 * MAX_SKEW
+    Settings(skew=MAX_SKEW, token_ttl=MAX_TOKEN_TTL)
+    with pytest.raises(InvalidInput, match="skew must be between 0 and 300 seconds"):
+        Settings(skew=MAX_SKEW + 1)
 
 
 def _at_once(register: Any, each: list[Any]) -> None:

@@ -52,6 +52,7 @@ DOWNSTREAM_TTL = 60.0
 DEFAULT_TASK_TTL = 15 * 60.0
 MAX_DEPTH = 4
 CLOCK_SKEW = 30.0
+MAX_SKEW = 300.0  # what a deployment may allow; identity.agent_keys counts on it
 CACHE_SIZE = 100_000
 MAX_AUDIENCE = 512
 MAX_REQUEST = 16384
@@ -75,6 +76,8 @@ class Settings:
             raise InvalidInput(f"token_ttl must be between 0 and {MAX_TOKEN_TTL:.0f} seconds")
         if not 1 <= self.max_depth <= 16:
             raise InvalidInput("max_depth must be between 1 and 16")
+        if not 0 <= self.skew <= MAX_SKEW:
+            raise InvalidInput(f"skew must be between 0 and {MAX_SKEW:.0f} seconds")
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from tether.errors import CredentialRefused
 from tether.gateway.challenge import refuse, spent
 from tether.gateway.config import GatewayConfig, load_config
 from tether.gateway.hot_path import HotPath
-from tether.gateway.proxy import SERVED_VERSIONS, Caller, Context, Gateway
+from tether.gateway.proxy import SERVED_VERSIONS, Caller, Context, Gateway, unserved
 from tether.model import Durability
 from tether.pdp import ProofRule
 from tether.sdk import Guard
@@ -157,11 +157,9 @@ async def unsupported(send: Send, version: str) -> None:
     SDK answers with for a version it does not serve (-32022, at 400), naming those served.
     A client that probes for a later version (the official client's `server/discover`)
     falls back to the initialize handshake on it."""
-    served = ", ".join(SERVED_VERSIONS)
     error = {
         "code": UNSUPPORTED_PROTOCOL_VERSION,
-        "message": f"protocol version {version} is not served here; this gateway serves "
-        f"{served}, opened with initialize",
+        "message": unserved(version),
         "data": {"supported": list(SERVED_VERSIONS), "requested": version},
     }
     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()

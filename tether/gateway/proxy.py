@@ -198,7 +198,7 @@ class Gateway:
             if not key:  # stateful HTTP always has one; never share another agent's
                 raise MCPError(INVALID_REQUEST, "an MCP session is needed (Mcp-Session-Id)")
             if ctx.protocol_version not in SERVED_VERSIONS:
-                raise MCPError(INVALID_REQUEST, _no_session(ctx.protocol_version))
+                raise MCPError(INVALID_REQUEST, unserved(ctx.protocol_version))
         held = self._connected.get(key)
         if held is not None and held.task != caller.claims.task:
             raise MCPError(INVALID_REQUEST, "this MCP session was opened by another task")
@@ -913,11 +913,12 @@ def _with_shown(output: Any, shown: Shown) -> Any:
     )
 
 
-def _no_session(version: str) -> str:
-    """Why a request of a protocol version without the handshake's sessions is not served."""
+def unserved(version: str) -> str:
+    """Why a request of a protocol version without the handshake's sessions is not served:
+    the gateway keeps each agent's upstream sessions in the agent's MCP session."""
     return (
-        f"protocol version {version} is not served by this gateway, which keeps each agent's "
-        f"upstream sessions in the agent's MCP session: it serves {', '.join(SERVED_VERSIONS)}"
+        f"protocol version {version} is not served here; this gateway serves "
+        f"{', '.join(SERVED_VERSIONS)}, opened with initialize"
     )
 
 

@@ -27,9 +27,11 @@ from tether.store import Store
 MAX_KEYS = 8  # active and retiring together: more is a leak, not a rotation
 DEFAULT_OVERLAP = 600.0
 KEY_REVOKED = "key"  # the kind of revocation these are (credentials.revocation.Revoked.KEY)
-# How long after a key stops a token bound to it may still be alive: the longest token lifetime
-# (credentials.service.MAX_TOKEN_TTL) plus the clock skew between processes, both ways.
-TOKENS_OUTLIVE_A_KEY = 3600.0 + 2 * 30.0
+# How long after a key stops a token bound to it may still be taken: the longest token lifetime
+# (credentials.service.MAX_TOKEN_TTL) plus the largest clock skew a deployment may allow
+# (credentials.service.MAX_SKEW), both ways. Restated, not imported: credentials/ imports this
+# package; tests/test_credentials.py pins that it covers them.
+TOKENS_OUTLIVE_A_KEY = 3600.0 + 2 * 300.0
 
 
 def key_subject(agent: str, kid: str) -> str:
