@@ -362,12 +362,12 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 def test_a_new_request_is_delivered_to_the_webhook_signed_with_retries(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TETHER_WEBHOOK_TEST", "hook-secret")
+    monkeypatch.setenv("TETHER_WEBHOOK_ACME__TEST", "hook-secret")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Receiver.failures_left, _Receiver.received = 2, []
     url = f"http://127.0.0.1:{server.server_port}/hooks/tether"
-    hooks = {"approvals": {"webhooks": [{"url": url, "secret_env": "TETHER_WEBHOOK_TEST"}]}}
+    hooks = {"approvals": {"webhooks": [{"url": url, "secret_env": "TETHER_WEBHOOK_ACME__TEST"}]}}
     try:
         with Guard.embedded(home=home) as guard:
             setup(guard, settings=hooks)
@@ -388,14 +388,14 @@ def test_a_new_request_is_delivered_to_the_webhook_signed_with_retries(
 def test_an_unreachable_webhook_is_recorded_as_failed(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TETHER_WEBHOOK_TEST", "hook-secret")
+    monkeypatch.setenv("TETHER_WEBHOOK_ACME__TEST", "hook-secret")
     with Guard.embedded(home=home) as guard:
         setup(
             guard,
             settings={
                 "approvals": {
                     "webhooks": [
-                        {"url": "http://127.0.0.1:9/x", "secret_env": "TETHER_WEBHOOK_TEST"}
+                        {"url": "http://127.0.0.1:9/x", "secret_env": "TETHER_WEBHOOK_ACME__TEST"}
                     ]
                 }
             },
@@ -506,9 +506,12 @@ def test_webhooks_are_https_and_verification_never_raises() -> None:
         ApprovalSettings.from_settings(
             {
                 "approvals": {
-                    "webhooks": [{"url": "http://chat.example/x", "secret_env": "TETHER_WEBHOOK_S"}]
+                    "webhooks": [
+                        {"url": "http://chat.example/x", "secret_env": "TETHER_WEBHOOK_ACME__S"}
+                    ]
                 }
-            }
+            },
+            "acme",
         )
     now = 1_800_000_000
     signature = sign(b"k", now, b"{}")
@@ -529,15 +532,18 @@ class _Garbage(http.server.BaseHTTPRequestHandler):
 def test_a_broken_endpoint_does_not_stop_the_other_webhooks(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TETHER_WEBHOOK_TEST", "hook-secret")
+    monkeypatch.setenv("TETHER_WEBHOOK_ACME__TEST", "hook-secret")
     bad = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
     good = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     for server in (bad, good):
         threading.Thread(target=server.serve_forever, daemon=True).start()
     _Receiver.failures_left, _Receiver.received = 0, []
     hooks = [
-        {"url": f"http://127.0.0.1:{bad.server_port}/x", "secret_env": "TETHER_WEBHOOK_TEST"},
-        {"url": f"http://127.0.0.1:{good.server_port}/y", "secret_env": "TETHER_WEBHOOK_TEST"},
+        {"url": f"http://127.0.0.1:{bad.server_port}/x", "secret_env": "TETHER_WEBHOOK_ACME__TEST"},
+        {
+            "url": f"http://127.0.0.1:{good.server_port}/y",
+            "secret_env": "TETHER_WEBHOOK_ACME__TEST",
+        },
     ]
     try:
         with Guard.embedded(home=home) as guard:
@@ -557,18 +563,36 @@ def test_a_broken_endpoint_does_not_stop_the_other_webhooks(
     assert failed and failed[0].startswith(f"http://127.0.0.1:{bad.server_port}/…: ")
 
 
-def test_a_webhook_secret_can_only_be_a_tether_webhook_variable(guard: Any) -> None:
+def test_a_webhook_secret_can_only_be_a_variable_of_its_workspaces(guard: Any) -> None:
     """Whoever writes a workspace's settings chooses the webhook's URL too: keyed by any other
     variable of the server (a database password, the master key), its signature over a known
-    body would be an offline guessing oracle for that secret. Refused when settings are set."""
-    for name in ("PGPASSWORD", "TETHER_MASTER_KEY", "TETHER_WEBHOOK_", "TETHER_WEBHOOK_X\n"):
+    body would be an offline guessing oracle for that secret, and keyed by another workspace's
+    webhook secret, notifications that workspace's receivers take as genuine. Refused when
+    settings are set."""
+    refused = (
+        "PGPASSWORD",
+        "TETHER_MASTER_KEY",
+        "TETHER_WEBHOOK_CHAT",
+        "TETHER_WEBHOOK_ACME__CHAT",  # acme's
+        "TETHER_WEBHOOK_GLOBEX_CHAT",
+        "TETHER_WEBHOOK_GLOBEX__",
+        "TETHER_WEBHOOK_GLOBEX__A__B",
+        "TETHER_WEBHOOK_GLOBEX__chat",
+        "TETHER_WEBHOOK_GLOBEX__X\n",
+    )
+    for name in refused:
         hook = {"url": "https://chat.example/hooks/tether", "secret_env": name}
         with pytest.raises(
-            InvalidInput, match="must name a variable starting with TETHER_WEBHOOK_"
+            InvalidInput, match="must name a variable of this workspace's: TETHER_WEBHOOK_GLOBEX__"
         ):
             guard.add_workspace("globex", settings={"approvals": {"webhooks": [hook]}})
-    hook = {"url": "https://chat.example/hooks/tether", "secret_env": "TETHER_WEBHOOK_CHAT"}
+    hook = {"url": "https://chat.example/hooks/tether", "secret_env": "TETHER_WEBHOOK_GLOBEX__CHAT"}
     guard.add_workspace("globex", settings={"approvals": {"webhooks": [hook]}})
+    # initech-eu's variables are not initech's, though one name starts the other
+    eu = {"url": "https://chat.example/hooks/eu", "secret_env": "TETHER_WEBHOOK_INITECH_EU__CHAT"}
+    with pytest.raises(InvalidInput, match="TETHER_WEBHOOK_INITECH__"):
+        guard.add_workspace("initech", settings={"approvals": {"webhooks": [eu]}})
+    guard.add_workspace("initech-eu", settings={"approvals": {"webhooks": [eu]}})
 
 
 def test_a_webhook_is_never_keyed_by_another_variable_nor_tells_if_it_exists(
@@ -577,13 +601,18 @@ def test_a_webhook_is_never_keyed_by_another_variable_nor_tells_if_it_exists(
     """Settings that were not validated (built in code) still cannot have a notification
     signed with another variable, and what the event says does not depend on whether it is set."""
     monkeypatch.setenv("PGPASSWORD", "summer2024")
+    monkeypatch.setenv("TETHER_WEBHOOK_BETA__CHAT", "beta-hook-secret")  # another workspace's
     monkeypatch.delenv("TETHER_NO_SUCH_VARIABLE", raising=False)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Receiver.failures_left, _Receiver.received = 0, []
     url = f"http://127.0.0.1:{server.server_port}/hook"
     unchecked = ApprovalSettings(
-        webhooks=(Webhook(url, "PGPASSWORD"), Webhook(url, "TETHER_NO_SUCH_VARIABLE"))
+        webhooks=(
+            Webhook(url, "PGPASSWORD"),
+            Webhook(url, "TETHER_WEBHOOK_BETA__CHAT"),
+            Webhook(url, "TETHER_NO_SUCH_VARIABLE"),
+        )
     )
     try:
         with Guard.embedded(home=home) as guard:
@@ -610,8 +639,8 @@ def test_a_webhook_is_never_keyed_by_another_variable_nor_tells_if_it_exists(
         server.shutdown()
     assert _Receiver.received == []
     failed = [e.detail for e in events if e.event == "notify_failed"]
-    assert len(failed) == 2 and failed[0] == failed[1]
-    assert "TETHER_WEBHOOK_" in failed[0] and "not set" not in failed[0]
+    assert len(failed) == 3 and failed[0] == failed[1] == failed[2]
+    assert "TETHER_WEBHOOK_ACME__" in failed[0] and "not set" not in failed[0]
 
 
 def test_a_webhook_whose_secret_is_unset_is_recorded_without_its_url_path(
@@ -619,9 +648,9 @@ def test_a_webhook_whose_secret_is_unset_is_recorded_without_its_url_path(
 ) -> None:
     """Chat webhooks carry their secret in the path: the event in the approvals table and in
     the audit chain shows the scheme and host only, as for every other delivery outcome."""
-    monkeypatch.delenv("TETHER_WEBHOOK_UNSET", raising=False)
+    monkeypatch.delenv("TETHER_WEBHOOK_ACME__UNSET", raising=False)
     url = "https://hooks.chat.example/services/T0001/B0002/XoXoSecretToken"
-    hook = {"url": url, "secret_env": "TETHER_WEBHOOK_UNSET"}
+    hook = {"url": url, "secret_env": "TETHER_WEBHOOK_ACME__UNSET"}
     with Guard.embedded(home=home) as guard:
         setup(guard, settings={"approvals": {"webhooks": [hook]}})
         with task(guard) as t:
@@ -634,7 +663,9 @@ def test_a_webhook_whose_secret_is_unset_is_recorded_without_its_url_path(
             for e in guard.store.audit.events(workspace="acme", limit=1000)
             if e.kind == "approval.notify_failed"
         ]
-    shown = "https://hooks.chat.example/…: the secret variable TETHER_WEBHOOK_UNSET is not set"
+    shown = (
+        "https://hooks.chat.example/…: the secret variable TETHER_WEBHOOK_ACME__UNSET is not set"
+    )
     assert failed == [shown]
     assert [json.loads(detail)["detail"] for detail in chained] == [shown]
     assert "XoXoSecretToken" not in chained[0]

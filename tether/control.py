@@ -74,13 +74,13 @@ class Control:
             tenant=check_segment("tenant", tenant),
             trust_domain=check_trust_domain(trust_domain),
             created_at=self._clock(),
-            settings=_checked_settings(settings or {}),
+            settings=_checked_settings(name, settings or {}),
         )
         self._store.create_workspace(workspace)
         return workspace
 
     def set_settings(self, workspace: str, settings: Mapping[str, Any]) -> None:
-        checked = _checked_settings(settings)
+        checked = _checked_settings(workspace, settings)
         self._write(workspace, lambda c: c.set_settings(checked))
 
     def register_agent(
@@ -306,12 +306,12 @@ class Control:
 SETTINGS = ("working_hours", "approvals", "audit")
 
 
-def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+def _checked_settings(workspace: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise InvalidInput(f"unknown workspace settings {unknown}; known: {list(SETTINGS)}")
     WorkingHours.from_settings(settings)  # raises InvalidInput with what is wrong
-    ApprovalSettings.from_settings(settings)
+    ApprovalSettings.from_settings(settings, workspace)
     Redaction.from_settings(settings)
     return dict(settings)
 

@@ -412,7 +412,9 @@ def seek_approval(call: Call, approvals: Approvals) -> Reason | None:
         policies=outcome.determining,
         approver_roles=outcome.approver_roles,
         decision_id=call.decision_id,
-        settings=ApprovalSettings.from_settings(call.view.workspace.settings),
+        settings=ApprovalSettings.from_settings(
+            call.view.workspace.settings, call.view.workspace.name
+        ),
     )
     call.approval_id = request.id
     if request.status is ApprovalStatus.DENIED:

@@ -20,7 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from tether.approvals.settings import VARIABLE_PREFIX, ApprovalSettings, Webhook, is_webhook_secret
+from tether.approvals.settings import (
+    ApprovalSettings,
+    Webhook,
+    is_webhook_secret,
+    webhook_variable_prefix,
+)
 from tether.approvals.webhooks import Notifier, redacted
 from tether.errors import Conflict, Forbidden, NotFound
 from tether.model import (
@@ -263,7 +268,9 @@ class Approvals:
             )
         if outcome is ApprovalStatus.APPROVED and approver == request.user:
             workspace = self._store.workspace(request.workspace)
-            settings = ApprovalSettings.from_settings(workspace.settings if workspace else {})
+            settings = ApprovalSettings.from_settings(
+                workspace.settings if workspace else {}, request.workspace
+            )
             kept = sorted(set(request.effects) & set(settings.self_approval_forbidden))
             if kept:
                 raise Forbidden(
@@ -298,7 +305,7 @@ class Approvals:
             return
         body = json.dumps(notification(request), sort_keys=True).encode()
         for hook in settings.webhooks:
-            secret, missing = _secret_of(hook)
+            secret, missing = _secret_of(hook, request.workspace)
             if missing:
                 self._record(request.id, "notify_failed", f"{redacted(hook.url)}: {missing}")
                 continue
@@ -332,12 +339,16 @@ class Approvals:
         )
 
 
-def _secret_of(hook: Webhook) -> tuple[bytes, str]:
-    """The hook's secret, or why there is none. A variable not named `TETHER_WEBHOOK_…` is
-    never read, even if settings that were not validated name it (fail closed), and the answer
-    says nothing of whether it exists: the workspace's writer chose both it and the URL."""
-    if not is_webhook_secret(hook.secret_env):
-        return b"", f"the secret variable must be named {VARIABLE_PREFIX}…; it was not read"
+def _secret_of(hook: Webhook, workspace: str) -> tuple[bytes, str]:
+    """The hook's secret, or why there is none. A variable not named as the workspace's
+    webhook secrets are is never read, even if settings that were not validated name it (fail
+    closed), and the answer says nothing of whether it exists: the workspace's writer chose
+    both it and the URL."""
+    if not is_webhook_secret(hook.secret_env, workspace):
+        return (
+            b"",
+            f"the secret variable must be named {webhook_variable_prefix(workspace)}…; not read",
+        )
     secret = os.environ.get(hook.secret_env)
     if not secret:
         return b"", f"the secret variable {hook.secret_env} is not set"
