@@ -466,6 +466,21 @@ def test_a_resource_of_another_workspace_reads_as_one_that_does_not_exist(
         assert refused.status_code == 403 and "auditor" in refused.json()["detail"]
 
 
+def test_an_agent_cannot_tell_another_tasks_decision_ids_from_made_up_ones(server: Server) -> None:
+    """Reporting an output names a decision: one of another task (here another agent's, in the
+    same workspace) is answered as an id no task has, not as someone else's."""
+    mine, theirs = Agent(server), Agent(server)
+    assert mine.start().status_code == 200 and theirs.start().status_code == 200
+    decided = theirs.authorize("read_file", {"path": "/repo/a"}).json()["decision_id"]
+    path = f"/v1/tasks/{mine.task_id}/report"
+    real = mine.post(path, {"decision_id": decided, "output": "x"})
+    made_up = mine.post(path, {"decision_id": "dec_" + "0" * 32, "output": "x"})
+    assert real.status_code == made_up.status_code == 404, (real.text, made_up.text)
+    assert real.json()["detail"].replace(decided, "ID") == made_up.json()["detail"].replace(
+        "dec_" + "0" * 32, "ID"
+    )
+
+
 def test_suspending_an_agent_over_http_refuses_its_next_call(server: Server) -> None:
     """(Last in this module: a suspension refuses every token issued until shortly after it,
     resumed or not, so the agent starts no task for a while.)"""

@@ -541,10 +541,9 @@ class Guard(ToolDecorator):
         record = self.store.decision(decision_id)
         if state is None:
             raise NotFound(f"task {task_id} is not open here")
-        if record is None:
-            raise NotFound(f"no decision {decision_id} is recorded (yet)")
-        if record.task_id != task_id:
-            raise InvalidInput(f"decision {decision_id} belongs to another task")
+        if record is None or record.task_id != task_id:  # another task's reads as no decision:
+            # an agent must not learn which ids are real in other tasks (or workspaces)
+            raise NotFound(f"no decision {decision_id} of task {task_id} is recorded (yet)")
         if record.effect is not Effect.ALLOW:
             raise InvalidInput(f"decision {decision_id} did not allow the call")
         self._report(state, record.tool, output, complete)
