@@ -414,6 +414,18 @@ def test_a_short_number_under_a_cut_field_is_cut_from_the_reasons_too(make: Any)
     assert not re.search(r"(?<![\w.])123(?![\w.])", said)  # ...quotes it no more
 
 
+def test_a_short_string_under_a_cut_field_is_cut_where_it_stands_alone(make: Any) -> None:
+    """A three-character card code, as a string, repeated in a kept note: cut where it is a
+    word of its own, not where it is part of another (a longer number, a word)."""
+    guard = make({"arguments": "redact", "redact": ["password"]})
+    body = {"password": "739", "note": "code 739, not 97391 or x739y; 739."}
+    stored = _decide(guard, {"url": "https://api.example/v1/x", "body": body})
+    kept = json.loads(stored.args)["body"]
+    assert kept["password"] == "[redacted]"
+    assert kept["note"] == "code [redacted], not 97391 or x739y; [redacted]."
+    assert not re.search(r"(?<!\w)739(?!\w)", stored.context or "")
+
+
 _integer = {"type": "integer"}
 UNLOCK_SCHEMA = {
     "type": "object",

@@ -25,9 +25,10 @@ other texts wherever it appears verbatim: the arguments kept (another argument m
 kept number equal to a withheld one is cut whole), the task's request in the context (the
 user's words: that is how a sink's provenance is `user`), the reasons (an argument-schema error
 quotes the value it refuses) and the shadow outcome. A value shorter than MIN_CUT characters is
-cut from those only where it appears quoted (as an error quotes it), so that a one-letter value
-does not shred every word. Field names, ids and the rest of the context are kept: they say what
-the call was, not what it said.
+cut from those only where it appears quoted (as an error quotes it) or as a word of its own (a
+three-digit card code repeated in a note), so that a short value does not shred every word it
+is part of; a one-character one only where quoted. Field names, ids and the rest of the context
+are kept: they say what the call was, not what it said.
 
 A record whose arguments were cut says so in its context (`"redaction": {...}`): a backtest
 cannot replay it faithfully, and counts it apart instead of re-deciding it on altered data.
@@ -253,6 +254,7 @@ class _Scrubber:
     def __init__(self, withheld: Iterable[Any]) -> None:
         plain: set[str] = set()
         bounded: set[str] = set()  # numbers: whole ones only (1234, not the 1234 in 912345)
+        words: set[str] = set()  # short strings: where they stand alone (123, not in 91234)
         self._numbers: set[int | float] = set()  # (withheld leaves hold no booleans)
         for value in withheld:
             if isinstance(value, str):
@@ -263,11 +265,13 @@ class _Scrubber:
                 )
                 if len(value) >= MIN_CUT:
                     plain.add(value)
+                elif len(value) > 1:
+                    words.add(value)
             else:  # a number: cut however short (a CVV), but only where it stands alone
                 bounded.add(json.dumps(value))
                 self._numbers.add(value)
-        self._needles = sorted(plain | bounded, key=len, reverse=True)
-        self._bounded = bounded
+        self._needles = sorted(plain | bounded | words, key=len, reverse=True)
+        self._bounded, self._words = bounded, words
         self._spent = 0
 
     def text(self, text: str) -> str:
@@ -279,7 +283,7 @@ class _Scrubber:
         present = [n for n in self._needles if n in text]
         if not present:
             return text
-        return _pattern(present, self._bounded).sub(MARKER, text)
+        return _pattern(present, self._bounded, self._words).sub(MARKER, text)
 
     def tree(self, value: Any) -> Any:
         """Every string value inside `value` cut, and every number equal to a withheld one (a
@@ -312,11 +316,15 @@ def _number(value: Any) -> int | float | None:
     return None
 
 
-def _pattern(needles: list[str], bounded: set[str]) -> re.Pattern[str]:
-    parts = (
-        rf"(?<![\w.]){re.escape(n)}(?![\w.])" if n in bounded else re.escape(n) for n in needles
-    )
-    return re.compile("|".join(parts))
+def _pattern(needles: list[str], bounded: set[str], words: set[str]) -> re.Pattern[str]:
+    def part(needle: str) -> str:
+        if needle in bounded:  # a number: not part of a longer one, nor of a decimal
+            return rf"(?<![\w.]){re.escape(needle)}(?![\w.])"
+        if needle in words:  # a short string: not part of a longer word
+            return rf"(?<!\w){re.escape(needle)}(?!\w)"
+        return re.escape(needle)
+
+    return re.compile("|".join(part(n) for n in needles))
 
 
 def is_redacted(context: Mapping[str, Any]) -> bool:
