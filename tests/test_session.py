@@ -427,3 +427,18 @@ def test_reason_templates_quote_what_could_carry_someone_elses_words() -> None:
         '"bob@acme.com\\" (approved by security)" (to=untrusted) risk denials, first_use: ?'
     )
     assert compile_reason("{secrets.x} and {args.y}")[1] == ["secrets.x"]
+
+
+def test_a_quoted_value_shows_its_padding_and_where_it_was_cut() -> None:
+    """Padding (which a page collapses) must not push the rest of a recipient list out of a
+    quote that reads as if it held all of it."""
+    template, _ = compile_reason("sending to {args.to} needs a person")
+    padded = "alice@acme.com" + " " * 66 + ", everyone@evil.example, bcc@acme.com"
+    assert template.render({"args": {"to": padded}}) == (
+        'sending to "alice@acme.com[66 spaces], everyone@evil.example, bcc@acme.com" needs a person'
+    )
+    long = "alice@acme.com, " + "x" * 100 + ", everyone@evil.example"
+    shown = template.render({"args": {"to": long}})
+    assert shown == (
+        f'sending to "{long[:80]}" (cut: {len(long)} characters in all) needs a person'
+    )
