@@ -41,10 +41,15 @@ from tether.credentials.actors import UNPROVEN_SVID
 from tether.credentials.jws import sign as sign_jws
 from tether.credentials.service import MAX_SKEW, MAX_TOKEN_TTL, Settings
 from tether.credentials.signing_keys import JWKS_MAX_AGE, Keyring
-from tether.credentials.verifier import TokenVerifier
+from tether.credentials.verifier import LEEWAY, TokenVerifier
 from tether.errors import Conflict, CredentialRefused, InvalidInput, TetherError
 from tether.identity import generate_key, parse_public_jwk, public_jwk, register_key, rotate_key
-from tether.identity.agent_keys import MAX_KEYS, TOKENS_OUTLIVE_A_KEY, key_subject
+from tether.identity.agent_keys import (
+    CLOCKS_DIFFER,
+    MAX_KEYS,
+    TOKENS_OUTLIVE_A_KEY,
+    key_subject,
+)
 from tether.identity.jwk import parsed_thumbprint, thumbprint
 from tether.model import Effect, Stage
 from tether.pdp import PDP, AuthorizeRequest, ProofRule
@@ -794,7 +799,7 @@ def test_a_downstream_token_is_for_one_api_one_tool_and_a_minute(
         clock.now += 61
         with refused("is not a recent allowed call"):  # the decision is a minute old
             downstream(proof_for_endpoint(guard, t.token))
-        clock.now += 30  # the token's minute, and the verifier's leeway for clocks
+        clock.now += LEEWAY  # the token's minute, and the verifier's leeway for clocks
         with pytest.raises(CredentialRefused, match="expired"):
             verifier.verify(token)
         guard.revoke_task(t.id)
@@ -1144,7 +1149,7 @@ def test_a_key_is_registered_to_one_agent_only(guard: Guard, clock: Clock) -> No
 def test_a_stopped_keys_revocation_outlives_every_token_bound_to_it() -> None:
     """A key's revocation is kept while a token bound to it could still be taken: its longest
     life, with the largest clock skew a deployment may allow on either side."""
-    assert TOKENS_OUTLIVE_A_KEY >= MAX_TOKEN_TTL + 2 * MAX_SKEW
+    assert CLOCKS_DIFFER >= MAX_SKEW and TOKENS_OUTLIVE_A_KEY >= MAX_TOKEN_TTL + 2 * MAX_SKEW
     Settings(skew=MAX_SKEW, token_ttl=MAX_TOKEN_TTL)
     with pytest.raises(InvalidInput, match="skew must be between 0 and 300 seconds"):
         Settings(skew=MAX_SKEW + 1)
@@ -1249,6 +1254,41 @@ def test_a_key_revocation_refuses_exactly_its_agents_tokens_from_its_time(
     assert (why is not None) == (holder == revoker and same_key and effective_in <= 0), why
 
 
+def test_a_key_revoked_by_a_process_whose_clock_runs_ahead_stops_at_once_everywhere(
+    guard: Guard, home: Path, clock: Clock
+) -> None:
+    """A key's stop applies by the checking process's clock: stamped with the revoker's own
+    time, a process 20 s behind it (within the skew) took the key's tokens for 20 s more."""
+    token, claims = exchange(guard, grant(guard), "planner")
+    ahead = Guard(Store.at_home(home), clock=Clock(clock.now + 20))  # `tether agent keys --revoke`
+    try:
+        assert claims.jkt is not None
+        ahead.credentials.revoke_agent_key("acme", "planner", claims.jkt)
+    finally:
+        ahead.close()
+    guard.credentials.revocations.refresh()  # (what its next poll does)
+    clock.now += 1
+    with refused(f"the agent key it is bound to \\({claims.jkt}\\) was revoked"):
+        authenticate(guard, token, proof_for(guard, token))
+
+
+def test_revoking_a_key_ends_the_tasks_delegated_with_it(guard: Guard, clock: Clock) -> None:
+    """As revoking a token ends those delegated from it: whoever held the key may have
+    delegated, and what it delegated must not outlive the key."""
+    parent, claims = exchange(guard, grant(guard), "planner")
+    child, _ = exchange(guard, parent, "coder")
+    grandchild, _ = exchange(guard, child, "tester")
+    assert claims.jkt is not None
+    guard.credentials.revoke_agent_key("acme", "planner", claims.jkt)
+    for token, agent in ((child, "coder"), (grandchild, "tester")):
+        with refused(
+            f"the key \\({claims.jkt}\\) of agent planner, which delegated it, was revoked"
+        ):
+            authenticate(guard, token, proof_for(guard, token, agent))
+    fresh, _ = exchange(guard, grant(guard, agent="coder"), "coder")  # coder's key stands
+    assert authenticate(guard, fresh, proof_for(guard, fresh, "coder"))
+
+
 def test_a_retired_keys_tokens_end_when_it_retires(
     guard: Guard, home: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1346,6 +1386,27 @@ def _downstream_for(key: ECKey, kid: str, now: float, jti: str) -> str:
         "act": {"sub": "spiffe://tether.local/ws/acme/agent/planner"},
     }
     return sign_jws({"typ": "at+jwt", "kid": kid}, json.dumps(claims).encode(), key)
+
+
+def test_a_downstream_token_is_taken_for_its_minute_and_a_few_seconds_of_clock_more(
+    clock: Clock,
+) -> None:
+    """A downstream token cannot be revoked once minted (the API checks it alone): what bounds
+    it is its life, so the verifier's leeway for clocks is seconds, not half of that life."""
+    key = generate_key()
+    verifier = TokenVerifier(
+        jwks={"keys": [{**public_jwk(key), "kid": "k1"}]},
+        issuer="tether",
+        audience="https://bank.example",
+        clock=clock,
+    )
+    issued = clock.now
+    clock.now = issued + 60 + LEEWAY - 0.5
+    verifier.verify(_downstream_for(key, "k1", issued, "tok_in_time"))
+    clock.now = issued + 60 + LEEWAY
+    with pytest.raises(CredentialRefused, match="expired"):
+        verifier.verify(_downstream_for(key, "k1", issued, "tok_late"))
+    assert LEEWAY <= 5
 
 
 def test_the_downstream_verifier_drops_a_retired_signing_key(guard: Guard, clock: Clock) -> None:
@@ -1454,7 +1515,7 @@ def test_the_verifiers_replay_cache_is_bounded_and_fails_closed(
         verifier.verify(_downstream_for(key, "k1", clock.now, jti))
     with pytest.raises(CredentialRefused, match="2 tokens are live and remembered already"):
         verifier.verify(_downstream_for(key, "k1", clock.now, "tok_3"))
-    clock.now += 60 + 30  # the first two expired, leeway included
+    clock.now += 60 + LEEWAY  # the first two expired, leeway included
     verifier.verify(_downstream_for(key, "k1", clock.now, "tok_3"))
     verifier.verify(_downstream_for(key, "k1", clock.now, "tok_4"))
 

@@ -41,6 +41,9 @@ class AccessClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     depth: int
     chain: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
+    # The keys (`agent/jkt`) the tokens it was delegated from were bound to: revoking one ends
+    # the delegations made with it, as revoking a token ends those (`chain`).
+    keys: tuple[str, ...] = ()
     parent_jti: str | None = None
     cnf: dict[str, str] | None = None
     decision: str | None = None  # a downstream token's one allowed decision

@@ -164,16 +164,23 @@ class Revocations:
         return None
 
     def _key_stopped(self, claims: AccessClaims, now: float) -> str | None:
-        """Why the token's key no longer stands for its agent (revoked, or retired), if so."""
+        """Why the token's key, or the key of a token it was delegated from, no longer stands
+        for its agent (revoked, or retired), if so."""
         keys = self._entries[Revoked.KEY]
-        if not keys or claims.jkt is None:
+        if not keys:
             return None
-        found = keys.get(f"{claims.ws}/{claims.agent}/{claims.jkt}") or keys.get(
-            f"{claims.ws}/{claims.jkt}"
-        )
-        if found is None or now < found[0]:
-            return None
-        return f"the agent key it is bound to ({claims.jkt}) was {found[1]}"
+        if claims.jkt is not None:
+            found = keys.get(f"{claims.ws}/{claims.agent}/{claims.jkt}") or keys.get(
+                f"{claims.ws}/{claims.jkt}"
+            )
+            if found is not None and now >= found[0]:
+                return f"the agent key it is bound to ({claims.jkt}) was {found[1]}"
+        for subject in claims.keys:
+            found = keys.get(f"{claims.ws}/{subject}")
+            if found is not None and now >= found[0]:
+                agent, _, kid = subject.partition("/")
+                return f"the key ({kid}) of agent {agent}, which delegated it, was {found[1]}"
+        return None
 
 
 def _delegators(claims: AccessClaims) -> list[str]:

@@ -42,6 +42,7 @@ from tether.credentials.token_exchange import (
 )
 from tether.errors import CredentialRefused, InvalidInput, NotFound
 from tether.identity import revoke_key
+from tether.identity.agent_keys import key_subject
 from tether.model import Agent, Effect, EventSink, Grant, Task, TaskStatus, new_id, no_events
 from tether.store import Store
 from tether.store.credentials import TokenRecord
@@ -300,6 +301,7 @@ class Credentials:
             depth=new.depth,
             chain=(*parent.chain, parent.jti) if parent is not None else (),
             tasks=(*parent.tasks, parent.task) if parent is not None else (),
+            keys=_keys_of(parent),
             parent_jti=parent.jti if parent is not None else None,
             cnf={"jkt": actor.jkt},
         )
@@ -675,3 +677,11 @@ def _may_act(grant: Grant, agent: Agent, parent: AccessClaims | None) -> None:
             f"grant {grant.id} does not let agent {agent.name} act (may_act: {allowed})",
             "invalid_grant",
         )
+
+
+def _keys_of(parent: AccessClaims | None) -> tuple[str, ...]:
+    """The keys a delegated token's ancestors were bound to: its parent's and the parent's own."""
+    if parent is None:
+        return ()
+    own = (key_subject(parent.agent, parent.jkt),) if parent.jkt else ()
+    return (*parent.keys, *own)

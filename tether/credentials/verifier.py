@@ -35,6 +35,10 @@ Jwks = Mapping[str, Any]
 REFETCH_AFTER = 10.0  # an unknown kid fetches the JWKS again, but not more often than this
 MAX_AGE = 300.0  # how long a fetched JWKS is trusted: signing_keys.JWKS_MAX_AGE
 REMEMBERED = 100_000  # live tokens' ids kept at once by the default replay cache
+# Seconds of clock difference allowed on `exp` and `iat`. A downstream token cannot be revoked once
+# minted (this check is the API's alone), so its life bounds it: the leeway is seconds, not half
+# of that minute.
+LEEWAY = 5.0
 
 # Remember a token id until a time; False if it was already remembered (the token is replayed).
 RememberOnce = Callable[[str, float], bool]
@@ -57,7 +61,7 @@ class TokenVerifier:
         jwks: Jwks | Callable[[], Jwks],
         issuer: str,
         audience: str,
-        leeway: float = 30.0,
+        leeway: float = LEEWAY,
         max_age: float = MAX_AGE,
         remember_once: RememberOnce | None = None,
         clock: Callable[[], float] = time.time,

@@ -27,11 +27,12 @@ from tether.store import Store
 MAX_KEYS = 8  # active and retiring together: more is a leak, not a rotation
 DEFAULT_OVERLAP = 600.0
 KEY_REVOKED = "key"  # the kind of revocation these are (credentials.revocation.Revoked.KEY)
-# How long after a key stops a token bound to it may still be taken: the longest token lifetime
-# (credentials.service.MAX_TOKEN_TTL) plus the largest clock skew a deployment may allow
-# (credentials.service.MAX_SKEW), both ways. Restated, not imported: credentials/ imports this
-# package; tests/test_credentials.py pins that it covers them.
-TOKENS_OUTLIVE_A_KEY = 3600.0 + 2 * 300.0
+# The largest clock skew a deployment may allow (credentials.service.MAX_SKEW), and how long
+# after a key stops a token bound to it may still be taken: the longest token lifetime
+# (credentials.service.MAX_TOKEN_TTL) plus that skew, both ways. Restated, not imported:
+# credentials/ imports this package; tests/test_credentials.py pins that they cover those.
+CLOCKS_DIFFER = 300.0
+TOKENS_OUTLIVE_A_KEY = 3600.0 + 2 * CLOCKS_DIFFER
 
 
 def key_subject(agent: str, kid: str) -> str:
@@ -96,8 +97,10 @@ def revoke_key(store: Store, workspace: str, agent: str, kid: str, now: float) -
     if not any(k.kid == kid for k in store.credentials.agent_keys(workspace, agent)):
         raise NotFound(f"agent {agent!r} of workspace {workspace!r} has no key {kid!r}")
     # The revocation first: if the status is not written after it, the key's new tokens are
-    # refused (fail closed) rather than its old ones accepted.
-    _stop_tokens(store, workspace, agent, kid, at=now, why="revoked")
+    # refused (fail closed) rather than its old ones accepted. Stamped as far back as clocks
+    # may differ, so that it holds at once in a process whose clock runs behind this one's (a
+    # key's stop applies by the checking process's clock, and whatever the tokens' age).
+    _stop_tokens(store, workspace, agent, kid, at=now - CLOCKS_DIFFER, why="revoked")
     store.credentials.set_agent_key(workspace, agent, kid, KeyStatus.REVOKED, now)
 
 
