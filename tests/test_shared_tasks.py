@@ -412,5 +412,7 @@ def test_a_call_on_a_loop_whose_record_cannot_be_stored_is_denied(
         a.authorize_async("read_file", {"path": "/r"}, token=task.token, proof=None)
     )
     assert denied.effect is Effect.DENY and denied.reasons[0].stage is Stage.RECORD
-    assert "No space left on device" in denied.reasons[0].text
+    # the kind of failure, not its text (that is in the log: it can hold what is not the
+    # caller's, such as other calls' values committed with it)
+    assert denied.reasons[0].text.endswith("OSError (the details are in Tether's log)")
     assert task.state.calls == 0  # nothing of it counted in its task
