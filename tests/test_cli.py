@@ -145,7 +145,7 @@ def test_policy_test_passes_and_fails(initialised: Path, tmp_path: Path) -> None
     # The pack's tests come with it: a workspace that edits a rule can re-run them.
     pack = run_cli(initialised, "policy", "test", str(installed / "policies" / "baseline"))
     assert pack.returncode == 0, pack.stdout + pack.stderr
-    assert "16 passed, 0 failed" in pack.stdout
+    assert "17 passed, 0 failed" in pack.stdout
 
     copy = tmp_path / "acme"
     shutil.copytree(installed, copy)

@@ -35,6 +35,7 @@ from tether.errors import (
 )
 from tether.identity import generate_key, public_jwk
 from tether.model import ApprovalStatus, Decision, Effect, KeyStatus, TaskStatus
+from tether.sdk import remote
 from tether.sdk.remote import RemoteGuard, RemoteTaskHandle
 
 
@@ -337,3 +338,12 @@ def test_an_answer_for_another_call_is_a_deny(wrong: dict[str, str]) -> None:
         "task_mine",
     )
     assert "does not answer this call" in decision.reasons[0].text
+
+
+def test_a_report_filled_to_the_byte_sends_nothing_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A piece that takes exactly the room left used to leave it at -1, and the next piece
+    was then sent nearly whole (`found[:-1]`): a report over the service's size limit."""
+    monkeypatch.setattr(remote, "REPORT_BYTES", 10)
+    pieces, unread = remote._text(["a" * 8, "b" * 50])  # '"aaaaaaaa"' is 10 bytes
+    assert pieces == ["a" * 8] and unread
+    assert sum(len(json.dumps(p)) for p in pieces) <= 10

@@ -14,6 +14,7 @@ from tether.errors import InvalidInput
 from tether.model import Effect, OutputTrust, Task, Tool
 from tether.policy.reasons import compile_reason
 from tether.session import Decided, TaskState, provenance
+from tether.session.content import text_of
 from tether.session.detectors import detect, iban_checksum, luhn
 from tether.session.provenance import Provenance, keys_of, normalize_url
 from tether.session.risk import Activity, WorkingHours, assess
@@ -26,6 +27,10 @@ from tether.session.risk import Activity, WorkingHours, assess
     [
         ("-----BEGIN RSA PRIVATE KEY-----\nMIIE", "private key"),
         ("-----BEGIN PRIVATE KEY-----", "private key"),
+        ("-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF", "private key"),
+        ("---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nP2/56wAA", "private key"),
+        ("PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none", "private key"),
+        ("aws-secret-access-key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS secret key"),
         ("id AKIAIOSFODNN7EXAMPLE here", "AWS access key"),
         ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS secret key"),
         ("AIzaSyA-1234567890abcdefghijklmnopqrstu", "Google API key"),
@@ -46,6 +51,27 @@ from tether.session.risk import Activity, WorkingHours, assess
 )
 def test_each_detector_finds_its_kind(text: str, detector: str) -> None:
     assert detector in detect([text])
+
+
+AWS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+AWS_FILE = (
+    f"[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = {AWS_KEY}\n"
+)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        pytest.param(AWS_FILE.encode("utf-16"), id="UTF-16 with its byte-order mark"),
+        pytest.param(AWS_FILE.encode("utf-16-le"), id="UTF-16 without one"),
+        pytest.param(AWS_FILE.encode("utf-16-be"), id="UTF-16, big-endian"),
+        pytest.param(AWS_FILE.encode("utf-32"), id="UTF-32 with its byte-order mark"),
+        pytest.param({"aws_secret_access_key": AWS_KEY.encode()}, id="a bytes value"),
+        pytest.param({b"AWS_SECRET_ACCESS_KEY": AWS_KEY.encode()}, id="os.environb"),
+    ],
+)
+def test_a_secret_in_bytes_is_read_as_the_text_it_is(output: Any) -> None:
+    assert "AWS secret key" in detect(text_of(output).pieces)
 
 
 @pytest.mark.parametrize(

@@ -757,6 +757,8 @@ def _text(output: Any) -> tuple[list[str], bool]:
     pieces: list[str] = []
     room = REPORT_BYTES
     for found in text.pieces:
+        if room <= 0:  # full: what is left goes unread
+            return pieces, True
         taken = min(len(found), room)  # a character takes a byte at least
         piece = _sendable(found[:taken])
         if len(_encode(piece)) > room:

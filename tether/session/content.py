@@ -9,6 +9,7 @@ which the caller records as a label rather than pretending it was clean).
 
 from __future__ import annotations
 
+import codecs
 import inspect
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -59,14 +60,15 @@ def _strings(output: Any) -> Iterator[str | None]:  # noqa: PLR0912 - a branch p
         if isinstance(value, str):
             yield value
         elif isinstance(value, bytes | bytearray | memoryview):
-            yield bytes(value[:MAX_TEXT]).decode("utf-8", errors="replace")
+            yield _decoded(bytes(value[:MAX_TEXT]))
             if len(value) > MAX_TEXT:
                 yield None
         elif isinstance(value, Mapping):
             for key, item in reversed(list(value.items())):
-                if isinstance(key, str) and isinstance(item, str):
+                named, text = _as_text(key), _as_text(item)
+                if named is not None and text is not None:
                     # together, so `{"aws_secret_access_key": K}` reads like the text it is
-                    stack.append(f"{key}: {item}")
+                    stack.append(f"{named}: {text}")
                 else:
                     stack.append(item)
                     stack.append(key)
@@ -80,6 +82,40 @@ def _strings(output: Any) -> Iterator[str | None]:  # noqa: PLR0912 - a branch p
             yield None
         elif value is not None and not isinstance(value, bool):
             yield _describe(value)
+
+
+UTF16_SAMPLE = 4096  # bytes looked at to tell UTF-16 text from other bytes
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16's: it starts with the same two bytes
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _decoded(data: bytes) -> str:
+    """The text in `data`: by its byte-order mark if it has one; as UTF-16 if it looks like
+    it (most of its first bytes NUL, at every other place, as in text a Windows tool saved),
+    so a key in it is read as the key it is; else as UTF-8."""
+    for mark, codec in _BOMS:
+        if data.startswith(mark):
+            return data.decode(codec, errors="replace")
+    sample = data[:UTF16_SAMPLE]
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    if odd > len(sample) // 4 and even * 4 < odd:
+        return data.decode("utf-16-le", errors="replace")
+    if even > len(sample) // 4 and odd * 4 < even:
+        return data.decode("utf-16-be", errors="replace")
+    return data.decode("utf-8", errors="replace")
+
+
+def _as_text(value: Any) -> str | None:
+    """A name's or a value's text, where it is one (bytes as UTF-8: `os.environb`)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray) and len(value) <= MAX_TEXT:
+        return bytes(value).decode("utf-8", errors="replace")
+    return None
 
 
 def _describe(value: Any) -> str | None:

@@ -113,15 +113,19 @@ DETECTORS = (
     Detector(
         "private key",
         SECRET,
-        ("PRIVATE KEY-----",),
-        _finder(r"-----BEGIN (?:[A-Z0-9]+ )?PRIVATE KEY-----"),
+        ("PRIVATE KEY", "PuTTY-User-Key-File"),
+        # PEM (PKCS#1/#8, OpenSSH, EC, encrypted), PGP armour, SSH2 (RFC 4716 style), PuTTY
+        _finder(
+            r"-{4,5} ?BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)? ?-{4,5}"
+            r"|PuTTY-User-Key-File-\d+:"
+        ),
     ),
     Detector("AWS access key", SECRET, ("AKIA", "ASIA"), _finder(r"(?:AKIA|ASIA)[0-9A-Z]{16}")),
     Detector(
         "AWS secret key",
         SECRET,
         re.compile("(?i)secret"),  # searched in place: lowering the output would copy it
-        _finder(r"(?i)aws_?secret_?access_?key\W{0,4}[0-9A-Za-z/+]{40}"),
+        _finder(r"(?i)aws[_\- ]?secret[_\- ]?access[_\- ]?key\W{0,4}[0-9A-Za-z/+]{40}"),
     ),
     Detector("Google API key", SECRET, ("AIza",), _finder(r"AIza[0-9A-Za-z_\-]{35}")),
     Detector(
