@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from tether.credentials.signing_keys import load_master_key
 from tether.errors import InvalidInput, NotFound
 from tether.model import Agent, AgentStatus, Tool, User, Workspace
 from tether.store import StaleRevision, Store
@@ -89,3 +92,39 @@ def test_opening_an_up_to_date_store_does_not_migrate_again(tmp_path: Path) -> N
         assert (
             connection.exec_driver_sql("select version_num from alembic_version").scalar() == before
         )
+
+
+@pytest.mark.sqlite
+def test_a_new_home_and_its_database_are_its_owners_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database holds the decision records, with their arguments: under the usual umask
+    (022) it was created readable by every local account, and so were its log files."""
+    monkeypatch.setenv("TETHER_DB", "")  # the home's SQLite file, whatever the run is on
+    old = os.umask(0o022)
+    try:
+        store = Store.at_home(tmp_path / "home")
+        try:
+            store.create_workspace(Workspace("acme", "default", "tether.local", time.time()))
+            files = sorted((tmp_path / "home").iterdir())
+            modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in files}
+        finally:
+            store.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o700
+    assert {"tether.db", "tether.db-wal", "tether.db-shm"} <= modes.keys(), modes
+    assert all(mode & 0o077 == 0 for mode in modes.values()), modes
+
+
+def test_a_master_key_other_accounts_may_read_is_warned_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("TETHER_MASTER_KEY", raising=False)
+    monkeypatch.delenv("TETHER_MASTER_KEY_FILE", raising=False)
+    home = tmp_path / "home"
+    load_master_key(home)  # made for its owner: nothing to say
+    assert "master key file" not in caplog.text
+    (home / "master.key").chmod(0o644)
+    load_master_key(home)
+    assert "can be read by other accounts (mode 644)" in caplog.text

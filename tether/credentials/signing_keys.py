@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import math
 import os
 import secrets
@@ -31,6 +32,7 @@ from tether.identity.jwk import ALGORITHM, CURVE, public_jwk
 from tether.store import Store
 from tether.store.credentials import SigningKeyRecord
 
+log = logging.getLogger("tether.credentials")
 MASTER_KEY_ENV = "TETHER_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "TETHER_MASTER_KEY_FILE"
 MASTER_KEY_FILE = "master.key"
@@ -45,6 +47,7 @@ def load_master_key(home: str | Path | None) -> bytes:
     if text is None and os.environ.get(MASTER_KEY_FILE_ENV):
         path = Path(os.environ[MASTER_KEY_FILE_ENV])
         text, where = _read(path), str(path)
+        _warn_if_shared(path)
     if text is None:
         if home is None:
             raise InvalidInput(f"no master key: set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}")
@@ -52,6 +55,7 @@ def load_master_key(home: str | Path | None) -> bytes:
         if not path.exists():
             _create(path)
         text, where = _read(path), str(path)
+        _warn_if_shared(path)
     try:
         key = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
     except (binascii.Error, ValueError) as exc:
@@ -72,8 +76,25 @@ def _read(path: Path) -> str:
         raise InvalidInput(f"cannot read the master key file {path}: {exc}") from exc
 
 
+def _warn_if_shared(path: Path) -> None:
+    """Say so when other accounts may read the master key (it opens every sealed key and
+    task event). Only said: a mounted secret (a Kubernetes volume, say) may be 0644 by
+    default, and refusing would stop a deployment that is otherwise sound."""
+    try:
+        mode = path.stat().st_mode & 0o077
+    except OSError:
+        return
+    if mode:
+        log.warning(
+            "the master key file %s can be read by other accounts (mode %o): make it the "
+            "owner's alone (chmod 600)",
+            path,
+            path.stat().st_mode & 0o777,
+        )
+
+
 def _create(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process made it first: use theirs

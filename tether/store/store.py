@@ -69,6 +69,9 @@ def _engine(url: str) -> sa.Engine:
     if not url.startswith("sqlite"):
         # A server that does not answer is given up on: a decision waiting for it is a deny.
         return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    database = sa.engine.make_url(url).database
+    if database and database != ":memory:":
+        _private_file(Path(database))
     engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @sa.event.listens_for(engine, "connect")
@@ -85,6 +88,13 @@ def _engine(url: str) -> sa.Engine:
         cursor.close()
 
     return engine
+
+
+def _private_file(database: Path) -> None:
+    """Create the database file for its owner alone (SQLite gives its write-ahead log and
+    shared-memory files the database file's mode): it holds the decision records, with their
+    arguments. A file made before this keeps its mode, which is the operator's to tighten."""
+    os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
 
 
 def _alembic_config(connection: sa.Connection) -> Config:
@@ -144,7 +154,7 @@ class Store:
         """The store of a home: the database `db` names, else the one `TETHER_DB` names (a
         PostgreSQL URL, for several processes or machines; the home keeps the rest, such as
         the master key), else the home's SQLite file."""
-        Path(home).mkdir(parents=True, exist_ok=True)
+        Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)  # only its owner's
         return cls(db or os.environ.get(DB_ENV) or sqlite_url(home), home=Path(home))
 
     def close(self) -> None:
