@@ -268,6 +268,25 @@ def test_demo_plays_the_story(tmp_path: Path) -> None:
         assert expected in out, expected
 
 
+def test_the_demo_will_not_play_in_a_home_it_did_not_make(tmp_path: Path) -> None:
+    """Playing it rewrites workspace acme and resumes its agents: in a deployment's home, that
+    would lift a suspension (the kill switch) without a word."""
+    initialised = tmp_path / "home"
+    assert run_cli(initialised, "init").returncode == 0
+    assert run_cli(initialised, "agent", "suspend", "acme", "planner").returncode == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "demo", "--home", str(initialised)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "220"},
+    )
+    assert result.returncode != 0 and "is not a demo's home" in result.stderr, result
+    listed = run_cli(initialised, "agent", "list", "acme")
+    assert "suspended" in listed.stdout, listed.stdout
+
+
 def test_policy_test_against_a_workspace_uses_its_agents_and_name(
     initialised: Path, tmp_path: Path
 ) -> None:

@@ -176,7 +176,10 @@ def init() -> None:
 def demo(
     home: Annotated[
         Path | None,
-        typer.Option(help="Where to keep the demo's store (default: a new temp folder)."),
+        typer.Option(
+            help="Where to keep the demo's store: a new or empty folder, or one the demo made "
+            "(default: a new temp folder)."
+        ),
     ] = None,
     serve: Annotated[
         bool, typer.Option("--serve", help="Then serve the HTTP API on the demo's store.")

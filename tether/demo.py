@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tether.errors import InvalidInput
 from tether.model import Decision
 from tether.sdk import Guard
 
@@ -24,6 +25,7 @@ STARTER = Path(__file__).parent / "starter" / "acme"
 # The shipped pack lives at the top of the repository (DESIGN.md: policies/); installed from
 # a checkout, which is how `make run` and `make test` install Tether.
 BASELINE = Path(__file__).resolve().parent.parent / "policies" / "baseline"
+DEMO_MARKER = ".tether-demo"  # in a home the demo made: it may play there again
 COLOURS = {"allow": "green", "deny": "red", "approval_required": "yellow"}
 
 INJECTED_EMAIL = """From: IT Support <it@acme-helpdesk.io>
@@ -127,9 +129,24 @@ ACTS = (
 )
 
 
+def _claim_for_demo(home: Path) -> None:
+    """Mark `home` as the demo's, if it is new or empty; refuse one that holds anything else."""
+    marker = home / DEMO_MARKER
+    if home.exists() and any(home.iterdir()) and not marker.exists():
+        raise InvalidInput(
+            f"{home} is not a demo's home (it has no {DEMO_MARKER}): the demo rewrites "
+            "workspace acme and resumes its agents; give it a new or empty folder"
+        )
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    marker.touch()
+
+
 def run_demo(home: Path | None, console: Console) -> Path:
-    """Play the story into `home` (default: a new temp folder); returns it."""
+    """Play the story into `home` (default: a new temp folder); returns it. Raises
+    InvalidInput for a home that is not the demo's: the demo rewrites workspace acme and
+    resumes agents, which in a deployment's home would lift the kill switch."""
     home = home or Path(tempfile.mkdtemp(prefix="tether-demo-"))
+    _claim_for_demo(home)
     workspace_dir = home / "workspaces" / "acme"
     with Guard.embedded(home=home) as guard:
         if not workspace_dir.exists():
