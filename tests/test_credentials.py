@@ -1372,6 +1372,16 @@ def test_a_short_coordinate_is_refused() -> None:
 # -- the downstream verifier: current keys only, each token once ---------------------------------------
 
 
+def _bank_verifier(key: ECKey, clock: Clock) -> TokenVerifier:
+    """The downstream API's verifier, trusting `key` as Tether's (kid k1)."""
+    return TokenVerifier(
+        jwks={"keys": [{**public_jwk(key), "kid": "k1"}]},
+        issuer="tether",
+        audience="https://bank.example",
+        clock=clock,
+    )
+
+
 def _downstream_for(key: ECKey, kid: str, now: float, jti: str) -> str:
     """A downstream token as Tether signs one (with `key`, naming `kid`)."""
     claims = {
@@ -1394,12 +1404,7 @@ def test_a_downstream_token_is_taken_for_its_minute_and_a_few_seconds_of_clock_m
     """A downstream token cannot be revoked once minted (the API checks it alone): what bounds
     it is its life, so the verifier's leeway for clocks is seconds, not half of that life."""
     key = generate_key()
-    verifier = TokenVerifier(
-        jwks={"keys": [{**public_jwk(key), "kid": "k1"}]},
-        issuer="tether",
-        audience="https://bank.example",
-        clock=clock,
-    )
+    verifier = _bank_verifier(key, clock)
     issued = clock.now
     clock.now = issued + 60 + LEEWAY - 0.5
     verifier.verify(_downstream_for(key, "k1", issued, "tok_in_time"))
@@ -1505,12 +1510,7 @@ def test_the_verifiers_replay_cache_is_bounded_and_fails_closed(
     is forgotten, so it holds no more than the live tokens."""
     monkeypatch.setattr(verifier_module, "REMEMBERED", 2)
     key = generate_key()
-    verifier = TokenVerifier(
-        jwks={"keys": [{**public_jwk(key), "kid": "k1"}]},
-        issuer="tether",
-        audience="https://bank.example",
-        clock=clock,
-    )
+    verifier = _bank_verifier(key, clock)
     for jti in ("tok_1", "tok_2"):
         verifier.verify(_downstream_for(key, "k1", clock.now, jti))
     with pytest.raises(CredentialRefused, match="2 tokens are live and remembered already"):

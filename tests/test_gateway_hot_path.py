@@ -504,6 +504,31 @@ def test_the_official_client_takes_in_what_an_upstream_logs_during_a_hot_call(
     assert hot == ["sse.chatty"] and logged == ["step 1", "step 2"]
 
 
+def _on_either_path(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], tool: str, **callbacks: Any
+) -> tuple[list[set[str]], list[str]]:
+    """Call `tool` on the SDK's path (a session's first call) in one task and on the hot path
+    (a session's second) in another, with a client given `callbacks`: each task's labels
+    after, and each result's text. Labels only rise in a task: one task for each path."""
+
+    async def run(gw: Gateway, task: TaskHandleBase, hot_call: bool) -> tuple[set[str], str]:
+        async with gw.client(task) as client:
+            await _warm(client)
+        async with gw.client(task, **callbacks) as client:
+            if hot_call:  # a session's first call takes the SDK's path; the next, the hot one
+                await client.call_tool("sse.echo", {"text": "first"})
+            result = await client.call_tool(tool, {})
+        text = cast(types.TextContent, result.content[0]).text
+        return set(gw.server_guard.task_state(task.id).labels), text
+
+    tools = ["sse.echo", tool]
+    with _served(home, upstreams, tools) as (gw, sdk_task):
+        hot_task = coder_task(gw.guard, tools)
+        seen = [anyio.run(run, gw, sdk_task, False), anyio.run(run, gw, hot_task, True)]
+        hot_task.end()
+    return [labels for labels, _ in seen], [text for _, text in seen]
+
+
 def test_what_an_upstream_logs_during_a_call_is_reported_to_the_task_on_either_path(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -516,24 +541,11 @@ def test_what_an_upstream_logs_during_a_call_is_reported_to_the_task_on_either_p
     async def log(params: types.LoggingMessageNotificationParams) -> None:
         logged.append(params.data)
 
-    async def run(gw: Gateway, task: TaskHandleBase, hot_call: bool) -> set[str]:
-        async with gw.client(task) as client:
-            await _warm(client)
-        async with gw.client(task, logging_callback=log) as client:
-            if hot_call:  # a session's first call takes the SDK's path; the next, the hot one
-                await client.call_tool("sse.echo", {"text": "first"})
-            result = await client.call_tool("sse.leaky", {})
-            assert cast(types.TextContent, result.content[0]).text == "done"
-        return set(gw.server_guard.task_state(task.id).labels)
-
-    tools = ["sse.echo", "sse.leaky"]
-    with _served(home, upstreams, tools) as (gw, sdk_task):
-        hot_task = coder_task(gw.guard, tools)  # labels only rise in a task: one for each path
-        seen = [anyio.run(run, gw, sdk_task, False), anyio.run(run, gw, hot_task, True)]
-        hot_task.end()
+    seen, texts = _on_either_path(home, upstreams, "sse.leaky", logging_callback=log)
+    assert texts == ["done"] * 2
     assert hot.count("sse.leaky") == 1  # the second task's
     assert logged == [f"using key={LEAKED}"] * 2
-    assert seen[0] >= {"secret"} and seen[1] >= {"secret"}, seen
+    assert "secret" in seen[0] and "secret" in seen[1], seen
 
 
 def test_what_an_upstream_asks_the_agents_model_mid_call_is_reported_to_the_task_on_either_path(
@@ -551,21 +563,8 @@ def test_what_an_upstream_asks_the_agents_model_mid_call_is_reported_to_the_task
             role="assistant", content=types.TextContent(type="text", text="AWS"), model="m"
         )
 
-    async def run(gw: Gateway, task: TaskHandleBase, hot_call: bool) -> set[str]:
-        async with gw.client(task) as client:
-            await _warm(client)
-        async with gw.client(task, sampling_callback=model) as client:
-            if hot_call:  # a session's first call takes the SDK's path; the next, the hot one
-                await client.call_tool("sse.echo", {"text": "first"})
-            result = await client.call_tool("sse.samples", {})
-            assert cast(types.TextContent, result.content[0]).text == "sampled: AWS", result
-        return set(gw.server_guard.task_state(task.id).labels)
-
-    tools = ["sse.echo", "sse.samples"]
-    with _served(home, upstreams, tools) as (gw, sdk_task):
-        hot_task = coder_task(gw.guard, tools)  # labels only rise in a task: one for each path
-        seen = [anyio.run(run, gw, sdk_task, False), anyio.run(run, gw, hot_task, True)]
-        hot_task.end()
+    seen, texts = _on_either_path(home, upstreams, "sse.samples", sampling_callback=model)
+    assert texts == ["sampled: AWS"] * 2
     assert hot.count("sse.samples") == 1  # the second task's
     assert prompts == [f"Which service is key={LEAKED} for?"] * 2
     assert "secret" in seen[0] and "secret" in seen[1], seen

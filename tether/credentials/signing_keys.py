@@ -81,15 +81,15 @@ def _warn_if_shared(path: Path) -> None:
     task event). Only said: a mounted secret (a Kubernetes volume, say) may be 0644 by
     default, and refusing would stop a deployment that is otherwise sound."""
     try:
-        mode = path.stat().st_mode & 0o077
+        mode = path.stat().st_mode & 0o777
     except OSError:
         return
-    if mode:
+    if mode & 0o077:
         log.warning(
             "the master key file %s can be read by other accounts (mode %o): make it the "
             "owner's alone (chmod 600)",
             path,
-            path.stat().st_mode & 0o777,
+            mode,
         )
 
 
