@@ -595,6 +595,20 @@ def test_a_webhook_secret_can_only_be_a_variable_of_its_workspaces(guard: Any) -
     guard.add_workspace("initech-eu", settings={"approvals": {"webhooks": [eu]}})
 
 
+def test_workspaces_whose_webhook_variables_would_be_one_are_not_both_made(guard: Any) -> None:
+    """`acme-eu`, `acme_eu` and `acme.eu` name their webhook variables alike
+    (TETHER_WEBHOOK_ACME_EU__...): the first made keeps them, the others are refused, so no
+    workspace's admin can have notifications signed with another's secret."""
+    guard.add_workspace("acme-eu")
+    for twin in ("acme_eu", "acme.eu"):
+        with pytest.raises(
+            Conflict, match=r"TETHER_WEBHOOK_ACME_EU__\.\.\.\) with workspace 'acme-eu'"
+        ):
+            guard.add_workspace(twin)
+    guard.add_workspace("acme-e-u")  # its variables are TETHER_WEBHOOK_ACME_E_U__...
+    guard.add_workspace("acmeeu")
+
+
 def test_a_webhook_is_never_keyed_by_another_variable_nor_tells_if_it_exists(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from tether.approvals import ApprovalSettings
+from tether.approvals.settings import webhook_variable_prefix
 from tether.audit.redaction import Redaction
 from tether.catalogue import Catalogue, compile_tool, parse_catalogue
 from tether.credentials import add_grant
@@ -76,8 +77,22 @@ class Control:
             created_at=self._clock(),
             settings=_checked_settings(name, settings or {}),
         )
+        self._refuse_a_twin(name)
         self._store.create_workspace(workspace)
         return workspace
+
+    def _refuse_a_twin(self, name: str) -> None:
+        """A workspace's webhook secrets are the variables named for it
+        (`webhook_variable_prefix`), where `-`, `.` and `_` are one: two names that differ only
+        in those would key each other's notifications, so the second is refused."""
+        prefix = webhook_variable_prefix(name)
+        for other in self._store.workspaces():
+            if other.name != name and webhook_variable_prefix(other.name) == prefix:
+                raise Conflict(
+                    f"workspace {name!r} would share its webhook secrets' variables ({prefix}...) "
+                    f"with workspace {other.name!r}: choose a name that differs from it in more "
+                    "than '-', '.' and '_'"
+                )
 
     def set_settings(self, workspace: str, settings: Mapping[str, Any]) -> None:
         checked = _checked_settings(workspace, settings)

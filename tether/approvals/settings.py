@@ -37,8 +37,8 @@ _SUFFIX = re.compile(r"[A-Z0-9]+(?:_[A-Z0-9]+)*")  # no `__`: the last one ends 
 def webhook_variable_prefix(workspace: str) -> str:
     """How the names of `workspace`'s webhook secret variables start: TETHER_WEBHOOK_, the
     workspace's name in capitals with `-` and `.` written `_`, then `__` (a name ends in a
-    letter or digit, so two workspaces' variables never pass for each other's, unless their
-    names differ only in `-`, `.` and `_`)."""
+    letter or digit, so two workspaces' variables never pass for each other's; names that
+    differ only in `-`, `.` and `_` would, so a workspace named so is refused: control.py)."""
     return f"{VARIABLE_PREFIX}{workspace.upper().replace('-', '_').replace('.', '_')}__"
 
 
