@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from tether.credentials.signing_keys import load_master_key
+from tether.credentials.signing_keys import load_master_key, new_master_key
 from tether.errors import InvalidInput, NotFound
 from tether.model import Agent, AgentStatus, Tool, User, Workspace
 from tether.store import StaleRevision, Store
@@ -128,3 +128,19 @@ def test_a_master_key_other_accounts_may_read_is_warned_of(
     (home / "master.key").chmod(0o644)
     load_master_key(home)
     assert "can be read by other accounts (mode 644)" in caplog.text
+
+
+def test_a_named_master_key_file_other_accounts_may_read_is_warned_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TETHER_MASTER_KEY_FILE (a mounted secret, say) is read as it is and warned of alike."""
+    key = tmp_path / "mounted.key"
+    key.write_text(new_master_key())
+    key.chmod(0o600)
+    monkeypatch.delenv("TETHER_MASTER_KEY", raising=False)
+    monkeypatch.setenv("TETHER_MASTER_KEY_FILE", str(key))
+    first = load_master_key(None)
+    assert "master key file" not in caplog.text
+    key.chmod(0o640)
+    assert load_master_key(None) == first  # still read: a warning, not a refusal
+    assert f"the master key file {key} can be read by other accounts (mode 640)" in caplog.text
