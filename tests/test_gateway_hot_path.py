@@ -63,6 +63,11 @@ TOOLS = [
         description="Write the text down.",
         annotations=types.ToolAnnotations(destructive_hint=False),
     ),
+    types.Tool(
+        name="elicits",
+        input_schema={"type": "object", "properties": {"leak": {"type": "boolean"}}},
+        description="Ask the person for a name, mid-call (with a key in the question if `leak`).",
+    ),
     *(
         types.Tool(name=name, input_schema={"type": "object"}, description=about)
         for name, about in [
@@ -71,7 +76,6 @@ TOOLS = [
             ("asks", "Ping the client and ask it for its roots, mid-call."),
             ("refuses", "Answer with a JSON-RPC error."),
             ("hangs", "Answer after longer than the gateway waits."),
-            ("elicits", "Ask the person for a name, mid-call."),
             ("samples", "Ask the client's model about a key, mid-call; answer without it."),
         ]
     ),
@@ -109,8 +113,9 @@ async def _call(ctx: Any, params: types.CallToolRequestParams) -> types.CallTool
             roots = f"refused ({exc.error.message})"
         text = f"ping answered; roots {roots}"
     elif params.name == "elicits":
+        leak = f" (for key={LEAKED})" if args.get("leak") else ""
         asked = await ctx.session.elicit_form(
-            "Your name?",
+            f"Your name?{leak}",
             {"type": "object", "properties": {"name": {"type": "string"}}},
             related_request_id=ctx.request_id,
         )
@@ -568,6 +573,39 @@ def test_what_an_upstream_asks_the_agents_model_mid_call_is_reported_to_the_task
     assert hot.count("sse.samples") == 1  # the second task's
     assert prompts == [f"Which service is key={LEAKED} for?"] * 2
     assert "secret" in seen[0] and "secret" in seen[1], seen
+
+
+def test_what_an_upstream_asks_the_person_mid_call_is_reported_to_the_task(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An elicitation's message is shown to the agent's client, and so read: a key an upstream
+    puts in one is a secret the task has seen (its `secret` label), though neither the answer
+    nor the result holds it; the same call without it adds no such label."""
+    hot = _hot_calls(monkeypatch)
+    asked: list[str] = []
+
+    async def person(_context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+    async def run(gw: Gateway, task: TaskHandleBase, leak: bool) -> tuple[str, set[str]]:
+        async with gw.client(task, elicitation_callback=person) as client:
+            await _warm(client)
+            result = await client.call_tool("sse.elicits", {"leak": leak})
+        assert not result.is_error, result
+        labels = set(gw.server_guard.task_state(task.id).labels)
+        return cast(types.TextContent, result.content[0]).text, labels
+
+    tools = ["sse.echo", "sse.elicits"]
+    with _served(home, upstreams, tools) as (gw, clean_task):
+        clean = anyio.run(run, gw, clean_task, False)
+        leaky_task = coder_task(gw.guard, tools)
+        leaky = anyio.run(run, gw, leaky_task, True)
+        leaky_task.end()
+    assert asked == ["Your name?", f"Your name? (for key={LEAKED})"]
+    assert clean[0] == leaky[0] == "accept: Ada"
+    assert hot.count("sse.elicits") == 2  # the hot path: the client offers elicitation
+    assert "secret" not in clean[1] and "secret" in leaky[1], (clean[1], leaky[1])
 
 
 def test_what_an_upstream_asks_mid_call_is_answered_as_the_sdk_client_answers_it(
