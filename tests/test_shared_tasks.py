@@ -416,3 +416,35 @@ def test_a_call_on_a_loop_whose_record_cannot_be_stored_is_denied(
     # caller's, such as other calls' values committed with it)
     assert denied.reasons[0].text.endswith("OSError (the details are in Tether's log)")
     assert task.state.calls == 0  # nothing of it counted in its task
+
+
+def test_a_report_run_while_a_decision_of_its_task_waits_on_the_loop_counts_each_event_once(
+    replicas: tuple[Guard, Guard],
+) -> None:
+    """An MCP gateway reports a call's result on its event loop, where another call of the
+    same task may be between its record's commit and its return (the task's lock is
+    re-entrant on the loop's thread). The report then finds the decision's event in the store
+    and applies it; the decision must not apply it again (the task would count the call
+    twice, and number its next event past the store's, failing every later decision)."""
+    a, _ = replicas
+    task = start(a)
+    first = task.authorize("read_file", {"path": "/r"})
+    assert first.allowed
+
+    async def interleaved() -> Decision:
+        loop = asyncio.get_running_loop()
+        deciding = asyncio.ensure_future(
+            a.authorize_async("read_file", {"path": "/s"}, token=task.token, proof=None)
+        )
+        await asyncio.sleep(0)  # the decision runs to its commit, which the loop runs next
+        loop.call_soon(a.report, task.id, first.decision_id, "the notes")  # then this
+        return await deciding
+
+    second = asyncio.run(interleaved())
+    third = task.authorize("read_file", {"path": "/t"})
+    assert second.allowed and third.allowed, (second.reason, third.reason)
+    state = task.state
+    assert (state.calls, state.allowed, state.executed) == (3, 3, 1)
+    fresh = a._tasks.get(task.id)
+    assert fresh is not None and fresh.seq == len(a.store.task_events.after(task.id, 0))
+    task.end()

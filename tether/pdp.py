@@ -833,7 +833,7 @@ class PDP:
         if refused is Refusal.REPLAYED:
             return (yield from self._replayed(call))
         if event is not None and call.task is not None:
-            self._tasks.applied(call.task, event)
+            self._tasks.applied(call.task, event, claim)
         if call.activity is not None:
             call.activity.note(call.request.tool, decision.effect is Effect.ALLOW, call.now)
         if self.stage_timer is not None:

@@ -99,8 +99,18 @@ class TaskStates:
         seq = state.seq + 1
         return state.id, seq, self._seal(state.id, seq, event)
 
-    def applied(self, state: TaskState, event: Event) -> None:
-        """`event` is the task's next: it counts from now on."""
+    def applied(
+        self, state: TaskState, event: Event, claim: tuple[str, int, bytes] | None = None
+    ) -> None:
+        """`event` is the task's next: it counts from now on. `claim`: what was written for it,
+        if anything; where its number is applied already, it was read back in the meantime.
+
+        That happens on an event loop: a decision that waits there for its commit holds its
+        task's lock, which is re-entrant on the loop's thread, so a report of another call of
+        the task may run after the commit and before the decision goes on. The report's own
+        event, finding the number taken, catches up, applying the decision's event."""
+        if claim is not None and state.seq >= claim[1]:
+            return
         state.apply(event)
         if self._aead is not None:
             self._added += 1
