@@ -7,6 +7,7 @@ must hold across calls over HTTP as they do in process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tracemalloc
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether import CredentialRefused, Guard
-from tether.errors import InvalidInput
+from tether.errors import Conflict, InvalidInput
 from tether.model import Effect
 from tether.policy import read_policy_dir
 
@@ -143,6 +144,39 @@ def test_a_sub_task_holds_what_its_parent_read_and_carries_the_users_request(
     assert {"secret", "untrusted"} <= labels  # its own now: labels only ratchet up
 
 
+def test_what_a_sub_agent_read_counts_for_the_agents_that_delegated_to_it(chains: Guard) -> None:
+    """Handing a step down sheds nothing either: a sub-agent can hand back what it read, so
+    the labels its outputs give its task reach every task it was delegated from, and their
+    next calls are decided on them; after the sub-task has ended too."""
+    chains.register_agent("acme", "helper", kind="assistant", owner="alice@acme.com")
+    chains.register_agent("acme", "reader", kind="assistant", owner="alice@acme.com")
+    grant = chains.grant(
+        "acme", user="alice", agent="assistant", tools=list(TOOLS), may_act=["helper", "reader"]
+    )
+    with chains.task(
+        workspace="acme",
+        agent="assistant",
+        user="alice",
+        request="Check the deploy key and tell bob@acme.com it works",
+        tools=list(TOOLS),
+        grant=grant.id,
+    ) as parent:
+        before = parent.authorize("send_email", {"to": "bob@acme.com"})
+        with parent.delegate("helper", tools=["get_secret", "read_email"]) as helper:
+            with helper.delegate("reader", tools=["read_email"]) as reader:
+                allowed_and_reported(reader, "read_email", {"folder": "inbox"}, INJECTION)
+            key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn"
+            allowed_and_reported(helper, "get_secret", {"name": "deploy"}, key)
+            helper_labels = set(helper.state.labels)
+        after = parent.authorize("send_email", {"to": "bob@acme.com"})
+        labels = set(parent.state.labels)
+    assert before.allowed, before.reason
+    assert {"secret", "untrusted"} <= helper_labels  # the reader's, and its own
+    assert {"secret", "untrusted"} <= labels
+    assert after.effect is Effect.DENY, after.reason
+    assert after.reasons[0].policy == "baseline-lethal-trifecta"
+
+
 def test_an_injected_recipient_needs_approval_the_typed_one_does_not(chains: Guard) -> None:
     with task(chains, "Summarise my inbox for bob@acme.com") as t:
         allowed_and_reported(t, "read_email", {"folder": "inbox"}, INJECTION)
@@ -231,6 +265,63 @@ def test_labels_never_decrease(
             seen = set(t.state.labels)
             recorded = chains.decisions("acme", task_id=t.id, limit=1)[0]
             assert set(json.loads(recorded.context or "{}")["task"]["labels"]) <= seen
+
+
+READS = st.tuples(st.sampled_from(["read_email", "read_file", "get_secret"]), OUTPUTS)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    # Each step: a new sub-task of task number `parent` (modulo those made), then reads in it.
+    steps=st.lists(
+        st.tuples(st.integers(0, 5), st.lists(READS, max_size=3)), min_size=1, max_size=5
+    )
+)
+def test_every_task_above_one_holds_the_labels_its_outputs_gave(
+    chains: Guard, steps: list[tuple[int, list[tuple[str, Any]]]]
+) -> None:
+    """Over any delegation tree and any outputs read in it, a task's labels include those the
+    outputs of every task below it gave: what a sub-agent read never stays below the agent it
+    reports to. (What a task inherits from above reaches it at its next decision.)"""
+    with contextlib.suppress(Conflict):  # made by an earlier example
+        chains.register_agent("acme", "helper", kind="assistant", owner="alice@acme.com")
+    grant = chains.grant(
+        "acme", user="alice", agent="assistant", tools=list(TOOLS), may_act=["helper"]
+    )
+    root = chains.task(
+        workspace="acme",
+        agent="assistant",
+        user="alice",
+        request="Do the thing for bob@acme.com",
+        tools=list(TOOLS),
+        grant=grant.id,
+    )
+    tasks, parents, depths = [root], [-1], [0]
+    read: list[set[str]] = [set()]  # the labels each task's own outputs gave it
+    reads = ["read_email", "read_file", "get_secret"]
+    for parent, outputs in steps:
+        at = parent % len(tasks)
+        while depths[at] >= 3:  # a chain is at most four tokens deep
+            at = parents[at]
+        tasks.append(tasks[at].delegate("helper", tools=reads))
+        parents.append(at)
+        depths.append(depths[at] + 1)
+        read.append(set())
+        for tool, output in outputs:
+            d = tasks[-1].authorize(tool, {})
+            if d.allowed:
+                before = set(tasks[-1].state.labels)
+                tasks[-1].report(d, output)
+                read[-1] |= tasks[-1].state.labels - before
+    labels = [set(t.state.labels) for t in tasks]
+    for below in range(len(tasks)):
+        above = parents[below]
+        while above >= 0:
+            assert read[below] <= labels[above], (below, above, read, labels)
+            above = parents[above]
+    root.end()
 
 
 @pytest.mark.parametrize(

@@ -141,6 +141,32 @@ def test_a_sub_task_sees_what_its_parent_read_on_another_replica(
     parent.end()
 
 
+def test_a_parent_task_sees_what_its_sub_task_read_on_another_replica(
+    replicas: tuple[Guard, Guard],
+) -> None:
+    """Replica a has the parent's state from deciding its call; the sub-task then reads a
+    secret through replica b. a's next decision in the parent sees it."""
+    a, b = replicas
+    a.register_agent("acme", "helper", kind="coder", owner="alice@acme.com")
+    tools = ["read_file", "read_secret", "http_post"]
+    grant = a.grant("acme", user="alice", agent="coder", tools=tools, may_act=["helper"])
+    parent = a.task(
+        workspace="acme", agent="coder", user="alice", request="tidy", tools=tools, grant=grant.id
+    )
+    before = parent.authorize("http_post", {"path": "/status"})
+    sub = parent.delegate("helper", tools=["read_secret"])
+    read = on(b, sub, "read_secret", {})
+    secret = b.authorize(None, "read_secret", {}, token=sub.token)
+    b.report(sub.id, secret.decision_id, "the deploy key")
+    sub.end()
+    after = parent.authorize("http_post", {"path": "/status"})
+    assert (before.effect, read, secret.effect) == (Effect.ALLOW, Effect.ALLOW, Effect.ALLOW)
+    assert after.effect is Effect.DENY, after.reason
+    assert after.reasons[0].policy == "no-exfiltration-after-a-secret"
+    assert "secret" in parent.state.labels
+    parent.end()
+
+
 def test_concurrent_calls_on_two_replicas_are_decided_one_at_a_time(
     replicas: tuple[Guard, Guard],
 ) -> None:

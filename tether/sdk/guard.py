@@ -567,6 +567,7 @@ class Guard(ToolDecorator):
             tool = None
         seen = observe(tool.spec if tool is not None else None, output, complete=complete)
         self._tasks.report(state, seen)
+        self._tasks.bequeath(state, set(seen.labels))
 
     def end_task(self, task_id: str) -> None:
         """The task is done: its tokens, and its sub-tasks', are refused from now on."""

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tether.model import Task, TaskStatus
-from tether.session.task import Decided, Event, TaskState
+from tether.session.task import Bequeathed, Decided, Event, TaskState
 from tether.store import Store
 
 MAX_CACHED = 10_000  # shared states kept in memory; the rest are read back when used
@@ -127,6 +127,24 @@ class TaskStates:
                     return state.labels - before
                 self.catch_up(state)
         raise RuntimeError(f"task {state.id} kept changing elsewhere; the report was not kept")
+
+    def bequeath(self, state: TaskState, labels: set[str]) -> None:
+        """Give the labels of an output `state`'s task read to every task it was delegated
+        from (that is open and lacks one of them), as an event of each (`Bequeathed`).
+
+        What a sub-agent read it can hand back to the agent that delegated to it: a planner
+        whose coder read a key holds it as surely as the coder does, and the rules keyed on
+        `secret` and `untrusted` must hold for the planner's next call too. Each ancestor's
+        next decision sees them, here or in any process sharing the store. (Its sub-tasks
+        see them through `inherited`.)"""
+        parent = state.task.parent
+        while labels and parent is not None:
+            ancestor = self.get(parent)
+            if ancestor is None:  # closed: it, and the tasks above it, act no more
+                return
+            if labels - ancestor.labels:
+                self.report(ancestor, Bequeathed(state.id, frozenset(labels)))
+            parent = ancestor.task.parent
 
     def inherited(self, state: TaskState) -> frozenset[str]:
         """The labels the tasks `state`'s was delegated from hold and it does not yet.

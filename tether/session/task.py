@@ -3,9 +3,10 @@
 Every update is O(1) in the task's length (counters, sets, a bounded history), never a rescan of
 history, so a task's thousandth call costs what its first did. Labels only ever grow.
 
-The state changes by two kinds of event only, `Decided` (a call was decided) and `Observed` (an
-allowed call's output was read), each a plain record: so the same state can be rebuilt anywhere
-from its events in order (tether/session/shared.py keeps them in the store for replicas).
+The state changes by three kinds of event only, `Decided` (a call was decided), `Observed` (an
+allowed call's output was read) and `Bequeathed` (a task delegated from it read something), each
+a plain record: so the same state can be rebuilt anywhere from its events in order
+(tether/session/shared.py keeps them in the store for replicas).
 """
 
 from __future__ import annotations
@@ -54,7 +55,16 @@ class Observed(msgspec.Struct, frozen=True, tag=True):
     pieces: tuple[str, ...]
 
 
-Event = Decided | Observed
+class Bequeathed(msgspec.Struct, frozen=True, tag=True):
+    """Labels a task delegated from this one (`task`, or one below it) gained by reading an
+    output: what a sub-agent read, it can hand back to the agent that delegated to it, which
+    then acts on it. Not a call of this task: only its labels change."""
+
+    task: str
+    labels: frozenset[str]
+
+
+Event = Decided | Observed | Bequeathed
 
 
 def observe(tool: Tool | None, output: Any, *, complete: bool = True) -> Observed:
@@ -164,6 +174,10 @@ class TaskState:
             if isinstance(event, Decided):
                 self._decided(event)
                 return set()
+            if isinstance(event, Bequeathed):
+                added = event.labels - self.labels
+                self.labels |= added
+                return set(added)
             return self._observed(event)
 
     def _decided(self, event: Decided) -> None:
@@ -202,6 +216,7 @@ __all__ = [
     "UNSCANNED",
     "UNTRUSTED",
     "USER",
+    "Bequeathed",
     "Decided",
     "Event",
     "Observed",
