@@ -66,6 +66,16 @@ def start(guard: Guard) -> TaskHandle:
     )
 
 
+def delegating(guard: Guard) -> TaskHandle:
+    """A task of the coder's, under a grant that lets it delegate to a helper."""
+    guard.register_agent("acme", "helper", kind="coder", owner="alice@acme.com")
+    tools = ["read_file", "read_secret", "http_post"]
+    grant = guard.grant("acme", user="alice", agent="coder", tools=tools, may_act=["helper"])
+    return guard.task(
+        workspace="acme", agent="coder", user="alice", request="tidy", tools=tools, grant=grant.id
+    )
+
+
 def on(guard: Guard, task: TaskHandle, tool: str, args: dict[str, str] | None = None) -> Effect:
     """A call of `task` decided by `guard` (another replica than the one that started it)."""
     return guard.authorize(None, tool, args or {}, token=task.token).effect
@@ -123,12 +133,7 @@ def test_a_sub_task_sees_what_its_parent_read_on_another_replica(
     """Replica b has the parent's state cached from deciding a call of the sub-task; the
     parent then reads a secret through replica a. b's next decision in the sub-task sees it."""
     a, b = replicas
-    a.register_agent("acme", "helper", kind="coder", owner="alice@acme.com")
-    tools = ["read_file", "read_secret", "http_post"]
-    grant = a.grant("acme", user="alice", agent="coder", tools=tools, may_act=["helper"])
-    parent = a.task(
-        workspace="acme", agent="coder", user="alice", request="tidy", tools=tools, grant=grant.id
-    )
+    parent = delegating(a)
     sub = parent.delegate("helper", tools=["http_post"])
     before = on(b, sub, "http_post", {"path": "/status"})
     read = parent.authorize("read_secret", {})
@@ -147,12 +152,7 @@ def test_a_parent_task_sees_what_its_sub_task_read_on_another_replica(
     """Replica a has the parent's state from deciding its call; the sub-task then reads a
     secret through replica b. a's next decision in the parent sees it."""
     a, b = replicas
-    a.register_agent("acme", "helper", kind="coder", owner="alice@acme.com")
-    tools = ["read_file", "read_secret", "http_post"]
-    grant = a.grant("acme", user="alice", agent="coder", tools=tools, may_act=["helper"])
-    parent = a.task(
-        workspace="acme", agent="coder", user="alice", request="tidy", tools=tools, grant=grant.id
-    )
+    parent = delegating(a)
     before = parent.authorize("http_post", {"path": "/status"})
     sub = parent.delegate("helper", tools=["read_secret"])
     read = on(b, sub, "read_secret", {})
