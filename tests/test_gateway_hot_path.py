@@ -553,6 +553,40 @@ def test_what_an_upstream_logs_during_a_call_is_reported_to_the_task_on_either_p
     assert "secret" in seen[0] and "secret" in seen[1], seen
 
 
+def test_what_a_sub_agent_read_through_the_gateway_counts_in_the_task_that_delegated_to_it(
+    home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The planner delegates to the coder; a key an upstream logs during the coder's call
+    (on the hot path, reported on the gateway's event loop) labels the planner's task too,
+    and the planner's next call through the gateway is decided on it."""
+    hot = _hot_calls(monkeypatch)
+    tools = ["sse.echo", "sse.leaky"]
+
+    async def run(gw: Gateway, task: TaskHandleBase, tool: str) -> None:
+        async with gw.client(task) as client:
+            await _warm(client)
+            assert not (await client.call_tool(tool, {})).is_error
+
+    with _served(home, upstreams, tools) as (gw, _):
+        grant = gw.guard.grant(
+            "acme", user="alice", agent="planner", tools=tools, may_act=["coder"]
+        )
+        planner = gw.guard.task(
+            workspace="acme", agent="planner", user="alice", request="", tools=tools, grant=grant.id
+        )
+        coder = planner.delegate("coder", tools=["sse.echo", "sse.leaky"])
+        anyio.run(run, gw, planner, "sse.echo")
+        before = json.loads(gw.guard.decisions("acme", task_id=planner.id, limit=1)[0].context)
+        anyio.run(run, gw, coder, "sse.leaky")
+        anyio.run(run, gw, planner, "sse.echo")
+        after = json.loads(gw.guard.decisions("acme", task_id=planner.id, limit=1)[0].context)
+        coder.end()
+        planner.end()
+    assert hot.count("sse.leaky") == 1
+    assert "secret" not in before["task"]["labels"]
+    assert "secret" in after["task"]["labels"], after["task"]["labels"]
+
+
 def test_what_an_upstream_asks_the_agents_model_mid_call_is_reported_to_the_task_on_either_path(
     home: Path, upstreams: dict[str, tuple[str, _Forgetful]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
