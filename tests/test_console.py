@@ -402,12 +402,16 @@ def test_older_is_offered_only_when_there_are_older_decisions(
     assert rest.count("data-decision=") == 1
 
 
-def test_counts_by_agent_tool_and_hour(starter: Guard) -> None:
+def test_counts_by_agent_tool_and_hour(starter: Guard, home: Path) -> None:
     hour = int(time.time() // 3600)
-    late = Guard(starter.store, clock=lambda: hour * 3600 - 0.5)  # the last moment of an hour
-    with late.task(
-        workspace="acme", agent="coder", user="alice", request="read", tools=["read_file"]
-    ) as task:
+    # Another process on the store, whose clock reads the last moment of an hour; closed
+    # before the test ends, or its audit log's checkpoint thread outlives the test's database.
+    with (
+        Guard(Store.at_home(home), clock=lambda: hour * 3600 - 0.5) as late,
+        late.task(
+            workspace="acme", agent="coder", user="alice", request="read", tools=["read_file"]
+        ) as task,
+    ):
         task.authorize("read_file", {"path": "/repo/a.py"})
         task.authorize("read_file", {"path": "/etc/shadow"})
         task.authorize("read_file", {"path": "/etc/hosts"})
