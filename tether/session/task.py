@@ -56,9 +56,9 @@ class Observed(msgspec.Struct, frozen=True, tag=True):
 
 
 class Bequeathed(msgspec.Struct, frozen=True, tag=True):
-    """Labels a task delegated from this one (`task`, or one below it) gained by reading an
-    output: what a sub-agent read, it can hand back to the agent that delegated to it, which
-    then acts on it. Not a call of this task: only its labels change."""
+    """Labels an output gave a task delegated from this one, directly or further down (`task`,
+    the one that read it): what a sub-agent read, it can hand back to the agent that delegated
+    to it, which then acts on it. Not a call of this task: only its labels change."""
 
     task: str
     labels: frozenset[str]
