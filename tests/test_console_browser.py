@@ -7,6 +7,7 @@ With TETHER_CONSOLE_SCREENSHOTS=<folder> the tests also keep a picture of each p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -22,6 +23,7 @@ from test_cli import run_cli
 from tether import Guard
 from tether.model import Decision, Effect
 from tether.server import console_auth
+from tether.store import Store
 from tether.workspace import POLL_INTERVAL
 
 pytestmark = pytest.mark.sqlite  # the browser pass runs once; the console's store queries
@@ -51,11 +53,15 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
+AGENTS: list[Guard] = []  # the agents' Guards of the test that runs: closed with its service
+
+
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Served]:
     home = tmp_path / "home"
     assert run_cli(home, "init").returncode == 0
-    with served(home) as service:
+    with served(home) as service, contextlib.ExitStack() as agents:
+        agents.callback(_close_agents)
         store, now = service.guard.store, time.time()
         console_auth.add_account(store, "bob", PASSWORD, {"acme": ["approver", "auditor"]}, now)
         console_auth.add_account(store, "alice", PASSWORD, {"acme": ["admin"]}, now)
@@ -73,12 +79,22 @@ def page(browser: Any) -> Iterator[Any]:
         context.close()
 
 
+def _close_agents() -> None:
+    """Before the service stops: an agent's Guard left open would go on writing its audit
+    checkpoints into a database its test has dropped."""
+    while AGENTS:
+        AGENTS.pop().close()
+
+
 class Agent:
     """The coder, acting for alice on its own thread: a call that needs approval waits (the
-    SDK's `wait`) until a person answers in the console."""
+    SDK's `wait`) until a person answers in the console. Its Guard is another process's, on
+    its own connection to the service's store."""
 
     def __init__(self, service: Served, tools: list[str] | None = None) -> None:
-        self.guard = Guard(service.guard.store, shared_tasks=True)
+        store = service.guard.store
+        self.guard = Guard(Store(store.url, home=store.home), shared_tasks=True)
+        AGENTS.append(self.guard)
         self.task = self.guard.task(
             workspace="acme",
             agent="coder",
