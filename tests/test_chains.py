@@ -166,11 +166,15 @@ def test_what_a_sub_agent_read_counts_for_the_agents_that_delegated_to_it(chains
             helper_labels = set(helper.state.labels)
         after = parent.authorize("send_email", {"to": "bob@acme.com"})
         labels = set(parent.state.labels)
+        with parent.delegate("reader", tools=["send_email"]) as sibling:  # the helper's
+            sent = sibling.authorize("send_email", {"to": "bob@acme.com"})
     assert before.allowed, before.reason
     assert {"secret", "untrusted"} <= helper_labels  # the reader's, and its own
     assert {"secret", "untrusted"} <= labels
     assert after.effect is Effect.DENY, after.reason
     assert after.reasons[0].policy == "baseline-lethal-trifecta"
+    assert sent.effect is Effect.DENY, sent.reason  # a sibling sees them through the parent
+    assert sent.reasons[0].policy == "baseline-lethal-trifecta"
 
 
 def test_an_injected_recipient_needs_approval_the_typed_one_does_not(chains: Guard) -> None:

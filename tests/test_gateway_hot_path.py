@@ -574,7 +574,7 @@ def test_what_a_sub_agent_read_through_the_gateway_counts_in_the_task_that_deleg
         planner = gw.guard.task(
             workspace="acme", agent="planner", user="alice", request="", tools=tools, grant=grant.id
         )
-        coder = planner.delegate("coder", tools=["sse.echo", "sse.leaky"])
+        coder = planner.delegate("coder", tools=tools)
         anyio.run(run, gw, planner, "sse.echo")
         before = json.loads(gw.guard.decisions("acme", task_id=planner.id, limit=1)[0].context)
         anyio.run(run, gw, coder, "sse.leaky")
