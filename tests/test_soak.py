@@ -163,7 +163,9 @@ def test_ten_minutes_of_moderate_load_no_error_and_memory_levels_off(tmp_path: P
         missing = [d for d in answered if store.decision(d) is None]
     with closing(sqlite3.connect(home / DB_FILE)) as database:  # not corrupted on the way
         integrity = database.execute("PRAGMA integrity_check").fetchall()
-    after = f"{len(missing)} answered decisions not in the log; integrity: {integrity[:5]}"
+    logged = (tmp_path / f"serve-{port}.stderr").read_text()[-1500:]  # served.serve puts it there
+    after = (f"{len(missing)} answered decisions not in the log; integrity: {integrity[:5]}; "
+             f"the service's log ends: {logged}")  # fmt: skip
     assert errors == [], f"{len(errors)} errors, the first: {errors[:5]}; {after}"
     assert missing == [] and integrity == [("ok",)], after
     # the load was what it says: most of the calls due were made and answered, half allowed
