@@ -76,6 +76,33 @@ def test_a_change_to_one_workspace_cannot_write_another_workspaces_rows(store: S
     assert store.agents("beta") == []
 
 
+def test_a_snapshot_sees_one_moment_even_when_a_change_commits_while_it_reads(
+    store: Store,
+) -> None:
+    """A decision's view of a workspace is one revision's: its agents, tools and policies
+    together, never the workspace row of one change with the agents of the next. (SQLite's
+    driver starts no transaction for a read, and PostgreSQL's default isolation lets each
+    statement see what committed before it: either way the reads below saw the agent.)"""
+    changed = False
+
+    def change_after_the_workspace_is_read(_conn: object, _cursor: object, sql: str,
+                                           *_: object) -> None:  # fmt: skip
+        nonlocal changed
+        if not changed and "FROM workspaces" in sql:
+            changed = True
+            with store.change("acme") as changes:  # another connection, committed now
+                changes.put_agent(Agent("acme", "late", "coder", "o", "spiffe://x/late"))
+
+    sa.event.listen(store.engine, "after_cursor_execute", change_after_the_workspace_is_read)
+    try:
+        snapshot = store.snapshot("acme")
+    finally:
+        sa.event.remove(store.engine, "after_cursor_execute", change_after_the_workspace_is_read)
+    assert changed and snapshot is not None
+    assert (snapshot.workspace.revision, snapshot.agents) == (0, [])
+    assert [a.name for a in store.agents("acme")] == ["late"]  # the change did commit
+
+
 def test_change_to_a_missing_workspace(store: Store) -> None:
     with pytest.raises(NotFound), store.change("nowhere"):
         pass

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from tether.model import AuditEvent, DecisionRecord
 from tether.store import tables as t
 from tether.store.prepared import Prepared
+from tether.store.reads import one_moment
 from tether.store.rows import row_to
 from tether.store.wal import WriteAheadLog
 from tether.store.writes import HotWrites, Transaction
@@ -194,7 +195,7 @@ class AuditRecords:
         than SQLite took to answer.)"""
         found: dict[str, tuple[int, str]] = {}
         top: dict[str, int] = {}
-        with self.engine.begin() as db:
+        with one_moment(self.engine) as db:
             for name, (last_row, chain_heads) in self._heads.items():
                 top[name] = int(db.execute(last_row).scalar() or 0)
                 window = {"after": after.get(name, 0), "top": top[name]}

@@ -43,6 +43,7 @@ from tether.store.audit import AuditRecords
 from tether.store.console import ConsoleRecords
 from tether.store.credentials import CredentialRecords
 from tether.store.notify import WORKSPACE, Listener, notify
+from tether.store.reads import one_moment
 from tether.store.rows import row_to
 from tether.store.tasks import TaskEvents
 from tether.store.wal import WriteAheadLog, WriteTurn
@@ -226,7 +227,9 @@ class Store:
         return {name: revision for name, revision in rows}  # noqa: C416 - rows are Row objects
 
     def snapshot(self, name: str) -> WorkspaceSnapshot | None:
-        with self.engine.begin() as db:  # one transaction: a consistent view of the workspace
+        """The workspace as one revision has it: its row, agents, tools and bundles read
+        together (a decision never sees one change's policies with another's catalogue)."""
+        with one_moment(self.engine) as db:
             row = db.execute(sa.select(t.workspaces).where(t.workspaces.c.name == name)).first()
             if row is None:
                 return None
