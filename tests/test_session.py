@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from tether.model import Effect, OutputTrust, Task, Tool
 from tether.policy.reasons import compile_reason
 from tether.session import Decided, TaskState, provenance
 from tether.session.content import text_of
-from tether.session.detectors import detect, iban_checksum, luhn
+from tether.session.detectors import MAX_UNCOVERED, detect, iban_checksum, luhn
 from tether.session.provenance import Provenance, keys_of, normalize_url
 from tether.session.risk import Activity, WorkingHours, assess
 
@@ -124,6 +125,67 @@ def test_pieces_read_together_find_what_each_finds_alone(pieces: list[str]) -> N
     for piece in pieces:
         alone |= detect([piece])
     assert detect(pieces) == alone
+
+
+# Secrets as an output could carry them past a pattern: encoded, or split by what shows as nothing.
+HIDDEN_SECRETS = [
+    ("id AKIAIOSFODNN7EXAMPLE here", "AWS access key"),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA", "private key"),
+    ("token=ghp_" + "a1B2" * 9, "GitHub token"),
+    ("xoxb-1234567890-abcdefghij", "Slack token"),
+    (f"aws_secret_access_key = {AWS_KEY}", "AWS secret key"),
+    ("card 4111 1111 1111 1111", "payment card number"),
+]
+ENCODINGS = {
+    "base64": lambda b: base64.b64encode(b).decode(),
+    "base64, unpadded": lambda b: base64.b64encode(b).decode().rstrip("="),
+    "base64url": lambda b: base64.urlsafe_b64encode(b).decode(),
+    "every byte percent-encoded": lambda b: "".join(f"%{byte:02X}" for byte in b),
+}
+INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202c"]
+
+
+@given(
+    st.sampled_from(HIDDEN_SECRETS),
+    st.sampled_from(sorted(ENCODINGS)),
+    st.sampled_from(["{}", "data: {}\n", '{{"blob": "{}"}}', "see {} (attached)"]),
+)
+def test_an_encoded_secret_is_found(secret: tuple[str, str], encoding: str, around: str) -> None:
+    text, detector = secret
+    assert detector not in detect([around.format("x")])
+    assert detector in detect([around.format(ENCODINGS[encoding](text.encode()))])
+
+
+@given(st.sampled_from(HIDDEN_SECRETS), st.data())
+def test_a_secret_split_by_characters_that_show_as_nothing_is_found(
+    secret: tuple[str, str], data: st.DataObject
+) -> None:
+    text, detector = secret
+    places = data.draw(st.lists(st.integers(1, len(text) - 1), min_size=1, max_size=6))
+    for place in sorted(places, reverse=True):
+        text = text[:place] + data.draw(st.sampled_from(INVISIBLE)) + text[place:]
+    assert detector in detect([text])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        base64.b64encode(b"the quick brown fox jumps over the lazy dog").decode(),
+        "configuration_file_name_for_the_service",  # a long name, read as base64: not text
+        "%41%42%43 and /usr/lib/x86_64-linux-gnu/libsqlite3",
+    ],
+)
+def test_encoded_text_without_a_secret_does_not_label(text: str) -> None:
+    assert detect([text]) == {}
+
+
+def test_base64_is_decoded_up_to_a_bound_an_output() -> None:
+    """Past MAX_UNCOVERED characters of base64 an output, no more is decoded: an output of
+    megabytes of encoded data costs a bounded amount (what is past it is not found)."""
+    key = base64.b64encode(b"AKIAIOSFODNN7EXAMPLE").decode()
+    filler = base64.b64encode(b"\xff" * (MAX_UNCOVERED // 4 * 3)).decode()  # not text
+    assert "AWS access key" in detect([key, filler])
+    assert "AWS access key" not in detect([filler, key])
 
 
 def test_checksums() -> None:

@@ -5,13 +5,21 @@ in the text (so a 20 KB page without an `@` costs the e-mail detector one substr
 where a format has one, its checksum: card numbers must pass Luhn and IBANs the ISO 7064 mod-97
 check, so random digit runs do not label a task. Labels only ever add to a task, so a false
 positive makes policies stricter, never looser.
+
+A secret is also found where an output hides it from a pattern but not from a reader: split by
+characters that show as nothing (zero-width spaces, soft hyphens, direction marks), written
+percent-encoded, or encoded in base64 (standard or URL-safe alphabet). Each of these is undone
+once, not recursively, up to `MAX_UNCOVERED` characters an output.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 SECRET = "secret"  # noqa: S105 - a label's name, not a password
 PII = "pii"
@@ -163,8 +171,66 @@ PREFILTER_CHARS = 64 * 1024
 
 
 def detect(pieces: Iterable[str]) -> dict[str, str]:
-    """{detector name: label} for every detector that found a valid match in the text."""
+    """{detector name: label} for every detector that found a valid match in the text, as it
+    is or as it reads once what hides a secret from a pattern is undone (`uncovered`)."""
     pieces = tuple(pieces)
+    found = _detect(pieces)
+    hidden = tuple(uncovered(pieces))
+    if hidden:
+        for name, label in _detect(hidden).items():
+            found.setdefault(name, label)
+    return found
+
+
+# Characters that show as nothing: put inside a key, they split it for a pattern, not for a
+# person or a program that drops them (soft hyphen, Mongolian vowel separator, zero-width
+# space/joiners, direction marks and embeddings, word joiner and invisible operators, BOM).
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+# 16 characters of base64 are 12 bytes: shorter than any secret the detectors know, encoded.
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/\-_]{16,}={0,2}")
+MAX_UNCOVERED = 1 << 20  # characters of base64 decoded an output; past them, none is
+
+
+def uncovered(pieces: Iterable[str]) -> Iterator[str]:
+    """Each piece as it reads with invisible characters dropped and percent-escapes undone,
+    where it has any; and every run of base64 in it (or in that reading) that decodes to
+    UTF-8 text. One level: what is encoded twice is not found."""
+    budget = MAX_UNCOVERED
+    for piece in pieces:
+        readings = [piece]
+        if _INVISIBLE.search(piece):
+            readings.append(_INVISIBLE.sub("", piece))
+        if "%" in piece and _PERCENT.search(piece):
+            readings.append(unquote(readings[-1], errors="replace"))
+        yield from readings[1:]
+        for reading in readings:
+            for run in _BASE64_RUN.finditer(reading):
+                budget -= len(run.group(0))
+                if budget < 0:
+                    return
+                text = _from_base64(run.group(0))
+                if text is not None:
+                    yield text
+
+
+def _from_base64(run: str) -> str | None:
+    """The text a run of base64 encodes, if it is UTF-8; None if it is not base64 or not text."""
+    body = run.rstrip("=")
+    if len(body) % 4 == 1:  # no length of bytes encodes to this
+        return None
+    padded = body + "=" * (-len(body) % 4)
+    try:
+        if "-" in padded or "_" in padded:
+            data = base64.urlsafe_b64decode(padded)
+        else:
+            data = base64.b64decode(padded, validate=True)
+        return data.decode("utf-8")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def _detect(pieces: tuple[str, ...]) -> dict[str, str]:
     detectors = _possible(pieces) if sum(map(len, pieces)) <= PREFILTER_CHARS else DETECTORS
     found: dict[str, str] = {}
     for piece in pieces:
