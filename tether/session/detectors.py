@@ -14,7 +14,6 @@ once, not recursively, up to `MAX_UNCOVERED` characters an output.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -189,42 +188,50 @@ _INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\uf
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 # 16 characters of base64 are 12 bytes: shorter than any secret the detectors know, encoded.
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/\-_]{16,}={0,2}")
+# Hex (digests, ids, uuids) is the commonest long run in outputs; text in base64 is never it.
+_HEX = re.compile(r"[0-9A-Fa-f\-]+")
+_URL_SAFE = str.maketrans("-_", "+/")  # the URL-safe alphabet's two, as the standard's
 MAX_UNCOVERED = 1 << 20  # characters of base64 decoded an output; past them, none is
 
 
-def uncovered(pieces: Iterable[str]) -> Iterator[str]:
+def uncovered(pieces: tuple[str, ...]) -> Iterator[str]:
     """Each piece as it reads with invisible characters dropped and percent-escapes undone,
-    where it has any; and every run of base64 in it (or in that reading) that decodes to
-    UTF-8 text. One level: what is encoded twice is not found."""
+    where it has any; and every run of base64 in the pieces (or in those readings) that
+    decodes to UTF-8 text. One level: what is encoded twice is not found."""
+    readings = [reading for piece in pieces for reading in _readings(piece)]
+    yield from readings
+    # No run of base64 spans two pieces (the NUL between them is not in its alphabet): the
+    # pieces joined, searched once, hold the runs each piece holds (a structured output has
+    # hundreds of small pieces).
+    joined = sum(map(len, pieces)) <= PREFILTER_CHARS
     budget = MAX_UNCOVERED
-    for piece in pieces:
-        readings = [piece]
-        if _INVISIBLE.search(piece):
-            readings.append(_INVISIBLE.sub("", piece))
-        if "%" in piece and _PERCENT.search(piece):
-            readings.append(unquote(readings[-1], errors="replace"))
-        yield from readings[1:]
-        for reading in readings:
-            for run in _BASE64_RUN.finditer(reading):
-                budget -= len(run.group(0))
-                if budget < 0:
-                    return
-                text = _from_base64(run.group(0))
-                if text is not None:
-                    yield text
+    for text in (*(("\0".join(pieces),) if joined else pieces), *readings):
+        for run in _BASE64_RUN.finditer(text):
+            budget -= len(run.group(0))
+            if budget < 0:
+                return
+            decoded = _from_base64(run.group(0))
+            if decoded is not None:
+                yield decoded
+
+
+def _readings(piece: str) -> Iterator[str]:
+    if not piece.isascii() and _INVISIBLE.search(piece):  # every such character is not ASCII
+        piece = _INVISIBLE.sub("", piece)
+        yield piece
+    if "%" in piece and _PERCENT.search(piece):
+        yield unquote(piece, errors="replace")
 
 
 def _from_base64(run: str) -> str | None:
-    """The text a run of base64 encodes, if it is UTF-8; None if it is not base64 or not text."""
+    """The text a run of base64 encodes, if it is UTF-8; None if it is not base64 or not text.
+    (The run is of the alphabets' characters already: decoded by binascii, not by
+    `base64.b64decode`, whose check of them took most of the time.)"""
     body = run.rstrip("=")
-    if len(body) % 4 == 1:  # no length of bytes encodes to this
+    if len(body) % 4 == 1 or _HEX.fullmatch(body):  # no bytes encode to it; a digest or uuid
         return None
-    padded = body + "=" * (-len(body) % 4)
     try:
-        if "-" in padded or "_" in padded:
-            data = base64.urlsafe_b64decode(padded)
-        else:
-            data = base64.b64decode(padded, validate=True)
+        data = binascii.a2b_base64(body.translate(_URL_SAFE) + "=" * (-len(body) % 4))
         return data.decode("utf-8")
     except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
         return None
