@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from tether.credentials.signing_keys import load_master_key, new_master_key
-from tether.errors import InvalidInput, NotFound
+from tether.errors import Conflict, InvalidInput, NotFound
 from tether.model import Agent, AgentStatus, Tool, User, Workspace
 from tether.store import StaleRevision, Store
 from tether.store.tables import metadata
@@ -101,6 +103,40 @@ def test_a_snapshot_sees_one_moment_even_when_a_change_commits_while_it_reads(
     assert changed and snapshot is not None
     assert (snapshot.workspace.revision, snapshot.agents) == (0, [])
     assert [a.name for a in store.agents("acme")] == ["late"]  # the change did commit
+
+
+def test_creations_take_turns_so_a_check_sees_a_workspace_made_meanwhile(store: Store) -> None:
+    """`create_workspace`'s check is given the names as they are when it commits: a twin made
+    by another connection while the first creation is between its check and its commit is
+    refused (control.py refuses names that share webhook variables this way)."""
+    checking, go_on = threading.Event(), threading.Event()
+    refused: list[Exception] = []
+
+    def slow_check(_names: list[str]) -> None:
+        checking.set()
+        assert go_on.wait(10)
+
+    def refuse_a_twin(names: list[str]) -> None:
+        if "acme-eu" in names:
+            raise Conflict("acme-eu is its twin")
+
+    def create(name: str, check: Callable[[list[str]], None]) -> None:
+        try:
+            store.create_workspace(Workspace(name, "default", "tether.local", 0.0), check=check)
+        except Exception as error:
+            refused.append(error)
+
+    first = threading.Thread(target=create, args=("acme-eu", slow_check))
+    first.start()
+    assert checking.wait(10)
+    second = threading.Thread(target=create, args=("acme_eu", refuse_a_twin))
+    second.start()
+    time.sleep(0.3)  # time for the second to reach its check, were it not made to wait
+    go_on.set()
+    first.join(30)
+    second.join(30)
+    assert [str(e) for e in refused] == ["acme-eu is its twin"]
+    assert sorted(store.revisions()) == ["acme", "acme-eu"]
 
 
 def test_change_to_a_missing_workspace(store: Store) -> None:

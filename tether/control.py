@@ -77,22 +77,8 @@ class Control:
             created_at=self._clock(),
             settings=_checked_settings(name, settings or {}),
         )
-        self._refuse_a_twin(name)
-        self._store.create_workspace(workspace)
+        self._store.create_workspace(workspace, check=lambda names: _refuse_a_twin(name, names))
         return workspace
-
-    def _refuse_a_twin(self, name: str) -> None:
-        """A workspace's webhook secrets are the variables named for it
-        (`webhook_variable_prefix`), where `-`, `.` and `_` are one: two names that differ only
-        in those would key each other's notifications, so the second is refused."""
-        prefix = webhook_variable_prefix(name)
-        for other in self._store.workspaces():
-            if other.name != name and webhook_variable_prefix(other.name) == prefix:
-                raise Conflict(
-                    f"workspace {name!r} would share its webhook secrets' variables ({prefix}...) "
-                    f"with workspace {other.name!r}: choose a name that differs from it in more "
-                    "than '-', '.' and '_'"
-                )
 
     def set_settings(self, workspace: str, settings: Mapping[str, Any]) -> None:
         checked = _checked_settings(workspace, settings)
@@ -319,6 +305,21 @@ class Control:
 
 
 SETTINGS = ("working_hours", "approvals", "audit")
+
+
+def _refuse_a_twin(name: str, others: list[str]) -> None:
+    """A workspace's webhook secrets are the variables named for it (`webhook_variable_prefix`),
+    where `-`, `.` and `_` are one: two names that differ only in those would key each other's
+    notifications, so the second is refused (checked as it is created, with creations taking
+    turns: two made at the same instant are kept apart too)."""
+    prefix = webhook_variable_prefix(name)
+    for other in others:
+        if webhook_variable_prefix(other) == prefix:
+            raise Conflict(
+                f"workspace {name!r} would share its webhook secrets' variables ({prefix}...) "
+                f"with workspace {other!r}: choose a name that differs from it in more than "
+                "'-', '.' and '_'"
+            )
 
 
 def _checked_settings(workspace: str, settings: Mapping[str, Any]) -> dict[str, Any]:

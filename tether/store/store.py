@@ -11,7 +11,7 @@ larger than everything else a decision costs.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +106,7 @@ def _alembic_config(connection: sa.Connection) -> Config:
 
 
 MIGRATION_LOCK = 0x7E7E_0001  # PostgreSQL advisory lock: replicas starting at once migrate once
+CREATE_WORKSPACE_LOCK = 0x7E7E_0002  # and one workspace is created at a time
 
 
 def migrate(engine: sa.Engine) -> None:
@@ -166,12 +167,23 @@ class Store:
 
     # -- configuration -------------------------------------------------------------------------
 
-    def create_workspace(self, workspace: Workspace) -> None:
+    def create_workspace(
+        self, workspace: Workspace, *, check: Callable[[list[str]], None] | None = None
+    ) -> None:
+        """Create the workspace. `check` is given every existing workspace's name and may
+        refuse (by raising): creations take turns across processes (SQLite's write lock taken
+        at the start, a PostgreSQL advisory lock), so a workspace created meanwhile is among
+        the names it is given, and two that `check` would keep apart cannot both be made."""
         with self.engine.begin() as db:
-            if db.execute(
-                sa.select(t.workspaces.c.name).where(t.workspaces.c.name == workspace.name)
-            ).first():
+            if db.dialect.name == "sqlite":
+                db.exec_driver_sql("BEGIN IMMEDIATE")  # the driver would begin at the insert
+            else:
+                db.execute(sa.select(sa.func.pg_advisory_xact_lock(CREATE_WORKSPACE_LOCK)))
+            names = list(db.execute(sa.select(t.workspaces.c.name)).scalars())
+            if workspace.name in names:
                 raise Conflict(f"workspace {workspace.name!r} already exists")
+            if check is not None:
+                check(names)
             if not db.execute(
                 sa.select(t.tenants.c.name).where(t.tenants.c.name == workspace.tenant)
             ).first():
