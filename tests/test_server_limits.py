@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +58,7 @@ def test_only_a_proven_request_counts_against_its_agent(home: Path) -> None:
     public = "http://testserver"
     authorize_url = f"{public}/v1/authorize"
     limits = RateLimits(rate=1.0, burst=3.0, clock=lambda: 0.0)  # never refills: it counts
-    with Guard(
-        Store.at_home(home),
-        credential_settings=Settings(token_url=f"{public}/v1/token"),
-        proofs=ProofRule(htm="POST", htu=authorize_url, required=True),
-    ) as guard:
-        guard.add_workspace("acme")
-        guard.add_user("acme", "alice")
-        guard.register_agent("acme", "planner", kind="planner", owner="alice@acme.com")
-        guard.register_tool("acme", "read_file", effects=["read"])
-        guard.activate_policies("acme", {"all.cedar": "permit (principal, action, resource);"})
-        guard.grant("acme", user="alice", agent="planner", tools=["read_file"])
+    with _planner_guard(home, public) as guard:
         app = create_app(guard, public_url=public, limits=limits)
         with guard.task(
             workspace="acme", agent="planner", user="alice", request="", tools=["read_file"]
@@ -95,6 +87,62 @@ def test_only_a_proven_request_counts_against_its_agent(home: Path) -> None:
             assert anyio.run(calls, thief) == [401, 401, 401, 429]  # its address's rate
             holder: list[str | None] = [proof(key) for _ in range(4)]
             assert anyio.run(calls, holder) == [200, 200, 200, 429]  # the agent's own rate
+
+
+def test_a_captured_proof_replayed_counts_against_its_agent_once(home: Path) -> None:
+    """A thief who captured a task token with one of its proofs (from a log, say) can replay
+    them until the proof is too old: each replay is refused, and after the first sighting
+    counts against the sender's address, not the agent, whose own calls still go through."""
+    public = "http://testserver"
+    authorize_url = f"{public}/v1/authorize"
+    limits = RateLimits(rate=1.0, burst=3.0, clock=lambda: 0.0)  # never refills: it counts
+    with _planner_guard(home, public) as guard:
+        app = create_app(guard, public_url=public, limits=limits)
+        with guard.task(
+            workspace="acme", agent="planner", user="alice", request="", tools=["read_file"]
+        ) as task:
+            key = guard.agent_keys.get("acme", "planner")
+
+            def proof() -> str:
+                return make_proof(
+                    key, htm="POST", htu=authorize_url, now=guard._clock(), access_token=task.token
+                )
+
+            captured = proof()
+            sent = [captured, captured, captured, captured, captured, proof(), proof(), proof()]
+            statuses = anyio.run(_authorize_each, app, public, task.token, sent)
+    # the holder's call; four replays (three on the address's burst, then told to wait); the
+    # holder's next two calls, on what the agent's rate has left; then the agent's rate is out
+    assert statuses == [200, 401, 401, 401, 429, 200, 200, 429], statuses
+
+
+@contextmanager
+def _planner_guard(home: Path, public: str) -> Iterator[Guard]:
+    with Guard(
+        Store.at_home(home),
+        credential_settings=Settings(token_url=f"{public}/v1/token"),
+        proofs=ProofRule(htm="POST", htu=f"{public}/v1/authorize", required=True),
+    ) as guard:
+        guard.add_workspace("acme")
+        guard.add_user("acme", "alice")
+        guard.register_agent("acme", "planner", kind="planner", owner="alice@acme.com")
+        guard.register_tool("acme", "read_file", effects=["read"])
+        guard.activate_policies("acme", {"all.cedar": "permit (principal, action, resource);"})
+        guard.grant("acme", user="alice", agent="planner", tools=["read_file"])
+        yield guard
+
+
+async def _authorize_each(app: Any, public: str, token: str, proofs: list[str]) -> list[int]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=public) as client:
+        statuses = []
+        for dpop in proofs:
+            headers = {"authorization": f"DPoP {token}", "dpop": dpop}
+            answer = await client.post(
+                "/v1/authorize", json={"tool": "read_file", "args": {}}, headers=headers
+            )
+            statuses.append(answer.status_code)
+        return statuses
 
 
 def test_a_charge_over_the_burst_is_refused_as_too_large_and_charges_nothing() -> None:

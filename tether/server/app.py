@@ -153,7 +153,7 @@ def _limit(call: Call, limits: RateLimits) -> None:
     """429 past the caller's rate: this request counts one call now, and `call.charge` lets an
     endpoint count the rest once it has read them (a batch: each of its calls). An agent's
     bucket is charged only for a request its key proves; any other is limited by address."""
-    key = _proven_agent(call) or (
+    key = _proven_agent(call, limits) or (
         f"address/{call.request.client.host if call.request.client else '?'}"
     )
 
@@ -170,11 +170,12 @@ def _limit(call: Call, limits: RateLimits) -> None:
     call.charge = lambda count: charge(count, already=1)
 
 
-def _proven_agent(call: Call) -> str | None:
+def _proven_agent(call: Call, limits: RateLimits) -> str | None:
     """`workspace/agent` of a request whose task token verifies and whose DPoP proof, for this
-    very request, is signed by the token's key; else None. A stolen token alone must not use
-    up its agent's rate. The proof's one-time id is not spent here: the endpoint claims it
-    (with the decision, for a decision), and refuses a replay there."""
+    very request, is signed by the token's key and not counted here before; else None. A
+    stolen token alone, or with a captured proof, must not use up its agent's rate. The proof's
+    one-time id is not spent here: the endpoint claims it (with the decision, for a decision),
+    and refuses a replay there."""
     if call.token is None:
         return None
     try:
@@ -184,15 +185,11 @@ def _proven_agent(call: Call) -> str | None:
             htm=call.request.method,
             htu=call.url,
             require_proof=True,
-            remember_once=_checked_not_claimed,
+            remember_once=limits.first_sighting,
         )
     except Exception:  # refused, or not checkable now (the store away): the endpoint decides,
         return None  # and fails closed with its reason; meanwhile the caller is limited by address
     return f"{claims.ws}/{claims.agent}"
-
-
-def _checked_not_claimed(_key: str, _until: float) -> bool:
-    return True
 
 
 def _authenticate(endpoint: Endpoint, call: Call) -> None:

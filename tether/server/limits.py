@@ -8,6 +8,11 @@ instead (it can claim anything, and a stolen token alone must not spend its agen
 The table holds at most MAX_BUCKETS buckets, the least recently used forgotten first, each call
 O(1): a caller that keeps calling keeps its bucket (it is never the least recent), and a bucket
 forgotten is one idle while MAX_BUCKETS others were used since.
+
+A proof counts against its agent once in this process (`first_sighting`): shown again, it is
+a replay (refused where the endpoint claims it), and its sender is limited by address, so a
+captured token and proof cannot use up the agent's rate while the proof is young enough to
+check. (Each other process may count it once more: the limits are each process's own.)
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class RateLimits:
         self._clock = clock
         self._size = size
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()  # the least recent first
+        self._proofs: OrderedDict[str, None] = OrderedDict()  # counted ones, the oldest first
         self._lock = threading.Lock()
 
     def take(self, key: str, count: int = 1) -> float | None:
@@ -68,6 +74,17 @@ class RateLimits:
                 bucket.tokens -= count
                 return None
             return (count - bucket.tokens) / self.rate
+
+    def first_sighting(self, proof: str, _until: float = 0.0) -> bool:
+        """Whether this proof (its one-time key) is new here; remembered if so. At most `size`
+        are remembered, the oldest forgotten first (by then it is long too old to check)."""
+        with self._lock:
+            if proof in self._proofs:
+                return False
+            if len(self._proofs) >= self._size:
+                self._proofs.popitem(last=False)
+            self._proofs[proof] = None
+            return True
 
     def has(self, key: str, count: int = 1) -> bool:
         """Whether `count` calls may go now, without taking them (nor remembering a caller
