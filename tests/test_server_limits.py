@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,6 +115,19 @@ def test_a_captured_proof_replayed_counts_against_its_agent_once(home: Path) -> 
     # the holder's call; four replays (three on the address's burst, then told to wait); the
     # holder's next two calls, on what the agent's rate has left; then the agent's rate is out
     assert statuses == [200, 401, 401, 401, 429, 200, 200, 429], statuses
+
+
+def test_proofs_are_remembered_while_young_and_at_most_as_many_as_buckets() -> None:
+    later = time.time() + 60
+    limits = RateLimits(rate=1.0, burst=3.0)
+    assert limits.first_sighting("old", time.time() - 1)  # too old to pass a check already:
+    assert limits.first_sighting("p1", later)  # forgotten as the next one comes
+    assert not limits.first_sighting("p1", later)
+    assert limits.first_sighting("old", later) and not limits.first_sighting("old", later)
+    few = RateLimits(rate=1.0, burst=3.0, size=2)
+    assert few.first_sighting("p1", later) and few.first_sighting("p2", later)
+    assert few.first_sighting("p3", later)  # two at most: the oldest, p1, goes
+    assert few.first_sighting("p1", later) and not few.first_sighting("p3", later)
 
 
 @contextmanager

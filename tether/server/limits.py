@@ -59,7 +59,7 @@ class RateLimits:
         self._clock = clock
         self._size = size
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()  # the least recent first
-        self._proofs: OrderedDict[str, None] = OrderedDict()  # counted ones, the oldest first
+        self._proofs: OrderedDict[str, float] = OrderedDict()  # counted ones: until when
         self._lock = threading.Lock()
 
     def take(self, key: str, count: int = 1) -> float | None:
@@ -75,15 +75,20 @@ class RateLimits:
                 return None
             return (count - bucket.tokens) / self.rate
 
-    def first_sighting(self, proof: str, _until: float = 0.0) -> bool:
-        """Whether this proof (its one-time key) is new here; remembered if so. At most `size`
-        are remembered, the oldest forgotten first (by then it is long too old to check)."""
+    def first_sighting(self, proof: str, until: float) -> bool:
+        """Whether this proof (its one-time key) is new here; remembered if so, until `until`
+        (when it is too old to pass a check: wall-clock time, as its issue time is). At most
+        `size` are remembered, the oldest forgotten first."""
+        now = time.time()
         with self._lock:
-            if proof in self._proofs:
+            proofs = self._proofs
+            while proofs and next(iter(proofs.values())) < now:
+                proofs.popitem(last=False)  # the oldest: mostly in the order they expire
+            if proof in proofs:
                 return False
-            if len(self._proofs) >= self._size:
-                self._proofs.popitem(last=False)
-            self._proofs[proof] = None
+            if len(proofs) >= self._size:
+                proofs.popitem(last=False)
+            proofs[proof] = until
             return True
 
     def has(self, key: str, count: int = 1) -> bool:
