@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -56,62 +56,19 @@ def test_only_a_proven_request_counts_against_its_agent(home: Path) -> None:
     """A thief holding an agent's task token but not its key (no proof, or one signed with
     another key) is limited by its address: it cannot use up the agent's rate, whose own
     proven calls go through, and count against the agent."""
-    public = "http://testserver"
-    authorize_url = f"{public}/v1/authorize"
-    limits = RateLimits(rate=1.0, burst=3.0, clock=lambda: 0.0)  # never refills: it counts
-    with _planner_guard(home, public) as guard:
-        app = create_app(guard, public_url=public, limits=limits)
-        with guard.task(
-            workspace="acme", agent="planner", user="alice", request="", tools=["read_file"]
-        ) as task:
-            token, key = task.token, guard.agent_keys.get("acme", "planner")
-
-            def proof(signer: ECKey) -> str:
-                return make_proof(
-                    signer, htm="POST", htu=authorize_url, now=guard._clock(), access_token=token
-                )
-
-            async def calls(proofs: list[str | None]) -> list[int]:
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url=public) as client:
-                    statuses = []
-                    for dpop in proofs:
-                        headers = {"authorization": f"DPoP {token}"}
-                        if dpop is not None:
-                            headers["dpop"] = dpop
-                        body = {"tool": "read_file", "args": {}}
-                        answer = await client.post("/v1/authorize", json=body, headers=headers)
-                        statuses.append(answer.status_code)
-                    return statuses
-
-            thief: list[str | None] = [None, None, proof(generate_key()), None]
-            assert anyio.run(calls, thief) == [401, 401, 401, 429]  # its address's rate
-            holder: list[str | None] = [proof(key) for _ in range(4)]
-            assert anyio.run(calls, holder) == [200, 200, 200, 429]  # the agent's own rate
+    with _planner_task(home) as (authorize, key, proof):
+        thief = [None, None, proof(generate_key()), None]
+        assert authorize(thief) == [401, 401, 401, 429]  # its address's rate
+        assert authorize([proof(key) for _ in range(4)]) == [200, 200, 200, 429]  # the agent's
 
 
 def test_a_captured_proof_replayed_counts_against_its_agent_once(home: Path) -> None:
     """A thief who captured a task token with one of its proofs (from a log, say) can replay
     them until the proof is too old: each replay is refused, and after the first sighting
     counts against the sender's address, not the agent, whose own calls still go through."""
-    public = "http://testserver"
-    authorize_url = f"{public}/v1/authorize"
-    limits = RateLimits(rate=1.0, burst=3.0, clock=lambda: 0.0)  # never refills: it counts
-    with _planner_guard(home, public) as guard:
-        app = create_app(guard, public_url=public, limits=limits)
-        with guard.task(
-            workspace="acme", agent="planner", user="alice", request="", tools=["read_file"]
-        ) as task:
-            key = guard.agent_keys.get("acme", "planner")
-
-            def proof() -> str:
-                return make_proof(
-                    key, htm="POST", htu=authorize_url, now=guard._clock(), access_token=task.token
-                )
-
-            captured = proof()
-            sent = [captured, captured, captured, captured, captured, proof(), proof(), proof()]
-            statuses = anyio.run(_authorize_each, app, public, task.token, sent)
+    with _planner_task(home) as (authorize, key, proof):
+        captured = proof(key)
+        statuses = authorize([captured] * 5 + [proof(key) for _ in range(3)])
     # the holder's call; four replays (three on the address's burst, then told to wait); the
     # holder's next two calls, on what the agent's rate has left; then the agent's rate is out
     assert statuses == [200, 401, 401, 401, 429, 200, 200, 429], statuses
@@ -130,12 +87,22 @@ def test_proofs_are_remembered_while_young_and_at_most_as_many_as_buckets() -> N
     assert few.first_sighting("p1", later) and not few.first_sighting("p3", later)
 
 
+Authorize = Callable[[list[str | None]], list[int]]
+
+
 @contextmanager
-def _planner_guard(home: Path, public: str) -> Iterator[Guard]:
+def _planner_task(home: Path) -> Iterator[tuple[Authorize, ECKey, Callable[[ECKey], str]]]:
+    """A service whose rate limit never refills (1 a second, 3 at once, on a stopped clock: it
+    counts) and a task of the planner's on it. Yields what sends the task's authorize requests
+    with the proofs given (None: no proof) and says their statuses; the planner's key; and
+    what signs a proof of the task's token, for /v1/authorize, with a key."""
+    public = "http://testserver"
+    authorize_url = f"{public}/v1/authorize"
+    limits = RateLimits(rate=1.0, burst=3.0, clock=lambda: 0.0)
     with Guard(
         Store.at_home(home),
         credential_settings=Settings(token_url=f"{public}/v1/token"),
-        proofs=ProofRule(htm="POST", htu=f"{public}/v1/authorize", required=True),
+        proofs=ProofRule(htm="POST", htu=authorize_url, required=True),
     ) as guard:
         guard.add_workspace("acme")
         guard.add_user("acme", "alice")
@@ -143,20 +110,35 @@ def _planner_guard(home: Path, public: str) -> Iterator[Guard]:
         guard.register_tool("acme", "read_file", effects=["read"])
         guard.activate_policies("acme", {"all.cedar": "permit (principal, action, resource);"})
         guard.grant("acme", user="alice", agent="planner", tools=["read_file"])
-        yield guard
+        app = create_app(guard, public_url=public, limits=limits)
+        with guard.task(
+            workspace="acme", agent="planner", user="alice", request="", tools=["read_file"]
+        ) as task:
+            token = task.token
 
+            def proof(signer: ECKey) -> str:
+                now = guard._clock()
+                return make_proof(
+                    signer, htm="POST", htu=authorize_url, now=now, access_token=token
+                )
 
-async def _authorize_each(app: Any, public: str, token: str, proofs: list[str]) -> list[int]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=public) as client:
-        statuses = []
-        for dpop in proofs:
-            headers = {"authorization": f"DPoP {token}", "dpop": dpop}
-            answer = await client.post(
-                "/v1/authorize", json={"tool": "read_file", "args": {}}, headers=headers
-            )
-            statuses.append(answer.status_code)
-        return statuses
+            async def send(proofs: list[str | None]) -> list[int]:
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url=public) as client:
+                    statuses = []
+                    for dpop in proofs:
+                        headers = {"authorization": f"DPoP {token}"}
+                        if dpop is not None:
+                            headers["dpop"] = dpop
+                        body = {"tool": "read_file", "args": {}}
+                        answer = await client.post("/v1/authorize", json=body, headers=headers)
+                        statuses.append(answer.status_code)
+                    return statuses
+
+            def authorize(proofs: list[str | None]) -> list[int]:
+                return anyio.run(send, proofs)
+
+            yield authorize, guard.agent_keys.get("acme", "planner"), proof
 
 
 def test_a_charge_over_the_burst_is_refused_as_too_large_and_charges_nothing() -> None:
