@@ -13,8 +13,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tether.model import AuditEvent, DecisionRecord
 from tether.store import tables as t
+from tether.store.isolation import one_moment
 from tether.store.prepared import Prepared
-from tether.store.reads import one_moment
 from tether.store.rows import row_to
 from tether.store.wal import WriteAheadLog
 from tether.store.writes import HotWrites, Transaction

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from tether.errors import NotFound
 from tether.model import AgentKey, Grant, KeyStatus
 from tether.store import tables as t
+from tether.store.isolation import one_at_a_time
 from tether.store.notify import REVOCATION, notify
 from tether.store.rows import T, row_to
 from tether.store.writes import Claims, HotWrites
@@ -89,10 +90,7 @@ class CredentialRecords:
             (t.agent_keys.c.workspace == key.workspace) & (t.agent_keys.c.agent == key.agent)
         )
         with self.engine.begin() as db:
-            if db.dialect.name == "postgresql":  # self-exclusive; readers go on
-                db.execute(sa.text("LOCK TABLE agent_keys IN SHARE ROW EXCLUSIVE MODE"))
-            else:  # SQLite takes its one write lock at a transaction's first write
-                db.execute(t.agent_keys.update().where(sa.false()).values(kid=t.agent_keys.c.kid))
+            one_at_a_time(db, t.agent_keys)
             admit(_rows(AgentKey, db.execute(sa.select(t.agent_keys).where(same_key_or_agent))))
             db.execute(t.agent_keys.insert().values(**msgspec.to_builtins(key)))
 

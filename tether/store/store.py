@@ -42,8 +42,8 @@ from tether.store.approvals import ApprovalRecords
 from tether.store.audit import AuditRecords
 from tether.store.console import ConsoleRecords
 from tether.store.credentials import CredentialRecords
+from tether.store.isolation import one_at_a_time, one_moment
 from tether.store.notify import WORKSPACE, Listener, notify
-from tether.store.reads import one_moment
 from tether.store.rows import row_to
 from tether.store.tasks import TaskEvents
 from tether.store.wal import WriteAheadLog, WriteTurn
@@ -106,7 +106,6 @@ def _alembic_config(connection: sa.Connection) -> Config:
 
 
 MIGRATION_LOCK = 0x7E7E_0001  # PostgreSQL advisory lock: replicas starting at once migrate once
-CREATE_WORKSPACE_LOCK = 0x7E7E_0002  # and one workspace is created at a time
 
 
 def migrate(engine: sa.Engine) -> None:
@@ -171,14 +170,11 @@ class Store:
         self, workspace: Workspace, *, check: Callable[[list[str]], None] | None = None
     ) -> None:
         """Create the workspace. `check` is given every existing workspace's name and may
-        refuse (by raising): creations take turns across processes (SQLite's write lock taken
-        at the start, a PostgreSQL advisory lock), so a workspace created meanwhile is among
-        the names it is given, and two that `check` would keep apart cannot both be made."""
+        refuse (by raising): creations take turns (`one_at_a_time`), so a workspace created
+        meanwhile is among the names it is given, and two that `check` would keep apart
+        cannot both be made."""
         with self.engine.begin() as db:
-            if db.dialect.name == "sqlite":
-                db.exec_driver_sql("BEGIN IMMEDIATE")  # the driver would begin at the insert
-            else:
-                db.execute(sa.select(sa.func.pg_advisory_xact_lock(CREATE_WORKSPACE_LOCK)))
+            one_at_a_time(db, t.workspaces)
             names = list(db.execute(sa.select(t.workspaces.c.name)).scalars())
             if workspace.name in names:
                 raise Conflict(f"workspace {workspace.name!r} already exists")
