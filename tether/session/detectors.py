@@ -171,14 +171,21 @@ PREFILTER_CHARS = 64 * 1024
 
 def detect(pieces: Iterable[str]) -> dict[str, str]:
     """{detector name: label} for every detector that found a valid match in the text, as it
-    is or as it reads once what hides a secret from a pattern is undone (`uncovered`)."""
+    is or as it reads once what hides a secret from a pattern is undone (`_uncovered`)."""
     pieces = tuple(pieces)
-    found = _detect(pieces)
-    hidden = tuple(uncovered(pieces))
+    joined = _joined(pieces)
+    found = _detect(pieces, joined)
+    hidden = tuple(_uncovered(pieces, joined))
     if hidden:
-        for name, label in _detect(hidden).items():
+        for name, label in _detect(hidden, _joined(hidden)).items():
             found.setdefault(name, label)
     return found
+
+
+def _joined(pieces: tuple[str, ...]) -> str | None:
+    """The pieces joined by NUL, which no detector's match nor run of base64 holds, so that
+    one search of it tells what any piece could hold (None: too long to be worth copying)."""
+    return "\0".join(pieces) if sum(map(len, pieces)) <= PREFILTER_CHARS else None
 
 
 # Characters that show as nothing: put inside a key, they split it for a pattern, not for a
@@ -194,18 +201,16 @@ _URL_SAFE = str.maketrans("-_", "+/")  # the URL-safe alphabet's two, as the sta
 MAX_UNCOVERED = 1 << 20  # characters of base64 decoded an output; past them, none is
 
 
-def uncovered(pieces: tuple[str, ...]) -> Iterator[str]:
+def _uncovered(pieces: tuple[str, ...], joined: str | None) -> Iterator[str]:
     """Each piece as it reads with invisible characters dropped and percent-escapes undone,
     where it has any; and every run of base64 in the pieces (or in those readings) that
     decodes to UTF-8 text. One level: what is encoded twice is not found."""
     readings = [reading for piece in pieces for reading in _readings(piece)]
     yield from readings
-    # No run of base64 spans two pieces (the NUL between them is not in its alphabet): the
-    # pieces joined, searched once, hold the runs each piece holds (a structured output has
-    # hundreds of small pieces).
-    joined = sum(map(len, pieces)) <= PREFILTER_CHARS
+    # The pieces joined hold the runs each piece holds: one search, not hundreds (a
+    # structured output's pieces are many and small).
     budget = MAX_UNCOVERED
-    for text in (*(("\0".join(pieces),) if joined else pieces), *readings):
+    for text in (*((joined,) if joined is not None else pieces), *readings):
         for run in _BASE64_RUN.finditer(text):
             budget -= len(run.group(0))
             if budget < 0:
@@ -237,8 +242,8 @@ def _from_base64(run: str) -> str | None:
         return None
 
 
-def _detect(pieces: tuple[str, ...]) -> dict[str, str]:
-    detectors = _possible(pieces) if sum(map(len, pieces)) <= PREFILTER_CHARS else DETECTORS
+def _detect(pieces: tuple[str, ...], joined: str | None) -> dict[str, str]:
+    detectors = _possible(joined) if joined is not None else DETECTORS
     found: dict[str, str] = {}
     for piece in pieces:
         digits: int | None = None
@@ -254,11 +259,10 @@ def _detect(pieces: tuple[str, ...]) -> dict[str, str]:
     return found
 
 
-def _possible(pieces: tuple[str, ...]) -> tuple[Detector, ...]:
-    """The detectors whose hints and digit count the pieces together meet. A piece that meets
-    a detector's needs makes the whole meet them (no hint holds the NUL joining the pieces),
-    so this only ever drops detectors that no piece would run."""
-    whole = "\0".join(pieces)
+def _possible(whole: str) -> tuple[Detector, ...]:
+    """The detectors whose hints and digit count the pieces together (`whole`) meet. A piece
+    that meets a detector's needs makes the whole meet them (no hint holds the NUL joining
+    the pieces), so this only ever drops detectors that no piece would run."""
     digits = digit_count(whole)
     return tuple(d for d in DETECTORS if digits >= d.min_digits and _hinted(d, whole))
 
