@@ -112,7 +112,7 @@ def serve(
     from test_cli import cli_env  # noqa: PLC0415 - test_cli imports conftest, which imports this
 
     # Its errors go to a file: a pipe nobody reads fills up (a traceback per 5xx) and stops it.
-    errors = home.parent / f"serve-{port}.stderr"
+    errors = serve_log(home, port)
     with errors.open("w") as sink:
         child = subprocess.Popen(
             [sys.executable, "-m", "tether.cli", "--home", str(home), "serve", "--port",
@@ -129,6 +129,11 @@ def serve(
             time.sleep(0.1)
     stop(child, signal.SIGKILL)
     pytest.fail(f"tether serve did not start: {errors.read_text()[-2000:]}")
+
+
+def serve_log(home: Path, port: int) -> Path:
+    """Where `serve` puts what `tether serve` on `home` and `port` writes to its stderr."""
+    return home.parent / f"serve-{port}.stderr"
 
 
 def stop(child: subprocess.Popen[str], how: signal.Signals = signal.SIGTERM) -> None:

@@ -7,7 +7,6 @@ With TETHER_CONSOLE_SCREENSHOTS=<folder> the tests also keep a picture of each p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import threading
@@ -60,13 +59,15 @@ AGENTS: list[Guard] = []  # the agents' Guards of the test that runs: closed wit
 def service(tmp_path: Path) -> Iterator[Served]:
     home = tmp_path / "home"
     assert run_cli(home, "init").returncode == 0
-    with served(home) as service, contextlib.ExitStack() as agents:
-        agents.callback(_close_agents)
+    with served(home) as service:
         store, now = service.guard.store, time.time()
         console_auth.add_account(store, "bob", PASSWORD, {"acme": ["approver", "auditor"]}, now)
         console_auth.add_account(store, "alice", PASSWORD, {"acme": ["admin"]}, now)
         console_auth.add_account(store, "carol", PASSWORD, {"acme": ["auditor"]}, now)
-        yield service
+        try:
+            yield service
+        finally:
+            _close_agents()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from served import free_port, serve, starter_home
+from served import free_port, serve, serve_log, starter_home
 from served import stop as stop_serving
 from test_cli import run_cli
 from test_server import Agent, Server
@@ -163,7 +163,7 @@ def test_ten_minutes_of_moderate_load_no_error_and_memory_levels_off(tmp_path: P
         missing = [d for d in answered if store.decision(d) is None]
     with closing(sqlite3.connect(home / DB_FILE)) as database:  # not corrupted on the way
         integrity = database.execute("PRAGMA integrity_check").fetchall()
-    logged = (tmp_path / f"serve-{port}.stderr").read_text()[-1500:]  # served.serve puts it there
+    logged = serve_log(home, port).read_text()[-1500:]
     after = (f"{len(missing)} answered decisions not in the log; integrity: {integrity[:5]}; "
              f"the service's log ends: {logged}")  # fmt: skip
     assert errors == [], f"{len(errors)} errors, the first: {errors[:5]}; {after}"
