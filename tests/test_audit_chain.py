@@ -332,8 +332,8 @@ def test_a_checkpoint_that_fails_never_changes_an_answer(
         with guard.task(
             workspace="acme", agent="coder", user="alice", request="", tools=["read_file"]
         ) as t:
-            answers = [t.authorize("read_file", {}).effect.value for _ in range(4)]
-        assert answers == ["allow"] * 4
+            decisions = [t.authorize("read_file", {}) for _ in range(4)]
+        assert [d.effect.value for d in decisions] == ["allow"] * 4, [d.reasons for d in decisions]
         deadline = time.monotonic() + 10
         while not guard.store.audit.checkpoints() and time.monotonic() < deadline:
             time.sleep(0.01)

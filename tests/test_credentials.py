@@ -40,7 +40,7 @@ from tether.credentials.access_token import AccessClaims
 from tether.credentials.actors import UNPROVEN_SVID
 from tether.credentials.jws import sign as sign_jws
 from tether.credentials.service import MAX_SKEW, MAX_TOKEN_TTL, Settings
-from tether.credentials.signing_keys import JWKS_MAX_AGE, Keyring
+from tether.credentials.signing_keys import JWKS_MAX_AGE, REFRESH, Keyring
 from tether.credentials.verifier import LEEWAY, TokenVerifier
 from tether.errors import Conflict, CredentialRefused, InvalidInput, TetherError
 from tether.identity import generate_key, parse_public_jwk, public_jwk, register_key, rotate_key
@@ -590,7 +590,8 @@ def test_key_rotation_publishes_first_and_retires_after_the_last_token(
     signed_now, _ = exchange(guard, grant(guard), "planner")
     assert jws.extract_compact(signed_now.encode()).headers()["kid"] == new.kid
     assert old.retire_at is None and keyring.verification_key(old.kid, clock.now) is not None
-    retire_at = new.activate_at + 3600 + 30  # the longest token life allowed, plus clock skew
+    # The longest token life allowed, plus clock skew, plus how long a process takes to hear.
+    retire_at = new.activate_at + 3600 + 30 + REFRESH
     # A token signed by the old key just before the switch stays valid until it expires...
     clock.now = retire_at - 31
     late = AccessClaims(**{**_claims_of(token), "exp": int(retire_at + 600), "jti": "tok_late"})
@@ -1606,3 +1607,105 @@ def test_a_withdrawn_rotation_leaves_the_signer_signing(guard: Guard, clock: Clo
     assert authenticate(guard, token, proof_for(guard, token))
     assert {k.kid for k in keyring.all_keys()} >= {current.kid, later.kid}
     assert len(keyring.all_keys()) == 3  # no key made at once, never published in advance
+
+
+def _keyrings(*offsets: float) -> tuple[Clock, list[Keyring], _SigningKeyTable]:
+    """Keyrings of processes sharing one store, each clock `offset` seconds off the first."""
+    clock, table = Clock(), _SigningKeyTable()
+    store = SimpleNamespace(credentials=table)
+    rings = [
+        Keyring(store, bytes(32), max_token_ttl=3600, skew=30, clock=lambda o=o: clock.now + o)  # type: ignore[arg-type]
+        for o in offsets
+    ]
+    return clock, rings, table
+
+
+def test_a_caller_whose_clock_reads_earlier_signs_with_the_key_made_meanwhile() -> None:
+    """The first key is made on first use, at the maker's `now`. A thread that read the clock a
+    moment before (the audit checkpointer, another task's exchange), or a process whose clock
+    is behind, asks at a time before that key's activation: it signs with it, and never makes
+    a key of its own that withdraws it (the tokens it signed would all be refused)."""
+    clock, (ring, behind), _ = _keyrings(0.0, -20.0)
+    first = ring.signing_key(clock.now)
+    assert ring.signing_key(clock.now - 0.005).kid == first.kid
+    assert behind.signing_key(clock.now - 20).kid == first.kid
+    behind.rotate(clock.now - 20, lead=300)  # an operator on the process behind
+    assert ring.verification_key(first.kid, clock.now + 3600) is not None
+    assert len(ring.all_keys()) == 2
+
+
+def test_a_pending_key_that_may_be_signing_somewhere_is_not_withdrawn() -> None:
+    """A process whose clock is ahead starts signing with a pending key before the others'
+    clocks reach its activation; a rotation made meanwhile retires that key after its tokens'
+    life instead of withdrawing it at once."""
+    clock, (ring, ahead), _ = _keyrings(0.0, 20.0)
+    ring.signing_key(clock.now)
+    pending = ring.rotate(clock.now, lead=300)
+    clock.now += 290
+    assert ahead.signing_key(clock.now + 20).kid == pending.kid
+    ring.rotate(clock.now, lead=600)
+    assert ring.verification_key(pending.kid, clock.now + 20 + 3600) is not None
+    assert ahead.signing_key(clock.now + 20).kid == pending.kid  # until the new one takes over
+
+
+def test_tasks_started_at_once_on_a_new_store_all_keep_their_tokens(tmp_path: Path) -> None:
+    """The first signing key is made by whichever exchange comes first; the others, whose
+    clocks were read a moment before it was made, sign with it too. (They made keys of their
+    own that withdrew it, and the first task's token was refused from its next call on.)"""
+    with Guard(Store.at_home(tmp_path)) as guard:
+        _setup(guard)
+        grant(guard, tools=("read_file",))
+        assert _calls_of_tasks_started_together(guard, 6) == [Effect.ALLOW] * 18
+        assert len(guard.credentials.keyring.all_keys()) == 1
+
+
+def _calls_of_tasks_started_together(guard: Guard, agents: int) -> list[Effect]:
+    """Each of `agents` threads starts a task at the same moment and calls read_file three
+    times in it: the effects."""
+    start = threading.Barrier(agents)
+    effects: list[Effect] = []
+
+    def agent() -> None:
+        start.wait()
+        with guard.task(
+            workspace="acme", agent="planner", user="alice", request="", tools=["read_file"]
+        ) as task:
+            effects.extend(task.authorize("read_file", {}).effect for _ in range(3))
+
+    threads = [threading.Thread(target=agent) for _ in range(agents)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return effects
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    offset=st.floats(0, 30),
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 5000), st.booleans(), st.none() | st.integers(0, 86400), st.floats(0, 1)
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_no_key_that_signed_retires_before_its_tokens_expire(
+    offset: float, steps: list[tuple[int, bool, int | None, float]]
+) -> None:
+    """Two processes whose clocks are up to the allowed skew apart, each calling with a `now`
+    read up to a second before, rotating with any lead or signing: every key handed out to
+    sign at a time verifies until a token signed then expires."""
+    clock, rings, table = _keyrings(0.0, offset)
+    signed: list[tuple[str, float]] = []
+    for advance, second, lead, late in steps:
+        clock.now += advance
+        ring = rings[second]
+        now = clock.now + (offset if second else 0.0) - late
+        if lead is not None:
+            ring.rotate(now, lead=lead)
+        signed.append((ring.signing_key(now).kid, now))
+    for kid, at in signed:
+        retire_at = table.rows[kid].retire_at
+        assert retire_at is None or retire_at >= at + 3600, (kid, at, retire_at)

@@ -4,8 +4,15 @@ The private keys are stored encrypted with AES-256-GCM under a master key that n
 store (given by `TETHER_MASTER_KEY`, by the file `TETHER_MASTER_KEY_FILE` names, or kept in
 `<home>/master.key`, created owner-only). Rotation follows the order verifiers need: the next key
 is published in the JWKS `lead` seconds before it signs anything, and a replaced key keeps
-verifying until every token it signed has expired (the longest token lifetime plus clock skew),
-then is retired: gone from the JWKS, and tokens signed with it are refused.
+verifying until every token it signed has expired (the longest token lifetime, plus clock skew,
+plus `REFRESH`: a process signs with it until it rereads the keys), then is retired: gone from
+the JWKS, and tokens signed with it are refused.
+
+Callers pass their own `now`, and it is not the same instant everywhere: a thread that read the
+clock a moment before another made the first key, or a process whose clock is behind (by up to
+the allowed skew), asks for a key at a time before one that is already signing. A key made to
+sign at once (no lead) is therefore the signer for every caller, whatever its `now`; and a
+pending key is withdrawn only while no process can have started signing with it.
 """
 
 from __future__ import annotations
@@ -109,6 +116,7 @@ class SigningKey:
     key: ECKey
     activate_at: float
     retire_at: float | None
+    at_once: bool  # made to sign from the moment it was made (no publication lead)
 
     def verifies_at(self, now: float) -> bool:
         return self.retire_at is None or now < self.retire_at
@@ -117,7 +125,7 @@ class SigningKey:
 class Keyring:
     """The signing keys, decrypted in memory, reloaded when another process rotates them.
 
-    `max_token_ttl` + `skew` is how long a replaced key must keep verifying."""
+    `max_token_ttl` + `skew` + `REFRESH` is how long a replaced key must keep verifying."""
 
     def __init__(
         self,
@@ -130,7 +138,10 @@ class Keyring:
     ) -> None:
         self._store = store
         self._aead = AESGCM(master_key)
-        self._grace = max_token_ttl + skew
+        self._grace = max_token_ttl + skew + REFRESH
+        # A pending key this close to its activation may be signing already somewhere: a
+        # process whose clock is ahead, or that has not reread the keys since (REFRESH).
+        self._may_have_signed = skew + REFRESH
         self._clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, SigningKey] = {}
@@ -149,10 +160,15 @@ class Keyring:
         return key
 
     def _signer(self, now: float) -> SigningKey | None:
-        ready = [k for k in self._keys.values() if k.activate_at <= now and k.verifies_at(now)]
+        ready = [
+            k
+            for k in self._keys.values()
+            if (k.activate_at <= now or k.at_once) and k.verifies_at(now)
+        ]
         # A key with a retirement date has a successor: it signs only while no successor can.
-        # Of keys activated at one instant, the one retiring last was the signer when the last
-        # rotation set the retirements.
+        # Then the one retiring last signs: the last rotation gave the signer of its time (and
+        # a pending key that may have been signing too) the latest retirement; older keys kept
+        # the earlier one their own successor gave them.
         current = [k for k in ready if k.retire_at is None] or ready
         return max(current, key=_signing_order) if current else None
 
@@ -225,16 +241,17 @@ class Keyring:
 
     def _retirements(self, now: float, activate_at: float) -> dict[str, float]:
         """When each key retires once a new key signs from `activate_at`. A pending key
-        (published, never signed) is withdrawn now. The key signing now goes on signing until
-        then, so it verifies until every token it signs meanwhile has expired: later than a
-        pending key it had been due to hand over to said, if that key is withdrawn with a
-        longer lead. Older keys keep the earlier retirement their own successor gave them."""
+        (published, and too far from its activation for anyone to have signed with it) is
+        withdrawn now. The key signing now goes on signing until then, so it verifies until
+        every token it signs meanwhile has expired: later than a pending key it had been due
+        to hand over to said, if that key is withdrawn with a longer lead. Older keys keep the
+        earlier retirement their own successor gave them."""
         signer = self._signer(now)
         signing = signer.kid if signer is not None else None
         retire, handover = {}, activate_at + self._grace
         for k in self._keys.values():
-            if k.activate_at > now:  # published, never signed, and now superseded
-                retire[k.kid] = now
+            if not k.at_once and k.activate_at > now + self._may_have_signed:
+                retire[k.kid] = now  # published, never signed, and now superseded
             elif k.kid == signing or k.retire_at is None or k.retire_at > handover:
                 retire[k.kid] = handover
         return retire
@@ -254,8 +271,9 @@ class Keyring:
             key=ECKey.import_key(pem),
             activate_at=record.activate_at,
             retire_at=record.retire_at,
+            at_once=record.activate_at <= record.created_at,
         )
 
 
 def _signing_order(key: SigningKey) -> tuple[float, float]:
-    return key.activate_at, key.retire_at if key.retire_at is not None else math.inf
+    return key.retire_at if key.retire_at is not None else math.inf, key.activate_at
