@@ -40,7 +40,7 @@ from tether.credentials.access_token import AccessClaims
 from tether.credentials.actors import UNPROVEN_SVID
 from tether.credentials.jws import sign as sign_jws
 from tether.credentials.service import MAX_SKEW, MAX_TOKEN_TTL, Settings
-from tether.credentials.signing_keys import JWKS_MAX_AGE, REFRESH, Keyring
+from tether.credentials.signing_keys import EARLY_READ, JWKS_MAX_AGE, REFRESH, Keyring
 from tether.credentials.verifier import LEEWAY, TokenVerifier
 from tether.errors import Conflict, CredentialRefused, InvalidInput, TetherError
 from tether.identity import generate_key, parse_public_jwk, public_jwk, register_key, rotate_key
@@ -590,8 +590,9 @@ def test_key_rotation_publishes_first_and_retires_after_the_last_token(
     signed_now, _ = exchange(guard, grant(guard), "planner")
     assert jws.extract_compact(signed_now.encode()).headers()["kid"] == new.kid
     assert old.retire_at is None and keyring.verification_key(old.kid, clock.now) is not None
-    # The longest token life allowed, plus clock skew, plus how long a process takes to hear.
-    retire_at = new.activate_at + 3600 + 30 + REFRESH
+    # The longest token life allowed, plus twice the clock skew, plus how long a process takes
+    # to hear.
+    retire_at = new.activate_at + 3600 + 2 * 30 + REFRESH + EARLY_READ
     # A token signed by the old key just before the switch stays valid until it expires...
     clock.now = retire_at - 31
     late = AccessClaims(**{**_claims_of(token), "exp": int(retire_at + 600), "jti": "tok_late"})
@@ -1648,6 +1649,35 @@ def test_a_pending_key_that_may_be_signing_somewhere_is_not_withdrawn() -> None:
     assert ahead.signing_key(clock.now + 20).kid == pending.kid  # until the new one takes over
 
 
+def test_processes_each_within_the_skew_of_the_true_time_never_cut_a_token_short() -> None:
+    """Each process may be 30 s off the true time, so two may be 60 s apart: the one ahead
+    signs with a pending key 60 s of the other's clock before its activation, and the one
+    behind rotating then (with a `now` read a second early) neither withdraws that key nor
+    retires it before its tokens expire."""
+    clock, (behind, ahead), table = _keyrings(-30.0, 30.0)
+    behind.signing_key(clock.now - 30)
+    pending = behind.rotate(clock.now - 30, lead=300)
+    clock.now += 240
+    signed_at = clock.now + 30
+    assert ahead.signing_key(signed_at).kid == pending.kid
+    behind.rotate(clock.now - 30 - EARLY_READ, lead=600)
+    retire_at = table.rows[pending.kid].retire_at
+    assert retire_at is not None and retire_at >= signed_at + 3600 + 2 * 30
+
+
+def test_a_key_reread_from_the_store_is_judged_as_read() -> None:
+    """A verifier that rereads the keys judges a key by what it read, not by its copy from
+    before: a later rotation moved the key's retirement, and the key is handed out to sign."""
+    clock, (signer, verifier), _ = _keyrings(0.0, 0.0)
+    first = signer.signing_key(clock.now)
+    signer.rotate(clock.now, lead=300)
+    assert verifier.verification_key(first.kid, clock.now) is not None  # its copy: ends early
+    signer.rotate(clock.now + 1, lead=86400)  # supersedes: the first key signs for a day more
+    clock.now += 4000
+    assert signer.signing_key(clock.now).kid == first.kid
+    assert verifier.verification_key(first.kid, clock.now) is not None
+
+
 def test_tasks_started_at_once_on_a_new_store_all_keep_their_tokens(tmp_path: Path) -> None:
     """The first signing key is made by whichever exchange comes first; the others, whose
     clocks were read a moment before it was made, sign with it too. (They made keys of their
@@ -1682,27 +1712,27 @@ def _calls_of_tasks_started_together(guard: Guard, agents: int) -> list[Effect]:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    offset=st.floats(0, 30),
+    offsets=st.tuples(st.floats(-30, 30), st.floats(-30, 30)),
     steps=st.lists(
         st.tuples(
-            st.integers(0, 5000), st.booleans(), st.none() | st.integers(0, 86400), st.floats(0, 1)
+            st.floats(0, 5000), st.booleans(), st.none() | st.floats(0, 86400), st.floats(0, 1)
         ),
         min_size=1,
         max_size=8,
     ),
 )
 def test_no_key_that_signed_retires_before_its_tokens_expire(
-    offset: float, steps: list[tuple[int, bool, int | None, float]]
+    offsets: tuple[float, float], steps: list[tuple[float, bool, float | None, float]]
 ) -> None:
-    """Two processes whose clocks are up to the allowed skew apart, each calling with a `now`
-    read up to a second before, rotating with any lead or signing: every key handed out to
-    sign at a time verifies until a token signed then expires."""
-    clock, rings, table = _keyrings(0.0, offset)
+    """Two processes whose clocks are each up to the allowed skew off the true time, each
+    calling with a `now` read up to a second before, rotating with any lead or signing: every
+    key handed out to sign at a time verifies until a token signed then expires."""
+    clock, rings, table = _keyrings(*offsets)
     signed: list[tuple[str, float]] = []
     for advance, second, lead, late in steps:
         clock.now += advance
         ring = rings[second]
-        now = clock.now + (offset if second else 0.0) - late
+        now = clock.now + offsets[second] - late
         if lead is not None:
             ring.rotate(now, lead=lead)
         signed.append((ring.signing_key(now).kid, now))

@@ -4,13 +4,14 @@ The private keys are stored encrypted with AES-256-GCM under a master key that n
 store (given by `TETHER_MASTER_KEY`, by the file `TETHER_MASTER_KEY_FILE` names, or kept in
 `<home>/master.key`, created owner-only). Rotation follows the order verifiers need: the next key
 is published in the JWKS `lead` seconds before it signs anything, and a replaced key keeps
-verifying until every token it signed has expired (the longest token lifetime, plus clock skew,
-plus `REFRESH`: a process signs with it until it rereads the keys), then is retired: gone from
-the JWKS, and tokens signed with it are refused.
+verifying until every token it signed has expired (the longest token lifetime, plus twice the
+clock skew, plus `REFRESH`: a process signs with it until it rereads the keys, plus
+`EARLY_READ`), then is retired: gone from the JWKS, and tokens signed with it are refused. The
+skew is how far each process's clock may be from the true time, so two may be twice that apart.
 
 Callers pass their own `now`, and it is not the same instant everywhere: a thread that read the
-clock a moment before another made the first key, or a process whose clock is behind (by up to
-the allowed skew), asks for a key at a time before one that is already signing. A key made to
+clock a moment before another made the first key, or a process whose clock is behind, asks for
+a key at a time before one that is already signing. A key made to
 sign at once (no lead) is therefore the signer for every caller, whatever its `now`; and a
 pending key is withdrawn only while no process can have started signing with it.
 """
@@ -45,6 +46,7 @@ MASTER_KEY_FILE_ENV = "TETHER_MASTER_KEY_FILE"
 MASTER_KEY_FILE = "master.key"
 JWKS_MAX_AGE = 300.0  # how long verifiers may cache the JWKS: the default publication lead
 REFRESH = 5.0  # how often a process rereads the keys another process may have rotated
+EARLY_READ = 1.0  # how long before it asks a caller may have read the `now` it passes
 
 
 def load_master_key(home: str | Path | None) -> bytes:
@@ -125,7 +127,8 @@ class SigningKey:
 class Keyring:
     """The signing keys, decrypted in memory, reloaded when another process rotates them.
 
-    `max_token_ttl` + `skew` + `REFRESH` is how long a replaced key must keep verifying."""
+    `max_token_ttl` + 2 x `skew` + `REFRESH` + `EARLY_READ` is how long a replaced key must
+    keep verifying."""
 
     def __init__(
         self,
@@ -138,10 +141,12 @@ class Keyring:
     ) -> None:
         self._store = store
         self._aead = AESGCM(master_key)
-        self._grace = max_token_ttl + skew + REFRESH
-        # A pending key this close to its activation may be signing already somewhere: a
-        # process whose clock is ahead, or that has not reread the keys since (REFRESH).
-        self._may_have_signed = skew + REFRESH
+        self._grace = max_token_ttl + 2 * skew + REFRESH + EARLY_READ
+        # A pending key this close to its activation may be signing already somewhere: on a
+        # process whose clock is ahead (each may be `skew` off, so two are up to twice that
+        # apart), or that has not reread the keys since (REFRESH), while the rotating caller's
+        # `now` may be a little old (EARLY_READ).
+        self._may_have_signed = 2 * skew + REFRESH + EARLY_READ
         self._clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, SigningKey] = {}
@@ -180,9 +185,9 @@ class Keyring:
         if key is None and (not self._keys or now - self._loaded_at >= 1.0):
             with self._lock:
                 self._reload()
-            key = self._keys.get(kid)
         else:
             self._maybe_reload(now)
+        key = self._keys.get(kid)  # as read again, if it was: a rotation may have moved its end
         return key if key is not None and key.verifies_at(now) else None
 
     def rotate(self, now: float, lead: float = JWKS_MAX_AGE) -> SigningKey:
